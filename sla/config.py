@@ -1,0 +1,228 @@
+"""Solver configuration, solve reports and the library's errors.
+
+``SolverConfig`` holds every knob of a solve.  It is an ordinary argument
+(``A.solve(b, config=cfg)``) and a context manager (``with SolverConfig(...):``);
+keyword arguments of a call win over the innermost context, which wins over
+outer contexts, which win over the defaults.  A field left at ``None`` means
+"not set here".
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+__all__ = [
+    "SolverConfig",
+    "SolveInfo",
+    "SlaError",
+    "SingularMatrixError",
+    "NotPositiveDefiniteError",
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "BackendUnavailableError",
+]
+
+log = logging.getLogger("sla")
+
+
+class SlaError(Exception):
+    """Base class of the errors raised by sla."""
+
+
+class SingularMatrixError(SlaError, RuntimeError):
+    """The matrix is (numerically) singular; no solution is returned."""
+
+
+class NotPositiveDefiniteError(SlaError, ValueError):
+    """A Cholesky factorisation was asked of a matrix that is not positive definite."""
+
+
+class ConvergenceError(SlaError, RuntimeError):
+    """An iterative method stopped before reaching its tolerance."""
+
+    def __init__(self, message: str, info: "SolveInfo | None" = None):
+        super().__init__(message)
+        self.info = info
+
+
+class ConvergenceWarning(UserWarning):
+    """Warning variant of :class:`ConvergenceError` (``on_failure='warn'``)."""
+
+
+class BackendUnavailableError(SlaError, ImportError):
+    """A backend was asked for that cannot run here (package or device missing)."""
+
+
+_DEFAULTS: dict[str, Any] = dict(
+    backend="auto",
+    method="auto",
+    rtol=None,
+    atol=0.0,
+    maxiter=None,
+    preconditioner="auto",
+    matrix_type="auto",
+    on_failure="raise",
+    restart=50,
+    check_every=None,
+    cache=True,
+    options=None,
+)
+
+_ON_FAILURE = ("raise", "warn", "ignore")
+_MATRIX_TYPES = ("auto", "general", "symmetric", "spd", "hermitian", "hpd")
+
+_stack: contextvars.ContextVar[tuple["SolverConfig", ...]] = contextvars.ContextVar("sla_solver_config", default=())
+
+
+@dataclass
+class SolverConfig:
+    """Every knob of a solve.
+
+    Parameters
+    ----------
+    backend : str
+        ``'auto'`` or a registered backend name (``sla.get_available_backends()``).
+    method : str
+        ``'auto'`` or a method of that backend (``'lu'``, ``'cholesky'``, ``'cg'``, ...).
+    rtol, atol : float
+        Iterative methods stop when ``||b - A x|| <= max(rtol * ||b||, atol)``;
+        rtol defaults to 1e-8 (double) or 1e-5 (single precision).
+    maxiter : int, optional
+        Iteration cap of iterative methods (default: method-specific).
+    preconditioner : str
+        ``'auto'``, ``'none'``, ``'jacobi'``, ... (backend-specific).
+    matrix_type : str
+        ``'auto'`` (detected), ``'general'``, ``'symmetric'``, ``'spd'``,
+        ``'hermitian'`` or ``'hpd'``.
+    on_failure : str
+        What a non-converged iterative solve does: ``'raise'``
+        (:class:`ConvergenceError`), ``'warn'`` (:class:`ConvergenceWarning`)
+        or ``'ignore'``.  Singular matrices always raise.
+    restart : int
+        GMRES restart length.
+    check_every : int, optional
+        Iterations between convergence checks on GPU (host synchronisations).
+    cache : bool
+        Reuse factorisations / preconditioners cached on the pattern.
+    options : dict, optional
+        Extra backend-specific options, passed through.
+    """
+
+    backend: Optional[str] = None
+    method: Optional[str] = None
+    rtol: Optional[float] = None
+    atol: Optional[float] = None
+    maxiter: Optional[int] = None
+    preconditioner: Optional[str] = None
+    matrix_type: Optional[str] = None
+    on_failure: Optional[str] = None
+    restart: Optional[int] = None
+    check_every: Optional[int] = None
+    cache: Optional[bool] = None
+    options: Optional[dict] = None
+    _tokens: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.validate()
+
+    def tolerances(self, dtype) -> tuple[float, float]:
+        """``(rtol, atol)``; an unset rtol is 1e-8 in double and 1e-5 in single precision."""
+        rtol = self.rtol
+        if rtol is None:
+            single = dtype in (torch.float32, torch.complex64, torch.float16, torch.bfloat16)
+            rtol = 1e-5 if single else 1e-8
+        return float(rtol), float(self.atol or 0.0)
+
+    def validate(self) -> "SolverConfig":
+        if self.on_failure is not None and self.on_failure not in _ON_FAILURE:
+            raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {self.on_failure!r}")
+        if self.matrix_type is not None and self.matrix_type not in _MATRIX_TYPES:
+            raise ValueError(f"matrix_type must be one of {_MATRIX_TYPES}, got {self.matrix_type!r}")
+        for name in ("rtol", "atol"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        for name in ("maxiter", "restart", "check_every"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("backend", "method", "preconditioner"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{name} must be a string, got {type(v).__name__}")
+        return self
+
+    # ------------------------------------------------------------ merging
+    def _set_fields(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _DEFAULTS if getattr(self, f) is not None}
+
+    @classmethod
+    def resolve(cls, config: "SolverConfig | None" = None, **kwargs) -> "SolverConfig":
+        """The effective config: defaults < contexts (outer to inner) < ``config`` < ``kwargs``."""
+        unknown = set(kwargs) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown solver option(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
+        merged = dict(_DEFAULTS)
+        for ctx in _stack.get():
+            merged.update(ctx._set_fields())
+        if config is not None:
+            if not isinstance(config, SolverConfig):
+                raise TypeError(f"config must be a SolverConfig, got {type(config).__name__}")
+            merged.update(config._set_fields())
+        merged.update({k: v for k, v in kwargs.items() if v is not None})
+        return cls(**merged)
+
+    def replace(self, **changes) -> "SolverConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ----------------------------------------------------- context manager
+    def __enter__(self) -> "SolverConfig":
+        self._tokens.append(_stack.set(_stack.get() + (self,)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _stack.reset(self._tokens.pop())
+
+
+@dataclass
+class SolveInfo:
+    """What a solve did (``return_info=True``).
+
+    ``residual`` is the true relative residual ``||b - A x|| / ||b||``
+    recomputed after the solve (the largest over batch and right-hand sides).
+    """
+
+    backend: str
+    method: str
+    matrix_type: str = "general"
+    preconditioner: Optional[str] = None
+    iterations: Optional[int] = None
+    converged: bool = True
+    residual: float = float("nan")
+    setup_time: float = 0.0
+    solve_time: float = 0.0
+    cached: bool = False
+    notes: list = field(default_factory=list)
+
+    def fail(self, cfg: SolverConfig) -> None:
+        """Apply the failure policy of ``cfg`` to a non-converged solve."""
+        if self.converged:
+            return
+        msg = (
+            f"{self.backend}/{self.method} did not converge: relative residual {self.residual:.3e} "
+            f"after {self.iterations} iterations (rtol={cfg.rtol}, atol={cfg.atol}, maxiter={cfg.maxiter}). "
+            "Raise maxiter, loosen rtol, pick a preconditioner, or set on_failure='warn'/'ignore'."
+        )
+        if cfg.on_failure == "raise":
+            raise ConvergenceError(msg, self)
+        if cfg.on_failure == "warn":
+            warnings.warn(msg, ConvergenceWarning, stacklevel=4)
+        else:
+            log.info(msg)

@@ -1,0 +1,239 @@
+"""Sparsity patterns: the structure a :class:`~sla.SparseTensor` stores values on.
+
+A :class:`Pattern` is the coalesced, row-major sorted set of ``(row, col)``
+positions of an ``M x N`` matrix.  It is validated once, is immutable, and owns
+everything that depends only on structure:
+
+* CSR arrays (``crow``/``ccol``, int32 whenever ``nnz < 2**31`` -- measured 2-3x
+  faster SpMV than int64 on these machines),
+* the permutation to the transposed pattern,
+* the positions of the diagonal,
+* a ``cache`` dict for structural work of the solvers (symbolic
+  factorisations, multigrid aggregates, partitions, colourings), and
+* a small ``numeric`` cache for work that depends on the values too
+  (factorisations), keyed on the identity and version of the values tensor.
+
+Patterns are shared: every operation that keeps the structure (``A * 2``,
+``A.to(float32)``, batched values) reuses the same object and thus its caches.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Hashable
+
+import torch
+
+__all__ = ["Pattern"]
+
+# torch marks CSR support "beta" on every construction; we rely on the stable subset.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+_INT32_MAX = 2**31 - 1
+
+
+def _check_index(name: str, idx: torch.Tensor) -> torch.Tensor:
+    if not isinstance(idx, torch.Tensor):
+        idx = torch.as_tensor(idx)
+    if idx.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D index tensor, got shape {tuple(idx.shape)}")
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {idx.dtype}")
+    return idx.to(torch.int64)
+
+
+class Pattern:
+    """Coalesced, row-major sorted sparsity structure of an ``M x N`` matrix.
+
+    Build one with :meth:`from_coo`; the constructor trusts its input.
+
+    Attributes
+    ----------
+    row, col : torch.Tensor
+        int64 indices of the stored entries, sorted by ``(row, col)``, unique.
+    shape : tuple[int, int]
+        ``(M, N)``.
+    cache : dict
+        Structural work of solvers, keyed by whatever the solver chooses.
+    """
+
+    __slots__ = ("row", "col", "shape", "cache", "_numeric", "_memo", "__weakref__")
+
+    def __init__(self, row: torch.Tensor, col: torch.Tensor, shape: tuple[int, int]):
+        self.row = row
+        self.col = col
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.cache: dict[Hashable, Any] = {}
+        self._numeric: OrderedDict = OrderedDict()
+        self._memo: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_coo(cls, row, col, shape) -> tuple["Pattern", torch.Tensor | None]:
+        """Validate and coalesce COO indices.
+
+        Returns ``(pattern, inverse)`` where ``inverse[k]`` is the position in
+        the pattern of the caller's k-th entry, or ``None`` when the input was
+        already coalesced and sorted (then entry k *is* position k).
+        """
+        row = _check_index("row", row)
+        col = _check_index("col", col)
+        if row.shape != col.shape:
+            raise ValueError(f"row and col must have the same length, got {row.numel()} and {col.numel()}")
+        if row.device != col.device:
+            raise ValueError(f"row and col must be on the same device, got {row.device} and {col.device}")
+        if len(shape) != 2:
+            raise ValueError(f"shape of a pattern must be (M, N), got {tuple(shape)}")
+        M, N = int(shape[0]), int(shape[1])
+        if M < 0 or N < 0:
+            raise ValueError(f"shape must be non-negative, got {(M, N)}")
+        if row.numel():
+            rmin, rmax, cmin, cmax = (int(v) for v in torch.stack([row.min(), row.max(), col.min(), col.max()]).tolist())
+            if rmin < 0 or cmin < 0:
+                raise IndexError(f"row/col indices must be non-negative, got min row {rmin}, min col {cmin}")
+            if rmax >= M:
+                raise IndexError(f"row index {rmax} out of range for a matrix with {M} rows")
+            if cmax >= N:
+                raise IndexError(f"col index {cmax} out of range for a matrix with {N} columns")
+        key = row * N + col
+        if key.numel() <= 1 or bool((key[1:] > key[:-1]).all()):
+            return cls(row, col, (M, N)), None
+        uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        return cls(uniq // N, uniq % N, (M, N)), inverse
+
+    @classmethod
+    def from_csr(cls, crow, ccol, shape) -> "Pattern":
+        """Pattern of CSR arrays (assumed sorted within rows and unique)."""
+        crow = _check_index("crow_indices", crow)
+        counts = crow[1:] - crow[:-1]
+        row = torch.repeat_interleave(torch.arange(len(counts), device=crow.device), counts)
+        p, inv = cls.from_coo(row, ccol, shape)
+        if inv is not None:
+            raise ValueError("CSR column indices must be sorted and unique within each row")
+        return p
+
+    # -------------------------------------------------------------- basics
+    @property
+    def nnz(self) -> int:
+        return self.row.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.row.device
+
+    def __repr__(self) -> str:
+        return f"Pattern(shape={self.shape}, nnz={self.nnz}, device={self.device})"
+
+    def memo(self, name: str, build: Callable[[], Any]) -> Any:
+        """Structural quantity computed once per pattern."""
+        if name not in self._memo:
+            self._memo[name] = build()
+        return self._memo[name]
+
+    def to(self, device) -> "Pattern":
+        """The same pattern on another device (cached both ways)."""
+        device = torch.device(device)
+        if device == self.device or (device.type == self.device.type and device.index is None):
+            return self
+        copies = self._memo.setdefault("_devices", {})
+        key = str(device)
+        p = copies.get(key)
+        if p is None:
+            p = Pattern(self.row.to(device), self.col.to(device), self.shape)
+            p._memo["_devices"] = {str(self.device): self}
+            copies[key] = p
+        return p
+
+    def same_as(self, other: "Pattern") -> bool:
+        """Structural equality (cheap when the objects are shared)."""
+        if self is other:
+            return True
+        return (
+            self.shape == other.shape
+            and self.nnz == other.nnz
+            and bool(torch.equal(self.row, other.row.to(self.device)))
+            and bool(torch.equal(self.col, other.col.to(self.device)))
+        )
+
+    # ----------------------------------------------------------------- CSR
+    @property
+    def index_dtype(self) -> torch.dtype:
+        return torch.int32 if max(self.nnz, *self.shape) <= _INT32_MAX else torch.int64
+
+    @property
+    def crow(self) -> torch.Tensor:
+        """CSR row pointer (int32 when it fits)."""
+
+        def build():
+            counts = torch.bincount(self.row, minlength=self.shape[0])
+            crow = torch.zeros(self.shape[0] + 1, dtype=torch.int64, device=self.device)
+            torch.cumsum(counts, 0, out=crow[1:])
+            return crow.to(self.index_dtype)
+
+        return self.memo("crow", build)
+
+    @property
+    def ccol(self) -> torch.Tensor:
+        """CSR column indices (int32 when they fit)."""
+        return self.memo("ccol", lambda: self.col.to(self.index_dtype))
+
+    def csr(self, values: torch.Tensor) -> torch.Tensor:
+        """A torch sparse CSR tensor on this pattern (values ``[nnz]``)."""
+        return torch.sparse_csr_tensor(self.crow, self.ccol, values, self.shape, check_invariants=False)
+
+    # ----------------------------------------------------------- transpose
+    def transpose(self) -> tuple["Pattern", torch.Tensor]:
+        """``(pattern_T, perm)`` with ``values_T = values[..., perm]``."""
+
+        def build():
+            M, N = self.shape
+            perm = torch.argsort(self.col * M + self.row, stable=True)
+            pt = Pattern(self.col[perm], self.row[perm], (N, M))
+            inv = torch.empty_like(perm)
+            inv[perm] = torch.arange(perm.numel(), device=perm.device)
+            pt._memo["transpose"] = (self, inv)
+            if self.shape[0] == self.shape[1] and torch.equal(pt.row, self.row) and torch.equal(pt.col, self.col):
+                pt = self  # structurally symmetric: share the object
+            return pt, perm
+
+        return self.memo("transpose", build)
+
+    @property
+    def is_structurally_symmetric(self) -> bool:
+        return self.shape[0] == self.shape[1] and self.transpose()[0] is self
+
+    # ------------------------------------------------------------ diagonal
+    @property
+    def diag_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pos, idx)``: entries ``pos`` of the pattern sit on diagonal ``idx``."""
+
+        def build():
+            pos = torch.nonzero(self.row == self.col).flatten()
+            return pos, self.row[pos]
+
+        return self.memo("diag", build)
+
+    # -------------------------------------------------------- numeric cache
+    def numeric(self, values: torch.Tensor, key: Hashable, build: Callable[[], Any], size: int = 4) -> Any:
+        """Value-dependent work cached on (this values tensor, its version, key).
+
+        Entries hold a weak reference to ``values``: a new tensor, or an
+        in-place change of the same one (its version counter moves), misses.
+        """
+        full = (id(values), values._version, key)
+        hit = self._numeric.get(full)
+        if hit is not None and hit[0]() is values:
+            self._numeric.move_to_end(full)
+            return hit[1]
+        out = build()
+        self._numeric[full] = (weakref.ref(values), out)
+        while len(self._numeric) > size:
+            self._numeric.popitem(last=False)
+        return out
+
+    def clear_cache(self) -> None:
+        """Drop cached solver work (structural and numeric)."""
+        self.cache.clear()
+        self._numeric.clear()

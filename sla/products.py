@@ -1,0 +1,135 @@
+"""Products on patterns: SpMV / SpMM with an adjoint, sparse x sparse, unions.
+
+Everything here works on canonical shapes -- values ``[B, nnz]`` and dense
+operands ``[B, N, K]`` -- and on any device.  :class:`~sla.SparseTensor` maps
+user shapes onto these.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from .pattern import Pattern
+
+__all__ = ["spmm", "spmm_nograd", "spspmm", "union", "intersection"]
+
+
+def spmm_nograd(pattern: Pattern, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y[b] = A[b] @ x[b]`` for values ``[B, nnz]``, x ``[B, N, K]``; no autograd."""
+    B = values.shape[0]
+    M = pattern.shape[0]
+    if pattern.nnz == 0:
+        return x.new_zeros(B, M, x.shape[-1])
+    out = []
+    for b in range(B):
+        xb = x[b] if x.shape[0] == B else x[0]
+        out.append(pattern.csr(values[b]) @ xb)
+    return torch.stack(out)
+
+
+class _SpMM(torch.autograd.Function):
+    """y = A x with gradients to the stored values and to x.
+
+    grad_x = A^H g (on the cached transposed pattern);
+    grad_values[k] = sum_j g[row_k, j] * conj(x[col_k, j]).
+    """
+
+    @staticmethod
+    def forward(ctx, values, x, pattern):
+        ctx.pattern = pattern
+        ctx.save_for_backward(values, x)
+        return spmm_nograd(pattern, values, x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        values, x = ctx.saved_tensors
+        p = ctx.pattern
+        gv = gx = None
+        if ctx.needs_input_grad[0]:
+            gv = (g[:, p.row, :] * x[:, p.col, :].conj()).sum(-1)
+            if gv.shape[0] != values.shape[0]:
+                gv = gv.sum(0, keepdim=True)
+        if ctx.needs_input_grad[1]:
+            pt, perm = p.transpose()
+            gx = spmm_nograd(pt, values[:, perm].conj(), g)
+            if gx.shape[0] != x.shape[0]:
+                gx = gx.sum(0, keepdim=True)
+        return gv, gx, None
+
+
+def spmm(pattern: Pattern, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Differentiable ``A @ x`` on canonical shapes (``[B, nnz]``, ``[B, N, K]``)."""
+    if values.requires_grad or x.requires_grad:
+        return _SpMM.apply(values, x, pattern)
+    return spmm_nograd(pattern, values, x)
+
+
+def _cached(a: Pattern, b: Pattern, tag: str, build):
+    key = (tag, id(b))
+    hit = a.cache.get(key)
+    if hit is not None and hit[0]() is b:
+        return hit[1]
+    out = build()
+    a.cache[key] = (weakref.ref(b), out)
+    return out
+
+
+def spspmm(pa: Pattern, va: torch.Tensor, pb: Pattern, vb: torch.Tensor) -> tuple[Pattern, torch.Tensor]:
+    """Sparse x sparse product; values differentiable (sparse gradients).
+
+    Enumerates the products ``A[i,k] B[k,j]`` once per pair of patterns
+    (cached), then sums them into the result pattern with one ``index_add``.
+    """
+
+    def build():
+        crow = pb.crow.to(torch.int64)
+        start = crow[pa.col]
+        counts = crow[pa.col + 1] - start
+        total = int(counts.sum())
+        ia = torch.repeat_interleave(torch.arange(pa.nnz, device=pa.device), counts)
+        offs = torch.cumsum(counts, 0) - counts
+        ib = start[ia] + torch.arange(total, device=pa.device) - offs[ia]
+        N = pb.shape[1]
+        key = pa.row[ia] * N + pb.col[ib]
+        uniq, inv = torch.unique(key, sorted=True, return_inverse=True)
+        pc = Pattern(uniq // N, uniq % N, (pa.shape[0], N))
+        return pc, ia, ib, inv
+
+    pc, ia, ib, inv = _cached(pa, pb, "spspmm", build)
+    prod = va[:, ia] * vb[:, ib]
+    vc = torch.zeros(prod.shape[0], pc.nnz, dtype=prod.dtype, device=prod.device).index_add(1, inv, prod)
+    return pc, vc
+
+
+def union(pa: Pattern, pb: Pattern) -> tuple[Pattern, torch.Tensor, torch.Tensor]:
+    """``(pattern, ia, ib)``: the union pattern and where A's / B's entries land."""
+
+    def build():
+        N = pa.shape[1]
+        keys = torch.cat([pa.row * N + pa.col, pb.row * N + pb.col])
+        uniq, inv = torch.unique(keys, sorted=True, return_inverse=True)
+        return Pattern(uniq // N, uniq % N, pa.shape), inv[: pa.nnz], inv[pa.nnz :]
+
+    return _cached(pa, pb, "union", build)
+
+
+def intersection(pa: Pattern, pb: Pattern) -> tuple[Pattern, torch.Tensor, torch.Tensor]:
+    """``(pattern, ia, ib)``: the common entries and their positions in A and B."""
+
+    def build():
+        N = pa.shape[1]
+        ka = pa.row * N + pa.col
+        kb = pb.row * N + pb.col
+        if pb.nnz == 0:
+            ia = torch.zeros(0, dtype=torch.int64, device=pa.device)
+            return Pattern(ia, ia, pa.shape), ia, ia
+        pos = torch.searchsorted(kb, ka).clamp(max=pb.nnz - 1)
+        hit = kb[pos] == ka
+        ia = torch.nonzero(hit).flatten()
+        ib = pos[ia]
+        return Pattern(pa.row[ia], pa.col[ia], pa.shape), ia, ib
+
+    return _cached(pa, pb, "intersection", build)

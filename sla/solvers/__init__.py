@@ -1,0 +1,25 @@
+"""Solvers: linear solves (direct and iterative) with adjoint gradients, and the backend registry."""
+
+from ..sparse import register_linalg
+from .linear import LUFactorization, solve, spsolve, spsolve_coo
+from .registry import (
+    get_available_backends,
+    get_backend_methods,
+    is_scipy_available,
+    select_backend,
+    show_backends,
+)
+
+register_linalg(solve=solve, lu=LUFactorization)
+
+__all__ = [
+    "solve",
+    "spsolve",
+    "spsolve_coo",
+    "LUFactorization",
+    "get_available_backends",
+    "get_backend_methods",
+    "is_scipy_available",
+    "select_backend",
+    "show_backends",
+]

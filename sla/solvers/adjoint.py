@@ -1,0 +1,46 @@
+"""The one autograd.Function of a linear solve (every backend, every method).
+
+Forward solves ``A x = b`` with a prepared solver state; backward solves
+``A^H lam = g`` on the *same* state (no second factorisation) and returns
+
+    grad_b = lam,        grad_values[k] = -lam[row_k] . conj(x[col_k])
+
+summed over right-hand sides -- the conjugate-correct adjoint of
+``x = A^{-1} b`` (the convention of ``torch.linalg.solve``).  The graph holds
+one node however many iterations the solver ran.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["LinearSolve"]
+
+
+class LinearSolve(torch.autograd.Function):
+    """``x = solve(values, b)`` on canonical shapes ``[B, nnz]``, ``[B, M, K]``.
+
+    ``op`` is any object with ``solve(b, transpose=False) -> x`` and a
+    ``pattern``; it is usually a :class:`sla.solvers.linear.Prepared`.
+    """
+
+    @staticmethod
+    def forward(ctx, values, b, op):
+        x = op.solve(b)
+        ctx.op = op
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        op = ctx.op
+        lam = op.solve(g.contiguous(), transpose=True)
+        gv = gb = None
+        if ctx.needs_input_grad[0]:
+            p = op.pattern
+            gv = -(lam[:, p.row, :] * x[:, p.col, :].conj()).sum(-1)
+        if ctx.needs_input_grad[1]:
+            gb = lam
+        return gv, gb, None

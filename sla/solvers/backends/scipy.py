@@ -1,0 +1,234 @@
+"""SciPy backend (CPU): SuperLU, CHOLMOD (scikit-sparse), UMFPACK, Krylov methods.
+
+Direct methods factor once in ``setup``; the adjoint solve reuses the factors
+(``trans='H'`` for SuperLU, the same factor for Hermitian CHOLMOD).  Iterative
+methods keep the CSR matrix and a Jacobi preconditioner.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import torch
+
+from ...config import BackendUnavailableError, NotPositiveDefiniteError, SingularMatrixError
+from ..registry import Backend, Method
+
+_SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
+_DEFINITE = ("spd", "hpd")
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def has_cholmod() -> bool:
+    return _has("sksparse.cholmod")
+
+
+def has_umfpack() -> bool:
+    return _has("scikits.umfpack")
+
+
+def _check():
+    return None if _has("scipy.sparse.linalg") else "scipy is not installed (pip install scipy)"
+
+
+def _csc(A):
+    return A.to_scipy("csc")
+
+
+def _np(b: torch.Tensor) -> np.ndarray:
+    return b.detach().cpu().resolve_conj().numpy()
+
+
+def _back(x: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(like.dtype).reshape(like.shape)
+
+
+# ----------------------------------------------------------------- SuperLU
+def _lu_setup(A, cfg, mtype):
+    import scipy.sparse.linalg as spla
+
+    S = _csc(A)
+    opts = dict(cfg.options or {})
+    if mtype in _SYMMETRIC and not opts:
+        # symmetric structure: minimum degree on A^T + A and a diagonal-preferring pivot
+        opts = dict(permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1, options=dict(SymmetricMode=True))
+    try:
+        return spla.splu(S, **opts)
+    except RuntimeError as exc:
+        raise SingularMatrixError(f"SuperLU: {exc} (the matrix is singular)") from exc
+
+
+def _lu_apply(lu, b, transpose=False):
+    x = lu.solve(_np(b), trans="H" if transpose else "N")
+    return _back(x, b), {}
+
+
+# ----------------------------------------------------------------- CHOLMOD
+def _cholmod(A, mtype, mode):
+    try:
+        from sksparse import cholmod
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "method 'cholesky'/'ldlt' of the scipy backend needs CHOLMOD: "
+            "apt-get install libsuitesparse-dev && pip install 'scikit-sparse==0.4.16' (the 'cholmod' extra)"
+        ) from exc
+    S = _csc(A)
+    if S.dtype == np.float32:
+        S = S.astype(np.float64)
+    elif S.dtype == np.complex64:
+        S = S.astype(np.complex128)
+    try:
+        return cholmod.cholesky(S, mode=mode)
+    except cholmod.CholmodNotPositiveDefiniteError as exc:
+        if mode == "simplicial":
+            raise SingularMatrixError(f"CHOLMOD LDL^T hit a zero pivot: {exc}") from exc
+        raise NotPositiveDefiniteError(f"CHOLMOD: the matrix is not positive definite ({exc})") from exc
+
+
+def _chol_setup(A, cfg, mtype):
+    return _cholmod(A, mtype, "auto")
+
+
+def _ldlt_setup(A, cfg, mtype):
+    if mtype not in _SYMMETRIC or (A.is_complex and mtype == "symmetric"):
+        raise ValueError(
+            f"method 'ldlt' needs a real symmetric or complex Hermitian matrix, got a {A.dtype} {mtype!r} matrix"
+        )
+    return _cholmod(A, mtype, "simplicial")
+
+
+def _chol_apply(f, b, transpose=False):
+    # Hermitian: A^H = A, the same factor serves the adjoint solve.
+    x = f(_np(b).astype(np.complex128 if b.is_complex() else np.float64))
+    if not np.all(np.isfinite(x)):
+        raise SingularMatrixError("CHOLMOD produced a non-finite solution (singular matrix)")
+    return _back(x, b), {}
+
+
+# ----------------------------------------------------------------- UMFPACK
+def _umf_setup(A, cfg, mtype):
+    try:
+        import scikits.umfpack as um
+    except ImportError as exc:
+        raise BackendUnavailableError("method 'umfpack' needs scikit-umfpack: pip install scikit-umfpack") from exc
+    S = _csc(A)
+    if S.dtype in (np.float32, np.complex64):
+        S = S.astype(np.complex128 if np.iscomplexobj(S.data) else np.float64)
+    try:
+        return um.splu(S)
+    except RuntimeError as exc:
+        raise SingularMatrixError(f"UMFPACK: {exc}") from exc
+
+
+def _umf_apply(lu, b, transpose=False):
+    rhs = _np(b)
+    rhs = rhs.astype(np.complex128 if b.is_complex() else np.float64)
+    x = lu.solve(rhs, trans="H" if transpose else "N")
+    return _back(x, b), {}
+
+
+# --------------------------------------------------------------- iterative
+class _Krylov:
+    def __init__(self, A, cfg, mtype, method):
+        import scipy.sparse.linalg as spla
+
+        self.method = method
+        self.A = A.to_scipy("csr")
+        self.AH = self.A if mtype in _SYMMETRIC and (mtype in ("hermitian", "hpd") or not A.is_complex) else None
+        self.Acsr = A
+        self.rtol, self.atol = cfg.tolerances(A.dtype)
+        self.maxiter = cfg.maxiter
+        self.restart = cfg.restart
+        pc = cfg.preconditioner
+        if pc not in ("auto", "jacobi", "none", None):
+            raise ValueError(f"scipy backend preconditioners are 'jacobi' and 'none', got {pc!r}")
+        self.jacobi = pc in ("auto", "jacobi")
+        d = self.A.diagonal()
+        if self.jacobi and np.any(d == 0):
+            if pc == "jacobi":
+                raise ValueError("preconditioner 'jacobi' needs a non-zero diagonal")
+            self.jacobi = False
+        self.dinv = 1.0 / d if self.jacobi else None
+        self.fn = getattr(spla, method)
+
+    def _op(self, transpose):
+        import scipy.sparse.linalg as spla
+
+        if transpose and self.AH is None:
+            self.AH = self.A.conj().T.tocsr()
+        A = self.AH if transpose else self.A
+        M = None
+        if self.jacobi:
+            dinv = self.dinv.conj() if transpose else self.dinv
+            M = spla.LinearOperator(A.shape, matvec=lambda v: dinv * v.ravel(), dtype=A.dtype)
+        return A, M
+
+    def apply(self, b, transpose=False):
+        A, M = self._op(transpose)
+        B = _np(b)
+        X = np.empty_like(B)
+        iters, ok = 0, True
+        for k in range(B.shape[1]):
+            count = [0]
+
+            def cb(*_):
+                count[0] += 1
+
+            kw = dict(rtol=self.rtol, atol=self.atol, maxiter=self.maxiter, M=M, callback=cb)
+            if self.method == "gmres":
+                kw.update(restart=self.restart, callback_type="pr_norm")
+            if self.method == "minres":
+                kw.pop("atol")
+                kw["shift"] = 0.0
+            x, info = self.fn(A, B[:, k], **kw)
+            if info < 0:
+                raise ValueError(f"scipy {self.method} failed with illegal input (info={info})")
+            X[:, k] = x
+            iters = max(iters, count[0])
+            ok &= info == 0
+        return _back(X, b), {"iterations": iters, "converged": ok, "preconditioner": "jacobi" if self.jacobi else "none"}
+
+
+def _krylov(method, types):
+    return Method(
+        method,
+        "iterative",
+        setup=lambda A, cfg, mtype: _Krylov(A, cfg, mtype, method),
+        apply=lambda st, b, transpose=False: st.apply(b, transpose),
+        matrix_types=types,
+    )
+
+
+def _choose(n, dtype, mtype, kind=None):
+    if kind == "iterative":
+        return "cg" if mtype in _DEFINITE else "minres" if mtype in ("symmetric", "hermitian") else "gmres"
+    if mtype in _DEFINITE and has_cholmod():
+        return "cholesky"
+    return "lu"
+
+
+BACKEND = Backend(
+    name="scipy",
+    devices=("cpu",),
+    check=_check,
+    extra=None,
+    choose=_choose,
+    description="SciPy: SuperLU, CHOLMOD/UMFPACK when installed, Krylov methods",
+    methods={
+        "lu": Method("lu", "direct", _lu_setup, _lu_apply),
+        "cholesky": Method("cholesky", "direct", _chol_setup, _chol_apply, matrix_types=_DEFINITE, fallback="lu"),
+        "ldlt": Method("ldlt", "direct", _ldlt_setup, _chol_apply, matrix_types=_SYMMETRIC, fallback="lu"),
+        "umfpack": Method("umfpack", "direct", _umf_setup, _umf_apply),
+        "cg": _krylov("cg", _DEFINITE),
+        "bicgstab": _krylov("bicgstab", ("general",) + _SYMMETRIC),
+        "gmres": _krylov("gmres", ("general",) + _SYMMETRIC),
+        "minres": _krylov("minres", _SYMMETRIC),
+    },
+)

@@ -1,0 +1,327 @@
+"""Linear solves: validation, backend choice, cached setup, the adjoint, reports.
+
+``solve(A, b)`` runs in four steps:
+
+1. validate ``A`` and ``b`` at the boundary (shapes, devices, dtypes, finiteness);
+2. resolve the :class:`~sla.SolverConfig` and the matrix type, and pick
+   ``(backend, method)`` from the registry;
+3. fetch or build the solver state -- cached on the pattern per values
+   version, so repeated solves and the backward pass reuse the factorisation
+   or preconditioner;
+4. solve through :class:`~sla.solvers.adjoint.LinearSolve` and recompute the
+   true residual for :class:`~sla.SolveInfo`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+
+from .. import structure
+from ..config import (
+    BackendUnavailableError,
+    NotPositiveDefiniteError,
+    SingularMatrixError,
+    SolveInfo,
+    SolverConfig,
+)
+from ..products import spmm_nograd
+from ..sparse import SparseTensor, canonical_rhs
+from . import registry
+from .adjoint import LinearSolve
+
+__all__ = ["solve", "spsolve", "spsolve_coo", "LUFactorization", "prepare", "Prepared"]
+
+
+# ------------------------------------------------------------------ checks
+def check_matrix(A, name: str = "A") -> SparseTensor:
+    if not isinstance(A, SparseTensor):
+        raise TypeError(f"{name} must be a sla.SparseTensor, got {type(A).__name__}")
+    M, N = A.sparse_shape
+    if M != N:
+        raise ValueError(f"{name} must be square to solve, got shape {tuple(A.shape)}")
+    if not bool(torch.isfinite(A.values.detach()).all()):
+        raise ValueError(f"{name} has NaN or Inf among its values")
+    return A
+
+
+def check_rhs(A: SparseTensor, b, name: str = "b") -> torch.Tensor:
+    if not isinstance(b, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(b).__name__}")
+    if b.device != A.device:
+        raise ValueError(f"{name} is on {b.device} but A is on {A.device}; move one with .to()")
+    if b.dtype != A.dtype:
+        raise TypeError(f"{name} has dtype {b.dtype} but A has {A.dtype}; no implicit promotion: use {name}.to(A.dtype)")
+    if not bool(torch.isfinite(b.detach()).all()):
+        raise ValueError(f"{name} has NaN or Inf entries")
+    return b
+
+
+# --------------------------------------------------------------- choosing
+def _choose(A: SparseTensor, cfg: SolverConfig, kind: Optional[str]) -> tuple[str, str, str]:
+    mtype = cfg.matrix_type if cfg.matrix_type != "auto" else structure.guess_matrix_type(A)
+    n = A.sparse_shape[0]
+    backend, method = cfg.backend, cfg.method
+    if backend == "auto" and method == "auto":
+        backend, method = registry.select_backend(A.device, n, A.dtype, mtype, kind=kind)
+    elif backend == "auto":
+        backend = _backend_with(A, method)
+    elif method == "auto":
+        b = registry.get_backend(backend)
+        method = b.choose(n, A.dtype, mtype, kind)
+        if method is None:
+            raise ValueError(f"backend {backend!r} has no {kind or ''} method for a {mtype} {A.dtype} matrix")
+    return backend, method, mtype
+
+
+def _backend_with(A: SparseTensor, method: str) -> str:
+    dev = A.device.type
+    names = registry.priority(dev)
+    for name in names:
+        b = registry.get_backend(name)
+        if method in b.methods and b.check() is None and A.dtype in b.dtypes:
+            return name
+    known = sorted({m for n in names for m in registry.get_backend(n).methods})
+    raise ValueError(f"unknown method {method!r} for a {A.dtype} matrix on {dev}; methods there: {known}")
+
+
+# ---------------------------------------------------------------- prepare
+class Prepared:
+    """A solver state ready to apply to right-hand sides (forward or adjoint)."""
+
+    def __init__(self, A, backend, method, mtype, cfg, states, setup_time, notes):
+        self.pattern = A.pattern
+        self.batch_size = A.batch_size
+        self.backend = backend
+        self.method = method
+        self.matrix_type = mtype
+        self.cfg = cfg
+        self.states = states
+        self.setup_time = setup_time
+        self.notes = notes
+        self.stats: dict = {}
+
+    def solve(self, b: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``b`` is ``[B, M, K]`` with B the matrix batch size."""
+        if self.backend.batched:
+            x, stats = self.method.apply(self.states, b, transpose=transpose)
+        else:
+            xs, stats = [], {}
+            for i, st in enumerate(self.states):
+                xi, si = self.method.apply(st, b[i], transpose=transpose)
+                xs.append(xi)
+                for k, v in si.items():
+                    if k == "iterations":
+                        stats[k] = max(stats.get(k, 0), v)
+                    elif k == "converged":
+                        stats[k] = stats.get(k, True) and v
+                    else:
+                        stats[k] = v
+            x = torch.stack(xs)
+        self.stats = stats
+        return x
+
+
+def _cache_key(backend, method, mtype, cfg: SolverConfig):
+    key = (backend.name, method.name, mtype, repr(sorted((cfg.options or {}).items())))
+    if method.kind == "iterative":
+        key += (cfg.preconditioner, cfg.rtol, cfg.atol, cfg.maxiter, cfg.restart, cfg.check_every)
+    return key
+
+
+def _build(A, backend, method, mtype, cfg):
+    """One state for a batch-native backend, else one state per batch member."""
+    Ad = A.detach()
+    if backend.batched:
+        return method.setup(Ad, cfg, mtype)
+    if not A.batch_shape:
+        return [method.setup(Ad, cfg, mtype)]
+    flat = Ad.values.reshape(A.batch_size, A.nnz)
+    return [method.setup(SparseTensor._make(flat[i], A.pattern), cfg, mtype) for i in range(A.batch_size)]
+
+
+def prepare(A: SparseTensor, cfg: SolverConfig, kind: Optional[str] = None) -> Prepared:
+    """Pick the solver for ``A`` and build (or fetch from the cache) its state."""
+    bname, mname, mtype = _choose(A, cfg, kind)
+    backend = registry.get_backend(bname).require()
+    if A.device.type not in backend.devices:
+        raise ValueError(f"backend {bname!r} runs on {backend.devices}, but A is on {A.device}")
+    if A.dtype not in backend.dtypes:
+        raise TypeError(f"backend {bname!r} supports dtypes {backend.dtypes}, got {A.dtype}")
+    method = backend.method(mname)
+    if kind is not None and method.kind != kind:
+        raise ValueError(f"{bname}/{mname} is {method.kind}, but a {kind} method is needed here")
+    if mtype not in method.matrix_types:
+        raise ValueError(
+            f"{bname}/{mname} needs a matrix of type {method.matrix_types}, but A is {mtype!r} "
+            "(pass matrix_type=... if you know better, or choose another method)"
+        )
+    notes = []
+    auto_method = cfg.method == "auto"
+
+    def build():
+        t0 = time.perf_counter()
+        try:
+            return method, _build(A, backend, method, mtype, cfg), time.perf_counter() - t0
+        except NotPositiveDefiniteError:
+            if not (auto_method and method.fallback):
+                raise
+            fb = backend.method(method.fallback)
+            notes.append(f"{mname} failed (not positive definite); fell back to {fb.name}")
+            return fb, _build(A, backend, fb, mtype, cfg), time.perf_counter() - t0
+
+    key = _cache_key(backend, method, mtype, cfg)
+    fresh = []
+
+    def counted():
+        fresh.append(1)
+        return build()
+
+    if cfg.cache:
+        method, states, setup_time = A.pattern.numeric(A.values, key, counted)
+    else:
+        method, states, setup_time = counted()
+    prep = Prepared(A, backend, method, mtype, cfg, states, setup_time if fresh else 0.0, notes)
+    prep.cached = not fresh
+    return prep
+
+
+# ------------------------------------------------------------------ solve
+def _relative_residual(A: SparseTensor, x3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        r = b3 - spmm_nograd(A.pattern, A._flat().detach(), x3.detach())
+        rn = torch.linalg.vector_norm(r, dim=1)
+        bn = torch.linalg.vector_norm(b3.detach(), dim=1)
+        return torch.where(bn > 0, rn / bn.clamp_min(torch.finfo(bn.dtype).tiny), rn)
+
+
+def _run(A: SparseTensor, b, prep: Prepared, return_info: bool):
+    b = check_rhs(A, b)
+    b3, back = canonical_rhs(A.batch_shape, A.sparse_shape[0], b)
+    if b3.shape[0] != A.batch_size:
+        b3 = b3.expand(A.batch_size, *b3.shape[1:])
+    t0 = time.perf_counter()
+    values = A._flat()
+    if values.requires_grad or b3.requires_grad:
+        x3 = LinearSolve.apply(values, b3, prep)
+    else:
+        x3 = prep.solve(b3)
+    if A.is_cuda and return_info:
+        torch.cuda.synchronize(A.device)
+    solve_time = time.perf_counter() - t0
+    stats = prep.stats
+    res = _relative_residual(A, x3, b3)
+    worst = float(res.max()) if res.numel() else 0.0
+    if worst != worst or worst == float("inf"):
+        raise SingularMatrixError(
+            f"{prep.backend.name}/{prep.method.name} produced a non-finite solution: A is singular"
+        )
+    rtol, atol = prep.cfg.tolerances(A.dtype)
+    if prep.method.kind == "direct":
+        # backward-stable direct solves leave tiny residuals; a large one means trouble
+        limit = torch.finfo(A.dtype).eps ** 0.5
+        converged = worst <= limit
+        notes = [] if converged else [f"direct solve residual {worst:.2e} > {limit:.1e}: A is singular or badly scaled"]
+    else:
+        bn = torch.linalg.vector_norm(b3.detach(), dim=1).max()
+        tol = max(rtol, atol / float(bn) if float(bn) > 0 else 0.0)
+        converged = bool(stats.get("converged", True)) and worst <= 10 * tol
+        notes = []
+    info = SolveInfo(
+        backend=prep.backend.name,
+        method=prep.method.name,
+        matrix_type=prep.matrix_type,
+        preconditioner=stats.get("preconditioner"),
+        iterations=stats.get("iterations"),
+        converged=converged,
+        residual=worst,
+        setup_time=prep.setup_time,
+        solve_time=solve_time,
+        cached=prep.cached,
+        notes=prep.notes + notes + list(stats.get("notes", [])),
+    )
+    if not converged and prep.method.kind == "direct" and worst > 1e-2:
+        raise SingularMatrixError(
+            f"{info.backend}/{info.method}: relative residual {worst:.2e}; A is singular to working precision"
+        )
+    info.fail(prep.cfg)
+    x = back(x3, A.sparse_shape[1])
+    return (x, info) if return_info else x
+
+
+def solve(A: SparseTensor, b: torch.Tensor, backend: str = None, method: str = None, *, config: SolverConfig = None,
+          return_info: bool = False, **options):
+    """Solve ``A x = b``, differentiably in ``A.values`` and ``b``.
+
+    Parameters
+    ----------
+    A : SparseTensor
+        ``[*batch, n, n]``.
+    b : torch.Tensor
+        ``[*batch, n]`` or ``[*batch, n, K]`` (K right-hand sides, one setup);
+        ``[n]`` is broadcast over a batch.  Same device and dtype as A.
+    backend, method : str, optional
+        ``'auto'`` (default) or a name from :func:`sla.show_backends`.
+    config : SolverConfig, optional
+        Overrides the context's config; keyword options override both.
+    return_info : bool
+        Also return a :class:`~sla.SolveInfo`.
+    **options
+        Any :class:`~sla.SolverConfig` field (``rtol``, ``maxiter``, ...).
+
+    Returns
+    -------
+    x : torch.Tensor (and SolveInfo when ``return_info``)
+
+    Raises
+    ------
+    SingularMatrixError, ConvergenceError (per ``on_failure``), ValueError / TypeError
+    for bad input, BackendUnavailableError for a backend that cannot run here.
+    """
+    if hasattr(A, "__sla_solve__"):
+        return A.__sla_solve__(b, backend=backend, method=method, config=config, return_info=return_info, **options)
+    check_matrix(A)
+    check_rhs(A, b)
+    cfg = SolverConfig.resolve(config, backend=backend, method=method, **options)
+    prep = prepare(A, cfg)
+    return _run(A, b, prep, return_info)
+
+
+def spsolve(values, row, col, shape, b, backend: str = "auto", method: str = "auto", **options):
+    """Solve from COO arrays: ``SparseTensor(values, row, col, shape).solve(b)``."""
+    return solve(SparseTensor(values, row, col, shape), b, backend=backend, method=method, **options)
+
+
+def spsolve_coo(A: torch.Tensor, b: torch.Tensor, **options):
+    """Solve with a torch sparse (COO or CSR) matrix."""
+    return solve(SparseTensor.from_torch(A), b, **options)
+
+
+class LUFactorization:
+    """A factorisation held for repeated solves: ``lu = A.lu(); x = lu.solve(b)``.
+
+    Solves are differentiable (w.r.t. ``b`` and the values of the factored
+    ``A``) and reuse the factors in the backward pass.
+    """
+
+    def __init__(self, A: SparseTensor, backend: str = None, method: str = None, *, config: SolverConfig = None,
+                 **options):
+        check_matrix(A)
+        cfg = SolverConfig.resolve(config, backend=backend, method=method, **options)
+        self.A = A
+        self._prep = prepare(A, cfg, kind="direct")
+
+    backend = property(lambda self: self._prep.backend.name)
+    method = property(lambda self: self._prep.method.name)
+    matrix_type = property(lambda self: self._prep.matrix_type)
+    setup_time = property(lambda self: self._prep.setup_time)
+
+    def solve(self, b: torch.Tensor, return_info: bool = False):
+        """Solve ``A x = b`` with the held factors."""
+        return _run(self.A, b, self._prep, return_info)
+
+    def __repr__(self) -> str:
+        return f"LUFactorization({self.backend}/{self.method}, {self.matrix_type}, shape={tuple(self.A.shape)})"
+

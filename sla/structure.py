@@ -1,0 +1,146 @@
+"""Cheap, honest structure detection: symmetry, Hermitian-ness, definiteness.
+
+* Symmetry compares the values with their image under the pattern's cached
+  transpose permutation (O(nnz), no dense work).
+* Definiteness is exact: a Hermitian matrix with a positive diagonal is
+  positive definite when it is irreducibly diagonally dominant (the 5-point
+  Laplacian is); otherwise a Cholesky-type factorisation decides.  A
+  Gershgorin-only test would wrongly reject the plain Laplacian.
+
+Results are cached on the pattern's numeric cache (per values version).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["is_symmetric", "is_positive_definite", "detect_matrix_type", "guess_matrix_type"]
+
+_DENSE_LIMIT = 1500
+
+
+def _default_rtol(dtype: torch.dtype) -> float:
+    return 100 * torch.finfo(dtype).eps
+
+
+def is_symmetric(A, conjugate: bool = False, rtol: float | None = None) -> bool:
+    """``A == A^T`` (or ``A^H``) entrywise up to ``rtol * max|A|``, every batch member."""
+    M, N = A.pattern.shape
+    if M != N:
+        return False
+    if conjugate and not A.is_complex:
+        conjugate = False
+    rtol = _default_rtol(A.dtype) if rtol is None else rtol
+    v = A.values.detach()
+
+    def build():
+        if A.nnz == 0:
+            return True
+        scale = v.abs().amax(-1, keepdim=True)
+        if A.pattern.is_structurally_symmetric:
+            _, perm = A.pattern.transpose()
+            vt = v[..., perm]
+            diff = (v - (vt.conj() if conjugate else vt)).abs()
+        else:
+            At = A.detach().H() if conjugate else A.detach().T()
+            diff = (A.detach() - At).values.abs()
+        return bool((diff <= rtol * scale).all())
+
+    return A.pattern.numeric(A.values, ("symmetric", conjugate, rtol), build)
+
+
+def _positive_diagonal(A) -> bool:
+    d = A.diagonal().detach()
+    if A.is_complex:
+        if bool((d.imag.abs() > _default_rtol(A.dtype) * d.abs().clamp_min(1e-300)).any()):
+            return False
+        d = d.real
+    return bool((d > 0).all())
+
+
+def _irreducibly_dominant(A) -> bool:
+    """Every row weakly diagonally dominant, and in each connected component one row strictly."""
+    import scipy.sparse.csgraph as csgraph
+
+    v = A.values.detach().abs().reshape(A.batch_size, A.nnz)
+    off = A.pattern.row != A.pattern.col
+    offsum = v.new_zeros(A.batch_size, A.pattern.shape[0]).index_add(1, A.pattern.row[off], v[:, off])
+    d = A.diagonal().detach().abs().reshape(A.batch_size, -1)
+    tol = _default_rtol(A.dtype) * d
+    if bool((d + tol < offsum).any()):
+        return False
+    strict = (d > offsum + tol).cpu().numpy()
+
+    def components():
+        p = A.pattern.to("cpu")
+        import scipy.sparse as sp
+
+        g = sp.csr_array((np.ones(p.nnz, dtype=np.int8), p.ccol.numpy(), p.crow.numpy()), shape=p.shape)
+        return csgraph.connected_components(g, directed=True, connection="weak")
+
+    ncomp, labels = A.pattern.memo("components", components)
+    for b in range(A.batch_size):
+        hit = np.zeros(ncomp, dtype=bool)
+        hit[labels[strict[b]]] = True
+        if not hit.all():
+            return False
+    return True
+
+
+def _factor_is_pd(A) -> bool:
+    n = A.pattern.shape[0]
+    if n <= _DENSE_LIMIT:
+        dense = A.detach().to_dense().reshape(-1, n, n)
+        return bool((torch.linalg.cholesky_ex(dense).info == 0).all())
+    import scipy.sparse.linalg as spla
+
+    for b in range(A.batch_size):
+        Ab = A.detach().values.reshape(A.batch_size, A.nnz)[b]
+        S = type(A)._make(Ab, A.pattern).to_scipy("csc")
+        try:
+            lu = spla.splu(
+                S, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True)
+            )
+        except RuntimeError:  # exactly singular
+            return False
+        if not np.array_equal(lu.perm_r, lu.perm_c):
+            return False
+        if not bool(np.all(lu.U.diagonal().real > 0)):
+            return False
+    return True
+
+
+def is_positive_definite(A) -> bool:
+    """Exact positive-definiteness test (Hermitian, and a Cholesky-type factorisation succeeds)."""
+    if not is_symmetric(A, conjugate=True):
+        return False
+
+    def build():
+        if not _positive_diagonal(A):
+            return False
+        return _irreducibly_dominant(A) or _factor_is_pd(A)
+
+    return A.pattern.numeric(A.values, ("pd",), build)
+
+
+def detect_matrix_type(A) -> str:
+    """Exact type: 'general', 'symmetric', 'spd', 'hermitian' or 'hpd'."""
+    if A.is_complex:
+        if is_symmetric(A, conjugate=True):
+            return "hpd" if is_positive_definite(A) else "hermitian"
+        return "symmetric" if is_symmetric(A) else "general"
+    if is_symmetric(A):
+        return "spd" if is_positive_definite(A) else "symmetric"
+    return "general"
+
+
+def guess_matrix_type(A) -> str:
+    """Cheap optimistic type for solver selection: a Hermitian matrix with a positive
+    diagonal is guessed definite (solvers try Cholesky and fall back on failure)."""
+    herm = is_symmetric(A, conjugate=True)
+    if herm and _positive_diagonal(A):
+        return "hpd" if A.is_complex else "spd"
+    if herm:
+        return "hermitian" if A.is_complex else "symmetric"
+    return "symmetric" if (A.is_complex and is_symmetric(A)) else "general"
