@@ -26,7 +26,11 @@ def _laplacian(dims: tuple[int, ...], dtype, device) -> SparseTensor:
         rows += [a, b]
         cols += [b, a]
         vals += [torch.full((a.numel(),), -1.0, dtype=dtype, device=device)] * 2
-    return SparseTensor(torch.cat(vals), torch.cat(rows), torch.cat(cols), (n, n))
+    A = SparseTensor(torch.cat(vals), torch.cat(rows), torch.cat(cols), (n, n))
+    # structured-grid metadata for geometric multigrid: unknowns are numbered
+    # lexicographically on this grid (last axis fastest)
+    A.pattern.cache["grid"] = tuple(dims)
+    return A
 
 
 def poisson1d(n: int, dtype=torch.float64, device="cpu") -> SparseTensor:
