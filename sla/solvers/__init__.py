@@ -12,6 +12,10 @@ from .registry import (
 
 register_linalg(solve=solve, lu=LUFactorization)
 
+from .det import det, slogdet  # noqa: E402
+
+register_linalg(det=det, slogdet=slogdet)
+
 __all__ = [
     "solve",
     "spsolve",
@@ -22,4 +26,6 @@ __all__ = [
     "is_scipy_available",
     "select_backend",
     "show_backends",
+    "det",
+    "slogdet",
 ]
