@@ -29,6 +29,7 @@ from .solvers import (
     spsolve,
     spsolve_coo,
 )
+from .solvers import det, slogdet
 
 __version__ = "0.1.0"
 
@@ -52,4 +53,6 @@ __all__ = [
     "is_scipy_available",
     "select_backend",
     "show_backends",
+    "det",
+    "slogdet",
 ]
