@@ -11,7 +11,7 @@ everything that depends only on structure:
 * a ``cache`` dict for structural work of the solvers (symbolic
   factorisations, multigrid aggregates, partitions, colourings), and
 * a small ``numeric`` cache for work that depends on the values too
-  (factorisations), keyed on the identity and version of the values tensor.
+  (factorisations), keyed on the values themselves (exact comparison).
 
 Patterns are shared: every operation that keeps the structure (``A * 2``,
 ``A.to(float32)``, batched values) reuses the same object and thus its caches.
@@ -20,8 +20,6 @@ Patterns are shared: every operation that keeps the structure (``A * 2``,
 from __future__ import annotations
 
 import warnings
-import weakref
-from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
 import torch
@@ -66,7 +64,7 @@ class Pattern:
         self.col = col
         self.shape = (int(shape[0]), int(shape[1]))
         self.cache: dict[Hashable, Any] = {}
-        self._numeric: OrderedDict = OrderedDict()
+        self._numeric: list = []
         self._memo: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ build
@@ -217,20 +215,22 @@ class Pattern:
 
     # -------------------------------------------------------- numeric cache
     def numeric(self, values: torch.Tensor, key: Hashable, build: Callable[[], Any], size: int = 4) -> Any:
-        """Value-dependent work cached on (this values tensor, its version, key).
+        """Value-dependent work cached on (the values, key).
 
-        Entries hold a weak reference to ``values``: a new tensor, or an
-        in-place change of the same one (its version counter moves), misses.
+        A hit needs values *equal* to those the work was built from (an exact
+        O(nnz) comparison with a stored copy), so in-place changes -- also
+        through ``.data``, which bypasses version counters -- never reuse stale
+        work, while a new tensor holding the same values does reuse it.
         """
-        full = (id(values), values._version, key)
-        hit = self._numeric.get(full)
-        if hit is not None and hit[0]() is values:
-            self._numeric.move_to_end(full)
-            return hit[1]
+        v = values.detach()
+        for i, (k, stored, out) in enumerate(self._numeric):
+            if k == key and stored.shape == v.shape and stored.dtype == v.dtype and torch.equal(stored, v):
+                self._numeric.append(self._numeric.pop(i))
+                return out
         out = build()
-        self._numeric[full] = (weakref.ref(values), out)
+        self._numeric.append((key, v.clone(), out))
         while len(self._numeric) > size:
-            self._numeric.popitem(last=False)
+            self._numeric.pop(0)
         return out
 
     def clear_cache(self) -> None:

@@ -240,7 +240,9 @@ class SparseTensor:
             raise ValueError(f"to_torch needs an unbatched tensor, got batch shape {self.batch_shape}")
         if layout == "coo":
             idx = torch.stack([self.row, self.col])
-            return torch.sparse_coo_tensor(idx, self.values, self.pattern.shape, is_coalesced=True)
+            return torch.sparse_coo_tensor(
+                idx, self.values, self.pattern.shape, is_coalesced=True, check_invariants=False
+            )
         if layout == "csr":
             return torch.sparse_csr_tensor(
                 self.pattern.crow.long(), self.pattern.ccol.long(), self.values, self.pattern.shape
@@ -481,6 +483,9 @@ class SparseTensor:
     slogdet = _delegate("slogdet", "Sign and log-abs-determinant; see :func:`sla.slogdet`.")
     condition_number = _delegate("condition_number", "2-norm condition number estimate.")
     nonlinear_solve = _delegate("nonlinear_solve", "Solve F(u, A, *params) = 0; see :func:`sla.nonlinear_solve`.")
+    # persistence (sla.io registers these)
+    save = _delegate("save", "Save to a safetensors file; see :func:`sla.save_sparse`.")
+    load = classmethod(_delegate("load", "Load a file written by ``save`` onto ``device``; see :func:`sla.load_sparse`."))
 
 
 # --------------------------------------------------------------------- helpers

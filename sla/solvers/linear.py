@@ -172,7 +172,7 @@ def prepare(A: SparseTensor, cfg: SolverConfig, kind: Optional[str] = None) -> P
             notes.append(f"{mname} failed (not positive definite); fell back to {fb.name}")
             return fb, _build(A, backend, fb, mtype, cfg), time.perf_counter() - t0
 
-    key = _cache_key(backend, method, mtype, cfg)
+    key = _cache_key(backend, method, mtype, cfg) + (auto_method,)
     fresh = []
 
     def counted():

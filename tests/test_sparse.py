@@ -1,0 +1,292 @@
+"""SparseTensor: construction, conversion, arithmetic and structure, against dense torch / SciPy."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import sla
+from sla import SparseTensor, gallery
+
+DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
+
+
+def random_sparse(m, n, density=0.3, dtype=torch.float64, batch=(), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(m, n, generator=g) < density
+    row, col = torch.nonzero(mask, as_tuple=True)
+    vals = torch.randn(*batch, row.numel(), generator=g, dtype=torch.float64)
+    if dtype.is_complex:
+        vals = torch.complex(vals, torch.randn(*batch, row.numel(), generator=g, dtype=torch.float64))
+    return SparseTensor(vals.to(dtype), row, col, (*batch, m, n))
+
+
+def tol(dtype):
+    return dict(rtol=1e-4, atol=1e-5) if dtype in (torch.float32, torch.complex64) else dict(rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- construction
+def test_duplicates_summed_and_gradient_in_caller_order():
+    row = torch.tensor([2, 0, 2, 1, 0])
+    col = torch.tensor([1, 0, 1, 1, 0])
+    v = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64, requires_grad=True)
+    A = SparseTensor(v, row, col, (3, 2))
+    assert A.nnz == 3
+    dense = torch.zeros(3, 2, dtype=torch.float64)
+    dense[0, 0], dense[1, 1], dense[2, 1] = 7.0, 4.0, 4.0
+    torch.testing.assert_close(A.to_dense(), dense)
+    w = torch.tensor([[1.0, 10.0], [100.0, 1000.0], [1e4, 1e5]], dtype=torch.float64)
+    (A.to_dense() * w).sum().backward()
+    # each caller entry gets the weight of the position it was summed into
+    torch.testing.assert_close(v.grad, torch.tensor([1e5, 1.0, 1e5, 1000.0, 1.0], dtype=torch.float64))
+
+
+def test_caller_tensors_not_modified():
+    row = torch.tensor([1, 0, 1])
+    col = torch.tensor([0, 0, 1])
+    v = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    copies = [t.clone() for t in (row, col, v)]
+    A = SparseTensor(v, row, col, (2, 2))
+    A.solve(torch.ones(2, dtype=torch.float64))
+    (A * 2 + A.T()).to_dense()
+    for t, c in zip((row, col, v), copies):
+        assert torch.equal(t, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_round_trip(dtype):
+    A = random_sparse(7, 5, dtype=dtype)
+    B = SparseTensor.from_dense(A.to_dense())
+    assert B.nnz == A.nnz
+    assert torch.equal(B.to_dense(), A.to_dense())
+
+
+def test_batched_shapes_and_pattern_shared():
+    A = random_sparse(6, 6, batch=(2, 3))
+    assert A.shape == (2, 3, 6, 6) and A.batch_shape == (2, 3)
+    assert (A * 3.0).pattern is A.pattern
+    assert A.double().pattern is A.pattern
+    assert A.to_dense().shape == (2, 3, 6, 6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scipy_round_trip(dtype):
+    A = random_sparse(9, 4, dtype=dtype)
+    S = A.to_scipy()
+    np.testing.assert_allclose(S.toarray(), A.to_dense().numpy())
+    B = SparseTensor.from_scipy(sp.coo_matrix(S))
+    assert B.dtype == dtype
+    assert torch.equal(B.to_dense(), A.to_dense())
+
+
+def test_torch_round_trip():
+    A = random_sparse(6, 8)
+    for layout in ("coo", "csr"):
+        T = A.to_torch(layout)
+        torch.testing.assert_close(T.to_dense(), A.to_dense())
+        torch.testing.assert_close(SparseTensor.from_torch(T).to_dense(), A.to_dense())
+
+
+def test_to_dtype_and_device():
+    A = random_sparse(4, 4)
+    assert A.float().dtype == torch.float32
+    assert A.to(torch.complex128).dtype == torch.complex128
+    assert A.cpu() is A
+    with pytest.raises(TypeError, match="dtype"):
+        A.to(torch.int32)
+
+
+# ---------------------------------------------------------------- products
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_shapes(dtype):
+    A = random_sparse(5, 4, dtype=dtype)
+    D = A.to_dense()
+    x = torch.randn(4, dtype=dtype)
+    X = torch.randn(4, 3, dtype=dtype)
+    X3 = torch.randn(2, 4, 3, dtype=dtype)
+    torch.testing.assert_close(A @ x, D @ x, **tol(dtype))
+    torch.testing.assert_close(A @ X, D @ X, **tol(dtype))
+    torch.testing.assert_close(A @ X3, D @ X3, **tol(dtype))
+    y = torch.randn(5, dtype=dtype)
+    torch.testing.assert_close(y @ A, y @ D, **tol(dtype))
+
+
+def test_batched_matmul():
+    A = random_sparse(5, 5, batch=(3,))
+    D = A.to_dense()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    torch.testing.assert_close(A @ x, (D @ x.unsqueeze(-1)).squeeze(-1))
+    X = torch.randn(3, 5, 2, dtype=torch.float64)
+    torch.testing.assert_close(A @ X, D @ X)
+    v = torch.randn(5, dtype=torch.float64)
+    torch.testing.assert_close(A @ v, D @ v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_matmul_gradcheck(dtype):
+    A = random_sparse(5, 4, dtype=dtype)
+    v = A.values.clone().requires_grad_()
+    x = torch.randn(4, 2, dtype=dtype, requires_grad=True)
+    f = lambda v, x: SparseTensor._make(v, A.pattern) @ x  # noqa: E731
+    assert torch.autograd.gradcheck(f, (v, x))
+
+
+def test_batched_matmul_gradcheck():
+    A = random_sparse(4, 4, batch=(2,))
+    v = A.values.clone().requires_grad_()
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, x: SparseTensor._make(v, A.pattern) @ x, (v, x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_spspmm_matches_dense_and_gradcheck(dtype):
+    A = random_sparse(5, 6, dtype=dtype, seed=1)
+    B = random_sparse(6, 4, dtype=dtype, seed=2)
+    C = A @ B
+    assert isinstance(C, SparseTensor)
+    torch.testing.assert_close(C.to_dense(), A.to_dense() @ B.to_dense())
+    va = A.values.clone().requires_grad_()
+    vb = B.values.clone().requires_grad_()
+
+    def f(va, vb):
+        return (SparseTensor._make(va, A.pattern) @ SparseTensor._make(vb, B.pattern)).values
+
+    assert torch.autograd.gradcheck(f, (va, vb))
+
+
+def test_add_sub_mul_union_intersection():
+    A = random_sparse(6, 6, seed=3)
+    B = random_sparse(6, 6, seed=4)
+    Da, Db = A.to_dense(), B.to_dense()
+    torch.testing.assert_close((A + B).to_dense(), Da + Db)
+    torch.testing.assert_close((A - B).to_dense(), Da - Db)
+    torch.testing.assert_close((A * B).to_dense(), Da * Db)
+    torch.testing.assert_close((-A).to_dense(), -Da)
+    torch.testing.assert_close((2.5 * A).to_dense(), 2.5 * Da)
+    torch.testing.assert_close((A / 4).to_dense(), Da / 4)
+    torch.testing.assert_close((A * Db).to_dense(), Da * Db)  # dense factor sampled on A's pattern
+    torch.testing.assert_close(A + Db, Da + Db)
+    # intersection pattern is no larger than either
+    assert (A * B).nnz <= min(A.nnz, B.nnz)
+    with pytest.raises(TypeError, match="scalar"):
+        A + 1.0
+
+
+def test_add_gradcheck():
+    A = random_sparse(5, 5, seed=5)
+    B = random_sparse(5, 5, seed=6)
+    va = A.values.clone().requires_grad_()
+    vb = B.values.clone().requires_grad_()
+
+    def f(va, vb):
+        a, b = SparseTensor._make(va, A.pattern), SparseTensor._make(vb, B.pattern)
+        return (a + b * a).to_dense()
+
+    assert torch.autograd.gradcheck(f, (va, vb))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transpose_conj_abs(dtype):
+    A = random_sparse(4, 7, dtype=dtype)
+    D = A.to_dense()
+    torch.testing.assert_close(A.T().to_dense(), D.T)
+    torch.testing.assert_close(A.H().to_dense(), D.conj().T)
+    torch.testing.assert_close(A.abs().to_dense(), D.abs())
+    assert A.T().T().pattern is A.pattern
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_reductions_and_norms(batch):
+    A = random_sparse(5, 3, batch=batch)
+    D = A.to_dense()
+    torch.testing.assert_close(A.sum(), D.sum((-2, -1)))
+    torch.testing.assert_close(A.sum(-2), D.sum(-2))
+    torch.testing.assert_close(A.sum(-1), D.sum(-1))
+    torch.testing.assert_close(A.mean(), D.mean((-2, -1)))
+    torch.testing.assert_close(A.mean(-1), D.mean(-1))
+    torch.testing.assert_close(A.norm("fro"), torch.linalg.matrix_norm(D, "fro"))
+    torch.testing.assert_close(A.norm(1), torch.linalg.matrix_norm(D, 1))
+    torch.testing.assert_close(A.norm(float("inf")), torch.linalg.matrix_norm(D, float("inf")))
+    torch.testing.assert_close(A.diagonal(), torch.diagonal(D, dim1=-2, dim2=-1))
+    with pytest.raises(ValueError, match="dim"):
+        A.sum(5)
+
+
+def test_norm_gradient():
+    A = random_sparse(4, 4)
+    v = A.values.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: SparseTensor._make(v, A.pattern).norm("fro"), (v,))
+    assert torch.autograd.gradcheck(lambda v: SparseTensor._make(v, A.pattern).sum(0), (v,))
+
+
+# ---------------------------------------------------------------- structure
+def test_laplacian_is_spd():
+    A = gallery.poisson2d(12)
+    assert A.is_symmetric()
+    assert A.is_positive_definite()
+    assert A.detect_matrix_type() == "spd"
+
+
+def test_matrix_types_against_dense_eigenvalues():
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    M = torch.randn(n, n, generator=g, dtype=torch.float64)
+    S = M + M.T
+    cases = {
+        "general": M,
+        "symmetric": S,  # indefinite
+        "spd": M @ M.T + 0.1 * torch.eye(n, dtype=torch.float64),  # dense SPD, not diagonally dominant
+    }
+    for expected, D in cases.items():
+        assert SparseTensor.from_dense(D).detect_matrix_type() == expected
+    H = torch.complex(M, M - M.T)  # real part general -> general
+    assert SparseTensor.from_dense(H).detect_matrix_type() == "general"
+    Hh = torch.complex(S, M - M.T)  # Hermitian, indefinite
+    assert SparseTensor.from_dense(Hh).detect_matrix_type() == "hermitian"
+    Hp = Hh @ Hh.conj().T + torch.eye(n, dtype=torch.complex128)
+    assert SparseTensor.from_dense(Hp).detect_matrix_type() == "hpd"
+
+
+def test_large_non_dominant_spd_uses_sparse_factorisation():
+    # 2D biharmonic-like operator L^2 + I: SPD, not diagonally dominant, too big for the dense test
+    L = gallery.poisson2d(45)
+    A = L @ L + sla.SparseTensor.from_scipy(sp.eye(L.shape[0], format="csr"))
+    assert A.sparse_shape[0] > 1500
+    assert A.is_positive_definite()
+    B = L @ L - 20.0 * sla.SparseTensor.from_scipy(sp.eye(L.shape[0], format="csr"))  # indefinite
+    assert B.is_symmetric() and not B.is_positive_definite()
+
+
+def test_structure_cache_follows_in_place_updates():
+    A = gallery.poisson2d(5)
+    assert A.detect_matrix_type() == "spd"
+    with torch.no_grad():
+        A.values.neg_()  # the same tensor, a new version
+    assert A.detect_matrix_type() == "symmetric"
+
+
+# ---------------------------------------------------------------- bad input
+def test_constructor_errors():
+    v = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(IndexError, match="out of range"):
+        SparseTensor(v, torch.tensor([0, 1, 5]), torch.tensor([0, 1, 2]), (3, 3))
+    with pytest.raises(IndexError, match="non-negative"):
+        SparseTensor(v, torch.tensor([0, -1, 2]), torch.tensor([0, 1, 2]), (3, 3))
+    with pytest.raises(ValueError, match="same number of entries"):
+        SparseTensor(v, torch.tensor([0, 1]), torch.tensor([0, 1, 2]), (3, 3))
+    with pytest.raises(ValueError, match=r"\[\*batch, nnz\]"):
+        SparseTensor(torch.ones(2, 3, dtype=torch.float64), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), (3, 3))
+    with pytest.raises(TypeError, match="integer"):
+        SparseTensor(v, torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0, 1, 2]), (3, 3))
+    with pytest.raises(TypeError, match="dtype"):
+        SparseTensor(torch.ones(3, dtype=torch.int64), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), (3, 3))
+
+
+def test_matmul_errors():
+    A = random_sparse(4, 3)
+    with pytest.raises(ValueError, match="shape"):
+        A @ torch.ones(4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="dtype"):
+        A @ torch.ones(3, dtype=torch.float32)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        A @ random_sparse(4, 4)
