@@ -1,0 +1,317 @@
+"""cuDSS backend (CUDA): sparse Cholesky, LDL^T and LU through nvmath-python.
+
+cuDSS works in three phases: *analysis* (reordering + symbolic factorisation,
+by far the slowest, and structural), *factorisation* (numeric) and *solve*.
+This backend keeps the analysis on the :class:`~sla.Pattern` (``pattern.cache``),
+so a later solve with new values on the same pattern only refactorises:
+
+1. ``setup`` looks up the pattern's :class:`_Plan` for (dtype, cuDSS matrix type,
+   batch size) -- building it (analysis) only the first time -- and factorises
+   the values into it;
+2. ``apply`` solves all right-hand sides in one cuDSS call (and all batch members:
+   a batch of matrices on one pattern is one cuDSS batch);
+3. the adjoint (``transpose=True``) reuses the factors when ``A^H = A`` (real
+   symmetric, Hermitian) or ``A^H = conj(A)`` (complex symmetric); for a general
+   matrix it factorises ``A^H`` once per values version on a second plan.
+
+A plan holds the factors of the values it factorised last.  Each state
+remembers its own values, and refactorises when another state used the plan in
+between (e.g. the backward pass of an older solve), so cached states stay right.
+
+The cuDSS multithreading layer (``$CUDSS_MTLAYER``, ``$CUDSS_THREADING_LIB`` or the
+pip package's ``libcudss_mtlayer_gomp.so.0``) cuts the analysis time about 4x; it
+is used whenever found.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib.util
+import itertools
+import logging
+import os
+
+import numpy as np
+import torch
+
+from ...config import NotPositiveDefiniteError, SingularMatrixError
+from ..registry import Backend, Method
+
+_log = logging.getLogger("sla")
+
+_SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
+_DEFINITE = ("spd", "hpd")
+
+# Above this many unknowns 'auto' prefers the preconditioned Krylov backend
+# ('pytorch', when available): see benchmarks/README.md, "GPU direct solvers".
+AUTO_MAX_N = 2_000_000
+
+_token = itertools.count(1)
+
+
+# ------------------------------------------------------------ availability
+def mtlayer_path() -> str | None:
+    """Path of cuDSS's multithreading layer, or None."""
+    for var in ("CUDSS_MTLAYER", "CUDSS_THREADING_LIB"):
+        p = os.environ.get(var)
+        if p and os.path.isfile(p):
+            return p
+    try:
+        spec = importlib.util.find_spec("nvidia")
+    except (ImportError, ValueError):
+        spec = None
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    for root in roots:
+        for hit in sorted(glob.glob(os.path.join(root, "**", "libcudss_mtlayer_gomp.so*"), recursive=True)):
+            return hit
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _check() -> str | None:
+    try:
+        found = importlib.util.find_spec("nvmath") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return "nvmath-python (with the cuDSS library) is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    try:
+        from nvmath.bindings import cudss
+
+        version = (cudss.get_property(0), cudss.get_property(1))
+    except Exception as exc:  # a missing libcudss.so shows up here
+        return f"the cuDSS library could not be loaded ({type(exc).__name__}: {exc})"
+    _log.debug("cuDSS %s.%s found", *version)
+    return None
+
+
+# ------------------------------------------------------------------- plans
+_CTYPE = {"general": "GENERAL", "symmetric": "SYMMETRIC", "hermitian": "HERMITIAN", "spd": "SPD", "hpd": "HPD"}
+
+
+def _cudss_type(method: str, mtype: str, complex_: bool) -> str:
+    if method == "lu":
+        return "GENERAL"
+    if method == "cholesky":
+        return "HPD" if complex_ else "SPD"
+    # ldlt: real symmetric, complex Hermitian, or complex symmetric
+    if mtype in ("hermitian", "hpd") or (not complex_ and mtype in _SYMMETRIC):
+        return "HERMITIAN" if complex_ else "SYMMETRIC"
+    return "SYMMETRIC"
+
+
+_VTYPE = {torch.float32: "R_32F", torch.float64: "R_64F", torch.complex64: "C_32F", torch.complex128: "C_64F"}
+
+
+class _Plan:
+    """One cuDSS analysis of a pattern (for a dtype, matrix type and batch size).
+
+    Holds a values buffer that the cuDSS matrix points to; factorising copies
+    new values into it (the structure, hence the analysis, stays valid).
+    """
+
+    def __init__(self, pattern, dtype: torch.dtype, ctype: str, batch: int, values: torch.Tensor):
+        import nvmath.sparse.advanced as nva
+        from nvmath.bindings import cudss
+
+        if pattern.index_dtype != torch.int32:
+            raise ValueError(f"cuDSS needs 32-bit indices; this pattern has nnz={pattern.nnz} (>= 2**31)")
+        n = pattern.shape[0]
+        self.n, self.batch, self.dtype = n, batch, dtype
+        self.owner = 0
+        self.values = values.detach().to(dtype).reshape(batch, pattern.nnz).clone()
+        crow, ccol = pattern.crow, pattern.ccol
+        if batch == 1:
+            a = torch.sparse_csr_tensor(crow, ccol, self.values[0], (n, n), check_invariants=False)
+            b = torch.zeros(n, 1, dtype=dtype, device=values.device)
+        else:
+            a = [torch.sparse_csr_tensor(crow, ccol, self.values[i], (n, n), check_invariants=False) for i in range(batch)]
+            b = torch.zeros(batch, n, 1, dtype=dtype, device=values.device)
+        self.mtlayer = mtlayer_path()
+        opts = nva.DirectSolverOptions(
+            sparse_system_type=getattr(cudss.MatrixType, ctype),
+            multithreading_lib=self.mtlayer,
+            logger=logging.getLogger("sla.cudss"),
+        )
+        self._keep = (a, b, crow, ccol)
+        self.solver = nva.DirectSolver(a, b, options=opts)
+        self.vtype = getattr(cudss.DataType, _VTYPE[dtype])
+        self.multi_rhs = True
+        self.solver.plan()
+
+    def factor(self, values2d: torch.Tensor, owner: int) -> int:
+        """Numeric factorisation of ``values2d`` (``[batch, nnz]``); returns cuDSS's info."""
+        self.values.copy_(values2d)
+        self.solver.factorize()
+        self.owner = owner
+        return int(self.solver.factorization_info.info)
+
+    def _dense(self, t: torch.Tensor):
+        """cuDSS dense matrix of ``t`` (``[B, n, K]``, each sample column-major); returns (ptr, keep-alive)."""
+        from nvmath.bindings import cudss
+
+        B, n, K = t.shape
+        if B == 1:
+            return cudss.matrix_create_dn(n, K, n, t.data_ptr(), self.vtype, cudss.Layout.COL_MAJOR), None
+        rows = np.full(B, n, dtype=np.int32)
+        cols = np.full(B, K, dtype=np.int32)
+        ptrs = torch.tensor([t[i].data_ptr() for i in range(B)], dtype=torch.int64, device=t.device)
+        m = cudss.matrix_create_batch_dn(
+            B, rows.ctypes.data, cols.ctypes.data, rows.ctypes.data, ptrs.data_ptr(),
+            cudss.DataType.R_32I, self.vtype, cudss.Layout.COL_MAJOR,
+        )
+        return m, (rows, cols, ptrs)
+
+    def _solve(self, b: torch.Tensor) -> torch.Tensor:
+        from nvmath.bindings import cudss
+
+        s = self.solver
+        bc = b.transpose(-1, -2).contiguous().transpose(-1, -2)  # column-major samples
+        x = torch.empty_like(bc)
+        cudss.set_stream(s.handle, torch.cuda.current_stream(b.device).cuda_stream)
+        bm, keep_b = self._dense(bc)
+        xm, keep_x = self._dense(x)
+        try:
+            cudss.execute(s.handle, cudss.Phase.SOLVE, s.config_ptr, s.data_ptr, s.a_ptr, xm, bm)
+        finally:
+            cudss.matrix_destroy(bm)
+            cudss.matrix_destroy(xm)
+        del keep_b, keep_x
+        return x
+
+    def solve(self, b: torch.Tensor) -> torch.Tensor:
+        """Solve for ``b`` ``[batch, n, K]`` with the factors held now."""
+        if self.multi_rhs or b.shape[-1] == 1:
+            try:
+                return self._solve(b)
+            except Exception as exc:  # cuDSS that cannot change the RHS count after analysis
+                if b.shape[-1] == 1:
+                    raise
+                _log.info("cuDSS multi-RHS solve failed (%s); solving column by column", exc)
+                self.multi_rhs = False
+        return torch.cat([self._solve(b[..., k : k + 1]) for k in range(b.shape[-1])], dim=-1)
+
+    def __del__(self):
+        try:
+            self.solver.free()
+        except Exception:  # interpreter shutdown or a CUDA context already gone
+            pass
+
+
+def _plan(pattern, values: torch.Tensor, ctype: str, batch: int, side: str) -> tuple[_Plan, bool]:
+    key = ("cudss", side, values.dtype, ctype, batch, str(values.device))
+    plan = pattern.cache.get(key)
+    if plan is not None:
+        return plan, False
+    plan = _Plan(pattern, values.dtype, ctype, batch, values)
+    pattern.cache[key] = plan
+    return plan, True
+
+
+# ------------------------------------------------------------------- state
+class _State:
+    """Factors of one values version (and, lazily, of its conjugate transpose)."""
+
+    def __init__(self, A, cfg, mtype: str, method: str):
+        self.method, self.mtype = method, mtype
+        self.pattern = A.pattern
+        self.batch = A.batch_size
+        self.values = A._flat().detach().clone()
+        cx = A.is_complex
+        self.ctype = _cudss_type(method, mtype, cx)
+        if mtype == "general":
+            self.adjoint = "factor"
+        elif cx and mtype == "symmetric":
+            self.adjoint = "conj"
+        else:
+            self.adjoint = "same"
+        self.token = next(_token)
+        with torch.cuda.device(A.device):
+            self.plan, fresh = _plan(self.pattern, self.values, self.ctype, self.batch, "A")
+            self.planned_now = fresh
+            self._factor(self.plan, self.values)
+        self.plan_h = None
+        self.values_h = None
+
+    def _factor(self, plan: _Plan, values: torch.Tensor) -> None:
+        info = plan.factor(values, self.token)
+        if info != 0:
+            plan.owner = 0
+            if self.method == "cholesky":
+                raise NotPositiveDefiniteError(
+                    f"cuDSS Cholesky: the matrix is not positive definite (info={info})"
+                )
+            raise SingularMatrixError(f"cuDSS {self.method}: zero pivot during factorisation (info={info}); A is singular")
+
+    def _ready(self, plan: _Plan, values: torch.Tensor) -> _Plan:
+        if plan.owner != self.token:
+            self._factor(plan, values)
+        return plan
+
+    def apply(self, b: torch.Tensor, transpose: bool = False):
+        with torch.cuda.device(b.device):
+            if not transpose or self.adjoint == "same":
+                return self._ready(self.plan, self.values).solve(b), {}
+            if self.adjoint == "conj":  # A^H = conj(A): x = conj(A^{-1} conj(b))
+                return self._ready(self.plan, self.values).solve(b.conj()).conj(), {}
+            if self.plan_h is None:
+                pt, perm = self.pattern.transpose()
+                self.values_h = self.values[:, perm].conj().resolve_conj()
+                self.plan_h, _ = _plan(pt, self.values_h, self.ctype, self.batch, "AH")
+            return self._ready(self.plan_h, self.values_h).solve(b), {"notes": ["adjoint: factorised A^H"]}
+
+
+def _setup(method):
+    def setup(A, cfg, mtype):
+        if method == "ldlt" and mtype not in _SYMMETRIC:
+            raise ValueError(f"method 'ldlt' needs a symmetric or Hermitian matrix, got a {mtype!r} matrix")
+        return _State(A, cfg, mtype, method)
+
+    return setup
+
+
+def _apply(state: _State, b: torch.Tensor, transpose: bool = False):
+    squeeze = b.dim() == 2
+    x, stats = state.apply(b.unsqueeze(0) if squeeze else b, transpose)
+    return (x[0] if squeeze else x), stats
+
+
+def _others_take_large(n: int, dtype: torch.dtype, mtype: str) -> bool:
+    """True when an available Krylov backend on CUDA ('pytorch') accepts this system."""
+    from .. import registry
+
+    if "pytorch" not in registry.backend_names():
+        return False
+    b = registry.get_backend("pytorch")
+    return b.check() is None and dtype in b.dtypes and b.choose(n, dtype, mtype, "iterative") is not None
+
+
+def _choose(n, dtype, mtype, kind=None):
+    if kind == "iterative":
+        return None
+    if kind is None and n > AUTO_MAX_N and _others_take_large(n, dtype, mtype):
+        return None
+    if mtype in _DEFINITE:
+        return "cholesky"
+    if mtype in _SYMMETRIC:
+        return "ldlt"
+    return "lu"
+
+
+BACKEND = Backend(
+    name="cudss",
+    devices=("cuda",),
+    check=_check,
+    extra="cuda",
+    batched=True,
+    choose=_choose,
+    description="NVIDIA cuDSS (nvmath-python): Cholesky, LDL^T, LU; analysis cached per pattern",
+    methods={
+        "cholesky": Method("cholesky", "direct", _setup("cholesky"), _apply, matrix_types=_DEFINITE, fallback="ldlt"),
+        "ldlt": Method("ldlt", "direct", _setup("ldlt"), _apply, matrix_types=_SYMMETRIC, fallback="lu"),
+        "lu": Method("lu", "direct", _setup("lu"), _apply),
+    },
+)

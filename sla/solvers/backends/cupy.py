@@ -1,0 +1,184 @@
+"""CuPy backend (CUDA): ``cupyx.scipy.sparse.linalg`` -- SuperLU (``splu``), CG, GMRES, MINRES.
+
+Tensors cross to CuPy and back through DLPack (no copies): the CSR matrix
+wraps the pattern's int32 ``crow``/``ccol`` and the values in place.  ``lu``
+factorises on the host (CuPy's ``splu`` runs SuperLU through SciPy) and solves
+the triangular systems on the GPU with cuSPARSE; ``trans='H'`` gives the adjoint
+solve with the same factors.  The Krylov methods keep the CSR matrix and a
+Jacobi preconditioner; the adjoint uses ``A^H`` (built once, only for a
+non-Hermitian matrix).  Any CuPy wheel works (``cupy-cuda12x``, ``cupy-cuda13x``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+from ...config import SingularMatrixError
+from ..registry import Backend, Method
+
+_SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
+_DEFINITE = ("spd", "hpd")
+
+
+@functools.lru_cache(maxsize=1)
+def _check() -> str | None:
+    try:
+        found = importlib.util.find_spec("cupy") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return "cupy is not installed (any wheel: cupy-cuda12x or cupy-cuda13x)"
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return f"cupy could not start ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _cp(t: torch.Tensor):
+    import cupy
+
+    return cupy.from_dlpack(t.detach().resolve_conj().contiguous())
+
+
+def _torch(a) -> torch.Tensor:
+    return torch.from_dlpack(a)
+
+
+def _csr(A):
+    import cupyx.scipy.sparse as csp
+
+    p = A.pattern
+    M = csp.csr_matrix((_cp(A.values), _cp(p.ccol), _cp(p.crow)), shape=p.shape)
+    M.has_sorted_indices = True
+    M.has_canonical_format = True
+    return M
+
+
+def _adjoint_same(A, mtype: str) -> bool:
+    return mtype in ("hermitian", "hpd") or (not A.is_complex and mtype in _SYMMETRIC)
+
+
+# ------------------------------------------------------------------ SuperLU
+class _LU:
+    def __init__(self, A, cfg, mtype):
+        import cupyx.scipy.sparse.linalg as cla
+
+        self.device = A.device
+        with torch.cuda.device(A.device):
+            S = _csr(A).tocsc()
+            opts = dict(cfg.options or {})
+            if mtype in _SYMMETRIC and not opts:
+                opts = dict(permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1, options=dict(SymmetricMode=True))
+            try:
+                self.lu = cla.splu(S, **opts)
+            except RuntimeError as exc:
+                raise SingularMatrixError(f"cupy splu: {exc} (the matrix is singular)") from exc
+
+    def apply(self, b, transpose=False):
+        with torch.cuda.device(self.device):
+            x = self.lu.solve(_cp(b), trans="H" if transpose else "N")
+        return _torch(x).reshape(b.shape), {}
+
+
+# --------------------------------------------------------------- iterative
+class _Krylov:
+    def __init__(self, A, cfg, mtype, method):
+        import cupyx.scipy.sparse.linalg as cla
+
+        self.method, self.device = method, A.device
+        pc = cfg.preconditioner
+        if pc not in ("auto", "jacobi", "none", None):
+            raise ValueError(f"cupy backend preconditioners are 'jacobi' and 'none', got {pc!r}")
+        with torch.cuda.device(A.device):
+            self.A = _csr(A)
+            self.AH = self.A if _adjoint_same(A, mtype) else None
+            d = A.diagonal().detach()
+            self.jacobi = pc in ("auto", "jacobi") and bool((d != 0).all())
+            if pc == "jacobi" and not self.jacobi:
+                raise ValueError("preconditioner 'jacobi' needs a non-zero diagonal")
+            self.dinv = _cp(1.0 / d) if self.jacobi else None
+        self.rtol, self.atol = cfg.tolerances(A.dtype)
+        self.maxiter, self.restart = cfg.maxiter, cfg.restart
+        self.fn = getattr(cla, method)
+
+    def _op(self, transpose):
+        import cupyx.scipy.sparse.linalg as cla
+
+        if transpose and self.AH is None:
+            self.AH = self.A.conj().T.tocsr()
+        A = self.AH if transpose else self.A
+        M = None
+        if self.jacobi:
+            dinv = self.dinv.conj() if transpose else self.dinv
+            M = cla.LinearOperator(A.shape, matvec=lambda v: dinv * v.ravel(), dtype=A.dtype)
+        return A, M
+
+    def apply(self, b, transpose=False):
+        with torch.cuda.device(self.device):
+            A, M = self._op(transpose)
+            B = _cp(b)
+            cols, iters, ok = [], 0, True
+            for k in range(B.shape[1]):
+                count = [0]
+
+                def cb(*_):
+                    count[0] += 1
+
+                kw = dict(maxiter=self.maxiter, M=M, callback=cb)
+                if self.method == "minres":
+                    kw["tol"] = self.rtol
+                else:
+                    kw.update(rtol=self.rtol, atol=self.atol)
+                if self.method == "gmres":
+                    kw.update(restart=self.restart, callback_type="pr_norm")
+                x, info = self.fn(A, B[:, k], **kw)
+                if info < 0:
+                    raise ValueError(f"cupy {self.method} failed with illegal input (info={info})")
+                cols.append(_torch(x))
+                iters = max(iters, count[0])
+                ok &= info == 0
+        x = torch.stack(cols, dim=1).to(b.dtype)
+        return x, {"iterations": iters, "converged": ok, "preconditioner": "jacobi" if self.jacobi else "none"}
+
+
+def _krylov(method, types):
+    return Method(
+        method,
+        "iterative",
+        setup=lambda A, cfg, mtype: _Krylov(A, cfg, mtype, method),
+        apply=lambda st, b, transpose=False: st.apply(b, transpose),
+        matrix_types=types,
+    )
+
+
+def _choose(n, dtype, mtype, kind=None):
+    if kind == "direct":
+        return "lu"
+    if mtype in _DEFINITE:
+        return "cg"
+    hermitian = mtype == "hermitian" or (mtype == "symmetric" and not dtype.is_complex)
+    return "minres" if hermitian else "gmres"
+
+
+BACKEND = Backend(
+    name="cupy",
+    devices=("cuda",),
+    check=_check,
+    extra="cupy",
+    choose=_choose,
+    description="CuPy cupyx.scipy.sparse.linalg: splu, CG, GMRES, MINRES (zero-copy via DLPack)",
+    methods={
+        "lu": Method("lu", "direct", lambda A, cfg, mtype: _LU(A, cfg, mtype), lambda st, b, transpose=False: st.apply(b, transpose)),
+        "cg": _krylov("cg", _DEFINITE),
+        "gmres": _krylov("gmres", ("general",) + _SYMMETRIC),
+        "minres": _krylov("minres", _SYMMETRIC),
+    },
+)
