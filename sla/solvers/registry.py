@@ -29,6 +29,8 @@ __all__ = [
     "backend_names",
     "is_available",
     "is_scipy_available",
+    "is_cudss_available",
+    "is_cupy_available",
     "priority",
 ]
 
@@ -38,12 +40,14 @@ FLOAT_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 # name -> module; one line per backend.
 _MODULES = {
     "scipy": "sla.solvers.backends.scipy",
+    "cudss": "sla.solvers.backends.cudss",
+    "cupy": "sla.solvers.backends.cupy",
 }
 
 # Order in which 'auto' tries backends on each device type.
 _PRIORITY = {
     "cpu": ["scipy"],
-    "cuda": [],
+    "cuda": ["cudss", "cupy"],
 }
 
 
@@ -193,3 +197,13 @@ def is_available(name: str) -> bool:
 
 def is_scipy_available() -> bool:
     return is_available("scipy")
+
+
+def is_cudss_available() -> bool:
+    """True when the cuDSS backend can run (CUDA device + nvmath-python + libcudss)."""
+    return is_available("cudss")
+
+
+def is_cupy_available() -> bool:
+    """True when the CuPy backend can run (CUDA device + cupy)."""
+    return is_available("cupy")
