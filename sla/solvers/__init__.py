@@ -6,6 +6,8 @@ from .registry import (
     get_available_backends,
     get_backend_methods,
     is_scipy_available,
+    is_cudss_available,
+    is_cupy_available,
     select_backend,
     show_backends,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "get_available_backends",
     "get_backend_methods",
     "is_scipy_available",
+    "is_cudss_available",
+    "is_cupy_available",
     "select_backend",
     "show_backends",
     "det",
