@@ -486,9 +486,6 @@ class SparseTensor:
     # persistence (sla.io registers these)
     save = _delegate("save", "Save to a safetensors file; see :func:`sla.save_sparse`.")
     load = classmethod(_delegate("load", "Load a file written by ``save`` onto ``device``; see :func:`sla.load_sparse`."))
-    # persistence (sla.io registers these)
-    save = _delegate("save", "Save to a safetensors file; see :func:`sla.save_sparse`.")
-    load = classmethod(_delegate("load", "Load a file written by ``save`` onto ``device``; see :func:`sla.load_sparse`."))
 
 
 # --------------------------------------------------------------------- helpers
