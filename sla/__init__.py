@@ -32,6 +32,7 @@ from .solvers import (
     spsolve_coo,
 )
 from .solvers import det, slogdet
+from .io import load_mtx, load_sparse, save_mtx, save_sparse
 
 __version__ = "0.1.0"
 
@@ -59,4 +60,8 @@ __all__ = [
     "show_backends",
     "det",
     "slogdet",
+    "save_sparse",
+    "load_sparse",
+    "save_mtx",
+    "load_mtx",
 ]
