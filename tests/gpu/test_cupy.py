@@ -1,0 +1,108 @@
+"""CuPy backend: zoo x methods against SciPy on the CPU, DLPack round trip, gradients, failures.
+
+GPU tests run on the device machine; without CUDA / cupy they skip with the backend's
+own reason.  The unavailable-path tests run on machines without cupy (CI).
+"""
+
+import os
+
+import pytest
+import torch
+
+import sla
+from sla import SparseTensor, gallery
+from sla.solvers import registry
+
+from _gpu_zoo import zoo, scipy_solve
+
+_WHY = registry.get_backend("cupy").check()
+needs_cupy = pytest.mark.skipif(_WHY is not None, reason=f"cupy backend unavailable: {_WHY}")
+cpu_only = pytest.mark.skipif(_WHY is None, reason="cupy is available here: the unavailable-path test needs a machine without it")
+
+CASES = [  # (method, kind, dtypes)
+    ("lu", "general", [torch.float64, torch.float32, torch.complex128]),
+    ("lu", "symmetric", [torch.float64, torch.complex128]),
+    ("cg", "spd", [torch.float64, torch.float32, torch.complex128]),
+    ("gmres", "general", [torch.float64, torch.complex128]),
+    ("minres", "symmetric", [torch.float64]),
+]
+PARAMS = [(m, k, d) for m, k, ds in CASES for d in ds]
+
+
+@cpu_only
+def test_unavailable_backend_names_the_extra():
+    A = gallery.poisson1d(4)
+    with pytest.raises(sla.BackendUnavailableError, match=r"pip install 'sla\[cupy\]'"):
+        A.solve(torch.ones(4, dtype=torch.float64), backend="cupy", method="cg")
+    assert not sla.is_cupy_available()
+
+
+@cpu_only
+def test_show_backends_says_why():
+    with open(os.devnull, "w") as f:
+        text = sla.show_backends(file=f)
+    line = next(ln for ln in text.splitlines() if ln.startswith("cupy"))
+    assert "lu,cg,gmres,minres" in line and "no: " in line and "sla[cupy]" in line
+
+
+def test_choose():
+    c = registry.get_backend("cupy").choose
+    assert c(10, torch.float64, "spd") == "cg"
+    assert c(10, torch.float64, "symmetric") == "minres"
+    assert c(10, torch.complex128, "symmetric") == "gmres"  # complex symmetric is not Hermitian
+    assert c(10, torch.float64, "general") == "gmres"
+    assert c(10, torch.float64, "general", "direct") == "lu"
+
+
+@pytest.mark.gpu
+@needs_cupy
+@pytest.mark.parametrize("method,kind,dtype", PARAMS)
+def test_zoo_matches_scipy(method, kind, dtype):
+    A = zoo(kind, dtype=dtype, device="cuda")
+    b = torch.randn(A.shape[0], 3, dtype=dtype, device="cuda")
+    single = dtype in (torch.float32, torch.complex64)
+    x, info = A.solve(b, backend="cupy", method=method, rtol=1e-5 if single else 1e-11, return_info=True)
+    assert info.backend == "cupy" and info.method == method and info.converged and x.is_cuda
+    hi = torch.complex128 if dtype.is_complex else torch.float64
+    ref = scipy_solve(A.to(hi), b.to(hi))
+    err = (x.cpu().to(hi) - ref).norm() / ref.norm()
+    assert err < (1e-3 if single else 1e-8)
+
+
+@pytest.mark.gpu
+@needs_cupy
+def test_batched_members():
+    A = zoo("general", batch=2, device="cuda")
+    b = torch.randn(2, A.shape[-1], dtype=torch.float64, device="cuda")
+    x = A.solve(b, backend="cupy", method="lu")
+    ref = scipy_solve(A, b.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(x.cpu(), ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.gpu
+@needs_cupy
+@pytest.mark.parametrize("method,kind", [("lu", "general"), ("cg", "spd"), ("gmres", "general")])
+def test_gradcheck(method, kind):
+    A = zoo(kind, n=8, device="cuda")
+    v = A.values.clone().requires_grad_(True)
+    b = torch.randn(8, 2, dtype=torch.float64, device="cuda", requires_grad=True)
+    _, perm = A.pattern.transpose()
+
+    def f(v, b):
+        if kind == "spd":
+            v = (v + v[perm]) / 2
+        return SparseTensor._make(v, A.pattern).solve(b, backend="cupy", method=method, rtol=1e-13,
+                                                      matrix_type=kind)
+
+    assert torch.autograd.gradcheck(f, (v, b), atol=1e-6)
+
+
+@pytest.mark.gpu
+@needs_cupy
+def test_singular_lu_raises():
+    D = torch.randn(8, 8, dtype=torch.float64)
+    D[3] = 0.0
+    D[:, 3] = 0.0
+    A = SparseTensor.from_dense(D).to("cuda")  # row and column 3 empty: structurally singular
+    with pytest.raises(sla.SingularMatrixError):
+        A.solve(torch.randn(8, dtype=torch.float64, device="cuda"), backend="cupy", method="lu")
