@@ -1,0 +1,309 @@
+"""SparseTensorList: matrices of different sizes and patterns handled as one.
+
+A dataset of graphs or meshes gives matrices that cannot share a batch
+dimension (their patterns differ).  :class:`SparseTensorList` keeps them
+apart for indexing and iteration, and joins them into one block-diagonal
+:class:`~sla.SparseTensor` whenever that makes the work one call: ``@`` runs
+one sparse product, ``solve`` one linear solve.  The block values are a
+``torch.cat`` of the members' values, so gradients reach every member.
+
+>>> import torch, sla
+>>> A = sla.SparseTensor.from_dense(torch.tensor([[2., 0.], [0., 4.]], dtype=torch.float64))
+>>> B = sla.SparseTensor.from_dense(torch.tensor([[1.]], dtype=torch.float64))
+>>> L = sla.SparseTensorList([A, B])
+>>> L.solve([torch.tensor([2., 4.], dtype=torch.float64), torch.tensor([3.], dtype=torch.float64)])
+[tensor([1., 1.], dtype=torch.float64), tensor([3.], dtype=torch.float64)]
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .pattern import Pattern
+from .sparse import SparseTensor, register_linalg
+
+__all__ = ["SparseTensorList"]
+
+Operand = Union[Sequence[torch.Tensor], torch.Tensor]
+
+
+def _offsets(sizes: Sequence[int]) -> torch.Tensor:
+    out = torch.zeros(len(sizes) + 1, dtype=torch.int64)
+    if sizes:
+        torch.cumsum(torch.tensor(list(sizes), dtype=torch.int64), 0, out=out[1:])
+    return out
+
+
+class SparseTensorList:
+    """A list of unbatched SparseTensors with their own shapes and patterns.
+
+    Parameters
+    ----------
+    tensors : sequence of SparseTensor
+        Unbatched ``[M_i, N_i]`` matrices on one device with one dtype.
+
+    Notes
+    -----
+    ``to_block_diagonal()`` gives ``diag(A_1, ..., A_n)`` and the offsets of
+    the blocks; its pattern is built once per list and kept.
+    """
+
+    __slots__ = ("_tensors", "_block", "node_index")
+
+    def __init__(self, tensors: Sequence[SparseTensor]):
+        if isinstance(tensors, SparseTensor) or not isinstance(tensors, (list, tuple, SparseTensorList)):
+            raise TypeError(f"tensors must be a list of SparseTensors, got {type(tensors).__name__}")
+        tensors = list(tensors)
+        for i, t in enumerate(tensors):
+            if not isinstance(t, SparseTensor):
+                raise TypeError(f"tensors[{i}] must be a sla.SparseTensor, got {type(t).__name__}")
+            if t.batch_shape:
+                raise ValueError(f"tensors[{i}] is batched (batch shape {t.batch_shape}); members must be [M, N]")
+            if t.device != tensors[0].device or t.dtype != tensors[0].dtype:
+                raise ValueError(
+                    f"all members must share device and dtype: tensors[0] is {tensors[0].dtype} on "
+                    f"{tensors[0].device}, tensors[{i}] is {t.dtype} on {t.device}"
+                )
+        self._tensors = tensors
+        self._block = None  # (pattern, row offsets, col offsets), built on demand
+        self.node_index: Optional[list[torch.Tensor]] = None
+
+    # ------------------------------------------------------------ container
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return SparseTensorList(self._tensors[idx])
+        return self._tensors[idx]
+
+    def __iter__(self) -> Iterator[SparseTensor]:
+        return iter(self._tensors)
+
+    def __repr__(self) -> str:
+        if not self._tensors:
+            return "SparseTensorList([])"
+        return (f"SparseTensorList(len={len(self)}, total_shape={self.total_shape}, nnz={self.nnz}, "
+                f"dtype={self.dtype}, device={self.device})")
+
+    def to_list(self) -> list[SparseTensor]:
+        """The members as a plain Python list."""
+        return list(self._tensors)
+
+    def _first(self) -> SparseTensor:
+        if not self._tensors:
+            raise ValueError("the SparseTensorList is empty")
+        return self._tensors[0]
+
+    device = property(lambda self: self._first().device)
+    dtype = property(lambda self: self._first().dtype)
+    shapes = property(lambda self: [tuple(t.shape) for t in self._tensors], doc="``[(M_i, N_i), ...]``.")
+    nnz = property(lambda self: sum(t.nnz for t in self._tensors), doc="Stored entries of all members.")
+    total_shape = property(
+        lambda self: (sum(t.shape[0] for t in self._tensors), sum(t.shape[1] for t in self._tensors)),
+        doc="Shape of the block-diagonal matrix.",
+    )
+
+    # ---------------------------------------------------------------- moves
+    def _map(self, fn) -> "SparseTensorList":
+        out = SparseTensorList([fn(t) for t in self._tensors])
+        out.node_index = self.node_index
+        return out
+
+    def to(self, *args, **kwargs) -> "SparseTensorList":
+        """Every member ``.to(...)`` (device and/or dtype)."""
+        return self._map(lambda t: t.to(*args, **kwargs))
+
+    def cpu(self) -> "SparseTensorList":
+        return self.to("cpu")
+
+    def cuda(self, device=None) -> "SparseTensorList":
+        return self._map(lambda t: t.cuda(device))
+
+    def detach(self) -> "SparseTensorList":
+        return self._map(lambda t: t.detach())
+
+    def requires_grad_(self, flag: bool = True) -> "SparseTensorList":
+        for t in self._tensors:
+            t.requires_grad_(flag)
+        return self
+
+    def with_values(self, values: Sequence[torch.Tensor]) -> "SparseTensorList":
+        """Same patterns (and block pattern) with new values, ``values[i]`` of shape ``[nnz_i]``."""
+        if len(values) != len(self):
+            raise ValueError(f"values must hold {len(self)} tensors, got {len(values)}")
+        for i, (t, v) in enumerate(zip(self._tensors, values)):
+            if not isinstance(v, torch.Tensor) or tuple(v.shape) != (t.nnz,):
+                raise ValueError(f"values[{i}] must be a tensor of shape [{t.nnz}], got {getattr(v, 'shape', v)}")
+        out = SparseTensorList([SparseTensor._make(v, t.pattern) for t, v in zip(self._tensors, values)])
+        out._block = self._block if self._block and self._block[0].device == out.device else None
+        out.node_index = self.node_index
+        return out
+
+    # --------------------------------------------------------- block matrix
+    def _block_pattern(self) -> tuple[Pattern, torch.Tensor, torch.Tensor]:
+        if self._block is None:
+            first = self._first()
+            ro = _offsets([t.shape[0] for t in self._tensors])
+            co = _offsets([t.shape[1] for t in self._tensors])
+            dev = first.device
+            row = torch.cat([t.row + int(ro[i]) for i, t in enumerate(self._tensors)])
+            col = torch.cat([t.col + int(co[i]) for i, t in enumerate(self._tensors)])
+            # members are sorted row-major and their row ranges increase: the union is sorted too
+            pattern = Pattern(row.to(dev), col.to(dev), (int(ro[-1]), int(co[-1])))
+            self._block = (pattern, ro, co)
+        return self._block
+
+    def to_block_diagonal(self) -> tuple[SparseTensor, torch.Tensor]:
+        """``(diag(A_1, ..., A_n), offsets)``; block ``i`` spans rows ``offsets[i]:offsets[i+1]``.
+
+        ``offsets`` (int64, CPU) are row offsets; for square members they are
+        the column offsets too (else see :attr:`col_offsets`).  Gradients flow
+        from the block matrix's values to every member's values.
+        """
+        pattern, ro, _ = self._block_pattern()
+        values = torch.cat([t.values for t in self._tensors])
+        return SparseTensor._make(values, pattern), ro
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        """Row offsets of the blocks ``[len + 1]``."""
+        return self._block_pattern()[1]
+
+    @property
+    def col_offsets(self) -> torch.Tensor:
+        """Column offsets of the blocks ``[len + 1]``."""
+        return self._block_pattern()[2]
+
+    @classmethod
+    def from_block_diagonal(cls, A: SparseTensor, sizes=None, *, offsets=None) -> "SparseTensorList":
+        """Split a block-diagonal matrix into its blocks (differentiably).
+
+        Parameters
+        ----------
+        A : SparseTensor
+            Unbatched; every stored entry must lie inside a diagonal block.
+        sizes : sequence of int or of (M_i, N_i)
+            Block sizes (an int means a square block).
+        offsets : sequence of int, keyword-only
+            Alternatively, the row (= column) offsets from :meth:`to_block_diagonal`.
+        """
+        if not isinstance(A, SparseTensor) or A.batch_shape:
+            raise ValueError("A must be an unbatched sla.SparseTensor")
+        if (sizes is None) == (offsets is None):
+            raise ValueError("pass exactly one of sizes and offsets")
+        if offsets is not None:
+            off = [int(o) for o in offsets]
+            if not off or off[0] != 0 or any(b < a for a, b in zip(off, off[1:])):
+                raise ValueError(f"offsets must start at 0 and not decrease, got {off}")
+            sizes = [(b - a, b - a) for a, b in zip(off, off[1:])]
+        sizes = [(int(s), int(s)) if np.ndim(s) == 0 else (int(s[0]), int(s[1])) for s in sizes]
+        if any(m < 0 or n < 0 for m, n in sizes):
+            raise ValueError(f"block sizes must be non-negative, got {sizes}")
+        total = (sum(m for m, _ in sizes), sum(n for _, n in sizes))
+        if total != A.sparse_shape:
+            raise ValueError(f"block sizes add up to {total}, but A has shape {A.sparse_shape}")
+        dev = A.device
+        ro = _offsets([m for m, _ in sizes]).to(dev)
+        co = _offsets([n for _, n in sizes]).to(dev)
+        brow = torch.searchsorted(ro, A.row, right=True) - 1
+        bcol = torch.searchsorted(co, A.col, right=True) - 1
+        if A.nnz and not bool((brow == bcol).all()):
+            k = int(torch.nonzero(brow != bcol)[0])
+            raise ValueError(
+                f"A is not block diagonal for these sizes: entry ({int(A.row[k])}, {int(A.col[k])}) lies outside "
+                "the diagonal blocks"
+            )
+        counts = torch.bincount(brow, minlength=len(sizes)).tolist()
+        rows = torch.split(A.row - ro[brow], counts)
+        cols = torch.split(A.col - co[bcol], counts)
+        vals = torch.split(A.values, counts)
+        out = cls([SparseTensor._make(v, Pattern(r, c, s)) for r, c, v, s in zip(rows, cols, vals, sizes)])
+        out._block = (A.pattern, ro.cpu(), co.cpu())
+        return out
+
+    @classmethod
+    def to_connected_components(cls, A: SparseTensor) -> "SparseTensorList":
+        """Split a square matrix into the blocks of its connected components (weak connectivity).
+
+        Component ``i`` holds the nodes ``out.node_index[i]`` (sorted original
+        indices), renumbered from 0; values are differentiable views of
+        ``A.values``.  Components are ordered by their smallest node.
+        """
+        from scipy.sparse.csgraph import connected_components
+
+        if not isinstance(A, SparseTensor) or A.batch_shape:
+            raise ValueError("A must be an unbatched sla.SparseTensor")
+        n, m = A.sparse_shape
+        if n != m:
+            raise ValueError(f"connected components need a square matrix, got shape {(n, m)}")
+        ncomp, labels = connected_components(A.detach().to_scipy("csr"), directed=True, connection="weak")
+        dev = A.device
+        labels = torch.from_numpy(labels.astype(np.int64)).to(dev)
+        order = torch.argsort(labels, stable=True)  # nodes grouped by component, original order inside
+        sizes = torch.bincount(labels, minlength=ncomp)
+        starts = torch.cumsum(sizes, 0) - sizes
+        local = torch.empty_like(order)
+        local[order] = torch.arange(n, device=dev) - starts[labels[order]]
+        comp = labels[A.row]
+        eorder = torch.argsort(comp, stable=True)  # entries grouped by component, row-major inside
+        counts = torch.bincount(comp, minlength=ncomp).tolist()
+        rows = torch.split(local[A.row[eorder]], counts)
+        cols = torch.split(local[A.col[eorder]], counts)
+        vals = torch.split(A.values[..., eorder], counts)
+        sizes_l = sizes.tolist()
+        out = cls([SparseTensor._make(v, Pattern(r, c, (s, s))) for r, c, v, s in zip(rows, cols, vals, sizes_l)])
+        out.node_index = list(torch.split(order, sizes_l))
+        return out
+
+    # ------------------------------------------------------------ operators
+    def _stack(self, xs: Operand, sizes: list, name: str):
+        """Concatenate per-member operands; return (x, splitter)."""
+        total = sum(sizes)
+        if isinstance(xs, torch.Tensor):
+            if xs.dim() not in (1, 2) or xs.shape[0] != total:
+                raise ValueError(f"{name} as one tensor must have shape [{total}] or [{total}, K], got {tuple(xs.shape)}")
+            return xs, None
+        if not isinstance(xs, (list, tuple)) or len(xs) != len(self):
+            raise ValueError(f"{name} must be a list of {len(self)} tensors (one per member) or one stacked tensor")
+        dims = {x.dim() if isinstance(x, torch.Tensor) else -1 for x in xs}
+        if not dims <= {1, 2} or len(dims) != 1:
+            raise ValueError(f"{name} must be all vectors [n_i] or all matrices [n_i, K]")
+        for i, (x, s) in enumerate(zip(xs, sizes)):
+            if x.shape[0] != s or x.shape[1:] != xs[0].shape[1:]:
+                raise ValueError(f"{name}[{i}] must have {s} rows (and the same K as {name}[0]), got {tuple(x.shape)}")
+        return torch.cat(list(xs)), sizes
+
+    def matmul(self, xs: Operand):
+        """``[A_i @ x_i]`` for a list of operands (or one stacked tensor -> one stacked result)."""
+        x, split = self._stack(xs, [t.shape[1] for t in self._tensors], "x")
+        A, _ = self.to_block_diagonal()
+        y = A @ x
+        return y if split is None else list(torch.split(y, [t.shape[0] for t in self._tensors]))
+
+    __matmul__ = matmul
+
+    def solve(self, bs: Operand, **options):
+        """Solve every ``A_i x_i = b_i`` through one block-diagonal system.
+
+        ``bs`` is a list of ``[n_i]`` (or ``[n_i, K]``) tensors, or one stacked
+        ``[sum n_i(, K)]`` tensor; the result has the same form.  Options go to
+        :func:`sla.solve` (``backend``, ``method``, ``rtol``, ``return_info``...).
+        Differentiable in every member's values and in ``bs``.
+        """
+        for i, t in enumerate(self._tensors):
+            if t.shape[0] != t.shape[1]:
+                raise ValueError(f"solve needs square members; member {i} has shape {tuple(t.shape)}")
+        b, split = self._stack(bs, [t.shape[0] for t in self._tensors], "b")
+        A, _ = self.to_block_diagonal()
+        out = A.solve(b, **options)
+        x, info = out if options.get("return_info") else (out, None)
+        if split is not None:
+            x = list(torch.split(x, split))
+        return (x, info) if info is not None else x
+
+
+register_linalg(to_connected_components=SparseTensorList.to_connected_components)
