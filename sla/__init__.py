@@ -33,6 +33,7 @@ from .solvers import (
 )
 from .solvers import det, slogdet
 from .io import load_mtx, load_sparse, save_mtx, save_sparse
+from .sparse_list import SparseTensorList
 
 __version__ = "0.1.0"
 
@@ -64,4 +65,5 @@ __all__ = [
     "load_sparse",
     "save_mtx",
     "load_mtx",
+    "SparseTensorList",
 ]

@@ -486,6 +486,9 @@ class SparseTensor:
     # persistence (sla.io registers these)
     save = _delegate("save", "Save to a safetensors file; see :func:`sla.save_sparse`.")
     load = classmethod(_delegate("load", "Load a file written by ``save`` onto ``device``; see :func:`sla.load_sparse`."))
+    to_connected_components = _delegate(
+        "to_connected_components", "Split into connected components; see :meth:`sla.SparseTensorList.to_connected_components`."
+    )
 
 
 # --------------------------------------------------------------------- helpers
