@@ -1,0 +1,180 @@
+"""Bases: an element evaluated on the cells (or boundary facets) of a mesh at quadrature points.
+
+A basis holds, as torch tensors computed from ``mesh.points`` (so gradients
+reach the node coordinates), everything a form needs:
+
+* ``x``    ``[E, Q, dim]`` physical quadrature points,
+* ``dx``   ``[E, Q]`` quadrature weight times ``|det J|`` (or facet measure),
+* ``phi``  ``[1 or E, Q, n]`` shape function values,
+* ``grad`` ``[E, Q, n, dim]`` physical shape function gradients,
+* ``dofs`` ``[E, n]`` global degrees of freedom,
+* ``normal`` ``[E, Q, dim]`` outward unit normals (facet bases only).
+
+The geometry is the mesh's own P1/Q1 map.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .elements import REF_VERTICES, Element, ElementP1, ElementQ1
+from .mesh import CELL_TYPES, Mesh
+from .quadrature import quadrature
+
+__all__ = ["CellBasis", "FacetBasis"]
+
+
+def _geometry(cell_type: str) -> Element:
+    return ElementQ1(cell_type) if cell_type in ("quad", "hexahedron") else ElementP1(cell_type)
+
+
+def det_inv(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Determinant and inverse of ``[..., d, d]`` matrices, d <= 3, in closed form (differentiable)."""
+    d = J.shape[-1]
+    if d == 1:
+        det = J[..., 0, 0]
+        return det, (1 / det)[..., None, None]
+    if d == 2:
+        a, b, c, e = J[..., 0, 0], J[..., 0, 1], J[..., 1, 0], J[..., 1, 1]
+        det = a * e - b * c
+        inv = torch.stack([torch.stack([e, -b], -1), torch.stack([-c, a], -1)], -2) / det[..., None, None]
+        return det, inv
+    c0, c1, c2 = J[..., :, 0], J[..., :, 1], J[..., :, 2]
+    r0, r1, r2 = torch.linalg.cross(c1, c2), torch.linalg.cross(c2, c0), torch.linalg.cross(c0, c1)
+    det = (c0 * r0).sum(-1)
+    return det, torch.stack([r0, r1, r2], -2) / det[..., None, None]
+
+
+class _Basis:
+    mesh: Mesh
+    element: Element
+
+    @property
+    def n_elements(self) -> int:
+        return self.dofs.shape[0]
+
+    @property
+    def ndofs(self) -> int:
+        return self.element.ndofs(self.mesh)
+
+    @property
+    def nqp(self) -> int:
+        return self.dx.shape[1]
+
+    def _vector(self):
+        return getattr(self.element, "ncomp", 1)
+
+    def interpolate(self, u: torch.Tensor):
+        """Value ``[E, Q(, ncomp)]`` and gradient ``[E, Q(, ncomp), dim]`` at the quadrature points of a dof vector."""
+        if not isinstance(u, torch.Tensor) or u.shape[-1:] != (self.ndofs,):
+            raise ValueError(f"u must be a dof vector of shape [{self.ndofs}], got {getattr(u, 'shape', type(u))}")
+        k = self._vector()
+        ue = u[self.dofs]  # [E, n]
+        if k > 1:
+            ue = ue.reshape(ue.shape[0], -1, k)  # [E, nb, k]
+            return torch.einsum("eqn,enk->eqk", self.phi.expand(ue.shape[0], -1, -1), ue), torch.einsum(
+                "eqnd,enk->eqkd", self.grad, ue
+            )
+        return (self.phi * ue[:, None, :]).sum(-1), torch.einsum("eqnd,en->eqd", self.grad, ue)
+
+    def project_points(self, f) -> torch.Tensor:
+        """Nodal interpolant ``f(dof_points)`` (``[ndofs]``, or ``[ndofs * ncomp]`` interleaved)."""
+        v = f(self.element.dof_points(self.mesh))
+        k = self._vector()
+        return v.reshape(-1) if k > 1 else v
+
+
+class CellBasis(_Basis):
+    """``element`` on every cell of ``mesh`` with a quadrature of degree ``intorder``
+    (default ``2 * element.degree``).
+
+    >>> from sla.assembly import unit_square, CellBasis, ElementP1
+    >>> b = CellBasis(unit_square(2), ElementP1())
+    >>> float(b.dx.sum())
+    1.0
+    """
+
+    def __init__(self, mesh: Mesh, element: Element, intorder: int | None = None):
+        if not isinstance(mesh, Mesh):
+            raise TypeError(f"mesh must be a sla.assembly.Mesh, got {type(mesh).__name__}")
+        if not isinstance(element, Element):
+            raise TypeError(f"element must be a sla.assembly Element, got {type(element).__name__}")
+        element.check_mesh(mesh)
+        self.mesh, self.element = mesh, element
+        P = mesh.points
+        X, W = quadrature(mesh.cell_type, 2 * element.degree if intorder is None else intorder, P.dtype, P.device)
+        self.X, self.W = X, W
+        geo = _geometry(mesh.cell_type)
+        xc = P[mesh.cells]  # [E, k, d]
+        if mesh.cell_type in ("line", "triangle", "tetra"):  # affine: one Jacobian per cell
+            J = (xc[:, 1:] - xc[:, :1]).transpose(1, 2)  # [E, d, d]
+            det, inv = det_inv(J)
+            self.dx = det.abs()[:, None] * W  # [E, Q]
+            dref = element.dphi(X)  # [Q, n, d]
+            Q, n, d = dref.shape
+            self.grad = torch.matmul(dref.reshape(1, Q * n, d), inv).reshape(-1, Q, n, d)
+        else:
+            J = torch.einsum("ekd,qkr->eqdr", xc, geo.dphi(X))
+            det, inv = det_inv(J)
+            self.dx = det.abs() * W
+            self.grad = torch.einsum("qnr,eqrd->eqnd", element.dphi(X), inv)
+        self.x = torch.einsum("ekd,qk->eqd", xc, geo.phi(X))
+        self.phi = element.phi(X)[None]  # [1, Q, n]
+        self.dofs = element.dofs(mesh)
+        self.cells = None  # rows of the cell map (all cells, in order)
+
+
+class FacetBasis(_Basis):
+    """``element`` traced on the facets of a facet set (``'boundary'``, a set name, or node lists).
+
+    Shape functions are the cell's, evaluated at the facet quadrature points,
+    so facet forms assemble into the same sparsity pattern as cell forms.
+    """
+
+    def __init__(self, mesh: Mesh, element: Element, facets="boundary", intorder: int | None = None):
+        if not isinstance(mesh, Mesh):
+            raise TypeError(f"mesh must be a sla.assembly.Mesh, got {type(mesh).__name__}")
+        element.check_mesh(mesh)
+        self.mesh, self.element = mesh, element
+        P = mesh.points
+        info = CELL_TYPES[mesh.cell_type]
+        cells, local = mesh.facet_cells(facets)
+        self.cells = cells
+        ft = info["facet"]
+        Xf, Wf = quadrature(ft, 2 * element.degree if intorder is None else intorder, P.dtype, P.device)
+        fgeo = _geometry(ft) if ft != "vertex" else None
+        loc = torch.tensor(info["facets"], device=P.device)  # [nf, kf]
+        refv = torch.tensor(REF_VERTICES[mesh.cell_type], dtype=P.dtype, device=P.device)
+        if fgeo is None:  # 1D: the facet is a vertex
+            Xc = refv[loc[:, 0]][:, None, :]  # [nf, 1, 1]
+            psi = torch.ones(1, 1, dtype=P.dtype, device=P.device)
+        else:
+            psi = fgeo.phi(Xf)  # [Q, kf]
+            Xc = torch.einsum("qk,fkr->fqr", psi, refv[loc])  # [nf, Q, rd]
+        Xc = Xc[local]  # [F, Q, rd]
+        xf = P[mesh.cells[cells[:, None], loc[local]]]  # [F, kf, d]
+        self.x = torch.einsum("qk,fkd->fqd", psi, xf)
+        d = mesh.dim
+        if d == 1:
+            meas = torch.ones(cells.shape[0], 1, dtype=P.dtype, device=P.device)
+            nrm = torch.ones(cells.shape[0], 1, 1, dtype=P.dtype, device=P.device)
+        else:
+            T = torch.einsum("qkr,fkd->fqdr", fgeo.dphi(Xf), xf)  # tangents [F, Q, d, d-1]
+            if d == 2:
+                nrm = torch.stack([T[..., 1, 0], -T[..., 0, 0]], -1)
+            else:
+                nrm = torch.linalg.cross(T[..., 0], T[..., 1])
+            meas = nrm.norm(dim=-1)
+            nrm = nrm / meas[..., None]
+        centroid = P[mesh.cells[cells]].mean(1)  # [F, d]
+        sign = torch.sign(((self.x - centroid[:, None, :]) * nrm).sum(-1, keepdim=True)).detach()
+        self.normal = nrm * sign
+        self.dx = meas * Wf
+        # cell shape functions and their physical gradients at the facet points
+        geo = _geometry(mesh.cell_type)
+        xc = P[mesh.cells[cells]]  # [F, k, d]
+        J = torch.einsum("ekd,eqkr->eqdr", xc, geo.dphi(Xc))
+        _, inv = det_inv(J)
+        self.phi = element.phi(Xc)  # [F, Q, n]
+        self.grad = torch.einsum("eqnr,eqrd->eqnd", element.dphi(Xc), inv)
+        self.dofs = element.dofs(mesh)[cells]

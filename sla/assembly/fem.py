@@ -1,0 +1,304 @@
+"""Forms and assembly: a pure function of a basis and a form (scikit-fem style).
+
+A bilinear form is a torch function ``fn(u, v, w)`` of the trial function
+``u``, the test function ``v`` and the coefficients ``w``, vectorised over
+(elements x test dofs x trial dofs x quadrature points).  ``u.value`` /
+``u.grad`` (and ``v``'s) broadcast against each other and against ``w.x``,
+``w.<name>``; ``assemble`` multiplies by ``dx``, sums over quadrature points and
+scatters the element matrices into one :class:`~sla.SparseTensor`:
+
+>>> import torch
+>>> from sla.assembly import BilinearForm, CellBasis, ElementP1, assemble, dot, grad, unit_square
+>>> @BilinearForm
+... def laplace(u, v, w):
+...     return dot(grad(u), grad(v))
+>>> A = assemble(laplace, CellBasis(unit_square(2), ElementP1()))
+>>> A.shape, round(float(A.values.sum()), 12)
+(torch.Size([9, 9]), 0.0)
+
+Performance by construction: the element -> nonzero scatter map (and the
+:class:`~sla.Pattern`) is built once per (mesh, test element, trial element)
+and cached on the mesh, so re-assembling with a new coefficient is one
+batched element computation plus one scatter-add.  Everything is torch, so
+the result is differentiable w.r.t. coefficients and node coordinates on any
+device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..pattern import Pattern
+from ..sparse import SparseTensor
+from .basis import _Basis
+
+__all__ = ["BilinearForm", "LinearForm", "Functional", "assemble", "integrate", "Field", "Params", "dot", "ddot",
+           "grad", "div", "sym_grad", "trace", "eye", "scatter_plan"]
+
+
+# ------------------------------------------------------------------ fields
+class Field:
+    """A function at quadrature points: ``value`` and ``grad`` (trailing dims: component(s), then space)."""
+
+    __slots__ = ("value", "grad")
+
+    def __init__(self, value, grad=None):
+        self.value, self.grad = value, grad
+
+    def __mul__(self, other):
+        return self.value * (other.value if isinstance(other, Field) else other)
+
+    __rmul__ = __mul__
+
+
+class Params(dict):
+    """Coefficients of a form; attribute access (``w.x``, ``w.k``, ``w.n`` on facets)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"form coefficient {name!r} was not given; have {sorted(self)}") from None
+
+
+def grad(u: Field):
+    return u.grad
+
+
+def dot(a, b):
+    """Contraction over the last (space or component) axis."""
+    return (a * b).sum(-1)
+
+
+def ddot(a, b):
+    """Double contraction over the last two axes."""
+    return (a * b).sum((-2, -1))
+
+
+def trace(a):
+    return a.diagonal(dim1=-2, dim2=-1).sum(-1)
+
+
+def div(u: Field):
+    return trace(u.grad)
+
+
+def sym_grad(u: Field):
+    g = u.grad
+    return 0.5 * (g + g.transpose(-1, -2))
+
+
+def eye(a, dim: int):
+    """``a * I`` as trailing ``[dim, dim]`` matrices."""
+    I = torch.eye(dim, dtype=a.dtype, device=a.device)
+    return a[..., None, None] * I
+
+
+def _shape_fields(basis: _Basis, axis: int, nd: int) -> Field:
+    """Shape functions laid out on ``nd`` leading dims ``[E, (i,) (j,) Q]`` with dofs on ``axis``."""
+    phi = basis.phi.transpose(1, 2)  # [1|E, n, Q]
+    gr = basis.grad.transpose(1, 2)  # [E, n, Q, d]
+    k = basis._vector()
+    if k > 1:  # vector element: local dof a*k + c carries phi_a e_c
+        I = torch.eye(k, dtype=phi.dtype, device=phi.device)
+        n = phi.shape[1]
+        phi = (phi[:, :, None, :, None] * I[None, None, :, None, :]).reshape(phi.shape[0], n * k, -1, k)
+        gr = (gr[:, :, None, :, None, :] * I[None, None, :, None, :, None]).reshape(gr.shape[0], n * k, -1, k, gr.shape[-1])
+    for _ in range(nd - 3):
+        phi, gr = phi.unsqueeze(2 - axis), gr.unsqueeze(2 - axis)
+    return Field(phi, gr)
+
+
+def _coefficient(name: str, c, basis: _Basis, nd: int):
+    """Broadcast a coefficient to ``[E, 1.., Q, ...]``: scalar, per cell ``[E]``, per point ``[E, Q]``,
+    callable ``f(x)``, or a :class:`Field` from ``basis.interpolate``."""
+    E, Q = basis.dx.shape
+    pad = (1,) * (nd - 2)
+
+    def lay(t, extra=0):
+        return t.reshape(t.shape[0], *pad, *t.shape[1:])
+
+    if isinstance(c, Field):
+        return Field(lay(c.value), None if c.grad is None else lay(c.grad))
+    if isinstance(c, tuple) and len(c) == 2 and all(isinstance(t, torch.Tensor) for t in c):
+        return Field(lay(c[0]), lay(c[1]))
+    if callable(c):
+        c = c(basis.x)
+    if isinstance(c, (list, tuple)) and all(isinstance(t, (int, float)) for t in c):
+        return torch.tensor(c, dtype=basis.dx.dtype, device=basis.dx.device)  # a constant vector
+    if isinstance(c, (int, float)):
+        return c
+    if not isinstance(c, torch.Tensor):
+        raise TypeError(f"coefficient {name!r} must be a number, tensor, callable or Field, got {type(c).__name__}")
+    if c.dim() == 0:
+        return c
+    if c.shape[0] != E:
+        raise ValueError(
+            f"coefficient {name!r} must be per cell [{E}], per quadrature point [{E}, {Q}] or a callable f(x), "
+            f"got shape {tuple(c.shape)} (interpolate dof vectors with basis.interpolate(u))"
+        )
+    if c.dim() == 1 or c.shape[1] != Q:
+        c = c.reshape(E, 1, *c.shape[1:])
+    return lay(c)
+
+
+def _params(basis: _Basis, w: dict, nd: int) -> Params:
+    p = Params({k: _coefficient(k, v, basis, nd) for k, v in w.items()})
+    pad = (1,) * (nd - 2)
+    p["x"] = basis.x.reshape(basis.x.shape[0], *pad, *basis.x.shape[1:])
+    p["dx"] = basis.dx
+    if hasattr(basis, "normal"):
+        p["n"] = basis.normal.reshape(basis.normal.shape[0], *pad, *basis.normal.shape[1:])
+    return p
+
+
+# ------------------------------------------------------------------- forms
+class BilinearForm:
+    """Decorator/wrapper for ``fn(u, v, w) -> [E, i, j, Q]`` (broadcastable)."""
+
+    def __init__(self, fn: Callable[[Field, Field, Params], torch.Tensor]):
+        self.fn = fn
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__name__ = getattr(fn, "__name__", "form")
+
+    def local(self, ubasis: _Basis, vbasis: _Basis, w: dict) -> torch.Tensor:
+        """Element matrices ``[E, n_test, n_trial]``."""
+        u, v = _shape_fields(ubasis, 1, 4), _shape_fields(vbasis, 0, 4)
+        val = self.fn(u, v, _params(vbasis, w, 4))
+        return (val * vbasis.dx[:, None, None, :]).sum(-1).expand(vbasis.n_elements, vbasis.element.n, ubasis.element.n)
+
+
+class LinearForm:
+    """Decorator/wrapper for ``fn(v, w) -> [E, i, Q]`` (broadcastable)."""
+
+    def __init__(self, fn: Callable[[Field, Params], torch.Tensor]):
+        self.fn = fn
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def local(self, basis: _Basis, w: dict) -> torch.Tensor:
+        v = _shape_fields(basis, 0, 3)
+        val = self.fn(v, _params(basis, w, 3))
+        return (val * basis.dx[:, None, :]).sum(-1).expand(basis.n_elements, basis.element.n)
+
+
+class Functional:
+    """Decorator/wrapper for ``fn(w) -> [E, Q]``: an integral of coefficients (errors, energies)."""
+
+    def __init__(self, fn: Callable[[Params], torch.Tensor]):
+        self.fn = fn
+
+
+# ----------------------------------------------------------------- scatter
+def _sort_keys(key: torch.Tensor) -> torch.Tensor:
+    if key.device.type == "cpu":  # numpy's stable sort is 3x faster on nearly sorted FEM keys
+        return torch.from_numpy(np.argsort(key.numpy(), kind="stable"))
+    return torch.sort(key, stable=True)[1]
+
+
+def scatter_plan(mesh, test, trial=None) -> dict:
+    """The Pattern and element-entry -> nonzero map of (test, trial) elements on ``mesh`` (cached on the mesh)."""
+    trial = test if trial is None else trial
+
+    def build():
+        rd, cd = test.dofs(mesh), trial.dofs(mesh)
+        E, nv, nu = rd.shape[0], rd.shape[1], cd.shape[1]
+        M, N = test.ndofs(mesh), trial.ndofs(mesh)
+        key = (rd[:, :, None] * N + cd[:, None, :]).reshape(-1)
+        perm = _sort_keys(key)
+        s = key[perm]
+        new = torch.ones_like(s, dtype=torch.bool)
+        new[1:] = s[1:] != s[:-1]
+        ids = torch.cumsum(new, 0) - 1
+        inv = torch.empty_like(ids)
+        inv[perm] = ids
+        u = s[new]
+        pattern = Pattern(u // N, u % N, (M, N))
+        return {"pattern": pattern, "index": inv.reshape(E, nv * nu), "perm": perm, "ids": ids}
+
+    return mesh.memo(("plan", test.key, trial.key), build)
+
+
+class _ScatterAdd(torch.autograd.Function):
+    """values[index[k]] += ke[k]; backward is a gather.  CPU uses a precomputed CSR sum (3x index_add)."""
+
+    @staticmethod
+    def forward(ctx, ke, index, nnz, plan):
+        ctx.save_for_backward(index)
+        if ke.device.type == "cpu" and ke.dim() == 1 and ke.numel() == plan["perm"].numel() and not ke.is_complex():
+            S = plan.get("csr")
+            if S is None:
+                import scipy.sparse as sp
+
+                n = ke.numel()
+                counts = np.bincount(plan["ids"].numpy(), minlength=nnz)
+                indptr = np.zeros(nnz + 1, dtype=np.int64)
+                np.cumsum(counts, out=indptr[1:])
+                S = plan["csr"] = sp.csr_matrix((np.ones(n), plan["perm"].numpy(), indptr), shape=(nnz, n))
+            return torch.from_numpy(S.astype(ke.numpy().dtype, copy=False) @ ke.numpy())
+        return ke.new_zeros(*ke.shape[:-1], nnz).index_add_(-1, index, ke)
+
+    @staticmethod
+    def backward(ctx, g):
+        (index,) = ctx.saved_tensors
+        return g[..., index], None, None, None
+
+
+def _check_basis(b, name):
+    if not isinstance(b, _Basis):
+        raise TypeError(f"{name} must be a CellBasis or FacetBasis, got {type(b).__name__}")
+
+
+def assemble(form, basis: _Basis, test_basis: _Basis | None = None, **w) -> Any:
+    """Assemble a form on a basis.
+
+    Parameters
+    ----------
+    form : BilinearForm, LinearForm or Functional
+    basis : CellBasis or FacetBasis
+        Trial basis (and test basis unless ``test_basis`` is given).
+    **w : coefficients: numbers, per-cell ``[E]`` or per-point ``[E, Q]`` tensors,
+        callables ``f(x)``, or fields from ``basis.interpolate``.
+
+    Returns
+    -------
+    SparseTensor (bilinear), tensor ``[ndofs]`` (linear) or a scalar tensor (functional).
+    """
+    _check_basis(basis, "basis")
+    if isinstance(form, Functional):
+        val = form.fn(_params(basis, w, 2))
+        return (val * basis.dx).sum()
+    vb = basis if test_basis is None else test_basis
+    _check_basis(vb, "test_basis")
+    if isinstance(form, LinearForm):
+        ke = form.local(vb, w)
+        return ke.new_zeros(vb.ndofs).index_add(0, vb.dofs.reshape(-1), ke.reshape(-1))
+    if not isinstance(form, BilinearForm):
+        raise TypeError(f"form must be a BilinearForm, LinearForm or Functional, got {type(form).__name__}")
+    if vb.mesh._cache is not basis.mesh._cache or (vb.cells is None) != (basis.cells is None):
+        raise ValueError("trial and test bases must live on the same mesh and the same cells/facets")
+    ke = form.local(basis, vb, w)
+    return scatter(ke, basis, vb)
+
+
+def scatter(ke: torch.Tensor, basis: _Basis, test_basis: _Basis | None = None) -> SparseTensor:
+    """Sum element matrices ``[E, n_test, n_trial]`` into a SparseTensor on the cached pattern."""
+    vb = basis if test_basis is None else test_basis
+    plan = scatter_plan(basis.mesh, vb.element, basis.element)
+    pattern = plan["pattern"]
+    index = plan["index"]
+    if index.device != ke.device:
+        index = plan.setdefault(("index", str(ke.device)), index.to(ke.device))
+        pattern = pattern.to(ke.device)
+    full = basis.cells is None
+    if not full:  # facet matrices land on the rows of their owning cells
+        index = index[basis.cells.to(index.device)]
+    vals = _ScatterAdd.apply(ke.reshape(-1), index.reshape(-1), pattern.nnz, plan if full else {"perm": torch.empty(0)})
+    return SparseTensor._make(vals, pattern)
+
+
+def integrate(fn: Callable[[Params], torch.Tensor], basis: _Basis, **w) -> torch.Tensor:
+    """``sum_e sum_q fn(w) dx`` -- e.g. an L2 error with ``w.uh = basis.interpolate(u)``."""
+    return assemble(Functional(fn), basis, **w)
