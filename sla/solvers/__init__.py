@@ -8,6 +8,7 @@ from .registry import (
     is_scipy_available,
     is_cudss_available,
     is_cupy_available,
+    is_eigen_available,
     select_backend,
     show_backends,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "is_scipy_available",
     "is_cudss_available",
     "is_cupy_available",
+    "is_eigen_available",
     "select_backend",
     "show_backends",
     "det",

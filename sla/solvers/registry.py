@@ -31,6 +31,7 @@ __all__ = [
     "is_scipy_available",
     "is_cudss_available",
     "is_cupy_available",
+    "is_eigen_available",
     "priority",
 ]
 
@@ -42,6 +43,7 @@ _MODULES = {
     "scipy": "sla.solvers.backends.scipy",
     "cudss": "sla.solvers.backends.cudss",
     "cupy": "sla.solvers.backends.cupy",
+    "eigen": "sla.solvers.backends.eigen",
 }
 
 # Order in which 'auto' tries backends on each device type.
@@ -207,3 +209,8 @@ def is_cudss_available() -> bool:
 def is_cupy_available() -> bool:
     """True when the CuPy backend can run (CUDA device + cupy)."""
     return is_available("cupy")
+
+
+def is_eigen_available() -> bool:
+    """True when the Eigen backend can be built here (Eigen headers, a C++ compiler, ninja)."""
+    return is_available("eigen")
