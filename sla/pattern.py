@@ -197,12 +197,13 @@ class Pattern:
                 perm = torch.from_numpy(csc.data)
             else:
                 perm = torch.argsort(self.col * M + self.row, stable=True)
-            pt = Pattern(self.col[perm], self.row[perm], (N, M))
+            prow, pcol = self.col[perm], self.row[perm]
+            if M == N and torch.equal(prow, self.row) and torch.equal(pcol, self.col):
+                return self, perm  # structurally symmetric: the same object; perm is an involution
+            pt = Pattern(prow, pcol, (N, M))
             inv = torch.empty_like(perm)
             inv[perm] = torch.arange(perm.numel(), device=perm.device)
             pt._memo["transpose"] = (self, inv)
-            if self.shape[0] == self.shape[1] and torch.equal(pt.row, self.row) and torch.equal(pt.col, self.col):
-                pt = self  # structurally symmetric: share the object
             return pt, perm
 
         return self.memo("transpose", build)

@@ -41,7 +41,10 @@ def is_symmetric(A, conjugate: bool = False, rtol: float | None = None) -> bool:
         if A.pattern.is_structurally_symmetric:
             _, perm = A.pattern.transpose()
             vt = v[..., perm]
-            diff = (v - (vt.conj() if conjugate else vt)).abs()
+            vt = vt.conj() if conjugate else vt
+            if torch.equal(v, vt):  # exact symmetry: the common case, one pass
+                return True
+            diff = (v - vt).abs()
         else:
             At = A.detach().H() if conjugate else A.detach().T()
             diff = (A.detach() - At).values.abs()

@@ -38,8 +38,19 @@ def _check():
     return None if _has("scipy.sparse.linalg") else "scipy is not installed (pip install scipy)"
 
 
-def _csc(A):
-    return A.to_scipy("csc")
+def _csc(A, mtype="general"):
+    """CSC matrix of A; for a symmetric (Hermitian) A the CSR arrays already are
+    the CSC arrays of A^T = A (of conj(A)), so no conversion is needed."""
+    import scipy.sparse as sp
+
+    symmetric = mtype in ("symmetric", "spd") and not A.is_complex
+    hermitian = mtype in ("hermitian", "hpd") and A.is_complex
+    if not (symmetric or hermitian):
+        return A.to_scipy("csc")
+    p = A.pattern.to("cpu")
+    data = A.values.detach().cpu()
+    data = data.conj() if hermitian else data
+    return sp.csc_matrix((data.resolve_conj().numpy(), p.ccol.numpy(), p.crow.numpy()), shape=p.shape)
 
 
 def _np(b: torch.Tensor) -> np.ndarray:
@@ -54,7 +65,7 @@ def _back(x: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 def _lu_setup(A, cfg, mtype):
     import scipy.sparse.linalg as spla
 
-    S = _csc(A)
+    S = _csc(A, mtype)
     opts = dict(cfg.options or {})
     if mtype in _SYMMETRIC and not opts:
         # symmetric structure: minimum degree on A^T + A and a diagonal-preferring pivot
@@ -79,7 +90,7 @@ def _cholmod(A, mtype, mode):
             "method 'cholesky'/'ldlt' of the scipy backend needs CHOLMOD: "
             "apt-get install libsuitesparse-dev && pip install 'scikit-sparse==0.4.16' (the 'cholmod' extra)"
         ) from exc
-    S = _csc(A)
+    S = _csc(A, mtype)
     if S.dtype == np.float32:
         S = S.astype(np.float64)
     elif S.dtype == np.complex64:
