@@ -6,6 +6,7 @@ coefficients and node coordinates and run on any device.  ``meshio`` is
 imported only by :func:`read_mesh` / :func:`write_mesh`.
 """
 
+from .bc import apply_dirichlet, boundary_dofs, neumann, robin
 from .basis import CellBasis, FacetBasis
 from .elements import Element, ElementP1, ElementP2, ElementQ1, ElementVector, element_for
 from .fem import (
@@ -46,5 +47,6 @@ __all__ = [
     "dot", "ddot", "grad", "div", "sym_grad", "trace", "eye",
     "stencil_operator", "laplacian", "anisotropic", "variable_diffusion", "convection_diffusion",
     "poisson1d", "poisson2d", "poisson3d",
+    "boundary_dofs", "apply_dirichlet", "neumann", "robin",
     "laplace", "diffusion", "mass", "elasticity", "advection", "source",
 ]

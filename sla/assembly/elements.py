@@ -64,9 +64,9 @@ class Element:
         """Coordinates of the (scalar) degrees of freedom ``[ndofs, dim]``."""
         return mesh.points
 
-    def nodal_dofs(self, mesh: Mesh, nodes: torch.Tensor) -> torch.Tensor:
-        """Global dofs attached to the given mesh nodes (and, for P2, to edges between them)."""
-        return nodes
+    def facet_dofs(self, mesh: Mesh, facets: torch.Tensor) -> torch.Tensor:
+        """Sorted global dofs on the given facets (node lists ``[F, kf]``)."""
+        return torch.unique(facets)
 
 
 def _bary(X: torch.Tensor):
@@ -132,12 +132,11 @@ class ElementP2(Element):
     def dof_points(self, mesh):
         return torch.cat([mesh.points, mesh.points[mesh.edges].mean(1)])
 
-    def nodal_dofs(self, mesh, nodes):
-        nodes = torch.as_tensor(nodes, device=mesh.cells.device)
-        on = torch.zeros(mesh.n_points, dtype=torch.bool, device=nodes.device)
-        on[nodes] = True
-        e = torch.nonzero(on[mesh.edges].all(1)).flatten()
-        return torch.cat([nodes, mesh.n_points + e])
+    def facet_dofs(self, mesh, facets):
+        k = facets.shape[1]
+        pairs = torch.cat([facets[:, [a, b]] for a in range(k) for b in range(a + 1, k)]) if k > 1 else facets[:, :0]
+        e = mesh.edge_ids(pairs) if pairs.shape[1] else pairs[:, 0]
+        return torch.cat([torch.unique(facets), mesh.n_points + torch.unique(e)])
 
 
 class ElementQ1(Element):
@@ -209,8 +208,8 @@ class ElementVector(Element):
     def dof_points(self, mesh):
         return self.base.dof_points(mesh)
 
-    def nodal_dofs(self, mesh, nodes, components=None):
-        base = self.base.nodal_dofs(mesh, nodes)
+    def facet_dofs(self, mesh, facets, components=None):
+        base = self.base.facet_dofs(mesh, facets)
         comps = range(self.ncomp) if components is None else components
         return torch.cat([base * self.ncomp + c for c in comps]).sort().values
 

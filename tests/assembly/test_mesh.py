@@ -1,0 +1,120 @@
+"""Meshes: generators, topology, refinement, meshio round trips and bad files."""
+
+import pytest
+import torch
+
+from sla.assembly import Mesh, box, interval, l_shape, read_mesh, rectangle, refine, unit_cube, unit_square, write_mesh
+
+
+@pytest.mark.parametrize(
+    "make, cells, points, bfacets, volume",
+    [
+        (lambda: unit_square(4), 32, 25, 16, 1.0),
+        (lambda: unit_square(3, "quad"), 9, 16, 12, 1.0),
+        (lambda: rectangle(0, 2, 0, 1, 4, 2), 16, 15, 12, 2.0),
+        (lambda: unit_cube(2), 48, 27, 48, 1.0),
+        (lambda: unit_cube(2, "hex"), 8, 27, 24, 1.0),
+        (lambda: box(0, 2, 0, 1, 0, 3, 2, 1, 3, "hex"), 6, 24, 2 * (2 + 6 + 3), 6.0),
+        (lambda: l_shape(2), 24, 21, 16, 3.0),
+        (lambda: interval(5, 0.0, 2.0), 5, 6, 2, 2.0),
+    ],
+)
+def test_generators(make, cells, points, bfacets, volume):
+    m = make()
+    assert (m.n_cells, m.n_points, m.boundary_facets.shape[0]) == (cells, points, bfacets)
+    vol = m.cell_volumes()
+    assert bool((vol > 0).all())
+    assert float(vol.sum()) == pytest.approx(volume, rel=1e-12)
+    # the side sets partition the boundary of boxes
+    sides = [k for k in m.facet_sets if k[1:] in ("min", "max")]
+    if m.cell_type != "triangle" or m.n_points != 21:
+        assert sum(m.facet_sets[k].shape[0] for k in sides) == bfacets
+
+
+def test_boundary_facets_are_outer_faces_of_the_cube():
+    m = unit_cube(3)
+    x = m.points[m.boundary_facets].mean(1)
+    on_side = ((x < 1e-12) | (x > 1 - 1e-12)).any(1)
+    assert bool(on_side.all())
+    assert m.boundary_facets.shape[0] == 6 * 9 * 2
+
+
+@pytest.mark.parametrize("make", [lambda: unit_square(3), lambda: unit_square(3, "quad"), lambda: unit_cube(2),
+                                  lambda: unit_cube(2, "hex"), lambda: interval(3), lambda: l_shape(2)])
+def test_refine_is_conforming_and_keeps_tags(make):
+    m = make()
+    m.tag_cells("left", lambda x: x[:, 0] < 0.5)
+    r = refine(m)
+    d = m.dim
+    assert r.n_cells == m.n_cells * 2**d
+    assert float(r.cell_volumes().sum()) == pytest.approx(float(m.cell_volumes().sum()), rel=1e-12)
+    # conforming: the boundary is refined, not torn (interior facets would show up as boundary otherwise)
+    assert r.boundary_facets.shape[0] == m.boundary_facets.shape[0] * max(1, 2 ** (d - 1))
+    for k, v in m.facet_sets.items():
+        assert r.facet_sets[k].shape[0] == v.shape[0] * max(1, 2 ** (d - 1))
+        r.facet_ids(k)  # every refined facet is a facet of the refined mesh
+    assert r.cell_sets["left"].numel() == m.cell_sets["left"].numel() * 2**d
+    assert float(r.cell_volumes()[r.cell_sets["left"]].sum()) == pytest.approx(float(m.cell_volumes()[m.cell_sets["left"]].sum()))
+
+
+def test_mesh_validation():
+    p = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(IndexError, match="node 3"):
+        Mesh(p, torch.tensor([[0, 1, 3]]))
+    with pytest.raises(ValueError, match="cell_type"):
+        Mesh(p, torch.tensor([[0, 1, 2]]), "prism")
+    with pytest.raises(ValueError, match="points of dimension 3"):
+        Mesh(p, torch.tensor([[0, 1, 2, 0]]), "tetra")
+    with pytest.raises(TypeError, match="integer"):
+        Mesh(p, torch.tensor([[0.0, 1.0, 2.0]]))
+    with pytest.raises(KeyError, match="unknown facet set 'top'"):
+        unit_square(2).facet_ids("top")
+
+
+@pytest.mark.parametrize("ext", [".msh", ".vtu", ".vtk"])
+@pytest.mark.parametrize("make", [lambda: unit_square(3), lambda: unit_cube(2, "hex"), lambda: unit_cube(2)])
+def test_meshio_round_trip(tmp_path, ext, make):
+    m = make()
+    m.tag_cells("low", lambda x: x[:, 1] < 0.5)
+    path = tmp_path / f"m{ext}"
+    u = torch.sin(m.points[:, 0])
+    write_mesh(path, m, point_data={"u": u})
+    r = read_mesh(path)
+    assert r.cell_type == m.cell_type
+    assert torch.allclose(r.points, m.points) and torch.equal(r.cells, m.cells)
+    if ext == ".msh":  # Gmsh physical groups carry the tags
+        assert sorted(r.facet_sets) == sorted(m.facet_sets)
+        for k in m.facet_sets:
+            assert torch.equal(r.facet_sets[k], m.facet_sets[k])
+        assert torch.equal(r.cell_sets["low"], m.cell_sets["low"])
+    import meshio
+
+    assert meshio.read(path).point_data["u"] == pytest.approx(u.numpy())
+
+
+def test_write_cell_data_vtu(tmp_path):
+    import meshio
+
+    m = unit_square(2)
+    k = torch.arange(m.n_cells, dtype=torch.float64)
+    write_mesh(tmp_path / "k.vtu", m, cell_data={"k": k})
+    assert meshio.read(tmp_path / "k.vtu").cell_data["k"][0] == pytest.approx(k.numpy())
+    with pytest.raises(ValueError, match="cell_data"):
+        write_mesh(tmp_path / "k2.vtu", m, cell_data={"k": k[:3]})
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.msh"):
+        read_mesh(tmp_path / "nope.msh")
+    bad = tmp_path / "bad.msh"
+    bad.write_text("$MeshFormat\ngarbage\n")
+    with pytest.raises(ValueError, match="bad.msh"):
+        read_mesh(bad)
+    badvtu = tmp_path / "bad.vtu"
+    badvtu.write_text("<VTKFile broken")
+    with pytest.raises(ValueError, match="bad.vtu"):
+        read_mesh(badvtu)
+    other = tmp_path / "mesh.xyz"
+    other.write_text("1 2 3\n")
+    with pytest.raises(ValueError, match="mesh.xyz.*unsupported extension"):
+        read_mesh(other)
