@@ -94,7 +94,8 @@ def test_gradcheck(method, kind):
         return SparseTensor._make(v, A.pattern).solve(b, backend="cupy", method=method, rtol=1e-13,
                                                       matrix_type=kind)
 
-    assert torch.autograd.gradcheck(f, (v, b), atol=1e-6)
+    # cuSPARSE triangular solves and reductions need not be bitwise reproducible
+    assert torch.autograd.gradcheck(f, (v, b), atol=1e-6, nondet_tol=1e-10)
 
 
 @pytest.mark.gpu

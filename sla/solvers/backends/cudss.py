@@ -31,6 +31,7 @@ import importlib.util
 import itertools
 import logging
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -88,6 +89,31 @@ def _check() -> str | None:
     return None
 
 
+def _host_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _thread_ready(device: torch.device) -> None:
+    """Make nvmath-python usable in this thread (autograd runs backward in its own thread).
+
+    cuda.core needs ``Device.set_current()`` once per thread, and nvmath-python 1.0
+    creates its per-thread scratch arrays only in the thread that imported it.
+    """
+    from cuda.core import Device
+
+    Device(device.index if device.index is not None else torch.cuda.current_device()).set_current()
+    try:
+        from nvmath.sparse._internal import cudss_config_ifc, cudss_data_ifc
+    except ImportError:  # a later nvmath-python with another layout
+        return
+    for m in (cudss_config_ifc, cudss_data_ifc):
+        if not hasattr(m._tls, "size_written"):
+            m._tls.size_written = np.empty((1,), dtype=np.uint64)
+
+
 # ------------------------------------------------------------------- plans
 _CTYPE = {"general": "GENERAL", "symmetric": "SYMMETRIC", "hermitian": "HERMITIAN", "spd": "SPD", "hpd": "HPD"}
 
@@ -124,12 +150,15 @@ class _Plan:
         self.owner = 0
         self.values = values.detach().to(dtype).reshape(batch, pattern.nnz).clone()
         crow, ccol = pattern.crow, pattern.ccol
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse invariant checks are disabled": the pattern is valid
+            a = [torch.sparse_csr_tensor(crow, ccol, self.values[i], (n, n), check_invariants=False) for i in range(batch)]
         if batch == 1:
-            a = torch.sparse_csr_tensor(crow, ccol, self.values[0], (n, n), check_invariants=False)
+            a = a[0]
             b = torch.zeros(n, 1, dtype=dtype, device=values.device)
         else:
-            a = [torch.sparse_csr_tensor(crow, ccol, self.values[i], (n, n), check_invariants=False) for i in range(batch)]
             b = torch.zeros(batch, n, 1, dtype=dtype, device=values.device)
+        _thread_ready(values.device)
         self.mtlayer = mtlayer_path()
         opts = nva.DirectSolverOptions(
             sparse_system_type=getattr(cudss.MatrixType, ctype),
@@ -138,16 +167,31 @@ class _Plan:
         )
         self._keep = (a, b, crow, ccol)
         self.solver = nva.DirectSolver(a, b, options=opts)
+        if self.mtlayer:  # explicit: torch.set_num_threads(1) would otherwise leave the planner one thread
+            self.solver.plan_config.host_nthreads = _host_threads()
         self.vtype = getattr(cudss.DataType, _VTYPE[dtype])
         self.multi_rhs = True
+        self._info = np.zeros(1, dtype=cudss.get_data_param_dtype(cudss.DataParam.INFO))
+        self._written = np.zeros(1, dtype=np.uint64)
         self.solver.plan()
 
     def factor(self, values2d: torch.Tensor, owner: int) -> int:
-        """Numeric factorisation of ``values2d`` (``[batch, nnz]``); returns cuDSS's info."""
+        """Numeric factorisation of ``values2d`` (``[batch, nnz]``); returns cuDSS's info.
+
+        Calls the cuDSS bindings directly (thread-safe, no per-call stream/event objects).
+        """
+        from nvmath.bindings import cudss
+
+        s = self.solver
         self.values.copy_(values2d)
-        self.solver.factorize()
+        stream = torch.cuda.current_stream(self.values.device)
+        cudss.set_stream(s.handle, stream.cuda_stream)
+        cudss.execute(s.handle, cudss.Phase.FACTORIZATION, s.config_ptr, s.data_ptr, s.a_ptr, s.x_ptr, s.b_ptr)
+        stream.synchronize()  # INFO is final once the factorisation ran
+        cudss.data_get(s.handle, s.data_ptr, cudss.DataParam.INFO, self._info.ctypes.data, self._info.itemsize,
+                       self._written.ctypes.data)
         self.owner = owner
-        return int(self.solver.factorization_info.info)
+        return int(self._info[0])
 
     def _dense(self, t: torch.Tensor):
         """cuDSS dense matrix of ``t`` (``[B, n, K]``, each sample column-major); returns (ptr, keep-alive)."""
@@ -169,7 +213,7 @@ class _Plan:
         from nvmath.bindings import cudss
 
         s = self.solver
-        bc = b.transpose(-1, -2).contiguous().transpose(-1, -2)  # column-major samples
+        bc = b.resolve_conj().transpose(-1, -2).contiguous().transpose(-1, -2)  # column-major samples
         x = torch.empty_like(bc)
         cudss.set_stream(s.handle, torch.cuda.current_stream(b.device).cuda_stream)
         bm, keep_b = self._dense(bc)

@@ -104,7 +104,9 @@ class _Krylov:
             self.jacobi = pc in ("auto", "jacobi") and bool((d != 0).all())
             if pc == "jacobi" and not self.jacobi:
                 raise ValueError("preconditioner 'jacobi' needs a non-zero diagonal")
-            self.dinv = _cp(1.0 / d) if self.jacobi else None
+            # MINRES needs a positive definite preconditioner: |diag| for an indefinite matrix
+            dj = d.abs() if method == "minres" else d
+            self.dinv = _cp(1.0 / dj) if self.jacobi else None
         self.rtol, self.atol = cfg.tolerances(A.dtype)
         self.maxiter, self.restart = cfg.maxiter, cfg.restart
         self.fn = getattr(cla, method)
@@ -127,6 +129,9 @@ class _Krylov:
             B = _cp(b)
             cols, iters, ok = [], 0, True
             for k in range(B.shape[1]):
+                if not bool((B[:, k] != 0).any()):  # zero right-hand side: x = 0 (GMRES would divide by |b| = 0)
+                    cols.append(_torch(B[:, k] * 0))
+                    continue
                 count = [0]
 
                 def cb(*_):
