@@ -10,6 +10,8 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/include/su
   (apt-get update -qq && apt-get install -y -qq libsuitesparse-dev >/dev/null) || echo "libsuitesparse-dev not installed: CHOLMOD tests will skip"
 fi
 python -m pip install -q -e ".[test]"
+# Eigen headers (cmeel-eigen wheel) and ninja, so the eigen backend compiles and its tests run
+python -m pip install -q cmeel-eigen ninja || echo "cmeel-eigen/ninja not installed: Eigen backend tests will skip"
 if [ -f /usr/include/suitesparse/cholmod.h ]; then
   python -m pip install -q "scikit-sparse==0.4.16" || echo "scikit-sparse failed to build: CHOLMOD tests will skip"
 fi
