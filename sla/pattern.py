@@ -31,6 +31,7 @@ __all__ = ["Pattern"]
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 _INT32_MAX = 2**31 - 1
+_EXACT_LIMIT = 1 << 22  # values compared exactly (a copy is kept) up to this many entries
 
 
 def _check_index(name: str, idx: torch.Tensor) -> torch.Tensor:
@@ -227,18 +228,32 @@ class Pattern:
     def numeric(self, values: torch.Tensor, key: Hashable, build: Callable[[], Any], size: int = 4) -> Any:
         """Value-dependent work cached on (the values, key).
 
-        A hit needs values *equal* to those the work was built from (an exact
-        O(nnz) comparison with a stored copy), so in-place changes -- also
-        through ``.data``, which bypasses version counters -- never reuse stale
-        work, while a new tensor holding the same values does reuse it.
+        Up to ``_EXACT_LIMIT`` entries a hit needs values *equal* to a stored
+        copy (exact, so in-place changes -- also through ``.data``, which
+        bypasses version counters -- never reuse stale work, and a new tensor
+        with the same values does reuse it).  Larger values are matched by
+        identity, version, storage and two checksums, so no copy is held.
         """
         v = values.detach()
+        exact = v.numel() <= _EXACT_LIMIT
+        if exact:
+            stamp = v
+        else:
+            a = v.abs() if v.is_complex() else v
+            sums = torch.stack([a.sum(), (a * a).sum()]).tolist()
+            stamp = (id(values), values._version, v.data_ptr(), tuple(v.shape), v.dtype, *sums)
         for i, (k, stored, out) in enumerate(self._numeric):
-            if k == key and stored.shape == v.shape and stored.dtype == v.dtype and torch.equal(stored, v):
+            if k != key or exact != isinstance(stored, torch.Tensor):
+                continue
+            if exact and isinstance(stored, torch.Tensor):
+                hit = stored.shape == v.shape and stored.dtype == v.dtype and torch.equal(stored, v)
+            else:
+                hit = stored == stamp
+            if hit:
                 self._numeric.append(self._numeric.pop(i))
                 return out
         out = build()
-        self._numeric.append((key, v.clone(), out))
+        self._numeric.append((key, v.clone() if exact else stamp, out))
         while len(self._numeric) > size:
             self._numeric.pop(0)
         return out
