@@ -325,3 +325,15 @@ def test_from_scipy_solution_matches_scipy():
     A = SparseTensor.from_scipy(S)
     b = torch.randn(50, dtype=torch.float64)
     torch.testing.assert_close(A.solve(b), torch.from_numpy(spla.spsolve(S.tocsc(), b.numpy())))
+
+
+def test_cache_never_serves_stale_factors():
+    A = zoo("general", 12, seed=7)
+    b = torch.randn(12, dtype=torch.float64)
+    x1 = A.solve(b)
+    A.values.data.mul_(2.0)  # .data bypasses the version counter
+    x2, info = A.solve(b, return_info=True)
+    assert not info.cached
+    torch.testing.assert_close(x2, x1 / 2)
+    same = SparseTensor._make(A.values.clone(), A.pattern)  # equal values, new tensor: reused
+    assert same.solve(b, return_info=True)[1].cached
