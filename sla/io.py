@@ -439,11 +439,10 @@ def save_mtx(A: SparseTensor, path, symmetry: str = "auto", field: str = "auto",
     if A.is_complex and field != "complex" and field != "pattern":
         raise ValueError(f"a complex matrix needs field 'complex' (or 'pattern'), got {field!r}")
     if symmetry == "auto":
-        symmetry = _detect_symmetry(A)
-        if field == "pattern" and symmetry != "general":
+        if field == "pattern":
             symmetry = "symmetric" if A.pattern.is_structurally_symmetric else "general"
-        if field != "complex" and symmetry == "hermitian":
-            symmetry = "symmetric"
+        else:
+            symmetry = _detect_symmetry(A)
     elif symmetry not in _SYMMETRIES:
         raise ValueError(f"symmetry must be 'auto' or one of {_SYMMETRIES}, got {symmetry!r}")
     elif field == "pattern":
