@@ -115,6 +115,39 @@ def bench_nvmath(side: int, repeat: int) -> dict:
     return out
 
 
+def first_sla(side: int) -> float:
+    """Seconds of one first solve (plan + factor + solve) on a fresh pattern."""
+    A = gallery.poisson2d(side, device="cuda")
+    b = torch.randn(A.shape[0], dtype=torch.float64, device="cuda")
+    t, _ = _time(lambda: A.solve(b, backend="cudss"))
+    A.pattern.clear_cache()
+    return t
+
+
+def first_nvmath(side: int) -> float:
+    """Seconds of one first solve through nvmath-python's DirectSolver, the same steps."""
+    import nvmath.sparse.advanced as nva
+    from nvmath.bindings import cudss
+
+    from sla.solvers.backends.cudss import mtlayer_path
+
+    A = gallery.poisson2d(side, device="cuda")
+    p, n = A.pattern, A.shape[0]
+    b = torch.randn(n, 1, dtype=torch.float64, device="cuda")
+
+    def run():
+        a = torch.sparse_csr_tensor(p.crow, p.ccol, A.values, (n, n))
+        opts = nva.DirectSolverOptions(sparse_system_type=cudss.MatrixType.SPD, multithreading_lib=mtlayer_path())
+        s = nva.DirectSolver(a, b, options=opts)
+        s.plan()
+        s.factorize()
+        return s, s.solve()
+
+    t, (s, _) = _time(run)
+    s.free()
+    return t
+
+
 def bench_torch_sla(side: int, repeat: int) -> dict:
     try:
         import torch_sla
@@ -151,6 +184,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sides", type=int, nargs="+", default=[1000, 2000], help="grid sides (n = side^2)")
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--first-repeat", type=int, default=3, help="first solves per size and side (alternating)")
     ap.add_argument("--crossover", type=int, nargs="*", default=None, help="grid sides for the cudss vs pytorch sweep")
     ap.add_argument("--torch-sla-sides", type=int, nargs="*", default=[1000], help="sides to try torch-sla 0.4.0 on")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -171,6 +205,12 @@ def main(argv=None):
     bench_sla(32, 1)
     for side in args.sides:
         row = {"side": side, "sla": bench_sla(side, args.repeat), "nvmath": bench_nvmath(side, args.repeat)}
+        fs, fn = [row["sla"]["first_s"]], [row["nvmath"]["first_s"]]
+        for _ in range(args.first_repeat - 1):  # alternate, so neither side gets a warmer process
+            fn.append(first_nvmath(side))
+            fs.append(first_sla(side))
+        row["sla"]["first_samples"], row["nvmath"]["first_samples"] = fs, fn
+        row["sla"]["first_s"], row["nvmath"]["first_s"] = statistics.median(fs), statistics.median(fn)
         if side in args.torch_sla_sides:
             row["torch_sla"] = bench_torch_sla(side, 2)
         row["overhead_later"] = row["sla"]["later_s"] / row["nvmath"]["later_s"] - 1
