@@ -1,0 +1,434 @@
+"""Partial eigendecompositions with adjoints: ``eigsh`` (Hermitian) and ``eigs`` (general).
+
+Methods of :func:`eigsh`:
+
+* ``'arpack'`` -- SciPy ARPACK (CPU), shift-invert through a sparse
+  factorisation of ``A - sigma I`` when ``sigma`` is given or ``which='SM'``;
+* ``'lobpcg'`` -- :func:`sla.solvers.lobpcg.lobpcg` in torch (CPU and CUDA,
+  batched), preconditioned for the smallest eigenpairs (AMG from
+  :mod:`sla.solvers.precond` when that module is installed, else Jacobi);
+* ``'dense'`` -- ``torch.linalg.eigh`` of the dense matrix (small ``n``).
+
+``'auto'`` takes ``dense`` for ``n <= 200``, ``lobpcg`` on CUDA and
+``arpack`` on the CPU.  Gradients (see :mod:`sla.solvers.spectral_adjoint`):
+eigenvalues ``d lam_i / dA[r, c] = v_i[r] conj(v_i[c])``; eigenvectors through
+one projected MINRES solve per requested vector.  One graph node per call.
+
+:func:`eigs` (ARPACK, or dense for small ``n``) returns complex eigenpairs;
+the eigenvalues are differentiable through the left eigenvectors,
+``d lam / dA[r, c] = conj(w[r]) v[c] / (w^H v)``, which the backward pass finds
+by one step of inverse iteration with the conjugate-transposed shifted LU.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig
+from ..products import spmm_nograd
+from ..sparse import SparseTensor
+from .lobpcg import lobpcg
+from .spectral_adjoint import eig_backward_vectors
+
+__all__ = ["eigsh", "eigs"]
+
+log = logging.getLogger("sla")
+
+_WHICH_H = ("LM", "SM", "LA", "SA")
+_WHICH_G = ("LM", "SM", "LR", "SR", "LI", "SI")
+DENSE_MAX = 200
+
+
+# ------------------------------------------------------------------ checks
+def _check(A, k, which, allowed, name) -> int:
+    if not isinstance(A, SparseTensor):
+        raise TypeError(f"A must be a sla.SparseTensor, got {type(A).__name__}")
+    M, N = A.sparse_shape
+    if M != N:
+        raise ValueError(f"{name} needs a square matrix, got shape {tuple(A.shape)}")
+    if not bool(torch.isfinite(A.values.detach()).all()):
+        raise ValueError("A has NaN or Inf among its values")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= N:
+        raise ValueError(f"k must be an integer in [1, {N}] for a {N}x{N} matrix, got {k!r}")
+    if which not in allowed:
+        raise ValueError(f"which must be one of {allowed}, got {which!r}")
+    return N
+
+
+def _select(lam: torch.Tensor, k: int, which: str, sigma) -> torch.Tensor:
+    """Indices ``[B, k]`` of the wanted eigenvalues among all of them, ascending by value."""
+    if sigma is not None:
+        key = -(lam - sigma).abs()
+    elif which in ("LM",):
+        key = lam.abs()
+    elif which == "SM":
+        key = -lam.abs()
+    elif which in ("LA", "LR"):
+        key = lam.real
+    elif which in ("SA", "SR"):
+        key = -lam.real
+    elif which == "LI":
+        key = lam.imag
+    else:  # SI
+        key = -lam.imag
+    idx = torch.topk(key, k, dim=-1).indices
+    order = torch.argsort(lam.gather(-1, idx).real, dim=-1)
+    return idx.gather(-1, order)
+
+
+# ------------------------------------------------------------- autograd
+class _EigshAdjoint(torch.autograd.Function):
+    """Attach ``(lam, V)`` of ``A = A(values)`` to the graph (one node)."""
+
+    @staticmethod
+    def forward(ctx, values, lam, V, pattern, tol):
+        ctx.set_materialize_grads(False)
+        ctx.pattern, ctx.tol = pattern, tol
+        ctx.save_for_backward(values, lam, V)
+        return lam.clone(), V.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, glam, gV):
+        values, lam, V = ctx.saved_tensors
+        p = ctx.pattern
+        if gV is not None and V.is_complex():
+            raise NotImplementedError(
+                "gradients through eigenvectors of complex Hermitian matrices are not implemented "
+                "(their phase is arbitrary); use eigenvalues or a real matrix"
+            )
+        U = eig_backward_vectors(lambda X: spmm_nograd(p, values, X), lam, V, glam, gV, tol=ctx.tol)
+        gv = (U[:, p.row, :] * V[:, p.col, :].conj()).sum(-1)
+        return (gv.real if not values.is_complex() else gv), None, None, None, None
+
+
+class _EigsAdjoint(torch.autograd.Function):
+    """Eigenvalues of a general matrix; gradient through left eigenvectors."""
+
+    @staticmethod
+    def forward(ctx, values, lam, V, A):
+        ctx.set_materialize_grads(False)
+        ctx.A = A
+        ctx.save_for_backward(lam, V)
+        return lam.clone(), V.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, glam, gV):
+        if gV is not None and bool((gV != 0).any()):
+            raise NotImplementedError("eigs differentiates its eigenvalues only, not its eigenvectors")
+        lam, V = ctx.saved_tensors
+        A = ctx.A
+        if glam is None:
+            return None, None, None, None
+        W = _left_vectors(A, lam, V)  # [B, n, k]
+        p = A.pattern
+        wv = (W.conj() * V).sum(1)  # w^H v  [B, k]
+        dlam = W[:, p.row, :].conj() * V[:, p.col, :] / wv[:, None, :]  # d lam / d A[r, c]
+        gv = (glam[:, None, :] * dlam.conj()).sum(-1)
+        if not A.is_complex:
+            gv = gv.real
+        return gv.to(A.dtype), None, None, None
+
+
+def _left_vectors(A: SparseTensor, lam: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Left eigenvectors by inverse iteration with ``(A - lam I)^H`` (sparse LU, CPU)."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    B, n, k = V.shape
+    vals = A._flat().detach().cpu().numpy()
+    p = A.pattern.to("cpu")
+    out = np.empty((B, n, k), dtype=np.complex128)
+    rng = np.random.default_rng(0)
+    for b in range(B):
+        S = sp.csc_array((vals[b], (p.row.numpy(), p.col.numpy())), shape=p.shape).astype(np.complex128)
+        for i in range(k):
+            mu = complex(lam[b, i])
+            shift = mu + 1e2 * np.finfo(float).eps * max(1.0, abs(mu))
+            lu = spla.splu((S - shift * sp.eye_array(n, format="csc")).tocsc())
+            w = rng.standard_normal(n) + 0j
+            for _ in range(2):
+                w = lu.solve(w, trans="H")
+                w /= np.linalg.norm(w)
+            out[b, :, i] = w
+    return torch.from_numpy(out).to(V.device)
+
+
+# -------------------------------------------------------- preconditioner
+def _preconditioner(A: SparseTensor, spec, notes: list) -> Optional[Callable]:
+    if callable(spec):
+        notes.append("preconditioner: user callable")
+        return spec
+    if spec in (None, "none"):
+        return None
+    if spec == "auto":
+        d = A.diagonal().detach()
+        if not bool(((d.real if A.is_complex else d) > 0).all()):
+            notes.append("preconditioner: none (diagonal not positive, A not definite)")
+            return None
+    if spec in ("auto", "amg"):
+        try:
+            from .precond import make_preconditioner  # written alongside; optional
+        except ImportError:
+            if spec == "amg":
+                raise BackendUnavailableError("preconditioner 'amg' needs sla.solvers.precond, which is not installed")
+            make_preconditioner = None
+        if make_preconditioner is not None:
+            try:
+                T = make_preconditioner(A.detach(), "amg")
+                notes.append("preconditioner: amg")
+                return T
+            except ImportError as exc:  # AMG's own optional dependencies
+                if spec == "amg":
+                    raise
+                notes.append(f"amg unavailable ({exc}); ")
+        spec = "jacobi"
+    if spec == "jacobi":
+        d = A.diagonal().detach().reshape(A.batch_size, -1)
+        if bool((d == 0).any()):
+            notes.append("preconditioner: none (zero diagonal)")
+            return None
+        notes.append("preconditioner: jacobi")
+        dinv = (1.0 / d)[:, :, None]
+        return lambda R: R * dinv
+    raise ValueError(f"preconditioner must be 'auto', 'amg', 'jacobi', 'none' or a callable, got {spec!r}")
+
+
+# ----------------------------------------------------------------- methods
+def _dense_eigh(A, k, which, sigma):
+    D = A.detach().to_dense().reshape(A.batch_size, *A.sparse_shape)
+    lam, V = torch.linalg.eigh(D)
+    idx = _select(lam, k, which, sigma)
+    return lam.gather(-1, idx), V.gather(-1, idx[:, None, :].expand(-1, V.shape[1], -1)), {"iterations": 0}
+
+
+def _arpack_eigsh(A, k, which, sigma, tol, maxiter, notes):
+    import scipy.sparse.linalg as spla
+
+    if A.device.type != "cpu":
+        raise ValueError("method 'arpack' runs on the CPU; use method='lobpcg' on CUDA, or A.cpu()")
+    wide = np.complex128 if A.is_complex else np.float64
+    n = A.sparse_shape[0]
+    lams, vecs = [], []
+    rng = np.random.default_rng(0)
+    flat = A._flat().detach()
+    for b in range(A.batch_size):
+        S = SparseTensor._make(flat[b], A.pattern).to_scipy("csc").astype(wide)
+        v0 = rng.standard_normal(n).astype(wide)
+        kw = dict(k=k, tol=tol or 0.0, maxiter=maxiter, v0=v0)
+        shift = sigma if sigma is not None else (0.0 if which == "SM" else None)
+        try:
+            if shift is not None:
+                w, v = spla.eigsh(S, sigma=shift, which="LM", OPinv=_shift_invert(S, shift), **kw)
+                if b == 0:
+                    notes.append(f"shift-invert at sigma={shift}")
+            else:
+                w, v = spla.eigsh(S, which=which, **kw)
+        except spla.ArpackNoConvergence as exc:
+            raise ConvergenceError(f"ARPACK did not converge ({exc}); raise maxiter or loosen tol") from exc
+        except RuntimeError as exc:
+            if shift is None or sigma is not None:
+                raise
+            notes.append(f"shift-invert at 0 failed ({exc}); regular mode")
+            w, v = spla.eigsh(S, which=which, **kw)
+        lams.append(w)
+        vecs.append(v)
+    lam = torch.from_numpy(np.stack(lams)).to(A.dtype.to_real())
+    V = torch.from_numpy(np.stack(vecs)).to(A.dtype)
+    order = torch.argsort(lam, -1)
+    return lam.gather(-1, order), V.gather(-1, order[:, None, :].expand(-1, n, -1)), {"iterations": None}
+
+
+def _shift_invert(S, sigma):
+    """``(A - sigma I)^{-1}`` as a LinearOperator: CHOLMOD when positive definite, else SuperLU."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    n = S.shape[0]
+    Ss = (S - sigma * sp.eye_array(n, format="csc", dtype=S.dtype)).tocsc()
+    solve = None
+    try:
+        from sksparse import cholmod
+
+        solve = cholmod.cholesky(Ss)
+    except ImportError:
+        pass
+    except Exception:  # not positive definite: CHOLMOD raises its own error class
+        solve = None
+    if solve is None:
+        lu = spla.splu(Ss, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+        solve = lu.solve
+    return spla.LinearOperator((n, n), matvec=lambda x: solve(np.asarray(x).reshape(n)), dtype=S.dtype)
+
+
+def _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes):
+    if sigma is not None:
+        raise ValueError("method 'lobpcg' computes extreme eigenvalues; for sigma use method='arpack' (CPU)")
+    n = A.sparse_shape[0]
+    vals = A._flat().detach()
+    op = lambda X: spmm_nograd(A.pattern, vals, X)  # noqa: E731
+    neg = lambda X: -spmm_nograd(A.pattern, vals, X)  # noqa: E731
+    gen = torch.Generator(device=A.device).manual_seed(0)
+    kw = dict(n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, tol=tol, maxiter=maxiter or 1000,
+              generator=gen)
+    runs = []
+    if which in ("SA", "SM", "LM"):
+        T = _preconditioner(A, preconditioner, notes)
+        lam, V, st = lobpcg(op, precond=T, **kw)
+        runs.append((lam, V, st))
+        if which == "SM" and bool((lam[:, 0] < 0).any()):
+            raise ValueError("which='SM' with LOBPCG needs a positive semidefinite matrix; use method='arpack'")
+    if which in ("LA", "LM"):
+        lam, V, st = lobpcg(neg, **kw)
+        runs.append((-lam.flip(-1), V.flip(-1), st))
+    lam = torch.cat([r[0] for r in runs], -1)
+    V = torch.cat([r[1] for r in runs], -1)
+    idx = _select(lam, k, which, None)
+    stats = {"iterations": sum(r[2]["iterations"] for r in runs), "converged": all(r[2]["converged"] for r in runs)}
+    return lam.gather(-1, idx), V.gather(-1, idx[:, None, :].expand(-1, n, -1)), stats
+
+
+# --------------------------------------------------------------------- API
+def _residual(A, lam, V) -> float:
+    with torch.no_grad():
+        R = spmm_nograd(A.pattern, A._flat().detach(), V) - V * lam[:, None, :].to(V.dtype)
+        scale = lam.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(lam.dtype).tiny)
+        return float((torch.linalg.vector_norm(R, dim=1) / scale).max()) if R.numel() else 0.0
+
+
+def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float] = None,
+          return_eigenvectors: bool = True, method: str = "auto", *, tol: Optional[float] = None,
+          maxiter: Optional[int] = None, preconditioner="auto", config: Optional[SolverConfig] = None,
+          return_info: bool = False):
+    """``k`` eigenpairs of a real symmetric or complex Hermitian matrix.
+
+    Parameters
+    ----------
+    A : SparseTensor
+        ``[*batch, n, n]`` Hermitian.
+    k : int
+        Number of eigenpairs.
+    which : {'LM', 'SM', 'LA', 'SA'}
+        Largest/smallest magnitude, largest/smallest algebraic.
+    sigma : float, optional
+        Eigenvalues nearest ``sigma`` (shift-invert; ARPACK or dense only).
+    return_eigenvectors : bool
+        Also return the eigenvectors.
+    method : {'auto', 'arpack', 'lobpcg', 'dense'}
+    tol, maxiter : optional
+        Convergence controls of the iterative method.
+    preconditioner : {'auto', 'amg', 'jacobi', 'none'} or callable
+        LOBPCG preconditioner for the smallest eigenpairs (a callable maps
+        ``[B, n, K]`` residual blocks to corrections).
+    config : SolverConfig, optional
+        Its ``on_failure`` decides what an unconverged LOBPCG run does.
+    return_info : bool
+        Also return a :class:`~sla.SolveInfo` (method, iterations, worst
+        relative residual ``||A v - lam v|| / max|lam|``, notes).
+
+    Returns
+    -------
+    eigenvalues : ``[*batch, k]`` real, ascending;
+    eigenvectors : ``[*batch, n, k]`` orthonormal columns (if requested).
+
+    Examples
+    --------
+    >>> from sla.gallery import poisson1d
+    >>> A = poisson1d(50)
+    >>> lam = A.eigsh(k=2, which='SA', return_eigenvectors=False)
+    >>> [round(float(x), 6) for x in lam]
+    [0.003649, 0.014582]
+    """
+    n = _check(A, k, which, _WHICH_H, "eigsh")
+    if not A.is_hermitian():
+        raise ValueError("eigsh needs a symmetric (Hermitian) matrix; use eigs for general matrices")
+    if method == "auto":
+        method = "dense" if n <= DENSE_MAX or k >= n - 1 else ("lobpcg" if A.is_cuda else "arpack")
+    notes: list = []
+    if method == "dense":
+        lam, V, stats = _dense_eigh(A, k, which, sigma)
+    elif method == "arpack":
+        if k >= n:
+            raise ValueError(f"ARPACK needs k < n, got k={k}, n={n}; use method='dense'")
+        lam, V, stats = _arpack_eigsh(A, k, which, sigma, tol, maxiter, notes)
+    elif method == "lobpcg":
+        if 3 * k > n:
+            raise ValueError(f"LOBPCG needs 3k <= n, got k={k}, n={n}; use method='dense'")
+        lam, V, stats = _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes)
+    else:
+        raise ValueError(f"method must be 'auto', 'arpack', 'lobpcg' or 'dense', got {method!r}")
+    info = SolveInfo(backend="scipy" if method == "arpack" else "torch", method=method,
+                     matrix_type="hermitian" if A.is_complex else "symmetric", iterations=stats.get("iterations"),
+                     converged=bool(stats.get("converged", True)), residual=_residual(A, lam, V), notes=notes)
+    info.fail(SolverConfig.resolve(config))
+    if A.values.requires_grad:
+        lam, V = _EigshAdjoint.apply(A._flat(), lam, V, A.pattern, None)
+    lam = lam.reshape(*A.batch_shape, k)
+    V = V.reshape(*A.batch_shape, n, k)
+    out = (lam, V) if return_eigenvectors else lam
+    return (out, info) if return_info else out
+
+
+def eigs(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[complex] = None,
+         return_eigenvectors: bool = True, method: str = "auto", *, tol: Optional[float] = None,
+         maxiter: Optional[int] = None):
+    """``k`` eigenpairs of a general square matrix (complex output).
+
+    ``method``: ``'arpack'`` (CPU) or ``'dense'`` (``torch.linalg.eig``, any
+    device; ``'auto'`` for ``n <= 200``).  Eigenvalues are differentiable in
+    ``A.values``; eigenvectors are returned without a gradient path (asking
+    for one raises).  Eigenvalues are sorted by real part, then imaginary part.
+
+    Examples
+    --------
+    >>> import torch, sla
+    >>> A = sla.SparseTensor.from_dense(torch.tensor([[0., -1.], [1., 0.]], dtype=torch.float64))
+    >>> A.eigs(k=2, return_eigenvectors=False)
+    tensor([0.-1.j, 0.+1.j], dtype=torch.complex128)
+    """
+    import scipy.sparse.linalg as spla
+
+    n = _check(A, k, which, _WHICH_G, "eigs")
+    cdtype = torch.complex128 if A.dtype in (torch.float64, torch.complex128) else torch.complex64
+    if method == "auto":
+        method = "dense" if n <= DENSE_MAX or k >= n - 1 else "arpack"
+    if method == "dense":
+        D = A.detach().to_dense().reshape(A.batch_size, n, n)
+        lam, V = torch.linalg.eig(D)
+        idx = _select(lam, k, which, sigma)
+        lam, V = lam.gather(-1, idx), V.gather(-1, idx[:, None, :].expand(-1, n, -1))
+    elif method == "arpack":
+        if A.device.type != "cpu":
+            raise ValueError("method 'arpack' runs on the CPU; use method='dense' for small matrices, or A.cpu()")
+        if k >= n - 1:
+            raise ValueError(f"ARPACK eigs needs k < n - 1, got k={k}, n={n}; use method='dense'")
+        rng = np.random.default_rng(0)
+        flat = A._flat().detach()
+        ls, vs = [], []
+        for b in range(A.batch_size):
+            S = SparseTensor._make(flat[b], A.pattern).to_scipy("csc")
+            try:
+                w, v = spla.eigs(S, k=k, which=which, sigma=sigma, tol=tol or 0.0, maxiter=maxiter,
+                                 v0=rng.standard_normal(n).astype(S.dtype))
+            except spla.ArpackNoConvergence as exc:
+                raise ConvergenceError(f"ARPACK did not converge ({exc}); raise maxiter or loosen tol") from exc
+            ls.append(w)
+            vs.append(v)
+        lam = torch.from_numpy(np.stack(ls)).to(cdtype)
+        V = torch.from_numpy(np.stack(vs)).to(cdtype)
+    else:
+        raise ValueError(f"method must be 'auto', 'arpack' or 'dense', got {method!r}")
+    order = torch.argsort(lam.imag, dim=-1, stable=True)  # lexicographic: real part, then imaginary
+    order = order.gather(-1, torch.argsort(lam.real.gather(-1, order), dim=-1, stable=True))
+    lam, V = lam.gather(-1, order), V.gather(-1, order[:, None, :].expand(-1, n, -1))
+    V = V / torch.linalg.vector_norm(V, dim=1, keepdim=True)
+    if A.values.requires_grad:
+        lam, V = _EigsAdjoint.apply(A._flat(), lam, V, A.detach())
+    lam = lam.reshape(*A.batch_shape, k)
+    V = V.reshape(*A.batch_shape, n, k)
+    return (lam, V) if return_eigenvectors else lam
