@@ -16,8 +16,9 @@ from .registry import (
 register_linalg(solve=solve, lu=LUFactorization)
 
 from .det import det, slogdet  # noqa: E402
+from .eigen import eigs, eigsh  # noqa: E402
 
-register_linalg(det=det, slogdet=slogdet)
+register_linalg(det=det, slogdet=slogdet, eigsh=eigsh, eigs=eigs)
 
 __all__ = [
     "solve",
@@ -34,4 +35,6 @@ __all__ = [
     "show_backends",
     "det",
     "slogdet",
+    "eigsh",
+    "eigs",
 ]
