@@ -32,7 +32,7 @@ from .solvers import (
     spsolve,
     spsolve_coo,
 )
-from .solvers import det, slogdet
+from .solvers import det, eigs, eigsh, slogdet
 from .io import load_mtx, load_sparse, save_mtx, save_sparse
 from .sparse_list import SparseTensorList
 
