@@ -32,6 +32,7 @@ __all__ = [
     "is_cudss_available",
     "is_cupy_available",
     "is_eigen_available",
+    "is_pytorch_available",
     "priority",
 ]
 
@@ -44,12 +45,13 @@ _MODULES = {
     "cudss": "sla.solvers.backends.cudss",
     "cupy": "sla.solvers.backends.cupy",
     "eigen": "sla.solvers.backends.eigen",
+    "pytorch": "sla.solvers.backends.torch",
 }
 
 # Order in which 'auto' tries backends on each device type.
 _PRIORITY = {
-    "cpu": ["scipy"],
-    "cuda": ["cudss", "cupy"],
+    "cpu": ["scipy", "pytorch"],
+    "cuda": ["cudss", "pytorch", "cupy"],
 }
 
 
@@ -214,3 +216,8 @@ def is_cupy_available() -> bool:
 def is_eigen_available() -> bool:
     """True when the Eigen backend can be built here (Eigen headers, a C++ compiler, ninja)."""
     return is_available("eigen")
+
+
+def is_pytorch_available() -> bool:
+    """True when the native torch Krylov backend can run (always: it needs only torch)."""
+    return is_available("pytorch")
