@@ -9,6 +9,7 @@ from .registry import (
     is_cudss_available,
     is_cupy_available,
     is_eigen_available,
+    is_pytorch_available,
     select_backend,
     show_backends,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "is_cudss_available",
     "is_cupy_available",
     "is_eigen_available",
+    "is_pytorch_available",
     "select_backend",
     "show_backends",
     "det",
