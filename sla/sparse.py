@@ -245,7 +245,8 @@ class SparseTensor:
             )
         if layout == "csr":
             return torch.sparse_csr_tensor(
-                self.pattern.crow.long(), self.pattern.ccol.long(), self.values, self.pattern.shape
+                self.pattern.crow.long(), self.pattern.ccol.long(), self.values, self.pattern.shape,
+                check_invariants=False,
             )
         raise ValueError(f"layout must be 'coo' or 'csr', got {layout!r}")
 
