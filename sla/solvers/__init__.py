@@ -18,8 +18,10 @@ register_linalg(solve=solve, lu=LUFactorization)
 
 from .det import det, slogdet  # noqa: E402
 from .eigen import eigs, eigsh  # noqa: E402
+from .svd import condition_number, spectral_norm, svd  # noqa: E402
 
 register_linalg(det=det, slogdet=slogdet, eigsh=eigsh, eigs=eigs)
+register_linalg(svd=svd, spectral_norm=spectral_norm, condition_number=condition_number)
 
 __all__ = [
     "solve",
@@ -39,4 +41,7 @@ __all__ = [
     "slogdet",
     "eigsh",
     "eigs",
+    "svd",
+    "spectral_norm",
+    "condition_number",
 ]
