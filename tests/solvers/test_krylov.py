@@ -1,0 +1,192 @@
+"""Native Krylov methods (sla.solvers.krylov) and the `pytorch` backend.
+
+Zoo (SPD, Hermitian PD, symmetric indefinite, nonsymmetric, complex) x methods x
+preconditioners, batched and multi-RHS, against SciPy's sparse direct solve; per-system
+convergence; the inner-product contract; gradients; the failure policy.  Each test body
+runs on CPU and, on the GPU machine, on CUDA.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+import sla
+from sla import ConvergenceError, ConvergenceWarning, SparseTensor, gallery
+from sla.solvers import krylov
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")]),
+]
+
+
+def _zoo(kind: str, n: int = 48, dtype=torch.float64, seed: int = 0) -> sp.csr_matrix:
+    """Sparse test matrices: spd, indefinite (symmetric/Hermitian), general (nonsymmetric)."""
+    rng = np.random.default_rng(seed)
+    cplx = dtype.is_complex
+    R = sp.random(n, n, density=0.08, random_state=rng, format="csr")
+    if cplx:
+        R = R + 1j * sp.random(n, n, density=0.08, random_state=rng, format="csr")
+    if kind == "spd":
+        S = (R + R.conj().T) / 2
+        return (S + sp.diags(np.asarray(abs(S).sum(1)).ravel() + 1.0)).tocsr()
+    if kind == "indefinite":
+        S = (R + R.conj().T) / 2
+        return (S + sp.diags(np.linspace(-3, 3, n) + 0.05)).tocsr()
+    L = gallery.poisson1d(n).to_scipy("csr")
+    return (L + sp.diags(0.4 * np.ones(n - 1), 1) + 0.5 * R).tocsr()  # convection-like, nonsymmetric
+
+
+def _st(S, dtype, device):
+    return SparseTensor.from_scipy(S, dtype=dtype).to(device)
+
+
+def _tol(dtype):
+    return 1e-4 if dtype in (torch.float32, torch.complex64) else 1e-8
+
+
+CASES = [
+    ("cg", "spd"), ("minres", "spd"), ("bicgstab", "spd"), ("gmres", "spd"), ("fgmres", "spd"),
+    ("minres", "indefinite"), ("gmres", "indefinite"), ("fgmres", "indefinite"),
+    ("bicgstab", "general"), ("gmres", "general"), ("fgmres", "general"),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128, torch.float32])
+@pytest.mark.parametrize("method,kind", CASES)
+def test_zoo_against_scipy(method, kind, dtype, device):
+    S = _zoo(kind, dtype=dtype)
+    A = _st(S, dtype, device)
+    rng = np.random.default_rng(1)
+    b = rng.standard_normal((S.shape[0], 2))
+    if dtype.is_complex:
+        b = b + 1j * rng.standard_normal(b.shape)
+    ref = spla.spsolve(S.astype(np.complex128 if dtype.is_complex else np.float64).tocsc(), b)
+    pcs = ["none", "jacobi"] if kind != "indefinite" else ["none"]
+    for pc in pcs:
+        x, info = A.solve(torch.as_tensor(b).to(device=device, dtype=dtype), backend="pytorch", method=method,
+                          preconditioner=pc, restart=60, return_info=True)
+        assert info.backend == "pytorch" and info.method == method and info.preconditioner == pc
+        assert info.converged and info.residual <= 10 * _tol(dtype)
+        err = np.linalg.norm(x.cpu().numpy() - ref) / np.linalg.norm(ref)
+        assert err < 1e3 * _tol(dtype), (pc, err)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pc", ["jacobi", "block_jacobi", "chebyshev", "amg", "gmg"])
+@pytest.mark.parametrize("method", ["cg", "minres", "gmres", "fgmres", "bicgstab"])
+def test_methods_x_preconditioners_batched_multirhs(method, pc, device):
+    # three Poisson matrices on one pattern, scaled differently (a batch), four right-hand sides
+    A0 = gallery.poisson2d(24, device=device)
+    scale = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64, device=device).unsqueeze(-1)
+    A = SparseTensor._make(A0.values * scale, A0.pattern)
+    b = torch.randn(3, A0.shape[0], 4, dtype=torch.float64, device=device)
+    opts = {"max_coarse": 40} if pc in ("amg", "gmg") else None
+    x, info = A.solve(b, backend="pytorch", method=method, preconditioner=pc, options=opts, return_info=True)
+    assert info.converged and info.residual <= 1e-7
+    ref = torch.linalg.solve(A.to_dense(), b)
+    torch.testing.assert_close(x, ref, rtol=1e-6, atol=1e-6)
+    if pc in ("amg", "gmg"):
+        assert info.iterations <= 30
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_converged_systems_stop_changing(device):
+    # system 0 is the identity (done in one step), system 1 needs many; iterations are per system
+    n = 50
+    A = gallery.poisson1d(n, device=device).to_dense()
+    eye = torch.eye(n, dtype=torch.float64, device=device)
+    As = torch.stack([eye, A])
+    b = torch.randn(2, n, 1, dtype=torch.float64, device=device)
+    res = krylov.cg(lambda v: As @ v, b, rtol=1e-10, check_every=4)
+    assert res.iterations[0, 0, 0] == 1 and res.iterations[1, 0, 0] > 10
+    assert bool(res.converged.all())
+    torch.testing.assert_close(res.x[0], b[0])  # frozen after converging: unchanged by later steps
+    torch.testing.assert_close(res.x[1], torch.linalg.solve(A, b[1]), rtol=1e-8, atol=1e-8)
+
+
+def test_inner_product_is_the_only_reduction():
+    # a custom inner product (here: weighted by 1, but counted) is what every method uses
+    A = gallery.poisson1d(30).to_dense()
+    b = torch.randn(1, 30, 1, dtype=torch.float64)
+    calls = []
+
+    def dot(u, v):
+        calls.append(u.dim())
+        return krylov.local_dot(u, v)
+
+    for name in krylov.METHODS:
+        calls.clear()
+        res = krylov.krylov_solve(name, lambda v: A @ v, b, dot=dot, rtol=1e-10)
+        assert calls, name
+        torch.testing.assert_close(res.x[0], torch.linalg.solve(A, b[0]), rtol=1e-7, atol=1e-7)
+    with pytest.raises(ValueError, match="unknown Krylov method"):
+        krylov.krylov_solve("qmr", lambda v: v, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_x0_and_inputs_untouched(device):
+    A = gallery.poisson1d(20, device=device).to_dense()
+    b = torch.randn(1, 20, 1, dtype=torch.float64, device=device)
+    x0 = torch.randn_like(b)
+    b_copy, x0_copy = b.clone(), x0.clone()
+    res = krylov.gmres(lambda v: A @ v, b, x0=x0, rtol=1e-10, restart=20)
+    assert bool(res.converged.all())
+    assert torch.equal(b, b_copy) and torch.equal(x0, x0_copy)
+    torch.testing.assert_close(res.x[0], torch.linalg.solve(A, b[0]), rtol=1e-8, atol=1e-8)
+
+
+def test_on_failure_policy():
+    A = gallery.poisson2d(16)
+    b = torch.ones(A.shape[0], dtype=torch.float64)
+    with pytest.raises(ConvergenceError, match="did not converge"):
+        A.solve(b, backend="pytorch", method="cg", preconditioner="none", maxiter=3)
+    with pytest.warns(ConvergenceWarning):
+        A.solve(b, backend="pytorch", method="cg", preconditioner="none", maxiter=3, on_failure="warn")
+    x, info = A.solve(b, backend="pytorch", method="gmres", preconditioner="none", maxiter=3, restart=2,
+                      on_failure="ignore", return_info=True)
+    assert not info.converged and info.iterations == 3 and info.residual > 1e-3
+
+
+def test_auto_choice_and_errors():
+    A = gallery.poisson2d(120)  # 14400 unknowns on a grid: multigrid
+    x, info = A.solve(torch.ones(A.shape[0], dtype=torch.float64), backend="pytorch", return_info=True)
+    assert (info.method, info.preconditioner) == ("cg", "gmg")
+    with pytest.raises(ValueError, match="unknown preconditioner"):
+        A.solve(torch.ones(A.shape[0], dtype=torch.float64), backend="pytorch", preconditioner="ilu9")
+    with pytest.raises(ValueError, match="restart"):
+        krylov.gmres(lambda v: v, torch.ones(1, 3, 1), restart=0)
+    assert sla.is_pytorch_available()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_preconditioned(device):
+    # symmetric parameterisation keeps A SPD under gradcheck's perturbations: CG + GMG
+    A0 = gallery.poisson2d(6, device=device)
+    p = A0.pattern
+    _, perm = p.transpose()
+    theta = (0.1 * torch.rand(p.nnz, dtype=torch.float64, device=device)).requires_grad_()
+    b = torch.randn(p.shape[0], dtype=torch.float64, device=device, requires_grad=True)
+
+    def f(theta, b):
+        A = SparseTensor._make(A0.values + theta + theta[perm], p)
+        return A.solve(b, backend="pytorch", method="cg", preconditioner="gmg", matrix_type="spd", rtol=1e-13,
+                       options={"max_coarse": 4})
+
+    assert torch.autograd.gradcheck(f, (theta, b), atol=1e-6)
+
+    # nonsymmetric A: GMRES + AMG, the adjoint runs with A^H and the adjoint AMG hierarchy
+    S = _zoo("general", n=20)
+    A1 = _st(S, torch.float64, device)
+    v = A1.values.detach().clone().requires_grad_()
+    b1 = torch.randn(20, dtype=torch.float64, device=device, requires_grad=True)
+
+    def g(v, b):
+        return SparseTensor._make(v, A1.pattern).solve(b, backend="pytorch", method="gmres", preconditioner="amg",
+                                                       rtol=1e-13, options={"max_coarse": 5})
+
+    assert torch.autograd.gradcheck(g, (v, b1), atol=1e-6)
