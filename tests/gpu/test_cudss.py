@@ -185,6 +185,9 @@ def test_stale_state_refactorises_for_its_own_backward():
     torch.linalg.solve(SparseTensor._make(w, A.pattern).to_dense(), b).sum().backward()
     assert torch.allclose(v1.grad, w.grad, rtol=1e-8, atol=1e-10)
     assert torch.allclose(x1, torch.linalg.solve(A.to_dense(), b), rtol=1e-9, atol=1e-12)
+    # the cached state of v1 solves again after v2 used the plan: it must refactorise first
+    x1b = SparseTensor._make(v1, A.pattern).solve(b, backend="cudss")
+    assert torch.allclose(x1b, x1, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.gpu
