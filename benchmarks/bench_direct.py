@@ -111,6 +111,23 @@ def bench_nvmath(side: int, repeat: int) -> dict:
         later.append(t)
     Ak = SparseTensor._make(vals, p)
     out = {"first_s": t_first, "later_s": statistics.median(later), "residual": _residual(Ak, x[:, 0], b[:, 0])}
+    # the same with what sla adds for safety: wait for the factorisation and read cuDSS's INFO
+    # (zero pivot / not positive definite) before solving
+    later = []
+    for k in range(repeat):
+        new = A.values * (1.0 + 0.03 * (k + 1))
+
+        def checked():
+            vals.copy_(new)
+            s.factorize()
+            torch.cuda.synchronize()
+            if s.factorization_info.info != 0:
+                raise RuntimeError("singular")
+            return s.solve()
+
+        t, x = _time(checked)
+        later.append(t)
+    out["later_checked_s"] = statistics.median(later)
     s.free()
     return out
 
@@ -182,7 +199,7 @@ def crossover(sides, repeat) -> list[dict]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sides", type=int, nargs="+", default=[1000, 2000], help="grid sides (n = side^2)")
+    ap.add_argument("--sides", type=int, nargs="*", default=[1000, 2000], help="grid sides (n = side^2)")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--first-repeat", type=int, default=3, help="first solves per size and side (alternating)")
     ap.add_argument("--crossover", type=int, nargs="*", default=None, help="grid sides for the cudss vs pytorch sweep")
@@ -224,18 +241,21 @@ def main(argv=None):
             json.dump(res, f, indent=1)
     print(f"\ncard: {res['card']}  torch {res['torch']}  nvmath {res['nvmath']}  mtlayer: {bool(res['mtlayer'])}")
     print("| n | sla first (s) | sla later (ms) | sla backward (ms) | residual | nvmath first (s) | nvmath later (ms) "
-          "| overhead later | torch-sla 0.4.0 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| nvmath later + INFO check (ms) | overhead later | torch-sla 0.4.0 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in res["sizes"]:
         s, v, t = r["sla"], r["nvmath"], r.get("torch_sla", {})
         ts = t.get("error") or f"first {t['first_s']:.2f} s, later {1e3 * t['later_s']:.1f} ms" if t else "not run"
         print(f"| {s['n']:,} | {s['first_s']:.2f} | {1e3 * s['later_s']:.1f} | {1e3 * s['backward_s']:.1f} | "
-              f"{s['residual']:.1e} | {v['first_s']:.2f} | {1e3 * v['later_s']:.1f} | {100 * r['overhead_later']:+.1f}% | {ts} |")
+              f"{s['residual']:.1e} | {v['first_s']:.2f} | {1e3 * v['later_s']:.1f} | {1e3 * v['later_checked_s']:.1f} | "
+              f"{100 * r['overhead_later']:+.1f}% | {ts} |")
     for r in res.get("crossover", []):
         c, p = r["cudss"], r.get("pytorch")
-        line = f"crossover n={r['n']:,}: cudss first {c['first_s']:.3f} s later {1e3 * c['later_s']:.1f} ms"
+        line = (f"crossover n={r['n']:,}: cudss first {c['first_s']:.3f} s, later {1e3 * c['later_s']:.1f} ms, "
+                f"backward {1e3 * c['backward_s']:.1f} ms, residual {c['residual']:.0e}")
         if p:
-            line += f" | pytorch first {p['first_s']:.3f} s later {1e3 * p['later_s']:.1f} ms"
+            line += (f" | pytorch ({p['method']}) first {p['first_s']:.3f} s, later {1e3 * p['later_s']:.1f} ms, "
+                     f"backward {1e3 * p['backward_s']:.1f} ms, residual {p['residual']:.0e}")
         print(line)
 
 
