@@ -147,6 +147,16 @@ def _galerkin_stencil(offs, S, dims, axes):
     return out, coarse
 
 
+def _drop_outside(st: dict, dims: tuple) -> None:
+    """Zero (in place) the stencil entries that point off the grid: they belong to no coarse unknown."""
+    for D, g in st.items():
+        for a, Da in enumerate(D):
+            if Da > 0:
+                g.narrow(a, dims[a] - Da, Da).zero_()
+            elif Da < 0:
+                g.narrow(a, 0, -Da).zero_()
+
+
 def _stencil_to_mat(st: dict, dims: tuple) -> Mat:
     """CSR (sorted rows and columns) of a stencil ``{D: grid}``; entries off the grid dropped."""
     d = len(dims)
@@ -221,6 +231,7 @@ class GeometricMultigrid(Multigrid):
                 if S is None:
                     offs, S = _stencil(C, dims)
                 st, coarse = _galerkin_stencil(offs, S, dims, axes)
+                _drop_outside(st, coarse)
                 Ac = _stencil_to_mat(st, coarse)
                 offs = sorted(st)
                 S = torch.stack([st[k] for k in offs])

@@ -1,0 +1,179 @@
+"""Preconditioners: SPD-ness, exactness where it must hold, multigrid optimality, caching.
+
+Oracles: dense linear algebra (a preconditioner applied to the identity is a matrix whose
+symmetry and spectrum we can check), SciPy products for the Galerkin coarse operators,
+and mesh-independence of multigrid-preconditioned CG.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from sla import SingularMatrixError, SparseTensor, gallery
+from sla.solvers import gmg, krylov
+from sla.solvers.precond import make_preconditioner
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")]),
+]
+
+
+def _dense_of(M, n, device):
+    eye = torch.eye(n, dtype=torch.float64, device=device).unsqueeze(0)
+    return M(eye)[0]
+
+
+def _variable_poisson(nx, ny, seed=0, device="cpu"):
+    """9-point, variable-coefficient SPD stencil on an nx x ny grid (records the grid)."""
+    rng = np.random.default_rng(seed)
+    n = nx * ny
+    idx = np.arange(n).reshape(nx, ny)
+    rows, cols, vals = [], [], []
+    for dx, dy in [(0, 1), (1, 0), (1, 1), (1, -1)]:
+        a = idx[max(0, -dx): nx - max(0, dx), max(0, -dy): ny - max(0, dy)]
+        b = idx[max(0, dx): nx + min(0, dx) or None, max(0, dy): ny + min(0, dy) or None]
+        a, b = a.ravel(), b.ravel()
+        w = rng.uniform(0.1, 2.0, a.size) * (0.3 if dx and dy else 1.0)
+        rows += [a, b]
+        cols += [b, a]
+        vals += [-w, -w]
+    off = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    S = off + sp.diags(-np.asarray(off.sum(1)).ravel() + 0.05)
+    A = SparseTensor.from_scipy(S.tocsr()).to(device)
+    A.pattern.cache["grid"] = (nx, ny)
+    return A, S.tocsr()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name,opts", [("jacobi", {}), ("block_jacobi", {"block_size": 3}), ("chebyshev", {}),
+                                       ("amg", {"max_coarse": 10}), ("gmg", {"max_coarse": 10})])
+def test_preconditioner_is_spd(name, opts, device):
+    A, _ = _variable_poisson(9, 10, device=device)
+    M = make_preconditioner(A, name, **opts)
+    D = _dense_of(M, A.shape[0], device)
+    torch.testing.assert_close(D, D.T, rtol=1e-10, atol=1e-12)
+    assert float(torch.linalg.eigvalsh(D).min()) > 0
+    # a good preconditioner clusters the spectrum of M A around 1: kappa(MA) < kappa(A)
+    Ad = A.to_dense()
+    ev = torch.linalg.eigvals(D @ Ad).real
+    ka = torch.linalg.cond(Ad)
+    assert float(ev.max() / ev.min()) < float(ka)
+
+
+def test_block_jacobi_with_one_block_is_the_inverse():
+    A, _ = _variable_poisson(5, 6)
+    M = make_preconditioner(A, "block_jacobi", block_size=30)
+    torch.testing.assert_close(_dense_of(M, 30, "cpu"), torch.linalg.inv(A.to_dense()), rtol=1e-10, atol=1e-12)
+    # blocks that do not divide n are padded with the identity
+    M7 = make_preconditioner(A, "block_jacobi", block_size=7)
+    z = M7(torch.ones(1, 30, 1, dtype=torch.float64))
+    blk = A.to_dense()[28:, 28:]
+    torch.testing.assert_close(z[0, 28:, 0], torch.linalg.solve(blk, torch.ones(2, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("dims", [(9, 10), (8, 7), (5, 6, 7)])
+def test_gmg_transfers_and_galerkin(dims):
+    n = int(np.prod(dims))
+    axes = tuple(range(len(dims)))
+    # P as a dense matrix, from prolongation of unit vectors; R must be its transpose
+    nc = int(np.prod([d // 2 for d in dims]))
+    P = gmg.prolong(torch.eye(nc, dtype=torch.float64), dims, axes)
+    R = gmg.restrict(torch.eye(n, dtype=torch.float64), dims, axes)
+    torch.testing.assert_close(R, P.T)
+    # oracle: Kronecker product of 1-D linear interpolation (coarse I on fine 2I+1)
+    ref = torch.ones(1, 1, dtype=torch.float64)
+    for d in dims:
+        p1 = torch.zeros(d, d // 2, dtype=torch.float64)
+        for i in range(d // 2):
+            p1[2 * i + 1, i] = 1.0
+            p1[2 * i, i] = 0.5
+            if 2 * i + 2 < d:
+                p1[2 * i + 2, i] = 0.5
+        ref = torch.kron(ref, p1)
+    torch.testing.assert_close(P, ref)
+    if len(dims) == 2:
+        A, S = _variable_poisson(*dims)
+    else:
+        A = _poisson3d_aniso(dims)
+        S = A.to_scipy("csr")
+    M = make_preconditioner(A, "gmg", max_coarse=1)
+    ref = torch.as_tensor(S.toarray())
+    level_dims = tuple(dims)
+    for lv in range(1, len(M.levels)):  # every level is the Galerkin product of the one above
+        axes = tuple(a for a, d in enumerate(level_dims) if d >= 4)
+        coarse = tuple(d // 2 if a in axes else d for a, d in enumerate(level_dims))
+        Pl = gmg.prolong(torch.eye(int(np.prod(coarse)), dtype=torch.float64), level_dims, axes)
+        ref = Pl.T @ ref @ Pl
+        torch.testing.assert_close(M.levels[lv].A.to_dense(), ref, rtol=1e-12, atol=1e-12)
+        level_dims = coarse
+    assert len(M.levels) >= 3
+
+
+def _poisson3d_aniso(dims):
+    nx, ny, nz = dims
+    L = [gallery.poisson1d(d).to_scipy("csr") for d in dims]
+    I = [sp.identity(d, format="csr") for d in dims]
+    S = sp.kron(sp.kron(L[0], I[1]), I[2]) + 3.0 * sp.kron(sp.kron(I[0], L[1]), I[2]) + 0.2 * sp.kron(
+        sp.kron(I[0], I[1]), L[2])
+    A = SparseTensor.from_scipy(S.tocsr())
+    A.pattern.cache["grid"] = dims
+    return A
+
+
+def _cg_iterations(A, name):
+    M = make_preconditioner(A, name)
+    Acsr = A.pattern.csr(A.values)
+    b = torch.ones(1, A.shape[0], 1, dtype=A.dtype, device=A.device)
+    res = krylov.cg(lambda v: (Acsr @ v[0]).unsqueeze(0), b, precond=M, rtol=1e-8)
+    assert bool(res.converged.all())
+    return int(res.iterations.max())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["amg", "gmg"])
+def test_multigrid_iterations_bounded_under_refinement(name, device):
+    its = [_cg_iterations(gallery.poisson2d(n, device=device), name) for n in (32, 64, 128, 256)]
+    assert max(its) <= 20, its
+    assert its[-1] <= 1.5 * its[0] + 2, its
+    plain = _cg_iterations(gallery.poisson2d(128, device=device), "jacobi")
+    assert plain > 8 * its[2]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gmg_3d_and_variable_coefficients(device):
+    assert _cg_iterations(gallery.poisson3d(24, device=device), "gmg") <= 12
+    assert _cg_iterations(gallery.poisson3d(24, device=device), "amg") <= 15
+    A, _ = _variable_poisson(60, 70, device=device)
+    assert _cg_iterations(A, "gmg") <= 25
+
+
+def test_amg_aggregates_cached_on_pattern():
+    A = gallery.poisson2d(64)
+    M1 = make_preconditioner(A, "amg")
+    keys = [k for k in A.pattern.cache if isinstance(k, tuple) and k[0] == "amg_aggregates"]
+    assert len(keys) == 1
+    aggs = A.pattern.cache[keys[0]]
+    A2 = SparseTensor._make(A.values * 3.0, A.pattern)  # new values, same pattern
+    M2 = make_preconditioner(A2, "amg")
+    assert A.pattern.cache[keys[0]] is aggs
+    r = torch.randn(1, A.shape[0], 1, dtype=torch.float64)
+    torch.testing.assert_close(M2(r), M1(r) / 3.0)  # same hierarchy structure, scaled operator
+
+
+def test_errors_name_the_problem():
+    A = gallery.poisson2d(8)
+    with pytest.raises(ValueError, match="unknown preconditioner"):
+        make_preconditioner(A, "ilu")
+    B = SparseTensor.from_scipy(A.to_scipy("csr"))  # no grid recorded
+    with pytest.raises(ValueError, match="structured grid"):
+        make_preconditioner(B, "gmg")
+    Z = SparseTensor.from_dense(torch.tensor([[0.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
+    with pytest.raises(SingularMatrixError, match="diagonal"):
+        make_preconditioner(Z, "jacobi")
+    with pytest.raises(ValueError, match="block_size"):
+        make_preconditioner(A, "block_jacobi", block_size=0)
+    with pytest.raises(TypeError, match="takes no options"):
+        make_preconditioner(A, "none", degree=2)
