@@ -71,6 +71,8 @@ def _choose(A: SparseTensor, cfg: SolverConfig, kind: Optional[str]) -> tuple[st
     elif method == "auto":
         b = registry.get_backend(backend)
         method = b.choose(n, A.dtype, mtype, kind)
+        if method is None and kind is None:  # a size limit of 'auto' does not bind an explicitly named backend
+            method = b.choose(n, A.dtype, mtype, "direct") or b.choose(n, A.dtype, mtype, "iterative")
         if method is None:
             raise ValueError(f"backend {backend!r} has no {kind or ''} method for a {mtype} {A.dtype} matrix")
     return backend, method, mtype

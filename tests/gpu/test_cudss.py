@@ -75,6 +75,20 @@ def test_choose_by_type_and_size(monkeypatch):
     assert c(big, torch.float64, "spd") == "cholesky"  # nobody else: stay direct
 
 
+def test_explicit_backend_ignores_the_auto_size_limit(monkeypatch):
+    monkeypatch.setattr(cb, "AUTO_MAX_N", 2)
+    monkeypatch.setattr(cb, "_others_take_large", lambda n, dtype, mtype: True)
+    dev = "cuda" if _WHY is None else "cpu"
+    A = gallery.poisson1d(4, device=dev)
+    b = torch.ones(4, dtype=torch.float64, device=dev)
+    if _WHY is None:
+        _, info = A.solve(b, backend="cudss", return_info=True)
+        assert info.method == "cholesky"
+    else:  # the choice goes through; only then the missing package is reported
+        with pytest.raises(sla.BackendUnavailableError):
+            A.solve(b, backend="cudss")
+
+
 def test_mtlayer_from_environment(monkeypatch, tmp_path):
     lib = tmp_path / "libcudss_mtlayer_gomp.so.0"
     lib.write_bytes(b"")
