@@ -186,6 +186,28 @@ def bench_torch_sla(side: int, repeat: int) -> dict:
         return {"version": getattr(torch_sla, "__version__", "?"), "error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
+def breakdown(side: int, repeat: int) -> dict:
+    """Where a later solve's time goes: input checks + type guess, refactorisation, solve + residual."""
+    from sla import SolverConfig, structure
+    from sla.solvers.linear import _run, check_matrix, prepare
+
+    A = gallery.poisson2d(side, device="cuda")
+    b = torch.randn(A.shape[0], dtype=torch.float64, device="cuda")
+    A.solve(b, backend="cudss")  # plan
+    cfg = SolverConfig.resolve(None, backend="cudss")
+    parts = {"checks_s": [], "prepare_s": [], "run_s": []}
+    for k in range(repeat):
+        Ak = SparseTensor._make(A.values * (1.0 + 0.01 * (k + 1)), A.pattern)
+        t, _ = _time(lambda: (check_matrix(Ak), structure.guess_matrix_type(Ak)))
+        parts["checks_s"].append(t)
+        t, prep = _time(lambda: prepare(Ak, cfg))
+        parts["prepare_s"].append(t)
+        t, _ = _time(lambda: _run(Ak, b, prep, False))
+        parts["run_s"].append(t)
+    A.pattern.clear_cache()
+    return {k: statistics.median(v) for k, v in parts.items()}
+
+
 def crossover(sides, repeat) -> list[dict]:
     rows = []
     have_pt = "pytorch" in registry.backend_names() and registry.is_available("pytorch")
@@ -234,6 +256,9 @@ def main(argv=None):
         row["overhead_first"] = row["sla"]["first_s"] / row["nvmath"]["first_s"] - 1
         res["sizes"].append(row)
         print(json.dumps(row), flush=True)
+    if args.sides:
+        res["breakdown_1st_side"] = breakdown(args.sides[0], args.repeat)
+        print("later-solve breakdown:", {k: f"{1e3 * v:.2f} ms" for k, v in res["breakdown_1st_side"].items()})
     if args.crossover:
         res["crossover"] = crossover(args.crossover, 3)
     if args.out:
