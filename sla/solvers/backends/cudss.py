@@ -44,8 +44,12 @@ _log = logging.getLogger("sla")
 _SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
 _DEFINITE = ("spd", "hpd")
 
-# Above this many unknowns 'auto' prefers the preconditioned Krylov backend
-# ('pytorch', when available): see benchmarks/README.md, "GPU direct solvers".
+# Above this many unknowns 'auto' prefers the preconditioned Krylov backend ('pytorch',
+# when available).  Measured on an H100 (benchmarks/README.md, "GPU direct solvers"),
+# 2D Poisson: a later solve (new values, cached plan) is faster with cuDSS up to ~3M
+# unknowns (1M: 29 vs 61 ms; 4M: 112 vs 90 ms), forward + backward up to ~8M; the
+# first solve (planning) always loses to multigrid-CG.  2M keeps 'auto' on the side
+# of the measured later-solve crossover.
 AUTO_MAX_N = 2_000_000
 
 _token = itertools.count(1)
