@@ -1,0 +1,395 @@
+"""Nonlinear solves ``F(u, *params) = 0`` with an implicit-function adjoint.
+
+One driver loop (:func:`_drive`) and small strategy objects, in the manner of
+optimistix's ``root_find(fn, solver, y0, adjoint=ImplicitAdjoint())``:
+
+* :class:`Newton` -- Newton's method with a backtracking (Armijo) line search;
+  the step ``J du = -F`` is solved matrix-free by GMRES on Jacobian-vector
+  products (Jacobian-free Newton-Krylov, inexact with forcing term
+  ``eta_k = min(0.1, ||F_k|| / ||F_0||)``), or with an *assembled* sparse
+  Jacobian on a known pattern (coloured exact VJPs, then a sparse direct
+  solve: :func:`sla.solvers.jacobian.assemble_jacobian`), or densely (small);
+* :class:`Picard` -- ``u <- u - omega P^{-1} F(u)`` (``P = A`` when the
+  residual has a matrix: then it is the classic ``A u = b - f(u)`` iteration);
+* :class:`Anderson` -- Anderson acceleration of the same fixed-point map
+  (depth ``m``, damping ``beta``; Walker & Ni, SIAM J. Numer. Anal. 49 (2011)).
+
+:class:`ImplicitAdjoint` differentiates the solution ``u*`` without the
+iteration history: backward solves ``J(u*)^T lam = g`` (GMRES on exact VJPs,
+or the assembled sparse Jacobian) and returns ``-(dF/dtheta)^T lam`` for each
+parameter with one more VJP.  The autograd graph holds one node and saves
+``u*`` and the parameters, whatever the number of iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from ..config import ConvergenceError, ConvergenceWarning, SolverConfig
+from ..pattern import Pattern
+from ..sparse import SparseTensor
+from .jacobian import Residual, assemble_jacobian
+from .krylov import gmres
+
+__all__ = ["nonlinear_solve", "Newton", "Picard", "Anderson", "ImplicitAdjoint", "NonlinearInfo"]
+
+log = logging.getLogger("sla")
+
+
+@dataclass
+class NonlinearInfo:
+    """What a nonlinear solve did (``return_info=True``); ``history`` holds ``||F||`` per iteration."""
+
+    method: str
+    iterations: int = 0
+    converged: bool = False
+    residual: float = float("nan")
+    initial_residual: float = float("nan")
+    function_evals: int = 0
+    linear_iterations: int = 0
+    history: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def fail(self, cfg: SolverConfig) -> None:
+        if self.converged:
+            return
+        msg = (f"nonlinear_solve ({self.method}) did not converge: ||F|| = {self.residual:.3e} "
+               f"(initial {self.initial_residual:.3e}) after {self.iterations} iterations "
+               f"(rtol={cfg.rtol}, atol={cfg.atol}, maxiter={cfg.maxiter}); {'; '.join(self.notes)}")
+        if cfg.on_failure == "raise":
+            raise ConvergenceError(msg)
+        if cfg.on_failure == "warn":
+            warnings.warn(msg, ConvergenceWarning, stacklevel=4)
+        else:
+            log.info(msg)
+
+
+def _norm(x: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(x))
+
+
+def _block(fn: Optional[Callable]) -> Optional[Callable]:
+    """Lift a preconditioner on flat vectors ``[N]`` -- or on ``[B, n, K]`` blocks -- to ``[1, N, 1]``."""
+    if fn is None:
+        return None
+
+    def apply(r):
+        try:
+            z = fn(r)
+        except (RuntimeError, ValueError, IndexError, TypeError):
+            z = fn(r.reshape(-1))
+        return z.reshape(r.shape)
+
+    return apply
+
+
+def _flat_precond(P: Optional[Callable]) -> Callable:
+    if P is None:
+        return lambda r: r
+    blk = _block(P)
+    return lambda r: blk(r.reshape(1, -1, 1)).reshape(-1)
+
+
+# --------------------------------------------------------------- strategies
+class Newton:
+    """Newton with backtracking line search; ``linear``: ``'gmres'`` (JFNK), ``'sparse'`` or ``'dense'``."""
+
+    name = "newton"
+
+    def __init__(self, linear: str = "gmres", pattern: Optional[Pattern] = None, preconditioner=None,
+                 line_search: bool = True, restart: int = 50, inner_maxiter: Optional[int] = None):
+        if linear not in ("gmres", "sparse", "dense"):
+            raise ValueError(f"linear_solver must be 'gmres', 'sparse' or 'dense', got {linear!r}")
+        if linear == "sparse" and pattern is None:
+            raise ValueError("linear_solver='sparse' needs the Jacobian's pattern (jacobian_pattern=...)")
+        self.linear, self.pattern, self.P = linear, pattern, _block(preconditioner)
+        self.line_search, self.restart, self.inner_maxiter = line_search, restart, inner_maxiter
+
+    def direction(self, res: Residual, u, F, r0, info: NonlinearInfo) -> torch.Tensor:
+        if self.linear == "sparse":
+            J = assemble_jacobian(res, u, self.pattern)
+            from .linear import solve
+
+            return solve(J, -F)
+        if self.linear == "dense":
+            vjp = res.linearize_transpose(u)
+            J = torch.stack([vjp(e) for e in torch.eye(u.numel(), dtype=u.dtype, device=u.device)])
+            return torch.linalg.solve(J, -F)
+        eta = min(0.1, _norm(F) / r0) if r0 > 0 else 0.1
+        eta = max(eta, 1e-12 if res.jvp_mode != "fd" else 1e-7)
+        out = gmres(lambda v: res.jvp(u, v.reshape(-1), F).reshape(1, -1, 1), -F.reshape(1, -1, 1), precond=self.P,
+                    rtol=eta, restart=self.restart, maxiter=self.inner_maxiter or 10 * self.restart)
+        info.linear_iterations += out.stats()["iterations"]
+        return out.x.reshape(-1)
+
+    def step(self, res: Residual, u, F, r0, info: NonlinearInfo):
+        du = self.direction(res, u, F, r0, info)
+        f0 = _norm(F)
+        alpha, best = 1.0, None
+        for _ in range(20 if self.line_search else 1):
+            ut = u + alpha * du
+            Ft = res(ut)
+            ft = _norm(Ft)
+            if best is None or ft < best[2]:
+                best = (ut, Ft, ft)
+            if ft <= (1 - 1e-4 * alpha) * f0:
+                return ut, Ft
+            alpha *= 0.5
+        if self.line_search:
+            info.notes.append("line search found no decrease")
+        return best[0], best[1]
+
+
+class Picard:
+    """Fixed-point iteration ``u <- u - damping * P(F(u))`` (``P``: approximate ``J^{-1}``, default identity)."""
+
+    name = "picard"
+
+    def __init__(self, preconditioner=None, damping: float = 1.0):
+        if not damping > 0:
+            raise ValueError(f"damping must be positive, got {damping!r}")
+        self.P, self.damping = _flat_precond(preconditioner), damping
+
+    def step(self, res, u, F, r0, info):
+        u = u - self.damping * self.P(F)
+        return u, res(u)
+
+
+class Anderson:
+    """Anderson acceleration (depth ``m``, damping ``beta``) of ``g(u) = u - P(F(u))``."""
+
+    name = "anderson"
+
+    def __init__(self, m: int = 5, damping: float = 1.0, preconditioner=None):
+        if not isinstance(m, int) or m < 1:
+            raise ValueError(f"m (Anderson depth) must be a positive integer, got {m!r}")
+        if not damping > 0:
+            raise ValueError(f"damping must be positive, got {damping!r}")
+        self.m, self.beta, self.P = m, damping, _flat_precond(preconditioner)
+        self.dF: list = []
+        self.dG: list = []
+        self.prev = None
+
+    def step(self, res, u, F, r0, info):
+        f = -self.P(F)  # g(u) - u
+        g = u + f
+        if self.prev is not None:
+            self.dF.append(f - self.prev[0])
+            self.dG.append(g - self.prev[1])
+            self.dF, self.dG = self.dF[-self.m:], self.dG[-self.m:]
+        self.prev = (f, g)
+        if self.dF:
+            dF = torch.stack(self.dF, 1)
+            dG = torch.stack(self.dG, 1)
+            gamma = torch.linalg.lstsq(dF, f[:, None]).solution[:, 0]
+            # u+ = u + beta f - (dU + beta dF) gamma,  dU = dG - dF
+            un = u + self.beta * f - (dG - dF + self.beta * dF) @ gamma
+        else:
+            un = u + self.beta * f
+        return un, res(un)
+
+
+# ------------------------------------------------------------------ adjoint
+class ImplicitAdjoint:
+    """Backward of ``u*(theta)``: ``J^T lam = g`` then ``grad theta = -(dF/dtheta)^T lam``.
+
+    ``linear``: ``'gmres'`` (matrix-free on exact VJPs; ``preconditioner`` is
+    applied to ``J^T``), ``'sparse'`` (assembled Jacobian on ``pattern`` and a
+    sparse direct solve) or ``'dense'``.
+    """
+
+    def __init__(self, linear: str = "gmres", pattern: Optional[Pattern] = None, preconditioner=None,
+                 rtol: Optional[float] = None, maxiter: Optional[int] = None, restart: int = 50,
+                 on_failure: str = "raise"):
+        self.linear, self.pattern, self.P = linear, pattern, _block(preconditioner)
+        self.rtol, self.maxiter, self.restart, self.on_failure = rtol, maxiter, restart, on_failure
+
+    def solve_transpose(self, res: Residual, u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        if self.linear == "sparse":
+            from .linear import solve
+
+            return solve(assemble_jacobian(res, u, self.pattern).T(), g)
+        vjp = res.linearize_transpose(u)
+        if self.linear == "dense":
+            J = torch.stack([vjp(e) for e in torch.eye(u.numel(), dtype=u.dtype, device=u.device)])
+            return torch.linalg.solve(J.T, g)
+        single = u.dtype == torch.float32
+        rtol = self.rtol if self.rtol is not None else (1e-6 if single else 1e-10)
+        out = gmres(lambda w: vjp(w.reshape(-1)).reshape(1, -1, 1), g.reshape(1, -1, 1), precond=self.P, rtol=rtol,
+                    restart=self.restart, maxiter=self.maxiter or 20 * self.restart)
+        if not bool(out.converged.all()):
+            msg = f"implicit adjoint: GMRES on J^T did not converge (residual {float(out.residual.max()):.2e})"
+            if self.on_failure == "raise":
+                raise ConvergenceError(msg)
+            if self.on_failure == "warn":
+                warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+        return out.x.reshape(-1)
+
+
+class _ImplicitSolve(torch.autograd.Function):
+    """``u*`` attached to the parameters through the implicit function theorem (one node)."""
+
+    @staticmethod
+    def forward(ctx, u_star, res, adjoint, *params):
+        ctx.res, ctx.adjoint = res, adjoint
+        ctx.kinds = [isinstance(p, torch.Tensor) for p in params]
+        ctx.others = [None if k else p for p, k in zip(params, ctx.kinds)]
+        ctx.save_for_backward(u_star, *[p for p in params if isinstance(p, torch.Tensor)])
+        return u_star.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        u, *tensors = ctx.saved_tensors
+        it = iter(tensors)
+        params = [next(it) if k else o for k, o in zip(ctx.kinds, ctx.others)]
+        needs = list(ctx.needs_input_grad[3:])
+        if not any(needs):
+            return (None, None, None) + (None,) * len(params)
+        lam = ctx.adjoint.solve_transpose(ctx.res, u.reshape(-1), g.reshape(-1).contiguous())
+        grads = ctx.res.param_vjp(u.reshape(-1), -lam, params, needs)
+        return (None, None, None, *grads)
+
+
+# ------------------------------------------------------------------- driver
+def _drive(res: Residual, u0: torch.Tensor, strategy, cfg: SolverConfig, info: NonlinearInfo) -> torch.Tensor:
+    u = u0.detach().reshape(-1).clone()
+    F = res(u)
+    r0 = _norm(F)
+    info.initial_residual = r0
+    info.history.append(r0)
+    rtol, atol = cfg.tolerances(u.dtype)
+    target = max(rtol * r0, atol)
+    maxiter = cfg.maxiter or (50 if strategy.name == "newton" else 1000)
+    fn = r0
+    for it in range(1, maxiter + 1):
+        if fn <= target:
+            break
+        u, F = strategy.step(res, u, F, r0, info)
+        fn = _norm(F)
+        info.history.append(fn)
+        info.iterations = it
+        if fn != fn or fn == float("inf"):
+            info.notes.append("diverged (non-finite residual)")
+            break
+    info.residual = fn
+    info.converged = fn <= target
+    info.function_evals = res.evaluations
+    return u.reshape(u0.shape)
+
+
+def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: str = "newton",
+                    linear_solver: str = "auto", jacobian_pattern=None, preconditioner=None,
+                    line_search: bool = True, jvp: str = "auto", m: int = 5, damping: float = 1.0,
+                    adjoint: Optional[ImplicitAdjoint] = None, config: Optional[SolverConfig] = None,
+                    return_info: bool = False, **options):
+    """Solve ``residual_fn(u, *params) = 0`` for ``u``, differentiably in ``params``.
+
+    Parameters
+    ----------
+    residual_fn : callable
+        ``F(u, *params) -> tensor shaped like u``, written with torch ops
+        (SparseTensor products included).
+    u0 : torch.Tensor
+        Initial guess (real floating point, any shape).
+    *params
+        Tensors (gradients flow to those that require grad; mixed is fine)
+        or other objects passed through unchanged.
+    method : {'newton', 'picard', 'anderson'}
+    linear_solver : {'auto', 'gmres', 'sparse', 'dense'}
+        Newton's linear solver: matrix-free GMRES on JVPs (JFNK), an assembled
+        sparse Jacobian on ``jacobian_pattern`` with a direct solve, or dense.
+        ``'auto'``: ``'sparse'`` when a pattern is known, else ``'gmres'``.
+        The adjoint uses the same kind unless ``adjoint`` says otherwise.
+    jacobian_pattern : Pattern or SparseTensor, optional
+        Structure of ``dF/du`` (must contain every nonzero).
+    preconditioner : callable, optional
+        Approximate ``J^{-1}``: right preconditioner of JFNK's GMRES, and
+        ``P`` of the Picard / Anderson map ``u - P(F(u))``.  Takes ``[1, N, 1]``
+        blocks or flat vectors.
+    line_search : bool
+        Backtracking (Armijo) on ``||F||`` for Newton.
+    jvp : {'auto', 'forward', 'fd'}
+        How JFNK forms ``J v`` (forward-mode AD when possible, else finite differences).
+    m, damping : Anderson depth; damping of Picard/Anderson.
+    adjoint : ImplicitAdjoint, optional
+    config : SolverConfig, optional; ``**options`` override it:
+        ``rtol`` (on ``||F|| / ||F(u0)||``), ``atol``, ``maxiter``, ``on_failure``.
+    return_info : bool
+        Also return a :class:`NonlinearInfo`.
+
+    Examples
+    --------
+    >>> import torch, sla
+    >>> f = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    >>> u = sla.nonlinear_solve(lambda u, f: u**3 + u - f, torch.zeros(2, dtype=torch.float64), f, rtol=1e-12)
+    >>> u
+    tensor([0.6823, 1.0000], dtype=torch.float64)
+    """
+    if not callable(residual_fn):
+        raise TypeError(f"residual_fn must be callable, got {type(residual_fn).__name__}")
+    if not isinstance(u0, torch.Tensor) or not u0.dtype.is_floating_point:
+        raise TypeError(f"u0 must be a real floating-point tensor, got "
+                        f"{u0.dtype if isinstance(u0, torch.Tensor) else type(u0).__name__}")
+    if not bool(torch.isfinite(u0).all()):
+        raise ValueError("u0 has NaN or Inf entries")
+    cfg = SolverConfig.resolve(config, **options)
+    pattern = jacobian_pattern.pattern if isinstance(jacobian_pattern, SparseTensor) else jacobian_pattern
+    if pattern is not None and not isinstance(pattern, Pattern):
+        raise TypeError(f"jacobian_pattern must be a sla.Pattern or SparseTensor, got {type(pattern).__name__}")
+    if pattern is not None and pattern.shape != (u0.numel(), u0.numel()):
+        raise ValueError(f"jacobian_pattern has shape {pattern.shape}, but u has {u0.numel()} entries")
+    if linear_solver == "auto":
+        linear_solver = "sparse" if pattern is not None else "gmres"
+    if method == "newton":
+        strategy = Newton(linear_solver, pattern, preconditioner, line_search, cfg.restart)
+    elif method == "picard":
+        strategy = Picard(preconditioner, damping)
+    elif method == "anderson":
+        strategy = Anderson(m, damping, preconditioner)
+    else:
+        raise ValueError(f"method must be 'newton', 'picard' or 'anderson', got {method!r}")
+    if adjoint is None:
+        adjoint = ImplicitAdjoint(linear_solver if method == "newton" else ("sparse" if pattern else "gmres"),
+                                  pattern, None, restart=cfg.restart, on_failure=cfg.on_failure)
+    res = Residual(residual_fn, u0, params, jvp=jvp)
+    info = NonlinearInfo(method=method if method != "newton" else f"newton-{linear_solver}")
+    u = _drive(res, u0, strategy, cfg, info)
+    if res.jvp_mode == "fd" and method == "newton" and linear_solver == "gmres":
+        info.notes.append("JVPs by finite differences")
+    info.fail(cfg)
+    if any(isinstance(p, torch.Tensor) and p.requires_grad for p in params) and torch.is_grad_enabled():
+        u = _ImplicitSolve.apply(u, res, adjoint, *params)
+    return (u, info) if return_info else u
+
+
+def sparse_nonlinear_solve(A: SparseTensor, residual_fn: Callable, u0: torch.Tensor, *params, **kwargs):
+    """``A.nonlinear_solve(residual_fn, u0, *params)``: ``residual_fn(u, A, *params)``.
+
+    Gradients also reach ``A.values``.  With ``linear_solver='sparse'`` the
+    Jacobian pattern defaults to A's pattern plus the diagonal (residuals like
+    ``A @ u + f(u)`` with a pointwise ``f``).
+    """
+    if not isinstance(A, SparseTensor):
+        raise TypeError(f"A must be a sla.SparseTensor, got {type(A).__name__}")
+    pattern = A.pattern
+
+    def fn(u, values, *rest):
+        return residual_fn(u, SparseTensor._make(values, pattern), *rest)
+
+    if kwargs.get("linear_solver") == "sparse" and kwargs.get("jacobian_pattern") is None:
+        kwargs["jacobian_pattern"] = _with_diagonal(pattern)
+    return nonlinear_solve(fn, u0, A.values, *params, **kwargs)
+
+
+def _with_diagonal(p: Pattern) -> Pattern:
+    from ..products import union
+
+    n = p.shape[0]
+    i = torch.arange(n, device=p.device)
+    return union(p, Pattern(i, i, (n, n)))[0]
