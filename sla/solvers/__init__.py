@@ -23,6 +23,10 @@ from .svd import condition_number, spectral_norm, svd  # noqa: E402
 register_linalg(det=det, slogdet=slogdet, eigsh=eigsh, eigs=eigs)
 register_linalg(svd=svd, spectral_norm=spectral_norm, condition_number=condition_number)
 
+from .nonlinear import nonlinear_solve, sparse_nonlinear_solve  # noqa: E402
+
+register_linalg(nonlinear_solve=sparse_nonlinear_solve)
+
 __all__ = [
     "solve",
     "spsolve",
@@ -44,4 +48,5 @@ __all__ = [
     "svd",
     "spectral_norm",
     "condition_number",
+    "nonlinear_solve",
 ]
