@@ -33,7 +33,7 @@ from .solvers import (
     spsolve,
     spsolve_coo,
 )
-from .solvers import condition_number, det, eigs, eigsh, slogdet, spectral_norm, svd
+from .solvers import condition_number, det, eigs, eigsh, nonlinear_solve, slogdet, spectral_norm, svd
 from .io import load_mtx, load_sparse, save_mtx, save_sparse
 from .sparse_list import SparseTensorList
 
