@@ -45,6 +45,23 @@ def det_inv(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return det, torch.stack([r0, r1, r2], -2) / det[..., None, None]
 
 
+def det_inv_cf(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`det_inv` for component-first ``J [d, d, *batch]``; returns ``inv [d, d, *batch]``."""
+    d = J.shape[0]
+    if d == 1:
+        return J[0, 0], (1 / J[0, 0])[None, None]
+    if d == 2:
+        a, b, c, e = J[0, 0], J[0, 1], J[1, 0], J[1, 1]
+        det = a * e - b * c
+        return det, torch.stack([torch.stack([e, -b]), torch.stack([-c, a])]) / det
+    m = [[J[i, j] for j in range(3)] for i in range(3)]
+    cof = [[m[(i + 1) % 3][(j + 1) % 3] * m[(i + 2) % 3][(j + 2) % 3] - m[(i + 1) % 3][(j + 2) % 3] * m[(i + 2) % 3][(j + 1) % 3]
+            for j in range(3)] for i in range(3)]
+    det = m[0][0] * cof[0][0] + m[0][1] * cof[0][1] + m[0][2] * cof[0][2]
+    inv = torch.stack([torch.stack([cof[j][i] for j in range(3)]) for i in range(3)]) / det  # adjugate^T / det
+    return det, inv
+
+
 class _Basis:
     mesh: Mesh
     element: Element
@@ -105,23 +122,33 @@ class CellBasis(_Basis):
         X, W = quadrature(mesh.cell_type, 2 * element.degree if intorder is None else intorder, P.dtype, P.device)
         self.X, self.W = X, W
         geo = _geometry(mesh.cell_type)
-        xc = P[mesh.cells]  # [E, k, d]
+        # component-first layout, elements last: every op below runs over contiguous length-E vectors
+        xt = P.T[:, mesh.cells.T]  # [d, k, E]
+        d, k, E = xt.shape
+        dref = element.dphi(X)  # [Q, n, rd]
+        Q, n = dref.shape[0], dref.shape[1]
         if mesh.cell_type in ("line", "triangle", "tetra"):  # affine: one Jacobian per cell
-            J = (xc[:, 1:] - xc[:, :1]).transpose(1, 2)  # [E, d, d]
-            det, inv = det_inv(J)
-            self.dx = det.abs()[:, None] * W  # [E, Q]
-            dref = element.dphi(X)  # [Q, n, d]
-            Q, n, d = dref.shape
-            self.grad = torch.matmul(dref.reshape(1, Q * n, d), inv).reshape(-1, Q, n, d)
+            J = xt[:, 1:] - xt[:, :1]  # [d, rd, E]: J[a, r] = dx_a / dX_r
+            det, inv = det_inv_cf(J)  # inv [rd, d, E]
+            gT = (dref.reshape(Q * n, d) @ inv.reshape(d, d * E)).reshape(Q, n, d, E)
+            dxT = det.abs()[None, :] * W[:, None]  # [Q, E]
         else:
-            J = torch.einsum("ekd,qkr->eqdr", xc, geo.dphi(X))
-            det, inv = det_inv(J)
-            self.dx = det.abs() * W
-            self.grad = torch.einsum("qnr,eqrd->eqnd", element.dphi(X), inv)
-        self.x = torch.einsum("ekd,qk->eqd", xc, geo.phi(X))
+            dpsi = geo.dphi(X)  # [Q, k, rd]
+            J = torch.matmul(dpsi.permute(2, 0, 1).reshape(d * Q, k), xt).reshape(d, d, Q, E)  # [a, r, Q, E]
+            det, inv = det_inv_cf(J)  # inv [r, a, Q, E]
+            gT = dref[:, :, 0, None, None] * inv[0].transpose(0, 1)[:, None]
+            for r in range(1, d):
+                gT = gT + dref[:, :, r, None, None] * inv[r].transpose(0, 1)[:, None]
+            dxT = det.abs() * W[:, None]
+        self._gT, self._dxT = gT, dxT  # [Q, n, d, E], [Q, E]
+        self._xT = torch.matmul(geo.phi(X), xt)  # [d, Q, E]
+        self.grad = gT.permute(3, 0, 1, 2)  # [E, Q, n, d] view
+        self.dx = dxT.T  # [E, Q] view
+        self.x = self._xT.permute(2, 1, 0)  # [E, Q, d] view
         self.phi = element.phi(X)[None]  # [1, Q, n]
         self.dofs = element.dofs(mesh)
         self.cells = None  # rows of the cell map (all cells, in order)
+        self._cache: dict = {}  # per-basis work of the ready-made forms (unit element matrices)
 
 
 class FacetBasis(_Basis):

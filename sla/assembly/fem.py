@@ -28,12 +28,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from ..pattern import Pattern
 from ..sparse import SparseTensor
 from .basis import _Basis
+from .plan import ScatterAdd, plan_index, scatter_plan
 
 __all__ = ["BilinearForm", "LinearForm", "Functional", "assemble", "integrate", "Field", "Params", "dot", "ddot",
            "grad", "div", "sym_grad", "trace", "eye", "scatter_plan"]
@@ -192,60 +191,6 @@ class Functional:
 
 
 # ----------------------------------------------------------------- scatter
-def _sort_keys(key: torch.Tensor) -> torch.Tensor:
-    if key.device.type == "cpu":  # numpy's stable sort is 3x faster on nearly sorted FEM keys
-        return torch.from_numpy(np.argsort(key.numpy(), kind="stable"))
-    return torch.sort(key, stable=True)[1]
-
-
-def scatter_plan(mesh, test, trial=None) -> dict:
-    """The Pattern and element-entry -> nonzero map of (test, trial) elements on ``mesh`` (cached on the mesh)."""
-    trial = test if trial is None else trial
-
-    def build():
-        rd, cd = test.dofs(mesh), trial.dofs(mesh)
-        E, nv, nu = rd.shape[0], rd.shape[1], cd.shape[1]
-        M, N = test.ndofs(mesh), trial.ndofs(mesh)
-        key = (rd[:, :, None] * N + cd[:, None, :]).reshape(-1)
-        perm = _sort_keys(key)
-        s = key[perm]
-        new = torch.ones_like(s, dtype=torch.bool)
-        new[1:] = s[1:] != s[:-1]
-        ids = torch.cumsum(new, 0) - 1
-        inv = torch.empty_like(ids)
-        inv[perm] = ids
-        u = s[new]
-        pattern = Pattern(u // N, u % N, (M, N))
-        return {"pattern": pattern, "index": inv.reshape(E, nv * nu), "perm": perm, "ids": ids}
-
-    return mesh.memo(("plan", test.key, trial.key), build)
-
-
-class _ScatterAdd(torch.autograd.Function):
-    """values[index[k]] += ke[k]; backward is a gather.  CPU uses a precomputed CSR sum (3x index_add)."""
-
-    @staticmethod
-    def forward(ctx, ke, index, nnz, plan):
-        ctx.save_for_backward(index)
-        if ke.device.type == "cpu" and ke.dim() == 1 and ke.numel() == plan["perm"].numel() and not ke.is_complex():
-            S = plan.get("csr")
-            if S is None:
-                import scipy.sparse as sp
-
-                n = ke.numel()
-                counts = np.bincount(plan["ids"].numpy(), minlength=nnz)
-                indptr = np.zeros(nnz + 1, dtype=np.int64)
-                np.cumsum(counts, out=indptr[1:])
-                S = plan["csr"] = sp.csr_matrix((np.ones(n), plan["perm"].numpy(), indptr), shape=(nnz, n))
-            return torch.from_numpy(S.astype(ke.numpy().dtype, copy=False) @ ke.numpy())
-        return ke.new_zeros(*ke.shape[:-1], nnz).index_add_(-1, index, ke)
-
-    @staticmethod
-    def backward(ctx, g):
-        (index,) = ctx.saved_tensors
-        return g[..., index], None, None, None
-
-
 def _check_basis(b, name):
     if not isinstance(b, _Basis):
         raise TypeError(f"{name} must be a CellBasis or FacetBasis, got {type(b).__name__}")
@@ -279,24 +224,24 @@ def assemble(form, basis: _Basis, test_basis: _Basis | None = None, **w) -> Any:
         raise TypeError(f"form must be a BilinearForm, LinearForm or Functional, got {type(form).__name__}")
     if vb.mesh._cache is not basis.mesh._cache or (vb.cells is None) != (basis.cells is None):
         raise ValueError("trial and test bases must live on the same mesh and the same cells/facets")
-    ke = form.local(basis, vb, w)
-    return scatter(ke, basis, vb)
+    if hasattr(form, "assemble_fast"):  # cached coefficient -> values map (forms linear in a coefficient)
+        A = form.assemble_fast(basis, vb, w)
+        if A is not None:
+            return A
+    ke_t = form.local_t(basis, vb, w) if hasattr(form, "local_t") else None
+    if ke_t is not None:  # batched kernel, elements last [n_test, n_trial, E]
+        return scatter(ke_t, basis, vb, elements_last=True)
+    return scatter(form.local(basis, vb, w), basis, vb)
 
 
-def scatter(ke: torch.Tensor, basis: _Basis, test_basis: _Basis | None = None) -> SparseTensor:
-    """Sum element matrices ``[E, n_test, n_trial]`` into a SparseTensor on the cached pattern."""
+def scatter(ke: torch.Tensor, basis: _Basis, test_basis: _Basis | None = None, elements_last: bool = False) -> SparseTensor:
+    """Sum element matrices ``[E, n_test, n_trial]`` (or ``[n_test, n_trial, E]`` with
+    ``elements_last``) into a SparseTensor on the cached pattern (one index_add)."""
     vb = basis if test_basis is None else test_basis
     plan = scatter_plan(basis.mesh, vb.element, basis.element)
-    pattern = plan["pattern"]
-    index = plan["index"]
-    if index.device != ke.device:
-        index = plan.setdefault(("index", str(ke.device)), index.to(ke.device))
-        pattern = pattern.to(ke.device)
-    full = basis.cells is None
-    if not full:  # facet matrices land on the rows of their owning cells
-        index = index[basis.cells.to(index.device)]
-    vals = _ScatterAdd.apply(ke.reshape(-1), index.reshape(-1), pattern.nnz, plan if full else {"perm": torch.empty(0)})
-    return SparseTensor._make(vals, pattern)
+    pattern = plan["pattern"].to(ke.device)
+    index = plan_index(plan, ke.device, basis.cells, elements_last)
+    return SparseTensor._make(ScatterAdd.apply(ke.reshape(-1), index.reshape(-1), pattern.nnz), pattern)
 
 
 def integrate(fn: Callable[[Params], torch.Tensor], basis: _Basis, **w) -> torch.Tensor:

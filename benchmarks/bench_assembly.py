@@ -1,0 +1,136 @@
+"""P1 Laplacian assembly on a ~1M-triangle mesh: sla.assembly vs scikit-fem, same CPU, one run.
+
+Measures, for each library in its own subprocess (so peak memory is its own):
+
+* first assembly: basis (geometry) + sparsity pattern + element matrices + scatter,
+  on a fresh mesh object (no caches);
+* re-assembly with a new per-cell coefficient ``k`` on the same mesh/basis
+  (``int k grad u . grad v``): sla reuses the cached pattern and scatter map,
+  scikit-fem re-runs ``asm`` on its basis;
+* peak resident memory of the worker above its baseline after building the mesh.
+
+Both libraries run single-threaded (torch.set_num_threads(1), OMP/MKL/OpenBLAS
+threads = 1).  Times are the best of ``--repeat`` runs.  The script checks that
+both matrices agree before reporting.
+
+    python benchmarks/bench_assembly.py            # 1M triangles (n = 707)
+    python benchmarks/bench_assembly.py --n 300    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(lib: str, n: int, repeat: int) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from sla.assembly import CellBasis, ElementP1, Mesh, assemble, laplace, unit_square
+
+    base = unit_square(n)
+    P, T = base.points, base.cells
+    E = T.shape[0]
+    rng = np.random.default_rng(0)
+    out = {"lib": lib, "cells": E, "nodes": P.shape[0]}
+    first, again = [], []
+    if lib == "sla":
+        rss0 = _rss_mb()
+        for _ in range(repeat):
+            t = time.perf_counter()
+            mesh = Mesh(P, T, "triangle")
+            basis = CellBasis(mesh, ElementP1())
+            A = assemble(laplace, basis)
+            first.append(time.perf_counter() - t)
+        for _ in range(repeat):
+            k = torch.from_numpy(rng.random(E) + 0.5)
+            t = time.perf_counter()
+            A = assemble(laplace, basis, k=k)
+            again.append(time.perf_counter() - t)
+        Ak = A.to_scipy()
+    else:
+        import skfem
+        from skfem.helpers import dot, grad
+        from skfem.models.poisson import laplace as sk_laplace
+
+        @skfem.BilinearForm
+        def sk_diffusion(u, v, w):
+            return w.k * dot(grad(u), grad(v))
+
+        p, t_ = P.numpy().T.copy(), T.numpy().T.copy()
+        rss0 = _rss_mb()
+        for _ in range(repeat):
+            t = time.perf_counter()
+            mesh = skfem.MeshTri(p, t_)
+            basis = skfem.Basis(mesh, skfem.ElementTriP1())
+            A = skfem.asm(sk_laplace, basis)
+            first.append(time.perf_counter() - t)
+        nq = basis.X.shape[1]
+        for _ in range(repeat):
+            k = rng.random(E) + 0.5
+            t = time.perf_counter()
+            A = skfem.asm(sk_diffusion, basis, k=np.repeat(k[:, None], nq, 1))
+            again.append(time.perf_counter() - t)
+        Ak = A.tocsr()
+    out.update(first=min(first), again=min(again), peak_mb=_peak_mb() - rss0)
+    # a fingerprint of the last matrix (same seed, same k) for the cross-check
+    x = np.sin(np.arange(Ak.shape[0]))
+    out["check"] = float(x @ (Ak @ x))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=707, help="cells per side of the unit square (2 n^2 triangles)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--worker", choices=["sla", "skfem"])
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.n, args.repeat)))
+        return
+    env = dict(os.environ, **THREADS)
+    res = {}
+    for lib in ("skfem", "sla"):
+        r = subprocess.run([sys.executable, __file__, "--worker", lib, "--n", str(args.n), "--repeat", str(args.repeat)],
+                           env=env, check=True, capture_output=True, text=True)
+        res[lib] = json.loads(r.stdout.strip().splitlines()[-1])
+    s, k = res["sla"], res["skfem"]
+    rel = abs(s["check"] - k["check"]) / abs(k["check"])
+    if rel > 1e-10:
+        raise SystemExit(f"matrices differ: relative fingerprint mismatch {rel:.2e}")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"P1 Laplacian, {s['cells']:,} triangles, {s['nodes']:,} nodes; {cpu}; 1 thread; best of {args.repeat}")
+    print("| step | scikit-fem | sla | speed-up |")
+    print("|---|---|---|---|")
+    print(f"| first assembly (basis + pattern + matrix) | {k['first']:.3f} s | {s['first']:.3f} s | {k['first'] / s['first']:.1f}x |")
+    print(f"| re-assembly, new per-cell coefficient | {k['again']:.3f} s | {s['again']:.3f} s | {k['again'] / s['again']:.1f}x |")
+    print(f"| peak memory above baseline | {k['peak_mb']:.0f} MiB | {s['peak_mb']:.0f} MiB | |")
+    print(f"(matrices agree: relative fingerprint difference {rel:.1e})")
+
+
+if __name__ == "__main__":
+    main()
