@@ -118,6 +118,7 @@ class CellBasis(_Basis):
             raise TypeError(f"element must be a sla.assembly Element, got {type(element).__name__}")
         element.check_mesh(mesh)
         self.mesh, self.element = mesh, element
+        self._cache: dict = {}  # lazily computed points, unit element matrices of ready-made forms
         P = mesh.points
         X, W = quadrature(mesh.cell_type, 2 * element.degree if intorder is None else intorder, P.dtype, P.device)
         self.X, self.W = X, W
@@ -141,14 +142,20 @@ class CellBasis(_Basis):
                 gT = gT + dref[:, :, r, None, None] * inv[r].transpose(0, 1)[:, None]
             dxT = det.abs() * W[:, None]
         self._gT, self._dxT = gT, dxT  # [Q, n, d, E], [Q, E]
-        self._xT = torch.matmul(geo.phi(X), xt)  # [d, Q, E]
+        self._psi, self._xt = geo.phi(X), xt
         self.grad = gT.permute(3, 0, 1, 2)  # [E, Q, n, d] view
         self.dx = dxT.T  # [E, Q] view
-        self.x = self._xT.permute(2, 1, 0)  # [E, Q, d] view
         self.phi = element.phi(X)[None]  # [1, Q, n]
         self.dofs = element.dofs(mesh)
         self.cells = None  # rows of the cell map (all cells, in order)
-        self._cache: dict = {}  # per-basis work of the ready-made forms (unit element matrices)
+
+
+    @property
+    def x(self) -> torch.Tensor:
+        """Physical quadrature points ``[E, Q, dim]`` (computed on first use)."""
+        if "x" not in self._cache:
+            self._cache["x"] = torch.matmul(self._psi, self._xt).permute(2, 1, 0)  # from [d, Q, E]
+        return self._cache["x"]
 
 
 class FacetBasis(_Basis):

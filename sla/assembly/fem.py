@@ -224,6 +224,8 @@ def assemble(form, basis: _Basis, test_basis: _Basis | None = None, **w) -> Any:
         raise TypeError(f"form must be a BilinearForm, LinearForm or Functional, got {type(form).__name__}")
     if vb.mesh._cache is not basis.mesh._cache or (vb.cells is None) != (basis.cells is None):
         raise ValueError("trial and test bases must live on the same mesh and the same cells/facets")
+    if vb.nqp != basis.nqp:
+        raise ValueError(f"trial and test bases need the same quadrature (pass intorder=), got {basis.nqp} and {vb.nqp} points")
     if hasattr(form, "assemble_fast"):  # cached coefficient -> values map (forms linear in a coefficient)
         A = form.assemble_fast(basis, vb, w)
         if A is not None:

@@ -83,11 +83,11 @@ def _plan_pairs(dofs: np.ndarray, N: int):
     return crow, col, index_t.reshape(n * n, E)
 
 
-def _plan_sorted(rd: torch.Tensor, cd: torch.Tensor, N: int):
+def _plan_sorted(rd: torch.Tensor, cd: torch.Tensor, N: int, use_numpy: bool | None = None):
     """General plan: one stable sort of all ``row * N + col`` keys; returns (row, col, index_t)."""
     E, nv, nu = rd.shape[0], rd.shape[1], cd.shape[1]
     key = (rd.T[:, None, :] * N + cd.T[None, :, :]).reshape(-1)  # elements last
-    if key.device.type == "cpu":
+    if key.device.type == "cpu" if use_numpy is None else use_numpy:
         kn = key.numpy()
         perm = np.argsort(kn, kind="stable")
         s = kn[perm]
@@ -115,7 +115,7 @@ def scatter_plan(mesh, test, trial=None) -> dict:
         if test.key == trial.key and rd.device.type == "cpu":
             crow, col, index_t = _plan_pairs(rd.numpy(), N)
             counts = np.diff(crow)
-            row = torch.repeat_interleave(torch.arange(M), torch.from_numpy(counts))
+            row = torch.from_numpy(np.repeat(np.arange(M, dtype=np.int64), counts))
             pattern = Pattern(row, torch.from_numpy(col), (M, N))
             index_t = torch.from_numpy(index_t)
         else:
@@ -178,25 +178,26 @@ class CoefficientMap:
     ``[n*n, E]`` is the plan's.  CPU: scipy CSR mat-vec; CUDA: torch CSR mat-vec.
     """
 
-    def __init__(self, units: torch.Tensor, index: torch.Tensor, nnz: int):
+    def __init__(self, units: torch.Tensor, index: torch.Tensor, nnz: int, use_scipy: bool | None = None):
         nn, K, E = units.shape
         rows = index[:, None, :].expand(nn, K, E).reshape(-1)
         cols = (torch.arange(K, device=index.device)[:, None] * E + torch.arange(E, device=index.device)).expand(nn, K, E)
         self.shape = (nnz, K * E)
         self.K, self.E = K, E
         self.dtype, self.device = units.dtype, units.device
-        if units.device.type == "cpu":
+        self._scipy = units.device.type == "cpu" if use_scipy is None else use_scipy
+        if self._scipy:
             import scipy.sparse as sp
 
             A = sp.csr_matrix((units.reshape(-1).numpy(), (rows.numpy(), cols.reshape(-1).numpy())), shape=self.shape)
             self._B, self._Bt = A, A.T.tocsr()
         else:
-            B = torch.sparse_coo_tensor(torch.stack([rows, cols.reshape(-1)]), units.reshape(-1), self.shape).coalesce()
+            B = torch.sparse_coo_tensor(torch.stack([rows, cols.reshape(-1)]), units.reshape(-1), self.shape, check_invariants=False).coalesce()
             self._B = B.to_sparse_csr()
             self._Bt = B.t().coalesce().to_sparse_csr()
 
     def _mv(self, M, x):
-        if self.device.type == "cpu":
+        if self._scipy:
             return torch.from_numpy(M @ x.detach().numpy())
         return (M @ x[:, None]).squeeze(1)
 

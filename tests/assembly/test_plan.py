@@ -1,0 +1,74 @@
+"""Scatter plans and the cached coefficient map: every code path against an independent one
+(the pair-sorted plan against the all-keys sort, the scipy map against torch's CSR and the
+element kernel), plus a mixed (P2 x P1) operator against scikit-fem."""
+
+import numpy as np
+import pytest
+import torch
+
+from sla.assembly import BilinearForm, CellBasis, ElementP1, ElementP2, ElementQ1, assemble, laplace, mass
+from sla.assembly import unit_cube, unit_square
+from sla.assembly.plan import CoefficientMap, _plan_pairs, _plan_sorted, plan_index, scatter_plan
+
+
+@pytest.mark.parametrize("make, el", [(lambda: unit_square(3), ElementP2()), (lambda: unit_cube(2), ElementP1("tetra")),
+                                      (lambda: unit_square(3, "quad"), ElementQ1())])
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_pair_plan_equals_full_sort(make, el, use_numpy):
+    m = make()
+    d = el.dofs(m)
+    N = el.ndofs(m)
+    crow, col, idx = _plan_pairs(d.numpy(), N)
+    row2, col2, idx2 = _plan_sorted(d, d, N, use_numpy=use_numpy)
+    row = np.repeat(np.arange(N), np.diff(crow))
+    assert np.array_equal(row, row2.numpy()) and np.array_equal(col, col2.numpy())
+    assert np.array_equal(idx, idx2.numpy())
+
+
+@pytest.mark.parametrize("use_scipy", [True, False])
+def test_coefficient_map_equals_element_kernel(use_scipy):
+    m = unit_square(3)
+    b = CellBasis(m, ElementP2())
+    k = torch.rand(m.n_cells, b.nqp, dtype=torch.float64) + 0.5
+    generic = BilinearForm(lambda u, v, w: w.k * (u.grad * v.grad).sum(-1))
+    ref = assemble(generic, b, k=k).values
+    assert torch.allclose(assemble(laplace, b, k=k).values, ref)  # cached map (scipy on the CPU)
+    # the torch CSR map (what CUDA runs) on the same units
+    from sla.assembly.models import _gram, _layout
+
+    _, G, dx = _layout(b)
+    units = torch.stack([_gram(G[q : q + 1], G[q : q + 1], dx[q : q + 1]) for q in range(b.nqp)], 2)
+    plan = scatter_plan(m, b.element, b.element)
+    op = CoefficientMap(units.reshape(-1, b.nqp, m.n_cells), plan_index(plan, "cpu"), plan["pattern"].nnz, use_scipy=use_scipy)
+    assert torch.allclose(op.apply(k.T.contiguous()), ref)
+    g = torch.rand(plan["pattern"].nnz, dtype=torch.float64)
+    kk = k.T.contiguous().reshape(-1)
+    assert float(op.apply_t(g) @ kk) == pytest.approx(float(g @ op.apply(kk)))  # adjoint identity
+
+
+def test_map_and_kernel_paths_agree_per_cell_and_with_grad():
+    m = unit_square(4, "quad")
+    b = CellBasis(m, ElementQ1())
+    c = torch.rand(m.n_cells, dtype=torch.float64) + 0.5
+    fast = assemble(mass, b, c=c).values  # map path
+    p = m.points.clone().requires_grad_()
+    b2 = CellBasis(m.with_points(p), ElementQ1())  # geometry requires grad: element kernel path
+    assert torch.allclose(fast, assemble(mass, b2, c=c).values.detach())
+    assert torch.allclose(assemble(laplace, b, k=c).values, assemble(laplace, b2, k=c).values.detach())
+
+
+def test_mixed_operator_equals_scikit_fem():
+    skfem = pytest.importorskip("skfem")
+    from scipy.spatial import cKDTree
+
+    m = unit_square(3)
+    ub, vb = CellBasis(m, ElementP1(), intorder=2), CellBasis(m, ElementP2(), intorder=2)
+    B = assemble(BilinearForm(lambda u, v, w: u.grad[..., 0] * v.value), ub, vb)  # int d_x u v
+    assert B.shape == (vb.ndofs, ub.ndofs)
+    skm = skfem.MeshTri(m.points.numpy().T.copy(), m.cells.numpy().T.copy())
+    su = skfem.Basis(skm, skfem.ElementTriP1(), intorder=2)
+    sv = skfem.Basis(skm, skfem.ElementTriP2(), intorder=2)
+    Bs = skfem.asm(skfem.BilinearForm(lambda u, v, w: u.grad[0] * v), su, sv).toarray()
+    iu = cKDTree(su.doflocs.T).query(ElementP1().dof_points(m).numpy())[1]
+    iv = cKDTree(sv.doflocs.T).query(ElementP2().dof_points(m).numpy())[1]
+    assert np.abs(B.to_dense().numpy() - Bs[np.ix_(iv, iu)]).max() < 1e-14
