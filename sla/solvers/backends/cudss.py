@@ -57,19 +57,29 @@ _token = itertools.count(1)
 
 # ------------------------------------------------------------ availability
 def mtlayer_path() -> str | None:
-    """Path of cuDSS's multithreading layer, or None."""
+    """Path of cuDSS's multithreading layer, or None.
+
+    ``$CUDSS_MTLAYER`` or ``$CUDSS_THREADING_LIB`` when they name a file, else the
+    library shipped by the pip package (``nvidia/cu12/lib``, ``nvidia/cu13/lib`` or
+    ``nvidia/cudss/lib`` in site-packages).
+    """
     for var in ("CUDSS_MTLAYER", "CUDSS_THREADING_LIB"):
         p = os.environ.get(var)
         if p and os.path.isfile(p):
             return p
+    return _packaged_mtlayer()
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_mtlayer() -> str | None:
     try:
         spec = importlib.util.find_spec("nvidia")
     except (ImportError, ValueError):
         spec = None
-    roots = list(spec.submodule_search_locations or []) if spec else []
-    for root in roots:
-        for hit in sorted(glob.glob(os.path.join(root, "**", "libcudss_mtlayer_gomp.so*"), recursive=True)):
-            return hit
+    for root in list(spec.submodule_search_locations or []) if spec else []:
+        hits = sorted(glob.glob(os.path.join(root, "*", "lib", "libcudss_mtlayer_gomp.so*")))
+        if hits:
+            return hits[0]
     return None
 
 
