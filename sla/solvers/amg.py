@@ -236,20 +236,20 @@ def _strength(C: Mat, theta: float):
     return scrow, C.col[keep]
 
 
-def _tentative(agg: torch.Tensor, nagg: int, dtype) -> tuple[Mat, Mat]:
-    """T (n x nagg, one 1 per aggregated row) and T^T."""
+def _tentative(agg: torch.Tensor, nagg: int, dtype, cand: torch.Tensor | None = None) -> tuple[Mat, Mat]:
+    """T (n x nagg, one entry per aggregated row: the candidate vector, default 1) and T^T."""
     n = agg.numel()
     dev = agg.device
     has = agg >= 0
     crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     torch.cumsum(has.long(), 0, out=crow[1:])
     nodes = torch.nonzero(has).flatten()
-    ones = torch.ones(nodes.numel(), dtype=dtype, device=dev)
+    ones = torch.ones(nodes.numel(), dtype=dtype, device=dev) if cand is None else cand[nodes]
     T = Mat(crow, agg[has], ones, (n, nagg), row=nodes)
     order = torch.argsort(agg[has], stable=True)
     tcrow = torch.zeros(nagg + 1, dtype=torch.int64, device=dev)
     torch.cumsum(torch.bincount(agg[has], minlength=nagg), 0, out=tcrow[1:])
-    Tt = Mat(tcrow, nodes[order], ones, (nagg, n), row=agg[has][order])
+    Tt = Mat(tcrow, nodes[order], ones[order].conj(), (nagg, n), row=agg[has][order])
     return T, Tt
 
 
@@ -262,12 +262,26 @@ def _transpose(C: Mat, val: torch.Tensor) -> Mat:
     return Mat(tcrow, C.row[order], val[order], (N, M), row=C.col[order])
 
 
-def _sa_level(C: Mat, agg: torch.Tensor, nagg: int, omega: float, hermitian: bool):
+def _improved_candidate(C: Mat, d: torch.Tensor, rho: float, sweeps: int) -> torch.Tensor | None:
+    """The constant vector after ``sweeps`` damped-Jacobi sweeps on ``A x = 0`` (pyamg's improve_candidates)."""
+    if sweeps <= 0:
+        return None
+    A = C.csr64()
+    x = torch.ones(C.shape[0], 1, dtype=C.val.dtype, device=C.val.device)
+    dinv = (1.0 / d).unsqueeze(-1) * (4.0 / (3.0 * rho))
+    for _ in range(sweeps):
+        x = x - dinv * (A @ x)
+    x = x[:, 0]
+    return x / x.abs().amax()
+
+
+def _sa_level(C: Mat, agg: torch.Tensor, nagg: int, omega: float, hermitian: bool, sweeps: int = 0):
     """Smoothed prolongator ``P = (I - w D^{-1} A) T``, ``R = P^H`` and ``A_c = R A P``."""
     d = C.diag()
-    w = omega / C.gershgorin(d)
+    rho = C.gershgorin(d)
+    w = omega / rho
     eye = (C.row == C.col).to(C.val.dtype)
-    T, Tt = _tentative(agg, nagg, C.val.dtype)
+    T, Tt = _tentative(agg, nagg, C.val.dtype, _improved_candidate(C, d, rho, sweeps))
     P = Mat.from_torch(C.csr64(eye - w * C.val / d[C.row]) @ T.csr64())
     if hermitian:  # S^H = I - w A D^{-1} on A's own pattern: no transpose needed
         SH = C.csr64(eye - w * C.val / d[C.col].conj())
@@ -297,6 +311,9 @@ class SmoothedAggregation(Multigrid):
         Smoother interval ``[rho / ratio, rho]``.
     omega : float
         Prolongator smoothing weight times ``rho(D^{-1}A)``; 4/3 is standard.
+    improve : int
+        Damped-Jacobi sweeps that improve the constant near-null-space candidate
+        before building the tentative prolongator (pyamg's ``improve_candidates``).
     hermitian : bool, optional
         Whether A is Hermitian (detected when ``None``); then ``R = P^H`` needs no transpose
         and the preconditioner is its own adjoint.
@@ -305,7 +322,8 @@ class SmoothedAggregation(Multigrid):
     name = "amg"
 
     def __init__(self, A: SparseTensor, theta: float = 0.0, max_coarse: int = 500, max_levels: int = 25,
-                 degree: int = 2, ratio: float = 10.0, omega: float = 4.0 / 3.0, hermitian: bool | None = None):
+                 degree: int = 2, ratio: float = 10.0, omega: float = 4.0 / 3.0, hermitian: bool | None = None,
+                 improve: int = 0):
         if not theta >= 0:
             raise ValueError(f"theta must be >= 0, got {theta!r}")
         if not isinstance(max_coarse, int) or max_coarse < 1:
@@ -338,7 +356,7 @@ class SmoothedAggregation(Multigrid):
                     break
                 if bi == 0:
                     aggs.append((agg, nagg))
-                P, R, Ac = _sa_level(C, agg, nagg, omega, hermitian)
+                P, R, Ac = _sa_level(C, agg, nagg, omega, hermitian, improve)
                 levels.append(Level(C, P=P, R=R, csr=fine_csr if lvl == 0 else None))
                 C = Ac
                 lvl += 1
@@ -351,7 +369,7 @@ class SmoothedAggregation(Multigrid):
             p.cache[key] = aggs
         super().__init__(A, hierarchies, degree=degree, ratio=ratio)
         self.options = dict(theta=theta, max_coarse=max_coarse, max_levels=max_levels, degree=degree,
-                            ratio=ratio, omega=omega)
+                            ratio=ratio, omega=omega, improve=improve)
         self.hermitian = hermitian
         log.debug("%s", self.describe())
 
