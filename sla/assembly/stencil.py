@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..pattern import Pattern
 from ..sparse import SparseTensor
 
 __all__ = ["stencil_operator", "laplacian", "anisotropic", "variable_diffusion", "convection_diffusion",
@@ -67,20 +68,24 @@ def stencil_operator(shape, offsets: Sequence[Sequence[int]], weights, dtype=tor
         raise ValueError(f"weights must have shape [{len(offsets)}] or [{n}, {len(offsets)}], got {tuple(w.shape)}")
     flat = [sum(o * s for o, s in zip(off, strides)) for off in offsets]
     order = sorted(range(len(offsets)), key=lambda s: flat[s])  # column order within a row
-    coords = torch.meshgrid(*(torch.arange(s, device=device) for s in shape), indexing="ij")
-    idx = torch.arange(n, device=device)
-    cols, valid = [], []
-    for s in order:
-        ok = torch.ones(n, dtype=torch.bool, device=device)
-        for d in range(nd):
-            c = coords[d].reshape(-1) + offsets[s][d]
-            ok &= (c >= 0) & (c < shape[d])
-        cols.append(idx + flat[s])
-        valid.append(ok)
-    cols_t, valid_t = torch.stack(cols, 1), torch.stack(valid, 1)  # [n, S], row-major = sorted
-    wv = w[..., order].expand(n, len(order))
-    row = idx[:, None].expand(n, len(order))[valid_t]
-    A = SparseTensor(wv[valid_t], row, cols_t[valid_t], (n, n))
+    # valid[i, s]: neighbour s of point i lies inside the grid (checked axis by axis on the grid shape)
+    valid = torch.ones(*shape, len(order), dtype=torch.bool, device=device)
+    for j, s in enumerate(order):
+        for d, o in enumerate(offsets[s]):
+            if o:
+                sl = [slice(None)] * nd + [j]
+                sl[d] = slice(max(shape[d] - o, 0), None) if o > 0 else slice(None, -o)
+                valid[tuple(sl)] = False
+    p = torch.nonzero(valid.reshape(-1)).flatten()  # row-major over (point, sorted offset): sorted COO
+    S = len(order)
+    row = torch.div(p, S, rounding_mode="floor")
+    slot = p - row * S
+    col = row + torch.tensor([flat[s] for s in order], device=device)[slot]
+    if w.dim() == 1:
+        vals = w[order][slot]
+    else:
+        vals = w[:, order].reshape(-1)[p]
+    A = SparseTensor._make(vals, Pattern(row, col, (n, n)))  # sorted and unique by construction
     A.pattern.cache["grid"] = shape
     return A
 

@@ -106,6 +106,17 @@ def test_convection_diffusion_schemes():
     assert torch.allclose((A @ u)[interior], torch.full_like(u, 2 * 3.0 - 5 * 2.0)[interior])
 
 
+def test_long_offsets_against_dense_reference():
+    shape, offs = (4, 3), [(0, 0), (0, 4), (2, -1), (-3, 2), (5, 0)]
+    A = stencil.stencil_operator(shape, offs, [1.0, 2.0, 3.0, 4.0, 5.0]).to_dense()
+    ref = torch.zeros(12, 12, dtype=torch.float64)
+    for i, j in np.ndindex(*shape):
+        for w, (a, b) in zip([1.0, 2.0, 3.0, 4.0, 5.0], offs):
+            if 0 <= i + a < shape[0] and 0 <= j + b < shape[1]:
+                ref[i * 3 + j, (i + a) * 3 + j + b] = w
+    assert torch.equal(A, ref)
+
+
 def test_stencil_errors():
     with pytest.raises(ValueError, match="points must be 5 or 9"):
         stencil.laplacian((4, 4), points=7)
