@@ -202,3 +202,16 @@ def test_linear_form_user_function_and_errors():
         CellBasis(unit_square(2), ElementP1("tetra"))
     with pytest.raises(TypeError, match="form must be"):
         assemble(lambda u, v, w: u, b)
+
+
+def test_load_from_a_field_equals_mass_times_dofs():
+    m = unit_cube(2)
+    b = CellBasis(m, ElementP2("tetra"))
+    u = torch.rand(b.ndofs, dtype=torch.float64)
+    M = assemble(mass, b)
+    assert torch.allclose(assemble(source, b, f=b.interpolate(u)), M @ u)
+    # a user form reading the field's value and gradient: int u * grad(u) . grad(v) = d/du of ...
+    nonlinear = BilinearForm(lambda du, v, w: (1 + w.u.value**2) * dot(grad(du), grad(v)))
+    A = assemble(nonlinear, b, u=b.interpolate(u))
+    val, _ = b.interpolate(u)
+    assert torch.allclose(A.values, assemble(laplace, b, k=1 + val**2).values)
