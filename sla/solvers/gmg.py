@@ -73,30 +73,42 @@ def restrict(r: torch.Tensor, fine: tuple, axes: tuple) -> torch.Tensor:
 
 
 # ------------------------------------------------- Galerkin on stencils
+_CHUNK = 1 << 24  # entries per pass when reading a stencil: bounds the int64 temporaries
+
+
 def _stencil(A: Mat, dims: tuple):
-    """(offsets [|O|, d], coefficient grids [|O|, *dims]) of a matrix on the grid."""
+    """(offsets, coefficient grids ``[|O|, *dims]``) of a matrix on the grid.
+
+    Works through the entries in chunks so that the index temporaries stay
+    small next to the matrix itself.
+    """
     d = len(dims)
     strides = [1] * d
     for a in range(d - 2, -1, -1):
         strides[a] = strides[a + 1] * dims[a + 1]
-    code = torch.zeros_like(A.row)
-    rem_r, rem_c = A.row, A.col
-    for a in range(d):
-        if a < d - 1:
-            qr, qc = torch.div(rem_r, strides[a], rounding_mode="floor"), torch.div(rem_c, strides[a], rounding_mode="floor")
-            diff = qc - qr
-            rem_r, rem_c = rem_r - qr * strides[a], rem_c - qc * strides[a]
-        else:
-            diff = rem_c - rem_r
-        if bool((diff.abs() > 1).any()):
-            raise ValueError(
-                "gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); "
-                f"this matrix couples points {int(diff.abs().max())} apart along axis {a}: use preconditioner='amg'")
-        code = code * 3 + (diff + 1)
-    present = torch.bincount(code, minlength=3**d) > 0
+    codes = []
+    for lo in range(0, A.val.numel(), _CHUNK):
+        rem_r, rem_c = A.row[lo: lo + _CHUNK], A.col[lo: lo + _CHUNK]
+        code = torch.zeros_like(rem_r, dtype=torch.int8)
+        for a in range(d):
+            if a < d - 1:
+                qr = torch.div(rem_r, strides[a], rounding_mode="floor")
+                qc = torch.div(rem_c, strides[a], rounding_mode="floor")
+                diff = qc - qr
+                rem_r, rem_c = rem_r - qr * strides[a], rem_c - qc * strides[a]
+            else:
+                diff = rem_c - rem_r
+            if bool((diff.abs() > 1).any()):
+                raise ValueError(
+                    "gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); this matrix couples "
+                    f"points {int(diff.abs().max())} apart along axis {a}: use preconditioner='amg'")
+            code = code * 3 + (diff + 1).to(torch.int8)
+        codes.append(code)
+    code = torch.cat(codes) if len(codes) != 1 else codes[0]
+    del codes
+    present = torch.bincount(code.long() if code.numel() < _CHUNK else code.to(torch.int32), minlength=3**d) > 0
     uniq = torch.nonzero(present).flatten()
-    lookup = torch.cumsum(present.long(), 0) - 1
-    inv = lookup[code]
+    lookup = (torch.cumsum(present.long(), 0) - 1).to(torch.int8)
     offs = []
     for c in uniq.tolist():
         o = []
@@ -105,7 +117,9 @@ def _stencil(A: Mat, dims: tuple):
             c //= 3
         offs.append(tuple(reversed(o)))
     S = A.val.new_zeros(len(offs), A.shape[0])
-    S[inv, A.row] = A.val
+    for lo in range(0, A.val.numel(), _CHUNK):
+        inv = lookup[code[lo: lo + _CHUNK].long()].long()
+        S[inv, A.row[lo: lo + _CHUNK]] = A.val[lo: lo + _CHUNK]
     return offs, S.reshape(len(offs), *dims)
 
 
@@ -113,18 +127,13 @@ def _galerkin_stencil(offs, S, dims, axes):
     """Coarse stencil ``{D: grid}`` of ``P^T A P`` (linear interpolation on ``axes``)."""
     d = len(dims)
     coarse = tuple(n // 2 if a in axes else n for a, n in enumerate(dims))
-    pad = []
-    for a in reversed(range(d)):
-        pad += [1, 1] if a in axes else [0, 0]
-    Sp = torch.nn.functional.pad(S, pad)  # zero rows outside the fine grid
     w = {-1: 0.5, 0: 1.0, 1: 0.5}
     E = [(-1, 0, 1) if a in axes else (0,) for a in range(d)]
     out: dict = {}
     for k, o in enumerate(offs):
         for e1 in itertools.product(*E):
-            # fine row 2I+1+e1 (coarsened axes) or I; padded index 2I+2+e1
-            sl = tuple(slice(2 + e1[a], 2 + e1[a] + 2 * coarse[a] - 1, 2) if a in axes else slice(None)
-                       for a in range(d))
+            # fine rows 2I+1+e1 on coarsened axes (I on the others); rows off the grid are zero
+            sl = tuple(slice(1 + e1[a], None, 2) if a in axes else slice(None) for a in range(d))
             block = None
             choices = []
             for a in range(d):
@@ -139,7 +148,14 @@ def _galerkin_stencil(offs, S, dims, axes):
                         wt *= w[e1[a]] * w[combo[a][0]]
                 D = tuple(c[1] for c in combo)
                 if block is None:
-                    block = Sp[(k,) + sl]
+                    block = S[(k,) + sl]
+                    pad = []
+                    for a in reversed(range(d)):
+                        extra = coarse[a] - block.shape[a]
+                        pad += [0, extra] if extra > 0 else [0, 0]
+                    block = block[tuple(slice(0, c) for c in coarse)]
+                    if any(pad):
+                        block = torch.nn.functional.pad(block, pad)
                 if D in out:
                     out[D].add_(block, alpha=wt)
                 else:

@@ -128,9 +128,9 @@ def _cg_inner(ctx: _Ctx, x, r, rn, act, tol):
     rz = ctx.dot(r, z)
     for it in range(ctx.maxiter - ctx.used):
         Ap = ctx.A(p)
-        alpha = _div(rz, ctx.dot(p, Ap)) * act
-        x = x + alpha * p
-        r = r - alpha * Ap
+        alpha = _div(rz, ctx.dot(p, Ap)) * act  # frozen systems: alpha = 0, x and r stay put
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, Ap, value=-1)
         ctx.iters += act
         ctx.used += 1
         act = act & (ctx.norm(r) > tol)
@@ -138,9 +138,8 @@ def _cg_inner(ctx: _Ctx, x, r, rn, act, tol):
             break
         z = ctx.M(r)
         rz_new = ctx.dot(r, z)
-        beta = _div(rz_new, rz)
-        p = torch.where(act, z + beta * p, p)
-        rz = torch.where(act, rz_new, rz)
+        p.mul_(_div(rz_new, rz)).add_(z)
+        rz = rz_new
     return x
 
 
