@@ -62,6 +62,33 @@ def det_inv_cf(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return det, inv
 
 
+def _combine(coef: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
+    """``out[i] = sum_r coef[i, r] * vecs[r]`` for a small constant ``coef`` (skinny GEMMs are slow on
+    the CPU; a few scaled adds of long vectors run at memory speed).  Zero coefficients are skipped."""
+    c = coef.detach().cpu().tolist()
+    if not (torch.is_grad_enabled() and vecs.requires_grad):  # write straight into one buffer
+        out = torch.empty((len(c),) + tuple(vecs.shape[1:]), dtype=vecs.dtype, device=vecs.device)
+        for i, ci in enumerate(c):
+            nz = [(r, v) for r, v in enumerate(ci) if v != 0.0]
+            if not nz:
+                out[i].zero_()
+                continue
+            torch.mul(vecs[nz[0][0]], nz[0][1], out=out[i])
+            for r, v in nz[1:]:
+                out[i].add_(vecs[r], alpha=v)
+        return out
+    rows = []
+    for ci in c:
+        acc = None
+        for r, v in enumerate(ci):
+            if v == 0.0:
+                continue
+            term = vecs[r] if v == 1.0 else -vecs[r] if v == -1.0 else v * vecs[r]
+            acc = term if acc is None else acc + term
+        rows.append(acc if acc is not None else torch.zeros_like(vecs[0]))
+    return torch.stack(rows)
+
+
 class _Basis:
     mesh: Mesh
     element: Element
@@ -131,7 +158,7 @@ class CellBasis(_Basis):
         if mesh.cell_type in ("line", "triangle", "tetra"):  # affine: one Jacobian per cell
             J = xt[:, 1:] - xt[:, :1]  # [d, rd, E]: J[a, r] = dx_a / dX_r
             det, inv = det_inv_cf(J)  # inv [rd, d, E]
-            gT = (dref.reshape(Q * n, d) @ inv.reshape(d, d * E)).reshape(Q, n, d, E)
+            gT = _combine(dref.reshape(Q * n, d), inv).reshape(Q, n, d, E)
             dxT = det.abs()[None, :] * W[:, None]  # [Q, E]
         else:
             dpsi = geo.dphi(X)  # [Q, k, rd]

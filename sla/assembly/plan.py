@@ -71,7 +71,9 @@ def _plan_pairs(dofs: np.ndarray, N: int):
     pos_diag = crow[:-1] + deg_lo
     col = np.empty(int(crow[-1]), dtype=np.int64)
     col[pos_up], col[pos_lo], col[pos_diag] = uhi, ulo, np.arange(N)
-    index_t = np.empty((n, n, E), dtype=np.int64)
+    itype = np.int32 if crow[-1] < 2**31 else np.int64  # halves the index traffic of every scatter
+    pos_diag, pos_up, pos_lo = pos_diag.astype(itype), pos_up.astype(itype), pos_lo.astype(itype)
+    index_t = np.empty((n, n, E), dtype=itype)
     for a in range(n):
         np.take(pos_diag, dT[a], out=index_t[a, a])
     for p, (a, b) in enumerate(zip(ia, ib)):
@@ -180,7 +182,7 @@ class CoefficientMap:
 
     def __init__(self, units: torch.Tensor, index: torch.Tensor, nnz: int, use_scipy: bool | None = None):
         nn, K, E = units.shape
-        rows = index[:, None, :].expand(nn, K, E).reshape(-1)
+        rows = index[:, None, :].expand(nn, K, E).reshape(-1).to(torch.int64)
         cols = (torch.arange(K, device=index.device)[:, None] * E + torch.arange(E, device=index.device)).expand(nn, K, E)
         self.shape = (nnz, K * E)
         self.K, self.E = K, E
