@@ -148,3 +148,12 @@ def test_failed_compile_says_why(monkeypatch, tmp_path):
         E.extension()
     assert "error" in E._build_error.lower()
     assert "failed to compile" in E.BACKEND.check()
+
+
+def test_include_dir_from_environment(monkeypatch, tmp_path):
+    (tmp_path / "Eigen").mkdir()
+    (tmp_path / "Eigen" / "Sparse").write_text("// stand-in header\n")
+    monkeypatch.setenv("EIGEN_INCLUDE_DIR", str(tmp_path))
+    assert E.eigen_include_dir() == str(tmp_path)
+    monkeypatch.setenv("EIGEN_INCLUDE_DIR", str(tmp_path / "nowhere"))
+    assert E.eigen_include_dir() != str(tmp_path / "nowhere")
