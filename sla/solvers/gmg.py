@@ -72,6 +72,49 @@ def restrict(r: torch.Tensor, fine: tuple, axes: tuple) -> torch.Tensor:
     return u.reshape(-1, K)
 
 
+def _interp_1d(n: int, coarsen: bool, transpose: bool, device):
+    """Padded rows of 1-D interpolation (or its transpose): (cols [rows, E], weights, valid)."""
+    if not coarsen:
+        i = torch.arange(n, device=device).unsqueeze(1)
+        return i, torch.ones(n, 1, dtype=torch.float64, device=device), torch.ones(n, 1, dtype=torch.bool, device=device)
+    nc = n // 2
+    if transpose:  # coarse row I: fine 2I, 2I+1, 2I+2
+        I = torch.arange(nc, device=device).unsqueeze(1)
+        cols = 2 * I + torch.arange(3, device=device)
+        w = torch.tensor([0.5, 1.0, 0.5], dtype=torch.float64, device=device).expand(nc, 3)
+        return cols, w, cols < n
+    i = torch.arange(n, device=device)
+    odd = (i % 2) == 1
+    left = torch.where(odd, (i - 1) // 2, i // 2 - 1)
+    right = torch.where(odd, (i - 1) // 2, i // 2)
+    cols = torch.stack([left, right], 1)
+    w = torch.where(odd.unsqueeze(1), torch.tensor([1.0, 0.0], dtype=torch.float64, device=device),
+                    torch.tensor([0.5, 0.5], dtype=torch.float64, device=device))
+    valid = (cols >= 0) & (cols < nc) & (w > 0)
+    return cols, w, valid
+
+
+def transfer_matrix(dims: tuple, axes: tuple, transpose: bool, dtype, device) -> Mat:
+    """P (``transpose=False``) or R = P^T as a CSR matrix: Kronecker product of 1-D factors."""
+    cols = torch.zeros(1, 1, dtype=torch.int64, device=device)
+    w = torch.ones(1, 1, dtype=torch.float64, device=device)
+    valid = torch.ones(1, 1, dtype=torch.bool, device=device)
+    ncols = 1
+    for a, n in enumerate(dims):
+        c1, w1, v1 = _interp_1d(n, a in axes, transpose, device)
+        nc_a = (n // 2 if a in axes else n) if not transpose else n
+        r, e = cols.shape
+        cols = (cols[:, None, :, None] * nc_a + c1[None, :, None, :]).reshape(r * c1.shape[0], -1)
+        w = (w[:, None, :, None] * w1[None, :, None, :]).reshape(r * c1.shape[0], -1)
+        valid = (valid[:, None, :, None] & v1[None, :, None, :]).reshape(r * c1.shape[0], -1)
+        ncols *= nc_a
+    rows = cols.shape[0]
+    crow = torch.zeros(rows + 1, dtype=torch.int64, device=device)
+    torch.cumsum(valid.sum(1), 0, out=crow[1:])
+    row = torch.arange(rows, device=device).unsqueeze(1).expand_as(cols)[valid]
+    return Mat(crow, cols[valid], w[valid].to(dtype), (rows, ncols), row=row)
+
+
 # ------------------------------------------------- Galerkin on stencils
 _CHUNK = 1 << 24  # entries per pass when reading a stencil: bounds the int64 temporaries
 
@@ -213,12 +256,19 @@ class GeometricMultigrid(Multigrid):
         Level cap.
     degree, ratio : int, float
         Chebyshev smoother degree and interval ``[rho / ratio, rho]``.
+    transfers : str
+        ``'stencil'`` (strided tensor operations, no storage), ``'csr'`` (stored
+        sparse P and R: faster on the CPU) or ``'auto'`` (CSR on the CPU, stencil on GPUs).
     """
 
     name = "gmg"
 
     def __init__(self, A: SparseTensor, grid: tuple | None = None, max_coarse: int = 500, max_levels: int = 25,
-                 degree: int = 2, ratio: float = 10.0):
+                 degree: int = 2, ratio: float = 10.0, transfers: str = "auto"):
+        if transfers not in ("auto", "csr", "stencil"):
+            raise ValueError(f"transfers must be 'auto', 'csr' or 'stencil', got {transfers!r}")
+        if transfers == "auto":
+            transfers = "csr" if A.device.type == "cpu" else "stencil"
         p = A.pattern
         grid = grid if grid is not None else p.cache.get("grid")
         if grid is None:
@@ -252,8 +302,16 @@ class GeometricMultigrid(Multigrid):
                 offs = sorted(st)
                 S = torch.stack([st[k] for k in offs])
                 del st
-                lv = Level(C, prolong=_Transfer(prolong, dims, axes), restrict=_Transfer(restrict, dims, axes),
-                           csr=fine_csr if not levels else None)
+                if transfers == "csr":
+                    key = ("gmg_transfers", dims, axes, C.val.dtype)
+                    if key not in p.cache:  # structural: once per pattern
+                        p.cache[key] = (transfer_matrix(dims, axes, False, C.val.dtype, C.val.device).csr32(),
+                                        transfer_matrix(dims, axes, True, C.val.dtype, C.val.device).csr32())
+                    P, R = p.cache[key]
+                    lv = Level(C, P=P, R=R, csr=fine_csr if not levels else None)
+                else:
+                    lv = Level(C, prolong=_Transfer(prolong, dims, axes), restrict=_Transfer(restrict, dims, axes),
+                               csr=fine_csr if not levels else None)
                 levels.append(lv)
                 C, dims = Ac, coarse
             levels.append(Level(C, csr=fine_csr if not levels else None))

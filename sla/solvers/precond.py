@@ -23,13 +23,16 @@ can precondition CG and MINRES), and runs on A's device without host syncs.
 
 Examples
 --------
->>> import torch, sla
+>>> import torch
+>>> from sla.gallery import poisson2d
 >>> from sla.solvers.precond import make_preconditioner
->>> A = sla.gallery.poisson2d(32)
->>> M = make_preconditioner(A, "amg")
+>>> A = poisson2d(32)
+>>> M = make_preconditioner(A, "gmg")
 >>> z = M(torch.ones(1, A.shape[0], 1, dtype=A.dtype))   # [B, n, K] -> [B, n, K]
 >>> z.shape
 torch.Size([1, 1024, 1])
+>>> [lv.n for lv in M.levels]
+[1024, 256]
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def _variable_poisson(nx, ny, seed=0, device="cpu"):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name,opts", [("jacobi", {}), ("block_jacobi", {"block_size": 3}), ("chebyshev", {}),
-                                       ("amg", {"max_coarse": 10}), ("gmg", {"max_coarse": 10})])
+                                       ("amg", {"max_coarse": 10}), ("gmg", {"max_coarse": 10, "transfers": "csr"}),
+                                       ("gmg", {"max_coarse": 10, "transfers": "stencil"})])
 def test_preconditioner_is_spd(name, opts, device):
     A, _ = _variable_poisson(9, 10, device=device)
     M = make_preconditioner(A, name, **opts)
@@ -94,6 +95,8 @@ def test_gmg_transfers_and_galerkin(dims):
                 p1[2 * i + 2, i] = 0.5
         ref = torch.kron(ref, p1)
     torch.testing.assert_close(P, ref)
+    torch.testing.assert_close(gmg.transfer_matrix(dims, axes, False, torch.float64, "cpu").csr64().to_dense(), ref)
+    torch.testing.assert_close(gmg.transfer_matrix(dims, axes, True, torch.float64, "cpu").csr64().to_dense(), ref.T)
     if len(dims) == 2:
         A, S = _variable_poisson(*dims)
     else:
