@@ -98,7 +98,11 @@ def save_sparse(A: SparseTensor, path) -> None:
     values = A.values.detach().cpu().resolve_conj()
     if values.is_complex():
         values = torch.view_as_real(values)
-    tensors = {"values": values.contiguous().clone(), "row": p.row.contiguous().clone(), "col": p.col.contiguous().clone()}
+    tensors = {
+        "values": values.contiguous().clone(),
+        "row": p.row.contiguous().clone(),
+        "col": p.col.contiguous().clone(),
+    }
     meta = {
         "format": _FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -158,7 +162,9 @@ def load_sparse(path, device=None) -> SparseTensor:
     try:
         version = int(meta.get("format_version", ""))
     except ValueError as exc:
-        raise ValueError(f"{path}: metadata 'format_version' is {meta.get('format_version')!r}, not an integer") from exc
+        raise ValueError(
+            f"{path}: metadata 'format_version' is {meta.get('format_version')!r}, not an integer"
+        ) from exc
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{path}: written by a newer sla (format version {version}; this sla reads up to {FORMAT_VERSION}); "
@@ -243,9 +249,14 @@ def _split_header(path: str, data: bytes):
             banner = line
             tok = line.decode("ascii", "replace").lower().split()
             if not tok or tok[0] != "%%matrixmarket":
-                raise ValueError(f"{path}, line 1: not a Matrix Market file (banner {line[:60]!r}, expected '%%MatrixMarket')")
+                raise ValueError(
+                    f"{path}, line 1: not a Matrix Market file (banner {line[:60]!r}, expected '%%MatrixMarket')"
+                )
             if len(tok) != 5 or tok[1] != "matrix":
-                raise ValueError(f"{path}, line 1: banner must read '%%MatrixMarket matrix <format> <field> <symmetry>', got {line[:80]!r}")
+                raise ValueError(
+                    f"{path}, line 1: banner must read '%%MatrixMarket matrix <format> <field> <symmetry>', "
+                    f"got {line[:80]!r}"
+                )
             fmt, field, symmetry = tok[2:]
             if fmt != "coordinate":
                 raise ValueError(f"{path}, line 1: format {fmt!r} is not supported; only 'coordinate' (sparse) files")
@@ -266,7 +277,10 @@ def _split_header(path: str, data: bytes):
         except ValueError:
             size = None
         if size is None or len(size) != 3 or min(size) < 0:
-            raise ValueError(f"{path}, line {lineno}: size line must be 'rows cols entries' (non-negative integers), got {line[:80]!r}")
+            raise ValueError(
+                f"{path}, line {lineno}: size line must be 'rows cols entries' (non-negative integers), "
+                f"got {line[:80]!r}"
+            )
         return field, symmetry, size[0], size[1], size[2], lineno, data[pos:], lineno + 1
     if banner is None:
         raise ValueError(f"{path}, line 1: empty file, expected a '%%MatrixMarket' banner")
@@ -289,7 +303,9 @@ def _locate(path, body, first, ncols, field, nnz, size_line):
         count += 1
         last = lineno
         if count > nnz:
-            raise ValueError(f"{path}, line {lineno}: more entries than the {nnz} the size line (line {size_line}) announces")
+            raise ValueError(
+                f"{path}, line {lineno}: more entries than the {nnz} the size line (line {size_line}) announces"
+            )
         if len(tok) != ncols:
             raise ValueError(f"{path}, line {lineno}: expected {ncols} numbers for a {field!r} entry, got {len(tok)}")
         for t, kind in zip(tok, (int, int, float, float)):
@@ -367,10 +383,12 @@ def load_mtx(path, dtype: Optional[torch.dtype] = None, device=None) -> SparseTe
         diag = i == j
         if symmetry == "skew-symmetric" and np.any(v[diag] != 0):
             k = int(np.flatnonzero(diag & (v != 0))[0])
-            raise ValueError(f"{path}, line {_entry_line(body, first, k)}: a skew-symmetric matrix has a non-zero diagonal entry")
+            line = _entry_line(body, first, k)
+            raise ValueError(f"{path}, line {line}: a skew-symmetric matrix has a non-zero diagonal entry")
         if symmetry == "hermitian" and np.any(v[diag].imag != 0):
             k = int(np.flatnonzero(diag & (v.imag != 0))[0])
-            raise ValueError(f"{path}, line {_entry_line(body, first, k)}: a Hermitian matrix has a complex diagonal entry")
+            line = _entry_line(body, first, k)
+            raise ValueError(f"{path}, line {line}: a Hermitian matrix has a complex diagonal entry")
         off = ~diag
         mirrored = {"symmetric": v[off], "skew-symmetric": -v[off], "hermitian": np.conj(v[off])}[symmetry]
         i, j, v = np.concatenate([i, j[off]]), np.concatenate([j, i[off]]), np.concatenate([v, mirrored])
@@ -475,7 +493,12 @@ def save_mtx(A: SparseTensor, path, symmetry: str = "auto", field: str = "auto",
 def _write_entries(fh, i, j, v, field, dtype, chunk: int = 1 << 16) -> None:
     single = dtype in (torch.float32, torch.complex64)
     num = "%.9g" if single else "%r"
-    fmt = {"pattern": "%d %d\n", "integer": "%d %d %d\n", "real": f"%d %d {num}\n", "complex": f"%d %d {num} {num}\n"}[field]
+    fmt = {
+        "pattern": "%d %d\n",
+        "integer": "%d %d %d\n",
+        "real": f"%d %d {num}\n",
+        "complex": f"%d %d {num} {num}\n",
+    }[field]
     for s in range(0, len(i), chunk):
         cols = [i[s:s + chunk].tolist(), j[s:s + chunk].tolist()]
         vs = v[s:s + chunk]

@@ -265,7 +265,9 @@ class SparseTensorList:
         total = sum(sizes)
         if isinstance(xs, torch.Tensor):
             if xs.dim() not in (1, 2) or xs.shape[0] != total:
-                raise ValueError(f"{name} as one tensor must have shape [{total}] or [{total}, K], got {tuple(xs.shape)}")
+                raise ValueError(
+                    f"{name} as one tensor must have shape [{total}] or [{total}, K], got {tuple(xs.shape)}"
+                )
             return xs, None
         if not isinstance(xs, (list, tuple)) or len(xs) != len(self):
             raise ValueError(f"{name} must be a list of {len(self)} tensors (one per member) or one stacked tensor")

@@ -82,7 +82,9 @@ def _check() -> Optional[str]:
     """None when headers, a C++ compiler and ninja are present, else what is missing."""
     missing = []
     if eigen_include_dir() is None:
-        missing.append("Eigen headers not found (pip install cmeel-eigen, apt-get install libeigen3-dev, or set EIGEN_INCLUDE_DIR)")
+        missing.append(
+            "Eigen headers not found (pip install cmeel-eigen, apt-get install libeigen3-dev, or set EIGEN_INCLUDE_DIR)"
+        )
     if _compiler() is None:
         missing.append("no C++ compiler (set CXX or install g++)")
     from torch.utils.cpp_extension import is_ninja_available
@@ -138,7 +140,10 @@ class _State:
         if A.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"the eigen backend supports float32 and float64, got {A.dtype}")
         if method in ("cg", "bicgstab") and cfg.preconditioner not in (None, "auto", "jacobi"):
-            raise ValueError(f"eigen/{method} uses Eigen's diagonal (Jacobi) preconditioner; got preconditioner={cfg.preconditioner!r}")
+            raise ValueError(
+                f"eigen/{method} uses Eigen's diagonal (Jacobi) preconditioner; "
+                f"got preconditioner={cfg.preconditioner!r}"
+            )
         ext = extension()
         p = A.pattern
         if p.index_dtype != torch.int32:
