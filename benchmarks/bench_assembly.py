@@ -42,6 +42,7 @@ def _peak_mb() -> float:
 
 def worker(lib: str, n: int, repeat: int) -> dict:
     import numpy as np
+    import scipy.sparse  # noqa: F401  (both libraries use it; keep its import out of the timings)
     import torch
 
     torch.set_num_threads(1)

@@ -173,38 +173,40 @@ class LinearScatter(torch.autograd.Function):
 
 
 class CoefficientMap:
-    """The sparse map from a per-cell (or per-point) coefficient to the values of an operator.
+    """The sparse map ``B`` from a per-cell (or per-point) coefficient to the values of an operator.
 
     ``units`` ``[n*n, K, E]`` are the element matrices for a unit coefficient in each of
     the ``K`` coefficient slots (K = 1 per cell, K = Q per quadrature point); ``index``
-    ``[n*n, E]`` is the plan's.  CPU: scipy CSR mat-vec; CUDA: torch CSR mat-vec.
+    ``[n*n, E]`` is the plan's.  On the CPU, ``B^T`` is a scipy CSR matrix built without
+    any sorting (row ``(slot, e)`` holds element ``e``'s unit matrix), so ``B c`` is one
+    CSC mat-vec and ``B^T g`` one CSR mat-vec; elsewhere ``B c`` is one batched product
+    plus one index_add.
     """
 
     def __init__(self, units: torch.Tensor, index: torch.Tensor, nnz: int, use_scipy: bool | None = None):
         nn, K, E = units.shape
-        rows = index[:, None, :].expand(nn, K, E).reshape(-1).to(torch.int64)
-        cols = (torch.arange(K, device=index.device)[:, None] * E + torch.arange(E, device=index.device)).expand(nn, K, E)
-        self.shape = (nnz, K * E)
-        self.K, self.E = K, E
+        self.K, self.E, self.nnz = K, E, nnz
         self.dtype, self.device = units.dtype, units.device
         self._scipy = units.device.type == "cpu" if use_scipy is None else use_scipy
         if self._scipy:
             import scipy.sparse as sp
 
-            A = sp.csr_matrix((units.reshape(-1).numpy(), (rows.numpy(), cols.reshape(-1).numpy())), shape=self.shape)
-            self._B, self._Bt = A, A.T.tocsr()
+            data = units.detach().permute(1, 2, 0).reshape(-1).numpy()  # [K, E, n*n]
+            cols = np.broadcast_to(index.T.numpy()[None], (K, E, nn)).reshape(-1)
+            indptr = np.arange(0, K * E * nn + 1, nn, dtype=np.int64)
+            self._Bt = sp.csr_matrix((data, cols, indptr), shape=(K * E, nnz))
         else:
-            B = torch.sparse_coo_tensor(torch.stack([rows, cols.reshape(-1)]), units.reshape(-1), self.shape, check_invariants=False).coalesce()
-            self._B = B.to_sparse_csr()
-            self._Bt = B.t().coalesce().to_sparse_csr()
-
-    def _mv(self, M, x):
-        if self._scipy:
-            return torch.from_numpy(M @ x.detach().numpy())
-        return (M @ x[:, None]).squeeze(1)
+            self._units, self._index = units.detach(), index.reshape(-1)
 
     def apply(self, c: torch.Tensor) -> torch.Tensor:
-        return self._mv(self._B, c.reshape(-1))
+        """``B @ c`` for ``c`` ``[K * E]`` (slot-major)."""
+        if self._scipy:
+            return torch.from_numpy(self._Bt.T @ c.detach().reshape(-1).numpy())
+        ke = (self._units * c.reshape(1, self.K, self.E)).sum(1)
+        return ke.new_zeros(self.nnz).index_add_(0, self._index, ke.reshape(-1))
 
     def apply_t(self, g: torch.Tensor) -> torch.Tensor:
-        return self._mv(self._Bt, g)
+        """``B^T @ g`` -> ``[K * E]``."""
+        if self._scipy:
+            return torch.from_numpy(self._Bt @ g.detach().numpy())
+        return (self._units * g[self._index].reshape(-1, 1, self.E)).sum(0).reshape(-1)
