@@ -12,8 +12,9 @@ Smoothed aggregation (Vanek, Mandel & Brezina 1996; pyamg's
 
 1. strength graph: the off-diagonal pattern (``theta=0``, the default) or the
    entries with ``|a_ij| >= theta sqrt(|a_ii a_jj|)``;
-2. aggregates: pyamg's ``standard_aggregation`` on that graph (CPU, structural:
-   cached on the pattern when ``theta == 0``);
+2. aggregates: pyamg's ``standard_aggregation`` on the CPU or a parallel MIS(2)
+   aggregation in torch (:mod:`sla.solvers.aggregate`); structural, so cached on
+   the pattern when ``theta == 0``;
 3. tentative prolongator ``T`` (one 1 per row, constant near-null space);
 4. smoothed prolongator ``P = (I - w D^{-1} A) T`` with ``w = 4 / (3 rho)``,
    ``rho`` the Gershgorin bound of ``D^{-1} A``;
@@ -26,8 +27,8 @@ import logging
 
 import torch
 
-from ..config import BackendUnavailableError
 from ..sparse import SparseTensor
+from .aggregate import aggregate
 from .precond import Preconditioner
 
 __all__ = ["Multigrid", "Level", "SmoothedAggregation", "csr32", "galerkin"]
@@ -203,25 +204,13 @@ class Multigrid(Preconditioner):
 
 
 # ------------------------------------------------------ smoothed aggregation
-def _aggregate(crow: torch.Tensor, col: torch.Tensor, n: int):
-    """Aggregate ids ``[n]`` (-1: isolated node) by pyamg's standard aggregation."""
+def _has_pyamg() -> bool:
+    import importlib.util
+
     try:
-        import numpy as np
-        import scipy.sparse as sp
-        from pyamg.aggregation.aggregate import standard_aggregation
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "preconditioner 'amg' needs pyamg for the aggregation step: pip install pyamg "
-            "(or use preconditioner='gmg' on structured grids, or 'jacobi')") from exc
-    crow_np = crow.detach().cpu().numpy().astype(np.int32, copy=False)
-    col_np = col.detach().cpu().numpy().astype(np.int32, copy=False)
-    C = sp.csr_matrix((np.ones(col_np.shape[0]), col_np, crow_np), shape=(n, n))
-    AggOp, _ = standard_aggregation(C)
-    AggOp = AggOp.tocsr()
-    agg = np.full(n, -1, dtype=np.int64)
-    rows = np.repeat(np.arange(n), np.diff(AggOp.indptr))
-    agg[rows] = AggOp.indices
-    return torch.from_numpy(agg).to(crow.device), AggOp.shape[1]
+        return importlib.util.find_spec("pyamg") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _strength(C: Mat, theta: float):
@@ -311,6 +300,9 @@ class SmoothedAggregation(Multigrid):
         Smoother interval ``[rho / ratio, rho]``.
     omega : float
         Prolongator smoothing weight times ``rho(D^{-1}A)``; 4/3 is standard.
+    aggregation : str
+        ``'standard'`` (pyamg, serial on the CPU), ``'mis2'`` (parallel, in torch on A's
+        device) or ``'auto'`` (standard on the CPU when pyamg is installed, else mis2).
     improve : int
         Damped-Jacobi sweeps that improve the constant near-null-space candidate
         before building the tentative prolongator (pyamg's ``improve_candidates``).
@@ -323,7 +315,7 @@ class SmoothedAggregation(Multigrid):
 
     def __init__(self, A: SparseTensor, theta: float = 0.0, max_coarse: int = 500, max_levels: int = 25,
                  degree: int = 2, ratio: float = 10.0, omega: float = 4.0 / 3.0, hermitian: bool | None = None,
-                 improve: int = 0):
+                 improve: int = 0, aggregation: str = "auto"):
         if not theta >= 0:
             raise ValueError(f"theta must be >= 0, got {theta!r}")
         if not isinstance(max_coarse, int) or max_coarse < 1:
@@ -334,7 +326,9 @@ class SmoothedAggregation(Multigrid):
             from ..structure import is_symmetric
 
             hermitian = is_symmetric(A, conjugate=True)
-        key = ("amg_aggregates", max_coarse, max_levels)
+        if aggregation == "auto":
+            aggregation = "standard" if A.device.type == "cpu" and _has_pyamg() else "mis2"
+        key = ("amg_aggregates", aggregation, max_coarse, max_levels)
         structure = p.cache.get(key) if theta == 0 else None
         aggs = []
         hierarchies = []
@@ -351,7 +345,7 @@ class SmoothedAggregation(Multigrid):
                 elif bi > 0 and lvl < len(aggs):
                     agg, nagg = aggs[lvl]
                 else:
-                    agg, nagg = _aggregate(*_strength(C, theta), n)
+                    agg, nagg = aggregate(*_strength(C, theta), n, aggregation)
                 if nagg == 0 or nagg >= n:
                     break
                 if bi == 0:
@@ -369,7 +363,7 @@ class SmoothedAggregation(Multigrid):
             p.cache[key] = aggs
         super().__init__(A, hierarchies, degree=degree, ratio=ratio)
         self.options = dict(theta=theta, max_coarse=max_coarse, max_levels=max_levels, degree=degree,
-                            ratio=ratio, omega=omega, improve=improve)
+                            ratio=ratio, omega=omega, improve=improve, aggregation=aggregation)
         self.hermitian = hermitian
         log.debug("%s", self.describe())
 

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from sla import SingularMatrixError, SparseTensor, gallery
-from sla.solvers import gmg, krylov
+from sla.solvers import aggregate, gmg, krylov
 from sla.solvers.precond import make_preconditioner
 
 DEVICES = [
@@ -166,6 +166,45 @@ def test_amg_aggregates_cached_on_pattern():
     torch.testing.assert_close(M2(r), M1(r) / 3.0)  # same hierarchy structure, scaled operator
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_mis2_aggregates(device):
+    # oracle: graph distances computed by SciPy on the strength graph
+    import scipy.sparse.csgraph as csg
+
+    A = gallery.poisson2d(30, device=device)
+    p = A.pattern
+    off = p.row != p.col
+    counts = torch.bincount(p.row[off], minlength=p.shape[0])
+    crow = torch.zeros(p.shape[0] + 1, dtype=torch.int64, device=device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    agg, nagg = aggregate.mis2_aggregation(crow, p.col[off], p.shape[0])
+    agg = agg.cpu().numpy()
+    assert agg.min() == 0 and agg.max() == nagg - 1
+    assert len(np.unique(agg)) == nagg  # every aggregate non-empty, every node aggregated
+    G = A.cpu().to_scipy("csr")
+    D = csg.shortest_path(G != 0, unweighted=True)
+    for k in range(nagg):
+        nodes = np.nonzero(agg == k)[0]
+        assert D[np.ix_(nodes, nodes)].max() <= 4  # grown within distance 2 of one root
+        sub = (G != 0)[nodes][:, nodes]
+        assert csg.connected_components(sub, directed=False)[0] == 1  # connected
+    assert 5 * nagg < A.shape[0] < 15 * nagg  # coarsening ratio of an MIS(2) on a 5-point graph
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_amg_mis2_bounded_iterations(device):
+    its = []
+    for n in (32, 128):
+        A = gallery.poisson2d(n, device=device)
+        M = make_preconditioner(A, "amg", aggregation="mis2")
+        Acsr = A.pattern.csr(A.values)
+        b = torch.ones(1, A.shape[0], 1, dtype=torch.float64, device=device)
+        res = krylov.cg(lambda v: (Acsr @ v[0]).unsqueeze(0), b, precond=M, rtol=1e-8)
+        assert bool(res.converged.all())
+        its.append(int(res.iterations.max()))
+    assert its[1] <= 30 and its[1] <= 1.6 * its[0] + 2, its
+
+
 def test_errors_name_the_problem():
     A = gallery.poisson2d(8)
     with pytest.raises(ValueError, match="unknown preconditioner"):
@@ -180,3 +219,5 @@ def test_errors_name_the_problem():
         make_preconditioner(A, "block_jacobi", block_size=0)
     with pytest.raises(TypeError, match="takes no options"):
         make_preconditioner(A, "none", degree=2)
+    with pytest.raises(ValueError, match="aggregation must be"):
+        make_preconditioner(gallery.poisson2d(40), "amg", aggregation="greedy")

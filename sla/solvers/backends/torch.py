@@ -8,8 +8,9 @@ cached on the pattern); ``apply`` runs the Krylov method, and with
 (the same object when A is Hermitian).
 
 ``preconditioner='auto'`` picks geometric multigrid when the pattern carries
-its grid, else smoothed-aggregation AMG (pyamg installed) for large Hermitian
-positive definite systems, and Jacobi otherwise.
+its grid, else smoothed-aggregation AMG, for large Hermitian positive definite
+systems, and Jacobi otherwise.  Options in ``SolverConfig.options`` go to the
+preconditioner (e.g. ``options={'max_coarse': 100}``).
 """
 
 from __future__ import annotations
@@ -31,15 +32,6 @@ _DEFINITE = ("spd", "hpd")
 _MG_MIN = 10_000  # below this, 'auto' uses Jacobi: a multigrid setup does not pay off
 
 
-def _has_pyamg() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("pyamg") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _is_hermitian(A: SparseTensor, mtype: str) -> bool:
     return mtype in _HERMITIAN or (mtype in ("symmetric", "spd") and not A.is_complex)
 
@@ -48,10 +40,7 @@ def auto_preconditioner(A: SparseTensor, mtype: str) -> str:
     """What ``preconditioner='auto'`` means for this matrix."""
     n = A.sparse_shape[0]
     if mtype in _DEFINITE and n >= _MG_MIN:
-        if A.pattern.cache.get("grid") is not None:
-            return "gmg"
-        if _has_pyamg():
-            return "amg"
+        return "gmg" if A.pattern.cache.get("grid") is not None else "amg"
     d = A.detach().diagonal()
     return "jacobi" if bool((d != 0).all()) else "none"
 
