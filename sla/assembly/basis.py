@@ -105,6 +105,10 @@ class _Basis:
     def nqp(self) -> int:
         return self.dx.shape[1]
 
+    @property
+    def requires_grad(self) -> bool:
+        return torch.is_grad_enabled() and self.mesh.points.requires_grad
+
     def _vector(self):
         return getattr(self.element, "ncomp", 1)
 
@@ -138,6 +142,9 @@ class CellBasis(_Basis):
     1.0
     """
 
+    #: elements per block when kernels stream over the mesh (intermediates stay in cache)
+    CHUNK = 1 << 15
+
     def __init__(self, mesh: Mesh, element: Element, intorder: int | None = None):
         if not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a sla.assembly.Mesh, got {type(mesh).__name__}")
@@ -145,43 +152,82 @@ class CellBasis(_Basis):
             raise TypeError(f"element must be a sla.assembly Element, got {type(element).__name__}")
         element.check_mesh(mesh)
         self.mesh, self.element = mesh, element
-        self._cache: dict = {}  # lazily computed points, unit element matrices of ready-made forms
+        self._cache: dict = {}  # geometry (computed on first use), unit element matrices of ready-made forms
         P = mesh.points
-        X, W = quadrature(mesh.cell_type, 2 * element.degree if intorder is None else intorder, P.dtype, P.device)
-        self.X, self.W = X, W
-        geo = _geometry(mesh.cell_type)
+        self.X, self.W = quadrature(mesh.cell_type, 2 * element.degree if intorder is None else intorder, P.dtype, P.device)
+        self._geo = _geometry(mesh.cell_type)
+        self._dref = element.dphi(self.X)  # [Q, n, rd]
+        self._psi = self._geo.phi(self.X)  # [Q, k]
+        self.phi = element.phi(self.X)[None]  # [1, Q, n]
+        self.dofs = element.dofs(mesh)
+        self.cells = None  # rows of the cell map (all cells, in order)
+
+    @property
+    def n_elements(self) -> int:
+        return self.mesh.n_cells
+
+    @property
+    def nqp(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the geometry is differentiated (node coordinates require grad, grad mode on)."""
+        return torch.is_grad_enabled() and self.mesh.points.requires_grad
+
+    def geometry(self, sl: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(grad [Q, n, d, e], dx [Q, e])`` of the cells ``sl``, elements last (computed, not cached)."""
+        P, W, dref = self.mesh.points, self.W, self._dref
         # component-first layout, elements last: every op below runs over contiguous length-E vectors
-        xt = P.T[:, mesh.cells.T]  # [d, k, E]
+        xt = P.T[:, self.mesh.cells[sl].T]  # [d, k, e]
         d, k, E = xt.shape
-        dref = element.dphi(X)  # [Q, n, rd]
         Q, n = dref.shape[0], dref.shape[1]
-        if mesh.cell_type in ("line", "triangle", "tetra"):  # affine: one Jacobian per cell
-            J = xt[:, 1:] - xt[:, :1]  # [d, rd, E]: J[a, r] = dx_a / dX_r
-            det, inv = det_inv_cf(J)  # inv [rd, d, E]
+        if self.mesh.cell_type in ("line", "triangle", "tetra"):  # affine: one Jacobian per cell
+            J = xt[:, 1:] - xt[:, :1]  # [d, rd, e]: J[a, r] = dx_a / dX_r
+            det, inv = det_inv_cf(J)  # inv [rd, d, e]
             gT = _combine(dref.reshape(Q * n, d), inv).reshape(Q, n, d, E)
-            dxT = det.abs()[None, :] * W[:, None]  # [Q, E]
+            dxT = det.abs()[None, :] * W[:, None]  # [Q, e]
         else:
-            dpsi = geo.dphi(X)  # [Q, k, rd]
-            J = torch.matmul(dpsi.permute(2, 0, 1).reshape(d * Q, k), xt).reshape(d, d, Q, E)  # [a, r, Q, E]
-            det, inv = det_inv_cf(J)  # inv [r, a, Q, E]
+            dpsi = self._geo.dphi(self.X)  # [Q, k, rd]
+            J = torch.matmul(dpsi.permute(2, 0, 1).reshape(d * Q, k), xt).reshape(d, d, Q, E)  # [a, r, Q, e]
+            det, inv = det_inv_cf(J)  # inv [r, a, Q, e]
             gT = dref[:, :, 0, None, None] * inv[0].transpose(0, 1)[:, None]
             for r in range(1, d):
                 gT = gT + dref[:, :, r, None, None] * inv[r].transpose(0, 1)[:, None]
             dxT = det.abs() * W[:, None]
-        self._gT, self._dxT = gT, dxT  # [Q, n, d, E], [Q, E]
-        self._psi, self._xt = geo.phi(X), xt
-        self.grad = gT.permute(3, 0, 1, 2)  # [E, Q, n, d] view
-        self.dx = dxT.T  # [E, Q] view
-        self.phi = element.phi(X)[None]  # [1, Q, n]
-        self.dofs = element.dofs(mesh)
-        self.cells = None  # rows of the cell map (all cells, in order)
+        return gT, dxT
 
+    def points(self, sl: slice = slice(None)) -> torch.Tensor:
+        """Physical quadrature points ``[e, Q, dim]`` of the cells ``sl``."""
+        xt = self.mesh.points.T[:, self.mesh.cells[sl].T]  # [d, k, e]
+        return torch.matmul(self._psi, xt).permute(2, 1, 0)
+
+    def blocks(self):
+        """``(slice, grad [Q, n, d, e], dx [Q, e])`` over blocks of cells (whole arrays if already computed)."""
+        if "geometry" in self._cache:
+            gT, dxT = self._cache["geometry"]
+            yield slice(None), gT, dxT
+            return
+        E = self.n_elements
+        for lo in range(0, E, self.CHUNK):
+            sl = slice(lo, min(lo + self.CHUNK, E))
+            yield (sl, *self.geometry(sl))
+
+    def _full(self):
+        if "geometry" not in self._cache:
+            self._cache["geometry"] = self.geometry()
+        return self._cache["geometry"]
+
+    _gT = property(lambda self: self._full()[0], doc="Gradients ``[Q, n, d, E]`` (elements last).")
+    _dxT = property(lambda self: self._full()[1], doc="Weights ``[Q, E]`` (elements last).")
+    grad = property(lambda self: self._full()[0].permute(3, 0, 1, 2), doc="Gradients ``[E, Q, n, d]``.")
+    dx = property(lambda self: self._full()[1].T, doc="Quadrature weights times ``|det J|``, ``[E, Q]``.")
 
     @property
     def x(self) -> torch.Tensor:
         """Physical quadrature points ``[E, Q, dim]`` (computed on first use)."""
         if "x" not in self._cache:
-            self._cache["x"] = torch.matmul(self._psi, self._xt).permute(2, 1, 0)  # from [d, Q, E]
+            self._cache["x"] = self.points()
         return self._cache["x"]
 
 

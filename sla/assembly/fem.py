@@ -114,7 +114,7 @@ def _shape_fields(basis: _Basis, axis: int, nd: int) -> Field:
 def _coefficient(name: str, c, basis: _Basis, nd: int):
     """Broadcast a coefficient to ``[E, 1.., Q, ...]``: scalar, per cell ``[E]``, per point ``[E, Q]``,
     callable ``f(x)``, or a :class:`Field` from ``basis.interpolate``."""
-    E, Q = basis.dx.shape
+    E, Q = basis.n_elements, basis.nqp
     pad = (1,) * (nd - 2)
 
     def lay(t, extra=0):

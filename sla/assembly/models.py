@@ -40,7 +40,7 @@ def _scalar(w: dict, name: str, basis, default=1.0):
         return c
     if not isinstance(c, torch.Tensor):
         raise TypeError(f"coefficient {name!r} must be a number, tensor or callable, got {type(c).__name__}")
-    E, Q = basis.dx.shape
+    E, Q = basis.n_elements, basis.nqp
     if c.dim() == 0:
         return c
     if c.dim() == 1 and c.shape[0] == E:
@@ -52,7 +52,7 @@ def _scalar(w: dict, name: str, basis, default=1.0):
 
 def _layout(basis):
     """``(phi [Q, n, 1, 1|E], grad [Q, n, d, E], dx [Q, E])`` with elements last (contiguous)."""
-    if getattr(basis, "_gT", None) is not None:
+    if basis.cells is None:
         return basis.phi[0][:, :, None, None], basis._gT, basis._dxT
     return (basis.phi.permute(1, 2, 0)[:, :, None, :].contiguous(), basis.grad.permute(1, 2, 3, 0).contiguous(),
             basis.dx.T.contiguous())
@@ -91,35 +91,60 @@ class _Fast(BilinearForm):
         self._coef = name
 
     def assemble_fast(self, ubasis, vbasis, w):
-        c = w.get(self._coef)
-        if (
-            ubasis is not vbasis or ubasis.cells is not None or ubasis._vector() != 1 or set(w) - {self._coef}
-            or not isinstance(c, torch.Tensor) or (torch.is_grad_enabled() and ubasis._gT.requires_grad)
-        ):
+        """Assemble without materialising the basis: a cached coefficient map (from the second
+        tensor coefficient on), else one streamed pass over blocks of cells.  ``None`` when the
+        geometry is differentiated or the form is not this simple (the general path runs)."""
+        if ubasis is not vbasis or ubasis.cells is not None or ubasis._vector() != 1 or set(w) - {self._coef}:
             return None
-        E, Q = ubasis.dx.shape
-        if c.shape == (E,):
-            slots, ct = 1, c[None, :]
-        elif c.shape == (E, Q):
-            slots, ct = Q, c.T
-        else:
+        if ubasis.requires_grad:
             return None
-        key = (self._coef, id(self), slots)
-        op = ubasis._cache.get(key)
-        if op is None:
-            phi, G, dx = _layout(ubasis)
-            A = phi if self._fast is _mass_fast else G
-            if slots == 1:
-                units = _gram(A, A, dx)[:, :, None, :]
-            else:
-                units = torch.stack([_gram(A[q : q + 1], A[q : q + 1], dx[q : q + 1]) for q in range(Q)], 2)
-            plan = scatter_plan(ubasis.mesh, ubasis.element, ubasis.element)
-            n = units.shape[0]
-            op = CoefficientMap(units.reshape(n * n, slots, E), plan_index(plan, c.device), plan["pattern"].nnz)
-            ubasis._cache[key] = op
+        c = w.get(self._coef, 1.0)
+        E, Q = ubasis.n_elements, ubasis.nqp
         plan = scatter_plan(ubasis.mesh, ubasis.element, ubasis.element)
-        vals = LinearScatter.apply(ct.contiguous().to(op.dtype).reshape(-1), op)
-        return SparseTensor._make(vals, plan["pattern"].to(c.device))
+        if isinstance(c, torch.Tensor) and c.shape in ((E,), (E, Q)):
+            slots = 1 if c.shape == (E,) else Q
+            key = (self._coef, id(self), slots)
+            op = ubasis._cache.get(key)
+            if op is None and ubasis._cache.get(("seen",) + key):  # re-assembly: build the map once
+                op = ubasis._cache[key] = CoefficientMap(self._units(ubasis, slots), plan_index(plan, c.device),
+                                                         plan["pattern"].nnz)
+            ubasis._cache[("seen",) + key] = True
+            if op is not None:
+                ct = c[None, :] if slots == 1 else c.T
+                vals = LinearScatter.apply(ct.contiguous().to(op.dtype).reshape(-1), op)
+                return SparseTensor._make(vals, plan["pattern"].to(c.device))
+        elif isinstance(c, torch.Tensor) and c.dim() > 0:
+            return None  # let the general path report the shape error
+        index = plan_index(plan, ubasis.mesh.points.device)
+        vals = None
+        for sl, gT, dxT in ubasis.blocks():
+            if callable(c) and not isinstance(c, torch.Tensor):
+                cc = c(ubasis.points(sl)).T
+            elif isinstance(c, torch.Tensor) and c.dim() > 0:
+                cc = (c[None, :] if c.dim() == 1 else c.T)[:, sl]
+            else:
+                cc = c
+            A = ubasis.phi[0][:, :, None, None] if self._fast is _mass_fast else gT
+            ke = _gram(A, A, cc * dxT)
+            if vals is None:
+                vals = ke.new_zeros(plan["pattern"].nnz)
+            vals = vals.index_add(0, index[:, sl].reshape(-1), ke.reshape(-1)) if ke.requires_grad else \
+                vals.index_add_(0, index[:, sl].reshape(-1), ke.reshape(-1))
+        return SparseTensor._make(vals, plan["pattern"].to(vals.device))
+
+    def _units(self, b, slots):
+        """Element matrices for a unit coefficient per slot, ``[n*n, slots, E]`` (streamed)."""
+        units = None
+        for sl, gT, dxT in b.blocks():
+            A = b.phi[0][:, :, None, None] if self._fast is _mass_fast else gT
+            if slots == 1:
+                blk = _gram(A, A, dxT)[:, :, None, :]
+            else:
+                blk = torch.stack([_gram(A[q : q + 1], A[q : q + 1], dxT[q : q + 1]) for q in range(slots)], 2)
+            if units is None:
+                units = blk.new_empty(blk.shape[0] * blk.shape[1], slots, b.n_elements)
+            units[:, :, sl] = blk.reshape(-1, slots, blk.shape[-1])
+        return units
 
     def local_t(self, ubasis, vbasis, w):
         if ubasis is vbasis and ubasis._vector() == 1:
