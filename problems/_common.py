@@ -1,0 +1,47 @@
+"""Small helpers shared by the model problems."""
+
+import math
+import time
+
+import torch
+
+import sla
+from sla.assembly import CellBasis, apply_dirichlet, assemble, boundary_dofs, element_for, laplace, source
+
+
+def sines(x: torch.Tensor) -> torch.Tensor:
+    """prod_d sin(pi x_d): the manufactured solution; -Laplace of it is d pi^2 times it."""
+    return torch.sin(math.pi * x).prod(-1)
+
+
+def solve_timed(A, b, solver: sla.SolverConfig):
+    t0 = time.perf_counter()
+    x, info = sla.solve(A, b, config=solver, return_info=True)
+    return x, info, time.perf_counter() - t0
+
+
+def info_summary(info: sla.SolveInfo, wall: float) -> dict:
+    return {
+        "backend": info.backend,
+        "method": info.method,
+        "preconditioner": info.preconditioner,
+        "iterations": info.iterations,
+        "residual": info.residual,
+        "setup_s": round(info.setup_time, 4),
+        "solve_wall_s": round(wall, 4),
+    }
+
+
+def fem_poisson(mesh, element: str, solver: sla.SolverConfig):
+    """P1/P2/Q1 Poisson with the manufactured solution; returns (summary, u at dofs, basis)."""
+    degree = {"P1": 1, "Q1": 1, "P2": 2}[element]
+    basis = CellBasis(mesh, element_for(mesh.cell_type, degree))
+    d = mesh.points.shape[1]
+    A = assemble(laplace, basis)
+    b = assemble(source, basis, f=lambda x: d * math.pi**2 * sines(x))
+    A0, b0 = apply_dirichlet(A, b, boundary_dofs(basis), 0.0)
+    u, info, wall = solve_timed(A0, b0, solver)
+    exact = sines(basis.element.dof_points(mesh))
+    out = {"unknowns": A.sparse_shape[0], "max_nodal_error": float((u - exact).abs().max())}
+    out.update(info_summary(info, wall))
+    return out, u, basis

@@ -1,0 +1,79 @@
+"""The Hydra runner and the model problems, each checked against its independent reference."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+hydra = pytest.importorskip("hydra", reason="the runner needs hydra-core (pip install 'sla[run]')")
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from sla.run import _CONFIGS, execute  # noqa: E402
+
+ROOT = os.path.dirname(_CONFIGS)
+
+
+def run(*overrides):
+    with initialize_config_dir(config_dir=_CONFIGS, version_base=None):
+        cfg = compose(config_name="config", overrides=["save=false", *overrides])
+    return execute(cfg)
+
+
+@pytest.mark.parametrize("solver", ["auto", "lu", "cg", "amg", "gmg"])
+def test_poisson2d_fd_second_order(solver):
+    s1 = run("problem=poisson2d", "problem.n=31", f"solver={solver}")
+    s2 = run("problem=poisson2d", "problem.n=63", f"solver={solver}")
+    rate = math.log(s1["max_nodal_error"] / s2["max_nodal_error"]) / math.log(s1["h"] / s2["h"])
+    assert 1.9 < rate < 2.1
+    assert s2["residual"] < 1e-7
+
+
+@pytest.mark.parametrize("element,rate", [("P1", 2), ("Q1", 2), ("P2", 3)])
+def test_poisson2d_fem_nodal_convergence(element, rate):
+    e = [run("problem=poisson2d", "problem.discretization=fem", f"problem.element={element}", f"problem.n={n}")
+         for n in (8, 16)]
+    measured = math.log(e[0]["max_nodal_error"] / e[1]["max_nodal_error"]) / math.log(2)
+    assert measured > rate - 0.3
+
+
+def test_poisson3d_fd_and_fem():
+    fd = run("problem=poisson3d", "problem.n=15")
+    assert fd["max_nodal_error"] < math.pi**2 * fd["h"] ** 2 / 4
+    fem = run("problem=poisson3d", "problem.discretization=fem", "problem.n=6")
+    assert fem["max_nodal_error"] < 0.05
+
+
+def test_heat_matches_exact_decay_and_reuses_setup():
+    s = run("problem=heat", "problem.n=32", "problem.steps=20", "problem.dt=0.0005")
+    assert s["relative_error"] < 0.01
+    assert s["steps_with_cached_setup"] == 19
+
+
+def test_elasticity_close_to_timoshenko():
+    s = run("problem=elasticity", "problem.nx=20", "problem.ny=4")
+    assert s["relative_error"] < 0.01
+
+
+def test_inverse_conductivity_recovers_the_field():
+    s = run("problem=inverse_conductivity", "problem.n=12", "problem.steps=60", "problem.lr=0.08")
+    assert s["loss_last"] < 1e-2 * s["loss_first"]
+    assert s["k_relative_error_last"] < 0.2 * s["k_relative_error_first"]
+
+
+def test_unknown_problem_and_bad_dtype():
+    with pytest.raises(ValueError, match="dtype"):
+        run("dtype=float16")
+    with pytest.raises(Exception, match="problem"):
+        run("problem=nope")
+
+
+def test_cli_writes_summary(tmp_path):
+    cmd = [sys.executable, "-m", "sla.run", "problem=elasticity", "problem.nx=10", "problem.ny=2",
+           f"hydra.run.dir={tmp_path}"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["problem"] == "elasticity" and summary["relative_error"] < 0.05
+    assert (tmp_path / "elasticity.vtu").exists()
