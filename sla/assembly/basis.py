@@ -142,8 +142,10 @@ class CellBasis(_Basis):
     1.0
     """
 
-    #: elements per block when kernels stream over the mesh (intermediates stay in cache)
+    #: elements per block when kernels stream over the mesh (CPU: intermediates stay in cache;
+    #: GPU: large blocks keep kernels launch-bound work small)
     CHUNK = 1 << 15
+    CHUNK_GPU = 1 << 21
 
     def __init__(self, mesh: Mesh, element: Element, intorder: int | None = None):
         if not isinstance(mesh, Mesh):
@@ -209,8 +211,9 @@ class CellBasis(_Basis):
             yield slice(None), gT, dxT
             return
         E = self.n_elements
-        for lo in range(0, E, self.CHUNK):
-            sl = slice(lo, min(lo + self.CHUNK, E))
+        size = self.CHUNK if self.mesh.points.device.type == "cpu" else self.CHUNK_GPU
+        for lo in range(0, E, size):
+            sl = slice(lo, min(lo + size, E))
             yield (sl, *self.geometry(sl))
 
     def _full(self):

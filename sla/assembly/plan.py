@@ -192,8 +192,9 @@ class CoefficientMap:
             import scipy.sparse as sp
 
             data = units.detach().permute(1, 2, 0).reshape(-1).numpy()  # [K, E, n*n]
-            cols = np.broadcast_to(index.T.numpy()[None], (K, E, nn)).reshape(-1)
-            indptr = np.arange(0, K * E * nn + 1, nn, dtype=np.int64)
+            itype = np.int32 if max(nnz, K * E * nn) < 2**31 else np.int64
+            cols = np.broadcast_to(index.T.numpy().astype(itype, copy=False)[None], (K, E, nn)).reshape(-1)
+            indptr = np.arange(0, K * E * nn + 1, nn, dtype=itype)
             self._Bt = sp.csr_matrix((data, cols, indptr), shape=(K * E, nnz))
         else:
             self._units, self._index = units.detach(), index.reshape(-1)
