@@ -1,4 +1,4 @@
-"""Partial eigendecompositions with adjoints: ``eigsh`` (Hermitian) and ``eigs`` (general).
+"""Partial eigendecompositions of Hermitian matrices with adjoints: ``eigsh``.
 
 Methods of :func:`eigsh`:
 
@@ -14,10 +14,7 @@ Methods of :func:`eigsh`:
 eigenvalues ``d lam_i / dA[r, c] = v_i[r] conj(v_i[c])``; eigenvectors through
 one projected MINRES solve per requested vector.  One graph node per call.
 
-:func:`eigs` (ARPACK, or dense for small ``n``) returns complex eigenpairs;
-the eigenvalues are differentiable through the left eigenvectors,
-``d lam / dA[r, c] = conj(w[r]) v[c] / (w^H v)``, which the backward pass finds
-by one step of inverse iteration with the conjugate-transposed shifted LU.
+General (non-Hermitian) matrices: :mod:`sla.solvers.eigs`.
 """
 
 from __future__ import annotations
@@ -34,12 +31,11 @@ from ..sparse import SparseTensor
 from .lobpcg import lobpcg
 from .spectral_adjoint import eig_backward_vectors
 
-__all__ = ["eigsh", "eigs"]
+__all__ = ["eigsh"]
 
 log = logging.getLogger("sla")
 
 _WHICH_H = ("LM", "SM", "LA", "SA")
-_WHICH_G = ("LM", "SM", "LR", "SR", "LI", "SI")
 DENSE_MAX = 200
 
 
@@ -106,59 +102,6 @@ class _EigshAdjoint(torch.autograd.Function):
         return (gv.real if not values.is_complex() else gv), None, None, None, None
 
 
-class _EigsAdjoint(torch.autograd.Function):
-    """Eigenvalues of a general matrix; gradient through left eigenvectors."""
-
-    @staticmethod
-    def forward(ctx, values, lam, V, A):
-        ctx.set_materialize_grads(False)
-        ctx.A = A
-        ctx.save_for_backward(lam, V)
-        return lam.clone(), V.clone()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, glam, gV):
-        if gV is not None and bool((gV != 0).any()):
-            raise NotImplementedError("eigs differentiates its eigenvalues only, not its eigenvectors")
-        lam, V = ctx.saved_tensors
-        A = ctx.A
-        if glam is None:
-            return None, None, None, None
-        W = _left_vectors(A, lam, V)  # [B, n, k]
-        p = A.pattern
-        wv = (W.conj() * V).sum(1)  # w^H v  [B, k]
-        dlam = W[:, p.row, :].conj() * V[:, p.col, :] / wv[:, None, :]  # d lam / d A[r, c]
-        gv = (glam[:, None, :] * dlam.conj()).sum(-1)
-        if not A.is_complex:
-            gv = gv.real
-        return gv.to(A.dtype), None, None, None
-
-
-def _left_vectors(A: SparseTensor, lam: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """Left eigenvectors by inverse iteration with ``(A - lam I)^H`` (sparse LU, CPU)."""
-    import scipy.sparse as sp
-    import scipy.sparse.linalg as spla
-
-    B, n, k = V.shape
-    vals = A._flat().detach().cpu().numpy()
-    p = A.pattern.to("cpu")
-    out = np.empty((B, n, k), dtype=np.complex128)
-    rng = np.random.default_rng(0)
-    for b in range(B):
-        S = sp.csc_array((vals[b], (p.row.numpy(), p.col.numpy())), shape=p.shape).astype(np.complex128)
-        for i in range(k):
-            mu = complex(lam[b, i])
-            shift = mu + 1e2 * np.finfo(float).eps * max(1.0, abs(mu))
-            lu = spla.splu((S - shift * sp.eye_array(n, format="csc")).tocsc())
-            w = rng.standard_normal(n) + 0j
-            for _ in range(2):
-                w = lu.solve(w, trans="H")
-                w /= np.linalg.norm(w)
-            out[b, :, i] = w
-    return torch.from_numpy(out).to(V.device)
-
-
 # -------------------------------------------------------- preconditioner
 def _preconditioner(A: SparseTensor, spec, notes: list) -> Optional[Callable]:
     if callable(spec):
@@ -221,10 +164,15 @@ def _arpack_eigsh(A, k, which, sigma, tol, maxiter, notes):
         S = SparseTensor._make(flat[b], A.pattern).to_scipy("csc").astype(wide)
         v0 = rng.standard_normal(n).astype(wide)
         kw = dict(k=k, tol=tol or 0.0, maxiter=maxiter, v0=v0)
-        shift = sigma if sigma is not None else (0.0 if which == "SM" else None)
+        shift = sigma if sigma is not None else (0.0 if which in ("SM", "SA") else None)
         try:
+            OPinv = None
             if shift is not None:
-                w, v = spla.eigsh(S, sigma=shift, which="LM", OPinv=_shift_invert(S, shift), **kw)
+                OPinv, pd = _shift_invert(S, shift)
+                if sigma is None and which == "SA" and not pd:
+                    OPinv = None  # smallest algebraic of an indefinite matrix: not the ones nearest 0
+            if OPinv is not None:
+                w, v = spla.eigsh(S, sigma=shift, which="LM", OPinv=OPinv, **kw)
                 if b == 0:
                     notes.append(f"shift-invert at sigma={shift}")
             else:
@@ -245,25 +193,32 @@ def _arpack_eigsh(A, k, which, sigma, tol, maxiter, notes):
 
 
 def _shift_invert(S, sigma):
-    """``(A - sigma I)^{-1}`` as a LinearOperator: CHOLMOD when positive definite, else SuperLU."""
+    """``((A - sigma I)^{-1}`` as a LinearOperator, positive definite?)``.
+
+    CHOLMOD when ``A - sigma I`` is positive definite (scikit-sparse), else
+    SuperLU with a symmetric ordering; definiteness is read off the LDU
+    pivots when the diagonal pivoting kept the symmetric permutation.
+    """
     import scipy.sparse as sp
     import scipy.sparse.linalg as spla
 
     n = S.shape[0]
     Ss = (S - sigma * sp.eye_array(n, format="csc", dtype=S.dtype)).tocsc()
-    solve = None
+    solve, pd = None, False
     try:
         from sksparse import cholmod
 
-        solve = cholmod.cholesky(Ss)
+        solve, pd = cholmod.cholesky(Ss), True
     except ImportError:
         pass
     except Exception:  # not positive definite: CHOLMOD raises its own error class
         solve = None
     if solve is None:
-        lu = spla.splu(Ss, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+        lu = spla.splu(Ss, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1, options=dict(SymmetricMode=True))
+        pd = bool(np.array_equal(lu.perm_r, lu.perm_c) and np.all(lu.U.diagonal().real > 0))
         solve = lu.solve
-    return spla.LinearOperator((n, n), matvec=lambda x: solve(np.asarray(x).reshape(n)), dtype=S.dtype)
+    op = spla.LinearOperator((n, n), matvec=lambda x: solve(np.asarray(x).reshape(n)), dtype=S.dtype)
+    return op, pd
 
 
 def _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes):
@@ -372,63 +327,3 @@ def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float]
     V = V.reshape(*A.batch_shape, n, k)
     out = (lam, V) if return_eigenvectors else lam
     return (out, info) if return_info else out
-
-
-def eigs(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[complex] = None,
-         return_eigenvectors: bool = True, method: str = "auto", *, tol: Optional[float] = None,
-         maxiter: Optional[int] = None):
-    """``k`` eigenpairs of a general square matrix (complex output).
-
-    ``method``: ``'arpack'`` (CPU) or ``'dense'`` (``torch.linalg.eig``, any
-    device; ``'auto'`` for ``n <= 200``).  Eigenvalues are differentiable in
-    ``A.values``; eigenvectors are returned without a gradient path (asking
-    for one raises).  Eigenvalues are sorted by real part, then imaginary part.
-
-    Examples
-    --------
-    >>> import torch, sla
-    >>> A = sla.SparseTensor.from_dense(torch.tensor([[0., -1.], [1., 0.]], dtype=torch.float64))
-    >>> A.eigs(k=2, return_eigenvectors=False)
-    tensor([0.-1.j, 0.+1.j], dtype=torch.complex128)
-    """
-    import scipy.sparse.linalg as spla
-
-    n = _check(A, k, which, _WHICH_G, "eigs")
-    cdtype = torch.complex128 if A.dtype in (torch.float64, torch.complex128) else torch.complex64
-    if method == "auto":
-        method = "dense" if n <= DENSE_MAX or k >= n - 1 else "arpack"
-    if method == "dense":
-        D = A.detach().to_dense().reshape(A.batch_size, n, n)
-        lam, V = torch.linalg.eig(D)
-        idx = _select(lam, k, which, sigma)
-        lam, V = lam.gather(-1, idx), V.gather(-1, idx[:, None, :].expand(-1, n, -1))
-    elif method == "arpack":
-        if A.device.type != "cpu":
-            raise ValueError("method 'arpack' runs on the CPU; use method='dense' for small matrices, or A.cpu()")
-        if k >= n - 1:
-            raise ValueError(f"ARPACK eigs needs k < n - 1, got k={k}, n={n}; use method='dense'")
-        rng = np.random.default_rng(0)
-        flat = A._flat().detach()
-        ls, vs = [], []
-        for b in range(A.batch_size):
-            S = SparseTensor._make(flat[b], A.pattern).to_scipy("csc")
-            try:
-                w, v = spla.eigs(S, k=k, which=which, sigma=sigma, tol=tol or 0.0, maxiter=maxiter,
-                                 v0=rng.standard_normal(n).astype(S.dtype))
-            except spla.ArpackNoConvergence as exc:
-                raise ConvergenceError(f"ARPACK did not converge ({exc}); raise maxiter or loosen tol") from exc
-            ls.append(w)
-            vs.append(v)
-        lam = torch.from_numpy(np.stack(ls)).to(cdtype)
-        V = torch.from_numpy(np.stack(vs)).to(cdtype)
-    else:
-        raise ValueError(f"method must be 'auto', 'arpack' or 'dense', got {method!r}")
-    order = torch.argsort(lam.imag, dim=-1, stable=True)  # lexicographic: real part, then imaginary
-    order = order.gather(-1, torch.argsort(lam.real.gather(-1, order), dim=-1, stable=True))
-    lam, V = lam.gather(-1, order), V.gather(-1, order[:, None, :].expand(-1, n, -1))
-    V = V / torch.linalg.vector_norm(V, dim=1, keepdim=True)
-    if A.values.requires_grad:
-        lam, V = _EigsAdjoint.apply(A._flat(), lam, V, A.detach())
-    lam = lam.reshape(*A.batch_shape, k)
-    V = V.reshape(*A.batch_shape, n, k)
-    return (lam, V) if return_eigenvectors else lam

@@ -102,20 +102,22 @@ class Newton:
     name = "newton"
 
     def __init__(self, linear: str = "gmres", pattern: Optional[Pattern] = None, preconditioner=None,
-                 line_search: bool = True, restart: int = 50, inner_maxiter: Optional[int] = None):
+                 line_search: bool = True, restart: int = 50, inner_maxiter: Optional[int] = None,
+                 linear_options: Optional[dict] = None):
         if linear not in ("gmres", "sparse", "dense"):
             raise ValueError(f"linear_solver must be 'gmres', 'sparse' or 'dense', got {linear!r}")
         if linear == "sparse" and pattern is None:
             raise ValueError("linear_solver='sparse' needs the Jacobian's pattern (jacobian_pattern=...)")
         self.linear, self.pattern, self.P = linear, pattern, _block(preconditioner)
         self.line_search, self.restart, self.inner_maxiter = line_search, restart, inner_maxiter
+        self.linear_options = dict(linear_options or {})
 
     def direction(self, res: Residual, u, F, r0, info: NonlinearInfo) -> torch.Tensor:
         if self.linear == "sparse":
             J = assemble_jacobian(res, u, self.pattern)
             from .linear import solve
 
-            return solve(J, -F)
+            return solve(J, -F, **self.linear_options)
         if self.linear == "dense":
             vjp = res.linearize_transpose(u)
             J = torch.stack([vjp(e) for e in torch.eye(u.numel(), dtype=u.dtype, device=u.device)])
@@ -205,15 +207,16 @@ class ImplicitAdjoint:
 
     def __init__(self, linear: str = "gmres", pattern: Optional[Pattern] = None, preconditioner=None,
                  rtol: Optional[float] = None, maxiter: Optional[int] = None, restart: int = 50,
-                 on_failure: str = "raise"):
+                 on_failure: str = "raise", linear_options: Optional[dict] = None):
         self.linear, self.pattern, self.P = linear, pattern, _block(preconditioner)
+        self.linear_options = dict(linear_options or {})
         self.rtol, self.maxiter, self.restart, self.on_failure = rtol, maxiter, restart, on_failure
 
     def solve_transpose(self, res: Residual, u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if self.linear == "sparse":
             from .linear import solve
 
-            return solve(assemble_jacobian(res, u, self.pattern).T(), g)
+            return solve(assemble_jacobian(res, u, self.pattern).T(), g, **self.linear_options)
         vjp = res.linearize_transpose(u)
         if self.linear == "dense":
             J = torch.stack([vjp(e) for e in torch.eye(u.numel(), dtype=u.dtype, device=u.device)])
@@ -286,6 +289,7 @@ def _drive(res: Residual, u0: torch.Tensor, strategy, cfg: SolverConfig, info: N
 def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: str = "newton",
                     linear_solver: str = "auto", jacobian_pattern=None, preconditioner=None,
                     line_search: bool = True, jvp: str = "auto", m: int = 5, damping: float = 1.0,
+                    linear_options: Optional[dict] = None,
                     adjoint: Optional[ImplicitAdjoint] = None, config: Optional[SolverConfig] = None,
                     return_info: bool = False, **options):
     """Solve ``residual_fn(u, *params) = 0`` for ``u``, differentiably in ``params``.
@@ -314,6 +318,9 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
         blocks or flat vectors.
     line_search : bool
         Backtracking (Armijo) on ``||F||`` for Newton.
+    linear_options : dict, optional
+        Keyword arguments of :func:`sla.solve` for the sparse Jacobian solves
+        (``backend``, ``method``, ``options``, ...).
     jvp : {'auto', 'forward', 'fd'}
         How JFNK forms ``J v`` (forward-mode AD when possible, else finite differences).
     m, damping : Anderson depth; damping of Picard/Anderson.
@@ -347,7 +354,8 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
     if linear_solver == "auto":
         linear_solver = "sparse" if pattern is not None else "gmres"
     if method == "newton":
-        strategy = Newton(linear_solver, pattern, preconditioner, line_search, cfg.restart)
+        strategy = Newton(linear_solver, pattern, preconditioner, line_search, cfg.restart,
+                          linear_options=linear_options)
     elif method == "picard":
         strategy = Picard(preconditioner, damping)
     elif method == "anderson":
@@ -355,8 +363,11 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
     else:
         raise ValueError(f"method must be 'newton', 'picard' or 'anderson', got {method!r}")
     if adjoint is None:
+        # J^T is preconditioned by the preconditioner's adjoint when it has one (sla.solvers.precond objects do)
+        padj = preconditioner.adjoint() if hasattr(preconditioner, "adjoint") else preconditioner
         adjoint = ImplicitAdjoint(linear_solver if method == "newton" else ("sparse" if pattern else "gmres"),
-                                  pattern, None, restart=cfg.restart, on_failure=cfg.on_failure)
+                                  pattern, padj, restart=cfg.restart, on_failure=cfg.on_failure,
+                                  linear_options=linear_options)
     res = Residual(residual_fn, u0, params, jvp=jvp)
     info = NonlinearInfo(method=method if method != "newton" else f"newton-{linear_solver}")
     u = _drive(res, u0, strategy, cfg, info)
