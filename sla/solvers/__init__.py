@@ -17,7 +17,8 @@ from .registry import (
 register_linalg(solve=solve, lu=LUFactorization)
 
 from .det import det, slogdet  # noqa: E402
-from .eigen import eigs, eigsh  # noqa: E402
+from .eigen import eigsh  # noqa: E402
+from .eigs import eigs  # noqa: E402
 from .svd import condition_number, spectral_norm, svd  # noqa: E402
 
 register_linalg(det=det, slogdet=slogdet, eigsh=eigsh, eigs=eigs)
