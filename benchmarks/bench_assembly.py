@@ -58,7 +58,9 @@ def worker(lib: str, n: int, repeat: int) -> dict:
     first, again = [], []
     if lib == "sla":
         rss0 = _rss_mb()
+        mesh = basis = A = None
         for _ in range(repeat):
+            del mesh, basis, A  # one generation alive at a time (peak memory)
             t = time.perf_counter()
             mesh = Mesh(P, T, "triangle")
             basis = CellBasis(mesh, ElementP1())
@@ -82,7 +84,9 @@ def worker(lib: str, n: int, repeat: int) -> dict:
 
         p, t_ = P.numpy().T.copy(), T.numpy().T.copy()
         rss0 = _rss_mb()
+        mesh = basis = A = None
         for _ in range(repeat):
+            del mesh, basis, A
             t = time.perf_counter()
             mesh = skfem.MeshTri(p, t_)
             basis = skfem.Basis(mesh, skfem.ElementTriP1())
