@@ -110,8 +110,11 @@ class Residual:
 def row_coloring(pattern: Pattern) -> tuple[np.ndarray, int]:
     """Colours of the rows such that rows of one colour share no column (cached per pattern).
 
-    Jones-Plassmann rounds on the graph of ``P P^T``: each round colours the
-    uncoloured rows whose random priority beats every uncoloured neighbour.
+    Jones-Plassmann on the graph of ``P P^T``: each round takes the uncoloured
+    rows whose random priority beats every uncoloured neighbour (an
+    independent set) and gives each the smallest colour its coloured
+    neighbours do not use (a 64-bit mask per row; past 63 colours a fresh
+    colour per round).
     """
 
     def build():
@@ -126,17 +129,29 @@ def row_coloring(pattern: Pattern) -> tuple[np.ndarray, int]:
         indptr, indices = G.indptr, G.indices
         prio = np.random.default_rng(0).permutation(M).astype(np.int64)
         color = np.full(M, -1, dtype=np.int64)
-        c = 0
         empty = np.diff(indptr) == 0
         starts = np.minimum(indptr[:-1], max(len(indices) - 1, 0))
+        bits = np.zeros(M, dtype=np.uint64)  # colours used by coloured neighbours (< 64)
+        spill = 64
         while (color < 0).any():
             w = np.where(color < 0, prio, -1)
             nb = np.maximum.reduceat(w[indices], starts) if len(indices) else np.full(M, -1)
             nb = np.where(empty, -1, nb)
-            sel = (color < 0) & (prio > nb)
+            sel = np.nonzero((color < 0) & (prio > nb))[0]
+            free = ~bits[sel]
+            low = free & (~free + np.uint64(1))  # lowest unset bit of the neighbours' mask
+            c = np.where(low == 0, spill, np.log2(np.maximum(low, 1).astype(np.float64)).astype(np.int64))
+            if (low == 0).any():
+                spill += 1
             color[sel] = c
-            c += 1
-        return color, c
+            # tell the neighbours of the newly coloured rows which colour they may no longer take
+            r, cr = sel[c < 64], c[c < 64]
+            cnt = indptr[r + 1] - indptr[r]
+            if cnt.sum():
+                within = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+                nbrs = indices[np.repeat(indptr[r], cnt) + within]
+                np.bitwise_or.at(bits, nbrs, np.repeat(np.left_shift(np.uint64(1), cr.astype(np.uint64)), cnt))
+        return color, int(color.max()) + 1 if M else 0
 
     return pattern.memo("jacobian_row_coloring", build)
 
