@@ -61,8 +61,26 @@ def _as_cells(cells, k: int, n_points: int, name: str) -> torch.Tensor:
 
 
 def _row_keys(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unique rows of a sorted-node table: ``(unique_rows, inverse)``."""
-    return torch.unique(rows, dim=0, return_inverse=True)
+    """Unique rows of a node table: ``(unique_rows, inverse)``, rows in lexicographic order.
+
+    Rows are packed into one int64 key when they fit (a 1D unique is far faster than
+    ``torch.unique(dim=0)``); otherwise the row-wise unique runs.
+    """
+    if rows.shape[0] == 0:
+        return rows, torch.zeros(0, dtype=torch.int64, device=rows.device)
+    base = int(rows.max()) + 1
+    k = rows.shape[1]
+    if base ** k >= 2**62:
+        return torch.unique(rows, dim=0, return_inverse=True)
+    key = rows[:, 0].clone()
+    for j in range(1, k):
+        key = key * base + rows[:, j]
+    uniq, inv = torch.unique(key, return_inverse=True)
+    cols = []
+    for _ in range(k):
+        cols.append(uniq % base)
+        uniq = torch.div(uniq, base, rounding_mode="floor")
+    return torch.stack(cols[::-1], 1), inv
 
 
 def find_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
