@@ -17,6 +17,7 @@ both matrices agree before reporting.
 
     python benchmarks/bench_assembly.py            # 1M triangles (n = 707)
     python benchmarks/bench_assembly.py --n 300    # quick
+    python benchmarks/bench_assembly.py --n 2237 --device cuda   # 10M triangles, sla alone on a GPU
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(lib: str, n: int, repeat: int) -> dict:
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def worker(lib: str, n: int, repeat: int, device: str = "cpu") -> dict:
     import numpy as np
     import scipy.sparse  # noqa: F401  (both libraries use it; keep its import out of the timings)
     import torch
@@ -50,7 +58,7 @@ def worker(lib: str, n: int, repeat: int) -> dict:
     torch.set_num_threads(1)
     from sla.assembly import CellBasis, ElementP1, Mesh, assemble, laplace, unit_square
 
-    base = unit_square(n)
+    base = unit_square(n, device=device)
     P, T = base.points, base.cells
     E = T.shape[0]
     rng = np.random.default_rng(0)
@@ -61,15 +69,19 @@ def worker(lib: str, n: int, repeat: int) -> dict:
         mesh = basis = A = None
         for _ in range(repeat):
             del mesh, basis, A  # one generation alive at a time (peak memory)
+            _sync(device)
             t = time.perf_counter()
             mesh = Mesh(P, T, "triangle")
             basis = CellBasis(mesh, ElementP1())
             A = assemble(laplace, basis)
+            _sync(device)
             first.append(time.perf_counter() - t)
         for _ in range(repeat + 2):  # 1st: one streamed pass; 2nd: also builds the coefficient map
-            k = torch.from_numpy(rng.random(E) + 0.5)
+            k = torch.from_numpy(rng.random(E) + 0.5).to(device)
+            _sync(device)
             t = time.perf_counter()
             A = assemble(laplace, basis, k=k)
+            _sync(device)
             again.append(time.perf_counter() - t)
         out["again_first"], out["again_second"] = again.pop(0), again.pop(0)
         Ak = A.to_scipy()
@@ -112,9 +124,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=707, help="cells per side of the unit square (2 n^2 triangles)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--worker", choices=["sla", "skfem"])
+    ap.add_argument("--device", default="cpu", help="sla only on this device (e.g. cuda); no scikit-fem comparison")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.n, args.repeat)))
+        print(json.dumps(worker(args.worker, args.n, args.repeat, args.device)))
+        return
+    if args.device != "cpu":
+        s = worker("sla", args.n, args.repeat, args.device)
+        print(f"sla on {args.device}: {s['cells']:,} triangles; first assembly {s['first']:.3f} s, "
+              f"re-assembly 1st {s['again_first']:.3f} s, 2nd {s['again_second']:.3f} s, later {s['again']:.4f} s")
         return
     env = dict(os.environ, **THREADS)
     res = {}
