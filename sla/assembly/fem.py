@@ -117,7 +117,7 @@ def _coefficient(name: str, c, basis: _Basis, nd: int):
     E, Q = basis.n_elements, basis.nqp
     pad = (1,) * (nd - 2)
 
-    def lay(t, extra=0):
+    def lay(t):
         return t.reshape(t.shape[0], *pad, *t.shape[1:])
 
     if isinstance(c, Field):

@@ -2,8 +2,13 @@
 
 Each is a :class:`~sla.assembly.fem.BilinearForm` (or ``LinearForm``) written as
 the maths reads -- usable with :func:`~sla.assembly.assemble` like any user
-form -- plus, for the hot ones, a batched ``local`` that computes all element
-matrices with one ``bmm`` instead of broadcasting over (i, j, q).
+form -- plus, for the hot ones, batched kernels in an elements-last layout:
+``diffusion`` and ``mass`` stream over blocks of cells without materialising
+the basis, and from the second assembly with a tensor coefficient on a basis
+use a cached coefficient -> values map (one sparse mat-vec); ``elasticity``
+computes all element matrices with a few contiguous sweeps.  Everything stays
+differentiable: w.r.t. the coefficient on every path, and w.r.t. the node
+coordinates through the general path (taken whenever they require grad).
 
 Coefficients: ``k`` (diffusion), ``c`` (mass), ``lam``/``mu`` (elasticity,
 Lamé parameters), ``b`` (advection velocity ``[..., dim]``), ``f`` (source);
