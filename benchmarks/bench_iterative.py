@@ -99,7 +99,9 @@ def run_case(case, n, dim, device, rtol):
         out["matrix_bytes"] = torch.cuda.memory_allocated() - base
         torch.cuda.reset_peak_memory_stats()
     if case.startswith("sla"):
-        pc = {"sla-amg": "amg", "sla-gmg": "gmg", "sla-cg": "none", "sla-amg-repeat": "amg", "sla-gmg-spd": "gmg"}[case]
+        pc = {"sla-amg": "amg", "sla-gmg": "gmg", "sla-cg": "none", "sla-amg-repeat": "amg", "sla-gmg-spd": "gmg",
+              "sla-amg-mis2": "amg"}[case]
+        opts = {"aggregation": "mis2"} if case == "sla-amg-mis2" else None
         # 'sla-gmg-spd' declares the matrix type: no structure detection (its transpose permutation) in the peak
         mtype = "spd" if case == "sla-gmg-spd" else None
         if pc == "amg":
@@ -112,7 +114,7 @@ def run_case(case, n, dim, device, rtol):
             _sync(device)
         t0 = time.perf_counter()
         x, info = A.solve(b, backend="pytorch", method="cg", preconditioner=pc, rtol=rtol,
-                          maxiter=100000, matrix_type=mtype, return_info=True)
+                          maxiter=100000, matrix_type=mtype, options=opts, return_info=True)
         _sync(device)
         out.update(time=time.perf_counter() - t0, setup=info.setup_time, iterations=info.iterations,
                    notes="; ".join(info.notes))
@@ -201,7 +203,7 @@ def main():
     cases = args.cases or (CASES_GPU if args.device == "cuda" else CASES_CPU)
     plan = [(c, n, 2) for n in args.sizes for c in cases
             if not (c in ("sla-cg", "seed", "scipy") and n > args.max_slow)]
-    plan += [(c, n, 3) for n in args.sizes3d for c in ("sla-amg", "sla-amg-repeat", "sla-gmg")]
+    plan += [(c, n, 3) for n in args.sizes3d for c in ("sla-amg", "sla-amg-repeat", "sla-amg-mis2", "sla-gmg")]
     if args.device == "cuda":  # warm-up: CUDA context, cuSPARSE handles, kernels' first launches
         for case in sorted({c for c, _, _ in plan} - {"seed"}):
             run_case(case, 64, 2, "cuda", args.rtol)
