@@ -7,6 +7,9 @@ import torch
 import sla
 from sla.gallery import poisson2d
 
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
+
 
 def _random_sparse(n, density=0.3, dtype=torch.float64, seed=0, batch=()):
     g = torch.Generator().manual_seed(seed)
@@ -32,8 +35,10 @@ def test_matches_dense(dtype):
     torch.testing.assert_close(A.det().to(ref.sign.dtype), torch.linalg.det(D.to(ref.sign.dtype)), rtol=tol, atol=tol)
 
 
-def test_batched_and_functions():
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_and_functions(device):
     A, D = _random_sparse(9, batch=(2, 3))
+    A, D = A.to(device), D.to(device)
     torch.testing.assert_close(sla.det(A), torch.linalg.det(D))
     s, l = sla.slogdet(A)
     ref = torch.linalg.slogdet(D)
@@ -108,3 +113,13 @@ def test_block_solves_cover_every_column(monkeypatch):
     v = A.values.clone().requires_grad_()
     sla.slogdet(sla.SparseTensor._make(v, A.pattern))[1].backward()
     torch.testing.assert_close(v.grad, torch.linalg.inv(D).T[A.row, A.col])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradient_on_device(device):
+    A, D = _random_sparse(10, seed=9)
+    v = A.values.clone().to(device).requires_grad_()
+    sla.det(sla.SparseTensor._make(v, A.pattern.to(device))).backward()
+    ref = torch.linalg.det(D) * torch.linalg.inv(D).T[A.row, A.col]
+    assert v.grad.device.type == device
+    torch.testing.assert_close(v.grad.cpu(), ref)

@@ -7,8 +7,8 @@ import torch
 
 import sla
 from sla.gallery import poisson2d
-from tests.conftest import cuda
 
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
 

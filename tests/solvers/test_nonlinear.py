@@ -8,6 +8,9 @@ import torch
 import sla
 from sla.gallery import poisson1d, poisson2d
 
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
+
 METHODS = [
     dict(method="newton", linear_solver="gmres"),
     dict(method="newton", linear_solver="sparse"),
@@ -131,6 +134,22 @@ def test_gradcheck_each_parameter(kw):
                                  torch.zeros(n * n, dtype=torch.float64), f, c, w, rtol=1e-14, maxiter=200, **kw)
 
     assert torch.autograd.gradcheck(solve, (vals, f, c))
+
+
+@pytest.mark.parametrize("linear_solver", ["gmres", "sparse"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_sparse_residual_on_device(device, linear_solver):
+    n = 30
+    A = (poisson1d(n) * float((n + 1) ** 2)).to(device)
+    f = torch.linspace(1, 30, n, dtype=torch.float64, device=device).requires_grad_()
+    u = A.nonlinear_solve(lambda u, A, f: A @ u + u**3 - f, torch.zeros(n, dtype=torch.float64, device=device), f,
+                          linear_solver=linear_solver, rtol=1e-13)
+    assert u.device.type == device
+    F = A.detach() @ u.detach() + u.detach() ** 3 - f.detach()
+    assert float(F.norm()) <= 1e-10 * float(f.detach().norm())
+    u.sum().backward()
+    J = A.detach().to_dense() + torch.diag(3 * u.detach() ** 2)
+    torch.testing.assert_close(f.grad, torch.linalg.solve(J.T, torch.ones_like(f)))
 
 
 def test_grad_matches_dense_implicit_formula():

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import sla
-from tests.conftest import cuda
 
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
 
