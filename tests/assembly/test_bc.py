@@ -90,3 +90,20 @@ def test_dirichlet_is_differentiable_and_validates():
         apply_dirichlet(A, f, dofs, torch.ones(2, dtype=torch.float64))
     with pytest.raises(KeyError, match="unknown facet set"):
         boundary_dofs(b, "top")
+
+
+def test_one_dimensional_robin_and_neumann():
+    from sla.assembly import interval
+
+    m = interval(7)
+    b = CellBasis(m, ElementP1("line"))
+    A = assemble(laplace, b)
+    # -u'' = 0, u(0) = 0, u'(1) + u(1) = 2  ->  u = x
+    R, r = robin(b, 1.0, 2.0, "xmax")
+    u = sla.solve(*apply_dirichlet(A + R, r, boundary_dofs(b, "xmin")))
+    assert torch.allclose(u, m.points[:, 0], atol=1e-12)
+    # -u'' = 1, u(0) = 0, u'(1) = 0  ->  u = x - x^2 / 2 (P1 is nodally exact in 1D)
+    f = assemble(source, b) + neumann(b, 0.0, "xmax")
+    u = sla.solve(*apply_dirichlet(A, f, boundary_dofs(b, "xmin")))
+    x = m.points[:, 0]
+    assert torch.allclose(u, x - x**2 / 2, atol=1e-12)
