@@ -118,3 +118,51 @@ def test_bad_files(tmp_path):
     other.write_text("1 2 3\n")
     with pytest.raises(ValueError, match="mesh.xyz.*unsupported extension"):
         read_mesh(other)
+
+
+GMSH41 = """$MeshFormat
+4.1 0 8
+$EndMeshFormat
+$PhysicalNames
+2
+1 1 "left"
+2 2 "domain"
+$EndPhysicalNames
+$Entities
+0 1 1 0
+1 0 0 0 0 1 0 1 1 0
+1 0 0 0 1 1 0 1 2 0
+$EndEntities
+$Nodes
+1 4 1 4
+2 1 0 4
+1
+2
+3
+4
+0 0 0
+1 0 0
+1 1 0
+0 1 0
+$EndNodes
+$Elements
+2 3 1 3
+1 1 1 1
+1 1 4
+2 1 2 2
+2 1 2 3
+3 1 3 4
+$EndElements
+"""
+
+
+def test_read_gmsh41_physical_groups(tmp_path):
+    """A Gmsh 4.1 file (as Gmsh writes it): physical groups become named sets."""
+    path = tmp_path / "square.msh"
+    path.write_text(GMSH41)
+    m = read_mesh(path)
+    assert m.cell_type == "triangle" and m.n_cells == 2
+    assert torch.equal(m.cell_sets["domain"], torch.tensor([0, 1]))
+    assert torch.equal(m.facet_sets["left"], torch.tensor([[0, 3]]))
+    assert torch.equal(m.nodes_of("left"), torch.tensor([0, 3]))
+    assert float(m.cell_volumes().sum()) == pytest.approx(1.0)
