@@ -303,7 +303,10 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
         Initial guess (real floating point, any shape).
     *params
         Tensors (gradients flow to those that require grad; mixed is fine)
-        or other objects passed through unchanged.
+        or other objects passed through unchanged.  Gradients reach *only*
+        these (and A's values for ``A.nonlinear_solve``): tensors captured by
+        ``residual_fn``'s closure are constants to the adjoint, and ``u0``
+        gets no gradient (the solution does not depend on it).
     method : {'newton', 'picard', 'anderson'}
     linear_solver : {'auto', 'gmres', 'sparse', 'dense'}
         Newton's linear solver: matrix-free GMRES on JVPs (JFNK), an assembled
