@@ -136,6 +136,10 @@ class CellBasis(_Basis):
     """``element`` on every cell of ``mesh`` with a quadrature of degree ``intorder``
     (default ``2 * element.degree``).
 
+    Geometry is computed on first use (the ready-made forms stream it in blocks and
+    never store it).  When ``mesh.points`` requires grad, build the basis inside the
+    computation you differentiate (its cached geometry holds that graph).
+
     >>> from sla.assembly import unit_square, CellBasis, ElementP1
     >>> b = CellBasis(unit_square(2), ElementP1())
     >>> round(float(b.dx.sum()), 12)
@@ -217,9 +221,10 @@ class CellBasis(_Basis):
             yield (sl, *self.geometry(sl))
 
     def _full(self):
-        if "geometry" not in self._cache:
-            self._cache["geometry"] = self.geometry()
-        return self._cache["geometry"]
+        g = self._cache.get("geometry")
+        if g is None or (self.requires_grad and not g[0].requires_grad):  # cached without a graph: redo
+            g = self._cache["geometry"] = self.geometry()
+        return g
 
     _gT = property(lambda self: self._full()[0], doc="Gradients ``[Q, n, d, E]`` (elements last).")
     _dxT = property(lambda self: self._full()[1], doc="Weights ``[Q, E]`` (elements last).")
@@ -229,9 +234,10 @@ class CellBasis(_Basis):
     @property
     def x(self) -> torch.Tensor:
         """Physical quadrature points ``[E, Q, dim]`` (computed on first use)."""
-        if "x" not in self._cache:
-            self._cache["x"] = self.points()
-        return self._cache["x"]
+        x = self._cache.get("x")
+        if x is None or (self.requires_grad and not x.requires_grad):
+            x = self._cache["x"] = self.points()
+        return x
 
 
 class FacetBasis(_Basis):

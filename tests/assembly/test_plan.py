@@ -98,3 +98,15 @@ def test_streamed_blocks_and_cached_map_equal_the_generic_form(monkeypatch, make
         (g,) = torch.autograd.grad(x @ (assemble(laplace, b, k=kk) @ x), kk)
         (ref,) = torch.autograd.grad(x @ (assemble(generic_k, ref_b, k=kk) @ x), kk)
         assert torch.allclose(g, ref)
+
+
+def test_geometry_cached_without_grad_is_recomputed_with_grad():
+    m = unit_square(2)
+    p = m.points.clone().requires_grad_()
+    b = CellBasis(m.with_points(p), ElementP1())
+    with torch.no_grad():
+        _ = b.dx  # cached without a graph
+    assemble(laplace, b).values.sum().backward()  # must still reach the coordinates
+    A = assemble(BilinearForm(lambda u, v, w: (u.grad * v.grad).sum(-1) * w.x[..., 0]), b)
+    (g,) = torch.autograd.grad(A.values.square().sum(), p)
+    assert p.grad is not None and float(g.abs().sum()) > 0
