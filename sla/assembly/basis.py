@@ -137,8 +137,8 @@ class CellBasis(_Basis):
     (default ``2 * element.degree``).
 
     Geometry is computed on first use (the ready-made forms stream it in blocks and
-    never store it).  When ``mesh.points`` requires grad, build the basis inside the
-    computation you differentiate (its cached geometry holds that graph).
+    never store it).  When ``mesh.points`` requires grad (and grad mode is on) the
+    geometry is recomputed at each use, so every assembly gets its own graph.
 
     >>> from sla.assembly import unit_square, CellBasis, ElementP1
     >>> b = CellBasis(unit_square(2), ElementP1())
@@ -221,8 +221,10 @@ class CellBasis(_Basis):
             yield (sl, *self.geometry(sl))
 
     def _full(self):
+        if self.requires_grad:  # differentiated geometry: a fresh graph per use, never cached
+            return self.geometry()
         g = self._cache.get("geometry")
-        if g is None or (self.requires_grad and not g[0].requires_grad):  # cached without a graph: redo
+        if g is None:
             g = self._cache["geometry"] = self.geometry()
         return g
 
@@ -234,8 +236,10 @@ class CellBasis(_Basis):
     @property
     def x(self) -> torch.Tensor:
         """Physical quadrature points ``[E, Q, dim]`` (computed on first use)."""
+        if self.requires_grad:
+            return self.points()
         x = self._cache.get("x")
-        if x is None or (self.requires_grad and not x.requires_grad):
+        if x is None:
             x = self._cache["x"] = self.points()
         return x
 
