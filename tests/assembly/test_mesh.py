@@ -25,10 +25,9 @@ def test_generators(make, cells, points, bfacets, volume):
     vol = m.cell_volumes()
     assert bool((vol > 0).all())
     assert float(vol.sum()) == pytest.approx(volume, rel=1e-12)
-    # the side sets partition the boundary of boxes
-    sides = [k for k in m.facet_sets if k[1:] in ("min", "max")]
-    if m.cell_type != "triangle" or m.n_points != 21:
-        assert sum(m.facet_sets[k].shape[0] for k in sides) == bfacets
+    # the side sets of a box partition its boundary (the L-shape's re-entrant sides are untagged)
+    tagged = sum(v.shape[0] for v in m.facet_sets.values())
+    assert tagged == bfacets if volume != 3.0 else tagged < bfacets
 
 
 def test_boundary_facets_are_outer_faces_of_the_cube():
