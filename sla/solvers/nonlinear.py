@@ -287,7 +287,7 @@ def _drive(res: Residual, u0: torch.Tensor, strategy, cfg: SolverConfig, info: N
 
 
 def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: str = "newton",
-                    linear_solver: str = "auto", jacobian_pattern=None, preconditioner=None,
+                    linear_solver: str = "auto", jacobian_pattern=None, preconditioner="auto",
                     line_search: bool = True, jvp: str = "auto", m: int = 5, damping: float = 1.0,
                     linear_options: Optional[dict] = None,
                     adjoint: Optional[ImplicitAdjoint] = None, config: Optional[SolverConfig] = None,
@@ -315,10 +315,12 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
         The adjoint uses the same kind unless ``adjoint`` says otherwise.
     jacobian_pattern : Pattern or SparseTensor, optional
         Structure of ``dF/du`` (must contain every nonzero).
-    preconditioner : callable, optional
+    preconditioner : callable, 'auto' or None
         Approximate ``J^{-1}``: right preconditioner of JFNK's GMRES, and
         ``P`` of the Picard / Anderson map ``u - P(F(u))``.  Takes ``[1, N, 1]``
-        blocks or flat vectors.
+        blocks or flat vectors.  ``'auto'``: none here; ``A.nonlinear_solve``
+        uses a direct factorisation of ``A`` (for ``A u + f(u)`` residuals
+        that is the classic Picard iteration ``A u = b - f(u)``).
     line_search : bool
         Backtracking (Armijo) on ``||F||`` for Newton.
     linear_options : dict, optional
@@ -349,6 +351,10 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
     if not bool(torch.isfinite(u0).all()):
         raise ValueError("u0 has NaN or Inf entries")
     cfg = SolverConfig.resolve(config, **options)
+    if isinstance(preconditioner, str):
+        if preconditioner not in ("auto", "none"):
+            raise ValueError(f"preconditioner must be a callable, 'auto', 'none' or None, got {preconditioner!r}")
+        preconditioner = None
     pattern = jacobian_pattern.pattern if isinstance(jacobian_pattern, SparseTensor) else jacobian_pattern
     if pattern is not None and not isinstance(pattern, Pattern):
         raise TypeError(f"jacobian_pattern must be a sla.Pattern or SparseTensor, got {type(pattern).__name__}")
@@ -398,7 +404,37 @@ def sparse_nonlinear_solve(A: SparseTensor, residual_fn: Callable, u0: torch.Ten
 
     if kwargs.get("linear_solver") == "sparse" and kwargs.get("jacobian_pattern") is None:
         kwargs["jacobian_pattern"] = _with_diagonal(pattern)
+    matrix_free = kwargs.get("method", "newton") != "newton" or kwargs.get("linear_solver", "auto") in ("auto", "gmres")
+    if kwargs.get("preconditioner", "auto") == "auto" and matrix_free and kwargs.get("jacobian_pattern") is None:
+        kwargs["preconditioner"] = _MatrixInverse.build(A)
     return nonlinear_solve(fn, u0, A.values, *params, **kwargs)
+
+
+class _MatrixInverse:
+    """``r -> A^{-1} r`` (or ``A^{-H} r`` for the adjoint) with a cached direct factorisation of A."""
+
+    def __init__(self, prep, batch: int, transpose: bool = False):
+        self.prep, self.batch, self.transpose = prep, batch, transpose
+
+    @classmethod
+    def build(cls, A: SparseTensor):
+        from ..config import SingularMatrixError
+        from .linear import prepare
+
+        if A.sparse_shape[0] != A.sparse_shape[1]:
+            return None
+        try:
+            return cls(prepare(A.detach(), SolverConfig.resolve(), kind="direct"), A.batch_size)
+        except (SingularMatrixError, ValueError) as exc:
+            log.info("nonlinear_solve: no factorisation of A for preconditioning (%s)", exc)
+            return None
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        x = self.prep.solve(r.reshape(self.batch, self.prep.pattern.shape[0], -1), transpose=self.transpose)
+        return x.reshape(r.shape)
+
+    def adjoint(self) -> "_MatrixInverse":
+        return _MatrixInverse(self.prep, self.batch, not self.transpose)
 
 
 def _with_diagonal(p: Pattern) -> Pattern:

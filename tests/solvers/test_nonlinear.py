@@ -72,7 +72,7 @@ def test_bratu_1d_closed_form(kw):
     u0 = torch.zeros(n, dtype=torch.float64)
     lam_t = torch.tensor(lam, dtype=torch.float64)
     kw = dict(kw)
-    if kw.get("linear_solver") in (None, "gmres"):  # Picard/Anderson map, JFNK's right preconditioner
+    if kw["method"] == "anderson" or kw.get("linear_solver") == "gmres":  # explicit; Picard uses 'auto' (A's LU)
         lu = A.lu()
         kw["preconditioner"] = lambda r: lu.solve(r.reshape(-1))
     u, info = A.nonlinear_solve(bratu_residual, u0, lam_t, rtol=1e-12, return_info=True, **kw)
@@ -150,6 +150,19 @@ def test_sparse_residual_on_device(device, linear_solver):
     u.sum().backward()
     J = A.detach().to_dense() + torch.diag(3 * u.detach() ** 2)
     torch.testing.assert_close(f.grad, torch.linalg.solve(J.T, torch.ones_like(f)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_seed_readme_example(dtype):
+    # the torch-sla README example: A @ u + u^2 = f, gradient of u.sum() w.r.t. f
+    A = poisson2d(8, dtype=dtype)
+    n = A.shape[0]
+    f = torch.rand(n, dtype=dtype, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    u = A.nonlinear_solve(lambda u, A, f: A @ u + u**2 - f, torch.zeros(n, dtype=dtype), f, method="newton")
+    u.sum().backward()
+    J = A.to_dense() + torch.diag(2 * u.detach())
+    tol = 1e-4 if dtype == torch.float32 else 1e-7
+    torch.testing.assert_close(f.grad, torch.linalg.solve(J.T, torch.ones_like(f)), rtol=tol, atol=tol)
 
 
 def test_grad_matches_dense_implicit_formula():
