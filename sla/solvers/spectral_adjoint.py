@@ -11,7 +11,10 @@ The first sum is the part of the eigenvector derivative inside the computed
 subspace (closed form); ``w_i`` is the part outside it, found by MINRES on the
 shifted operator projected onto the complement of ``V`` (the "adjoint solve
 with the shifted, projected operator"; it is non-singular there when
-``lam_i`` is simple).  The gradient of a stored entry ``(r, c)`` of a sparse
+``lam_i`` is simple).  Pairs with ``lam_i == lam_j`` (to rounding) inside the
+computed set are skipped: that rotation is a gauge freedom, so only losses
+that do not depend on the basis chosen inside a degenerate eigenspace (for
+example functions of its projector) have meaningful eigenvector gradients.  The gradient of a stored entry ``(r, c)`` of a sparse
 matrix is then ``sum_i u_i[r] conj(v_i[c])`` -- O(nnz k), never dense.
 The derivation holds for any perturbation ``dA`` (V is an orthonormal
 eigenbasis of A), so each stored value is an independent variable.
@@ -122,8 +125,12 @@ def eig_backward_vectors(
         return U
     M = V.mH @ gV  # M[j, i] = v_j^H gv_i
     E = lam[:, None, :] - lam[:, :, None]  # E[j, i] = lam_i - lam_j
-    eye = torch.eye(k, dtype=torch.bool, device=V.device)
-    F = torch.where(eye, torch.zeros_like(M), M / torch.where(eye, torch.ones_like(E), E).to(M.dtype))
+    # degenerate pairs (and i == j): the rotation inside an eigenspace is a gauge freedom, and a
+    # loss that is well defined there (e.g. a function of the eigenspace's projector) has no
+    # component along it -- drop those terms instead of dividing by ~0
+    scale = lam.abs().amax(-1, keepdim=True)[:, :, None].clamp_min(torch.finfo(lam.dtype).tiny)
+    skip = E.abs() <= 1e3 * torch.finfo(lam.dtype).eps * scale
+    F = torch.where(skip, torch.zeros_like(M), M / torch.where(skip, torch.ones_like(E), E).to(M.dtype))
     U = U + V @ F
     rhs = -(gV - V @ M)
     if bool((torch.linalg.vector_norm(rhs, dim=1) > 0).any()):

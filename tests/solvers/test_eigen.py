@@ -127,6 +127,19 @@ def test_gradcheck_eigsh(method, which):
     assert torch.autograd.gradcheck(vectors, (w,), atol=1e-6, fast_mode=fast)
 
 
+def test_degenerate_eigenspace_projector_gradient():
+    # 2D Laplacian: lam_2 == lam_3.  The projector onto the 3 smallest eigenvectors is smooth.
+    A = poisson2d(5)
+    _, perm = A.pattern.transpose()
+    w = A.values.clone().requires_grad_()
+
+    def proj(w):
+        V = sla.eigsh(sla.SparseTensor._make((w + w[perm]) / 2, A.pattern), k=3, which="SA", method="dense")[1]
+        return (V @ V.T)[:6, :6]
+
+    assert torch.autograd.gradcheck(proj, (w,), atol=1e-6)
+
+
 def test_eigenvector_gradient_graph_is_one_node():
     A = poisson2d(6)
     w, make = _sym_param(A)
