@@ -13,7 +13,8 @@ any device.  Each iteration:
    numerically dependent directions per batch member (they get a penalty
    eigenvalue, so they sort last and never pollute the wanted end);
 4. ``X <- S C``, and the new search directions ``P`` are the ``[W, P]`` part
-   of ``S C``.
+   of ``S C``.  Columns converged in every batch member are soft-locked: they
+   stay in the Rayleigh-Ritz basis but get no new ``W``/``P`` directions.
 
 Only the smallest eigenpairs are computed; the caller negates the operator for
 the largest.  The block holds ``m >= k`` vectors (a few guard vectors speed up
@@ -117,6 +118,13 @@ def lobpcg(
         if worst <= tol:
             converged = True
             break
+        # soft locking: columns converged in every batch member stay in X (Rayleigh-Ritz)
+        # but get no new search directions
+        act = torch.nonzero(~(rel <= tol).all(0)).flatten()
+        if act.numel() < m:
+            R = R[:, :, act]
+            if P is not None:
+                P, AP = P[:, :, act], AP[:, :, act]
         W = precond(R) if precond is not None else R
         W = W - X @ (X.mH @ W)
         W = W - X @ (X.mH @ W)
