@@ -158,6 +158,7 @@ def row_coloring(pattern: Pattern) -> tuple[np.ndarray, int]:
 
 def assemble_jacobian(res: Residual, u: torch.Tensor, pattern: Pattern) -> SparseTensor:
     """``dF/du`` at ``u`` on ``pattern`` (entries outside it must be zero) from coloured VJPs."""
+    pattern = pattern.to(u.device)
     color, ncolors = row_coloring(pattern)
     vjp = res.linearize_transpose(u)
     colour_t = torch.from_numpy(color).to(u.device)

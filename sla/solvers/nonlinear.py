@@ -418,14 +418,14 @@ class _MatrixInverse:
 
     @classmethod
     def build(cls, A: SparseTensor):
-        from ..config import SingularMatrixError
+        from ..config import BackendUnavailableError, SingularMatrixError
         from .linear import prepare
 
         if A.sparse_shape[0] != A.sparse_shape[1]:
             return None
         try:
             return cls(prepare(A.detach(), SolverConfig.resolve(), kind="direct"), A.batch_size)
-        except (SingularMatrixError, ValueError) as exc:
+        except (SingularMatrixError, BackendUnavailableError, ValueError) as exc:
             log.info("nonlinear_solve: no factorisation of A for preconditioning (%s)", exc)
             return None
 
