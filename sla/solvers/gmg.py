@@ -22,6 +22,8 @@ import itertools
 
 import torch
 
+_CHUNK = 1 << 24  # entries per pass when reading a stencil: bounds the int64 temporaries
+
 from ..sparse import SparseTensor
 from .amg import Level, Mat, Multigrid
 
@@ -94,37 +96,75 @@ def _interp_1d(n: int, coarsen: bool, transpose: bool, device):
     return cols, w, valid
 
 
+def _interp_1d_scipy(n: int, coarsen: bool):
+    import numpy as np
+    import scipy.sparse as sp
+
+    if not coarsen:
+        return sp.identity(n, format="csr")
+    c, w, v = _interp_1d(n, True, False, "cpu")
+    rows = np.repeat(np.arange(n), 2)
+    ok = v.numpy().ravel()
+    return sp.csr_matrix((w.numpy().ravel()[ok], (rows[ok], c.numpy().ravel()[ok])), shape=(n, n // 2))
+
+
 def transfer_matrix(dims: tuple, axes: tuple, transpose: bool, dtype, device) -> Mat:
-    """P (``transpose=False``) or R = P^T as a CSR matrix: Kronecker product of 1-D factors."""
-    cols = torch.zeros(1, 1, dtype=torch.int64, device=device)
-    w = torch.ones(1, 1, dtype=torch.float64, device=device)
-    valid = torch.ones(1, 1, dtype=torch.bool, device=device)
-    ncols = 1
+    """P (``transpose=False``) or R = P^T as a CSR matrix: Kronecker product of 1-D factors.
+
+    Structural setup work, built once per pattern with ``scipy.sparse.kron`` on the host.
+    """
+    import scipy.sparse as sp
+
+    M = sp.csr_matrix([[1.0]])
     for a, n in enumerate(dims):
-        c1, w1, v1 = _interp_1d(n, a in axes, transpose, device)
-        nc_a = (n // 2 if a in axes else n) if not transpose else n
-        r, e = cols.shape
-        cols = (cols[:, None, :, None] * nc_a + c1[None, :, None, :]).reshape(r * c1.shape[0], -1)
-        w = (w[:, None, :, None] * w1[None, :, None, :]).reshape(r * c1.shape[0], -1)
-        valid = (valid[:, None, :, None] & v1[None, :, None, :]).reshape(r * c1.shape[0], -1)
-        ncols *= nc_a
-    rows = cols.shape[0]
-    crow = torch.zeros(rows + 1, dtype=torch.int64, device=device)
-    torch.cumsum(valid.sum(1), 0, out=crow[1:])
-    row = torch.arange(rows, device=device).unsqueeze(1).expand_as(cols)[valid]
-    return Mat(crow, cols[valid], w[valid].to(dtype), (rows, ncols), row=row)
+        M = sp.kron(M, _interp_1d_scipy(n, a in axes), format="csr")
+    if transpose:
+        M = M.T.tocsr()
+    M.sort_indices()
+    t = lambda a: torch.from_numpy(a.astype("int64")).to(device)  # noqa: E731
+    return Mat(t(M.indptr), t(M.indices), torch.from_numpy(M.data).to(device=device, dtype=dtype), M.shape)
 
 
 # ------------------------------------------------- Galerkin on stencils
-_CHUNK = 1 << 24  # entries per pass when reading a stencil: bounds the int64 temporaries
-
-
 def _stencil(A: Mat, dims: tuple):
     """(offsets, coefficient grids ``[|O|, *dims]``) of a matrix on the grid.
 
-    Works through the entries in chunks so that the index temporaries stay
-    small next to the matrix itself.
+    Each entry is classified by its linear offset ``col - row`` against the ``3^d``
+    compact-stencil offsets (chunked, so the temporaries stay small); couplings that
+    would wrap around a grid line show up on the boundary of their grid and are
+    rejected there, as are offsets outside the compact stencil.
     """
+    d = len(dims)
+    strides = [1] * d
+    for a in range(d - 2, -1, -1):
+        strides[a] = strides[a + 1] * dims[a + 1]
+    cand = list(itertools.product((-1, 0, 1), repeat=d))
+    lin = torch.tensor([sum(e[a] * strides[a] for a in range(d)) for e in cand], device=A.val.device)
+    lin_sorted, order = torch.sort(lin)
+    if bool((lin_sorted[1:] == lin_sorted[:-1]).any()):  # an axis of length <= 2: offsets are ambiguous
+        return _stencil_exact(A, dims)
+    S = A.val.new_zeros(len(cand), A.shape[0])
+    for lo in range(0, A.val.numel(), _CHUNK):
+        r = A.row[lo: lo + _CHUNK]
+        diff = A.col[lo: lo + _CHUNK] - r
+        pos = torch.searchsorted(lin_sorted, diff).clamp_(max=len(cand) - 1)
+        if not bool((lin_sorted[pos] == diff).all()):
+            raise ValueError("gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); "
+                             "this matrix couples points further apart: use preconditioner='amg'")
+        S[order[pos], r] = A.val[lo: lo + _CHUNK]
+    S = S.reshape(len(cand), *dims)
+    for k, e in enumerate(cand):  # wrapped couplings land where the true neighbour is off the grid
+        for a in range(d):
+            if e[a] != 0 and bool((S[k].narrow(a, dims[a] - 1 if e[a] > 0 else 0, 1) != 0).any()):
+                raise ValueError("gmg needs a compact stencil on the recorded grid; this matrix couples points "
+                                 f"across the edge of axis {a} (is pattern.cache['grid'] right?): use "
+                                 "preconditioner='amg'")
+    present = [k for k in range(len(cand)) if bool((S[k] != 0).any())]
+    return [cand[k] for k in present], S[present]
+
+
+def _stencil_exact(A: Mat, dims: tuple):
+    """:func:`_stencil` by per-axis offsets (needed when an axis has fewer than 3 points)."""
     d = len(dims)
     strides = [1] * d
     for a in range(d - 2, -1, -1):

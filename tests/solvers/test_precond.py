@@ -205,6 +205,31 @@ def test_amg_mis2_bounded_iterations(device):
     assert its[1] <= 30 and its[1] <= 1.6 * its[0] + 2, its
 
 
+def test_gmg_stencil_reading_and_rejection():
+    from sla.solvers.amg import Mat
+
+    for A, dims in [(gallery.poisson2d(7, 2), (7, 2)), (_variable_poisson(9, 10)[0], (9, 10)),
+                    (_poisson3d_aniso((5, 6, 7)), (5, 6, 7))]:
+        p = A.pattern
+        C = Mat(p.crow, p.col, A.values, p.shape, row=p.row)
+        o1, S1 = gmg._stencil(C, dims)
+        o2, S2 = gmg._stencil_exact(C, dims)
+        assert o1 == o2 and torch.equal(S1, S2)
+    # a coupling that wraps around a grid line, and one that is not a neighbour at all
+    S = gallery.poisson2d(6).to_scipy("csr").tolil()
+    S[5, 6] = S[6, 5] = -0.5  # (0, 5) -- (1, 0): adjacent in memory, not on the grid
+    wrapped = SparseTensor.from_scipy(S.tocsr())
+    wrapped.pattern.cache["grid"] = (6, 6)
+    with pytest.raises(ValueError, match="compact stencil"):
+        make_preconditioner(wrapped, "gmg", max_coarse=1)
+    S = gallery.poisson2d(6).to_scipy("csr").tolil()
+    S[0, 14] = S[14, 0] = -0.5  # (0, 0) -- (2, 2)
+    far = SparseTensor.from_scipy(S.tocsr())
+    far.pattern.cache["grid"] = (6, 6)
+    with pytest.raises(ValueError, match="compact stencil"):
+        make_preconditioner(far, "gmg", max_coarse=1)
+
+
 def test_errors_name_the_problem():
     A = gallery.poisson2d(8)
     with pytest.raises(ValueError, match="unknown preconditioner"):
