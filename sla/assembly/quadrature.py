@@ -6,7 +6,8 @@ Reference cells: ``line`` [0, 1]; ``triangle`` (0,0),(1,0),(0,1); ``tetra``
 
 Lines, quads and hexahedra use tensor Gauss--Legendre rules. Simplices use
 the centroid (degree 1), the classical symmetric 3-/4-point rules (degree 2)
-and, above that, collapsed (Duffy) Gauss--Jacobi tensor rules, exact for
+Dunavant's 6- and 7-point triangle rules (degrees 3-4 and 5) and, above that,
+collapsed (Duffy) Gauss--Jacobi tensor rules, exact for
 polynomials of the requested total degree with positive weights
 (Karniadakis & Sherwin, *Spectral/hp Element Methods*, sec. 4.1).
 
@@ -37,6 +38,26 @@ def _gauss01(n: int, alpha: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return (1 + t) / 2, w / 2 ** (alpha + 1)
 
 
+# (weight of each point, barycentric generator of its orbit); weights sum to 1 over all points
+_DUNAVANT = {
+    4: [(0.223381589678011, (0.445948490915965, 0.445948490915965, 0.108103018168070)),
+        (0.109951743655322, (0.091576213509771, 0.091576213509771, 0.816847572980459))],
+    5: [(0.225, (1 / 3, 1 / 3, 1 / 3)),
+        (0.132394152788506, (0.470142064105115, 0.470142064105115, 0.059715871789770)),
+        (0.125939180544827, (0.101286507323456, 0.101286507323456, 0.797426985353087))],
+}
+
+
+def _symmetric_triangle(orbits) -> tuple[np.ndarray, np.ndarray]:
+    pts, wts = [], []
+    for w, (a, b, c) in orbits:
+        perms = {(a, b, c), (b, c, a), (c, a, b)}
+        for p in sorted(perms):
+            pts.append(p[1:])
+            wts.append(w / 2)  # per-point weights, area 1/2
+    return np.array(pts), np.array(wts)
+
+
 def _npts(degree: int) -> int:
     return max(1, math.ceil((degree + 1) / 2))
 
@@ -57,6 +78,8 @@ def _rule(cell: str, degree: int) -> tuple[np.ndarray, np.ndarray]:
             return np.array([[1 / 3, 1 / 3]]), np.array([0.5])
         if degree == 2:
             return np.array([[1 / 6, 1 / 6], [2 / 3, 1 / 6], [1 / 6, 2 / 3]]), np.full(3, 1 / 6)
+        if degree <= 5:  # Dunavant's symmetric rules (positive weights, interior points)
+            return _symmetric_triangle(_DUNAVANT[4 if degree <= 4 else 5])
         n = _npts(degree)
         u, wu = _gauss01(n)
         v, wv = _gauss01(n, 1)
