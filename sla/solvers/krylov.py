@@ -18,7 +18,9 @@ The three callables are all a method sees of the problem:
 Stopping: a column stops when ``||b - A x||_2 <= max(rtol ||b||_2, atol)``.
 Methods iterate on their cheap residual estimate and then *verify* the true
 residual (one extra matvec); a column whose estimate lied is restarted from
-its current iterate with the remaining budget.  On CUDA the host looks at the
+its current iterate with the remaining budget, unless the previous restart did
+not halve its true residual (the attainable accuracy is reached: the result is
+reported as not converged instead of burning the budget).  On CUDA the host looks at the
 convergence flags only every ``check_every`` iterations (one synchronisation
 each time); on CPU every iteration.
 
@@ -92,6 +94,7 @@ class _Ctx:
         self.tol = torch.clamp(rtol * bn, min=float(atol))
         self.iters = torch.zeros(bn.shape, dtype=torch.int64, device=b.device)
         self.used = 0
+        self.claimed = False  # set by a method that stopped because every estimate met its target
 
     def norm(self, v: torch.Tensor) -> torch.Tensor:
         return _real(self.dot(v, v)).clamp_min(0).sqrt()
@@ -110,12 +113,17 @@ def _outer(method_inner, ctx: _Ctx, x0: Optional[torch.Tensor]) -> KrylovResult:
     b = ctx.b
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     factor = 1.0
+    prev = None
     while True:
         r, rn = ctx.residual(x) if (x0 is not None or ctx.used) else (b.clone(), ctx.norm(b))
         act = rn > ctx.tol
         if not bool(act.any()) or ctx.used >= ctx.maxiter:
             break
+        if prev is not None and bool((rn[act] > 0.5 * prev[act]).all()):
+            break  # a retry gained nothing: the attainable accuracy of this precision is reached
+        ctx.claimed = False
         x = method_inner(ctx, x, r, rn, act, ctx.tol * factor)
+        prev = rn if ctx.claimed else None  # only a claimed convergence is a retry (not a GMRES restart)
         factor *= 0.5  # a retry means the estimate was optimistic: aim lower
     return KrylovResult(x, ctx.iters, ~act, rn)
 
@@ -135,6 +143,7 @@ def _cg_inner(ctx: _Ctx, x, r, rn, act, tol):
         ctx.used += 1
         act = act & (ctx.norm(r) > tol)
         if ctx.check(it) and not bool(act.any()):
+            ctx.claimed = True
             break
         z = ctx.M(r)
         rz_new = ctx.dot(r, z)
@@ -170,6 +179,7 @@ def _bicgstab_inner(ctx: _Ctx, x, r, rn, act, tol):
         ctx.used += 1
         act = act & ~s_done & (ctx.norm(r) > tol)
         if ctx.check(it) and not bool(act.any()):
+            ctx.claimed = True
             break
     return x
 
@@ -234,6 +244,7 @@ def _gmres_inner(ctx: _Ctx, x, r, rn, act, tol, flexible: bool, restart: int):
         ctx.iters += act
         ctx.used += 1
         if ctx.check(j) and not bool((act & (g[j + 1].abs() > tol)).any()):
+            ctx.claimed = True
             break
     k = j + 1
     R = H[:, :, :k, :k]
@@ -292,6 +303,7 @@ def _minres_inner(ctx: _Ctx, x, r, rn, act, tol):
         ctx.used += 1
         act = act & (phibar > tol_m) & (beta > 0)
         if ctx.check(it) and not bool(act.any()):
+            ctx.claimed = True
             break
     return x
 
