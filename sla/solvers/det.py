@@ -15,10 +15,10 @@ every stored entry ``(r, c)``::
     grad_values[k] = g * conj((A^{-1})[c_k, r_k])
 
 The needed entries of ``A^{-1}`` are read off column solves with the *same*
-factors: columns ``r`` in blocks (``A Z = E_block``), and only the entries of
-the pattern are kept from each block -- never the dense inverse.  The cost is
-``n`` forward/back substitutions, so the gradient is meant for matrices up to
-a few ten thousand rows; the forward pass scales like the factorisation.
+factors: columns ``r`` in blocks (``A Z = E_block``, 32 MiB of workspace),
+and only the entries of the pattern are kept from each block -- never the
+dense inverse.  The cost is ``n`` forward/back substitutions,
+``O(n nnz(L + U))``, against the factorisation's cost for the forward pass.
 
 ``det = sign * exp(logabsdet)``: use :func:`slogdet` when the determinant may
 over- or underflow.
