@@ -146,9 +146,12 @@ class CellBasis(_Basis):
     1.0
     """
 
-    #: elements per block when kernels stream over the mesh (CPU: intermediates stay in cache;
-    #: GPU: large blocks keep kernels launch-bound work small)
-    CHUNK = 1 << 15
+    #: block size when kernels stream over the mesh: on the CPU about ``CHUNK_WORK`` gradient
+    #: entries (Q n d per cell) per block, at most ``CHUNK`` cells, so intermediates stay in
+    #: cache (measured: 3x faster for Q1 hexahedra than fixed 32k-cell blocks); on a GPU
+    #: ``CHUNK_GPU`` cells, so launch overhead stays small
+    CHUNK = 1 << 16
+    CHUNK_WORK = 1 << 21
     CHUNK_GPU = 1 << 21
 
     def __init__(self, mesh: Mesh, element: Element, intorder: int | None = None):
@@ -215,7 +218,11 @@ class CellBasis(_Basis):
             yield slice(None), gT, dxT
             return
         E = self.n_elements
-        size = self.CHUNK if self.mesh.points.device.type == "cpu" else self.CHUNK_GPU
+        if self.mesh.points.device.type == "cpu":
+            work = self._dref.shape[0] * self._dref.shape[1] * self.mesh.dim
+            size = min(self.CHUNK, max(256, self.CHUNK_WORK // work))
+        else:
+            size = self.CHUNK_GPU
         for lo in range(0, E, size):
             sl = slice(lo, min(lo + size, E))
             yield (sl, *self.geometry(sl))
