@@ -9,7 +9,7 @@ the same invocation:
 * ``sla-gmg``   the same with geometric multigrid (the grid is known)
 * ``sla-auto-repeat``  a second AMG solve with *new values on the same pattern*
   (aggregates reused from the pattern cache; the numeric hierarchy is rebuilt)
-* ``sla-gmg-spd``  GMG with ``matrix_type='spd'`` declared (no structure detection)
+* ``sla-*-spd``  any sla case with ``matrix_type='spd'`` declared (no structure detection)
 * ``sla-cg``    plain CG, no preconditioner
 * ``seed``      the seed project ``torch_sla`` 0.4.0: ``SparseTensor(...).solve(b, backend='pytorch', method='cg')``
 * CPU only: ``pyamg`` (smoothed aggregation + CG, setup included) and ``scipy``
@@ -99,11 +99,14 @@ def run_case(case, n, dim, device, rtol):
         out["matrix_bytes"] = torch.cuda.memory_allocated() - base
         torch.cuda.reset_peak_memory_stats()
     if case.startswith("sla"):
-        pc = {"sla-amg": "amg", "sla-gmg": "gmg", "sla-cg": "none", "sla-amg-repeat": "amg", "sla-gmg-spd": "gmg",
-              "sla-amg-mis2": "amg"}[case]
-        opts = {"aggregation": "mis2"} if case == "sla-amg-mis2" else None
-        # 'sla-gmg-spd' declares the matrix type: no structure detection (its transpose permutation) in the peak
-        mtype = "spd" if case == "sla-gmg-spd" else None
+        # a '-spd' suffix declares the matrix type: no structure detection (time, and its
+        # transpose permutation in the peak memory)
+        base = case[:-4] if case.endswith("-spd") else case
+        mtype = "spd" if base != case else None
+        pc = {"sla-amg": "amg", "sla-gmg": "gmg", "sla-cg": "none", "sla-amg-repeat": "amg",
+              "sla-amg-mis2": "amg"}[base]
+        opts = {"aggregation": "mis2"} if base == "sla-amg-mis2" else None
+        case = base
         if pc == "amg":
             import pyamg  # noqa: F401  (imported before the clock, as in the pyamg case)
         if case == "sla-amg-repeat":  # warm the pattern cache, then time a solve with new values
