@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ def read_mesh(path, dtype=torch.float64, device="cpu") -> Mesh:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"mesh file {path!r} does not exist")
     meshio = _meshio()
-    ext = "".join(s for s in __import__("pathlib").Path(path).suffixes[-2:])
+    ext = "".join(pathlib.Path(path).suffixes[-2:])
     known = meshio.extension_to_filetypes
     if ext not in known and os.path.splitext(path)[1] not in known:
         raise ValueError(f"cannot read mesh file {path!r}: unsupported extension; meshio reads {sorted(known)}")
@@ -58,7 +59,11 @@ def read_mesh(path, dtype=torch.float64, device="cpu") -> Mesh:
     others = {t for t in types if CELL_TYPES[t]["dim"] == dim and t != top}
     if others:
         raise ValueError(f"mesh file {path!r} mixes cell types {sorted(others | {top})}; sla meshes have one cell type")
-    points = np.asarray(m.points, dtype=np.float64)[:, :dim]
+    points = np.asarray(m.points, dtype=np.float64)
+    if points.shape[1] > dim and np.abs(points[:, dim:]).max() > 0:
+        raise ValueError(f"mesh file {path!r} holds a {dim}D {top} mesh embedded in {points.shape[1]}D "
+                         "(nonzero extra coordinates); sla meshes are flat")
+    points = points[:, :dim]
     ftype = CELL_TYPES[top]["facet"]
     names = {int(v[0]): k for k, v in (m.field_data or {}).items() if len(v) >= 1}
     phys = (m.cell_data or {}).get("gmsh:physical")

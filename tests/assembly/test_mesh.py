@@ -165,3 +165,12 @@ def test_read_gmsh41_physical_groups(tmp_path):
     assert torch.equal(m.facet_sets["left"], torch.tensor([[0, 3]]))
     assert torch.equal(m.nodes_of("left"), torch.tensor([0, 3]))
     assert float(m.cell_volumes().sum()) == pytest.approx(1.0)
+
+
+def test_embedded_surface_mesh_is_refused(tmp_path):
+    import meshio
+
+    pts = [[0, 0, 0], [1, 0, 0], [0, 1, 1.0]]
+    meshio.write(tmp_path / "surf.vtu", meshio.Mesh(pts, [("triangle", [[0, 1, 2]])]))
+    with pytest.raises(ValueError, match="surf.vtu.*embedded"):
+        read_mesh(tmp_path / "surf.vtu")
