@@ -7,6 +7,8 @@ Methods of :func:`eigsh`:
 * ``'lobpcg'`` -- :func:`sla.solvers.lobpcg.lobpcg` in torch (CPU and CUDA,
   batched), preconditioned for the smallest eigenpairs (AMG from
   :mod:`sla.solvers.precond` when that module is installed, else Jacobi);
+  with ``sigma`` (or ``'SM'`` of an indefinite matrix) it runs on
+  ``(A - sigma I)^{-1}`` applied by sla's direct solver of the device;
 * ``'dense'`` -- ``torch.linalg.eigh`` of the dense matrix (small ``n``).
 
 ``'auto'`` takes ``dense`` for ``n <= 200``, ``lobpcg`` on CUDA and
@@ -221,9 +223,38 @@ def _shift_invert(S, sigma):
     return op, pd
 
 
+def _lobpcg_shift_invert(A, k, sigma, tol, maxiter, notes):
+    """Eigenpairs nearest ``sigma``: LOBPCG on ``(A - sigma I)^{-1}`` (both ends), any device.
+
+    The inverse is applied with sla's own direct solver (cached factorisation:
+    SciPy on the CPU, cuDSS/CuPy on CUDA); ``lam = sigma + 1 / mu``.
+    """
+    from .linear import prepare
+
+    n = A.sparse_shape[0]
+    idx = torch.arange(n, device=A.device)
+    shift = torch.full((*A.batch_shape, n), -float(sigma), dtype=A.dtype, device=A.device)
+    As = A.detach() + SparseTensor(shift, idx, idx, A.shape)
+    prep = prepare(As, SolverConfig.resolve(), kind="direct")
+    notes.append(f"shift-invert at sigma={sigma} ({prep.backend.name}/{prep.method.name})")
+    gen = torch.Generator(device=A.device).manual_seed(0)
+    kw = dict(n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, tol=tol, maxiter=maxiter or 1000,
+              generator=gen)
+    lo, Vlo, st1 = lobpcg(lambda X: prep.solve(X), **kw)  # most negative mu: just below sigma
+    hi, Vhi, st2 = lobpcg(lambda X: -prep.solve(X), **kw)  # most positive mu: just above sigma
+    mu = torch.cat([lo, -hi], -1)
+    V = torch.cat([Vlo, Vhi], -1)
+    top = torch.topk(mu.abs(), k, dim=-1).indices
+    lam = sigma + 1.0 / mu.gather(-1, top)
+    V = V.gather(-1, top[:, None, :].expand(-1, n, -1))
+    order = torch.argsort(lam, -1)
+    stats = {"iterations": st1["iterations"] + st2["iterations"], "converged": st1["converged"] and st2["converged"]}
+    return lam.gather(-1, order), V.gather(-1, order[:, None, :].expand(-1, n, -1)), stats
+
+
 def _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes):
     if sigma is not None:
-        raise ValueError("method 'lobpcg' computes extreme eigenvalues; for sigma use method='arpack' (CPU)")
+        return _lobpcg_shift_invert(A, k, sigma, tol, maxiter, notes)
     n = A.sparse_shape[0]
     vals = A._flat().detach()
     op = lambda X: spmm_nograd(A.pattern, vals, X)  # noqa: E731
@@ -236,8 +267,9 @@ def _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes):
         T = _preconditioner(A, preconditioner, notes)
         lam, V, st = lobpcg(op, precond=T, **kw)
         runs.append((lam, V, st))
-        if which == "SM" and bool((lam[:, 0] < 0).any()):
-            raise ValueError("which='SM' with LOBPCG needs a positive semidefinite matrix; use method='arpack'")
+        if which == "SM" and bool((lam[:, 0] < 0).any()):  # indefinite: the ones nearest 0 are interior
+            notes.append("indefinite matrix: 'SM' by shift-invert at 0")
+            return _lobpcg_shift_invert(A, k, 0.0, tol, maxiter, notes)
     if which in ("LA", "LM"):
         lam, V, st = lobpcg(neg, **kw)
         runs.append((-lam.flip(-1), V.flip(-1), st))
@@ -271,7 +303,8 @@ def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float]
     which : {'LM', 'SM', 'LA', 'SA'}
         Largest/smallest magnitude, largest/smallest algebraic.
     sigma : float, optional
-        Eigenvalues nearest ``sigma`` (shift-invert; ARPACK or dense only).
+        Eigenvalues nearest ``sigma`` (shift-invert: ARPACK on the CPU, or
+        LOBPCG on ``(A - sigma I)^{-1}`` with sla's direct solver, any device).
     return_eigenvectors : bool
         Also return the eigenvectors.
     method : {'auto', 'arpack', 'lobpcg', 'dense'}
