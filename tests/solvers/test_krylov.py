@@ -171,6 +171,16 @@ def test_auto_choice_and_errors():
         A.solve(torch.ones(A.shape[0], dtype=torch.float64), backend="pytorch", preconditioner="ilu9")
     with pytest.raises(ValueError, match="restart"):
         krylov.gmres(lambda v: v, torch.ones(1, 3, 1), restart=0)
+    # a complex symmetric (not Hermitian) matrix cannot go to MINRES / CG
+    C = SparseTensor.from_dense(torch.tensor([[2.0 + 1j, 1j], [1j, 3.0]], dtype=torch.complex128))
+    with pytest.raises(ValueError, match="Hermitian"):
+        C.solve(torch.ones(2, dtype=torch.complex128), backend="pytorch", method="minres", matrix_type="symmetric")
+    # symmetric indefinite with a mixed-sign diagonal: 'auto' must not give MINRES an indefinite Jacobi
+    S = _zoo("indefinite")
+    Ai = SparseTensor.from_scipy(S)
+    x, info = Ai.solve(torch.ones(S.shape[0], dtype=torch.float64), backend="pytorch", method="minres",
+                       return_info=True)
+    assert info.preconditioner == "none" and info.converged
     assert sla.is_pytorch_available()
 
 

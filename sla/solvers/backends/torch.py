@@ -36,13 +36,17 @@ def _is_hermitian(A: SparseTensor, mtype: str) -> bool:
     return mtype in _HERMITIAN or (mtype in ("symmetric", "spd") and not A.is_complex)
 
 
-def auto_preconditioner(A: SparseTensor, mtype: str) -> str:
-    """What ``preconditioner='auto'`` means for this matrix."""
+def auto_preconditioner(A: SparseTensor, mtype: str, method: str = "gmres") -> str:
+    """What ``preconditioner='auto'`` means for this matrix and method."""
     n = A.sparse_shape[0]
     if mtype in _DEFINITE and n >= _MG_MIN:
         return "gmg" if A.pattern.cache.get("grid") is not None else "amg"
     d = A.detach().diagonal()
-    return "jacobi" if bool((d != 0).all()) else "none"
+    if method in ("cg", "minres"):  # these need a Hermitian positive definite preconditioner
+        ok = bool((d.real > 0).all()) and (not A.is_complex or bool((d.imag == 0).all()))
+    else:
+        ok = bool((d != 0).all())
+    return "jacobi" if ok else "none"
 
 
 def _matvec(p, v):
@@ -64,9 +68,12 @@ class _State:
         self.maxiter = cfg.maxiter
         self.restart = cfg.restart or 50
         opts = dict(cfg.options or {})
+        if method in ("cg", "minres") and not self.hermitian:
+            raise ValueError(f"method {method!r} needs a Hermitian matrix, but A is a complex {mtype!r} matrix "
+                             "(complex symmetric is not Hermitian): use method='gmres' or 'bicgstab'")
         name = cfg.preconditioner or "auto"
         if name == "auto":
-            name = auto_preconditioner(A, mtype)
+            name = auto_preconditioner(A, mtype, method)
             opts = {}
         if name not in PRECONDITIONERS:
             raise ValueError(f"unknown preconditioner {name!r} for the pytorch backend; known: "
