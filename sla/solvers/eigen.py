@@ -50,11 +50,13 @@ def _check(A, k, which, allowed, name) -> int:
         raise ValueError(f"{name} needs a square matrix, got shape {tuple(A.shape)}")
     if not bool(torch.isfinite(A.values.detach()).all()):
         raise ValueError("A has NaN or Inf among its values")
-    if not isinstance(k, (int, np.integer)) or not 1 <= k <= N:
-        raise ValueError(f"k must be an integer in [1, {N}] for a {N}x{N} matrix, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
     if which not in allowed:
         raise ValueError(f"which must be one of {allowed}, got {which!r}")
-    return N
+    if k > N:  # as torch-sla: asking for more pairs than exist returns all of them
+        log.info("%s: k=%d > n=%d; returning all %d eigenpairs", name, k, N, N)
+    return N, int(min(k, N))
 
 
 def _select(lam: torch.Tensor, k: int, which: str, sigma) -> torch.Tensor:
@@ -299,7 +301,7 @@ def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float]
     A : SparseTensor
         ``[*batch, n, n]`` Hermitian.
     k : int
-        Number of eigenpairs.
+        Number of eigenpairs (more than ``n`` returns all ``n``).
     which : {'LM', 'SM', 'LA', 'SA'}
         Largest/smallest magnitude, largest/smallest algebraic.
     sigma : float, optional
@@ -332,7 +334,7 @@ def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float]
     >>> [round(float(x), 6) for x in lam]
     [0.003793, 0.015159]
     """
-    n = _check(A, k, which, _WHICH_H, "eigsh")
+    n, k = _check(A, k, which, _WHICH_H, "eigsh")
     if not A.is_hermitian():
         raise ValueError("eigsh needs a symmetric (Hermitian) matrix; use eigs for general matrices")
     if method == "auto":

@@ -97,7 +97,7 @@ def eigs(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[complex
     """
     import scipy.sparse.linalg as spla
 
-    n = _check(A, k, which, _WHICH_G, "eigs")
+    n, k = _check(A, k, which, _WHICH_G, "eigs")
     cdtype = torch.complex128 if A.dtype in (torch.float64, torch.complex128) else torch.complex64
     if method == "auto":
         method = "dense" if n <= DENSE_MAX or k >= n - 1 else "arpack"

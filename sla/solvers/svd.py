@@ -46,8 +46,8 @@ def _check(A, k: Optional[int]):
     if not bool(torch.isfinite(A.values.detach()).all()):
         raise ValueError("A has NaN or Inf among its values")
     m, n = A.sparse_shape
-    if k is not None and (not isinstance(k, (int, np.integer)) or not 1 <= k <= min(m, n)):
-        raise ValueError(f"k must be an integer in [1, {min(m, n)}] for a {m}x{n} matrix, got {k!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+        raise ValueError(f"k must be a positive integer, got {k!r}")
     return m, n
 
 
@@ -146,6 +146,8 @@ def svd(A: SparseTensor, k: int = 6, method: str = "auto", *, tol: Optional[floa
         maxiter: Optional[int] = None):
     """The ``k`` largest singular triplets: ``U [*, m, k]``, ``S [*, k]`` descending, ``Vt [*, k, n]``.
 
+    ``k`` above ``min(m, n)`` returns all ``min(m, n)`` triplets.
+
     Differentiable in ``A.values`` (singular values always; singular vectors
     for real matrices).  ``method``: ``'auto'``, ``'arpack'`` (CPU),
     ``'lobpcg'`` (CPU/CUDA) or ``'dense'``.
@@ -158,6 +160,7 @@ def svd(A: SparseTensor, k: int = 6, method: str = "auto", *, tol: Optional[floa
     tensor([3.], dtype=torch.float64)
     """
     m, n = _check(A, k)
+    k = int(min(k, m, n))  # more triplets than exist: all of them (as torch-sla's eigsh does)
     if method == "auto":
         method = "dense" if min(m, n) <= DENSE_MAX or k >= min(m, n) else ("lobpcg" if A.is_cuda else "arpack")
     if method == "dense":

@@ -208,6 +208,8 @@ def test_validation():
     A = poisson2d(5)
     with pytest.raises(ValueError, match="k must be"):
         A.eigsh(k=0)
+    lam, V = A.eigsh(k=40)  # more than n = 25: all pairs (seed README: A.eigsh(k=6) on a 3x3 matrix)
+    assert lam.shape == (25,) and V.shape == (25, 25)
     with pytest.raises(ValueError, match="which"):
         A.eigsh(k=2, which="XX")
     N = sla.SparseTensor.from_dense(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64))
@@ -215,3 +217,17 @@ def test_validation():
         N.eigsh(k=1)
     with pytest.raises(ValueError, match="method"):
         A.eigsh(k=2, method="magic")
+
+
+def test_seed_readme_snippet():
+    # the torch-sla README's "other operations" block, against dense torch.linalg
+    dense = torch.tensor([[4.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 4.0]], dtype=torch.float64)
+    A = sla.SparseTensor.from_dense(dense)
+    torch.testing.assert_close(A.det(), torch.linalg.det(dense))
+    eigenvalues, eigenvectors = A.eigsh(k=6)
+    torch.testing.assert_close(eigenvalues, torch.linalg.eigvalsh(dense))
+    U, S, Vt = A.svd(k=10)
+    torch.testing.assert_close(S, torch.linalg.svdvals(dense))
+    torch.testing.assert_close(U @ torch.diag(S) @ Vt, dense)
+    torch.testing.assert_close(A.norm(2), torch.linalg.matrix_norm(dense, 2))
+    torch.testing.assert_close(A.condition_number(), torch.linalg.cond(dense))
