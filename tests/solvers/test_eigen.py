@@ -231,3 +231,12 @@ def test_seed_readme_snippet():
     torch.testing.assert_close(U @ torch.diag(S) @ Vt, dense)
     torch.testing.assert_close(A.norm(2), torch.linalg.matrix_norm(dense, 2))
     torch.testing.assert_close(A.condition_number(), torch.linalg.cond(dense))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,kw", [("lobpcg", dict(preconditioner="amg")), ("arpack", {})])
+def test_laplacian_100x100_smallest(method, kw):
+    n = 100
+    lam, info = poisson2d(n).eigsh(k=6, which="SA", method=method, return_eigenvectors=False, return_info=True, **kw)
+    np.testing.assert_allclose(lam.numpy(), laplacian_eigenvalues(n)[:6], rtol=1e-9)
+    assert info.converged
