@@ -133,7 +133,7 @@ def _preconditioner(A: SparseTensor, spec, notes: list) -> Optional[Callable]:
             except ImportError as exc:  # AMG's own optional dependencies
                 if spec == "amg":
                     raise
-                notes.append(f"amg unavailable ({exc}); ")
+                notes.append(f"amg unavailable ({exc}), falling back to jacobi")
         spec = "jacobi"
     if spec == "jacobi":
         d = A.diagonal().detach().reshape(A.batch_size, -1)
