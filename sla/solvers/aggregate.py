@@ -17,7 +17,7 @@ import torch
 
 from ..config import BackendUnavailableError
 
-__all__ = ["aggregate", "standard_aggregation", "mis2_aggregation"]
+__all__ = ["aggregate", "mis2_aggregation", "standard_aggregation"]
 
 
 def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):

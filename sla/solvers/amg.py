@@ -31,7 +31,7 @@ from ..sparse import SparseTensor
 from .aggregate import aggregate
 from .precond import Preconditioner
 
-__all__ = ["Multigrid", "Level", "SmoothedAggregation", "csr32", "galerkin"]
+__all__ = ["Level", "Multigrid", "SmoothedAggregation", "csr32", "galerkin"]
 
 log = logging.getLogger("sla")
 
@@ -46,7 +46,7 @@ def csr32(crow, col, values, shape) -> torch.Tensor:
 class Mat:
     """CSR arrays with int64 indices plus the row of every entry: the setup-time form of a level matrix."""
 
-    __slots__ = ("crow", "col", "row", "val", "shape")
+    __slots__ = ("col", "crow", "row", "shape", "val")
 
     def __init__(self, crow, col, val, shape, row=None):
         self.crow, self.col, self.val, self.shape = crow.long(), col.long(), val, tuple(shape)
@@ -55,7 +55,7 @@ class Mat:
         self.row = row
 
     @classmethod
-    def from_torch(cls, C: torch.Tensor) -> "Mat":
+    def from_torch(cls, C: torch.Tensor) -> Mat:
         return cls(C.crow_indices(), C.col_indices(), C.values(), C.shape)
 
     def csr64(self, val=None) -> torch.Tensor:
@@ -199,8 +199,9 @@ class Multigrid(Preconditioner):
             c.numel() * c.element_size() for c in self.coarse)
 
     def describe(self) -> str:
-        oc, gc = self.complexity()
-        return f"{self.name}: {len(self.levels)} levels, sizes {[lv.n for lv in self.levels]}, operator complexity {oc:.2f}"
+        oc, _ = self.complexity()
+        sizes = [lv.n for lv in self.levels]
+        return f"{self.name}: {len(self.levels)} levels, sizes {sizes}, operator complexity {oc:.2f}"
 
 
 # ------------------------------------------------------ smoothed aggregation
@@ -372,13 +373,13 @@ class SmoothedAggregation(Multigrid):
         if theta == 0 and cached is None:
             p.cache[key] = aggs
         super().__init__(A, hierarchies, degree=degree, ratio=ratio)
-        self.options = dict(theta=theta, max_coarse=max_coarse, max_levels=max_levels, degree=degree,
-                            ratio=ratio, omega=omega, improve=improve, aggregation=aggregation,
-                            coarse_theta=coarse_theta)
+        self.options = {"theta": theta, "max_coarse": max_coarse, "max_levels": max_levels, "degree": degree,
+                        "ratio": ratio, "omega": omega, "improve": improve, "aggregation": aggregation,
+                        "coarse_theta": coarse_theta}
         self.hermitian = hermitian
         log.debug("%s", self.describe())
 
-    def adjoint(self) -> "SmoothedAggregation":
+    def adjoint(self) -> SmoothedAggregation:
         if self.hermitian:
             return self
         return SmoothedAggregation(self.A.H(), hermitian=False, **self.options)

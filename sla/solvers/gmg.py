@@ -34,7 +34,6 @@ __all__ = ["GeometricMultigrid", "prolong", "restrict"]
 def _prolong_axis(u: torch.Tensor, axis: int, n: int) -> torch.Tensor:
     """Linear interpolation along ``axis`` from ``n // 2`` coarse to ``n`` fine points."""
     u = u.movedim(axis, 0)
-    nc = u.shape[0]
     out = u.new_zeros((n,) + u.shape[1:])
     out[1::2] = u
     up = torch.nn.functional.pad(u.movedim(0, -1), (1, 1)).movedim(-1, 0)  # [0, u, 0]
@@ -121,7 +120,7 @@ def transfer_matrix(dims: tuple, axes: tuple, transpose: bool, dtype, device) ->
     if transpose:
         M = M.T.tocsr()
     M.sort_indices()
-    t = lambda a: torch.from_numpy(a.astype("int64")).to(device)  # noqa: E731
+    t = lambda a: torch.from_numpy(a.astype("int64")).to(device)
     return Mat(t(M.indptr), t(M.indices), torch.from_numpy(M.data).to(device=device, dtype=dtype), M.shape)
 
 

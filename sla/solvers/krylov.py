@@ -31,12 +31,12 @@ Paige & Saunders (1975) for MINRES, in the form of ``scipy.sparse.linalg.minres`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
-__all__ = ["KrylovResult", "local_dot", "cg", "bicgstab", "gmres", "fgmres", "minres", "krylov_solve", "METHODS"]
+__all__ = ["METHODS", "KrylovResult", "bicgstab", "cg", "fgmres", "gmres", "krylov_solve", "local_dot", "minres"]
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -108,7 +108,7 @@ class _Ctx:
         return r, self.norm(r)
 
 
-def _outer(method_inner, ctx: _Ctx, x0: Optional[torch.Tensor]) -> KrylovResult:
+def _outer(method_inner, ctx: _Ctx, x0: torch.Tensor | None) -> KrylovResult:
     """Verified outer loop: iterate on estimates, confirm on the true residual."""
     b = ctx.b
     x = torch.zeros_like(b) if x0 is None else x0.clone()
@@ -347,9 +347,9 @@ _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
 
 
 def _api(inner, name: str, title: str, spd: str = "", uses_restart: bool = False):
-    def method(matvec: Op, b: torch.Tensor, *, precond: Optional[Op] = None, dot=None,
-               x0: Optional[torch.Tensor] = None, rtol: float = 1e-8, atol: float = 0.0,
-               maxiter: Optional[int] = None, check_every: Optional[int] = None,
+    def method(matvec: Op, b: torch.Tensor, *, precond: Op | None = None, dot=None,
+               x0: torch.Tensor | None = None, rtol: float = 1e-8, atol: float = 0.0,
+               maxiter: int | None = None, check_every: int | None = None,
                restart: int = 50) -> KrylovResult:
         ctx = _Ctx(matvec, b, precond, dot, rtol, atol, maxiter, check_every)
         if not uses_restart:

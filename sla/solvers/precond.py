@@ -43,8 +43,14 @@ from ..config import SingularMatrixError
 from ..products import spmm_nograd
 from ..sparse import SparseTensor
 
-__all__ = ["Preconditioner", "make_preconditioner", "PRECONDITIONERS", "diagonal_inverse", "gershgorin_upper",
-           "chebyshev_apply"]
+__all__ = [
+    "PRECONDITIONERS",
+    "Preconditioner",
+    "chebyshev_apply",
+    "diagonal_inverse",
+    "gershgorin_upper",
+    "make_preconditioner",
+]
 
 
 class Preconditioner:
@@ -58,7 +64,7 @@ class Preconditioner:
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         return r
 
-    def adjoint(self) -> "Preconditioner":
+    def adjoint(self) -> Preconditioner:
         return self
 
     def __repr__(self) -> str:

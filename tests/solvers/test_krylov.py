@@ -147,7 +147,7 @@ def test_on_failure_policy():
         A.solve(b, backend="pytorch", method="cg", preconditioner="none", maxiter=3)
     with pytest.warns(ConvergenceWarning):
         A.solve(b, backend="pytorch", method="cg", preconditioner="none", maxiter=3, on_failure="warn")
-    x, info = A.solve(b, backend="pytorch", method="gmres", preconditioner="none", maxiter=3, restart=2,
+    _, info = A.solve(b, backend="pytorch", method="gmres", preconditioner="none", maxiter=3, restart=2,
                       on_failure="ignore", return_info=True)
     assert not info.converged and info.iterations == 3 and info.residual > 1e-3
 
@@ -165,7 +165,7 @@ def test_unattainable_tolerance_stops_early():
 
 def test_auto_choice_and_errors():
     A = gallery.poisson2d(120)  # 14400 unknowns on a grid: multigrid
-    x, info = A.solve(torch.ones(A.shape[0], dtype=torch.float64), backend="pytorch", return_info=True)
+    _, info = A.solve(torch.ones(A.shape[0], dtype=torch.float64), backend="pytorch", return_info=True)
     assert (info.method, info.preconditioner) == ("cg", "gmg")
     with pytest.raises(ValueError, match="unknown preconditioner"):
         A.solve(torch.ones(A.shape[0], dtype=torch.float64), backend="pytorch", preconditioner="ilu9")
@@ -178,7 +178,7 @@ def test_auto_choice_and_errors():
     # symmetric indefinite with a mixed-sign diagonal: 'auto' must not give MINRES an indefinite Jacobi
     S = _zoo("indefinite")
     Ai = SparseTensor.from_scipy(S)
-    x, info = Ai.solve(torch.ones(S.shape[0], dtype=torch.float64), backend="pytorch", method="minres",
+    _, info = Ai.solve(torch.ones(S.shape[0], dtype=torch.float64), backend="pytorch", method="minres",
                        return_info=True)
     assert info.preconditioner == "none" and info.converged
     assert sla.is_pytorch_available()

@@ -116,7 +116,6 @@ def test_gmg_transfers_and_galerkin(dims):
 
 
 def _poisson3d_aniso(dims):
-    nx, ny, nz = dims
     L = [gallery.poisson1d(d).to_scipy("csr") for d in dims]
     I = [sp.identity(d, format="csr") for d in dims]
     S = sp.kron(sp.kron(L[0], I[1]), I[2]) + 3.0 * sp.kron(sp.kron(I[0], L[1]), I[2]) + 0.2 * sp.kron(
@@ -199,7 +198,7 @@ def test_amg_mis2_bounded_iterations(device):
         M = make_preconditioner(A, "amg", aggregation="mis2")
         Acsr = A.pattern.csr(A.values)
         b = torch.ones(1, A.shape[0], 1, dtype=torch.float64, device=device)
-        res = krylov.cg(lambda v: (Acsr @ v[0]).unsqueeze(0), b, precond=M, rtol=1e-8)
+        res = krylov.cg(lambda v, Acsr=Acsr: (Acsr @ v[0]).unsqueeze(0), b, precond=M, rtol=1e-8)
         assert bool(res.converged.all())
         its.append(int(res.iterations.max()))
     assert its[1] <= 30 and its[1] <= 1.6 * its[0] + 2, its
