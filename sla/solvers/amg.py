@@ -46,13 +46,19 @@ def csr32(crow, col, values, shape) -> torch.Tensor:
 class Mat:
     """CSR arrays with int64 indices plus the row of every entry: the setup-time form of a level matrix."""
 
-    __slots__ = ("col", "crow", "row", "shape", "val")
+    __slots__ = ("_row", "col", "crow", "shape", "val")
 
     def __init__(self, crow, col, val, shape, row=None):
         self.crow, self.col, self.val, self.shape = crow.long(), col.long(), val, tuple(shape)
-        if row is None:
-            row = torch.repeat_interleave(torch.arange(self.shape[0], device=val.device), self.crow[1:] - self.crow[:-1])
-        self.row = row
+        self._row = row
+
+    @property
+    def row(self) -> torch.Tensor:
+        """Row index of every entry (built on first use)."""
+        if self._row is None:
+            counts = self.crow[1:] - self.crow[:-1]
+            self._row = torch.repeat_interleave(torch.arange(self.shape[0], device=self.val.device), counts)
+        return self._row
 
     @classmethod
     def from_torch(cls, C: torch.Tensor) -> Mat:

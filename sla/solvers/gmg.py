@@ -261,23 +261,25 @@ def _stencil_to_mat(st: dict, dims: tuple) -> Mat:
     keys = sorted(st)
     vals = torch.stack([st[k].reshape(-1) for k in keys], 1)  # [n, |D|]
     dev = vals.device
-    idx = [torch.arange(n, device=dev) for n in dims]
-    grids = torch.meshgrid(*idx, indexing="ij")
     n = vals.shape[0]
-    valid = torch.ones(n, len(keys), dtype=torch.bool, device=dev)
-    lin = torch.zeros(len(keys), dtype=torch.int64, device=dev)
-    stride = 1
-    for a in reversed(range(d)):
-        Da = torch.tensor([k[a] for k in keys], device=dev)
-        ga = grids[a].reshape(-1, 1) + Da
-        valid &= (ga >= 0) & (ga < dims[a])
-        lin += Da * stride
-        stride *= dims[a]
-    rows = torch.arange(n, device=dev).unsqueeze(1).expand(n, len(keys))
-    cols = rows + lin
+    strides = [1] * d
+    for a in range(d - 2, -1, -1):
+        strides[a] = strides[a + 1] * dims[a + 1]
+    masks = []
+    for k in keys:  # the entry (I, I + D) exists where I + D is on the grid: a product of 1-D masks
+        m = torch.ones(dims, dtype=torch.bool, device=dev)
+        for a, Da in enumerate(k):
+            if Da > 0:
+                m.narrow(a, dims[a] - Da, Da).fill_(False)
+            elif Da < 0:
+                m.narrow(a, 0, -Da).fill_(False)
+        masks.append(m.reshape(-1))
+    valid = torch.stack(masks, 1)
+    lin = torch.tensor([sum(k[a] * strides[a] for a in range(d)) for k in keys], device=dev)
+    cols = torch.arange(n, device=dev).unsqueeze(1) + lin
     crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     torch.cumsum(valid.sum(1), 0, out=crow[1:])
-    return Mat(crow, cols[valid], vals[valid], (n, n), row=rows[valid])
+    return Mat(crow, cols[valid], vals[valid], (n, n))
 
 
 class GeometricMultigrid(Multigrid):
