@@ -221,11 +221,12 @@ def _has_pyamg() -> bool:
 
 
 def _strength(C: Mat, theta: float):
-    """CSR arrays of the strength graph (off-diagonal, optionally thresholded)."""
-    keep = C.row != C.col
-    if theta > 0:
-        d = C.diag().abs()
-        keep &= C.val.abs() ** 2 >= theta**2 * d[C.row] * d[C.col]
+    """CSR arrays of the strength graph: the pattern itself (``theta = 0``) or its entries with
+    ``|a_ij|^2 >= theta^2 |a_ii a_jj|``.  Self loops are harmless to both aggregations."""
+    if theta == 0:
+        return C.crow, C.col
+    d = C.diag().abs()
+    keep = (C.row == C.col) | (C.val.abs() ** 2 >= theta**2 * d[C.row] * d[C.col])
     n = C.shape[0]
     scrow = torch.zeros(n + 1, dtype=torch.int64, device=C.val.device)
     torch.cumsum(torch.bincount(C.row[keep], minlength=n), 0, out=scrow[1:])
@@ -363,6 +364,9 @@ class SmoothedAggregation(Multigrid):
                     agg, nagg = aggs[lvl]
                 else:
                     agg, nagg = aggregate(*_strength(C, th), n, aggregation)
+                    if nagg > 0.8 * n and th > 0:  # the threshold isolated too many nodes: use every coupling
+                        th = 0.0
+                        agg, nagg = aggregate(*_strength(C, th), n, aggregation)
                 if nagg == 0 or nagg > 0.8 * n:  # coarsening stalled: make this the coarsest level
                     break
                 if bi == 0:
