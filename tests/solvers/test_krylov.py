@@ -109,6 +109,31 @@ def test_converged_systems_stop_changing(device):
     torch.testing.assert_close(res.x[1], torch.linalg.solve(A, b[1]), rtol=1e-8, atol=1e-8)
 
 
+def test_fgmres_takes_a_changing_preconditioner():
+    # the preconditioner is itself a few CG steps (nonlinear in r): FGMRES converges to the solution
+    A = gallery.poisson2d(20).to_dense()
+    b = torch.randn(1, 400, 2, dtype=torch.float64)
+
+    def inner_cg(r):
+        return krylov.cg(lambda v: A @ v, r, rtol=1e-1, maxiter=5).x
+
+    res = krylov.fgmres(lambda v: A @ v, b, precond=inner_cg, rtol=1e-10, restart=30)
+    assert bool(res.converged.all()) and int(res.iterations.max()) < 60
+    torch.testing.assert_close(res.x[0], torch.linalg.solve(A, b[0]), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("check_every", [1, 5, 64])
+def test_check_every_changes_no_result(check_every):
+    # fewer host looks at the flags: the same per-system iterations and solutions
+    A = gallery.poisson1d(40).to_dense()
+    As = torch.stack([A, 2 * A + torch.eye(40, dtype=torch.float64)])
+    b = torch.randn(2, 40, 3, dtype=torch.float64)
+    ref = krylov.cg(lambda v: As @ v, b, rtol=1e-10, check_every=1)
+    res = krylov.cg(lambda v: As @ v, b, rtol=1e-10, check_every=check_every)
+    assert torch.equal(res.iterations, ref.iterations)
+    torch.testing.assert_close(res.x, ref.x, rtol=0, atol=0)
+
+
 def test_inner_product_is_the_only_reduction():
     # a custom inner product (here: weighted by 1, but counted) is what every method uses
     A = gallery.poisson1d(30).to_dense()
