@@ -48,3 +48,18 @@ def test_rigid_motions_are_the_kernel():
     assert float((K @ rigid).abs().max()) < 1e-12
     ev = torch.linalg.eigvalsh(K)
     assert int((ev.abs() < 1e-10).sum()) == 3
+
+
+def test_gradcheck_lame_parameters_to_displacement():
+    m = rectangle(0, 2, 0, 1, 2, 1)
+    b = CellBasis(m, ElementVector(ElementP2()))
+    f = neumann(b, [0.0, -1.0], "xmax")
+    fixed = boundary_dofs(b, "xmin")
+
+    def solve(lam, mu):
+        K = assemble(elasticity, b, lam=lam, mu=mu)
+        return sla.solve(*apply_dirichlet(K, f, fixed))
+
+    lam = (torch.rand(m.n_cells, dtype=torch.float64) + 1).requires_grad_()
+    mu = (torch.rand(m.n_cells, dtype=torch.float64) + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(solve, (lam, mu), fast_mode=True)
