@@ -48,6 +48,8 @@ def read_mesh(path, dtype=torch.float64, device="cpu") -> Mesh:
         raise ValueError(f"cannot read mesh file {path!r}: corrupt or not in a format meshio reads") from e
     except meshio.ReadError as e:
         raise ValueError(f"cannot read mesh file {path!r}: {e}") from e
+    except ImportError as e:  # e.g. h5py for .xdmf
+        raise ImportError(f"reading {path!r} needs an optional package: {e} (pip install it)") from e
     except Exception as e:  # corrupt content makes meshio fail in many ways
         raise ValueError(f"cannot read mesh file {path!r}: corrupt or unsupported content ({type(e).__name__}: {e})") from e
     blocks = [(b.type, np.asarray(b.data)) for b in m.cells]
