@@ -36,6 +36,7 @@ from .solvers import (
 from .solvers import condition_number, det, eigs, eigsh, nonlinear_solve, slogdet, spectral_norm, svd
 from .io import load_mtx, load_sparse, save_mtx, save_sparse
 from .sparse_list import SparseTensorList
+from .dist import DSparseTensor
 
 __version__ = "0.1.0"
 
@@ -70,4 +71,5 @@ __all__ = [
     "save_mtx",
     "load_mtx",
     "SparseTensorList",
+    "DSparseTensor",
 ]

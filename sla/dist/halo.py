@@ -1,0 +1,94 @@
+"""Halo exchange over ``torch.distributed`` point-to-point messages.
+
+A rank's local matrix has its owned columns first and then *ghost* columns:
+entries of vectors owned by neighbours.  A :class:`HaloPlan` says which owned
+entries go to which neighbour and how many ghosts come from each; every rank
+builds its plan from the global pattern and the partition alone, so the send
+order of one rank is, by construction, the receive order of the other (ghosts
+sorted by their owner, then by position inside the owner's block).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .partition import Partition
+
+__all__ = ["HaloPlan", "build_plan", "exchange", "reverse_exchange"]
+
+
+@dataclass
+class HaloPlan:
+    rank: int
+    n_owned: int
+    ghosts: torch.Tensor  # [n_ghost] global rows of the ghost columns, in receive order
+    recv: dict  # neighbour -> number of ghosts it sends us (in ghost order)
+    send: dict  # neighbour -> local indices of our owned entries it needs
+
+    @property
+    def n_ghost(self) -> int:
+        return self.ghosts.numel()
+
+    def to(self, device) -> "HaloPlan":
+        return HaloPlan(self.rank, self.n_owned, self.ghosts.to(device), dict(self.recv),
+                        {q: i.to(device) for q, i in self.send.items()})
+
+
+def build_plan(row: torch.Tensor, col: torch.Tensor, part: Partition, rank: int) -> HaloPlan:
+    """The plan of ``rank`` from the global pattern (``row``, ``col`` on the CPU)."""
+    parts, local = part.parts, part.local
+    mine = parts[row] == rank
+    # ghosts: columns of my rows owned by others, sorted by (owner, local index)
+    gc = torch.unique(col[mine & (parts[col] != rank)])
+    order = torch.argsort(parts[gc] * (part.perm.numel() + 1) + local[gc])
+    ghosts = gc[order]
+    recv = {int(q): int(c) for q, c in zip(*torch.unique(parts[ghosts], return_counts=True))}
+    # what each neighbour q needs from me: my rows that appear as columns of q's rows
+    need = (parts[col] == rank) & (parts[row] != rank)
+    send = {}
+    for q in torch.unique(parts[row[need]]).tolist():
+        cols = torch.unique(col[need & (parts[row] == q)])
+        send[int(q)] = local[cols].sort().values
+    return HaloPlan(rank, part.sizes()[rank], ghosts, recv, send)
+
+
+def exchange(plan: HaloPlan, x: torch.Tensor, group=None) -> torch.Tensor:
+    """Ghost values ``[n_ghost, *x.shape[1:]]`` for the owned block ``x`` ``[n_owned, ...]``."""
+    ops, bufs = [], {}
+    for q, idx in plan.send.items():
+        ops.append(dist.P2POp(dist.isend, x[idx].contiguous(), _peer(q, group), group))
+    for q, count in plan.recv.items():
+        bufs[q] = x.new_empty(count, *x.shape[1:])
+        ops.append(dist.P2POp(dist.irecv, bufs[q], _peer(q, group), group))
+    if ops:
+        for req in dist.batch_isend_irecv(ops):
+            req.wait()
+    if not bufs:
+        return x.new_empty(0, *x.shape[1:])
+    return torch.cat([bufs[q] for q in sorted(bufs)])
+
+
+def reverse_exchange(plan: HaloPlan, g: torch.Tensor, group=None) -> torch.Tensor:
+    """The transpose of :func:`exchange`: ghost contributions ``g`` ``[n_ghost, ...]`` go
+    back to their owners, which sum them into ``[n_owned, ...]``."""
+    ops, bufs, start = [], {}, 0
+    for q, count in plan.recv.items():  # ghosts q sent us, in ghost order
+        ops.append(dist.P2POp(dist.isend, g[start : start + count].contiguous(), _peer(q, group), group))
+        start += count
+    for q, idx in plan.send.items():
+        bufs[q] = g.new_empty(idx.numel(), *g.shape[1:])
+        ops.append(dist.P2POp(dist.irecv, bufs[q], _peer(q, group), group))
+    if ops:
+        for req in dist.batch_isend_irecv(ops):
+            req.wait()
+    out = g.new_zeros(plan.n_owned, *g.shape[1:])
+    for q, idx in plan.send.items():
+        out.index_add_(0, idx, bufs[q])
+    return out
+
+
+def _peer(rank_in_group: int, group) -> int:
+    return rank_in_group if group is None else dist.get_global_rank(group, rank_in_group)
