@@ -21,7 +21,7 @@ from .elements import REF_VERTICES, Element, ElementP1, ElementQ1
 from .mesh import CELL_TYPES, Mesh
 from .quadrature import quadrature
 
-__all__ = ["CellBasis", "FacetBasis"]
+__all__ = ["CellBasis", "FacetBasis", "BlockView"]
 
 
 def _geometry(cell_type: str) -> Element:
@@ -211,21 +211,28 @@ class CellBasis(_Basis):
         xt = self.mesh.points.T[:, self.mesh.cells[sl].T]  # [d, k, e]
         return torch.matmul(self._psi, xt).permute(2, 1, 0)
 
-    def blocks(self):
+    def block_size(self) -> int:
+        """Cells per block of :meth:`blocks` (cache-sized on the CPU)."""
+        if self.mesh.points.device.type != "cpu":
+            return self.CHUNK_GPU
+        work = self._dref.shape[0] * self._dref.shape[1] * self.mesh.dim
+        return min(self.CHUNK, max(256, self.CHUNK_WORK // work))
+
+    def blocks(self, size: int | None = None):
         """``(slice, grad [Q, n, d, e], dx [Q, e])`` over blocks of cells (whole arrays if already computed)."""
         if "geometry" in self._cache:
             gT, dxT = self._cache["geometry"]
             yield slice(None), gT, dxT
             return
         E = self.n_elements
-        if self.mesh.points.device.type == "cpu":
-            work = self._dref.shape[0] * self._dref.shape[1] * self.mesh.dim
-            size = min(self.CHUNK, max(256, self.CHUNK_WORK // work))
-        else:
-            size = self.CHUNK_GPU
+        size = size or self.block_size()
         for lo in range(0, E, size):
             sl = slice(lo, min(lo + size, E))
             yield (sl, *self.geometry(sl))
+
+    def view(self, sl: slice, geometry=None) -> "BlockView":
+        """This basis restricted to the cells ``sl`` (a basis object forms can run on)."""
+        return BlockView(self, sl, self.geometry(sl) if geometry is None else geometry)
 
     def _full(self):
         if self.requires_grad:  # differentiated geometry: a fresh graph per use, never cached
@@ -249,6 +256,25 @@ class CellBasis(_Basis):
         if x is None:
             x = self._cache["x"] = self.points()
         return x
+
+
+class BlockView(_Basis):
+    """A :class:`CellBasis` restricted to a block of cells (what streamed assembly runs forms on)."""
+
+    def __init__(self, basis: CellBasis, sl: slice, geometry):
+        gT, dxT = geometry
+        self.mesh, self.element, self._basis, self._sl = basis.mesh, basis.element, basis, sl
+        self.phi, self.X, self.W = basis.phi, basis.X, basis.W
+        self.grad, self.dx = gT.permute(3, 0, 1, 2), dxT.T
+        self.dofs = basis.dofs[sl]
+        self.cells = None
+        self._x = None
+
+    @property
+    def x(self) -> torch.Tensor:
+        if self._x is None:
+            self._x = self._basis.points(self._sl)
+        return self._x
 
 
 class FacetBasis(_Basis):

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 
 from ..sparse import SparseTensor
-from .basis import _Basis
+from .basis import CellBasis, _Basis
 from .plan import ScatterAdd, plan_index, scatter_plan
 
 __all__ = ["BilinearForm", "LinearForm", "Functional", "assemble", "integrate", "Field", "Params", "dot", "ddot",
@@ -233,7 +233,45 @@ def assemble(form, basis: _Basis, test_basis: _Basis | None = None, **w) -> Any:
     ke_t = form.local_t(basis, vb, w) if hasattr(form, "local_t") else None
     if ke_t is not None:  # batched kernel, elements last [n_test, n_trial, E]
         return scatter(ke_t, basis, vb, elements_last=True)
+    if _streamable(basis, vb):
+        return _streamed(form, basis, vb, w)
     return scatter(form.local(basis, vb, w), basis, vb)
+
+
+def _streamable(*bases) -> bool:
+    return all(isinstance(b, CellBasis) and not b.requires_grad and "geometry" not in b._cache for b in bases)
+
+
+def _slice_coefficient(c, sl: slice, E: int):
+    """The part of a coefficient that belongs to the cells ``sl`` (per-cell data is sliced)."""
+    if isinstance(c, Field):
+        return Field(c.value[sl], None if c.grad is None else c.grad[sl])
+    if isinstance(c, tuple) and len(c) == 2 and all(isinstance(t, torch.Tensor) for t in c):
+        return (c[0][sl], c[1][sl])
+    if isinstance(c, torch.Tensor) and c.dim() > 0 and c.shape[0] == E:
+        return c[sl]
+    return c
+
+
+def _streamed(form, basis, vb, w):
+    """A general form evaluated block by block: no whole-mesh geometry or element arrays."""
+    E = basis.n_elements
+    size = max(1, min(basis.block_size(), vb.block_size()))
+    plan = scatter_plan(basis.mesh, vb.element, basis.element)
+    if E == 0:
+        return SparseTensor._make(basis.mesh.points.new_zeros(plan["pattern"].nnz), plan["pattern"])
+    index = plan_index(plan, basis.mesh.points.device, None, elements_last=False)
+    vals = None
+    for lo in range(0, E, size):
+        sl = slice(lo, min(lo + size, E))
+        ub = basis.view(sl)
+        wb = ub if vb is basis else vb.view(sl)
+        ke = form.local(ub, wb, {k: _slice_coefficient(v, sl, E) for k, v in w.items()})
+        if vals is None:
+            vals = ke.new_zeros(plan["pattern"].nnz)
+        idx = index[sl].reshape(-1)
+        vals = vals.index_add(0, idx, ke.reshape(-1)) if ke.requires_grad else vals.index_add_(0, idx, ke.reshape(-1))
+    return SparseTensor._make(vals, plan["pattern"].to(vals.device))
 
 
 def scatter(ke: torch.Tensor, basis: _Basis, test_basis: _Basis | None = None, elements_last: bool = False) -> SparseTensor:
