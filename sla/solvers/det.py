@@ -10,19 +10,24 @@ A CUDA matrix makes an explicit round trip to the CPU for the factorisation
 back to the matrix's device.
 
 Symmetric positive definite matrices use CHOLMOD's ``L D L^T`` instead (when
-scikit-sparse is installed) and the Takahashi selected inverse in the backward
-pass (see :class:`_SPDFactor`).
+scikit-sparse is installed).
 
 Backward: ``log det`` is holomorphic with ``d log det / dA = A^{-T}``, so for
 every stored entry ``(r, c)``::
 
     grad_values[k] = g * conj((A^{-1})[c_k, r_k])
 
-The needed entries of ``A^{-1}`` are read off column solves with the *same*
-factors: columns ``r`` in blocks (``A Z = E_block``, 32 MiB of workspace),
-and only the entries of the pattern are kept from each block -- never the
-dense inverse.  The cost is ``n`` forward/back substitutions,
-``O(n nnz(L + U))``, against the factorisation's cost for the forward pass.
+The needed entries of ``A^{-1}`` come from the *same* factors, never from a
+dense inverse:
+
+* when the factors have a symmetric structure (``L D L^T``; or SuperLU with
+  the symmetric ordering it uses for structurally symmetric patterns, when it
+  kept diagonal pivots), the Takahashi / Erisman-Tinney *selected inverse*
+  (:func:`_takahashi`) gives ``A^{-1}`` on the filled pattern, which contains
+  A's pattern: cost ``sum_j |L_j|^2``;
+* otherwise, column solves in blocks (``A Z = E_block``, 32 MiB of
+  workspace), keeping only the pattern's entries of each block: ``n``
+  substitutions, ``O(n nnz(L + U))``.
 
 ``det = sign * exp(logabsdet)``: use :func:`slogdet` when the determinant may
 over- or underflow.
@@ -65,6 +70,62 @@ def _perm_sign(p: np.ndarray) -> int:
     return -1 if (n - ncyc) % 2 else 1
 
 
+def _takahashi(L, Ut, d):
+    """Selected inverse ``Z = (L D Ut^T)^{-1}`` on the filled pattern (Erisman & Tinney 1975).
+
+    ``L`` and ``Ut`` are unit lower-triangular CSC matrices with the *same*
+    sorted structure (``Ut = U~^T`` of an LU factorisation, or ``L`` itself
+    for ``L D L^T``).  From ``Z = D^{-1} L^{-1} + (I - U~) Z`` and
+    ``Z = U~^{-1} D^{-1} + Z (I - L)``, column by column from the last, with
+    ``I`` the below-diagonal structure of column ``j`` (a clique of the
+    filled graph, so ``Z[I, I]`` is known)::
+
+        Z[I, j] = -Z[I, I] L[I, j],   Z[j, I] = -U~[j, I] Z[I, I],
+        Z[j, j] = 1 / d_j - U~[j, I] Z[I, j].
+
+    Returns ``(keys, Zlow, Zup)``: ``Zlow[p] = Z[row, col]`` and ``Zup[p] =
+    Z[col, row]`` for the entry ``p`` of column ``col`` at ``row``, with
+    ``keys = col * n + row`` sorted.  Cost ``sum_j |I_j|^2``.
+    """
+    n = d.size
+    indptr, indices = L.indptr, L.indices.astype(np.int64)
+    keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)) * n + indices
+    Zl, Zu = np.zeros_like(L.data), np.zeros_like(L.data)
+    tri: dict = {}
+    for j in range(n - 1, -1, -1):
+        s, e = indptr[j], indptr[j + 1]
+        if indices[s] != j:
+            raise ValueError("factor without a stored diagonal entry")
+        I, lj, uj = indices[s + 1:e], L.data[s + 1:e], Ut.data[s + 1:e]
+        if I.size:
+            ia, ib = tri.get(I.size) or tri.setdefault(I.size, np.triu_indices(I.size))
+            want = I[ia] * n + I[ib]  # column I[a], row I[b] >= I[a]
+            pos = np.minimum(np.searchsorted(keys, want), keys.size - 1)
+            if not np.array_equal(keys[pos], want):
+                raise ValueError("the factor's structure is not closed (not a filled graph)")
+            M = np.empty((I.size, I.size), dtype=Zl.dtype)
+            M[ib, ia] = Zl[pos]
+            M[ia, ib] = Zu[pos]
+            zcol = -(M @ lj)
+            Zl[s + 1:e] = zcol
+            Zu[s + 1:e] = -(uj @ M)
+            Zl[s] = Zu[s] = 1.0 / d[j] - uj @ zcol
+        else:
+            Zl[s] = Zu[s] = 1.0 / d[j]
+    return keys, Zl, Zu
+
+
+def _lookup(sel, n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``Z[u, v]`` from :func:`_takahashi`'s output (the entries must lie in the filled pattern)."""
+    keys, Zl, Zu = sel
+    lower = u >= v
+    key = np.where(lower, v * n + u, u * n + v)
+    pos = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+    if not np.array_equal(keys[pos], key):
+        raise ValueError("an entry lies outside the factor's filled pattern")
+    return np.where(lower, Zl[pos], Zu[pos])
+
+
 class _Factor:
     """SuperLU factors of one matrix plus its sign and log-determinant."""
 
@@ -79,8 +140,11 @@ class _Factor:
         if n == 0:
             self.sign, self.logabs = 1.0, 0.0
             return
+        opts = dict(permc_spec="COLAMD")
+        if pattern.is_structurally_symmetric:  # symmetric ordering, diagonal pivots preferred
+            opts = dict(permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1, options=dict(SymmetricMode=True))
         try:
-            self.lu = spla.splu(S, permc_spec="COLAMD")
+            self.lu = spla.splu(S, **opts)
         except RuntimeError:  # "Factor is exactly singular"
             self.sign, self.logabs = 0.0, -np.inf
             return
@@ -101,6 +165,32 @@ class _Factor:
         """``(A^{-1})[col_k, row_k]`` for the (row-major sorted) pattern entries."""
         if self.lu is None:
             raise SingularMatrixError("the determinant's gradient needs a non-singular matrix; A is singular")
+        sel = self._selected_inverse()
+        if sel is not None:  # P_r A P_c = L U  =>  A^{-1}[c, r] = Z[perm_c[c], perm_r[r]]
+            return _lookup(sel, self.n, self.lu.perm_c[col].astype(np.int64), self.lu.perm_r[row].astype(np.int64))
+        return self._column_solves(row, col, crow)
+
+    def _selected_inverse(self):
+        """Takahashi on the LU factors when pivoting kept a symmetric structure (else None)."""
+        import scipy.sparse as sp
+
+        lu = self.lu
+        if not np.array_equal(lu.perm_r, lu.perm_c):
+            return None
+        L = sp.csc_matrix(lu.L)
+        U = sp.csc_matrix(lu.U)
+        d = U.diagonal()
+        Ut = sp.csc_matrix(U.T @ sp.diags(1.0 / d))
+        L.sort_indices()
+        Ut.sort_indices()
+        if not (np.array_equal(L.indptr, Ut.indptr) and np.array_equal(L.indices, Ut.indices)):
+            return None
+        try:
+            return _takahashi(L, Ut, d)
+        except ValueError:
+            return None
+
+    def _column_solves(self, row, col, crow):
         n = self.n
         dtype = self.lu.U.dtype
         bs = int(max(1, min(n, _BLOCK_BYTES // (n * np.dtype(dtype).itemsize))))
@@ -123,15 +213,7 @@ class _SPDFactor:
     """CHOLMOD ``P A P^T = L D L^T`` of a symmetric positive definite matrix.
 
     The gradient needs ``A^{-1}`` only on A's pattern, which lies inside the
-    filled pattern of ``L + L^T``; the Takahashi recurrence (Takahashi, Fagan &
-    Chin 1973; Erisman & Tinney 1975) gives ``Z = (L D L^T)^{-1}`` on exactly
-    that pattern, column by column from the last::
-
-        Z[I, j] = -Z[I, I] L[I, j],   Z[j, j] = 1 / d_j - L[I, j]^T Z[I, j],
-
-    with ``I`` the below-diagonal structure of column ``j`` (a clique of the
-    filled graph, so ``Z[I, I]`` is already known).  Cost ``sum_j |I_j|^2``
-    instead of ``n`` triangular solves.
+    filled pattern of ``L + L^T``: :func:`_takahashi` computes exactly that.
     """
 
     def __init__(self, values: np.ndarray, pattern):
@@ -152,36 +234,12 @@ class _SPDFactor:
         self.L, self.d, self.perm = sp.csc_matrix(L), d, f.P()
 
     def inverse_transpose_entries(self, row: np.ndarray, col: np.ndarray, crow: np.ndarray) -> np.ndarray:
-        L, d, n = self.L, self.d, self.n
+        L = self.L
         L.sort_indices()
-        indptr, indices, data = L.indptr, L.indices.astype(np.int64), L.data
-        keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)) * n + indices  # (column, row), sorted
-        Z = np.zeros_like(data)
-        tri: dict = {}
-        for j in range(n - 1, -1, -1):
-            s, e = indptr[j], indptr[j + 1]
-            if indices[s] != j:
-                raise SingularMatrixError("CHOLMOD factor without a stored diagonal entry")
-            I, lj = indices[s + 1:e], data[s + 1:e]
-            if I.size:
-                ia, ib = tri.get(I.size) or tri.setdefault(I.size, np.triu_indices(I.size))
-                want = I[ia] * n + I[ib]  # Z[I[b], I[a]] lives in column I[a] (I[a] <= I[b])
-                pos = np.searchsorted(keys, want)
-                M = np.empty((I.size, I.size))
-                M[ia, ib] = M[ib, ia] = Z[pos]
-                zI = -(M @ lj)
-                Z[s + 1:e] = zI
-                Z[s] = 1.0 / d[j] - lj @ zI
-            else:
-                Z[s] = 1.0 / d[j]
-        q = np.empty(n, dtype=np.int64)
-        q[self.perm] = np.arange(n)
-        u, v = q[col], q[row]  # (A^{-1})[c, r] = Z[q[c], q[r]]
-        lo, hi = np.minimum(u, v), np.maximum(u, v)
-        pos = np.searchsorted(keys, lo * n + hi)
-        if not np.array_equal(keys[np.minimum(pos, keys.size - 1)], lo * n + hi):
-            raise RuntimeError("Takahashi: an entry of A lies outside the filled pattern")  # cannot happen
-        return Z[pos]
+        sel = _takahashi(L, L, self.d)
+        q = np.empty(self.n, dtype=np.int64)
+        q[self.perm] = np.arange(self.n)
+        return _lookup(sel, self.n, q[col], q[row])  # P A P^T = L D L^T  =>  A^{-1}[c, r] = Z[q[c], q[r]]
 
 
 def _spd_candidate(A: SparseTensor) -> bool:

@@ -163,3 +163,30 @@ def test_symmetric_indefinite_falls_back_to_lu():
     ref = torch.linalg.slogdet(D)
     assert float(s) == float(ref.sign) == -1.0
     torch.testing.assert_close(l, ref.logabsdet)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_lu_selected_inverse_on_structurally_symmetric_pattern(dtype):
+    # convection-diffusion-like: symmetric pattern, nonsymmetric values -> SuperLU + Takahashi
+    A = poisson2d(7)
+    g = torch.Generator().manual_seed(3)
+    v = A.values * (1 + 0.3 * torch.rand(A.nnz, generator=g, dtype=torch.float64))
+    v = v.to(dtype) * (1 + 0.2j if dtype.is_complex else 1)
+    A = sla.SparseTensor._make(v, A.pattern)
+    from sla.solvers.det import _Factor, _factors
+
+    facs = _factors(A)
+    assert isinstance(facs[0], _Factor) and facs[0]._selected_inverse() is not None
+    w = v.clone().requires_grad_()
+    sla.slogdet(sla.SparseTensor._make(w, A.pattern))[1].backward()
+    D = A.to_dense()
+    ref = torch.linalg.inv(D).T[A.row, A.col]
+    torch.testing.assert_close(w.grad, ref.conj() if dtype.is_complex else ref, rtol=1e-10, atol=1e-12)
+
+
+def test_unsymmetric_pattern_uses_column_solves():
+    A, D = _random_sparse(15, density=0.2, seed=11)
+    assert not A.pattern.is_structurally_symmetric
+    from sla.solvers.det import _factors
+
+    assert _factors(A)[0]._selected_inverse() is None
