@@ -250,6 +250,9 @@ def assemble(form, basis: _Basis, test_basis: _Basis | None = None, **w) -> Any:
     return scatter(form.local(basis, vb, w), basis, vb)
 
 
+_GENERIC_BLOCK_WORK = 1 << 20
+
+
 def _streamable(*bases) -> bool:
     return all(isinstance(b, CellBasis) and not b.requires_grad and "geometry" not in b._cache for b in bases)
 
@@ -268,7 +271,10 @@ def _slice_coefficient(c, sl: slice, E: int):
 def _streamed(form, basis, vb, w):
     """A general form evaluated block by block: no whole-mesh geometry or element arrays."""
     E = basis.n_elements
-    size = max(1, min(basis.block_size(), vb.block_size()))
+    # a general form broadcasts over (cell, i, j, q, component): size blocks by that (measured on the
+    # CPU: ~2^20 entries per temporary is 2-3x faster than blocks sized for the basis alone)
+    per_cell = vb.element.n * basis.element.n * basis.nqp * basis.mesh.dim * max(basis._vector(), vb._vector())
+    size = min(basis.block_size(), vb.block_size(), max(256, _GENERIC_BLOCK_WORK // per_cell))
     plan = scatter_plan(basis.mesh, vb.element, basis.element)
     if E == 0:
         return SparseTensor._make(basis.mesh.points.new_zeros(plan["pattern"].nnz), plan["pattern"])
