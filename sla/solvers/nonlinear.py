@@ -14,11 +14,8 @@ optimistix's ``root_find(fn, solver, y0, adjoint=ImplicitAdjoint())``:
 * :class:`Anderson` -- Anderson acceleration of the same fixed-point map
   (depth ``m``, damping ``beta``; Walker & Ni, SIAM J. Numer. Anal. 49 (2011)).
 
-:class:`ImplicitAdjoint` differentiates the solution ``u*`` without the
-iteration history: backward solves ``J(u*)^T lam = g`` (GMRES on exact VJPs,
-or the assembled sparse Jacobian) and returns ``-(dF/dtheta)^T lam`` for each
-parameter with one more VJP.  The autograd graph holds one node and saves
-``u*`` and the parameters, whatever the number of iterations.
+:class:`~sla.solvers.implicit.ImplicitAdjoint` differentiates the solution
+``u*`` without the iteration history (see :mod:`sla.solvers.implicit`).
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ import torch
 from ..config import ConvergenceError, ConvergenceWarning, SolverConfig
 from ..pattern import Pattern
 from ..sparse import SparseTensor
+from .implicit import ImplicitAdjoint, ImplicitSolve, block_preconditioner
 from .jacobian import Residual, assemble_jacobian
 from .krylov import gmres
 
@@ -73,25 +71,10 @@ def _norm(x: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(x))
 
 
-def _block(fn: Optional[Callable]) -> Optional[Callable]:
-    """Lift a preconditioner on flat vectors ``[N]`` -- or on ``[B, n, K]`` blocks -- to ``[1, N, 1]``."""
-    if fn is None:
-        return None
-
-    def apply(r):
-        try:
-            z = fn(r)
-        except (RuntimeError, ValueError, IndexError, TypeError):
-            z = fn(r.reshape(-1))
-        return z.reshape(r.shape)
-
-    return apply
-
-
 def _flat_precond(P: Optional[Callable]) -> Callable:
     if P is None:
         return lambda r: r
-    blk = _block(P)
+    blk = block_preconditioner(P)
     return lambda r: blk(r.reshape(1, -1, 1)).reshape(-1)
 
 
@@ -108,7 +91,7 @@ class Newton:
             raise ValueError(f"linear_solver must be 'gmres', 'sparse' or 'dense', got {linear!r}")
         if linear == "sparse" and pattern is None:
             raise ValueError("linear_solver='sparse' needs the Jacobian's pattern (jacobian_pattern=...)")
-        self.linear, self.pattern, self.P = linear, pattern, _block(preconditioner)
+        self.linear, self.pattern, self.P = linear, pattern, block_preconditioner(preconditioner)
         self.line_search, self.restart, self.inner_maxiter = line_search, restart, inner_maxiter
         self.linear_options = dict(linear_options or {})
 
@@ -194,69 +177,6 @@ class Anderson:
         else:
             un = u + self.beta * f
         return un, res(un)
-
-
-# ------------------------------------------------------------------ adjoint
-class ImplicitAdjoint:
-    """Backward of ``u*(theta)``: ``J^T lam = g`` then ``grad theta = -(dF/dtheta)^T lam``.
-
-    ``linear``: ``'gmres'`` (matrix-free on exact VJPs; ``preconditioner`` is
-    applied to ``J^T``), ``'sparse'`` (assembled Jacobian on ``pattern`` and a
-    sparse direct solve) or ``'dense'``.
-    """
-
-    def __init__(self, linear: str = "gmres", pattern: Optional[Pattern] = None, preconditioner=None,
-                 rtol: Optional[float] = None, maxiter: Optional[int] = None, restart: int = 50,
-                 on_failure: str = "raise", linear_options: Optional[dict] = None):
-        self.linear, self.pattern, self.P = linear, pattern, _block(preconditioner)
-        self.linear_options = dict(linear_options or {})
-        self.rtol, self.maxiter, self.restart, self.on_failure = rtol, maxiter, restart, on_failure
-
-    def solve_transpose(self, res: Residual, u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        if self.linear == "sparse":
-            from .linear import solve
-
-            return solve(assemble_jacobian(res, u, self.pattern).T(), g, **self.linear_options)
-        vjp = res.linearize_transpose(u)
-        if self.linear == "dense":
-            J = torch.stack([vjp(e) for e in torch.eye(u.numel(), dtype=u.dtype, device=u.device)])
-            return torch.linalg.solve(J.T, g)
-        single = u.dtype == torch.float32
-        rtol = self.rtol if self.rtol is not None else (1e-6 if single else 1e-10)
-        out = gmres(lambda w: vjp(w.reshape(-1)).reshape(1, -1, 1), g.reshape(1, -1, 1), precond=self.P, rtol=rtol,
-                    restart=self.restart, maxiter=self.maxiter or 20 * self.restart)
-        if not bool(out.converged.all()):
-            msg = f"implicit adjoint: GMRES on J^T did not converge (residual {float(out.residual.max()):.2e})"
-            if self.on_failure == "raise":
-                raise ConvergenceError(msg)
-            if self.on_failure == "warn":
-                warnings.warn(msg, ConvergenceWarning, stacklevel=2)
-        return out.x.reshape(-1)
-
-
-class _ImplicitSolve(torch.autograd.Function):
-    """``u*`` attached to the parameters through the implicit function theorem (one node)."""
-
-    @staticmethod
-    def forward(ctx, u_star, res, adjoint, *params):
-        ctx.res, ctx.adjoint = res, adjoint
-        ctx.kinds = [isinstance(p, torch.Tensor) for p in params]
-        ctx.others = [None if k else p for p, k in zip(params, ctx.kinds)]
-        ctx.save_for_backward(u_star, *[p for p in params if isinstance(p, torch.Tensor)])
-        return u_star.clone()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        u, *tensors = ctx.saved_tensors
-        it = iter(tensors)
-        params = [next(it) if k else o for k, o in zip(ctx.kinds, ctx.others)]
-        needs = list(ctx.needs_input_grad[3:])
-        if not any(needs):
-            return (None, None, None) + (None,) * len(params)
-        lam = ctx.adjoint.solve_transpose(ctx.res, u.reshape(-1), g.reshape(-1).contiguous())
-        grads = ctx.res.param_vjp(u.reshape(-1), -lam, params, needs)
-        return (None, None, None, *grads)
 
 
 # ------------------------------------------------------------------- driver
@@ -384,7 +304,7 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
         info.notes.append("JVPs by finite differences")
     info.fail(cfg)
     if any(isinstance(p, torch.Tensor) and p.requires_grad for p in params) and torch.is_grad_enabled():
-        u = _ImplicitSolve.apply(u, res, adjoint, *params)
+        u = ImplicitSolve.apply(u, res, adjoint, *params)
     return (u, info) if return_info else u
 
 
