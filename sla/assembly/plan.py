@@ -11,6 +11,8 @@ triangles) and place row-major positions by counting: in row ``i`` the
 columns are the lower neighbours, ``i`` itself, then the upper neighbours.
 Other plans sort all ``row * N + col`` keys.  Indices are produced in an
 elements-last layout ``[n_test * n_trial, E]`` that the batched kernels write.
+Square plans store every diagonal entry, also of dofs no cell touches (a stored
+zero), so Dirichlet elimination always finds its diagonal.
 """
 
 from __future__ import annotations
