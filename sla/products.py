@@ -29,6 +29,13 @@ def spmm_nograd(pattern: Pattern, values: torch.Tensor, x: torch.Tensor) -> torc
     return torch.stack(out)
 
 
+def _spmm_gather(pattern: Pattern, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``A @ x`` with plain gather/index_add (works on functorch-wrapped tensors)."""
+    prod = values[:, :, None] * x[:, pattern.col, :]
+    B = max(values.shape[0], x.shape[0])
+    return prod.new_zeros(B, pattern.shape[0], x.shape[-1]).index_add(1, pattern.row, prod.expand(B, -1, -1))
+
+
 class _SpMM(torch.autograd.Function):
     """y = A x with gradients to the stored values and to x.
 
@@ -37,10 +44,28 @@ class _SpMM(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, values, x, pattern):
+    def forward(values, x, pattern):
+        return spmm_nograd(pattern, values, x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # the functorch-compatible form (torch.func.jvp works)
+        values, x, pattern = inputs
         ctx.pattern = pattern
         ctx.save_for_backward(values, x)
-        return spmm_nograd(pattern, values, x)
+        ctx.save_for_forward(values, x)
+
+    @staticmethod
+    def jvp(ctx, dvalues, dx, _):
+        """Forward mode: ``dy = A(dvalues) x + A dx`` (exact JVPs for Newton-Krylov)."""
+        values, x = ctx.saved_tensors
+        p = ctx.pattern
+        dy = None
+        if dvalues is not None:
+            dy = _spmm_gather(p, dvalues, x)
+        if dx is not None:
+            t = _spmm_gather(p, values, dx)
+            dy = t if dy is None else dy + t
+        return dy
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -62,7 +87,7 @@ class _SpMM(torch.autograd.Function):
 
 def spmm(pattern: Pattern, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Differentiable ``A @ x`` on canonical shapes (``[B, nnz]``, ``[B, N, K]``)."""
-    if values.requires_grad or x.requires_grad:
+    if torch.is_grad_enabled():  # reverse mode, and forward mode (dual tensors carry no requires_grad)
         return _SpMM.apply(values, x, pattern)
     return spmm_nograd(pattern, values, x)
 

@@ -290,3 +290,15 @@ def test_matmul_errors():
         A @ torch.ones(3, dtype=torch.float32)
     with pytest.raises(ValueError, match="inner dimensions"):
         A @ random_sparse(4, 4)
+
+
+def test_forward_mode_jvp_matches_dense():
+    from torch.func import jvp
+
+    A = random_sparse(6, 5, seed=9)
+    v, x = A.values.clone(), torch.randn(5, 2, dtype=torch.float64)
+    dv, dx = torch.randn_like(v), torch.randn_like(x)
+    _, t = jvp(lambda v, x: SparseTensor._make(v, A.pattern) @ x, (v, x), (dv, dx))
+    torch.testing.assert_close(t, SparseTensor._make(dv, A.pattern).to_dense() @ x + A.to_dense() @ dx)
+    assert torch.autograd.gradcheck(lambda v, x: SparseTensor._make(v, A.pattern) @ x,
+                                    (v.requires_grad_(), x.requires_grad_()), check_forward_ad=True)
