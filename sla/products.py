@@ -87,9 +87,9 @@ class _SpMM(torch.autograd.Function):
 
 def spmm(pattern: Pattern, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Differentiable ``A @ x`` on canonical shapes (``[B, nnz]``, ``[B, N, K]``)."""
-    if torch.is_grad_enabled():  # reverse mode, and forward mode (dual tensors carry no requires_grad)
-        return _SpMM.apply(values, x, pattern)
-    return spmm_nograd(pattern, values, x)
+    # always through the Function: forward-mode duals (torch.func.jvp, also under no_grad)
+    # carry no requires_grad flag, and apply() costs microseconds
+    return _SpMM.apply(values, x, pattern)
 
 
 def _cached(a: Pattern, b: Pattern, tag: str, build):
