@@ -4,6 +4,9 @@
 >>> A = sla.SparseTensor.from_dense(torch.tensor([[4., -1.], [-1., 4.]], dtype=torch.float64))
 >>> A.solve(torch.tensor([3., 3.], dtype=torch.float64))
 tensor([1., 1.], dtype=torch.float64)
+
+Assembly (meshes, stencils, finite elements) lives in :mod:`sla.assembly`, the
+runner in :mod:`sla.run` (``python -m sla.run problem=poisson2d solver=cg``).
 """
 
 from .config import (
@@ -16,33 +19,44 @@ from .config import (
     SolveInfo,
     SolverConfig,
 )
+from .dist import DSparseTensor
+from .io import load_mtx, load_sparse, save_mtx, save_sparse
 from .pattern import Pattern
-from .sparse import SparseTensor
 from .solvers import (
     LUFactorization,
+    condition_number,
+    det,
+    eigs,
+    eigsh,
     get_available_backends,
     get_backend_methods,
-    is_scipy_available,
     is_cudss_available,
     is_cupy_available,
     is_eigen_available,
     is_pytorch_available,
+    is_scipy_available,
+    nonlinear_solve,
     select_backend,
     show_backends,
+    slogdet,
     solve,
+    spectral_norm,
     spsolve,
     spsolve_coo,
+    svd,
 )
-from .solvers import condition_number, det, eigs, eigsh, nonlinear_solve, slogdet, spectral_norm, svd
-from .io import load_mtx, load_sparse, save_mtx, save_sparse
+from .sparse import SparseTensor
 from .sparse_list import SparseTensorList
-from .dist import DSparseTensor
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # storage
     "SparseTensor",
+    "SparseTensorList",
+    "DSparseTensor",
     "Pattern",
+    # configuration, reports, errors
     "SolverConfig",
     "SolveInfo",
     "SlaError",
@@ -51,25 +65,33 @@ __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
     "BackendUnavailableError",
-    "LUFactorization",
+    # linear solves
     "solve",
     "spsolve",
     "spsolve_coo",
+    "LUFactorization",
+    # beyond solve
+    "eigsh",
+    "eigs",
+    "svd",
+    "spectral_norm",
+    "condition_number",
+    "det",
+    "slogdet",
+    "nonlinear_solve",
+    # persistence
+    "save_sparse",
+    "load_sparse",
+    "save_mtx",
+    "load_mtx",
+    # backends
     "get_available_backends",
     "get_backend_methods",
+    "select_backend",
+    "show_backends",
     "is_scipy_available",
     "is_cudss_available",
     "is_cupy_available",
     "is_eigen_available",
     "is_pytorch_available",
-    "select_backend",
-    "show_backends",
-    "det",
-    "slogdet",
-    "save_sparse",
-    "load_sparse",
-    "save_mtx",
-    "load_mtx",
-    "SparseTensorList",
-    "DSparseTensor",
 ]

@@ -40,21 +40,11 @@ import torch
 
 from ..config import SingularMatrixError
 from ..sparse import SparseTensor
+from .linear import check_matrix
 
 __all__ = ["det", "slogdet"]
 
 _BLOCK_BYTES = 32 * 2**20  # dense workspace of one block of column solves
-
-
-def _check_square(A, name="A") -> SparseTensor:
-    if not isinstance(A, SparseTensor):
-        raise TypeError(f"{name} must be a sla.SparseTensor, got {type(A).__name__}")
-    M, N = A.sparse_shape
-    if M != N:
-        raise ValueError(f"{name} must be square for a determinant, got shape {tuple(A.shape)}")
-    if not bool(torch.isfinite(A.values.detach()).all()):
-        raise ValueError(f"{name} has NaN or Inf among its values")
-    return A
 
 
 def _perm_sign(p: np.ndarray) -> int:
@@ -343,7 +333,7 @@ def slogdet(A: SparseTensor) -> tuple[torch.Tensor, torch.Tensor]:
     >>> A.slogdet()
     (tensor(-1., dtype=torch.float64), tensor(1.7918, dtype=torch.float64))
     """
-    _check_square(A)
+    check_matrix(A, purpose="take a determinant")
     sign, log = _LogDet.apply(A._flat(), A)
     if A.is_complex:
         logabs = log.real

@@ -30,6 +30,7 @@ import torch
 from ..config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig
 from ..products import spmm_nograd
 from ..sparse import SparseTensor
+from .linear import check_matrix
 from .lobpcg import lobpcg
 from .spectral_adjoint import eig_backward_vectors
 
@@ -43,13 +44,8 @@ DENSE_MAX = 200
 
 # ------------------------------------------------------------------ checks
 def _check(A, k, which, allowed, name) -> int:
-    if not isinstance(A, SparseTensor):
-        raise TypeError(f"A must be a sla.SparseTensor, got {type(A).__name__}")
-    M, N = A.sparse_shape
-    if M != N:
-        raise ValueError(f"{name} needs a square matrix, got shape {tuple(A.shape)}")
-    if not bool(torch.isfinite(A.values.detach()).all()):
-        raise ValueError("A has NaN or Inf among its values")
+    check_matrix(A, purpose=f"compute {name}")
+    N = A.sparse_shape[1]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if which not in allowed:

@@ -36,12 +36,13 @@ __all__ = ["solve", "spsolve", "spsolve_coo", "LUFactorization", "prepare", "Pre
 
 
 # ------------------------------------------------------------------ checks
-def check_matrix(A, name: str = "A") -> SparseTensor:
+def check_matrix(A, name: str = "A", purpose: str = "solve") -> SparseTensor:
+    """A square SparseTensor with finite values, or a clear error (shared by every solver)."""
     if not isinstance(A, SparseTensor):
         raise TypeError(f"{name} must be a sla.SparseTensor, got {type(A).__name__}")
     M, N = A.sparse_shape
     if M != N:
-        raise ValueError(f"{name} must be square to solve, got shape {tuple(A.shape)}")
+        raise ValueError(f"{name} must be square to {purpose}, got shape {tuple(A.shape)}")
     if not bool(torch.isfinite(A.values.detach()).all()):
         raise ValueError(f"{name} has NaN or Inf among its values")
     return A
