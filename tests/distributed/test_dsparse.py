@@ -1,6 +1,7 @@
 """DSparseTensor on 2 and 4 gloo ranks (one machine): products, solves and gradients
 against the single-process SparseTensor and SciPy."""
 
+import importlib.util
 import os
 import tempfile
 
@@ -13,7 +14,10 @@ import sla
 from sla import SparseTensor, gallery
 from sla.dist import DSparseTensor, partition
 
-pytestmark = pytest.mark.skipif(not dist.is_gloo_available(), reason="torch.distributed without gloo")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_gloo_available(), reason="torch.distributed without gloo"),
+    pytest.mark.skipif(importlib.util.find_spec("pymetis") is None, reason="pymetis not installed (pip install 'sla[dist]')"),
+]
 
 
 def _nonsymmetric(n):
