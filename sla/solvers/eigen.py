@@ -93,10 +93,14 @@ class _EigshAdjoint(torch.autograd.Function):
         values, lam, V = ctx.saved_tensors
         p = ctx.pattern
         if gV is not None and V.is_complex():
-            raise NotImplementedError(
-                "gradients through eigenvectors of complex Hermitian matrices are not implemented "
-                "(their phase is arbitrary); use eigenvalues or a real matrix"
-            )
+            # each eigenvector is defined up to a phase e^{i phi}: only losses that do not see it
+            # have a gradient (the test torch.linalg.eigh makes too)
+            phase = (V.conj() * gV).sum(1).imag
+            if bool((phase.abs() > 1e-6 * gV.abs().amax().clamp_min(1e-30)).any()):
+                raise ValueError(
+                    "this loss depends on the arbitrary phase of complex eigenvectors, so its gradient is "
+                    "ill-defined; use phase-invariant quantities (|v|^2, v v^H, eigenvalues)"
+                )
         U = eig_backward_vectors(lambda X: spmm_nograd(p, values, X), lam, V, glam, gV, tol=ctx.tol)
         gv = (U[:, p.row, :] * V[:, p.col, :].conj()).sum(-1)
         return (gv.real if not values.is_complex() else gv), None, None, None, None
