@@ -283,6 +283,35 @@ def _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes):
 
 
 # --------------------------------------------------------------------- API
+def _cupy_eigsh(A, k, which, sigma, tol, maxiter, notes):
+    """CuPy's thick-restart Lanczos on the GPU (zero-copy through DLPack)."""
+    if not A.is_cuda:
+        raise ValueError("method 'cupy' runs on CUDA tensors; use method='arpack' or 'lobpcg' on the CPU")
+    if sigma is not None or which == "SM":
+        raise ValueError("CuPy's eigsh has no shift-invert (sigma / which='SM'); use method='lobpcg'")
+    try:
+        import cupy
+        import cupyx.scipy.sparse as csp
+        import cupyx.scipy.sparse.linalg as cla
+    except ImportError as exc:
+        raise BackendUnavailableError("method 'cupy' needs CuPy (pip install 'sla[cupy]')") from exc
+    n = A.sparse_shape[0]
+    p = A.pattern
+    crow, ccol = cupy.from_dlpack(p.crow.to(torch.int32)), cupy.from_dlpack(p.ccol.to(torch.int32))
+    flat = A._flat().detach()
+    lams, vecs = [], []
+    for b in range(A.batch_size):
+        S = csp.csr_matrix((cupy.from_dlpack(flat[b].contiguous()), ccol, crow), shape=p.shape)
+        w, v = cla.eigsh(S, k=k, which=which, tol=tol or 0, maxiter=maxiter)
+        lams.append(torch.from_dlpack(w))
+        vecs.append(torch.from_dlpack(v))
+    lam = torch.stack(lams).to(A.dtype.to_real())
+    V = torch.stack(vecs).to(A.dtype)
+    order = torch.argsort(lam, -1)
+    notes.append("cupyx.scipy.sparse.linalg.eigsh (Lanczos)")
+    return lam.gather(-1, order), V.gather(-1, order[:, None, :].expand(-1, n, -1)), {"iterations": None}
+
+
 def _residual(A, lam, V) -> float:
     with torch.no_grad():
         R = spmm_nograd(A.pattern, A._flat().detach(), V) - V * lam[:, None, :].to(V.dtype)
@@ -309,7 +338,8 @@ def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float]
         LOBPCG on ``(A - sigma I)^{-1}`` with sla's direct solver, any device).
     return_eigenvectors : bool
         Also return the eigenvectors.
-    method : {'auto', 'arpack', 'lobpcg', 'dense'}
+    method : {'auto', 'arpack', 'lobpcg', 'cupy', 'dense'}
+        ``'cupy'``: CuPy's Lanczos on CUDA (no shift-invert).
     tol, maxiter : optional
         Convergence controls of the iterative method.
     preconditioner : {'auto', 'amg', 'jacobi', 'none'} or callable
@@ -350,9 +380,13 @@ def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float]
         if 3 * k > n:
             raise ValueError(f"LOBPCG needs 3k <= n, got k={k}, n={n}; use method='dense'")
         lam, V, stats = _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes)
+    elif method == "cupy":
+        if k >= n:
+            raise ValueError(f"CuPy's Lanczos needs k < n, got k={k}, n={n}; use method='dense'")
+        lam, V, stats = _cupy_eigsh(A, k, which, sigma, tol, maxiter, notes)
     else:
-        raise ValueError(f"method must be 'auto', 'arpack', 'lobpcg' or 'dense', got {method!r}")
-    info = SolveInfo(backend="scipy" if method == "arpack" else "torch", method=method,
+        raise ValueError(f"method must be 'auto', 'arpack', 'lobpcg', 'cupy' or 'dense', got {method!r}")
+    info = SolveInfo(backend={"arpack": "scipy", "cupy": "cupy"}.get(method, "torch"), method=method,
                      matrix_type="hermitian" if A.is_complex else "symmetric", iterations=stats.get("iterations"),
                      converged=bool(stats.get("converged", True)), residual=_residual(A, lam, V), notes=notes)
     info.fail(SolverConfig.resolve(config))

@@ -276,3 +276,27 @@ def test_laplacian_100x100_smallest(method, kw):
     lam, info = poisson2d(n).eigsh(k=6, which="SA", method=method, return_eigenvectors=False, return_info=True, **kw)
     np.testing.assert_allclose(lam.numpy(), laplacian_eigenvalues(n)[:6], rtol=1e-9)
     assert info.converged
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_cupy_lanczos_on_cuda_matches_scipy(which):
+    pytest.importorskip("cupy", reason="CuPy not installed")
+    import scipy.sparse.linalg as spla
+
+    A = poisson2d(20)
+    ref = np.sort(spla.eigsh(A.to_scipy(), k=4, which=which)[0])
+    v = A.values.clone().cuda().requires_grad_()
+    (lam, V), info = sla.SparseTensor._make(v, A.pattern.to("cuda")).eigsh(k=4, which=which, method="cupy",
+                                                                           return_info=True)
+    assert info.backend == "cupy" and info.residual < 1e-8
+    np.testing.assert_allclose(lam.detach().cpu().numpy(), ref, rtol=1e-9)
+    lam.sum().backward()  # eigenvalue gradient v_i[row] v_i[col], through the shared adjoint
+    ref_grad = (V[A.row.cuda()] * V[A.col.cuda()]).sum(-1)
+    torch.testing.assert_close(v.grad, ref_grad.detach())
+
+
+def test_cupy_method_needs_cuda():
+    with pytest.raises(ValueError, match="CUDA"):
+        poisson2d(6).eigsh(k=2, method="cupy")
