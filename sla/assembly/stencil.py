@@ -20,20 +20,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..pattern import Pattern
+from ..gallery import check_grid_shape, stencil_operator
 from ..sparse import SparseTensor
 
 __all__ = ["stencil_operator", "laplacian", "anisotropic", "variable_diffusion", "convection_diffusion",
            "poisson1d", "poisson2d", "poisson3d", "grid_points"]
-
-
-def _check_shape(shape) -> tuple[int, ...]:
-    if isinstance(shape, int):
-        shape = (shape,)
-    shape = tuple(shape)
-    if not 1 <= len(shape) <= 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"shape must be 1 to 3 positive ints (interior points per axis), got {shape!r}")
-    return shape
 
 
 def _spacing(h, ndim: int) -> list[float]:
@@ -41,53 +32,6 @@ def _spacing(h, ndim: int) -> list[float]:
     if len(h) != ndim or any(v <= 0 for v in h):
         raise ValueError(f"h must be a positive number or {ndim} positive numbers, got {h!r}")
     return h
-
-
-def stencil_operator(shape, offsets: Sequence[Sequence[int]], weights, dtype=torch.float64, device="cpu") -> SparseTensor:
-    """Matrix of a stencil on a grid: row ``i`` has ``weights[.., s]`` at neighbour ``i + offsets[s]``.
-
-    Parameters
-    ----------
-    shape : tuple of ints
-        Grid (interior points per axis).
-    offsets : list of ``ndim``-tuples
-        Neighbour offsets; neighbours outside the grid are dropped (Dirichlet).
-    weights : sequence of numbers ``[S]`` or tensor ``[S]`` / ``[n, S]`` (per point; differentiable)
-    """
-    shape = _check_shape(shape)
-    nd = len(shape)
-    offsets = [tuple(int(o) for o in off) for off in offsets]
-    if any(len(o) != nd for o in offsets) or len(set(offsets)) != len(offsets):
-        raise ValueError(f"offsets must be distinct {nd}-tuples, got {offsets}")
-    strides = [1] * nd
-    for d in range(nd - 2, -1, -1):
-        strides[d] = strides[d + 1] * shape[d + 1]
-    n = strides[0] * shape[0]
-    w = torch.as_tensor(weights, dtype=dtype, device=device) if not isinstance(weights, torch.Tensor) else weights
-    if w.shape not in ((len(offsets),), (n, len(offsets))):
-        raise ValueError(f"weights must have shape [{len(offsets)}] or [{n}, {len(offsets)}], got {tuple(w.shape)}")
-    flat = [sum(o * s for o, s in zip(off, strides)) for off in offsets]
-    order = sorted(range(len(offsets)), key=lambda s: flat[s])  # column order within a row
-    # valid[i, s]: neighbour s of point i lies inside the grid (checked axis by axis on the grid shape)
-    valid = torch.ones(*shape, len(order), dtype=torch.bool, device=device)
-    for j, s in enumerate(order):
-        for d, o in enumerate(offsets[s]):
-            if o:
-                sl = [slice(None)] * nd + [j]
-                sl[d] = slice(max(shape[d] - o, 0), None) if o > 0 else slice(None, -o)
-                valid[tuple(sl)] = False
-    p = torch.nonzero(valid.reshape(-1)).flatten()  # row-major over (point, sorted offset): sorted COO
-    S = len(order)
-    row = torch.div(p, S, rounding_mode="floor")
-    slot = p - row * S
-    col = row + torch.tensor([flat[s] for s in order], device=device)[slot]
-    if w.dim() == 1:
-        vals = w[order][slot]
-    else:
-        vals = w[:, order].reshape(-1)[p]
-    A = SparseTensor._make(vals, Pattern(row, col, (n, n)))  # sorted and unique by construction
-    A.pattern.cache["grid"] = shape
-    return A
 
 
 def _axis_offsets(nd: int):
@@ -100,7 +44,7 @@ def _axis_offsets(nd: int):
 def laplacian(shape, h=1.0, points: int | None = None, dtype=torch.float64, device="cpu") -> SparseTensor:
     """``-Laplace`` on a 1D/2D/3D grid: 3-, 5-, 7-point, or the compact 9-point stencil in 2D
     (``points=9``: ``[-1 -4 -1; -4 20 -4; -1 -4 -1] / (6 h^2)``, fourth order for harmonic-corrected rhs)."""
-    shape = _check_shape(shape)
+    shape = check_grid_shape(shape)
     nd = len(shape)
     hs = _spacing(h, nd)
     default = 2 * nd + 1
@@ -124,7 +68,7 @@ def anisotropic(shape, coeffs: Sequence[float] = (1.0, 1e-3), theta: float = 0.0
     Rotated (2D, ``theta != 0``): ``D = R(theta) diag(coeffs) R(theta)^T``, a 9-point stencil
     with the central difference of the mixed derivative.
     """
-    shape = _check_shape(shape)
+    shape = check_grid_shape(shape)
     nd = len(shape)
     hs = _spacing(h, nd)
     coeffs = [float(c) for c in coeffs]
@@ -156,7 +100,7 @@ def variable_diffusion(k: torch.Tensor, h=1.0) -> SparseTensor:
     averages ``2 k_i k_j / (k_i + k_j)`` (``k_i`` on boundary faces).  Differentiable in ``k``."""
     if not isinstance(k, torch.Tensor) or not k.dtype.is_floating_point:
         raise TypeError("k must be a floating tensor with the grid's shape")
-    shape = _check_shape(tuple(k.shape))
+    shape = check_grid_shape(tuple(k.shape))
     nd = len(shape)
     hs = _spacing(h, nd)
     diag = torch.zeros_like(k)
@@ -190,7 +134,7 @@ def convection_diffusion(shape, velocity: Sequence[float], eps: float = 1.0, h=1
                          dtype=torch.float64, device="cpu") -> SparseTensor:
     """``-eps Laplace u + v . grad u`` with constant ``velocity`` (one entry per axis);
     first-order ``'upwind'`` or second-order ``'central'`` differences for the convection."""
-    shape = _check_shape(shape)
+    shape = check_grid_shape(shape)
     nd = len(shape)
     hs = _spacing(h, nd)
     v = [float(x) for x in velocity]
@@ -215,14 +159,14 @@ def convection_diffusion(shape, velocity: Sequence[float], eps: float = 1.0, h=1
 # ------------------------------------------------------------------- gallery
 def grid_points(shape, dtype=torch.float64, device="cpu") -> torch.Tensor:
     """Coordinates ``[n, ndim]`` of the interior points of the unit box grid (``h = 1/(n_d + 1)``)."""
-    shape = _check_shape(shape)
+    shape = check_grid_shape(shape)
     axes = [torch.arange(1, s + 1, dtype=dtype, device=device) / (s + 1) for s in shape]
     g = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([x.reshape(-1) for x in g], 1)
 
 
 def _poisson(shape, f, dtype, device):
-    shape = _check_shape(shape)
+    shape = check_grid_shape(shape)
     A = laplacian(shape, h=[1.0 / (s + 1) for s in shape], dtype=dtype, device=device)
     n = A.sparse_shape[0]
     if callable(f):
