@@ -28,7 +28,7 @@ def _random(n=7, m=None, dtype=torch.float64, density=0.4, seed=0, batch=()):
                             (*batch, n, m))
 
 
-def _same(A, B):
+def assert_same(A, B):
     assert B.shape == A.shape and B.dtype == A.dtype
     assert torch.equal(B.row.cpu(), A.row.cpu()) and torch.equal(B.col.cpu(), A.col.cpu())
     assert torch.equal(B.values.cpu(), A.values.cpu())
@@ -46,7 +46,7 @@ def test_safetensors_round_trip_exact(tmp_path, dtype, batch):
     f = tmp_path / "A.safetensors"
     A.save(f)
     B = sla.SparseTensor.load(f)
-    _same(A, B)
+    assert_same(A, B)
     assert B.batch_shape == tuple(batch)
     assert _files(tmp_path) == ["A.safetensors"]  # no temporary left behind
 
@@ -59,7 +59,7 @@ def test_safetensors_loads_on_requested_device(tmp_path, device):
     assert B.device.type == device and B.pattern.device.type == device
     assert not B.requires_grad
     assert B.pattern.cache.get("grid") == (4, 4)  # multigrid's structured-grid hint survives
-    _same(A.detach(), B)
+    assert_same(A.detach(), B)
     x = torch.ones(16, dtype=torch.float64, device=device)
     torch.testing.assert_close((B @ x).cpu(), A.detach() @ x.cpu())
 
@@ -187,7 +187,7 @@ def test_save_mtx_compresses_symmetry_and_scipy_reads_it(tmp_path, name, suffix)
         assert nnz < A.nnz  # only one triangle stored
     ref = scipy.io.mmread(f)
     np.testing.assert_array_equal(sp.csr_array(ref).toarray(), A.to_dense().numpy())
-    _same(A, load_mtx(f))  # exact round trip, same pattern
+    assert_same(A, load_mtx(f))  # exact round trip, same pattern
     assert _files(tmp_path) == ["A" + suffix]
 
 
@@ -196,7 +196,7 @@ def test_mtx_round_trip_is_exact(tmp_path, dtype):
     A = _random(30, 20, dtype=dtype, density=0.2, seed=5)
     A = A * torch.tensor(1e-7, dtype=dtype) if not dtype.is_complex else A
     save_mtx(A, tmp_path / "A.mtx")
-    _same(A, load_mtx(tmp_path / "A.mtx", dtype=dtype))
+    assert_same(A, load_mtx(tmp_path / "A.mtx", dtype=dtype))
 
 
 def test_save_mtx_fields_and_explicit_symmetry(tmp_path):
@@ -278,4 +278,4 @@ def test_load_mtx_large_file_quickly(tmp_path):
     f = tmp_path / "p.mtx"
     scipy.io.mmwrite(f, A.to_scipy(), symmetry="symmetric")
     B = load_mtx(f, device="cpu")
-    _same(A, B)
+    assert_same(A, B)
