@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import SolveInfo, SolverConfig
+from ..solvers.adjoint import values_grad
 from ..solvers.krylov import krylov_solve, local_dot
 from ..solvers.precond import make_preconditioner
 from ..sparse import SparseTensor
@@ -211,7 +212,6 @@ class _DistSolve(torch.autograd.Function):
         lam, _ = D._krylov(g.contiguous(), cfg, transpose=True)
         gv = None
         if ctx.needs_input_grad[0]:
-            p = D.local.pattern
-            xf = D._full(x.reshape(x.shape[0], -1))
-            gv = -(lam.reshape(lam.shape[0], -1)[p.row] * xf[p.col].conj()).sum(-1)
+            xf = D._full(x.reshape(x.shape[0], -1))  # owned entries + ghosts
+            gv = values_grad(D.local.pattern, lam.reshape(1, lam.shape[0], -1), xf[None])[0]
         return gv, lam if ctx.needs_input_grad[1] else None, None, None

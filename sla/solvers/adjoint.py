@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["LinearSolve"]
+__all__ = ["LinearSolve", "values_grad"]
+
+
+def values_grad(pattern, lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``-lam[row] . conj(x[col])`` summed over right-hand sides: the gradient of the stored
+    values of ``A`` in ``x = A^{-1} b`` (``lam``, ``x``: ``[B, n, K]``; ``x`` may extend past
+    the rows, e.g. with ghost entries of a distributed vector)."""
+    return -(lam[:, pattern.row, :] * x[:, pattern.col, :].conj()).sum(-1)
 
 
 class LinearSolve(torch.autograd.Function):
@@ -39,8 +46,7 @@ class LinearSolve(torch.autograd.Function):
         lam = op.solve(g.contiguous(), transpose=True)
         gv = gb = None
         if ctx.needs_input_grad[0]:
-            p = op.pattern
-            gv = -(lam[:, p.row, :] * x[:, p.col, :].conj()).sum(-1)
+            gv = values_grad(op.pattern, lam, x)
         if ctx.needs_input_grad[1]:
             gb = lam
         return gv, gb, None
