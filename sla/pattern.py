@@ -32,6 +32,11 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 
 _INT32_MAX = 2**31 - 1
 _EXACT_LIMIT = 1 << 22  # values compared exactly (a copy is kept) up to this many entries
+_CHUNK = 1 << 22  # entries per pass of chunked structural scans (bounds their int64 temporaries)
+
+
+def _index_dtype(nnz: int, M: int, N: int) -> torch.dtype:
+    return torch.int32 if max(nnz, M, N) <= _INT32_MAX else torch.int64
 
 
 def _check_index(name: str, idx: torch.Tensor) -> torch.Tensor:
@@ -49,8 +54,15 @@ class Pattern:
 
     Build one with :meth:`from_coo`; the constructor trusts its input.
 
+    Storage is CSR with int32 indices whenever they fit (``4 (M + 1) + 4 nnz``
+    bytes); the int64 COO view ``row``/``col`` is derived on first use and
+    then kept, so code paths that never ask for it (the Krylov/multigrid
+    solves) never pay its ``16 nnz`` bytes.
+
     Attributes
     ----------
+    crow, ccol : torch.Tensor
+        CSR row pointer and column indices (int32 when ``nnz`` and the shape fit).
     row, col : torch.Tensor
         int64 indices of the stored entries, sorted by ``(row, col)``, unique.
     shape : tuple[int, int]
@@ -59,15 +71,31 @@ class Pattern:
         Structural work of solvers, keyed by whatever the solver chooses.
     """
 
-    __slots__ = ("row", "col", "shape", "cache", "_numeric", "_memo", "__weakref__")
+    __slots__ = ("crow", "ccol", "shape", "cache", "_numeric", "_memo", "__weakref__")
 
     def __init__(self, row: torch.Tensor, col: torch.Tensor, shape: tuple[int, int]):
-        self.row = row
-        self.col = col
-        self.shape = (int(shape[0]), int(shape[1]))
+        """From sorted, unique COO indices (trusted; :meth:`from_coo` validates)."""
+        M, N = int(shape[0]), int(shape[1])
+        dt = _index_dtype(col.numel(), M, N)
+        crow = torch.zeros(M + 1, dtype=torch.int64, device=row.device)
+        if row.numel():
+            torch.cumsum(torch.bincount(row, minlength=M), 0, out=crow[1:])
+        self._init(crow.to(dt), col.to(dt), (M, N))
+
+    def _init(self, crow, ccol, shape):
+        self.crow, self.ccol, self.shape = crow, ccol, shape
         self.cache: dict[Hashable, Any] = {}
         self._numeric: list = []
         self._memo: dict[str, Any] = {}
+
+    @classmethod
+    def _from_csr_trusted(cls, crow: torch.Tensor, ccol: torch.Tensor, shape) -> "Pattern":
+        """From CSR arrays known to be sorted and unique (no copies when the dtypes fit)."""
+        M, N = int(shape[0]), int(shape[1])
+        dt = _index_dtype(ccol.numel(), M, N)
+        p = cls.__new__(cls)
+        p._init(crow.to(dt), ccol.to(dt), (M, N))
+        return p
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -105,9 +133,11 @@ class Pattern:
 
     @classmethod
     def from_csr(cls, crow, ccol, shape) -> "Pattern":
-        """Pattern of CSR arrays (assumed sorted within rows and unique)."""
+        """Pattern of CSR arrays (validated: sorted and unique within each row)."""
         crow = _check_index("crow_indices", crow)
         counts = crow[1:] - crow[:-1]
+        if counts.numel() and bool((counts < 0).any()):
+            raise ValueError("crow_indices must be non-decreasing")
         row = torch.repeat_interleave(torch.arange(len(counts), device=crow.device), counts)
         p, inv = cls.from_coo(row, ccol, shape)
         if inv is not None:
@@ -117,11 +147,11 @@ class Pattern:
     # -------------------------------------------------------------- basics
     @property
     def nnz(self) -> int:
-        return self.row.numel()
+        return self.ccol.numel()
 
     @property
     def device(self) -> torch.device:
-        return self.row.device
+        return self.ccol.device
 
     def __repr__(self) -> str:
         return f"Pattern(shape={self.shape}, nnz={self.nnz}, device={self.device})"
@@ -141,7 +171,7 @@ class Pattern:
         key = str(device)
         p = copies.get(key)
         if p is None:
-            p = Pattern(self.row.to(device), self.col.to(device), self.shape)
+            p = Pattern._from_csr_trusted(self.crow.to(device), self.ccol.to(device), self.shape)
             p._memo["_devices"] = {str(self.device): self}
             copies[key] = p
         return p
@@ -153,31 +183,33 @@ class Pattern:
         return (
             self.shape == other.shape
             and self.nnz == other.nnz
-            and bool(torch.equal(self.row, other.row.to(self.device)))
-            and bool(torch.equal(self.col, other.col.to(self.device)))
+            and bool(torch.equal(self.crow, other.crow.to(self.device)))
+            and bool(torch.equal(self.ccol, other.ccol.to(self.device)))
         )
 
-    # ----------------------------------------------------------------- CSR
+    # ---------------------------------------------------------- COO views
     @property
     def index_dtype(self) -> torch.dtype:
-        return torch.int32 if max(self.nnz, *self.shape) <= _INT32_MAX else torch.int64
+        return self.ccol.dtype
+
+    def rows(self, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """int64 row index of the entries ``lo:hi`` (a temporary: nothing is kept)."""
+        hi = self.nnz if hi is None else hi
+        if lo == 0 and hi == self.nnz:
+            counts = self.crow[1:] - self.crow[:-1]
+            return torch.repeat_interleave(torch.arange(self.shape[0], device=self.device), counts, output_size=hi)
+        pos = torch.arange(lo, hi, device=self.device)
+        return torch.searchsorted(self.crow, pos, right=True) - 1
 
     @property
-    def crow(self) -> torch.Tensor:
-        """CSR row pointer (int32 when it fits)."""
-
-        def build():
-            counts = torch.bincount(self.row, minlength=self.shape[0])
-            crow = torch.zeros(self.shape[0] + 1, dtype=torch.int64, device=self.device)
-            torch.cumsum(counts, 0, out=crow[1:])
-            return crow.to(self.index_dtype)
-
-        return self.memo("crow", build)
+    def row(self) -> torch.Tensor:
+        """int64 row of every entry (derived from ``crow`` on first use, then kept)."""
+        return self.memo("row", self.rows)
 
     @property
-    def ccol(self) -> torch.Tensor:
-        """CSR column indices (int32 when they fit)."""
-        return self.memo("ccol", lambda: self.col.to(self.index_dtype))
+    def col(self) -> torch.Tensor:
+        """int64 column of every entry (``ccol`` itself when that is int64)."""
+        return self.memo("col", lambda: self.ccol.long())
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """A torch sparse CSR tensor on this pattern (values ``[nnz]``)."""
@@ -196,12 +228,20 @@ class Pattern:
                 ids = np.arange(self.nnz, dtype=np.int64)
                 csc = sp.csr_matrix((ids, self.ccol.numpy(), self.crow.numpy()), shape=self.shape).tocsc()
                 perm = torch.from_numpy(csc.data)
+                tcrow = torch.from_numpy(csc.indptr)
+                tcol = torch.from_numpy(csc.indices)
             else:
-                perm = torch.argsort(self.col * M + self.row, stable=True)
-            prow, pcol = self.col[perm], self.row[perm]
-            if M == N and torch.equal(prow, self.row) and torch.equal(pcol, self.col):
+                rows = self.rows()
+                perm = torch.argsort(self.ccol.long() * M + rows, stable=True)
+                tcol = rows[perm]
+                del rows
+                tcrow = torch.zeros(N + 1, dtype=torch.int64, device=self.device)
+                if self.nnz:
+                    torch.cumsum(torch.bincount(self.ccol, minlength=N), 0, out=tcrow[1:])
+            dt = self.index_dtype
+            if M == N and torch.equal(tcrow.to(dt), self.crow) and torch.equal(tcol.to(dt), self.ccol):
                 return self, perm  # structurally symmetric: the same object; perm is an involution
-            pt = Pattern(prow, pcol, (N, M))
+            pt = Pattern._from_csr_trusted(tcrow, tcol, (N, M))
             inv = torch.empty_like(perm)
             inv[perm] = torch.arange(perm.numel(), device=perm.device)
             pt._memo["transpose"] = (self, inv)
@@ -216,11 +256,15 @@ class Pattern:
     # ------------------------------------------------------------ diagonal
     @property
     def diag_index(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(pos, idx)``: entries ``pos`` of the pattern sit on diagonal ``idx``."""
+        """``(pos, idx)``: entries ``pos`` of the pattern sit on diagonal ``idx`` (index dtype)."""
 
         def build():
-            pos = torch.nonzero(self.row == self.col).flatten()
-            return pos, self.row[pos]
+            pos = []
+            for lo in range(0, self.nnz, _CHUNK):
+                hi = min(lo + _CHUNK, self.nnz)
+                pos.append(torch.nonzero(self.rows(lo, hi) == self.ccol[lo:hi]).flatten() + lo)
+            pos = torch.cat(pos) if pos else torch.zeros(0, dtype=torch.int64, device=self.device)
+            return pos.to(self.index_dtype), self.ccol[pos]
 
         return self.memo("diag", build)
 
