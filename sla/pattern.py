@@ -201,6 +201,22 @@ class Pattern:
         pos = torch.arange(lo, hi, device=self.device)
         return torch.searchsorted(self.crow, pos, right=True) - 1
 
+    def row_chunks(self, chunk: int = _CHUNK):
+        """Yield ``(lo, hi, rows)``: blocks of whole rows holding about ``chunk`` entries,
+        ``rows`` the int64 row of entries ``lo:hi`` (scans that keep temporaries small)."""
+        M = self.shape[0]
+        if self.nnz == 0:
+            return
+        step = max(1, (chunk * M) // self.nnz)
+        crow = self.crow
+        for r0 in range(0, M, step):
+            r1 = min(r0 + step, M)
+            lo, hi = int(crow[r0]), int(crow[r1])
+            if hi > lo:
+                counts = crow[r0 + 1 : r1 + 1] - crow[r0:r1]
+                rows = torch.repeat_interleave(torch.arange(r0, r1, device=self.device), counts, output_size=hi - lo)
+                yield lo, hi, rows
+
     @property
     def row(self) -> torch.Tensor:
         """int64 row of every entry (derived from ``crow`` on first use, then kept)."""
@@ -217,7 +233,7 @@ class Pattern:
 
     # ----------------------------------------------------------- transpose
     def transpose(self) -> tuple["Pattern", torch.Tensor]:
-        """``(pattern_T, perm)`` with ``values_T = values[..., perm]``."""
+        """``(pattern_T, perm)`` with ``values_T = values[..., perm]`` (perm in the index dtype)."""
 
         def build():
             M, N = self.shape
@@ -239,11 +255,12 @@ class Pattern:
                 if self.nnz:
                     torch.cumsum(torch.bincount(self.ccol, minlength=N), 0, out=tcrow[1:])
             dt = self.index_dtype
+            perm = perm.to(dt)  # int32 when it fits: half the memory of the kept permutation
             if M == N and torch.equal(tcrow.to(dt), self.crow) and torch.equal(tcol.to(dt), self.ccol):
                 return self, perm  # structurally symmetric: the same object; perm is an involution
             pt = Pattern._from_csr_trusted(tcrow, tcol, (N, M))
             inv = torch.empty_like(perm)
-            inv[perm] = torch.arange(perm.numel(), device=perm.device)
+            inv[perm] = torch.arange(perm.numel(), device=perm.device, dtype=dt)
             pt._memo["transpose"] = (self, inv)
             return pt, perm
 
@@ -259,10 +276,7 @@ class Pattern:
         """``(pos, idx)``: entries ``pos`` of the pattern sit on diagonal ``idx`` (index dtype)."""
 
         def build():
-            pos = []
-            for lo in range(0, self.nnz, _CHUNK):
-                hi = min(lo + _CHUNK, self.nnz)
-                pos.append(torch.nonzero(self.rows(lo, hi) == self.ccol[lo:hi]).flatten() + lo)
+            pos = [torch.nonzero(rows == self.ccol[lo:hi]).flatten() + lo for lo, hi, rows in self.row_chunks()]
             pos = torch.cat(pos) if pos else torch.zeros(0, dtype=torch.int64, device=self.device)
             return pos.to(self.index_dtype), self.ccol[pos]
 

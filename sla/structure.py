@@ -18,6 +18,7 @@ import torch
 __all__ = ["is_symmetric", "is_positive_definite", "detect_matrix_type", "guess_matrix_type"]
 
 _DENSE_LIMIT = 1500
+_CHUNK = 1 << 22  # entries per pass of a chunked scan
 
 
 def _default_rtol(dtype: torch.dtype) -> float:
@@ -38,8 +39,11 @@ def is_symmetric(A, conjugate: bool = False, rtol: float | None = None) -> bool:
         if A.nnz == 0:
             return True
         scale = v.abs().amax(-1, keepdim=True)
-        if A.pattern.is_structurally_symmetric:
-            _, perm = A.pattern.transpose()
+        p = A.pattern
+        if p.device.type != "cpu" and "transpose" not in p._memo:
+            return _symmetric_by_search(p, v, conjugate, rtol * scale)
+        if p.is_structurally_symmetric:
+            _, perm = p.transpose()
             vt = v[..., perm]
             vt = vt.conj() if conjugate else vt
             if torch.equal(v, vt):  # exact symmetry: the common case, one pass
@@ -51,6 +55,24 @@ def is_symmetric(A, conjugate: bool = False, rtol: float | None = None) -> bool:
         return bool((diff <= rtol * scale).all())
 
     return A.pattern.numeric(A.values, ("symmetric", conjugate, rtol), build)
+
+
+def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
+    """Symmetry without the transpose permutation: each entry's mirror is found by binary
+    search in the sorted keys, a chunk at a time.  Used on GPUs, where the permutation
+    (kept on the pattern) and its sort would cost ~5x the matrix's index storage."""
+    M = p.shape[0]
+    key = p.rows().mul_(M).add_(p.ccol)  # sorted, unique: row-major order
+    for lo in range(0, p.nnz, _CHUNK):
+        hi = min(lo + _CHUNK, p.nnz)
+        mirror = p.ccol[lo:hi].long() * M + key[lo:hi] // M
+        pos = torch.searchsorted(key, mirror).clamp_(max=p.nnz - 1)
+        found = key[pos] == mirror
+        vt = torch.where(found, v[..., pos], 0)  # a missing mirror is a zero (stored zeros may face it)
+        vt = vt.conj() if conjugate else vt
+        if not bool(((v[..., lo:hi] - vt).abs() <= tol).all()):
+            return False
+    return True
 
 
 def _positive_diagonal(A) -> bool:

@@ -257,6 +257,39 @@ def test_large_non_dominant_spd_uses_sparse_factorisation():
     assert B.is_symmetric() and not B.is_positive_definite()
 
 
+def test_symmetry_by_search_agrees_with_the_transpose_permutation():
+    # the GPU path (no permutation kept on the pattern) against the CPU one, on a zoo
+    from sla.structure import _symmetric_by_search
+
+    g = torch.Generator().manual_seed(3)
+    L = gallery.poisson2d(7)
+    S = L.to_dense()
+    M = S.clone()
+    M[0, 5] = 0.3  # structurally nonsymmetric
+    Z = S.clone()
+    Z[0, 9] = 1e-300  # stored (almost) zero facing a missing mirror: numerically symmetric
+    cases = {
+        "laplacian": L,
+        "nonsymmetric": SparseTensor.from_dense(M),
+        "stored zero": SparseTensor.from_dense(Z),
+        "perturbed": SparseTensor._make(L.values + 1e-3 * torch.rand(L.nnz, generator=g, dtype=torch.float64),
+                                        L.pattern),
+        "batched": SparseTensor._make(torch.stack([L.values, 2 * L.values]), L.pattern),
+        "complex hermitian": SparseTensor.from_dense(torch.complex(S, torch.triu(S, 1) - torch.tril(S, -1))),
+    }
+    for name, A in cases.items():
+        for conj in (False, True):
+            if conj and not A.is_complex:
+                continue
+            v = A.values.detach()
+            tol = 100 * torch.finfo(A.dtype).eps * v.abs().amax(-1, keepdim=True)
+            expected = A.is_hermitian() if conj else A.is_symmetric()
+            assert _symmetric_by_search(A.pattern, v, conj, tol) == expected, name
+    assert not cases["nonsymmetric"].is_symmetric() and cases["stored zero"].is_symmetric()
+    assert cases["complex hermitian"].is_hermitian()
+    assert not cases["complex hermitian"].is_symmetric()
+
+
 def test_structure_cache_follows_in_place_updates():
     A = gallery.poisson2d(5)
     assert A.detect_matrix_type() == "spd"

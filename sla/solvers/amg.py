@@ -90,13 +90,14 @@ def galerkin(R: Mat, A: Mat, P: Mat) -> Mat:
 class Level:
     """One level: operator ``A`` (int32 CSR), ``dinv``, Chebyshev bound ``hi``, transfers to the next level."""
 
-    def __init__(self, A: Mat, P=None, R=None, prolong=None, restrict=None, csr=None):
-        d = A.diag()
+    def __init__(self, A: Mat | None, P=None, R=None, prolong=None, restrict=None, csr=None, diag=None, hi=None):
+        """``A`` (setup form) may be ``None`` when ``csr``, ``diag`` and ``hi`` are given."""
+        d = A.diag() if diag is None else diag
         if bool((d == 0).any()):
             raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
         self.A = A.csr32() if csr is None else csr
         self.dinv = (1.0 / d).unsqueeze(-1)
-        self.hi = A.gershgorin(d)
+        self.hi = A.gershgorin(d) if hi is None else hi
         self.P = P.csr32() if isinstance(P, Mat) else P
         self.R = R.csr32() if isinstance(R, Mat) else R
         self._prolong, self._restrict = prolong, restrict
@@ -349,9 +350,8 @@ class SmoothedAggregation(Multigrid):
         cached = p.cache.get(key) if theta == 0 else None
         aggs = []
         hierarchies = []
-        crow = p.crow.long()
         for bi in range(A.batch_size):
-            C = Mat(crow, p.col, vals[bi], p.shape, row=p.row)
+            C = Mat(p.crow, p.ccol, vals[bi], p.shape, row=p.rows())  # int64 copies live through the setup only
             fine_csr = p.csr(vals[bi])  # the pattern's own int32 arrays: no copy of the fine matrix
             levels = []
             lvl = 0

@@ -22,8 +22,6 @@ import itertools
 
 import torch
 
-_CHUNK = 1 << 24  # entries per pass when reading a stencil: bounds the int64 temporaries
-
 from ..sparse import SparseTensor
 from .amg import Level, Mat, Multigrid
 
@@ -125,84 +123,91 @@ def transfer_matrix(dims: tuple, axes: tuple, transpose: bool, dtype, device) ->
 
 
 # ------------------------------------------------- Galerkin on stencils
-def _stencil(A: Mat, dims: tuple):
-    """(offsets, coefficient grids ``[|O|, *dims]``) of a matrix on the grid.
-
-    Each entry is classified by its linear offset ``col - row`` against the ``3^d``
-    compact-stencil offsets (chunked, so the temporaries stay small); couplings that
-    would wrap around a grid line show up on the boundary of their grid and are
-    rejected there, as are offsets outside the compact stencil.
-    """
-    d = len(dims)
-    strides = [1] * d
-    for a in range(d - 2, -1, -1):
+def _strides(dims: tuple) -> list:
+    strides = [1] * len(dims)
+    for a in range(len(dims) - 2, -1, -1):
         strides[a] = strides[a + 1] * dims[a + 1]
-    cand = list(itertools.product((-1, 0, 1), repeat=d))
-    lin = torch.tensor([sum(e[a] * strides[a] for a in range(d)) for e in cand], device=A.val.device)
-    lin_sorted, order = torch.sort(lin)
-    if bool((lin_sorted[1:] == lin_sorted[:-1]).any()):  # an axis of length <= 2: offsets are ambiguous
-        return _stencil_exact(A, dims)
-    S = A.val.new_zeros(len(cand), A.shape[0])
-    for lo in range(0, A.val.numel(), _CHUNK):
-        r = A.row[lo: lo + _CHUNK]
-        diff = A.col[lo: lo + _CHUNK] - r
-        pos = torch.searchsorted(lin_sorted, diff).clamp_(max=len(cand) - 1)
+    return strides
+
+
+def _offset_codes(rows: torch.Tensor, cols: torch.Tensor, dims: tuple, lin_sorted, order, exact: bool):
+    """Index into the ``3^d`` compact offsets (``itertools.product((-1, 0, 1), repeat=d)``) of each entry."""
+    d = len(dims)
+    if not exact:  # one subtraction: the linear offset identifies the grid offset
+        diff = cols - rows
+        pos = torch.searchsorted(lin_sorted, diff).clamp_(max=len(lin_sorted) - 1)
         if not bool((lin_sorted[pos] == diff).all()):
             raise ValueError("gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); "
                              "this matrix couples points further apart: use preconditioner='amg'")
-        S[order[pos], r] = A.val[lo: lo + _CHUNK]
-    S = S.reshape(len(cand), *dims)
-    for k, e in enumerate(cand):  # wrapped couplings land where the true neighbour is off the grid
+        return order[pos]
+    strides = _strides(dims)
+    code = torch.zeros_like(rows)
+    for a in range(d):  # per-axis offsets (needed when an axis has fewer than 3 points)
+        if a < d - 1:
+            qr = torch.div(rows, strides[a], rounding_mode="floor")
+            qc = torch.div(cols, strides[a], rounding_mode="floor")
+            diff = qc - qr
+            rows, cols = rows - qr * strides[a], cols - qc * strides[a]
+        else:
+            diff = cols - rows
+        if bool((diff.abs() > 1).any()):
+            raise ValueError(
+                "gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); this matrix couples "
+                f"points {int(diff.abs().max())} apart along axis {a}: use preconditioner='amg'")
+        code = code * 3 + (diff + 1)
+    return code
+
+
+def _stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
+    """(offsets, coefficient grids ``[|O|, *dims]``) of a matrix on the grid, read from its CSR.
+
+    Each entry is classified by its offset against the ``3^d`` compact-stencil offsets
+    in two chunked passes over whole rows (int8 codes in between), so the temporaries
+    stay a few bytes per entry and only the offsets present get a grid.  Couplings
+    that would wrap around a grid line show up on the boundary of their grid and are
+    rejected there, as are offsets outside the compact stencil.  ``exact`` forces the
+    per-axis classification (automatic when an axis is too short for linear offsets).
+    """
+    d = len(dims)
+    cand = list(itertools.product((-1, 0, 1), repeat=d))
+    strides = _strides(dims)
+    lin = torch.tensor([sum(e[a] * strides[a] for a in range(d)) for e in cand], device=val.device)
+    lin_sorted, order = torch.sort(lin)
+    if exact is None:  # an axis of length <= 2 makes linear offsets ambiguous
+        exact = bool((lin_sorted[1:] == lin_sorted[:-1]).any())
+    codes = torch.empty(p.nnz, dtype=torch.int8, device=val.device)
+    count = torch.zeros(len(cand), dtype=torch.int64, device=val.device)
+    for lo, hi, rows in p.row_chunks():
+        c = _offset_codes(rows, p.ccol[lo:hi].long(), dims, lin_sorted, order, exact)
+        count += torch.bincount(c, minlength=len(cand))
+        codes[lo:hi] = c
+    present = count > 0
+    lookup = torch.cumsum(present, 0) - 1
+    S = val.new_zeros(int(present.sum()), p.shape[0])
+    for lo, hi, rows in p.row_chunks():
+        S[lookup[codes[lo:hi].long()], rows] = val[lo:hi]
+    del codes
+    offs = [cand[k] for k in torch.nonzero(present).flatten().tolist()]
+    S = S.reshape(len(offs), *dims)
+    for k, e in enumerate(offs):  # wrapped couplings land where the true neighbour is off the grid
         for a in range(d):
             if e[a] != 0 and bool((S[k].narrow(a, dims[a] - 1 if e[a] > 0 else 0, 1) != 0).any()):
                 raise ValueError("gmg needs a compact stencil on the recorded grid; this matrix couples points "
                                  f"across the edge of axis {a} (is pattern.cache['grid'] right?): use "
                                  "preconditioner='amg'")
-    present = [k for k in range(len(cand)) if bool((S[k] != 0).any())]
-    return [cand[k] for k in present], S[present]
+    return offs, S
 
 
-def _stencil_exact(A: Mat, dims: tuple):
-    """:func:`_stencil` by per-axis offsets (needed when an axis has fewer than 3 points)."""
-    d = len(dims)
-    strides = [1] * d
-    for a in range(d - 2, -1, -1):
-        strides[a] = strides[a + 1] * dims[a + 1]
-    codes = []
-    for lo in range(0, A.val.numel(), _CHUNK):
-        rem_r, rem_c = A.row[lo: lo + _CHUNK], A.col[lo: lo + _CHUNK]
-        code = torch.zeros_like(rem_r, dtype=torch.int8)
-        for a in range(d):
-            if a < d - 1:
-                qr = torch.div(rem_r, strides[a], rounding_mode="floor")
-                qc = torch.div(rem_c, strides[a], rounding_mode="floor")
-                diff = qc - qr
-                rem_r, rem_c = rem_r - qr * strides[a], rem_c - qc * strides[a]
-            else:
-                diff = rem_c - rem_r
-            if bool((diff.abs() > 1).any()):
-                raise ValueError(
-                    "gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); this matrix couples "
-                    f"points {int(diff.abs().max())} apart along axis {a}: use preconditioner='amg'")
-            code = code * 3 + (diff + 1).to(torch.int8)
-        codes.append(code)
-    code = torch.cat(codes) if len(codes) != 1 else codes[0]
-    del codes
-    present = torch.bincount(code.long() if code.numel() < _CHUNK else code.to(torch.int32), minlength=3**d) > 0
-    uniq = torch.nonzero(present).flatten()
-    lookup = (torch.cumsum(present.long(), 0) - 1).to(torch.int8)
-    offs = []
-    for c in uniq.tolist():
-        o = []
-        for _ in range(d):
-            o.append(c % 3 - 1)
-            c //= 3
-        offs.append(tuple(reversed(o)))
-    S = A.val.new_zeros(len(offs), A.shape[0])
-    for lo in range(0, A.val.numel(), _CHUNK):
-        inv = lookup[code[lo: lo + _CHUNK].long()].long()
-        S[inv, A.row[lo: lo + _CHUNK]] = A.val[lo: lo + _CHUNK]
-    return offs, S.reshape(len(offs), *dims)
+def _diagonal_and_bound(offs: list, S: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Diagonal of a stencil matrix and the Gershgorin bound of ``D^{-1} A`` (no CSR needed)."""
+    centre = (0,) * (S.dim() - 1)
+    if centre not in offs:
+        raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
+    diag = S[offs.index(centre)].reshape(-1)
+    rowsum = torch.zeros_like(diag).real if diag.is_complex() else torch.zeros_like(diag)
+    for k in range(len(offs)):
+        rowsum += S[k].reshape(-1).abs()
+    return diag, float((rowsum / diag.abs()).amax())
 
 
 def _galerkin_stencil(offs, S, dims, axes):
@@ -255,31 +260,27 @@ def _drop_outside(st: dict, dims: tuple) -> None:
                 g.narrow(a, 0, -Da).zero_()
 
 
-def _stencil_to_mat(st: dict, dims: tuple) -> Mat:
-    """CSR (sorted rows and columns) of a stencil ``{D: grid}``; entries off the grid dropped."""
+def _stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple) -> torch.Tensor:
+    """Torch CSR (int32 indices, sorted rows and columns) of a stencil; entries off the grid dropped."""
     d = len(dims)
-    keys = sorted(st)
-    vals = torch.stack([st[k].reshape(-1) for k in keys], 1)  # [n, |D|]
-    dev = vals.device
-    n = vals.shape[0]
-    strides = [1] * d
-    for a in range(d - 2, -1, -1):
-        strides[a] = strides[a + 1] * dims[a + 1]
-    masks = []
-    for k in keys:  # the entry (I, I + D) exists where I + D is on the grid: a product of 1-D masks
-        m = torch.ones(dims, dtype=torch.bool, device=dev)
+    n = S[0].numel()
+    dev = S.device
+    strides = _strides(dims)
+    itype = torch.int32 if n * len(offs) < 2**31 - 1 else torch.int64
+    valid = torch.ones(n, len(offs), dtype=torch.bool, device=dev)
+    for j, k in enumerate(offs):  # the entry (I, I + D) exists where I + D is on the grid
+        m = valid[:, j].view(dims)
         for a, Da in enumerate(k):
             if Da > 0:
                 m.narrow(a, dims[a] - Da, Da).fill_(False)
             elif Da < 0:
                 m.narrow(a, 0, -Da).fill_(False)
-        masks.append(m.reshape(-1))
-    valid = torch.stack(masks, 1)
-    lin = torch.tensor([sum(k[a] * strides[a] for a in range(d)) for k in keys], device=dev)
-    cols = torch.arange(n, device=dev).unsqueeze(1) + lin
     crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
     torch.cumsum(valid.sum(1), 0, out=crow[1:])
-    return Mat(crow, cols[valid], vals[valid], (n, n))
+    lin = torch.tensor([sum(k[a] * strides[a] for a in range(d)) for k in offs], device=dev, dtype=itype)
+    cols = (torch.arange(n, device=dev, dtype=itype).unsqueeze(1) + lin)[valid]  # offsets sorted: columns sorted
+    vals = S.reshape(len(offs), n).T[valid]
+    return torch.sparse_csr_tensor(crow.to(itype), cols, vals, (n, n), check_invariants=False)
 
 
 class GeometricMultigrid(Multigrid):
@@ -324,38 +325,36 @@ class GeometricMultigrid(Multigrid):
             raise ValueError(f"grid {grid} has {total} points but A has {p.shape[0]} rows")
         vals = A._flat().detach()
         hierarchies = []
-        crow = p.crow.long()
         for bi in range(A.batch_size):
-            C = Mat(crow, p.col, vals[bi], p.shape, row=p.row)
+            # the fine operator is the pattern's own CSR (no copy); every level is read as a stencil
+            csr = p.csr(vals[bi])
+            offs, S = _stencil(p, vals[bi], grid)
             dims = grid
             levels = []
-            fine_csr = torch.sparse_csr_tensor(p.crow, p.ccol, vals[bi], p.shape, check_invariants=False)
-            offs = S = None
-            while C.shape[0] > max_coarse and len(levels) < max_levels - 1:
+            while S[0].numel() > max_coarse and len(levels) < max_levels - 1:
                 axes = tuple(a for a, n in enumerate(dims) if n >= 4)
                 if not axes:
                     break
-                if S is None:
-                    offs, S = _stencil(C, dims)
+                diag, hi = _diagonal_and_bound(offs, S)
                 st, coarse = _galerkin_stencil(offs, S, dims, axes)
                 _drop_outside(st, coarse)
-                Ac = _stencil_to_mat(st, coarse)
                 offs = sorted(st)
-                S = torch.stack([st[k] for k in offs])
-                del st
+                S = torch.stack([st.pop(k) for k in offs])
                 if transfers == "csr":
-                    key = ("gmg_transfers", dims, axes, C.val.dtype)
+                    key = ("gmg_transfers", dims, axes, vals.dtype)
                     if key not in p.cache:  # structural: once per pattern
-                        p.cache[key] = (transfer_matrix(dims, axes, False, C.val.dtype, C.val.device).csr32(),
-                                        transfer_matrix(dims, axes, True, C.val.dtype, C.val.device).csr32())
+                        p.cache[key] = (transfer_matrix(dims, axes, False, vals.dtype, vals.device).csr32(),
+                                        transfer_matrix(dims, axes, True, vals.dtype, vals.device).csr32())
                     P, R = p.cache[key]
-                    lv = Level(C, P=P, R=R, csr=fine_csr if not levels else None)
+                    lv = Level(None, P=P, R=R, csr=csr, diag=diag, hi=hi)
                 else:
-                    lv = Level(C, prolong=_Transfer(prolong, dims, axes), restrict=_Transfer(restrict, dims, axes),
-                               csr=fine_csr if not levels else None)
+                    lv = Level(None, prolong=_Transfer(prolong, dims, axes), restrict=_Transfer(restrict, dims, axes),
+                               csr=csr, diag=diag, hi=hi)
                 levels.append(lv)
-                C, dims = Ac, coarse
-            levels.append(Level(C, csr=fine_csr if not levels else None))
+                csr, dims = _stencil_to_csr(offs, S, coarse), coarse
+            diag, hi = _diagonal_and_bound(offs, S)
+            levels.append(Level(None, csr=csr, diag=diag, hi=hi))
+            del S
             hierarchies.append(levels)
         super().__init__(A, hierarchies, degree=degree, ratio=ratio)
         self.grid = grid
