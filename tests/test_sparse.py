@@ -335,3 +335,18 @@ def test_forward_mode_jvp_matches_dense():
     torch.testing.assert_close(t, SparseTensor._make(dv, A.pattern).to_dense() @ x + A.to_dense() @ dx)
     assert torch.autograd.gradcheck(lambda v, x: SparseTensor._make(v, A.pattern) @ x,
                                     (v.requires_grad_(), x.requires_grad_()), check_forward_ad=True)
+
+
+def test_all_finite_scans_in_chunks(monkeypatch):
+    from sla import checks
+
+    monkeypatch.setattr(checks, "_CHUNK", 7)
+    t = torch.zeros(50, dtype=torch.float64)
+    assert checks.all_finite(t)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for pos in (0, 6, 7, 49):
+            u = t.clone()
+            u[pos] = bad
+            assert not checks.all_finite(u), (bad, pos)
+    assert not checks.all_finite(torch.complex(t, t).index_fill(0, torch.tensor([30]), complex(0, float("nan"))))
+    assert checks.all_finite(torch.arange(5))

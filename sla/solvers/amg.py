@@ -114,9 +114,9 @@ class Level:
         return torch.addmm(b, self.A, x, alpha=-1)
 
     def correct(self, x, xc):
-        """``x + P xc``."""
+        """``x + P xc`` (in place into ``x`` where the transfer allows: x is the cycle's own)."""
         if self._prolong is not None:
-            return x + self._prolong(xc)
+            return self._prolong(x, xc)
         return torch.addmm(x, self.P, xc)
 
     def restrict(self, r):
@@ -141,9 +141,9 @@ def _chebyshev(lv: Level, b, x, degree: int, ratio: float):
         d = lv.dinv * b
         d.mul_(1.0 / theta)
         x = d.clone()
-    else:
+    else:  # x is the cycle's own: updated in place
         d = lv.residual(b, x).mul_(lv.dinv).mul_(1.0 / theta)
-        x = x + d
+        x.add_(d)
     for _ in range(degree - 1):
         rho_new = 1.0 / (2 * sigma - rho)
         d.mul_(rho_new * rho).addcmul_(lv.dinv, lv.residual(b, x), value=2 * rho_new / delta)

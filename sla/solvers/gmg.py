@@ -43,12 +43,12 @@ def _prolong_axis(u: torch.Tensor, axis: int, n: int) -> torch.Tensor:
 def _restrict_axis(f: torch.Tensor, axis: int) -> torch.Tensor:
     """Transpose of :func:`_prolong_axis` (full weighting without the 1/2 scaling)."""
     f = f.movedim(axis, 0)
-    n = f.shape[0]
-    nc = n // 2
-    fe = f[0::2]
-    if fe.shape[0] < nc + 1:
-        fe = torch.nn.functional.pad(fe.movedim(0, -1), (0, nc + 1 - fe.shape[0])).movedim(-1, 0)
-    out = f[1::2][:nc] + 0.5 * (fe[:nc] + fe[1 : nc + 1])
+    nc = f.shape[0] // 2
+    fe = f[0::2]  # fine points 2I and 2I + 2 feed coarse I with weight 1/2 (2I + 2 may be off the grid)
+    out = f[1::2][:nc].clone()
+    out.add_(fe[:nc], alpha=0.5)
+    m = min(nc, fe.shape[0] - 1)
+    out[:m].add_(fe[1 : m + 1], alpha=0.5)
     return out.movedim(0, axis)
 
 
@@ -60,6 +60,29 @@ def prolong(xc: torch.Tensor, fine: tuple, axes: tuple) -> torch.Tensor:
     for a in axes:
         u = _prolong_axis(u, a, fine[a])
     return u.reshape(-1, K)
+
+
+def prolong_add_(x: torch.Tensor, xc: torch.Tensor, fine: tuple, axes: tuple) -> torch.Tensor:
+    """``x += P xc`` in place (``x`` contiguous ``[n_fine, K]``).
+
+    The last coarsened axis is interpolated straight into strided views of ``x``,
+    so no fine-grid temporary is made (the V-cycle's peak memory sits here).
+    """
+    K = xc.shape[-1]
+    coarse = tuple(n // 2 if a in axes else n for a, n in enumerate(fine))
+    u = xc.reshape(*coarse, K)
+    for a in axes[:-1]:
+        u = _prolong_axis(u, a, fine[a])
+    a = axes[-1]
+    n = fine[a]
+    xv = x.view(*fine, K).movedim(a, 0)
+    u = u.movedim(a, 0)
+    xv[1::2].add_(u)
+    up = torch.nn.functional.pad(u.movedim(0, -1), (1, 1)).movedim(-1, 0)  # [0, u, 0]
+    del u
+    ne = (n + 1) // 2
+    xv[0::2].add_(up[:ne] + up[1 : ne + 1], alpha=0.5)
+    return x
 
 
 def restrict(r: torch.Tensor, fine: tuple, axes: tuple) -> torch.Tensor:
@@ -348,7 +371,7 @@ class GeometricMultigrid(Multigrid):
                     P, R = p.cache[key]
                     lv = Level(None, P=P, R=R, csr=csr, diag=diag, hi=hi)
                 else:
-                    lv = Level(None, prolong=_Transfer(prolong, dims, axes), restrict=_Transfer(restrict, dims, axes),
+                    lv = Level(None, prolong=_Transfer(prolong_add_, dims, axes), restrict=_Transfer(restrict, dims, axes),
                                csr=csr, diag=diag, hi=hi)
                 levels.append(lv)
                 csr, dims = _stencil_to_csr(offs, S, coarse), coarse
@@ -364,5 +387,5 @@ class _Transfer:
     def __init__(self, fn, dims, axes):
         self.fn, self.dims, self.axes = fn, dims, axes
 
-    def __call__(self, x):
-        return self.fn(x, self.dims, self.axes)
+    def __call__(self, *x):
+        return self.fn(*x, self.dims, self.axes)

@@ -131,14 +131,17 @@ def _outer(method_inner, ctx: _Ctx, x0: torch.Tensor | None) -> KrylovResult:
 # ---------------------------------------------------------------------- CG
 def _cg_inner(ctx: _Ctx, x, r, rn, act, tol):
     # Saad Alg. 9.1 (preconditioned CG), one column per system.
+    # work vectors: x, r, p, and Ap or z in turn (each dropped before the other is made)
     z = ctx.M(r)
     p = z.clone()
     rz = ctx.dot(r, z)
+    del z
     for it in range(ctx.maxiter - ctx.used):
         Ap = ctx.A(p)
         alpha = _div(rz, ctx.dot(p, Ap)) * act  # frozen systems: alpha = 0, x and r stay put
         x.addcmul_(alpha, p)
         r.addcmul_(alpha, Ap, value=-1)
+        del Ap
         ctx.iters += act
         ctx.used += 1
         act = act & (ctx.norm(r) > tol)
@@ -148,6 +151,7 @@ def _cg_inner(ctx: _Ctx, x, r, rn, act, tol):
         z = ctx.M(r)
         rz_new = ctx.dot(r, z)
         p.mul_(_div(rz_new, rz)).add_(z)
+        del z
         rz = rz_new
     return x
 

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from .. import structure
+from ..checks import all_finite
 from ..config import (
     BackendUnavailableError,
     NotPositiveDefiniteError,
@@ -43,7 +44,7 @@ def check_matrix(A, name: str = "A", purpose: str = "solve") -> SparseTensor:
     M, N = A.sparse_shape
     if M != N:
         raise ValueError(f"{name} must be square to {purpose}, got shape {tuple(A.shape)}")
-    if not bool(torch.isfinite(A.values.detach()).all()):
+    if not all_finite(A.values):
         raise ValueError(f"{name} has NaN or Inf among its values")
     return A
 
@@ -55,7 +56,7 @@ def check_rhs(A: SparseTensor, b, name: str = "b") -> torch.Tensor:
         raise ValueError(f"{name} is on {b.device} but A is on {A.device}; move one with .to()")
     if b.dtype != A.dtype:
         raise TypeError(f"{name} has dtype {b.dtype} but A has {A.dtype}; no implicit promotion: use {name}.to(A.dtype)")
-    if not bool(torch.isfinite(b.detach()).all()):
+    if not all_finite(b):
         raise ValueError(f"{name} has NaN or Inf entries")
     return b
 

@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..checks import all_finite
 from ..config import SolveInfo, SolverConfig
 from ..products import spmm_nograd
 from ..sparse import SparseTensor
@@ -43,7 +44,7 @@ DENSE_MAX = 200
 def _check(A, k: Optional[int]):
     if not isinstance(A, SparseTensor):
         raise TypeError(f"A must be a sla.SparseTensor, got {type(A).__name__}")
-    if not bool(torch.isfinite(A.values.detach()).all()):
+    if not all_finite(A.values):
         raise ValueError("A has NaN or Inf among its values")
     m, n = A.sparse_shape
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):

@@ -95,6 +95,16 @@ def test_gmg_transfers_and_galerkin(dims):
                 p1[2 * i + 2, i] = 0.5
         ref = torch.kron(ref, p1)
     torch.testing.assert_close(P, ref)
+    g = torch.Generator().manual_seed(1)
+    for ax in [axes, axes[:1], axes[-1:]]:  # x += P xc in place, on every axis subset shape
+        Pa = gmg.prolong(torch.eye(int(np.prod([d // 2 if a in ax else d for a, d in enumerate(dims)])),
+                                   dtype=torch.float64), dims, ax)
+        xc = torch.randn(Pa.shape[1], 2, generator=g, dtype=torch.float64)
+        x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+        expected = x + Pa @ xc
+        out = gmg.prolong_add_(x, xc, dims, ax)
+        assert out is x
+        torch.testing.assert_close(x, expected)
     torch.testing.assert_close(gmg.transfer_matrix(dims, axes, False, torch.float64, "cpu").csr64().to_dense(), ref)
     torch.testing.assert_close(gmg.transfer_matrix(dims, axes, True, torch.float64, "cpu").csr64().to_dense(), ref.T)
     if len(dims) == 2:

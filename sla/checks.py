@@ -1,0 +1,27 @@
+"""Boundary checks that stay lean on memory.
+
+``torch.isfinite(t).all()`` makes a full-size temporary of ``|t|`` and three
+boolean masks; at the size of a matrix's values that is the largest allocation
+of a cached multigrid solve.  These checks scan in chunks instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["all_finite"]
+
+_CHUNK = 1 << 22  # elements per pass
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite (one host synchronisation)."""
+    if not (t.is_floating_point() or t.is_complex()):
+        return True
+    flat = t.detach().reshape(-1)
+    if flat.numel() <= _CHUNK:
+        return bool(torch.isfinite(flat).all())
+    bad = torch.zeros((), dtype=torch.bool, device=flat.device)
+    for lo in range(0, flat.numel(), _CHUNK):
+        bad |= ~torch.isfinite(flat[lo : lo + _CHUNK]).all()
+    return not bool(bad)
