@@ -101,14 +101,14 @@ def run_case(case, n, dim, device, rtol):
     if case.startswith("sla"):
         # a '-spd' suffix declares the matrix type: no structure detection (time, and its
         # transpose permutation in the peak memory)
-        base = case.removesuffix("-spd")
-        mtype = "spd" if base != case else None
+        name = case.removesuffix("-spd")
+        mtype = "spd" if name != case else None
         pc = {"sla-amg": "amg", "sla-gmg": "gmg", "sla-cg": "none", "sla-amg-repeat": "amg",
-              "sla-amg-mis2": "amg"}[base]
-        opts = {"aggregation": "mis2"} if base == "sla-amg-mis2" else None
-        case = base
-        if pc == "amg":
-            import pyamg
+              "sla-amg-mis2": "amg"}[name]
+        opts = {"aggregation": "mis2"} if name == "sla-amg-mis2" else None
+        case = name
+        if pc == "amg" and opts is None:
+            import pyamg  # noqa: F401  (standard aggregation: fail loudly rather than fall back to MIS(2))
         if case == "sla-amg-repeat":  # warm the pattern cache, then time a solve with new values
             A.solve(b, backend="pytorch", method="cg", preconditioner=pc, rtol=rtol)
             from sla import SparseTensor
