@@ -11,7 +11,7 @@ import torch
 
 __all__ = ["all_finite"]
 
-_CHUNK = 1 << 22  # elements per pass
+_CHUNK = 1 << 20  # elements per pass
 
 
 def all_finite(t: torch.Tensor) -> bool:

@@ -226,7 +226,7 @@ def _diagonal_and_bound(offs: list, S: torch.Tensor) -> tuple[torch.Tensor, floa
     centre = (0,) * (S.dim() - 1)
     if centre not in offs:
         raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
-    diag = S[offs.index(centre)].reshape(-1)
+    diag = S[offs.index(centre)].reshape(-1).clone()  # not a view: S must be free to go
     rowsum = torch.zeros_like(diag).real if diag.is_complex() else torch.zeros_like(diag)
     for k in range(len(offs)):
         rowsum += S[k].reshape(-1).abs()
