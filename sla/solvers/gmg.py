@@ -23,7 +23,7 @@ import itertools
 import torch
 
 from ..sparse import SparseTensor
-from .amg import Level, Mat, Multigrid
+from .amg import Level, Mat, Multigrid, check_cycle
 
 __all__ = ["GeometricMultigrid", "prolong", "restrict"]
 
@@ -321,6 +321,8 @@ class GeometricMultigrid(Multigrid):
         Level cap.
     degree, ratio : int, float
         Chebyshev smoother degree and interval ``[rho / ratio, rho]``.
+    cycle : str
+        ``'V'`` (default) or ``'W'``.
     transfers : str
         ``'stencil'`` (strided tensor operations, no storage), ``'csr'`` (stored
         sparse P and R: faster on the CPU) or ``'auto'`` (CSR on the CPU, stencil on GPUs).
@@ -329,7 +331,8 @@ class GeometricMultigrid(Multigrid):
     name = "gmg"
 
     def __init__(self, A: SparseTensor, grid: tuple | None = None, max_coarse: int = 500, max_levels: int = 25,
-                 degree: int = 2, ratio: float = 10.0, transfers: str = "auto"):
+                 degree: int = 2, ratio: float = 10.0, transfers: str = "auto", cycle: str = "V"):
+        check_cycle(cycle)
         if transfers not in ("auto", "csr", "stencil"):
             raise ValueError(f"transfers must be 'auto', 'csr' or 'stencil', got {transfers!r}")
         if transfers == "auto":
@@ -379,7 +382,7 @@ class GeometricMultigrid(Multigrid):
             levels.append(Level(None, csr=csr, diag=diag, hi=hi))
             del S
             hierarchies.append(levels)
-        super().__init__(A, hierarchies, degree=degree, ratio=ratio)
+        super().__init__(A, hierarchies, degree=degree, ratio=ratio, cycle=cycle)
         self.grid = grid
 
 

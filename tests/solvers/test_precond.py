@@ -50,7 +50,9 @@ def _variable_poisson(nx, ny, seed=0, device="cpu"):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name,opts", [("jacobi", {}), ("block_jacobi", {"block_size": 3}), ("chebyshev", {}),
                                        ("amg", {"max_coarse": 10}), ("gmg", {"max_coarse": 10, "transfers": "csr"}),
-                                       ("gmg", {"max_coarse": 10, "transfers": "stencil"})])
+                                       ("gmg", {"max_coarse": 10, "transfers": "stencil"}),
+                                       ("amg", {"max_coarse": 10, "cycle": "W"}),
+                                       ("gmg", {"max_coarse": 10, "cycle": "W"})])
 def test_preconditioner_is_spd(name, opts, device):
     A, _ = _variable_poisson(9, 10, device=device)
     M = make_preconditioner(A, name, **opts)
@@ -250,6 +252,47 @@ def test_gmg_stencil_reading_and_rejection():
         make_preconditioner(far, "gmg", max_coarse=1)
 
 
+@pytest.mark.parametrize("name", ["amg", "gmg"])
+@pytest.mark.parametrize("cycle", ["V", "W"])
+def test_cycle_matches_its_dense_recursion(name, cycle):
+    """The cycle against its definition in dense algebra, built from the hierarchy's pieces:
+    pre-smoothing S b, gamma corrections x += P B_{l+1} R (b - A x), post-smoothing x += S (b - A x)."""
+    from sla.solvers.amg import _chebyshev
+
+    A, _ = _variable_poisson(20, 22)
+    M = make_preconditioner(A, name, max_coarse=4, cycle=cycle)
+    h, cinv = M.hierarchies[0], M.coarse[0]
+    assert len(h) >= 4
+    gamma = {"V": 1, "W": 2}[cycle]
+
+    def dense(f, n):
+        return torch.stack([f(e.unsqueeze(1))[:, 0] for e in torch.eye(n, dtype=torch.float64)], 1)
+
+    def B(lvl):  # the cycle on level lvl as a dense matrix
+        lv = h[lvl]
+        if lvl == len(h) - 1:
+            return cinv
+        n = lv.n
+        Al = lv.A.to_dense()
+        S = dense(lambda v: _chebyshev(lv, v, None, M.degree, M.ratio), n)
+        P = dense(lambda v: lv.correct(torch.zeros(n, 1, dtype=torch.float64), v), h[lvl + 1].n)
+        R = dense(lambda v: lv.restrict(v), n)
+        torch.testing.assert_close(R, P.T)
+        I = torch.eye(n, dtype=torch.float64)
+        X = S
+        g = gamma if lvl + 2 < len(h) else 1
+        for _ in range(g):
+            X = X + P @ B(lvl + 1) @ R @ (I - Al @ X)
+        return X + S @ (I - Al @ X)
+
+    torch.testing.assert_close(_dense_of(M, A.shape[0], "cpu"), B(0), rtol=1e-10, atol=1e-12)
+    if cycle == "W":  # a W-cycle is a better (more expensive) preconditioner
+        V = _dense_of(make_preconditioner(A, name, max_coarse=4), A.shape[0], "cpu")
+        Ad = A.to_dense()
+        cond = lambda D: (lambda ev: float(ev.max() / ev.min()))(torch.linalg.eigvals(D @ Ad).real)
+        assert cond(B(0)) < cond(V)
+
+
 def test_errors_name_the_problem():
     A = gallery.poisson2d(8)
     with pytest.raises(ValueError, match="unknown preconditioner"):
@@ -266,3 +309,6 @@ def test_errors_name_the_problem():
         make_preconditioner(A, "none", degree=2)
     with pytest.raises(ValueError, match="aggregation must be"):
         make_preconditioner(gallery.poisson2d(40), "amg", aggregation="greedy")
+    for name in ("amg", "gmg"):
+        with pytest.raises(ValueError, match=r"cycle must be one of \['V', 'W'\], got 'F'"):
+            make_preconditioner(A, name, cycle="F")
