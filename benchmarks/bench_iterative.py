@@ -9,6 +9,8 @@ the same invocation:
 * ``sla-gmg``   the same with geometric multigrid (the grid is known)
 * ``sla-auto-repeat``  a second AMG solve with *new values on the same pattern*
   (aggregates reused from the pattern cache; the numeric hierarchy is rebuilt)
+* ``sla-amg-w``, ``sla-gmg-w``  the same with W-cycles (``options={'cycle': 'W'}``)
+* ``sla-amg-mis2``  AMG with the parallel MIS(2) aggregation in torch
 * ``sla-*-spd``  any sla case with ``matrix_type='spd'`` declared (no structure detection)
 * ``sla-cg``    plain CG, no preconditioner
 * ``seed``      the seed project ``torch_sla`` 0.4.0: ``SparseTensor(...).solve(b, backend='pytorch', method='cg')``
@@ -107,11 +109,11 @@ def run_case(case, n, dim, device, rtol):
         # transpose permutation in the peak memory)
         name = case.removesuffix("-spd")
         mtype = "spd" if name != case else None
-        pc = {"sla-amg": "amg", "sla-gmg": "gmg", "sla-cg": "none", "sla-amg-repeat": "amg",
-              "sla-amg-mis2": "amg"}[name]
-        opts = {"aggregation": "mis2"} if name == "sla-amg-mis2" else None
+        pc, opts = {"sla-amg": ("amg", None), "sla-gmg": ("gmg", None), "sla-cg": ("none", None),
+                    "sla-amg-repeat": ("amg", None), "sla-amg-mis2": ("amg", {"aggregation": "mis2"}),
+                    "sla-amg-w": ("amg", {"cycle": "W"}), "sla-gmg-w": ("gmg", {"cycle": "W"})}[name]
         case = name
-        if pc == "amg" and opts is None:
+        if pc == "amg" and (opts or {}).get("aggregation") != "mis2":
             import pyamg  # noqa: F401  (standard aggregation: fail loudly rather than fall back to MIS(2))
         if case == "sla-amg-repeat":  # warm the pattern cache, then time a solve with new values
             A.solve(b, backend="pytorch", method="cg", preconditioner=pc, rtol=rtol)
