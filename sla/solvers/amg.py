@@ -27,6 +27,7 @@ import logging
 
 import torch
 
+from ..products import csr_matmul, csr_residual
 from ..sparse import SparseTensor
 from .aggregate import aggregate
 from .precond import Preconditioner
@@ -107,11 +108,11 @@ class Level:
         return self.A.shape[0]
 
     def mv(self, x):
-        return self.A @ x
+        return csr_matmul(self.A, x)
 
     def residual(self, b, x):
-        """``b - A x`` in one fused sparse kernel."""
-        return torch.addmm(b, self.A, x, alpha=-1)
+        """``b - A x`` (one new vector)."""
+        return csr_residual(b, self.A, x)
 
     def correct(self, x, xc):
         """``x + P xc`` (in place into ``x`` where the transfer allows: x is the cycle's own)."""
@@ -120,7 +121,7 @@ class Level:
         return torch.addmm(x, self.P, xc)
 
     def restrict(self, r):
-        return self._restrict(r) if self._restrict is not None else self.R @ r
+        return self._restrict(r) if self._restrict is not None else csr_matmul(self.R, r)
 
     def nbytes(self) -> int:
         total = 0
@@ -165,11 +166,13 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
 _CYCLES = {"V": 1, "W": 2}
 
 
-def check_cycle(cycle) -> int:
-    """Coarse-grid corrections per level of a cycle name (``'V'``: 1, ``'W'``: 2)."""
+def check_cycle(cycle, auto: str = "V") -> str:
+    """The cycle name, ``'auto'`` resolved to ``auto``; a clear error for anything else."""
+    if cycle == "auto":
+        return auto
     if cycle not in _CYCLES:
-        raise ValueError(f"cycle must be one of {sorted(_CYCLES)}, got {cycle!r}")
-    return _CYCLES[cycle]
+        raise ValueError(f"cycle must be one of {sorted(_CYCLES) + ['auto']}, got {cycle!r}")
+    return cycle
 
 
 class Multigrid(Preconditioner):
@@ -185,8 +188,8 @@ class Multigrid(Preconditioner):
 
     def __init__(self, A: SparseTensor, hierarchies, degree: int = 2, ratio: float = 10.0, cycle: str = "V"):
         super().__init__(A)
-        self.gamma = check_cycle(cycle)
-        self.cycle = cycle
+        self.cycle = check_cycle(cycle)
+        self.gamma = _CYCLES[self.cycle]
         self.hierarchies = hierarchies
         self.coarse = [_dense_inverse(h[-1].A) if h[-1].n <= 8000 else None for h in hierarchies]
         self.degree, self.ratio = degree, ratio
@@ -284,7 +287,7 @@ def _improved_candidate(C: Mat, d: torch.Tensor, rho: float, sweeps: int) -> tor
     x = torch.ones(C.shape[0], 1, dtype=C.val.dtype, device=C.val.device)
     dinv = (1.0 / d).unsqueeze(-1) * (4.0 / (3.0 * rho))
     for _ in range(sweeps):
-        x = x - dinv * (A @ x)
+        x = x - dinv * csr_matmul(A, x)
     x = x[:, 0]
     return x / x.abs().amax()
 
@@ -296,11 +299,13 @@ def _sa_level(C: Mat, agg: torch.Tensor, nagg: int, omega: float, hermitian: boo
     w = omega / rho
     eye = (C.row == C.col).to(C.val.dtype)
     T, Tt = _tentative(agg, nagg, C.val.dtype, _improved_candidate(C, d, rho, sweeps))
-    P = Mat.from_torch(C.csr64(eye - w * C.val / d[C.row]) @ T.csr64())
+    S = torch.addcdiv(eye, C.val, d[C.row], value=-w)  # one fused pass (2x faster than the expression)
+    P = Mat.from_torch(C.csr64(S) @ T.csr64())
     if hermitian:  # S^H = I - w A D^{-1} on A's own pattern: no transpose needed
-        SH = C.csr64(eye - w * C.val / d[C.col].conj())
+        del S
+        SH = C.csr64(torch.addcdiv(eye, C.val, d[C.col].conj(), value=-w))
     else:
-        SH = _transpose(C, (eye - w * C.val / d[C.row]).conj()).csr64()
+        SH = _transpose(C, S.conj()).csr64()
     R = Mat.from_torch(Tt.csr64() @ SH)
     return P, R, galerkin(R, C, P)
 
@@ -341,16 +346,19 @@ class SmoothedAggregation(Multigrid):
         Whether A is Hermitian (detected when ``None``); then ``R = P^H`` needs no transpose
         and the preconditioner is its own adjoint.
     cycle : str
-        ``'V'`` (default) or ``'W'`` (two coarse-grid corrections per level: fewer
-        iterations on hard problems, more work per iteration).
+        ``'V'``, ``'W'`` (two coarse-grid corrections per level: fewer iterations, more
+        work per iteration) or ``'auto'`` (default): W on the CPU, V on GPUs.  Measured
+        on 2D Poisson, 1M unknowns: CPU (one thread) W 11 iterations 2.37 s vs V 18
+        iterations 2.58 s; H100 W 0.185 s vs V 0.175 s (the coarse levels are launch-bound).
     """
 
     name = "amg"
 
     def __init__(self, A: SparseTensor, theta: float = 0.0, max_coarse: int = 500, max_levels: int = 25,
                  degree: int = 2, ratio: float = 10.0, omega: float = 4.0 / 3.0, hermitian: bool | None = None,
-                 improve: int = 0, aggregation: str = "auto", coarse_theta: float | None = None, cycle: str = "V"):
-        check_cycle(cycle)
+                 improve: int = 0, aggregation: str = "auto", coarse_theta: float | None = None,
+                 cycle: str = "auto"):
+        cycle = check_cycle(cycle, auto="W" if A.device.type == "cpu" else "V")
         if not theta >= 0:
             raise ValueError(f"theta must be >= 0, got {theta!r}")
         if not isinstance(max_coarse, int) or max_coarse < 1:

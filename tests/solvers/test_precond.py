@@ -287,7 +287,7 @@ def test_cycle_matches_its_dense_recursion(name, cycle):
 
     torch.testing.assert_close(_dense_of(M, A.shape[0], "cpu"), B(0), rtol=1e-10, atol=1e-12)
     if cycle == "W":  # a W-cycle is a better (more expensive) preconditioner
-        V = _dense_of(make_preconditioner(A, name, max_coarse=4), A.shape[0], "cpu")
+        V = _dense_of(make_preconditioner(A, name, max_coarse=4, cycle="V"), A.shape[0], "cpu")
         Ad = A.to_dense()
         cond = lambda D: (lambda ev: float(ev.max() / ev.min()))(torch.linalg.eigvals(D @ Ad).real)
         assert cond(B(0)) < cond(V)
@@ -310,5 +310,12 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="aggregation must be"):
         make_preconditioner(gallery.poisson2d(40), "amg", aggregation="greedy")
     for name in ("amg", "gmg"):
-        with pytest.raises(ValueError, match=r"cycle must be one of \['V', 'W'\], got 'F'"):
+        with pytest.raises(ValueError, match=r"cycle must be one of \['V', 'W', 'auto'\], got 'F'"):
             make_preconditioner(A, name, cycle="F")
+
+
+def test_cycle_auto_is_w_for_amg_on_the_cpu():
+    A = gallery.poisson2d(40)
+    assert make_preconditioner(A, "amg").cycle == "W"
+    assert make_preconditioner(A, "gmg").cycle == "V"
+    assert "W-cycle" in make_preconditioner(A, "amg").describe()

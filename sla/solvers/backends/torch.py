@@ -19,6 +19,7 @@ import logging
 
 import torch
 
+from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .. import krylov
 from ..precond import PRECONDITIONERS, make_preconditioner
@@ -54,8 +55,8 @@ def _matvec(p, v):
     mats = [p.csr(v[i]) for i in range(v.shape[0])]
     if len(mats) == 1:
         M = mats[0]
-        return lambda x: (M @ x[0]).unsqueeze(0)
-    return lambda x: torch.stack([m @ x[i] for i, m in enumerate(mats)])
+        return lambda x: csr_matmul(M, x[0]).unsqueeze(0)
+    return lambda x: torch.stack([csr_matmul(m, x[i]) for i, m in enumerate(mats)])
 
 
 class _State:
