@@ -28,8 +28,12 @@ def csr_matmul(C: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def csr_residual(b: torch.Tensor, C: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``b - C x`` (``[n, K]``) with a single new allocation."""
-    if x.shape[-1] == 1:
+    """``b - C x`` (``[n, K]``) with a single new allocation.
+
+    CPU, one column: SpMV then an in-place subtraction (7.8 vs 9.4 ms for the fused
+    ``addmm`` at 1M unknowns); on GPUs the fused ``addmm`` (H100, 16M: 0.72 vs 0.78 ms).
+    """
+    if x.shape[-1] == 1 and x.device.type == "cpu":
         y = torch.mv(C, x[:, 0])
         return torch.sub(b[:, 0], y, out=y).unsqueeze(1)
     return torch.addmm(b, C, x, alpha=-1)
