@@ -47,11 +47,12 @@ def csr32(crow, col, values, shape) -> torch.Tensor:
 class Mat:
     """CSR arrays with int64 indices plus the row of every entry: the setup-time form of a level matrix."""
 
-    __slots__ = ("_row", "col", "crow", "shape", "val")
+    __slots__ = ("_row", "_diag", "col", "crow", "shape", "val")
 
     def __init__(self, crow, col, val, shape, row=None):
         self.crow, self.col, self.val, self.shape = crow.long(), col.long(), val, tuple(shape)
         self._row = row
+        self._diag = None
 
     @property
     def row(self) -> torch.Tensor:
@@ -73,8 +74,11 @@ class Mat:
         return csr32(self.crow, self.col, self.val, self.shape)
 
     def diag(self) -> torch.Tensor:
-        on = self.row == self.col
-        return self.val.new_zeros(self.shape[0]).index_add_(0, self.row[on], self.val[on])
+        """The diagonal (computed once: the level setup and the smoother both need it)."""
+        if self._diag is None:
+            on = self.row == self.col
+            self._diag = self.val.new_zeros(self.shape[0]).index_add_(0, self.row[on], self.val[on])
+        return self._diag
 
     def gershgorin(self, d: torch.Tensor) -> float:
         """Upper bound of the spectral radius of ``D^{-1} A`` (largest row sum of ``|D^{-1} A|``)."""

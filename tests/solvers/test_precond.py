@@ -319,3 +319,22 @@ def test_cycle_auto_is_w_for_amg_on_the_cpu():
     assert make_preconditioner(A, "amg").cycle == "W"
     assert make_preconditioner(A, "gmg").cycle == "V"
     assert "W-cycle" in make_preconditioner(A, "amg").describe()
+
+
+def test_standard_aggregation_matches_pyamg():
+    pyamg = pytest.importorskip("pyamg")
+    from sla.solvers.aggregate import standard_aggregation
+
+    L = gallery.poisson2d(30).to_scipy("csr")
+    iso = sp.block_diag([L, sp.identity(5, format="csr")], format="csr")  # 5 isolated nodes: left unaggregated
+    for S in (L, iso, gallery.poisson3d(7).to_scipy("csr")):
+        S.sort_indices()
+        ref, _ = pyamg.aggregation.standard_aggregation(S)
+        ref = ref.tocsr()
+        expected = np.full(S.shape[0], -1)
+        expected[np.repeat(np.arange(S.shape[0]), np.diff(ref.indptr))] = ref.indices
+        agg, nagg = standard_aggregation(torch.from_numpy(S.indptr), torch.from_numpy(S.indices), S.shape[0])
+        assert nagg == ref.shape[1]
+        np.testing.assert_array_equal(agg.numpy(), expected)
+    assert int((agg == -1).sum()) == 0 and int((standard_aggregation(
+        torch.from_numpy(iso.indptr), torch.from_numpy(iso.indices), iso.shape[0])[0] == -1).sum()) == 5
