@@ -107,8 +107,10 @@ class SolverConfig:
         or ``'ignore'``.  Singular matrices always raise.
     restart : int
         GMRES restart length.
-    check_every : int, optional
-        Iterations between convergence checks on GPU (host synchronisations).
+    check_every : int or 'adaptive', optional
+        Iterations between convergence checks on GPU (host synchronisations);
+        ``'adaptive'`` (CG) predicts from the measured convergence rate when the
+        next check can succeed (the default for multigrid-preconditioned CG on GPUs).
     cache : bool
         Reuse factorisations / preconditioners cached on the pattern.
     options : dict, optional
@@ -124,7 +126,7 @@ class SolverConfig:
     matrix_type: Optional[str] = None
     on_failure: Optional[str] = None
     restart: Optional[int] = None
-    check_every: Optional[int] = None
+    check_every: Optional[int | str] = None
     cache: Optional[bool] = None
     options: Optional[dict] = None
     _tokens: list = field(default_factory=list, init=False, repr=False, compare=False)
@@ -151,8 +153,11 @@ class SolverConfig:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
         for name in ("maxiter", "restart", "check_every"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if name == "check_every" and v == "adaptive":
+                continue
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                also = " or 'adaptive'" if name == "check_every" else ""
+                raise ValueError(f"{name} must be a positive integer{also}, got {v!r}")
         for name in ("backend", "method", "preconditioner"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):

@@ -122,7 +122,7 @@ def test_fgmres_takes_a_changing_preconditioner():
     torch.testing.assert_close(res.x[0], torch.linalg.solve(A, b[0]), rtol=1e-8, atol=1e-8)
 
 
-@pytest.mark.parametrize("check_every", [1, 5, 64])
+@pytest.mark.parametrize("check_every", [1, 5, 64, "adaptive"])
 def test_check_every_changes_no_result(check_every):
     # fewer host looks at the flags: the same per-system iterations and solutions
     A = gallery.poisson1d(40).to_dense()
@@ -132,6 +132,24 @@ def test_check_every_changes_no_result(check_every):
     res = krylov.cg(lambda v: As @ v, b, rtol=1e-10, check_every=check_every)
     assert torch.equal(res.iterations, ref.iterations)
     torch.testing.assert_close(res.x, ref.x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pc", ["gmg", "amg", "jacobi"])
+def test_adaptive_checks_look_less_and_rarely_overshoot(pc):
+    from sla.solvers.precond import make_preconditioner
+
+    A = gallery.poisson2d(96)
+    M = make_preconditioner(A, pc)
+    C = A.pattern.csr(A.values)
+    b = torch.randn(1, A.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = krylov.cg(lambda v: (C @ v[0]).unsqueeze(0), b, precond=M, rtol=1e-8, check_every=1)
+    res = krylov.cg(lambda v: (C @ v[0]).unsqueeze(0), b, precond=M, rtol=1e-8, check_every="adaptive")
+    assert torch.equal(res.iterations, ref.iterations) and bool(res.converged.all())
+    torch.testing.assert_close(res.x, ref.x, rtol=0, atol=0)  # frozen systems: extra steps change nothing
+    its = int(ref.iterations.max())
+    assert ref.looks == ref.steps == its
+    assert res.looks <= its // 2 + 2, (res.looks, its)
+    assert res.steps <= its + 2, (res.steps, its)
 
 
 def test_inner_product_is_the_only_reduction():

@@ -204,6 +204,17 @@ def test_solver_config_context_and_precedence():
     assert sla.solve(A, b, config=cfg, return_info=True)[1].method == "bicgstab"
 
 
+def test_check_every_validation():
+    A = gallery.poisson2d(20)
+    b = torch.ones(400, dtype=torch.float64)
+    x, info = A.solve(b, backend="pytorch", method="cg", preconditioner="gmg", check_every="adaptive",
+                      return_info=True)
+    assert info.converged
+    for bad in ("sometimes", 0, True, 2.5):
+        with pytest.raises(ValueError, match="check_every must be a positive integer or .adaptive., got"):
+            SolverConfig(check_every=bad)
+
+
 def test_solve_info_fields():
     A = gallery.poisson2d(20)
     b = torch.ones(400, dtype=torch.float64)
