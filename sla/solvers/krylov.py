@@ -120,8 +120,8 @@ class _Ctx:
 
         Skipped iterations cost no synchronisation.  Adaptive: the worst ratio
         ``||r|| / target`` of the active systems and its rate of decrease since the
-        last look give the iterations still needed; the next look is that far ahead
-        (at most 8), so it rarely comes after convergence.
+        last look give the iterations still needed; the next look is half that far
+        ahead (at most 8), so it rarely comes after convergence.
         """
         if not self.adaptive:
             if not self.check(it):
@@ -140,7 +140,9 @@ class _Ctx:
             j, prev = self._last
             if 1 < worst < prev and k > j:
                 rate = (worst / prev) ** (1.0 / (k - j))
-                gap = max(1, min(8, int(math.log(worst) / -math.log(rate))))
+                # half the predicted distance: early rates mislead (multigrid's first steps are
+                # slow), so the look that can succeed is approached, not jumped past
+                gap = max(1, min(8, int(0.5 * math.log(worst) / -math.log(rate))))
         self._last = (k, worst)
         self._next = k + gap
         return False
