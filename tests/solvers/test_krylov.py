@@ -148,8 +148,9 @@ def test_adaptive_checks_look_less_and_rarely_overshoot(pc):
     torch.testing.assert_close(res.x, ref.x, rtol=0, atol=0)  # frozen systems: extra steps change nothing
     its = int(ref.iterations.max())
     assert ref.looks == ref.steps == its
-    assert res.looks <= its // 2 + 2, (res.looks, its)
-    assert res.steps <= its + 2, (res.steps, its)
+    # long solves look far less often; short (multigrid) ones approach convergence in half steps
+    assert res.looks <= (its // 4 if pc == "jacobi" else its), (res.looks, its)
+    assert res.steps <= its + 1, (res.steps, its)
 
 
 def test_inner_product_is_the_only_reduction():
