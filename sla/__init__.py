@@ -20,7 +20,8 @@ from .config import (
     SolverConfig,
 )
 from .dist import DSparseTensor
-from .io import load_mtx, load_sparse, save_mtx, save_sparse
+from .io import load_sparse, save_sparse
+from .mtx import load_mtx, save_mtx
 from .pattern import Pattern
 from .solvers import (
     LUFactorization,

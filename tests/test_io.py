@@ -12,7 +12,8 @@ import torch
 
 import sla
 from sla import gallery
-from sla.io import FORMAT_VERSION, load_mtx, load_sparse, save_mtx, save_sparse
+from sla.io import FORMAT_VERSION, load_sparse, save_sparse
+from sla.mtx import load_mtx, save_mtx
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
@@ -217,7 +218,7 @@ def test_save_mtx_fields_and_explicit_symmetry(tmp_path):
 
 
 def test_failed_mtx_save_leaves_nothing(tmp_path, monkeypatch):
-    import sla.io as sio
+    import sla.mtx as sio
 
     def broken(fh, *args, **kwargs):
         fh.write(b"1 1 ")

@@ -9,7 +9,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "sla"
 
 # a module in layer i may import only layers <= i
 LAYERS = [
-    {"checks", "config", "pattern", "products", "structure", "sparse", "gallery", "sparse_list", "io"},
+    {"checks", "config", "mtx", "pattern", "products", "structure", "sparse", "gallery", "sparse_list", "io"},
     {"solvers"},
     {"assembly"},
     {"dist"},
