@@ -348,3 +348,27 @@ def test_cache_never_serves_stale_factors():
     torch.testing.assert_close(x2, x1 / 2)
     same = SparseTensor._make(A.values.clone(), A.pattern)  # equal values, new tensor: reused
     assert same.solve(b, return_info=True)[1].cached
+
+
+def test_auto_on_cpu_takes_multigrid_only_for_certified_definite_large_systems():
+    from sla.solvers.linear import CPU_MULTIGRID_MIN
+
+    n = 232  # 53,824 unknowns: above the crossover
+    assert n * n >= CPU_MULTIGRID_MIN
+    L = gallery.poisson2d(n)
+    b = torch.ones(n * n, dtype=torch.float64)
+    x, info = L.solve(b, return_info=True)
+    assert (info.backend, info.method, info.preconditioner) == ("pytorch", "cg", "gmg")
+    assert info.converged and info.residual <= 1e-8 and any("multigrid CG" in s for s in info.notes)
+    ref = sla.SparseTensor._make(L.values, L.pattern).solve(b, method="cholesky")
+    assert float((x - ref).norm() / ref.norm()) < 1e-6
+    # Hermitian with a positive diagonal but indefinite: not certified, keeps its direct solver
+    I = sla.SparseTensor.from_scipy(sp.identity(n * n, format="csr"))
+    H = L - 0.05 * I
+    x, info = H.solve(b, return_info=True)
+    assert info.backend == "scipy" and info.residual < 1e-10
+    # small systems stay direct; denser rows (3D stencils: factorisations fill in faster) switch earlier
+    assert gallery.poisson2d(100).solve(torch.ones(10_000, dtype=torch.float64), return_info=True)[1].backend == "scipy"
+    P3 = gallery.poisson3d(24)  # 13,824 unknowns, 7 entries per row
+    x3, info = P3.solve(torch.ones(24**3, dtype=torch.float64), return_info=True)
+    assert info.backend == "pytorch" and info.converged
