@@ -64,7 +64,9 @@ class Mat:
 
     @classmethod
     def from_torch(cls, C: torch.Tensor) -> Mat:
-        return cls(C.crow_indices(), C.col_indices(), C.values(), C.shape)
+        # values() of a torch sparse tensor keeps the whole tensor -- its int64 index arrays
+        # included -- alive; the level operators keep these values, so they get their own copy
+        return cls(C.crow_indices(), C.col_indices(), C.values().clone(), C.shape)
 
     def csr64(self, val=None) -> torch.Tensor:
         return torch.sparse_csr_tensor(self.crow, self.col, self.val if val is None else val, self.shape,
@@ -301,13 +303,16 @@ def _sa_level(C: Mat, agg: torch.Tensor, nagg: int, omega: float, hermitian: boo
     d = C.diag()
     rho = C.gershgorin(d)
     w = omega / rho
-    eye = (C.row == C.col).to(C.val.dtype)
+    on = torch.nonzero(C.row == C.col).flatten()  # the diagonal entries (no nnz-sized identity)
     T, Tt = _tentative(agg, nagg, C.val.dtype, _improved_candidate(C, d, rho, sweeps))
-    S = torch.addcdiv(eye, C.val, d[C.row], value=-w)  # one fused pass (2x faster than the expression)
+    S = torch.div(C.val, d[C.row]).mul_(-w)
+    S[on] += 1
     P = Mat.from_torch(C.csr64(S) @ T.csr64())
     if hermitian:  # S^H = I - w A D^{-1} on A's own pattern: no transpose needed
         del S
-        SH = C.csr64(torch.addcdiv(eye, C.val, d[C.col].conj(), value=-w))
+        SH = torch.div(C.val, d[C.col].conj()).mul_(-w)
+        SH[on] += 1
+        SH = C.csr64(SH)
     else:
         SH = _transpose(C, S.conj()).csr64()
     R = Mat.from_torch(Tt.csr64() @ SH)
