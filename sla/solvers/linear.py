@@ -223,8 +223,9 @@ def _relative_residual(A: SparseTensor, x3: torch.Tensor, b3: torch.Tensor) -> t
         return torch.where(bn > 0, rn / bn.clamp_min(torch.finfo(bn.dtype).tiny), rn)
 
 
-def _run(A: SparseTensor, b, prep: Prepared, return_info: bool):
-    b = check_rhs(A, b)
+def _run(A: SparseTensor, b, prep: Prepared, return_info: bool, b_checked: bool = False):
+    if not b_checked:  # solve() checks b before any setup; a held factorisation checks here
+        b = check_rhs(A, b)
     b3, back = canonical_rhs(A.batch_shape, A.sparse_shape[0], b)
     if b3.shape[0] != A.batch_size:
         b3 = b3.expand(A.batch_size, *b3.shape[1:])
@@ -312,7 +313,7 @@ def solve(A: SparseTensor, b: torch.Tensor, backend: str = None, method: str = N
     check_rhs(A, b)
     cfg = SolverConfig.resolve(config, backend=backend, method=method, **options)
     prep = prepare(A, cfg)
-    return _run(A, b, prep, return_info)
+    return _run(A, b, prep, return_info, b_checked=True)
 
 
 def spsolve(values, row, col, shape, b, backend: str = "auto", method: str = "auto", **options):
