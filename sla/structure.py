@@ -63,6 +63,7 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
     (kept on the pattern) and its sort would cost ~5x the matrix's index storage."""
     M = p.shape[0]
     key = p.rows().mul_(M).add_(p.ccol)  # sorted, unique: row-major order
+    ok = torch.ones((), dtype=torch.bool, device=v.device)
     for lo in range(0, p.nnz, _CHUNK):
         hi = min(lo + _CHUNK, p.nnz)
         mirror = p.ccol[lo:hi].long() * M + key[lo:hi] // M
@@ -70,9 +71,8 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
         found = key[pos] == mirror
         vt = torch.where(found, v[..., pos], 0)  # a missing mirror is a zero (stored zeros may face it)
         vt = vt.conj() if conjugate else vt
-        if not bool(((v[..., lo:hi] - vt).abs() <= tol).all()):
-            return False
-    return True
+        ok &= ((v[..., lo:hi] - vt).abs() <= tol).all()
+    return bool(ok)  # one host synchronisation
 
 
 def _positive_diagonal(A) -> bool:
