@@ -32,7 +32,7 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 
 _INT32_MAX = 2**31 - 1
 _EXACT_LIMIT = 1 << 22  # values compared exactly (a copy is kept) up to this many entries
-_CHUNK = 1 << 22  # entries per pass of chunked structural scans (bounds their int64 temporaries)
+_CHUNK = 1 << 20  # entries per pass of chunked structural scans (bounds their int64 temporaries)
 
 
 def _index_dtype(nnz: int, M: int, N: int) -> torch.dtype:

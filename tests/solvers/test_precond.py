@@ -328,6 +328,7 @@ def test_standard_aggregation_matches_pyamg():
     L = gallery.poisson2d(30).to_scipy("csr")
     iso = sp.block_diag([L, sp.identity(5, format="csr")], format="csr")  # 5 isolated nodes: left unaggregated
     for S in (L, iso, gallery.poisson3d(7).to_scipy("csr")):
+        S = sp.csr_matrix(S)  # older pyamg (5.2) takes csr_matrix only, not csr_array
         S.sort_indices()
         ref, _ = pyamg.aggregation.standard_aggregation(S)
         ref = ref.tocsr()
