@@ -266,6 +266,10 @@ def _plan(pattern, values: torch.Tensor, ctype: str, batch: int, side: str) -> t
         return plan, False
     plan = _Plan(pattern, values.dtype, ctype, batch, values)
     pattern.cache[key] = plan
+    if pattern.shape[0] == pattern.shape[1]:
+        # keep the (int32) transpose permutation: the structure check of every later values
+        # version becomes one gather (a factorisation dwarfs its 4 bytes per entry)
+        pattern.transpose()
     return plan, True
 
 
