@@ -315,7 +315,9 @@ def _sa_level(C: Mat, agg: torch.Tensor, nagg: int, omega: float, hermitian: boo
         SH = C.csr64(SH)
     else:
         SH = _transpose(C, S.conj()).csr64()
+        del S
     R = Mat.from_torch(Tt.csr64() @ SH)
+    del SH, T, Tt  # nnz-sized: freed before the Galerkin product (the setup's peak)
     return P, R, galerkin(R, C, P)
 
 
