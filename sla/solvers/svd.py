@@ -83,19 +83,26 @@ class _SVDAdjoint(torch.autograd.Function):
             gv = gS[:, None, :].to(U.dtype) * U[:, p.row, :] * V[:, p.col, :].conj()
             gv = gv.sum(-1)
             return (gv if A.is_complex else gv.real), None, None, None, None
-        if A.is_complex:
-            raise NotImplementedError("gradients through singular vectors of complex matrices are not implemented")
         mv, rmv = _ops(A)
 
-        def hop(Z):  # H = [[0, A], [A^T, 0]]
+        def hop(Z):  # H = [[0, A], [A^H, 0]]: its eigenpairs are (sigma_i, [u_i; v_i] / sqrt 2)
             return torch.cat([mv(Z[:, m:]), rmv(Z[:, :m])], 1)
 
         Z = torch.cat([U, V], 1) / math.sqrt(2)
         zero = torch.zeros_like
         gZ = torch.cat([gU if gU is not None else zero(U), gV if gV is not None else zero(V)], 1) * math.sqrt(2)
+        if A.is_complex:
+            # (u_i, v_i) -> (u_i, v_i) e^{i phi} is a gauge freedom: only losses blind to it have a
+            # gradient (torch.linalg.svd's backward makes the same test)
+            phase = (Z.conj() * gZ).sum(1).imag
+            if bool((phase.abs() > 1e-6 * gZ.abs().amax().clamp_min(1e-30)).any()):
+                raise ValueError(
+                    "this loss depends on the arbitrary phase of complex singular vectors, so its gradient is "
+                    "ill-defined; use phase-invariant quantities (u_i v_i^H, |u_i|^2, singular values)")
         W = eig_backward_vectors(hop, S, Z, gS, gZ)
-        # G_H = W Z^T;  grad_A[r, c] = G_H[r, m + c] + G_H[m + c, r]
-        gv = (W[:, p.row, :] * Z[:, m + p.col, :]).sum(-1) + (W[:, m + p.col, :] * Z[:, p.row, :]).sum(-1)
+        # G_H = W Z^H; A[r, c] sits at H[r, m + c] and, conjugated, at H[m + c, r]:
+        # grad_A[r, c] = G_H[r, m + c] + conj(G_H[m + c, r])
+        gv = (W[:, p.row, :] * Z[:, m + p.col, :].conj()).sum(-1) + (W[:, m + p.col, :].conj() * Z[:, p.row, :]).sum(-1)
         return gv, None, None, None, None
 
 

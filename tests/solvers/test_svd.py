@@ -114,3 +114,31 @@ def test_validation():
     assert A.svd(k=10)[1].shape == (4,)  # clamped to min(m, n), as the seed README's A.svd(k=10) on 3x3
     with pytest.raises(ValueError, match="square"):
         A.condition_number()
+
+
+@pytest.mark.parametrize("method", ["dense", "arpack", "lobpcg"])
+def test_complex_singular_vector_grads_match_torch(method):
+    A, D = rand_sparse(12, 9, 0.5, seed=9, dtype=torch.complex128)
+    g = torch.Generator().manual_seed(3)
+    C = torch.complex(torch.randn(12, 9, generator=g, dtype=torch.float64),
+                      torch.randn(12, 9, generator=g, dtype=torch.float64))
+    w = torch.rand(12, generator=g, dtype=torch.float64)
+    k = 3
+
+    def loss(U, S, Vh):  # phase-invariant: u_i v_i^H, |u_i|^2 and the singular values
+        P = torch.einsum("ik,kj->ij", U[:, :k] * S[:k], Vh[:k])
+        return (P * C).real.sum() + (w[:, None] * U[:, :k].abs() ** 2).sum() + S[:k].sum()
+
+    v = A.values.clone().requires_grad_()
+    kw = {"k": k, "method": method}
+    if method == "lobpcg":
+        kw["tol"] = 1e-13
+    loss(*sla.svd(sla.SparseTensor._make(v, A.pattern), **kw)).backward()
+    vd = A.values.clone().requires_grad_()
+    Dd = torch.zeros(12, 9, dtype=torch.complex128).index_put((A.row, A.col), vd)
+    loss(*torch.linalg.svd(Dd, full_matrices=False)).backward()
+    torch.testing.assert_close(v.grad, vd.grad, rtol=1e-6, atol=1e-8)
+    # a loss that sees the phase of the vectors has no gradient: a clear error (sla fixes the gauge
+    # so that sum(u_i) is real; Im(sum(u_i)) moves with the phase)
+    with pytest.raises(ValueError, match="phase"):
+        sla.svd(sla.SparseTensor._make(A.values.clone().requires_grad_(), A.pattern), k=2)[0].imag.sum().backward()
