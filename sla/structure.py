@@ -151,10 +151,8 @@ def is_positive_definite(A) -> bool:
     if not is_symmetric(A, conjugate=True):
         return False
 
-    def build():
-        if not _positive_diagonal(A):
-            return False
-        return _irreducibly_dominant(A) or _factor_is_pd(A)
+    def build():  # the cheap certificate first (shared with solver selection), then a factorisation
+        return is_dominant_definite(A) or (_positive_diagonal(A) and _factor_is_pd(A))
 
     return A.pattern.numeric(A.values, ("pd",), build)
 

@@ -79,12 +79,16 @@ def _multigrid_pays(A: SparseTensor, n: int, mtype: str) -> bool:
     return n >= limit and structure.is_dominant_definite(A)
 
 
-def _choose(A: SparseTensor, cfg: SolverConfig, kind: Optional[str]) -> tuple[str, str, str]:
+def _choose(A: SparseTensor, cfg: SolverConfig, kind: Optional[str]) -> tuple[str, str, str, list]:
+    """``(backend, method, matrix type, notes on the choice)``."""
     mtype = cfg.matrix_type if cfg.matrix_type != "auto" else structure.guess_matrix_type(A)
     n = A.sparse_shape[0]
     backend, method = cfg.backend, cfg.method
+    notes = []
     if backend == "auto" and method == "auto" and kind is None and _multigrid_pays(A, n, mtype):
         backend, method = "pytorch", "cg"
+        notes.append(f"auto: multigrid CG (large, positive definite by diagonal dominance; rtol "
+                     f"{cfg.tolerances(A.dtype)[0]:g}; method='cholesky' for a direct solve)")
     elif backend == "auto" and method == "auto":
         backend, method = registry.select_backend(A.device, n, A.dtype, mtype, kind=kind)
     elif backend == "auto":
@@ -96,7 +100,7 @@ def _choose(A: SparseTensor, cfg: SolverConfig, kind: Optional[str]) -> tuple[st
             method = b.choose(n, A.dtype, mtype, "direct") or b.choose(n, A.dtype, mtype, "iterative")
         if method is None:
             raise ValueError(f"backend {backend!r} has no {kind or ''} method for a {mtype} {A.dtype} matrix")
-    return backend, method, mtype
+    return backend, method, mtype, notes
 
 
 def _backend_with(A: SparseTensor, method: str) -> str:
@@ -167,7 +171,7 @@ def _build(A, backend, method, mtype, cfg):
 
 def prepare(A: SparseTensor, cfg: SolverConfig, kind: Optional[str] = None) -> Prepared:
     """Pick the solver for ``A`` and build (or fetch from the cache) its state."""
-    bname, mname, mtype = _choose(A, cfg, kind)
+    bname, mname, mtype, notes = _choose(A, cfg, kind)
     backend = registry.get_backend(bname).require()
     if A.device.type not in backend.devices:
         raise ValueError(f"backend {bname!r} runs on {backend.devices}, but A is on {A.device}")
@@ -181,10 +185,6 @@ def prepare(A: SparseTensor, cfg: SolverConfig, kind: Optional[str] = None) -> P
             f"{bname}/{mname} needs a matrix of type {method.matrix_types}, but A is {mtype!r} "
             "(pass matrix_type=... if you know better, or choose another method)"
         )
-    notes = []
-    if cfg.backend == "auto" and cfg.method == "auto" and bname == "pytorch" and A.device.type == "cpu":
-        notes.append(f"auto: multigrid CG (large, positive definite by diagonal dominance; rtol "
-                     f"{cfg.tolerances(A.dtype)[0]:g}; method='cholesky' for a direct solve)")
     auto_method = cfg.method == "auto"
 
     def build():
