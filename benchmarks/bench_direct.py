@@ -28,7 +28,7 @@ import torch
 
 import sla
 from sla import SparseTensor, gallery
-from sla.solvers import registry
+from sla.solvers.linear import registry
 
 
 def _sync():
@@ -189,7 +189,7 @@ def bench_torch_sla(side: int, repeat: int) -> dict:
 def breakdown(side: int, repeat: int) -> dict:
     """Where a later solve's time goes: input checks + type guess, refactorisation, solve + residual."""
     from sla import SolverConfig, structure
-    from sla.solvers.linear import _run, check_matrix, prepare
+    from sla.solvers.linear.solve import _run, check_matrix, prepare
 
     A = gallery.poisson2d(side, device="cuda")
     b = torch.randn(A.shape[0], dtype=torch.float64, device="cuda")

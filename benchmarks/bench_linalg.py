@@ -156,8 +156,8 @@ def main():
             print(f"| {side * side:,} | {kind} ({path}) | {fmt(t_f)} | {fmt(t_b)} | {td} | {err} |")
 
     if not args.skip_newton:
-        from sla.solvers.jacobian import Residual, assemble_jacobian
-        from sla.solvers.precond import make_preconditioner
+        from sla.solvers.nonlinear.jacobian import Residual, assemble_jacobian
+        from sla.solvers.precond.simple import make_preconditioner
 
         residual = nlpoisson(n)
         L = poisson2d(n) * float((n + 1) ** 2)

@@ -22,7 +22,7 @@ import torch
 
 import sla
 from sla.gallery import poisson2d
-from sla.solvers.precond import make_preconditioner
+from sla.solvers.precond.simple import make_preconditioner
 
 from bench_linalg import nlpoisson  # the same residual as the CPU benchmark (run from this folder's scripts)
 

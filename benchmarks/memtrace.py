@@ -71,7 +71,7 @@ def main():
     from bench_iterative import _problem
 
     from sla.config import SolverConfig
-    from sla.solvers.linear import prepare
+    from sla.solvers.linear.solve import prepare
 
     N = args.n ** 2
     cuda = args.device == "cuda"

@@ -3,12 +3,12 @@ nonlinear solves, and the backend registry.  Importing this package installs the
 behind the SparseTensor methods (``A.solve``, ``A.eigsh``, ...)."""
 
 from ..sparse import register_linalg
-from .det import det, slogdet
-from .eigen import eigsh
-from .eigs import eigs
-from .linear import LUFactorization, solve, spsolve, spsolve_coo
-from .nonlinear import nonlinear_solve, sparse_nonlinear_solve
-from .registry import (
+from .spectral.det import det, slogdet
+from .spectral.eigsh import eigsh
+from .spectral.eigs import eigs
+from .linear.solve import LUFactorization, solve, spsolve, spsolve_coo
+from .nonlinear.solve import nonlinear_solve, sparse_nonlinear_solve
+from .linear.registry import (
     get_available_backends,
     get_backend_methods,
     is_cudss_available,
@@ -19,7 +19,7 @@ from .registry import (
     select_backend,
     show_backends,
 )
-from .svd import condition_number, spectral_norm, svd
+from .spectral.svd import condition_number, spectral_norm, svd
 
 register_linalg(
     solve=solve,

@@ -12,7 +12,7 @@ import torch
 
 import sla
 from sla import SparseTensor, gallery
-from sla.solvers import registry
+from sla.solvers.linear import registry
 from sla.solvers.backends import cudss as cb
 
 from _gpu_zoo import zoo, scipy_solve

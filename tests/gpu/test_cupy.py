@@ -11,7 +11,7 @@ import torch
 
 import sla
 from sla import SparseTensor, gallery
-from sla.solvers import registry
+from sla.solvers.linear import registry
 
 from _gpu_zoo import zoo, scipy_solve
 

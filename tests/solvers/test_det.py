@@ -106,7 +106,7 @@ def test_block_solves_cover_every_column(monkeypatch):
     # force several column blocks so the blocking logic is exercised
     import importlib
 
-    det_mod = importlib.import_module("sla.solvers.det")
+    det_mod = importlib.import_module("sla.solvers.spectral.det")
 
     monkeypatch.setattr(det_mod, "_BLOCK_BYTES", 8 * 7 * 3)
     A, D = _random_sparse(7, seed=2)
@@ -144,7 +144,7 @@ def test_spd_path_takahashi_gradient_batched():
     torch.testing.assert_close(l, ref.logabsdet)
     l.sum().backward()
     torch.testing.assert_close(v.grad, torch.linalg.inv(D).transpose(-1, -2)[..., A.row, A.col], rtol=1e-10, atol=1e-12)
-    from sla.solvers.det import _factors, _SPDFactor
+    from sla.solvers.spectral.det import _factors, _SPDFactor
 
     assert all(isinstance(f, _SPDFactor) for f in _factors(A))
 
@@ -173,7 +173,7 @@ def test_lu_selected_inverse_on_structurally_symmetric_pattern(dtype):
     v = A.values * (1 + 0.3 * torch.rand(A.nnz, generator=g, dtype=torch.float64))
     v = v.to(dtype) * (1 + 0.2j if dtype.is_complex else 1)
     A = sla.SparseTensor._make(v, A.pattern)
-    from sla.solvers.det import _Factor, _factors
+    from sla.solvers.spectral.det import _Factor, _factors
 
     facs = _factors(A)
     assert isinstance(facs[0], _Factor) and facs[0]._selected_inverse() is not None
@@ -187,6 +187,6 @@ def test_lu_selected_inverse_on_structurally_symmetric_pattern(dtype):
 def test_unsymmetric_pattern_uses_column_solves():
     A, D = _random_sparse(15, density=0.2, seed=11)
     assert not A.pattern.is_structurally_symmetric
-    from sla.solvers.det import _factors
+    from sla.solvers.spectral.det import _factors
 
     assert _factors(A)[0]._selected_inverse() is None

@@ -13,7 +13,7 @@ import torch
 import sla
 from sla import gallery
 from sla.config import BackendUnavailableError, ConvergenceError, SingularMatrixError
-from sla.solvers import registry
+from sla.solvers.linear import registry
 from sla.solvers.backends import eigen as E
 
 pytestmark = pytest.mark.skipif(

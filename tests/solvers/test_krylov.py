@@ -1,4 +1,4 @@
-"""Native Krylov methods (sla.solvers.krylov) and the `pytorch` backend.
+"""Native Krylov methods (sla.solvers.krylov.methods) and the `pytorch` backend.
 
 Zoo (SPD, Hermitian PD, symmetric indefinite, nonsymmetric, complex) x methods x
 preconditioners, batched and multi-RHS, against SciPy's sparse direct solve; per-system
@@ -14,7 +14,7 @@ import torch
 
 import sla
 from sla import ConvergenceError, ConvergenceWarning, SparseTensor, gallery
-from sla.solvers import krylov
+from sla.solvers.krylov import methods as krylov
 
 DEVICES = [
     "cpu",
@@ -136,7 +136,7 @@ def test_check_every_changes_no_result(check_every):
 
 @pytest.mark.parametrize("pc", ["gmg", "amg", "jacobi"])
 def test_adaptive_checks_look_less_and_rarely_overshoot(pc):
-    from sla.solvers.precond import make_preconditioner
+    from sla.solvers.precond.simple import make_preconditioner
 
     A = gallery.poisson2d(96)
     M = make_preconditioner(A, pc)

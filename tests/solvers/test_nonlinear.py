@@ -100,7 +100,7 @@ def test_nonlinear_poisson_vs_scipy(kw):
 
 
 def test_sparse_jacobian_assembly_is_exact():
-    from sla.solvers.jacobian import Residual, assemble_jacobian
+    from sla.solvers.nonlinear.jacobian import Residual, assemble_jacobian
 
     n = 6
     f = torch.rand(n * n, dtype=torch.float64)

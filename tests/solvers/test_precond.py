@@ -11,8 +11,9 @@ import scipy.sparse as sp
 import torch
 
 from sla import SingularMatrixError, SparseTensor, gallery
-from sla.solvers import aggregate, gmg, krylov
-from sla.solvers.precond import make_preconditioner
+from sla.solvers.krylov import methods as krylov
+from sla.solvers.precond import aggregate, gmg
+from sla.solvers.precond.simple import make_preconditioner
 
 DEVICES = [
     "cpu",
@@ -257,7 +258,7 @@ def test_gmg_stencil_reading_and_rejection():
 def test_cycle_matches_its_dense_recursion(name, cycle):
     """The cycle against its definition in dense algebra, built from the hierarchy's pieces:
     pre-smoothing S b, gamma corrections x += P B_{l+1} R (b - A x), post-smoothing x += S (b - A x)."""
-    from sla.solvers.amg import _chebyshev
+    from sla.solvers.precond.amg import _chebyshev
 
     A, _ = _variable_poisson(20, 22)
     M = make_preconditioner(A, name, max_coarse=4, cycle=cycle)
@@ -323,7 +324,7 @@ def test_cycle_auto_is_w_for_amg_on_the_cpu():
 
 def test_standard_aggregation_matches_pyamg():
     pyamg = pytest.importorskip("pyamg")
-    from sla.solvers.aggregate import standard_aggregation
+    from sla.solvers.precond.aggregate import standard_aggregation
 
     L = gallery.poisson2d(30).to_scipy("csr")
     iso = sp.block_diag([L, sp.identity(5, format="csr")], format="csr")  # 5 isolated nodes: left unaggregated

@@ -310,7 +310,7 @@ def test_bad_input(name, call, exc, match):
 
 
 def test_backend_not_installed_names_the_extra(monkeypatch):
-    from sla.solvers import registry
+    from sla.solvers.linear import registry
 
     fake = registry.Backend(name="fake", devices=("cpu",), methods={}, check=lambda: "package 'fakepkg' missing",
                             extra="fake")
@@ -351,7 +351,7 @@ def test_cache_never_serves_stale_factors():
 
 
 def test_auto_on_cpu_takes_multigrid_only_for_certified_definite_large_systems():
-    from sla.solvers.linear import CPU_MULTIGRID_MIN
+    from sla.solvers.linear.solve import CPU_MULTIGRID_MIN
 
     n = 232  # 53,824 unknowns: above the crossover
     assert n * n >= CPU_MULTIGRID_MIN

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ...config import NotPositiveDefiniteError, SingularMatrixError
-from ..registry import Backend, Method
+from ..linear.registry import Backend, Method
 
 _log = logging.getLogger("sla")
 
@@ -343,7 +343,7 @@ def _apply(state: _State, b: torch.Tensor, transpose: bool = False):
 
 def _others_take_large(n: int, dtype: torch.dtype, mtype: str) -> bool:
     """True when an available Krylov backend on CUDA ('pytorch') accepts this system."""
-    from .. import registry
+    from ..linear import registry
 
     if "pytorch" not in registry.backend_names():
         return False

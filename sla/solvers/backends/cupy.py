@@ -17,7 +17,7 @@ import importlib.util
 import torch
 
 from ...config import SingularMatrixError
-from ..registry import Backend, Method
+from ..linear.registry import Backend, Method
 
 _SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
 _DEFINITE = ("spd", "hpd")

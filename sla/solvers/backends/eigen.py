@@ -35,7 +35,7 @@ from typing import Optional
 import torch
 
 from ...config import SingularMatrixError
-from ..registry import Backend, Method
+from ..linear.registry import Backend, Method
 
 log = logging.getLogger("sla")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...config import BackendUnavailableError, NotPositiveDefiniteError, SingularMatrixError
-from ..registry import Backend, Method
+from ..linear.registry import Backend, Method
 
 _SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
 _DEFINITE = ("spd", "hpd")

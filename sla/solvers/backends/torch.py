@@ -2,7 +2,7 @@
 
 Runs wherever torch runs (CPU and CUDA), batched: ``[B, n, K]`` systems on one
 pattern iterate together.  ``setup`` builds the preconditioner (cached per
-values version by :func:`sla.solvers.linear.prepare`; AMG aggregates are
+values version by :func:`sla.solvers.linear.solve.prepare`; AMG aggregates are
 cached on the pattern); ``apply`` runs the Krylov method, and with
 ``transpose=True`` the same method on ``A^H`` with the adjoint preconditioner
 (the same object when A is Hermitian).
@@ -21,9 +21,9 @@ import torch
 
 from ...products import csr_matmul
 from ...sparse import SparseTensor
-from .. import krylov
-from ..precond import PRECONDITIONERS, make_preconditioner
-from ..registry import Backend, Method
+from ..krylov import methods as krylov
+from ..precond.simple import PRECONDITIONERS, make_preconditioner
+from ..linear.registry import Backend, Method
 
 log = logging.getLogger("sla")
 

@@ -22,7 +22,7 @@ import itertools
 
 import torch
 
-from ..sparse import SparseTensor
+from ...sparse import SparseTensor
 from .amg import Level, Mat, Multigrid, check_cycle
 
 __all__ = ["GeometricMultigrid", "prolong", "restrict"]

@@ -4,19 +4,19 @@ Methods of :func:`eigsh`:
 
 * ``'arpack'`` -- SciPy ARPACK (CPU), shift-invert through a sparse
   factorisation of ``A - sigma I`` when ``sigma`` is given or ``which='SM'``;
-* ``'lobpcg'`` -- :func:`sla.solvers.lobpcg.lobpcg` in torch (CPU and CUDA,
+* ``'lobpcg'`` -- :func:`sla.solvers.spectral.lobpcg.lobpcg` in torch (CPU and CUDA,
   batched), preconditioned for the smallest eigenpairs (AMG from
-  :mod:`sla.solvers.precond` when that module is installed, else Jacobi);
+  :mod:`sla.solvers.precond.simple` when that module is installed, else Jacobi);
   with ``sigma`` (or ``'SM'`` of an indefinite matrix) it runs on
   ``(A - sigma I)^{-1}`` applied by sla's direct solver of the device;
 * ``'dense'`` -- ``torch.linalg.eigh`` of the dense matrix (small ``n``).
 
 ``'auto'`` takes ``dense`` for ``n <= 200``, ``lobpcg`` on CUDA and
-``arpack`` on the CPU.  Gradients (see :mod:`sla.solvers.spectral_adjoint`):
+``arpack`` on the CPU.  Gradients (see :mod:`sla.solvers.spectral.adjoint`):
 eigenvalues ``d lam_i / dA[r, c] = v_i[r] conj(v_i[c])``; eigenvectors through
 one projected MINRES solve per requested vector.  One graph node per call.
 
-General (non-Hermitian) matrices: :mod:`sla.solvers.eigs`.
+General (non-Hermitian) matrices: :mod:`sla.solvers.spectral.eigs`.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig
-from ..products import spmm_nograd
-from ..sparse import SparseTensor
-from .linear import check_matrix
+from ...config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig
+from ...products import spmm_nograd
+from ...sparse import SparseTensor
+from ..linear.solve import check_matrix
 from .lobpcg import lobpcg
-from .spectral_adjoint import eig_backward_vectors
+from .adjoint import eig_backward_vectors
 
 __all__ = ["eigsh"]
 
@@ -120,10 +120,10 @@ def _preconditioner(A: SparseTensor, spec, notes: list) -> Optional[Callable]:
             return None
     if spec in ("auto", "amg"):
         try:
-            from .precond import make_preconditioner  # written alongside; optional
+            from ..precond.simple import make_preconditioner  # written alongside; optional
         except ImportError:
             if spec == "amg":
-                raise BackendUnavailableError("preconditioner 'amg' needs sla.solvers.precond, which is not installed")
+                raise BackendUnavailableError("preconditioner 'amg' needs sla.solvers.precond.simple, which is not installed")
             make_preconditioner = None
         if make_preconditioner is not None:
             try:
@@ -231,7 +231,7 @@ def _lobpcg_shift_invert(A, k, sigma, tol, maxiter, notes):
     The inverse is applied with sla's own direct solver (cached factorisation:
     SciPy on the CPU, cuDSS/CuPy on CUDA); ``lam = sigma + 1 / mu``.
     """
-    from .linear import prepare
+    from ..linear.solve import prepare
 
     n = A.sparse_shape[0]
     idx = torch.arange(n, device=A.device)

@@ -8,7 +8,7 @@
 3. fetch or build the solver state -- cached on the pattern per values
    version, so repeated solves and the backward pass reuse the factorisation
    or preconditioner;
-4. solve through :class:`~sla.solvers.adjoint.LinearSolve` and recompute the
+4. solve through :class:`~sla.solvers.linear.adjoint.LinearSolve` and recompute the
    true residual for :class:`~sla.SolveInfo`.
 """
 
@@ -19,17 +19,17 @@ from typing import Optional
 
 import torch
 
-from .. import structure
-from ..checks import all_finite
-from ..config import (
+from ... import structure
+from ...checks import all_finite
+from ...config import (
     BackendUnavailableError,
     NotPositiveDefiniteError,
     SingularMatrixError,
     SolveInfo,
     SolverConfig,
 )
-from ..products import spmm_nograd
-from ..sparse import SparseTensor, canonical_rhs
+from ...products import spmm_nograd
+from ...sparse import SparseTensor, canonical_rhs
 from . import registry
 from .adjoint import LinearSolve
 

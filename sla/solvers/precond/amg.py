@@ -1,7 +1,7 @@
 """Multigrid V-cycles in torch, and smoothed-aggregation AMG setup.
 
 :class:`Multigrid` is the V-cycle shared by algebraic (:class:`SmoothedAggregation`)
-and geometric (:class:`sla.solvers.gmg.GeometricMultigrid`) multigrid: a list of
+and geometric (:class:`sla.solvers.precond.gmg.GeometricMultigrid`) multigrid: a list of
 levels, each with its operator (torch CSR, int32 indices), inverse diagonal,
 Chebyshev smoother bounds and transfer operators, and a dense inverse on the
 coarsest level.  Everything runs on A's device; batched matrices carry one
@@ -13,7 +13,7 @@ Smoothed aggregation (Vanek, Mandel & Brezina 1996; pyamg's
 1. strength graph: the off-diagonal pattern (``theta=0``, the default) or the
    entries with ``|a_ij| >= theta sqrt(|a_ii a_jj|)``;
 2. aggregates: pyamg's ``standard_aggregation`` on the CPU or a parallel MIS(2)
-   aggregation in torch (:mod:`sla.solvers.aggregate`); structural, so cached on
+   aggregation in torch (:mod:`sla.solvers.precond.aggregate`); structural, so cached on
    the pattern when ``theta == 0``;
 3. tentative prolongator ``T`` (one 1 per row, constant near-null space);
 4. smoothed prolongator ``P = (I - w D^{-1} A) T`` with ``w = 4 / (3 rho)``,
@@ -27,10 +27,10 @@ import logging
 
 import torch
 
-from ..products import csr_matmul, csr_residual
-from ..sparse import SparseTensor
+from ...products import csr_matmul, csr_residual
+from ...sparse import SparseTensor
 from .aggregate import aggregate
-from .precond import Preconditioner
+from .simple import Preconditioner
 
 __all__ = ["Level", "Multigrid", "SmoothedAggregation", "csr32", "galerkin"]
 
@@ -377,7 +377,7 @@ class SmoothedAggregation(Multigrid):
         p = A.pattern
         vals = A._flat().detach()
         if hermitian is None:
-            from ..structure import is_symmetric
+            from ...structure import is_symmetric
 
             hermitian = is_symmetric(A, conjugate=True)
         if aggregation == "auto":

@@ -38,9 +38,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import SingularMatrixError
-from ..sparse import SparseTensor
-from .linear import check_matrix
+from ...config import SingularMatrixError
+from ...sparse import SparseTensor
+from ..linear.solve import check_matrix
 
 __all__ = ["det", "slogdet"]
 

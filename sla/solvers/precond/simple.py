@@ -1,4 +1,4 @@
-"""Preconditioners for the Krylov methods of :mod:`sla.solvers.krylov`.
+"""Preconditioners for the Krylov methods of :mod:`sla.solvers.krylov.methods`.
 
 A preconditioner is a callable ``M(r) -> z`` on ``[B, n, K]`` blocks that
 approximates ``A^{-1} r`` for each batch member, plus ``adjoint()`` giving the
@@ -12,10 +12,10 @@ preconditioner of ``A^H`` (used by the backward pass).  Build one with
 ``'chebyshev'``     Chebyshev polynomial in ``D^{-1} A`` of degree ``degree``
                     (symmetric positive definite A)
 ``'amg'``           smoothed-aggregation algebraic multigrid V-cycle
-                    (:mod:`sla.solvers.amg`; aggregation by pyamg on the CPU,
+                    (:mod:`sla.solvers.precond.amg`; aggregation by pyamg on the CPU,
                     everything else in torch on A's device)
 ``'gmg'``           geometric multigrid for structured grids
-                    (:mod:`sla.solvers.gmg`; needs ``A.pattern.cache["grid"]``)
+                    (:mod:`sla.solvers.precond.gmg`; needs ``A.pattern.cache["grid"]``)
 ==================  ==========================================================
 
 Every preconditioner here is symmetric positive definite when A is (so it
@@ -25,7 +25,7 @@ Examples
 --------
 >>> import torch
 >>> from sla.gallery import poisson2d
->>> from sla.solvers.precond import make_preconditioner
+>>> from sla.solvers.precond.simple import make_preconditioner
 >>> A = poisson2d(32)
 >>> M = make_preconditioner(A, "gmg")
 >>> z = M(torch.ones(1, A.shape[0], 1, dtype=A.dtype))   # [B, n, K] -> [B, n, K]
@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import torch
 
-from ..config import SingularMatrixError
-from ..products import spmm_nograd
-from ..sparse import SparseTensor
+from ...config import SingularMatrixError
+from ...products import spmm_nograd
+from ...sparse import SparseTensor
 
 __all__ = [
     "PRECONDITIONERS",
@@ -242,8 +242,8 @@ def make_preconditioner(A: SparseTensor, name: str = "jacobi", **options) -> Pre
     name : str
         One of :data:`PRECONDITIONERS`: ``'none'``, ``'jacobi'``, ``'block_jacobi'``
         (option ``block_size``), ``'chebyshev'`` (``degree``, ``ratio``), ``'amg'``
-        (see :class:`sla.solvers.amg.SmoothedAggregation`), ``'gmg'``
-        (see :class:`sla.solvers.gmg.GeometricMultigrid`).
+        (see :class:`sla.solvers.precond.amg.SmoothedAggregation`), ``'gmg'``
+        (see :class:`sla.solvers.precond.gmg.GeometricMultigrid`).
     **options
         Passed to the preconditioner.
 

@@ -16,9 +16,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..config import ConvergenceError
-from ..sparse import SparseTensor
-from .eigen import DENSE_MAX, _check, _select
+from ...config import ConvergenceError
+from ...sparse import SparseTensor
+from .eigsh import DENSE_MAX, _check, _select
 
 __all__ = ["eigs"]
 

@@ -28,7 +28,7 @@ class LinearSolve(torch.autograd.Function):
     """``x = solve(values, b)`` on canonical shapes ``[B, nnz]``, ``[B, M, K]``.
 
     ``op`` is any object with ``solve(b, transpose=False) -> x`` and a
-    ``pattern``; it is usually a :class:`sla.solvers.linear.Prepared`.
+    ``pattern``; it is usually a :class:`sla.solvers.linear.solve.Prepared`.
     """
 
     @staticmethod

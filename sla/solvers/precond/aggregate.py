@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import BackendUnavailableError
+from ...config import BackendUnavailableError
 
 __all__ = ["aggregate", "mis2_aggregation", "standard_aggregation"]
 

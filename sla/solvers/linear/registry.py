@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..config import BackendUnavailableError
+from ...config import BackendUnavailableError
 
 __all__ = [
     "Backend",

@@ -375,7 +375,7 @@ _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
     b : torch.Tensor
         ``[B, n, K]`` right-hand sides (not modified).
     precond : callable, optional
-        ``r -> z`` approximating ``A^{{-1}} r`` (see :func:`sla.solvers.precond.make_preconditioner`).{spd}
+        ``r -> z`` approximating ``A^{{-1}} r`` (see :func:`sla.solvers.precond.simple.make_preconditioner`).{spd}
     dot : callable, optional
         Inner product over axis -2 (default :func:`local_dot`).
     x0 : torch.Tensor, optional

@@ -18,10 +18,10 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import ConvergenceError, ConvergenceWarning
-from ..pattern import Pattern
+from ...config import ConvergenceError, ConvergenceWarning
+from ...pattern import Pattern
 from .jacobian import Residual, assemble_jacobian
-from .krylov import gmres
+from ..krylov.methods import gmres
 
 __all__ = ["ImplicitAdjoint", "ImplicitSolve", "block_preconditioner"]
 
@@ -58,7 +58,7 @@ class ImplicitAdjoint:
 
     def solve_transpose(self, res: Residual, u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if self.linear == "sparse":
-            from .linear import solve
+            from ..linear.solve import solve
 
             return solve(assemble_jacobian(res, u, self.pattern).T(), g, **self.linear_options)
         vjp = res.linearize_transpose(u)

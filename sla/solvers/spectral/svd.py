@@ -11,7 +11,7 @@
 
 Gradients use the Hermitian augmented matrix ``H = [[0, A], [A^H, 0]]``,
 whose eigenpairs are ``(s_i, [u_i; v_i] / sqrt(2))``: the eigen-adjoint of
-:mod:`sla.solvers.spectral_adjoint` on ``H`` (one projected MINRES for the
+:mod:`sla.solvers.spectral.adjoint` on ``H`` (one projected MINRES for the
 singular vectors, closed form for the singular values ``dS_i/dA[r,c] =
 u_i[r] conj(v_i[c])``) gives ``grad_A = G_H[:m, m:] + G_H[m:, :m]^H``.
 
@@ -29,12 +29,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..checks import all_finite
-from ..config import SolveInfo, SolverConfig
-from ..products import spmm_nograd
-from ..sparse import SparseTensor
+from ...checks import all_finite
+from ...config import SolveInfo, SolverConfig
+from ...products import spmm_nograd
+from ...sparse import SparseTensor
 from .lobpcg import lobpcg
-from .spectral_adjoint import eig_backward_vectors
+from .adjoint import eig_backward_vectors
 
 __all__ = ["svd", "spectral_norm", "condition_number"]
 

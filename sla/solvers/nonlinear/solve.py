@@ -8,14 +8,14 @@ optimistix's ``root_find(fn, solver, y0, adjoint=ImplicitAdjoint())``:
   products (Jacobian-free Newton-Krylov, inexact with forcing term
   ``eta_k = min(0.1, ||F_k|| / ||F_0||)``), or with an *assembled* sparse
   Jacobian on a known pattern (coloured exact VJPs, then a sparse direct
-  solve: :func:`sla.solvers.jacobian.assemble_jacobian`), or densely (small);
+  solve: :func:`sla.solvers.nonlinear.jacobian.assemble_jacobian`), or densely (small);
 * :class:`Picard` -- ``u <- u - omega P^{-1} F(u)`` (``P = A`` when the
   residual has a matrix: then it is the classic ``A u = b - f(u)`` iteration);
 * :class:`Anderson` -- Anderson acceleration of the same fixed-point map
   (depth ``m``, damping ``beta``; Walker & Ni, SIAM J. Numer. Anal. 49 (2011)).
 
-:class:`~sla.solvers.implicit.ImplicitAdjoint` differentiates the solution
-``u*`` without the iteration history (see :mod:`sla.solvers.implicit`).
+:class:`~sla.solvers.nonlinear.implicit.ImplicitAdjoint` differentiates the solution
+``u*`` without the iteration history (see :mod:`sla.solvers.nonlinear.implicit`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import ConvergenceError, ConvergenceWarning, SolverConfig
-from ..pattern import Pattern
-from ..sparse import SparseTensor
+from ...config import ConvergenceError, ConvergenceWarning, SolverConfig
+from ...pattern import Pattern
+from ...sparse import SparseTensor
 from .implicit import ImplicitAdjoint, ImplicitSolve, block_preconditioner
 from .jacobian import Residual, assemble_jacobian
-from .krylov import gmres
+from ..krylov.methods import gmres
 
 __all__ = ["nonlinear_solve", "Newton", "Picard", "Anderson", "ImplicitAdjoint", "NonlinearInfo"]
 
@@ -98,7 +98,7 @@ class Newton:
     def direction(self, res: Residual, u, F, r0, info: NonlinearInfo) -> torch.Tensor:
         if self.linear == "sparse":
             J = assemble_jacobian(res, u, self.pattern)
-            from .linear import solve
+            from ..linear.solve import solve
 
             return solve(J, -F, **self.linear_options)
         if self.linear == "dense":
@@ -292,7 +292,7 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
     else:
         raise ValueError(f"method must be 'newton', 'picard' or 'anderson', got {method!r}")
     if adjoint is None:
-        # J^T is preconditioned by the preconditioner's adjoint when it has one (sla.solvers.precond objects do)
+        # J^T is preconditioned by the preconditioner's adjoint when it has one (sla.solvers.precond.simple objects do)
         padj = preconditioner.adjoint() if hasattr(preconditioner, "adjoint") else preconditioner
         adjoint = ImplicitAdjoint(linear_solver if method == "newton" else ("sparse" if pattern else "gmres"),
                                   pattern, padj, restart=cfg.restart, on_failure=cfg.on_failure,
@@ -338,8 +338,8 @@ class _MatrixInverse:
 
     @classmethod
     def build(cls, A: SparseTensor):
-        from ..config import BackendUnavailableError, SingularMatrixError
-        from .linear import prepare
+        from ...config import BackendUnavailableError, SingularMatrixError
+        from ..linear.solve import prepare
 
         if A.sparse_shape[0] != A.sparse_shape[1]:
             return None
@@ -358,7 +358,7 @@ class _MatrixInverse:
 
 
 def _with_diagonal(p: Pattern) -> Pattern:
-    from ..products import union
+    from ...products import union
 
     n = p.shape[0]
     i = torch.arange(n, device=p.device)

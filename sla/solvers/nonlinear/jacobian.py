@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..pattern import Pattern
-from ..sparse import SparseTensor
+from ...pattern import Pattern
+from ...sparse import SparseTensor
 
 __all__ = ["Residual", "row_coloring", "assemble_jacobian"]
 
