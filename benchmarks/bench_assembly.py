@@ -59,7 +59,14 @@ CASES = {
     "p1-tri": ("unit_square(n)", "ElementP1()", "MeshTri", "ElementTriP1", None, 707),
     "p2-tri": ("unit_square(n)", "ElementP2()", "MeshTri", "ElementTriP2", None, 300),
     "p1-tet": ("unit_cube(n)", "ElementP1('tetra')", "MeshTet", "ElementTetP1", None, 55),
-    "q1-hex": ("unit_cube(n, 'hex')", "ElementQ1('hexahedron')", "MeshHex", "ElementHex1", [0, 4, 3, 1, 7, 5, 2, 6], 100),
+    "q1-hex": (
+        "unit_cube(n, 'hex')",
+        "ElementQ1('hexahedron')",
+        "MeshHex",
+        "ElementHex1",
+        [0, 4, 3, 1, 7, 5, 2, 6],
+        100,
+    ),
 }
 
 
@@ -162,15 +169,32 @@ def main() -> None:
         return
     if args.device != "cpu":
         s = worker("sla", args.case, args.n, args.repeat, args.device)
-        print(f"sla on {args.device}: {s['cells']:,} triangles; first assembly {s['first']:.3f} s, "
-              f"re-assembly 1st {s['again_first']:.3f} s, 2nd {s['again_second']:.3f} s, later {s['again']:.4f} s")
+        print(
+            f"sla on {args.device}: {s['cells']:,} triangles; first assembly {s['first']:.3f} s, "
+            f"re-assembly 1st {s['again_first']:.3f} s, 2nd {s['again_second']:.3f} s, later {s['again']:.4f} s"
+        )
         return
     env = dict(os.environ, **THREADS)
     res = {}
     for lib in ("skfem", "sla"):
-        r = subprocess.run([sys.executable, __file__, "--worker", lib, "--case", args.case, "--n", str(args.n),
-                            "--repeat", str(args.repeat)],
-                           env=env, check=True, capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                lib,
+                "--case",
+                args.case,
+                "--n",
+                str(args.n),
+                "--repeat",
+                str(args.repeat),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         res[lib] = json.loads(r.stdout.strip().splitlines()[-1])
     s, k = res["sla"], res["skfem"]
     rel = max(abs(a - b) / abs(b) for a, b in zip(s["check"], k["check"]))
@@ -185,11 +209,15 @@ def main() -> None:
     print(f"{args.case} Laplacian, {s['cells']:,} cells, {s['nodes']:,} nodes; {cpu}; 1 thread; best of {args.repeat}")
     print("| step | scikit-fem | sla | speed-up |")
     print("|---|---|---|---|")
-    print(f"| first assembly (basis + pattern + matrix) | {k['first']:.3f} s | {s['first']:.3f} s | {k['first'] / s['first']:.1f}x |")
-    rows = [("1st re-assembly, new per-cell coefficient (sla: one streamed pass)", "again_first"),
-            ("2nd re-assembly (sla: also builds its cached coefficient map)", "again_second"),
-            (f"later re-assemblies (best of {args.repeat})", "again"),
-            ("re-assembly with the form written by the user (sla: general streamed path)", "user")]
+    print(
+        f"| first assembly (basis + pattern + matrix) | {k['first']:.3f} s | {s['first']:.3f} s | {k['first'] / s['first']:.1f}x |"
+    )
+    rows = [
+        ("1st re-assembly, new per-cell coefficient (sla: one streamed pass)", "again_first"),
+        ("2nd re-assembly (sla: also builds its cached coefficient map)", "again_second"),
+        (f"later re-assemblies (best of {args.repeat})", "again"),
+        ("re-assembly with the form written by the user (sla: general streamed path)", "user"),
+    ]
     for label, key in rows:
         print(f"| {label} | {k[key]:.3f} s | {s[key]:.3f} s | {k[key] / s[key]:.1f}x |")
     print(f"| peak memory above baseline | {k['peak_mb']:.0f} MiB | {s['peak_mb']:.0f} MiB | |")

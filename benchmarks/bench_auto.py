@@ -52,8 +52,11 @@ def main():
             dt, info = _time(A, b, **kw)
             cells.append(dt)
         chose = f"{info.backend}/{info.method}" + (f"+{info.preconditioner}" if info.preconditioner else "")
-        print(f"| {grid} | {A.shape[0]:,} | {cells[0]:.3f} | {cells[1]:.3f} | {cells[2]:.3f} | {chose} | "
-              f"{info.residual:.1e} |", flush=True)
+        print(
+            f"| {grid} | {A.shape[0]:,} | {cells[0]:.3f} | {cells[1]:.3f} | {cells[2]:.3f} | {chose} | "
+            f"{info.residual:.1e} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

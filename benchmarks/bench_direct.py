@@ -26,7 +26,6 @@ import time
 
 import torch
 
-import sla
 from sla import SparseTensor, gallery
 from sla.solvers.linear import registry
 
@@ -53,8 +52,14 @@ def bench_sla(side: int, repeat: int, backend: str = "cudss") -> dict:
     n = A.shape[0]
     b = torch.randn(n, dtype=torch.float64, device="cuda")
     first, (x, info) = _time(lambda: A.solve(b, backend=backend, return_info=True))
-    out = {"n": n, "nnz": A.nnz, "first_s": first, "method": info.method, "residual_first": _residual(A, x, b),
-           "setup_s_first": info.setup_time}
+    out = {
+        "n": n,
+        "nnz": A.nnz,
+        "first_s": first,
+        "method": info.method,
+        "residual_first": _residual(A, x, b),
+        "setup_s_first": info.setup_time,
+    }
     later, res = [], []
     for k in range(repeat):
         Ak = SparseTensor._make(A.values * (1.0 + 0.01 * (k + 1)), A.pattern)
@@ -180,8 +185,12 @@ def bench_torch_sla(side: int, repeat: int) -> dict:
             v = A.values * (1.0 + 0.01 * (k + 1))
             t, x = _time(lambda: torch_sla.spsolve(v, A.row, A.col, (n, n), b, backend="cudss"))
             later.append(t)
-        return {"version": torch_sla.__version__, "first_s": t_first, "later_s": statistics.median(later),
-                "residual": _residual(SparseTensor._make(v, A.pattern), x, b)}
+        return {
+            "version": torch_sla.__version__,
+            "first_s": t_first,
+            "later_s": statistics.median(later),
+            "residual": _residual(SparseTensor._make(v, A.pattern), x, b),
+        }
     except Exception as exc:  # recorded, not hidden: the comparison says how it failed
         return {"version": getattr(torch_sla, "__version__", "?"), "error": f"{type(exc).__name__}: {exc}"[:300]}
 
@@ -265,22 +274,30 @@ def main(argv=None):
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
     print(f"\ncard: {res['card']}  torch {res['torch']}  nvmath {res['nvmath']}  mtlayer: {bool(res['mtlayer'])}")
-    print("| n | sla first (s) | sla later (ms) | sla backward (ms) | residual | nvmath first (s) | nvmath later (ms) "
-          "| nvmath later + INFO check (ms) | overhead later | torch-sla 0.4.0 |")
+    print(
+        "| n | sla first (s) | sla later (ms) | sla backward (ms) | residual | nvmath first (s) | nvmath later (ms) "
+        "| nvmath later + INFO check (ms) | overhead later | torch-sla 0.4.0 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in res["sizes"]:
         s, v, t = r["sla"], r["nvmath"], r.get("torch_sla", {})
         ts = t.get("error") or f"first {t['first_s']:.2f} s, later {1e3 * t['later_s']:.1f} ms" if t else "not run"
-        print(f"| {s['n']:,} | {s['first_s']:.2f} | {1e3 * s['later_s']:.1f} | {1e3 * s['backward_s']:.1f} | "
-              f"{s['residual']:.1e} | {v['first_s']:.2f} | {1e3 * v['later_s']:.1f} | {1e3 * v['later_checked_s']:.1f} | "
-              f"{100 * r['overhead_later']:+.1f}% | {ts} |")
+        print(
+            f"| {s['n']:,} | {s['first_s']:.2f} | {1e3 * s['later_s']:.1f} | {1e3 * s['backward_s']:.1f} | "
+            f"{s['residual']:.1e} | {v['first_s']:.2f} | {1e3 * v['later_s']:.1f} | {1e3 * v['later_checked_s']:.1f} | "
+            f"{100 * r['overhead_later']:+.1f}% | {ts} |"
+        )
     for r in res.get("crossover", []):
         c, p = r["cudss"], r.get("pytorch")
-        line = (f"crossover n={r['n']:,}: cudss first {c['first_s']:.3f} s, later {1e3 * c['later_s']:.1f} ms, "
-                f"backward {1e3 * c['backward_s']:.1f} ms, residual {c['residual']:.0e}")
+        line = (
+            f"crossover n={r['n']:,}: cudss first {c['first_s']:.3f} s, later {1e3 * c['later_s']:.1f} ms, "
+            f"backward {1e3 * c['backward_s']:.1f} ms, residual {c['residual']:.0e}"
+        )
         if p:
-            line += (f" | pytorch ({p['method']}) first {p['first_s']:.3f} s, later {1e3 * p['later_s']:.1f} ms, "
-                     f"backward {1e3 * p['backward_s']:.1f} ms, residual {p['residual']:.0e}")
+            line += (
+                f" | pytorch ({p['method']}) first {p['first_s']:.3f} s, later {1e3 * p['later_s']:.1f} ms, "
+                f"backward {1e3 * p['backward_s']:.1f} ms, residual {p['residual']:.0e}"
+            )
         print(line)
 
 

@@ -27,8 +27,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[316, 500, 1000], help="grid points per side")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pairs", nargs="+", default=["cg:cg", "bicgstab:bicgstab", "ldlt:cholesky", "lu:lu"],
-                    help="eigen_method:scipy_method pairs")
+    ap.add_argument(
+        "--pairs",
+        nargs="+",
+        default=["cg:cg", "bicgstab:bicgstab", "ldlt:cholesky", "lu:lu"],
+        help="eigen_method:scipy_method pairs",
+    )
     ap.add_argument("--direct-max", type=int, default=10**6, help="largest size for direct methods")
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs (1 above 500K unknowns)")
     args = ap.parse_args()
@@ -51,8 +55,9 @@ def main() -> None:
         v = A.values.detach().clone().requires_grad_()
         M = sla.SparseTensor._make(v, A.pattern)
         t = time.perf_counter()
-        x, info = M.solve(b, backend=backend, method=method, rtol=1e-8, atol=0.0, maxiter=100000, cache=False,
-                          return_info=True)
+        x, info = M.solve(
+            b, backend=backend, method=method, rtol=1e-8, atol=0.0, maxiter=100000, cache=False, return_info=True
+        )
         fwd = time.perf_counter() - t
         t = time.perf_counter()
         x.sum().backward()
@@ -86,11 +91,15 @@ def main() -> None:
             print(rows[-1], flush=True)
 
     print()
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
-          f"threads {args.threads}; torch {torch.__version__}; Eigen {E.extension().eigen_version}; "
-          f"extension load/build in this process {build:.1f} s; load average {os.getloadavg()[0]:.1f}")
-    print("| unknowns | solvers | eigen solve (setup+solve) | scipy solve | scipy/eigen | eigen backward | "
-          "scipy backward | residual eigen / scipy |")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+        f"threads {args.threads}; torch {torch.__version__}; Eigen {E.extension().eigen_version}; "
+        f"extension load/build in this process {build:.1f} s; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        "| unknowns | solvers | eigen solve (setup+solve) | scipy solve | scipy/eigen | eigen backward | "
+        "scipy backward | residual eigen / scipy |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 

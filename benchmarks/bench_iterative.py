@@ -63,7 +63,7 @@ def _poisson2d_sorted(n, device):
     iy = i % n
     ok = torch.ones(N, 5, dtype=torch.bool, device=device)
     ok[:n, 0] = False  # no neighbour above the first grid row, none below the last
-    ok[N - n:, 4] = False
+    ok[N - n :, 4] = False
     ok[:, 1] = iy > 0
     ok[:, 3] = iy < n - 1
     del iy
@@ -109,12 +109,18 @@ def run_case(case, n, dim, device, rtol):
         # transpose permutation in the peak memory)
         name = case.removesuffix("-spd")
         mtype = "spd" if name != case else None
-        pc, opts = {"sla-amg": ("amg", None), "sla-gmg": ("gmg", None), "sla-cg": ("none", None),
-                    "sla-amg-repeat": ("amg", None), "sla-amg-mis2": ("amg", {"aggregation": "mis2"}),
-                    "sla-amg-w": ("amg", {"cycle": "W"}), "sla-gmg-w": ("gmg", {"cycle": "W"})}[name]
+        pc, opts = {
+            "sla-amg": ("amg", None),
+            "sla-gmg": ("gmg", None),
+            "sla-cg": ("none", None),
+            "sla-amg-repeat": ("amg", None),
+            "sla-amg-mis2": ("amg", {"aggregation": "mis2"}),
+            "sla-amg-w": ("amg", {"cycle": "W"}),
+            "sla-gmg-w": ("gmg", {"cycle": "W"}),
+        }[name]
         case = name
         if pc == "amg" and (opts or {}).get("aggregation") != "mis2":
-            import pyamg  # noqa: F401  (standard aggregation: fail loudly rather than fall back to MIS(2))
+            import pyamg
         if case == "sla-amg-repeat":  # warm the pattern cache, then time a solve with new values
             A.solve(b, backend="pytorch", method="cg", preconditioner=pc, rtol=rtol)
             from sla import SparseTensor
@@ -122,11 +128,24 @@ def run_case(case, n, dim, device, rtol):
             A = SparseTensor._make(A.values * 1.5, A.pattern)
             _sync(device)
         t0 = time.perf_counter()
-        x, info = A.solve(b, backend="pytorch", method="cg", preconditioner=pc, rtol=rtol,
-                          maxiter=100000, matrix_type=mtype, options=opts, return_info=True)
+        x, info = A.solve(
+            b,
+            backend="pytorch",
+            method="cg",
+            preconditioner=pc,
+            rtol=rtol,
+            maxiter=100000,
+            matrix_type=mtype,
+            options=opts,
+            return_info=True,
+        )
         _sync(device)
-        out.update(time=time.perf_counter() - t0, setup=info.setup_time, iterations=info.iterations,
-                   notes="; ".join(info.notes))
+        out.update(
+            time=time.perf_counter() - t0,
+            setup=info.setup_time,
+            iterations=info.iterations,
+            notes="; ".join(info.notes),
+        )
     elif case == "seed":
         import torch_sla
 
@@ -177,8 +196,10 @@ def _child(args):
 
 
 def _table(rows):
-    head = ("| case | grid | unknowns | time (s) | setup (s) | iterations | residual | peak MB | bytes/unknown "
-            "| of which matrix |")
+    head = (
+        "| case | grid | unknowns | time (s) | setup (s) | iterations | residual | peak MB | bytes/unknown "
+        "| of which matrix |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         if "error" in r:
@@ -188,7 +209,8 @@ def _table(rows):
             f"| {r['case']} | {r['grid']} | {r['n']:,} | {r['time']:.3f} | "
             f"{r.get('setup') if r.get('setup') is None else format(r['setup'], '.3f')} | {r.get('iterations')} | "
             f"{r['residual']:.1e} | {r.get('peak_bytes', 0) / 2**20:.0f} | {r.get('bytes_per_unknown', 0):.0f} | "
-            f"{r.get('matrix_bytes_per_unknown', float('nan')):.0f} |")
+            f"{r.get('matrix_bytes_per_unknown', float('nan')):.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -210,8 +232,9 @@ def main():
         return _child(args)
     torch.set_num_threads(args.threads)
     cases = args.cases or (CASES_GPU if args.device == "cuda" else CASES_CPU)
-    plan = [(c, n, 2) for n in args.sizes for c in cases
-            if not (c in ("sla-cg", "seed", "scipy") and n > args.max_slow)]
+    plan = [
+        (c, n, 2) for n in args.sizes for c in cases if not (c in ("sla-cg", "seed", "scipy") and n > args.max_slow)
+    ]
     plan += [(c, n, 3) for n in args.sizes3d for c in ("sla-amg", "sla-amg-repeat", "sla-amg-mis2", "sla-gmg")]
     if args.device == "cuda":  # warm-up: CUDA context, cuSPARSE handles, kernels' first launches
         for case in sorted({c for c, _, _ in plan} - {"seed"}):
@@ -221,17 +244,34 @@ def main():
         if args.device == "cuda":  # one process: CUDA start-up once, peak memory reset per case
             try:
                 r = run_case(case, n, dim, "cuda", args.rtol)
-            except Exception as exc:  # noqa: BLE001  (report and go on: a failed case is a result too)
+            except Exception as exc:
                 r = {"case": case, "grid": f"{n}^{dim}", "error": f"{type(exc).__name__}: {exc}"}
             torch.cuda.empty_cache()
         else:
-            cmd = [sys.executable, __file__, "--case", case, "--n", str(n), "--dim", str(dim), "--device", "cpu",
-                   "--threads", str(args.threads), "--rtol", str(args.rtol)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--case",
+                case,
+                "--n",
+                str(n),
+                "--dim",
+                str(dim),
+                "--device",
+                "cpu",
+                "--threads",
+                str(args.threads),
+                "--rtol",
+                str(args.rtol),
+            ]
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
             p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             line = [s for s in p.stdout.splitlines() if s.startswith("RESULT ")]
-            r = json.loads(line[-1][7:]) if line else {"case": case, "grid": f"{n}^{dim}",
-                                                       "error": (p.stderr.strip().splitlines() or ["?"])[-1]}
+            r = (
+                json.loads(line[-1][7:])
+                if line
+                else {"case": case, "grid": f"{n}^{dim}", "error": (p.stderr.strip().splitlines() or ["?"])[-1]}
+            )
         rows.append(r)
         print(json.dumps(r), flush=True)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} thread(s)"

@@ -72,8 +72,13 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-eigen", action="store_true")
     ap.add_argument("--skip-newton", action="store_true")
-    ap.add_argument("--det-sides", type=int, nargs="*", default=[50, 100],
-                    help="grid sides for the slogdet forward/backward timing (empty list: skip)")
+    ap.add_argument(
+        "--det-sides",
+        type=int,
+        nargs="*",
+        default=[50, 100],
+        help="grid sides for the slogdet forward/backward timing (empty list: skip)",
+    )
     args = ap.parse_args()
     for k in THREADS_ENV:
         os.environ[k] = str(args.threads)
@@ -86,8 +91,10 @@ def main():
 
     torch.set_num_threads(args.threads)
     n, N = args.n, args.n**2
-    print(f"# {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, {args.threads} thread(s), "
-          f"torch {torch.__version__}, N = {N:,}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"# {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, {args.threads} thread(s), "
+        f"torch {torch.__version__}, N = {N:,}, load average {os.getloadavg()[0]:.1f}"
+    )
 
     if not args.skip_eigen:
         A = poisson2d(n)
@@ -120,10 +127,15 @@ def main():
 
     if args.det_sides:
         print("\n## slogdet forward / backward (gradient = A^{-T} on the pattern), 2D Laplacian\n")
-        print("| unknowns | matrix (path) | sla forward | sla backward | dense torch slogdet fwd+bwd | max |grad error| |")
+        print(
+            "| unknowns | matrix (path) | sla forward | sla backward | dense torch slogdet fwd+bwd | max |grad error| |"
+        )
         print("|---|---|---|---|---|---|")
-        paths = {"spd": "CHOLMOD LDL^T + Takahashi", "nonsymmetric": "SuperLU, symmetric ordering + Takahashi",
-                 "unsymmetric pattern": "SuperLU, COLAMD + column solves"}
+        paths = {
+            "spd": "CHOLMOD LDL^T + Takahashi",
+            "nonsymmetric": "SuperLU, symmetric ordering + Takahashi",
+            "unsymmetric pattern": "SuperLU, COLAMD + column solves",
+        }
         for side, kind in [(s, k) for s in args.det_sides for k in paths]:
             A = poisson2d(side)
             if kind == "nonsymmetric":  # convection-like skew of the values, same (symmetric) pattern
@@ -165,12 +177,20 @@ def main():
         u0 = torch.zeros(N, dtype=torch.float64)
         rows = []
         amg = make_preconditioner(L, "amg")
-        symmetric_lu = dict(backend="scipy", method="lu", options=dict(
-            permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1, options=dict(SymmetricMode=True)))
-        for name, kw in [("newton, sparse Jacobian + LU", dict(linear_solver="sparse", jacobian_pattern=L.pattern)),
-                         ("newton, sparse Jacobian + LU (symmetric ordering)",
-                          dict(linear_solver="sparse", jacobian_pattern=L.pattern, linear_options=symmetric_lu)),
-                         ("newton-krylov (JFNK), AMG", dict(linear_solver="gmres", preconditioner=amg))]:
+        symmetric_lu = dict(
+            backend="scipy",
+            method="lu",
+            options=dict(permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1, options=dict(SymmetricMode=True)),
+        )
+        for name, kw in [
+            ("newton, sparse Jacobian + LU", dict(linear_solver="sparse", jacobian_pattern=L.pattern)),
+            (
+                "newton, sparse Jacobian + LU (symmetric ordering)",
+                dict(linear_solver="sparse", jacobian_pattern=L.pattern, linear_options=symmetric_lu),
+            ),
+            ("newton-krylov (JFNK), AMG", dict(linear_solver="gmres", preconditioner=amg)),
+        ]:
+
             def fwd():
                 fg = f.clone().requires_grad_()
                 u, info = sla.nonlinear_solve(residual, u0, fg, method="newton", rtol=1e-10, return_info=True, **kw)
@@ -180,8 +200,17 @@ def main():
             t0 = time.perf_counter()
             u.sum().backward()
             t_b = time.perf_counter() - t0
-            rows.append((name, t_f, info.iterations, info.linear_iterations, info.residual / info.initial_residual,
-                         t_b, float(u.detach().max())))
+            rows.append(
+                (
+                    name,
+                    t_f,
+                    info.iterations,
+                    info.linear_iterations,
+                    info.residual / info.initial_residual,
+                    t_b,
+                    float(u.detach().max()),
+                )
+            )
         res = Residual(residual, u, (f,))
         J = assemble_jacobian(res, u.detach(), L.pattern).to_scipy("csc")
         t_lin, _ = best(lambda: spla.spsolve(J, np.ones(N)), args.repeat)

@@ -19,12 +19,11 @@ import time
 
 import numpy as np
 import torch
+from bench_linalg import nlpoisson  # the same residual as the CPU benchmark (run from this folder's scripts)
 
 import sla
 from sla.gallery import poisson2d
 from sla.solvers.precond.simple import make_preconditioner
-
-from bench_linalg import nlpoisson  # the same residual as the CPU benchmark (run from this folder's scripts)
 
 
 def _sync(dev):
@@ -44,8 +43,9 @@ def eig(n, dev):
     A = poisson2d(n, device=dev)
     i = np.arange(1, n + 1) * np.pi / (n + 1)
     exact = np.sort((4 - 2 * np.cos(i)[:, None] - 2 * np.cos(i)[None, :]).ravel())[:6]
-    t, ((lam, _), info) = timed(lambda: A.eigsh(k=6, which="SA", method="lobpcg", preconditioner="amg",
-                                                return_info=True), dev)
+    t, ((lam, _), info) = timed(
+        lambda: A.eigsh(k=6, which="SA", method="lobpcg", preconditioner="amg", return_info=True), dev
+    )
     err = float(np.abs(lam.cpu().numpy() - exact).max() / exact[0])
     return t, err, info.iterations
 
@@ -56,8 +56,12 @@ def newton(n, dev):
     f = torch.full((n * n,), 20.0, dtype=torch.float64, device=dev, requires_grad=True)
     u0 = torch.zeros(n * n, dtype=torch.float64, device=dev)
     P = make_preconditioner(L.detach(), "gmg")
-    t, (u, info) = timed(lambda: sla.nonlinear_solve(nlpoisson(n), u0, f, method="newton", linear_solver="gmres",
-                                                     preconditioner=P, rtol=1e-10, return_info=True), dev)
+    t, (u, info) = timed(
+        lambda: sla.nonlinear_solve(
+            nlpoisson(n), u0, f, method="newton", linear_solver="gmres", preconditioner=P, rtol=1e-10, return_info=True
+        ),
+        dev,
+    )
     tb, _ = timed(lambda: u.sum().backward(), dev)
     return t, tb, info
 
@@ -74,8 +78,10 @@ def main():
     t, err, its = eig(args.n, dev)
     print(f"| eigsh k=6 SA, LOBPCG + AMG (setup included) | {t:.2f} s | max rel. error {err:.1e} | {its} iterations |")
     t, tb, info = newton(args.n, dev)
-    print(f"| Newton-Krylov + GMG, nonlinear Poisson | {t:.2f} s | {info.iterations} Newton steps, "
-          f"{info.linear_iterations} GMRES iterations, residual {info.residual:.1e} | backward {tb * 1e3:.0f} ms |")
+    print(
+        f"| Newton-Krylov + GMG, nonlinear Poisson | {t:.2f} s | {info.iterations} Newton steps, "
+        f"{info.linear_iterations} GMRES iterations, residual {info.residual:.1e} | backward {tb * 1e3:.0f} ms |"
+    )
 
 
 if __name__ == "__main__":

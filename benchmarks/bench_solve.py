@@ -117,8 +117,10 @@ def run(n, repeat):
 
 
 def main():
-    print(f"# bench_solve: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.threads} thread(s), torch {torch.__version__}, sla {sla.__version__}")
+    print(
+        f"# bench_solve: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} thread(s), torch {torch.__version__}, sla {sla.__version__}"
+    )
     cols = ["unknowns", "method", "sla first solve", "direct call", "overhead", "scipy spsolve"]
     if args.seed_project:
         cols.append("torch-sla")

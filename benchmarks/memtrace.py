@@ -49,8 +49,11 @@ class MemTrace(TorchDispatchMode):
             if isinstance(t, torch.Tensor) and t.layout == torch.strided:
                 s = t.untyped_storage()
                 if s.data_ptr() and s.data_ptr() not in self.live:
-                    where = [f"{f.filename.split('/')[-1]}:{f.lineno}" for f in traceback.extract_stack()[:-1]
-                             if "/sla/" in f.filename or "bench" in f.filename]
+                    where = [
+                        f"{f.filename.split('/')[-1]}:{f.lineno}"
+                        for f in traceback.extract_stack()[:-1]
+                        if "/sla/" in f.filename or "bench" in f.filename
+                    ]
                     desc = f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)} {' < '.join(reversed(where[-3:]))}"
                     self.live[s.data_ptr()] = (StorageWeakRef(s), s.nbytes(), desc)
                     self.cur += s.nbytes()
@@ -73,11 +76,17 @@ def main():
     from sla.config import SolverConfig
     from sla.solvers.linear.solve import prepare
 
-    N = args.n ** 2
+    N = args.n**2
     cuda = args.device == "cuda"
     opts = {"transfers": args.transfers} if args.transfers and args.pc == "gmg" else None
-    kw = dict(backend="pytorch", method="cg", preconditioner=args.pc, rtol=1e-8,
-              matrix_type="spd" if args.spd else None, options=opts)
+    kw = dict(
+        backend="pytorch",
+        method="cg",
+        preconditioner=args.pc,
+        rtol=1e-8,
+        matrix_type="spd" if args.spd else None,
+        options=opts,
+    )
 
     def report(mt, label):
         line = f"== {label}: traced peak {mt.peak / N:.1f} B/unknown"
@@ -93,8 +102,10 @@ def main():
         A, b = _problem(args.n, 2, args.device)
         A.pattern.crow  # noqa: B018
         report(mt, f"matrix + b (now {mt.cur / N:.1f})")
-        for label, fn in [("setup", lambda: prepare(A, SolverConfig.resolve(None, **kw))),
-                          ("solve", lambda: A.solve(b, return_info=True, **kw))]:
+        for label, fn in [
+            ("setup", lambda: prepare(A, SolverConfig.resolve(None, **kw))),
+            ("solve", lambda: A.solve(b, return_info=True, **kw)),
+        ]:
             mt.reset_peak()
             if cuda:
                 torch.cuda.synchronize()

@@ -42,8 +42,14 @@ def main():
     if rank == 0:
         ref = A.solve(b)
         err = float((x - ref).norm() / ref.norm())
-        log.info("%d ranks on %s: %d CG iterations, residual %.1e, error vs single process %.1e",
-                 dist.get_world_size(), device.type, info.iterations, info.residual, err)
+        log.info(
+            "%d ranks on %s: %d CG iterations, residual %.1e, error vs single process %.1e",
+            dist.get_world_size(),
+            device.type,
+            info.iterations,
+            info.residual,
+            err,
+        )
         if err > 1e-8:
             raise SystemExit(f"distributed solution differs from the single-process one: {err:.2e}")
     dist.destroy_process_group()

@@ -7,7 +7,7 @@ reference (a manufactured solution, beam theory, the true field).
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass
@@ -15,6 +15,6 @@ class Result:
     """What a problem run produced: a flat summary, and optionally fields on a mesh."""
 
     summary: dict
-    mesh: Optional[Any] = None
+    mesh: Any | None = None
     point_data: dict = field(default_factory=dict)
     cell_data: dict = field(default_factory=dict)

@@ -6,8 +6,17 @@ reference is delta = P L^3 / (3 E I) + P L / (kappa G A) with kappa = 5/6.
 
 import torch
 
-from sla.assembly import CellBasis, ElementP2, ElementVector, apply_dirichlet, assemble, boundary_dofs
-from sla.assembly import elasticity, neumann, rectangle
+from sla.assembly import (
+    CellBasis,
+    ElementP2,
+    ElementVector,
+    apply_dirichlet,
+    assemble,
+    boundary_dofs,
+    elasticity,
+    neumann,
+    rectangle,
+)
 
 from . import Result
 from ._common import info_summary, solve_timed
@@ -38,4 +47,3 @@ def run(cfg, solver, device, dtype) -> Result:
     summary.update(info_summary(info, wall))
     disp = torch.cat([u[: mesh.n_points], torch.zeros_like(u[: mesh.n_points, :1])], 1)
     return Result(summary, mesh=mesh, point_data={"displacement": disp})
-

@@ -45,4 +45,3 @@ def run(cfg, solver, device, dtype) -> Result:
         "steps_with_cached_setup": cached,
     }
     return Result(summary, mesh=mesh, point_data={"u": u, "u_exact": exact})
-

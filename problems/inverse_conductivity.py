@@ -13,8 +13,7 @@ import math
 import torch
 
 import sla
-from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, diffusion, source
-from sla.assembly import unit_square
+from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, diffusion, source, unit_square
 
 from . import Result
 

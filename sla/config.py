@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -47,7 +47,7 @@ class NotPositiveDefiniteError(SlaError, ValueError):
 class ConvergenceError(SlaError, RuntimeError):
     """An iterative method stopped before reaching its tolerance."""
 
-    def __init__(self, message: str, info: "SolveInfo | None" = None):
+    def __init__(self, message: str, info: SolveInfo | None = None):
         super().__init__(message)
         self.info = info
 
@@ -78,7 +78,7 @@ _DEFAULTS: dict[str, Any] = dict(
 _ON_FAILURE = ("raise", "warn", "ignore")
 _MATRIX_TYPES = ("auto", "general", "symmetric", "spd", "hermitian", "hpd")
 
-_stack: contextvars.ContextVar[tuple["SolverConfig", ...]] = contextvars.ContextVar("sla_solver_config", default=())
+_stack: contextvars.ContextVar[tuple[SolverConfig, ...]] = contextvars.ContextVar("sla_solver_config", default=())
 
 
 @dataclass
@@ -117,18 +117,18 @@ class SolverConfig:
         Extra backend-specific options, passed through.
     """
 
-    backend: Optional[str] = None
-    method: Optional[str] = None
-    rtol: Optional[float] = None
-    atol: Optional[float] = None
-    maxiter: Optional[int] = None
-    preconditioner: Optional[str] = None
-    matrix_type: Optional[str] = None
-    on_failure: Optional[str] = None
-    restart: Optional[int] = None
-    check_every: Optional[int | str] = None
-    cache: Optional[bool] = None
-    options: Optional[dict] = None
+    backend: str | None = None
+    method: str | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    maxiter: int | None = None
+    preconditioner: str | None = None
+    matrix_type: str | None = None
+    on_failure: str | None = None
+    restart: int | None = None
+    check_every: int | str | None = None
+    cache: bool | None = None
+    options: dict | None = None
     _tokens: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -142,7 +142,7 @@ class SolverConfig:
             rtol = 1e-5 if single else 1e-8
         return float(rtol), float(self.atol or 0.0)
 
-    def validate(self) -> "SolverConfig":
+    def validate(self) -> SolverConfig:
         if self.on_failure is not None and self.on_failure not in _ON_FAILURE:
             raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {self.on_failure!r}")
         if self.matrix_type is not None and self.matrix_type not in _MATRIX_TYPES:
@@ -169,7 +169,7 @@ class SolverConfig:
         return {f: getattr(self, f) for f in _DEFAULTS if getattr(self, f) is not None}
 
     @classmethod
-    def resolve(cls, config: "SolverConfig | None" = None, **kwargs) -> "SolverConfig":
+    def resolve(cls, config: SolverConfig | None = None, **kwargs) -> SolverConfig:
         """The effective config: defaults < contexts (outer to inner) < ``config`` < ``kwargs``."""
         unknown = set(kwargs) - set(_DEFAULTS)
         if unknown:
@@ -184,11 +184,11 @@ class SolverConfig:
         merged.update({k: v for k, v in kwargs.items() if v is not None})
         return cls(**merged)
 
-    def replace(self, **changes) -> "SolverConfig":
+    def replace(self, **changes) -> SolverConfig:
         return dataclasses.replace(self, **changes)
 
     # ----------------------------------------------------- context manager
-    def __enter__(self) -> "SolverConfig":
+    def __enter__(self) -> SolverConfig:
         self._tokens.append(_stack.set(_stack.get() + (self,)))
         return self
 
@@ -207,8 +207,8 @@ class SolveInfo:
     backend: str
     method: str
     matrix_type: str = "general"
-    preconditioner: Optional[str] = None
-    iterations: Optional[int] = None
+    preconditioner: str | None = None
+    iterations: int | None = None
     converged: bool = True
     residual: float = float("nan")
     setup_time: float = 0.0

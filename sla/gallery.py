@@ -8,7 +8,7 @@ the grid for geometric multigrid; the Poisson matrices here and the stencils of
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -28,7 +28,9 @@ def check_grid_shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def stencil_operator(shape, offsets: Sequence[Sequence[int]], weights, dtype=torch.float64, device="cpu") -> SparseTensor:
+def stencil_operator(
+    shape, offsets: Sequence[Sequence[int]], weights, dtype=torch.float64, device="cpu"
+) -> SparseTensor:
     """Matrix of a stencil on a grid: row ``i`` has ``weights[.., s]`` at neighbour ``i + offsets[s]``.
 
     Parameters

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -13,7 +13,6 @@ import gzip
 import io
 import os
 import warnings
-from typing import Optional
 
 import numpy as np
 import torch
@@ -135,7 +134,7 @@ def _entry_line(body: bytes, first: int, k: int) -> int:
     return first
 
 
-def load_mtx(path, dtype: Optional[torch.dtype] = None, device=None) -> SparseTensor:
+def load_mtx(path, dtype: torch.dtype | None = None, device=None) -> SparseTensor:
     """Read a Matrix Market coordinate file (``.mtx`` or gzip-compressed ``.mtx.gz``).
 
     Symmetric, skew-symmetric and Hermitian files are expanded to the full
@@ -306,8 +305,8 @@ def _write_entries(fh, i, j, v, field, dtype, chunk: int = 1 << 16) -> None:
         "complex": f"%d %d {num} {num}\n",
     }[field]
     for s in range(0, len(i), chunk):
-        cols = [i[s:s + chunk].tolist(), j[s:s + chunk].tolist()]
-        vs = v[s:s + chunk]
+        cols = [i[s : s + chunk].tolist(), j[s : s + chunk].tolist()]
+        vs = v[s : s + chunk]
         if field == "complex":
             cols += [vs.real.astype(np.float64).tolist(), vs.imag.astype(np.float64).tolist()]
         elif field == "integer":

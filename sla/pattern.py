@@ -20,7 +20,8 @@ Patterns are shared: every operation that keeps the structure (``A * 2``,
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ class Pattern:
         self._memo: dict[str, Any] = {}
 
     @classmethod
-    def _from_csr_trusted(cls, crow: torch.Tensor, ccol: torch.Tensor, shape) -> "Pattern":
+    def _from_csr_trusted(cls, crow: torch.Tensor, ccol: torch.Tensor, shape) -> Pattern:
         """From CSR arrays known to be sorted and unique (no copies when the dtypes fit)."""
         M, N = int(shape[0]), int(shape[1])
         dt = _index_dtype(ccol.numel(), M, N)
@@ -99,7 +100,7 @@ class Pattern:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def from_coo(cls, row, col, shape) -> tuple["Pattern", torch.Tensor | None]:
+    def from_coo(cls, row, col, shape) -> tuple[Pattern, torch.Tensor | None]:
         """Validate and coalesce COO indices.
 
         Returns ``(pattern, inverse)`` where ``inverse[k]`` is the position in
@@ -118,7 +119,9 @@ class Pattern:
         if M < 0 or N < 0:
             raise ValueError(f"shape must be non-negative, got {(M, N)}")
         if row.numel():
-            rmin, rmax, cmin, cmax = (int(v) for v in torch.stack([row.min(), row.max(), col.min(), col.max()]).tolist())
+            rmin, rmax, cmin, cmax = (
+                int(v) for v in torch.stack([row.min(), row.max(), col.min(), col.max()]).tolist()
+            )
             if rmin < 0 or cmin < 0:
                 raise IndexError(f"row/col indices must be non-negative, got min row {rmin}, min col {cmin}")
             if rmax >= M:
@@ -132,7 +135,7 @@ class Pattern:
         return cls(uniq // N, uniq % N, (M, N)), inverse
 
     @classmethod
-    def from_csr(cls, crow, ccol, shape) -> "Pattern":
+    def from_csr(cls, crow, ccol, shape) -> Pattern:
         """Pattern of CSR arrays (validated: sorted and unique within each row)."""
         crow = _check_index("crow_indices", crow)
         counts = crow[1:] - crow[:-1]
@@ -162,7 +165,7 @@ class Pattern:
             self._memo[name] = build()
         return self._memo[name]
 
-    def to(self, device) -> "Pattern":
+    def to(self, device) -> Pattern:
         """The same pattern on another device (cached both ways)."""
         device = torch.device(device)
         if device == self.device or (device.type == self.device.type and device.index is None):
@@ -176,7 +179,7 @@ class Pattern:
             copies[key] = p
         return p
 
-    def same_as(self, other: "Pattern") -> bool:
+    def same_as(self, other: Pattern) -> bool:
         """Structural equality (cheap when the objects are shared)."""
         if self is other:
             return True
@@ -232,7 +235,7 @@ class Pattern:
         return torch.sparse_csr_tensor(self.crow, self.ccol, values, self.shape, check_invariants=False)
 
     # ----------------------------------------------------------- transpose
-    def transpose(self) -> tuple["Pattern", torch.Tensor]:
+    def transpose(self) -> tuple[Pattern, torch.Tensor]:
         """``(pattern_T, perm)`` with ``values_T = values[..., perm]`` (perm in the index dtype)."""
 
         def build():

@@ -58,8 +58,9 @@ def execute(cfg) -> dict:
         if result.mesh is not None:
             from .assembly import write_mesh
 
-            write_mesh(os.path.join(out, f"{name}.vtu"), result.mesh, point_data=result.point_data,
-                       cell_data=result.cell_data)
+            write_mesh(
+                os.path.join(out, f"{name}.vtu"), result.mesh, point_data=result.point_data, cell_data=result.cell_data
+            )
         log.info("wrote %s", out)
     return summary
 

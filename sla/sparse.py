@@ -15,7 +15,8 @@ imports the solver layer.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ class SparseTensor:
         self.batch_shape = tuple(batch)
 
     @classmethod
-    def _make(cls, values: torch.Tensor, pattern: Pattern) -> "SparseTensor":
+    def _make(cls, values: torch.Tensor, pattern: Pattern) -> SparseTensor:
         """Trusted constructor: values ``[*batch, pattern.nnz]`` on ``pattern``."""
         out = cls.__new__(cls)
         out._init(values, pattern, values.shape[:-1])
@@ -149,7 +150,9 @@ class SparseTensor:
 
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"SparseTensor(shape={tuple(self.shape)}, nnz={self.nnz}, dtype={self.dtype}, device={self.device}{grad})"
+        return (
+            f"SparseTensor(shape={tuple(self.shape)}, nnz={self.nnz}, dtype={self.dtype}, device={self.device}{grad})"
+        )
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -158,12 +161,12 @@ class SparseTensor:
         """Values as ``[B, nnz]``."""
         return self.values.reshape(self.batch_size, self.nnz)
 
-    def _like(self, values: torch.Tensor, pattern: Pattern | None = None) -> "SparseTensor":
+    def _like(self, values: torch.Tensor, pattern: Pattern | None = None) -> SparseTensor:
         return SparseTensor._make(values, pattern or self.pattern)
 
     # ----------------------------------------------------------- conversion
     @classmethod
-    def from_dense(cls, dense: torch.Tensor, atol: float = 0.0) -> "SparseTensor":
+    def from_dense(cls, dense: torch.Tensor, atol: float = 0.0) -> SparseTensor:
         """Sparse copy of a dense ``[*batch, M, N]`` tensor (entries with ``|a| > atol``).
 
         The pattern is the union over the batch; gradients flow to ``dense``.
@@ -185,7 +188,7 @@ class SparseTensor:
         return out.reshape(*self.batch_shape, M, N)
 
     @classmethod
-    def from_scipy(cls, matrix, device=None, dtype=None) -> "SparseTensor":
+    def from_scipy(cls, matrix, device=None, dtype=None) -> SparseTensor:
         """From any ``scipy.sparse`` matrix or array."""
         import scipy.sparse as sp
 
@@ -214,7 +217,7 @@ class SparseTensor:
         return A.asformat(format)
 
     @classmethod
-    def from_torch(cls, tensor: torch.Tensor) -> "SparseTensor":
+    def from_torch(cls, tensor: torch.Tensor) -> SparseTensor:
         """From a torch sparse COO/CSR/CSC tensor ``[M, N]`` (or ``[*batch, M, N]`` COO with dense batch)."""
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
@@ -245,12 +248,15 @@ class SparseTensor:
             )
         if layout == "csr":
             return torch.sparse_csr_tensor(
-                self.pattern.crow.long(), self.pattern.ccol.long(), self.values, self.pattern.shape,
+                self.pattern.crow.long(),
+                self.pattern.ccol.long(),
+                self.values,
+                self.pattern.shape,
                 check_invariants=False,
             )
         raise ValueError(f"layout must be 'coo' or 'csr', got {layout!r}")
 
-    def to(self, *args, **kwargs) -> "SparseTensor":
+    def to(self, *args, **kwargs) -> SparseTensor:
         """Like ``Tensor.to``: a device, a dtype, or both (``device=``, ``dtype=``)."""
         device = kwargs.pop("device", None)
         dtype = kwargs.pop("dtype", None)
@@ -271,25 +277,31 @@ class SparseTensor:
             return self
         return self._like(values, pattern)
 
-    def cuda(self, device=None) -> "SparseTensor":
-        return self.to(torch.device("cuda") if device is None else torch.device("cuda", device) if isinstance(device, int) else device)
+    def cuda(self, device=None) -> SparseTensor:
+        return self.to(
+            torch.device("cuda")
+            if device is None
+            else torch.device("cuda", device)
+            if isinstance(device, int)
+            else device
+        )
 
-    def cpu(self) -> "SparseTensor":
+    def cpu(self) -> SparseTensor:
         return self.to("cpu")
 
-    def double(self) -> "SparseTensor":
+    def double(self) -> SparseTensor:
         return self.to(torch.complex128 if self.is_complex else torch.float64)
 
-    def float(self) -> "SparseTensor":
+    def float(self) -> SparseTensor:
         return self.to(torch.complex64 if self.is_complex else torch.float32)
 
-    def detach(self) -> "SparseTensor":
+    def detach(self) -> SparseTensor:
         return self._like(self.values.detach())
 
-    def clone(self) -> "SparseTensor":
+    def clone(self) -> SparseTensor:
         return self._like(self.values.clone())
 
-    def requires_grad_(self, flag: bool = True) -> "SparseTensor":
+    def requires_grad_(self, flag: bool = True) -> SparseTensor:
         self.values.requires_grad_(flag)
         return self
 
@@ -303,7 +315,9 @@ class SparseTensor:
         if isinstance(x, SparseTensor):
             return self._spspmm(x)
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"can only multiply a SparseTensor by a torch.Tensor or SparseTensor, got {type(x).__name__}")
+            raise TypeError(
+                f"can only multiply a SparseTensor by a torch.Tensor or SparseTensor, got {type(x).__name__}"
+            )
         _check_same(self, x, "x")
         x3, back = self._canon(x, self.pattern.shape[1], "x")
         return back(products.spmm(self.pattern, self._flat(), x3), self.pattern.shape[0])
@@ -316,7 +330,7 @@ class SparseTensor:
             return self.T() @ x
         return (self.T() @ x.transpose(-1, -2)).transpose(-1, -2)
 
-    def _spspmm(self, other: "SparseTensor") -> "SparseTensor":
+    def _spspmm(self, other: SparseTensor) -> SparseTensor:
         if self.pattern.shape[1] != other.pattern.shape[0]:
             raise ValueError(f"inner dimensions differ: {tuple(self.shape)} @ {tuple(other.shape)}")
         _check_same(self, other.values, "other")
@@ -326,7 +340,7 @@ class SparseTensor:
         return SparseTensor._make(vc.reshape(*batch, pc.nnz), pc)
 
     # ----------------------------------------------------------- arithmetic
-    def _combine(self, other: "SparseTensor", op: str) -> "SparseTensor":
+    def _combine(self, other: SparseTensor, op: str) -> SparseTensor:
         if self.pattern.shape != other.pattern.shape:
             raise ValueError(f"shapes differ: {tuple(self.shape)} and {tuple(other.shape)}")
         _check_same(self, other.values, "other")
@@ -355,7 +369,7 @@ class SparseTensor:
 
     __radd__ = __add__
 
-    def __neg__(self) -> "SparseTensor":
+    def __neg__(self) -> SparseTensor:
         return self._like(-self.values)
 
     def __sub__(self, other):
@@ -386,31 +400,31 @@ class SparseTensor:
         return NotImplemented
 
     # ----------------------------------------------------- transposes, maps
-    def T(self) -> "SparseTensor":
+    def T(self) -> SparseTensor:
         """Transpose of the matrix dimensions (shares the cached transposed pattern)."""
         pt, perm = self.pattern.transpose()
         return self._like(self.values[..., perm], pt)
 
-    def H(self) -> "SparseTensor":
+    def H(self) -> SparseTensor:
         """Conjugate transpose."""
         return self.T().conj()
 
     @property
-    def mT(self) -> "SparseTensor":
+    def mT(self) -> SparseTensor:
         return self.T()
 
-    def conj(self) -> "SparseTensor":
+    def conj(self) -> SparseTensor:
         return self._like(self.values.conj().resolve_conj()) if self.is_complex else self
 
-    def abs(self) -> "SparseTensor":
+    def abs(self) -> SparseTensor:
         return self._like(self.values.abs())
 
     @property
-    def real(self) -> "SparseTensor":
+    def real(self) -> SparseTensor:
         return self._like(self.values.real) if self.is_complex else self
 
     @property
-    def imag(self) -> "SparseTensor":
+    def imag(self) -> SparseTensor:
         if not self.is_complex:
             raise TypeError("imag is only defined for complex tensors")
         return self._like(self.values.imag)
@@ -486,9 +500,12 @@ class SparseTensor:
     nonlinear_solve = _delegate("nonlinear_solve", "Solve F(u, A, *params) = 0; see :func:`sla.nonlinear_solve`.")
     # persistence (sla.io registers these)
     save = _delegate("save", "Save to a safetensors file; see :func:`sla.save_sparse`.")
-    load = classmethod(_delegate("load", "Load a file written by ``save`` onto ``device``; see :func:`sla.load_sparse`."))
+    load = classmethod(
+        _delegate("load", "Load a file written by ``save`` onto ``device``; see :func:`sla.load_sparse`.")
+    )
     to_connected_components = _delegate(
-        "to_connected_components", "Split into connected components; see :meth:`sla.SparseTensorList.to_connected_components`."
+        "to_connected_components",
+        "Split into connected components; see :meth:`sla.SparseTensorList.to_connected_components`.",
     )
 
 

@@ -17,7 +17,7 @@ one sparse product, ``solve`` one linear solve.  The block values are a
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Union
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .sparse import SparseTensor, register_linalg
 
 __all__ = ["SparseTensorList"]
 
-Operand = Union[Sequence[torch.Tensor], torch.Tensor]
+Operand = Sequence[torch.Tensor] | torch.Tensor
 
 
 def _offsets(sizes: Sequence[int]) -> torch.Tensor:
@@ -69,7 +69,7 @@ class SparseTensorList:
                 )
         self._tensors = tensors
         self._block = None  # (pattern, row offsets, col offsets), built on demand
-        self.node_index: Optional[list[torch.Tensor]] = None
+        self.node_index: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------ container
     def __len__(self) -> int:
@@ -86,8 +86,10 @@ class SparseTensorList:
     def __repr__(self) -> str:
         if not self._tensors:
             return "SparseTensorList([])"
-        return (f"SparseTensorList(len={len(self)}, total_shape={self.total_shape}, nnz={self.nnz}, "
-                f"dtype={self.dtype}, device={self.device})")
+        return (
+            f"SparseTensorList(len={len(self)}, total_shape={self.total_shape}, nnz={self.nnz}, "
+            f"dtype={self.dtype}, device={self.device})"
+        )
 
     def to_list(self) -> list[SparseTensor]:
         """The members as a plain Python list."""
@@ -108,30 +110,30 @@ class SparseTensorList:
     )
 
     # ---------------------------------------------------------------- moves
-    def _map(self, fn) -> "SparseTensorList":
+    def _map(self, fn) -> SparseTensorList:
         out = SparseTensorList([fn(t) for t in self._tensors])
         out.node_index = self.node_index
         return out
 
-    def to(self, *args, **kwargs) -> "SparseTensorList":
+    def to(self, *args, **kwargs) -> SparseTensorList:
         """Every member ``.to(...)`` (device and/or dtype)."""
         return self._map(lambda t: t.to(*args, **kwargs))
 
-    def cpu(self) -> "SparseTensorList":
+    def cpu(self) -> SparseTensorList:
         return self.to("cpu")
 
-    def cuda(self, device=None) -> "SparseTensorList":
+    def cuda(self, device=None) -> SparseTensorList:
         return self._map(lambda t: t.cuda(device))
 
-    def detach(self) -> "SparseTensorList":
+    def detach(self) -> SparseTensorList:
         return self._map(lambda t: t.detach())
 
-    def requires_grad_(self, flag: bool = True) -> "SparseTensorList":
+    def requires_grad_(self, flag: bool = True) -> SparseTensorList:
         for t in self._tensors:
             t.requires_grad_(flag)
         return self
 
-    def with_values(self, values: Sequence[torch.Tensor]) -> "SparseTensorList":
+    def with_values(self, values: Sequence[torch.Tensor]) -> SparseTensorList:
         """Same patterns (and block pattern) with new values, ``values[i]`` of shape ``[nnz_i]``."""
         if len(values) != len(self):
             raise ValueError(f"values must hold {len(self)} tensors, got {len(values)}")
@@ -179,7 +181,7 @@ class SparseTensorList:
         return self._block_pattern()[2]
 
     @classmethod
-    def from_block_diagonal(cls, A: SparseTensor, sizes=None, *, offsets=None) -> "SparseTensorList":
+    def from_block_diagonal(cls, A: SparseTensor, sizes=None, *, offsets=None) -> SparseTensorList:
         """Split a block-diagonal matrix into its blocks (differentiably).
 
         Parameters
@@ -226,7 +228,7 @@ class SparseTensorList:
         return out
 
     @classmethod
-    def to_connected_components(cls, A: SparseTensor) -> "SparseTensorList":
+    def to_connected_components(cls, A: SparseTensor) -> SparseTensorList:
         """Split a square matrix into the blocks of its connected components (weak connectivity).
 
         Component ``i`` holds the nodes ``out.node_index[i]`` (sorted original

@@ -126,9 +126,7 @@ def _factor_is_pd(A) -> bool:
         Ab = A.detach().values.reshape(A.batch_size, A.nnz)[b]
         S = type(A)._make(Ab, A.pattern).to_scipy("csc")
         try:
-            lu = spla.splu(
-                S, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True)
-            )
+            lu = spla.splu(S, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
         except RuntimeError:  # exactly singular
             return False
         if not np.array_equal(lu.perm_r, lu.perm_c):

@@ -9,8 +9,7 @@ import pytest
 import sla
 
 MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(sla.__path__, "sla.")
-    if not m.name.startswith(("sla.run", "sla.viz"))
+    m.name for m in pkgutil.walk_packages(sla.__path__, "sla.") if not m.name.startswith(("sla.run", "sla.viz"))
 )
 
 

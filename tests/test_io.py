@@ -15,7 +15,6 @@ from sla import gallery
 from sla.io import FORMAT_VERSION, load_sparse, save_sparse
 from sla.mtx import load_mtx, save_mtx
 
-
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
@@ -25,8 +24,9 @@ def _random(n=7, m=None, dtype=torch.float64, density=0.4, seed=0, batch=()):
     m = n if m is None else m
     S = sp.random(n, m, density=density, random_state=rng, format="coo")
     vals = torch.randn(*batch, S.nnz, dtype=dtype)
-    return sla.SparseTensor(vals, torch.from_numpy(S.row.astype(np.int64)), torch.from_numpy(S.col.astype(np.int64)),
-                            (*batch, n, m))
+    return sla.SparseTensor(
+        vals, torch.from_numpy(S.row.astype(np.int64)), torch.from_numpy(S.col.astype(np.int64)), (*batch, n, m)
+    )
 
 
 def assert_same(A, B):
@@ -233,21 +233,60 @@ def test_failed_mtx_save_leaves_nothing(tmp_path, monkeypatch):
 BAD = {
     "banner": ("%%MatrixMarkett matrix coordinate real general\n2 2 1\n1 1 1\n", r"line 1: not a Matrix Market file"),
     "no-banner": ("2 2 1\n1 1 1.0\n", r"line 1: not a Matrix Market file"),
-    "field": ("%%MatrixMarket matrix coordinate quaternion general\n2 2 1\n1 1 1\n", r"line 1: unknown field 'quaternion'"),
+    "field": (
+        "%%MatrixMarket matrix coordinate quaternion general\n2 2 1\n1 1 1\n",
+        r"line 1: unknown field 'quaternion'",
+    ),
     "symmetry": ("%%MatrixMarket matrix coordinate real lopsided\n2 2 1\n1 1 1\n", r"line 1: unknown symmetry"),
-    "array": ("%%MatrixMarket matrix array real general\n2 2\n1\n2\n3\n4\n", r"line 1: format 'array' is not supported"),
+    "array": (
+        "%%MatrixMarket matrix array real general\n2 2\n1\n2\n3\n4\n",
+        r"line 1: format 'array' is not supported",
+    ),
     "size": ("%%MatrixMarket matrix coordinate real general\n%c\n2 x 1\n1 1 1\n", r"line 3: size line"),
-    "no-size": ("%%MatrixMarket matrix coordinate real general\n% only comments\n", r"line 2: file ends before the size line"),
-    "truncated": ("%%MatrixMarket matrix coordinate real general\n3 3 3\n1 1 1.0\n2 2 2.0\n", r"line 4: truncated data.*announces 3 entries, the file holds 2"),
-    "truncated-line": ("%%MatrixMarket matrix coordinate real general\n3 3 2\n1 1 1.0\n2 2\n", r"line 4: expected 3 numbers"),
-    "too-many": ("%%MatrixMarket matrix coordinate real general\n3 3 1\n1 1 1.0\n\n2 2 2.0\n", r"line 5: more entries than the 1"),
-    "range": ("%%MatrixMarket matrix coordinate real general\n3 3 2\n1 1 1.0\n% note\n4 2 2.0\n", r"line 5: index \(4, 2\) out of range for a 3 x 3"),
-    "zero-index": ("%%MatrixMarket matrix coordinate real general\n3 3 1\n0 1 1.0\n", r"line 3: index \(0, 1\) out of range"),
-    "not-a-number": ("%%MatrixMarket matrix coordinate real general\n3 3 1\n1 1 abc\n", r"line 3: 'abc' is not a number"),
-    "float-index": ("%%MatrixMarket matrix coordinate real general\n3 3 1\n1.5 1 2\n", r"line 3: '1.5' is not an integer index"),
-    "symmetric-rect": ("%%MatrixMarket matrix coordinate real symmetric\n3 2 1\n1 1 2\n", r"line 2: a symmetric matrix must be square"),
-    "skew-diag": ("%%MatrixMarket matrix coordinate real skew-symmetric\n2 2 1\n1 1 2\n", r"line 3: a skew-symmetric matrix has a non-zero diagonal"),
-    "hermitian-real": ("%%MatrixMarket matrix coordinate real hermitian\n2 2 1\n1 1 2\n", r"line 1: symmetry 'hermitian' needs field 'complex'"),
+    "no-size": (
+        "%%MatrixMarket matrix coordinate real general\n% only comments\n",
+        r"line 2: file ends before the size line",
+    ),
+    "truncated": (
+        "%%MatrixMarket matrix coordinate real general\n3 3 3\n1 1 1.0\n2 2 2.0\n",
+        r"line 4: truncated data.*announces 3 entries, the file holds 2",
+    ),
+    "truncated-line": (
+        "%%MatrixMarket matrix coordinate real general\n3 3 2\n1 1 1.0\n2 2\n",
+        r"line 4: expected 3 numbers",
+    ),
+    "too-many": (
+        "%%MatrixMarket matrix coordinate real general\n3 3 1\n1 1 1.0\n\n2 2 2.0\n",
+        r"line 5: more entries than the 1",
+    ),
+    "range": (
+        "%%MatrixMarket matrix coordinate real general\n3 3 2\n1 1 1.0\n% note\n4 2 2.0\n",
+        r"line 5: index \(4, 2\) out of range for a 3 x 3",
+    ),
+    "zero-index": (
+        "%%MatrixMarket matrix coordinate real general\n3 3 1\n0 1 1.0\n",
+        r"line 3: index \(0, 1\) out of range",
+    ),
+    "not-a-number": (
+        "%%MatrixMarket matrix coordinate real general\n3 3 1\n1 1 abc\n",
+        r"line 3: 'abc' is not a number",
+    ),
+    "float-index": (
+        "%%MatrixMarket matrix coordinate real general\n3 3 1\n1.5 1 2\n",
+        r"line 3: '1.5' is not an integer index",
+    ),
+    "symmetric-rect": (
+        "%%MatrixMarket matrix coordinate real symmetric\n3 2 1\n1 1 2\n",
+        r"line 2: a symmetric matrix must be square",
+    ),
+    "skew-diag": (
+        "%%MatrixMarket matrix coordinate real skew-symmetric\n2 2 1\n1 1 2\n",
+        r"line 3: a skew-symmetric matrix has a non-zero diagonal",
+    ),
+    "hermitian-real": (
+        "%%MatrixMarket matrix coordinate real hermitian\n2 2 1\n1 1 2\n",
+        r"line 1: symmetry 'hermitian' needs field 'complex'",
+    ),
 }
 
 

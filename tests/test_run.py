@@ -33,8 +33,10 @@ def test_poisson2d_fd_second_order(solver):
 
 @pytest.mark.parametrize("element,rate", [("P1", 2), ("Q1", 2), ("P2", 3)])
 def test_poisson2d_fem_nodal_convergence(element, rate):
-    e = [run("problem=poisson2d", "problem.discretization=fem", f"problem.element={element}", f"problem.n={n}")
-         for n in (8, 16)]
+    e = [
+        run("problem=poisson2d", "problem.discretization=fem", f"problem.element={element}", f"problem.n={n}")
+        for n in (8, 16)
+    ]
     measured = math.log(e[0]["max_nodal_error"] / e[1]["max_nodal_error"]) / math.log(2)
     assert measured > rate - 0.3
 
@@ -71,8 +73,15 @@ def test_unknown_problem_and_bad_dtype():
 
 
 def test_cli_writes_summary(tmp_path):
-    cmd = [sys.executable, "-m", "sla.run", "problem=elasticity", "problem.nx=10", "problem.ny=2",
-           f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sla.run",
+        "problem=elasticity",
+        "problem.nx=10",
+        "problem.ny=2",
+        f"hydra.run.dir={tmp_path}",
+    ]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["problem"] == "elasticity" and summary["relative_error"] < 0.05

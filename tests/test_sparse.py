@@ -127,7 +127,7 @@ def test_matmul_gradcheck(dtype):
     A = random_sparse(5, 4, dtype=dtype)
     v = A.values.clone().requires_grad_()
     x = torch.randn(4, 2, dtype=dtype, requires_grad=True)
-    f = lambda v, x: SparseTensor._make(v, A.pattern) @ x  # noqa: E731
+    f = lambda v, x: SparseTensor._make(v, A.pattern) @ x
     assert torch.autograd.gradcheck(f, (v, x))
 
 
@@ -272,8 +272,9 @@ def test_symmetry_by_search_agrees_with_the_transpose_permutation():
         "laplacian": L,
         "nonsymmetric": SparseTensor.from_dense(M),
         "stored zero": SparseTensor.from_dense(Z),
-        "perturbed": SparseTensor._make(L.values + 1e-3 * torch.rand(L.nnz, generator=g, dtype=torch.float64),
-                                        L.pattern),
+        "perturbed": SparseTensor._make(
+            L.values + 1e-3 * torch.rand(L.nnz, generator=g, dtype=torch.float64), L.pattern
+        ),
         "batched": SparseTensor._make(torch.stack([L.values, 2 * L.values]), L.pattern),
         "complex hermitian": SparseTensor.from_dense(torch.complex(S, torch.triu(S, 1) - torch.tril(S, -1))),
     }
@@ -333,8 +334,11 @@ def test_forward_mode_jvp_matches_dense():
     dv, dx = torch.randn_like(v), torch.randn_like(x)
     _, t = jvp(lambda v, x: SparseTensor._make(v, A.pattern) @ x, (v, x), (dv, dx))
     torch.testing.assert_close(t, SparseTensor._make(dv, A.pattern).to_dense() @ x + A.to_dense() @ dx)
-    assert torch.autograd.gradcheck(lambda v, x: SparseTensor._make(v, A.pattern) @ x,
-                                    (v.requires_grad_(), x.requires_grad_()), check_forward_ad=True)
+    assert torch.autograd.gradcheck(
+        lambda v, x: SparseTensor._make(v, A.pattern) @ x,
+        (v.requires_grad_(), x.requires_grad_()),
+        check_forward_ad=True,
+    )
 
 
 def test_all_finite_scans_in_chunks(monkeypatch):

@@ -103,7 +103,7 @@ def test_gradients_reach_every_member():
     bs = [torch.randn(m.shape[0], dtype=torch.float64, requires_grad=True) for m in ms]
 
     def f(*args):
-        vals, rhs = args[: len(ms)], args[len(ms):]
+        vals, rhs = args[: len(ms)], args[len(ms) :]
         Ls = L.with_values(vals)
         xs = Ls.solve(list(rhs))
         ys = Ls @ [x * x for x in xs]
@@ -119,8 +119,12 @@ def test_gradients_reach_every_member():
 def test_connected_components():
     rng = np.random.default_rng(4)
     # three components after a random relabelling of the nodes, plus an isolated node
-    blocks = [gallery.poisson1d(4).to_scipy(), gallery.poisson2d(2).to_scipy(), sp.csr_array(np.array([[3.0]])),
-              sp.csr_array(np.array([[1.0, 2.0], [0.0, 1.0]]))]  # the last one is connected one way only
+    blocks = [
+        gallery.poisson1d(4).to_scipy(),
+        gallery.poisson2d(2).to_scipy(),
+        sp.csr_array(np.array([[3.0]])),
+        sp.csr_array(np.array([[1.0, 2.0], [0.0, 1.0]])),
+    ]  # the last one is connected one way only
     Bd = sp.block_diag(blocks).tocsr()
     perm = rng.permutation(Bd.shape[0])
     P = sp.eye(Bd.shape[0], format="csr")[perm]

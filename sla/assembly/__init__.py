@@ -11,7 +11,9 @@ imported only by :func:`read_mesh` / :func:`write_mesh`.
 >>> basis = CellBasis(unit_square(8), ElementP2())
 >>> k = torch.ones(basis.n_elements, dtype=torch.float64, requires_grad=True)  # per-cell conductivity
 >>> A = assemble(laplace, basis, k=k)
->>> f = assemble(source, basis, f=lambda x: 2 * math.pi**2 * torch.sin(math.pi * x[..., 0]) * torch.sin(math.pi * x[..., 1]))
+>>> def rhs(x):
+...     return 2 * math.pi**2 * torch.sin(math.pi * x[..., 0]) * torch.sin(math.pi * x[..., 1])
+>>> f = assemble(source, basis, f=rhs)
 >>> u = sla.solve(*apply_dirichlet(A, f, boundary_dofs(basis)))
 >>> round(float(u.detach().max()), 4)  # exact: sin(pi x) sin(pi y), maximum 1
 1.0002
@@ -19,8 +21,8 @@ imported only by :func:`read_mesh` / :func:`write_mesh`.
 torch.Size([128])
 """
 
-from .bc import apply_dirichlet, boundary_dofs, neumann, robin
 from .basis import CellBasis, FacetBasis
+from .bc import apply_dirichlet, boundary_dofs, neumann, robin
 from .elements import Element, ElementP1, ElementP2, ElementQ1, ElementVector, element_for
 from .fem import (
     BilinearForm,
@@ -54,12 +56,54 @@ from .stencil import (
 )
 
 __all__ = [
-    "Mesh", "read_mesh", "write_mesh", "rectangle", "unit_square", "box", "unit_cube", "interval", "l_shape", "refine",
-    "quadrature", "Element", "ElementP1", "ElementP2", "ElementQ1", "ElementVector", "element_for",
-    "CellBasis", "FacetBasis", "BilinearForm", "LinearForm", "Functional", "Field", "assemble", "integrate",
-    "dot", "ddot", "grad", "div", "sym_grad", "trace", "eye",
-    "stencil_operator", "laplacian", "anisotropic", "variable_diffusion", "convection_diffusion",
-    "poisson1d", "poisson2d", "poisson3d",
-    "boundary_dofs", "apply_dirichlet", "neumann", "robin",
-    "laplace", "diffusion", "mass", "elasticity", "advection", "source",
+    "Mesh",
+    "read_mesh",
+    "write_mesh",
+    "rectangle",
+    "unit_square",
+    "box",
+    "unit_cube",
+    "interval",
+    "l_shape",
+    "refine",
+    "quadrature",
+    "Element",
+    "ElementP1",
+    "ElementP2",
+    "ElementQ1",
+    "ElementVector",
+    "element_for",
+    "CellBasis",
+    "FacetBasis",
+    "BilinearForm",
+    "LinearForm",
+    "Functional",
+    "Field",
+    "assemble",
+    "integrate",
+    "dot",
+    "ddot",
+    "grad",
+    "div",
+    "sym_grad",
+    "trace",
+    "eye",
+    "stencil_operator",
+    "laplacian",
+    "anisotropic",
+    "variable_diffusion",
+    "convection_diffusion",
+    "poisson1d",
+    "poisson2d",
+    "poisson3d",
+    "boundary_dofs",
+    "apply_dirichlet",
+    "neumann",
+    "robin",
+    "laplace",
+    "diffusion",
+    "mass",
+    "elasticity",
+    "advection",
+    "source",
 ]

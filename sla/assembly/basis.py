@@ -55,8 +55,14 @@ def det_inv_cf(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         det = a * e - b * c
         return det, torch.stack([torch.stack([e, -b]), torch.stack([-c, a])]) / det
     m = [[J[i, j] for j in range(3)] for i in range(3)]
-    cof = [[m[(i + 1) % 3][(j + 1) % 3] * m[(i + 2) % 3][(j + 2) % 3] - m[(i + 1) % 3][(j + 2) % 3] * m[(i + 2) % 3][(j + 1) % 3]
-            for j in range(3)] for i in range(3)]
+    cof = [
+        [
+            m[(i + 1) % 3][(j + 1) % 3] * m[(i + 2) % 3][(j + 2) % 3]
+            - m[(i + 1) % 3][(j + 2) % 3] * m[(i + 2) % 3][(j + 1) % 3]
+            for j in range(3)
+        ]
+        for i in range(3)
+    ]
     det = m[0][0] * cof[0][0] + m[0][1] * cof[0][1] + m[0][2] * cof[0][2]
     inv = torch.stack([torch.stack([cof[j][i] for j in range(3)]) for i in range(3)]) / det  # adjugate^T / det
     return det, inv
@@ -163,7 +169,9 @@ class CellBasis(_Basis):
         self.mesh, self.element = mesh, element
         self._cache: dict = {}  # geometry (computed on first use), unit element matrices of ready-made forms
         P = mesh.points
-        self.X, self.W = quadrature(mesh.cell_type, 2 * element.degree if intorder is None else intorder, P.dtype, P.device)
+        self.X, self.W = quadrature(
+            mesh.cell_type, 2 * element.degree if intorder is None else intorder, P.dtype, P.device
+        )
         self._geo = _geometry(mesh.cell_type)
         self._dref = element.dphi(self.X)  # [Q, n, rd]
         self._psi = self._geo.phi(self.X)  # [Q, k]
@@ -230,7 +238,7 @@ class CellBasis(_Basis):
             sl = slice(lo, min(lo + size, E))
             yield (sl, *self.geometry(sl))
 
-    def view(self, sl: slice, geometry=None) -> "BlockView":
+    def view(self, sl: slice, geometry=None) -> BlockView:
         """This basis restricted to the cells ``sl`` (a basis object forms can run on)."""
         return BlockView(self, sl, self.geometry(sl) if geometry is None else geometry)
 

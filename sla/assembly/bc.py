@@ -44,7 +44,9 @@ def boundary_dofs(basis: _Basis, *names, components=None) -> torch.Tensor:
     fac = []
     for name in names:
         if isinstance(name, str):
-            fac.append(mesh.boundary_facets if name == "boundary" and name not in mesh.facet_sets else _named(mesh, name))
+            fac.append(
+                mesh.boundary_facets if name == "boundary" and name not in mesh.facet_sets else _named(mesh, name)
+            )
         else:
             fac.append(torch.as_tensor(name, device=mesh.cells.device))
     facets = torch.cat(fac)
@@ -149,4 +151,3 @@ def robin(basis: CellBasis, alpha, g=0.0, facets="boundary", intorder: int | Non
     the Robin condition ``du/dn + alpha u = g`` adds ``R`` to the stiffness and ``r`` to the load."""
     fb = FacetBasis(basis.mesh, basis.element, facets, intorder)
     return assemble(mass, fb, c=alpha), assemble(source, fb, f=g)
-

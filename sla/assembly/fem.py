@@ -26,7 +26,8 @@ device.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -34,8 +35,23 @@ from ..sparse import SparseTensor
 from .basis import CellBasis, _Basis
 from .plan import ScatterAdd, plan_index, scatter_plan
 
-__all__ = ["BilinearForm", "LinearForm", "Functional", "assemble", "integrate", "Field", "Params", "dot", "ddot",
-           "grad", "div", "sym_grad", "trace", "eye", "scatter_plan"]
+__all__ = [
+    "BilinearForm",
+    "LinearForm",
+    "Functional",
+    "assemble",
+    "integrate",
+    "Field",
+    "Params",
+    "dot",
+    "ddot",
+    "grad",
+    "div",
+    "sym_grad",
+    "trace",
+    "eye",
+    "scatter_plan",
+]
 
 
 # ------------------------------------------------------------------ fields
@@ -117,7 +133,9 @@ def _shape_fields(basis: _Basis, axis: int, nd: int) -> Field:
         I = torch.eye(k, dtype=phi.dtype, device=phi.device)
         n = phi.shape[1]
         phi = (phi[:, :, None, :, None] * I[None, None, :, None, :]).reshape(phi.shape[0], n * k, -1, k)
-        gr = (gr[:, :, None, :, None, :] * I[None, None, :, None, :, None]).reshape(gr.shape[0], n * k, -1, k, gr.shape[-1])
+        gr = (gr[:, :, None, :, None, :] * I[None, None, :, None, :, None]).reshape(
+            gr.shape[0], n * k, -1, k, gr.shape[-1]
+        )
     for _ in range(nd - 3):
         phi, gr = phi.unsqueeze(2 - axis), gr.unsqueeze(2 - axis)
     return Field(phi, gr)
@@ -237,7 +255,9 @@ def assemble(form, basis: _Basis, test_basis: _Basis | None = None, **w) -> Any:
     if vb.mesh._cache is not basis.mesh._cache or (vb.cells is None) != (basis.cells is None):
         raise ValueError("trial and test bases must live on the same mesh and the same cells/facets")
     if vb.nqp != basis.nqp:
-        raise ValueError(f"trial and test bases need the same quadrature (pass intorder=), got {basis.nqp} and {vb.nqp} points")
+        raise ValueError(
+            f"trial and test bases need the same quadrature (pass intorder=), got {basis.nqp} and {vb.nqp} points"
+        )
     if hasattr(form, "assemble_fast"):  # cached coefficient -> values map (forms linear in a coefficient)
         A = form.assemble_fast(basis, vb, w)
         if A is not None:
@@ -292,7 +312,9 @@ def _streamed(form, basis, vb, w):
     return SparseTensor._make(vals, plan["pattern"].to(vals.device))
 
 
-def scatter(ke: torch.Tensor, basis: _Basis, test_basis: _Basis | None = None, elements_last: bool = False) -> SparseTensor:
+def scatter(
+    ke: torch.Tensor, basis: _Basis, test_basis: _Basis | None = None, elements_last: bool = False
+) -> SparseTensor:
     """Sum element matrices ``[E, n_test, n_trial]`` (or ``[n_test, n_trial, E]`` with
     ``elements_last``) into a SparseTensor on the cached pattern (one index_add)."""
     vb = basis if test_basis is None else test_basis

@@ -49,7 +49,15 @@ def interval(n: int = 10, a: float = 0.0, b: float = 1.0, dtype=torch.float64, d
 
 
 def rectangle(
-    x0=0.0, x1=1.0, y0=0.0, y1=1.0, nx: int = 8, ny: int | None = None, cell: str = "tri", dtype=torch.float64, device="cpu"
+    x0=0.0,
+    x1=1.0,
+    y0=0.0,
+    y1=1.0,
+    nx: int = 8,
+    ny: int | None = None,
+    cell: str = "tri",
+    dtype=torch.float64,
+    device="cpu",
 ) -> Mesh:
     """Structured mesh of ``[x0, x1] x [y0, y1]`` with ``nx x ny`` squares, each split into two
     triangles (``cell='tri'``) or kept as a quad (``cell='quad'``)."""
@@ -57,7 +65,10 @@ def rectangle(
     ny = _check_n(nx if ny is None else ny, "ny")
     if cell not in ("tri", "quad"):
         raise ValueError(f"cell must be 'tri' or 'quad', got {cell!r}")
-    ax = [torch.linspace(x0, x1, nx + 1, dtype=dtype, device=device), torch.linspace(y0, y1, ny + 1, dtype=dtype, device=device)]
+    ax = [
+        torch.linspace(x0, x1, nx + 1, dtype=dtype, device=device),
+        torch.linspace(y0, y1, ny + 1, dtype=dtype, device=device),
+    ]
     p = _grid_points(ax)
     j, i = torch.meshgrid(torch.arange(ny, device=device), torch.arange(nx, device=device), indexing="ij")
     v0 = (j * (nx + 1) + i).flatten()
@@ -88,8 +99,18 @@ def _kuhn() -> list[list[int]]:
 
 
 def box(
-    x0=0.0, x1=1.0, y0=0.0, y1=1.0, z0=0.0, z1=1.0, nx: int = 4, ny=None, nz=None, cell: str = "tet",
-    dtype=torch.float64, device="cpu",
+    x0=0.0,
+    x1=1.0,
+    y0=0.0,
+    y1=1.0,
+    z0=0.0,
+    z1=1.0,
+    nx: int = 4,
+    ny=None,
+    nz=None,
+    cell: str = "tet",
+    dtype=torch.float64,
+    device="cpu",
 ) -> Mesh:
     """Structured mesh of a box with ``nx x ny x nz`` cubes, each split into six tetrahedra
     (``cell='tet'``, Kuhn) or kept as a hexahedron (``cell='hex'``)."""
@@ -98,7 +119,10 @@ def box(
     nz = _check_n(nx if nz is None else nz, "nz")
     if cell not in ("tet", "hex"):
         raise ValueError(f"cell must be 'tet' or 'hex', got {cell!r}")
-    ax = [torch.linspace(a, b, k + 1, dtype=dtype, device=device) for a, b, k in ((x0, x1, nx), (y0, y1, ny), (z0, z1, nz))]
+    ax = [
+        torch.linspace(a, b, k + 1, dtype=dtype, device=device)
+        for a, b, k in ((x0, x1, nx), (y0, y1, ny), (z0, z1, nz))
+    ]
     p = _grid_points(ax)
     k, j, i = torch.meshgrid(*(torch.arange(m, device=device) for m in (nz, ny, nx)), indexing="ij")
     o = ((k * (ny + 1) + j) * (nx + 1) + i).flatten()
@@ -173,8 +197,16 @@ def _ref_vertices(cell_type: str):
 
 _TRI_CHILDREN = [[0, 3, 5], [1, 4, 3], [2, 5, 4], [3, 4, 5]]  # 3,4,5 = mids of edges 01, 12, 02
 # 4..9 = mids of edges 01, 12, 02, 03, 13, 23; the octahedron is cut along 02-13
-_TET_CHILDREN = [[0, 4, 6, 7], [4, 1, 5, 8], [6, 5, 2, 9], [7, 8, 9, 3],
-                 [6, 8, 4, 5], [6, 8, 5, 9], [6, 8, 9, 7], [6, 8, 7, 4]]
+_TET_CHILDREN = [
+    [0, 4, 6, 7],
+    [4, 1, 5, 8],
+    [6, 5, 2, 9],
+    [7, 8, 9, 3],
+    [6, 8, 4, 5],
+    [6, 8, 5, 9],
+    [6, 8, 9, 7],
+    [6, 8, 7, 4],
+]
 
 
 def refine(mesh: Mesh) -> Mesh:

@@ -15,7 +15,8 @@ are available as the facet set ``"boundary"``.  Structured generators
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -70,7 +71,7 @@ def _row_keys(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return rows, torch.zeros(0, dtype=torch.int64, device=rows.device)
     base = int(rows.max()) + 1
     k = rows.shape[1]
-    if base ** k >= 2**62:
+    if base**k >= 2**62:
         return torch.unique(rows, dim=0, return_inverse=True)
     key = rows[:, 0].clone()
     for j in range(1, k):
@@ -185,7 +186,7 @@ class Mesh:
             self._cache[key] = build()
         return self._cache[key]
 
-    def with_points(self, points) -> "Mesh":
+    def with_points(self, points) -> Mesh:
         """The same topology (and cached structure) with new node coordinates."""
         points = torch.as_tensor(points)
         if points.shape != self.points.shape:
@@ -196,7 +197,7 @@ class Mesh:
         m._cache = self._cache if points.device == self.points.device else {}
         return m
 
-    def to(self, device) -> "Mesh":
+    def to(self, device) -> Mesh:
         return self.with_points(self.points.to(device))
 
     # --------------------------------------------------------- topology
@@ -312,7 +313,7 @@ class Mesh:
         b = CellBasis(self, element_for(self.cell_type, 1))
         return b.dx.sum(-1)
 
-    def tag_facets(self, name: str, where: Callable[[torch.Tensor], torch.Tensor]) -> "Mesh":
+    def tag_facets(self, name: str, where: Callable[[torch.Tensor], torch.Tensor]) -> Mesh:
         """Add the boundary facets whose midpoints satisfy ``where(x) -> bool [F]`` as a facet set (in place)."""
         fac = self.boundary_facets
         mid = self.points.detach()[fac].mean(1)
@@ -322,7 +323,7 @@ class Mesh:
         self.facet_sets[name] = fac[mask]
         return self
 
-    def tag_cells(self, name: str, where: Callable[[torch.Tensor], torch.Tensor]) -> "Mesh":
+    def tag_cells(self, name: str, where: Callable[[torch.Tensor], torch.Tensor]) -> Mesh:
         """Add the cells whose centroids satisfy ``where(x) -> bool [E]`` as a cell set (in place)."""
         mid = self.points.detach()[self.cells].mean(1)
         mask = torch.as_tensor(where(mid), device=mid.device).to(torch.bool)
@@ -330,4 +331,3 @@ class Mesh:
             raise ValueError(f"where(x) must return a bool tensor of shape [{self.n_cells}], got {tuple(mask.shape)}")
         self.cell_sets[name] = torch.nonzero(mask).flatten()
         return self
-

@@ -28,7 +28,9 @@ def _meshio():
     try:
         import meshio
     except ImportError as e:  # pragma: no cover - exercised only without meshio
-        raise ImportError("reading/writing mesh files needs meshio: pip install meshio (or pip install sla[mesh])") from e
+        raise ImportError(
+            "reading/writing mesh files needs meshio: pip install meshio (or pip install sla[mesh])"
+        ) from e
     return meshio
 
 
@@ -51,7 +53,9 @@ def read_mesh(path, dtype=torch.float64, device="cpu") -> Mesh:
     except ImportError as e:  # e.g. h5py for .xdmf
         raise ImportError(f"reading {path!r} needs an optional package: {e} (pip install it)") from e
     except Exception as e:  # corrupt content makes meshio fail in many ways
-        raise ValueError(f"cannot read mesh file {path!r}: corrupt or unsupported content ({type(e).__name__}: {e})") from e
+        raise ValueError(
+            f"cannot read mesh file {path!r}: corrupt or unsupported content ({type(e).__name__}: {e})"
+        ) from e
     blocks = [(b.type, np.asarray(b.data)) for b in m.cells]
     types = [t for t, _ in blocks if t in CELL_TYPES]
     if not types:
@@ -63,8 +67,10 @@ def read_mesh(path, dtype=torch.float64, device="cpu") -> Mesh:
         raise ValueError(f"mesh file {path!r} mixes cell types {sorted(others | {top})}; sla meshes have one cell type")
     points = np.asarray(m.points, dtype=np.float64)
     if points.shape[1] > dim and np.abs(points[:, dim:]).max() > 0:
-        raise ValueError(f"mesh file {path!r} holds a {dim}D {top} mesh embedded in {points.shape[1]}D "
-                         "(nonzero extra coordinates); sla meshes are flat")
+        raise ValueError(
+            f"mesh file {path!r} holds a {dim}D {top} mesh embedded in {points.shape[1]}D "
+            "(nonzero extra coordinates); sla meshes are flat"
+        )
     points = points[:, :dim]
     ftype = CELL_TYPES[top]["facet"]
     names = {int(v[0]): k for k, v in (m.field_data or {}).items() if len(v) >= 1}
@@ -91,8 +97,11 @@ def read_mesh(path, dtype=torch.float64, device="cpu") -> Mesh:
     top_blocks = [i for i, (t, _) in enumerate(blocks) if t == top]
     starts = np.cumsum([0] + [len(blocks[i][1]) for i in top_blocks])
     for name, per_block in (m.cell_sets or {}).items():  # explicit cell sets (xdmf, meshio-written vtu)
-        parts = [np.asarray(per_block[i]) + starts[j] for j, i in enumerate(top_blocks)
-                 if i < len(per_block) and per_block[i] is not None and len(per_block[i])]
+        parts = [
+            np.asarray(per_block[i]) + starts[j]
+            for j, i in enumerate(top_blocks)
+            if i < len(per_block) and per_block[i] is not None and len(per_block[i])
+        ]
         if parts and not name.startswith("gmsh:"):
             cell_sets.setdefault(name, np.concatenate(parts))
     try:

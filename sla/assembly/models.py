@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from ..sparse import SparseTensor
-from .fem import BilinearForm, Field, LinearForm, ddot, dot, div, grad, sym_grad
+from .fem import BilinearForm, Field, LinearForm, ddot, div, dot, grad, sym_grad
 from .plan import CoefficientMap, LinearScatter, plan_index, scatter_plan
 
 __all__ = ["laplace", "diffusion", "mass", "elasticity", "advection", "source"]
@@ -52,15 +52,20 @@ def _scalar(w: dict, name: str, basis, default=1.0):
         return c[None, :]
     if c.shape == (E, Q):
         return c.T.contiguous()
-    raise ValueError(f"coefficient {name!r} must be per cell [{E}] or per quadrature point [{E}, {Q}], got {tuple(c.shape)}")
+    raise ValueError(
+        f"coefficient {name!r} must be per cell [{E}] or per quadrature point [{E}, {Q}], got {tuple(c.shape)}"
+    )
 
 
 def _layout(basis):
     """``(phi [Q, n, 1, 1|E], grad [Q, n, d, E], dx [Q, E])`` with elements last (contiguous)."""
     if basis.cells is None:
         return basis.phi[0][:, :, None, None], basis._gT, basis._dxT
-    return (basis.phi.permute(1, 2, 0)[:, :, None, :].contiguous(), basis.grad.permute(1, 2, 3, 0).contiguous(),
-            basis.dx.T.contiguous())
+    return (
+        basis.phi.permute(1, 2, 0)[:, :, None, :].contiguous(),
+        basis.grad.permute(1, 2, 3, 0).contiguous(),
+        basis.dx.T.contiguous(),
+    )
 
 
 def _gram(A: torch.Tensor, B: torch.Tensor, wq) -> torch.Tensor:
@@ -111,8 +116,9 @@ class _Fast(BilinearForm):
             key = (self._coef, id(self), slots)
             op = ubasis._cache.get(key)
             if op is None and ubasis._cache.get(("seen",) + key):  # re-assembly: build the map once
-                op = ubasis._cache[key] = CoefficientMap(self._units(ubasis, slots), plan_index(plan, c.device),
-                                                         plan["pattern"].nnz)
+                op = ubasis._cache[key] = CoefficientMap(
+                    self._units(ubasis, slots), plan_index(plan, c.device), plan["pattern"].nnz
+                )
             ubasis._cache[("seen",) + key] = True
             if op is not None:
                 ct = c[None, :] if slots == 1 else c.T
@@ -133,8 +139,11 @@ class _Fast(BilinearForm):
             ke = _gram(A, A, cc * dxT)
             if vals is None:
                 vals = ke.new_zeros(plan["pattern"].nnz)
-            vals = vals.index_add(0, index[:, sl].reshape(-1), ke.reshape(-1)) if ke.requires_grad else \
-                vals.index_add_(0, index[:, sl].reshape(-1), ke.reshape(-1))
+            vals = (
+                vals.index_add(0, index[:, sl].reshape(-1), ke.reshape(-1))
+                if ke.requires_grad
+                else vals.index_add_(0, index[:, sl].reshape(-1), ke.reshape(-1))
+            )
         return SparseTensor._make(vals, plan["pattern"].to(vals.device))
 
     def _units(self, b, slots):

@@ -16,15 +16,24 @@ already sorted row-major, so construction never runs the coalescing sort
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from ..gallery import check_grid_shape, stencil_operator
 from ..sparse import SparseTensor
 
-__all__ = ["stencil_operator", "laplacian", "anisotropic", "variable_diffusion", "convection_diffusion",
-           "poisson1d", "poisson2d", "poisson3d", "grid_points"]
+__all__ = [
+    "stencil_operator",
+    "laplacian",
+    "anisotropic",
+    "variable_diffusion",
+    "convection_diffusion",
+    "poisson1d",
+    "poisson2d",
+    "poisson3d",
+    "grid_points",
+]
 
 
 def _spacing(h, ndim: int) -> list[float]:
@@ -60,8 +69,9 @@ def laplacian(shape, h=1.0, points: int | None = None, dtype=torch.float64, devi
     return anisotropic(shape, [1.0] * nd, h=hs, dtype=dtype, device=device)
 
 
-def anisotropic(shape, coeffs: Sequence[float] = (1.0, 1e-3), theta: float = 0.0, h=1.0, dtype=torch.float64,
-                device="cpu") -> SparseTensor:
+def anisotropic(
+    shape, coeffs: Sequence[float] = (1.0, 1e-3), theta: float = 0.0, h=1.0, dtype=torch.float64, device="cpu"
+) -> SparseTensor:
     """``-div(D grad u)`` with constant diffusion tensor ``D``.
 
     Axis-aligned (``theta == 0``): ``D = diag(coeffs)``, a 3/5/7-point stencil.
@@ -130,8 +140,9 @@ def _pad(nd: int, d: int, before: int, after: int) -> list[int]:
     return p
 
 
-def convection_diffusion(shape, velocity: Sequence[float], eps: float = 1.0, h=1.0, scheme: str = "upwind",
-                         dtype=torch.float64, device="cpu") -> SparseTensor:
+def convection_diffusion(
+    shape, velocity: Sequence[float], eps: float = 1.0, h=1.0, scheme: str = "upwind", dtype=torch.float64, device="cpu"
+) -> SparseTensor:
     """``-eps Laplace u + v . grad u`` with constant ``velocity`` (one entry per axis);
     first-order ``'upwind'`` or second-order ``'central'`` differences for the convection."""
     shape = check_grid_shape(shape)

@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 
 from ..config import SolveInfo, SolverConfig
-from ..solvers.linear.adjoint import values_grad
 from ..solvers.krylov.methods import krylov_solve, local_dot
+from ..solvers.linear.adjoint import values_grad
 from ..solvers.precond.simple import make_preconditioner
 from ..sparse import SparseTensor
 from .halo import build_plan, exchange, reverse_exchange
@@ -50,7 +50,7 @@ class DSparseTensor:
 
     # ------------------------------------------------------------ building
     @classmethod
-    def partition(cls, A: SparseTensor, group=None, method: str = "metis") -> "DSparseTensor":
+    def partition(cls, A: SparseTensor, group=None, method: str = "metis") -> DSparseTensor:
         """Distribute ``A`` (the same global matrix on every rank; collective)."""
         if not dist.is_initialized():
             raise RuntimeError("DSparseTensor.partition needs torch.distributed: call dist.init_process_group first")
@@ -70,8 +70,9 @@ class DSparseTensor:
         lcol = torch.where(owned, part.local[gcol], ghost_of[gcol])
         lrow = part.local[p.row[mine]]
         dev = A.device
-        local = SparseTensor(A.values[..., mine.to(dev)], lrow.to(dev), lcol.to(dev),
-                             (plan.n_owned, plan.n_owned + plan.n_ghost))
+        local = SparseTensor(
+            A.values[..., mine.to(dev)], lrow.to(dev), lcol.to(dev), (plan.n_owned, plan.n_owned + plan.n_ghost)
+        )
         return cls(local, plan, part, A.shape, group)
 
     @property
@@ -87,8 +88,10 @@ class DSparseTensor:
         return self.local.dtype
 
     def __repr__(self) -> str:
-        return (f"DSparseTensor(shape={self.shape}, rank={self.rank}/{self.part.nparts}, owned={self.plan.n_owned}, "
-                f"ghosts={self.plan.n_ghost}, nnz_local={self.local.nnz}, method={self.part.method})")
+        return (
+            f"DSparseTensor(shape={self.shape}, rank={self.rank}/{self.part.nparts}, owned={self.plan.n_owned}, "
+            f"ghosts={self.plan.n_ghost}, nnz_local={self.local.nnz}, method={self.part.method})"
+        )
 
     # ------------------------------------------------------------- vectors
     def scatter(self, b: torch.Tensor) -> torch.Tensor:
@@ -130,7 +133,7 @@ class DSparseTensor:
         else:
             pt, perm = p.transpose()
             y_all = pt.csr(vals[perm].conj()) @ x2  # [n_owned + n_ghost, K]
-            y = y_all[: self.plan.n_owned] + reverse_exchange(self.plan, y_all[self.plan.n_owned:], self.group)
+            y = y_all[: self.plan.n_owned] + reverse_exchange(self.plan, y_all[self.plan.n_owned :], self.group)
         return y.reshape(self.plan.n_owned, *x.shape[1:])
 
     __matmul__ = matvec
@@ -156,9 +159,18 @@ class DSparseTensor:
         pc = "jacobi" if cfg.preconditioner == "auto" else cfg.preconditioner
         M = self._preconditioner(pc, transpose, dict(cfg.options or {}))
         b3 = b.reshape(1, b.shape[0], -1)
-        res = krylov_solve(cfg.method, lambda v: self.matvec(v[0], transpose)[None], b3,
-                           precond=M, dot=self.dot, rtol=rtol, atol=atol, maxiter=cfg.maxiter,
-                           restart=cfg.restart, check_every=cfg.check_every)
+        res = krylov_solve(
+            cfg.method,
+            lambda v: self.matvec(v[0], transpose)[None],
+            b3,
+            precond=M,
+            dot=self.dot,
+            rtol=rtol,
+            atol=atol,
+            maxiter=cfg.maxiter,
+            restart=cfg.restart,
+            check_every=cfg.check_every,
+        )
         return res.x.reshape(b.shape), res
 
     def __sla_solve__(self, b, backend=None, method=None, config=None, return_info=False, **options):
@@ -171,8 +183,10 @@ class DSparseTensor:
         if cfg.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS} for a DSparseTensor, got {cfg.method!r}")
         if not isinstance(b, torch.Tensor) or b.shape[0] != self.plan.n_owned:
-            raise ValueError(f"b must be this rank's block [{self.plan.n_owned}(, K)] (use D.scatter), "
-                             f"got {getattr(b, 'shape', type(b))}")
+            raise ValueError(
+                f"b must be this rank's block [{self.plan.n_owned}(, K)] (use D.scatter), "
+                f"got {getattr(b, 'shape', type(b))}"
+            )
         if b.dtype != self.dtype or b.device != self.device:
             raise TypeError(f"b ({b.dtype}, {b.device}) must match the matrix ({self.dtype}, {self.device})")
         t0 = time.perf_counter()
@@ -186,10 +200,16 @@ class DSparseTensor:
             r = b - self.matvec(x.detach())
             rn = self.dot(r.reshape(1, r.shape[0], -1), r.reshape(1, r.shape[0], -1)).real.sqrt().max()
             bn = self.dot(b.reshape(1, b.shape[0], -1), b.reshape(1, b.shape[0], -1)).real.sqrt().max()
-        info = SolveInfo(backend="dist", method=cfg.method, matrix_type=cfg.matrix_type,
-                         preconditioner=cfg.preconditioner, iterations=res.stats()["iterations"],
-                         converged=res.stats()["converged"], residual=float(rn / bn) if float(bn) > 0 else float(rn),
-                         solve_time=time.perf_counter() - t0)
+        info = SolveInfo(
+            backend="dist",
+            method=cfg.method,
+            matrix_type=cfg.matrix_type,
+            preconditioner=cfg.preconditioner,
+            iterations=res.stats()["iterations"],
+            converged=res.stats()["converged"],
+            residual=float(rn / bn) if float(bn) > 0 else float(rn),
+            solve_time=time.perf_counter() - t0,
+        )
         info.fail(cfg)
         return (x, info) if return_info else x
 

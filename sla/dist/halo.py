@@ -32,9 +32,14 @@ class HaloPlan:
     def n_ghost(self) -> int:
         return self.ghosts.numel()
 
-    def to(self, device) -> "HaloPlan":
-        return HaloPlan(self.rank, self.n_owned, self.ghosts.to(device), dict(self.recv),
-                        {q: i.to(device) for q, i in self.send.items()})
+    def to(self, device) -> HaloPlan:
+        return HaloPlan(
+            self.rank,
+            self.n_owned,
+            self.ghosts.to(device),
+            dict(self.recv),
+            {q: i.to(device) for q, i in self.send.items()},
+        )
 
 
 def build_plan(row: torch.Tensor, col: torch.Tensor, part: Partition, rank: int) -> HaloPlan:

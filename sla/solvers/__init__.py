@@ -3,11 +3,6 @@ nonlinear solves, and the backend registry.  Importing this package installs the
 behind the SparseTensor methods (``A.solve``, ``A.eigsh``, ...)."""
 
 from ..sparse import register_linalg
-from .spectral.det import det, slogdet
-from .spectral.eigsh import eigsh
-from .spectral.eigs import eigs
-from .linear.solve import LUFactorization, solve, spsolve, spsolve_coo
-from .nonlinear.solve import nonlinear_solve, sparse_nonlinear_solve
 from .linear.registry import (
     get_available_backends,
     get_backend_methods,
@@ -19,6 +14,11 @@ from .linear.registry import (
     select_backend,
     show_backends,
 )
+from .linear.solve import LUFactorization, solve, spsolve, spsolve_coo
+from .nonlinear.solve import nonlinear_solve, sparse_nonlinear_solve
+from .spectral.det import det, slogdet
+from .spectral.eigs import eigs
+from .spectral.eigsh import eigsh
 from .spectral.svd import condition_number, spectral_norm, svd
 
 register_linalg(

@@ -5,16 +5,32 @@ import torch
 
 import sla
 from sla.assembly import (
-    CellBasis, ElementP1, ElementP2, ElementQ1, FacetBasis, apply_dirichlet, assemble, boundary_dofs, l_shape,
-    laplace, neumann, robin, source, unit_cube, unit_square,
+    CellBasis,
+    ElementP1,
+    ElementP2,
+    ElementQ1,
+    FacetBasis,
+    apply_dirichlet,
+    assemble,
+    boundary_dofs,
+    l_shape,
+    laplace,
+    neumann,
+    robin,
+    source,
+    unit_cube,
+    unit_square,
 )
 
 
-@pytest.mark.parametrize("make, el, u", [
-    (lambda: unit_square(4), ElementP1(), lambda x: 1 + 2 * x[..., 0] - x[..., 1]),
-    (lambda: l_shape(2), ElementP2(), lambda x: x[..., 0] ** 2 - x[..., 1] ** 2 + x[..., 0] * x[..., 1]),
-    (lambda: unit_cube(2, "hex"), ElementQ1("hexahedron"), lambda x: 1 + x[..., 0] * x[..., 1] - 3 * x[..., 2]),
-])
+@pytest.mark.parametrize(
+    "make, el, u",
+    [
+        (lambda: unit_square(4), ElementP1(), lambda x: 1 + 2 * x[..., 0] - x[..., 1]),
+        (lambda: l_shape(2), ElementP2(), lambda x: x[..., 0] ** 2 - x[..., 1] ** 2 + x[..., 0] * x[..., 1]),
+        (lambda: unit_cube(2, "hex"), ElementQ1("hexahedron"), lambda x: 1 + x[..., 0] * x[..., 1] - 3 * x[..., 2]),
+    ],
+)
 def test_dirichlet_reproduces_harmonic_polynomials(make, el, u):
     m = make()
     b = CellBasis(m, el)
@@ -62,14 +78,23 @@ def test_neumann_and_robin_reproduce_quadratic():
     assert torch.allclose(uh, exact, atol=1e-11)
 
 
-@pytest.mark.parametrize("make, el", [(lambda: unit_cube(2), ElementP1("tetra")), (lambda: unit_cube(2, "hex"), ElementQ1("hexahedron")),
-                                      (lambda: l_shape(2), ElementP1()), (lambda: unit_square(2, "quad"), ElementQ1())])
+@pytest.mark.parametrize(
+    "make, el",
+    [
+        (lambda: unit_cube(2), ElementP1("tetra")),
+        (lambda: unit_cube(2, "hex"), ElementQ1("hexahedron")),
+        (lambda: l_shape(2), ElementP1()),
+        (lambda: unit_square(2, "quad"), ElementQ1()),
+    ],
+)
 def test_facet_geometry_divergence_theorem(make, el):
     m = make()
     fb = FacetBasis(m, el)
     vol = float(m.cell_volumes().sum())
     # int n ds = 0 and int x . n ds = dim * volume (outward normals)
-    assert torch.allclose((fb.normal * fb.dx[..., None]).sum((0, 1)), torch.zeros(m.dim, dtype=torch.float64), atol=1e-13)
+    assert torch.allclose(
+        (fb.normal * fb.dx[..., None]).sum((0, 1)), torch.zeros(m.dim, dtype=torch.float64), atol=1e-13
+    )
     assert float(((fb.x * fb.normal).sum(-1) * fb.dx).sum()) == pytest.approx(m.dim * vol)
     area = {2: 4.0 if vol == 1.0 else 8.0, 3: 6.0}[m.dim]
     assert float(neumann(CellBasis(m, el), 1.0).sum()) == pytest.approx(area)
@@ -82,7 +107,9 @@ def test_dirichlet_is_differentiable_and_validates():
     f = assemble(source, b)
     g = torch.rand(dofs.numel(), dtype=torch.float64, requires_grad=True)
     k = (torch.rand(m.n_cells, dtype=torch.float64) + 1).requires_grad_()
-    assert torch.autograd.gradcheck(lambda k, g: sla.solve(*apply_dirichlet(assemble(laplace, b, k=k), f, dofs, g)), (k, g))
+    assert torch.autograd.gradcheck(
+        lambda k, g: sla.solve(*apply_dirichlet(assemble(laplace, b, k=k), f, dofs, g)), (k, g)
+    )
     A = assemble(laplace, b)
     with pytest.raises(IndexError, match="dofs"):
         apply_dirichlet(A, f, torch.tensor([100]))

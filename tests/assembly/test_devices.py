@@ -4,22 +4,43 @@ import pytest
 import torch
 
 from sla.assembly import (
-    CellBasis, ElementP1, ElementP2, ElementQ1, apply_dirichlet, assemble, boundary_dofs, laplace, mass, neumann,
-    source, unit_cube, unit_square,
+    CellBasis,
+    ElementP1,
+    ElementP2,
+    ElementQ1,
+    apply_dirichlet,
+    assemble,
+    boundary_dofs,
+    laplace,
+    mass,
+    neumann,
+    source,
+    stencil,
+    unit_cube,
+    unit_square,
 )
-from sla.assembly import stencil
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                     reason="needs a CUDA GPU (run on the GPU machine)")]),
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
+        ],
+    ),
 ]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("make, el", [(lambda d: unit_square(4, device=d), ElementP2()),
-                                      (lambda d: unit_cube(2, "hex", device=d), ElementQ1("hexahedron")),
-                                      (lambda d: unit_cube(2, device=d), ElementP1("tetra"))])
+@pytest.mark.parametrize(
+    "make, el",
+    [
+        (lambda d: unit_square(4, device=d), ElementP2()),
+        (lambda d: unit_cube(2, "hex", device=d), ElementQ1("hexahedron")),
+        (lambda d: unit_cube(2, device=d), ElementP1("tetra")),
+    ],
+)
 def test_assembly_on_device_equals_cpu(device, make, el):
     ref_mesh, mesh = make("cpu"), make(device)
     rb, b = CellBasis(ref_mesh, el), CellBasis(mesh, el)
@@ -44,4 +65,6 @@ def test_stencils_on_device(device):
     ref, _ = stencil.poisson2d(8)
     assert torch.equal(A.to_dense().cpu(), ref.to_dense())
     kk = torch.rand(4, 5, dtype=torch.float64, device=device) + 0.5
-    assert torch.allclose(stencil.variable_diffusion(kk).to_dense().cpu(), stencil.variable_diffusion(kk.cpu()).to_dense())
+    assert torch.allclose(
+        stencil.variable_diffusion(kk).to_dense().cpu(), stencil.variable_diffusion(kk.cpu()).to_dense()
+    )

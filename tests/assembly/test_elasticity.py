@@ -1,11 +1,20 @@
 """Linear elasticity: a cantilever under an end shear load against Timoshenko beam theory."""
 
-import pytest
 import torch
 
 import sla
-from sla.assembly import CellBasis, ElementP2, ElementQ1, ElementVector, apply_dirichlet, assemble, boundary_dofs
-from sla.assembly import elasticity, neumann, rectangle
+from sla.assembly import (
+    CellBasis,
+    ElementP2,
+    ElementQ1,
+    ElementVector,
+    apply_dirichlet,
+    assemble,
+    boundary_dofs,
+    elasticity,
+    neumann,
+    rectangle,
+)
 
 L, H, E, NU, P = 10.0, 1.0, 1000.0, 0.3, 1.0
 
@@ -42,9 +51,14 @@ def test_rigid_motions_are_the_kernel():
     b = CellBasis(m, ElementVector(ElementQ1()))
     K = assemble(elasticity, b, lam=1.5, mu=0.7).to_dense()
     x = m.points
-    rigid = torch.stack([torch.stack([torch.ones_like(x[:, 0]), torch.zeros_like(x[:, 0])], 1).reshape(-1),
-                         torch.stack([torch.zeros_like(x[:, 0]), torch.ones_like(x[:, 0])], 1).reshape(-1),
-                         torch.stack([-x[:, 1], x[:, 0]], 1).reshape(-1)], 1)
+    rigid = torch.stack(
+        [
+            torch.stack([torch.ones_like(x[:, 0]), torch.zeros_like(x[:, 0])], 1).reshape(-1),
+            torch.stack([torch.zeros_like(x[:, 0]), torch.ones_like(x[:, 0])], 1).reshape(-1),
+            torch.stack([-x[:, 1], x[:, 0]], 1).reshape(-1),
+        ],
+        1,
+    )
     assert float((K @ rigid).abs().max()) < 1e-12
     ev = torch.linalg.eigvalsh(K)
     assert int((ev.abs() < 1e-10).sum()) == 3

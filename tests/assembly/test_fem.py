@@ -9,9 +9,31 @@ import torch
 
 import sla
 from sla.assembly import (
-    BilinearForm, CellBasis, ElementP1, ElementP2, ElementQ1, ElementVector, LinearForm, advection,
-    apply_dirichlet, assemble, boundary_dofs, dot, div, elasticity, grad, integrate, l_shape, laplace,
-    mass, quadrature, rectangle, source, sym_grad, unit_cube, unit_square,
+    BilinearForm,
+    CellBasis,
+    ElementP1,
+    ElementP2,
+    ElementQ1,
+    ElementVector,
+    LinearForm,
+    advection,
+    apply_dirichlet,
+    assemble,
+    boundary_dofs,
+    div,
+    dot,
+    elasticity,
+    grad,
+    integrate,
+    l_shape,
+    laplace,
+    mass,
+    quadrature,
+    rectangle,
+    source,
+    sym_grad,
+    unit_cube,
+    unit_square,
 )
 
 skfem = pytest.importorskip("skfem")
@@ -23,7 +45,13 @@ CASES = {
     "Q1-quad": (lambda: rectangle(0, 2, 0, 1, 3, 2, "quad"), ElementQ1(), "ElementQuad1", "MeshQuad", None),
     "P1-tet": (lambda: unit_cube(2), ElementP1("tetra"), "ElementTetP1", "MeshTet", None),
     "P2-tet": (lambda: unit_cube(2), ElementP2("tetra"), "ElementTetP2", "MeshTet", None),
-    "Q1-hex": (lambda: unit_cube(2, "hex"), ElementQ1("hexahedron"), "ElementHex1", "MeshHex", [0, 4, 3, 1, 7, 5, 2, 6]),
+    "Q1-hex": (
+        lambda: unit_cube(2, "hex"),
+        ElementQ1("hexahedron"),
+        "ElementHex1",
+        "MeshHex",
+        [0, 4, 3, 1, 7, 5, 2, 6],
+    ),
 }
 
 
@@ -41,7 +69,8 @@ def _distort(m, amount=0.15):
 @pytest.mark.parametrize("case", list(CASES))
 def test_matrices_equal_scikit_fem(case):
     from scipy.spatial import cKDTree
-    from skfem.models.poisson import laplace as sk_laplace, mass as sk_mass
+    from skfem.models.poisson import laplace as sk_laplace
+    from skfem.models.poisson import mass as sk_mass
 
     make, el, sk_el, sk_mesh, order = CASES[case]
     m = _distort(make())
@@ -132,7 +161,9 @@ def _errors(mesh, el):
 
     def du(x):
         s, c = torch.sin(math.pi * x), torch.cos(math.pi * x)
-        return torch.stack([math.pi * c[..., d] * torch.prod(s[..., [e for e in range(dim) if e != d]], -1) for d in range(dim)], -1)
+        return torch.stack(
+            [math.pi * c[..., d] * torch.prod(s[..., [e for e in range(dim) if e != d]], -1) for d in range(dim)], -1
+        )
 
     b = CellBasis(mesh, el)
     A, f = assemble(laplace, b), assemble(source, b, f=lambda x: dim * math.pi**2 * u(x))
@@ -179,17 +210,26 @@ def test_gradcheck_coefficient_to_solution():
     assert torch.autograd.gradcheck(solve, (kq,))
 
 
-@pytest.mark.parametrize("make, el, fast", [(lambda: unit_square(2), ElementP1(), False),
-                                            (lambda: unit_square(2, "quad"), ElementQ1(), False),
-                                            (lambda: unit_cube(1), ElementP2("tetra"), True),  # ~1000 outputs: projected check
-                                            (lambda: unit_cube(1, "hex"), ElementQ1("hexahedron"), True)])
+@pytest.mark.parametrize(
+    "make, el, fast",
+    [
+        (lambda: unit_square(2), ElementP1(), False),
+        (lambda: unit_square(2, "quad"), ElementQ1(), False),
+        (lambda: unit_cube(1), ElementP2("tetra"), True),  # ~1000 outputs: projected check
+        (lambda: unit_cube(1, "hex"), ElementQ1("hexahedron"), True),
+    ],
+)
 def test_gradcheck_coordinates_to_matrix(make, el, fast):
     m = _distort(make(), 0.1)
     p = m.points.clone().requires_grad_()
 
     def matrices(p):
         b = CellBasis(m.with_points(p), el)
-        return assemble(laplace, b, k=lambda x: 1 + x[..., 0] ** 2).values, assemble(mass, b).values, assemble(source, b, f=lambda x: x[..., -1])
+        return (
+            assemble(laplace, b, k=lambda x: 1 + x[..., 0] ** 2).values,
+            assemble(mass, b).values,
+            assemble(source, b, f=lambda x: x[..., -1]),
+        )
 
     assert torch.autograd.gradcheck(matrices, (p,), fast_mode=fast)
 

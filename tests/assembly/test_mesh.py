@@ -38,8 +38,17 @@ def test_boundary_facets_are_outer_faces_of_the_cube():
     assert m.boundary_facets.shape[0] == 6 * 9 * 2
 
 
-@pytest.mark.parametrize("make", [lambda: unit_square(3), lambda: unit_square(3, "quad"), lambda: unit_cube(2),
-                                  lambda: unit_cube(2, "hex"), lambda: interval(3), lambda: l_shape(2)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: unit_square(3),
+        lambda: unit_square(3, "quad"),
+        lambda: unit_cube(2),
+        lambda: unit_cube(2, "hex"),
+        lambda: interval(3),
+        lambda: l_shape(2),
+    ],
+)
 def test_refine_is_conforming_and_keeps_tags(make):
     m = make()
     m.tag_cells("left", lambda x: x[:, 0] < 0.5)
@@ -53,7 +62,9 @@ def test_refine_is_conforming_and_keeps_tags(make):
         assert r.facet_sets[k].shape[0] == v.shape[0] * max(1, 2 ** (d - 1))
         r.facet_ids(k)  # every refined facet is a facet of the refined mesh
     assert r.cell_sets["left"].numel() == m.cell_sets["left"].numel() * 2**d
-    assert float(r.cell_volumes()[r.cell_sets["left"]].sum()) == pytest.approx(float(m.cell_volumes()[m.cell_sets["left"]].sum()))
+    assert float(r.cell_volumes()[r.cell_sets["left"]].sum()) == pytest.approx(
+        float(m.cell_volumes()[m.cell_sets["left"]].sum())
+    )
 
 
 def test_mesh_validation():

@@ -6,13 +6,29 @@ import numpy as np
 import pytest
 import torch
 
-from sla.assembly import BilinearForm, CellBasis, ElementP1, ElementP2, ElementQ1, assemble, laplace, mass
-from sla.assembly import unit_cube, unit_square
+from sla.assembly import (
+    BilinearForm,
+    CellBasis,
+    ElementP1,
+    ElementP2,
+    ElementQ1,
+    assemble,
+    laplace,
+    mass,
+    unit_cube,
+    unit_square,
+)
 from sla.assembly.plan import CoefficientMap, _plan_pairs, _plan_sorted, plan_index, scatter_plan
 
 
-@pytest.mark.parametrize("make, el", [(lambda: unit_square(3), ElementP2()), (lambda: unit_cube(2), ElementP1("tetra")),
-                                      (lambda: unit_square(3, "quad"), ElementQ1())])
+@pytest.mark.parametrize(
+    "make, el",
+    [
+        (lambda: unit_square(3), ElementP2()),
+        (lambda: unit_cube(2), ElementP1("tetra")),
+        (lambda: unit_square(3, "quad"), ElementQ1()),
+    ],
+)
 @pytest.mark.parametrize("use_numpy", [True, False])
 def test_pair_plan_equals_full_sort(make, el, use_numpy):
     m = make()
@@ -39,7 +55,9 @@ def test_coefficient_map_equals_element_kernel(use_scipy):
     _, G, dx = _layout(b)
     units = torch.stack([_gram(G[q : q + 1], G[q : q + 1], dx[q : q + 1]) for q in range(b.nqp)], 2)
     plan = scatter_plan(m, b.element, b.element)
-    op = CoefficientMap(units.reshape(-1, b.nqp, m.n_cells), plan_index(plan, "cpu"), plan["pattern"].nnz, use_scipy=use_scipy)
+    op = CoefficientMap(
+        units.reshape(-1, b.nqp, m.n_cells), plan_index(plan, "cpu"), plan["pattern"].nnz, use_scipy=use_scipy
+    )
     assert torch.allclose(op.apply(k.T.contiguous()), ref)
     g = torch.rand(plan["pattern"].nnz, dtype=torch.float64)
     kk = k.T.contiguous().reshape(-1)
@@ -74,7 +92,9 @@ def test_mixed_operator_equals_scikit_fem():
     assert np.abs(B.to_dense().numpy() - Bs[np.ix_(iv, iu)]).max() < 1e-14
 
 
-@pytest.mark.parametrize("make, el", [(lambda: unit_square(3), ElementP2()), (lambda: unit_cube(2, "hex"), ElementQ1("hexahedron"))])
+@pytest.mark.parametrize(
+    "make, el", [(lambda: unit_square(3), ElementP2()), (lambda: unit_cube(2, "hex"), ElementQ1("hexahedron"))]
+)
 def test_streamed_blocks_and_cached_map_equal_the_generic_form(monkeypatch, make, el):
     from sla.assembly import CellBasis as CB
 
@@ -124,11 +144,15 @@ def test_streamed_user_forms_equal_whole_mesh_evaluation(monkeypatch):
     u = whole2.interpolate(torch.rand(p2.ndofs, dtype=torch.float64))  # a field at the quadrature points
     kc = torch.rand(m.n_cells, dtype=torch.float64, requires_grad=True)
     vel = lambda x: torch.stack([x[..., 1], -x[..., 0]], -1)
-    nonlinear = BilinearForm(lambda du, v, w: w.k * (1 + w.u.value**2) * dot(grad(du), grad(v)) + w.x[..., 0] * du.value * v.value)
+    nonlinear = BilinearForm(
+        lambda du, v, w: w.k * (1 + w.u.value**2) * dot(grad(du), grad(v)) + w.x[..., 0] * du.value * v.value
+    )
     mixed = BilinearForm(lambda q, v, w: q.value * v.grad[..., 1])
-    cases = [(advection, (p2, p2), (whole2, whole2), dict(b=vel)),
-             (nonlinear, (p2, p2), (whole2, whole2), dict(k=kc, u=u)),
-             (mixed, (p1, p2), (whole1, whole2), {})]
+    cases = [
+        (advection, (p2, p2), (whole2, whole2), dict(b=vel)),
+        (nonlinear, (p2, p2), (whole2, whole2), dict(k=kc, u=u)),
+        (mixed, (p1, p2), (whole1, whole2), {}),
+    ]
     for form, streamed_bases, whole_bases, w in cases:
         assert torch.allclose(assemble(form, *streamed_bases, **w).values, assemble(form, *whole_bases, **w).values)
     # gradients w.r.t. a per-cell coefficient flow through the blocks

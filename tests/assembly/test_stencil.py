@@ -132,8 +132,14 @@ def test_stencils_feed_geometric_multigrid():
     """The recorded grid lets GMG-preconditioned CG converge in a handful of iterations."""
     import sla
 
-    for A, b in [stencil.poisson2d(31), stencil.poisson3d(15),
-                 (stencil.variable_diffusion(torch.rand(31, 31, dtype=torch.float64) + 0.5), torch.ones(961, dtype=torch.float64))]:
+    for A, b in [
+        stencil.poisson2d(31),
+        stencil.poisson3d(15),
+        (
+            stencil.variable_diffusion(torch.rand(31, 31, dtype=torch.float64) + 0.5),
+            torch.ones(961, dtype=torch.float64),
+        ),
+    ]:
         x, info = sla.solve(A, b, backend="pytorch", method="cg", preconditioner="gmg", return_info=True, rtol=1e-10)
         assert info.converged and info.iterations <= 20
         assert float((A @ x - b).norm() / b.norm()) < 1e-9

@@ -16,7 +16,9 @@ from sla.dist import DSparseTensor, partition
 
 pytestmark = [
     pytest.mark.skipif(not dist.is_gloo_available(), reason="torch.distributed without gloo"),
-    pytest.mark.skipif(importlib.util.find_spec("pymetis") is None, reason="pymetis not installed (pip install 'sla[dist]')"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("pymetis") is None, reason="pymetis not installed (pip install 'sla[dist]')"
+    ),
 ]
 
 
@@ -112,8 +114,16 @@ def test_torchrun_example():
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           os.path.join(root, "examples", "distributed_solve.py"), "--side", "30"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        os.path.join(root, "examples", "distributed_solve.py"),
+        "--side",
+        "30",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "error vs single process" in out.stderr + out.stdout

@@ -9,17 +9,18 @@ import os
 
 import pytest
 import torch
+from _gpu_zoo import scipy_solve, zoo
 
 import sla
 from sla import SparseTensor, gallery
-from sla.solvers.linear import registry
 from sla.solvers.backends import cudss as cb
-
-from _gpu_zoo import zoo, scipy_solve
+from sla.solvers.linear import registry
 
 _WHY = registry.get_backend("cudss").check()
 needs_cudss = pytest.mark.skipif(_WHY is not None, reason=f"cudss backend unavailable: {_WHY}")
-cpu_only = pytest.mark.skipif(_WHY is None, reason="cudss is available here: the unavailable-path test needs a machine without it")
+cpu_only = pytest.mark.skipif(
+    _WHY is None, reason="cudss is available here: the unavailable-path test needs a machine without it"
+)
 
 DTYPES = [torch.float64, torch.float32, torch.complex128, torch.complex64]
 CASES = [  # (method, kind)
@@ -113,8 +114,10 @@ def test_zoo_matches_scipy(method, kind, dtype, batch):
     b = torch.randn(*shape, dtype=dtype, device="cuda")
     x, info = A.solve(b, backend="cudss", method=method, return_info=True)
     assert info.backend == "cudss" and info.method == method and x.shape == b.shape and x.is_cuda
-    ref = scipy_solve(A.to(torch.complex128 if dtype.is_complex else torch.float64),
-                      b.to(torch.complex128 if dtype.is_complex else torch.float64))
+    ref = scipy_solve(
+        A.to(torch.complex128 if dtype.is_complex else torch.float64),
+        b.to(torch.complex128 if dtype.is_complex else torch.float64),
+    )
     err = (x.cpu().to(ref.dtype) - ref).norm() / ref.norm()
     assert err < _tol(dtype)
     assert info.residual < _tol(dtype)

@@ -8,16 +8,17 @@ import os
 
 import pytest
 import torch
+from _gpu_zoo import scipy_solve, zoo
 
 import sla
 from sla import SparseTensor, gallery
 from sla.solvers.linear import registry
 
-from _gpu_zoo import zoo, scipy_solve
-
 _WHY = registry.get_backend("cupy").check()
 needs_cupy = pytest.mark.skipif(_WHY is not None, reason=f"cupy backend unavailable: {_WHY}")
-cpu_only = pytest.mark.skipif(_WHY is None, reason="cupy is available here: the unavailable-path test needs a machine without it")
+cpu_only = pytest.mark.skipif(
+    _WHY is None, reason="cupy is available here: the unavailable-path test needs a machine without it"
+)
 
 CASES = [  # (method, kind, dtypes)
     ("lu", "general", [torch.float64, torch.float32, torch.complex128]),
@@ -91,8 +92,7 @@ def test_gradcheck(method, kind):
     def f(v, b):
         if kind == "spd":
             v = (v + v[perm]) / 2
-        return SparseTensor._make(v, A.pattern).solve(b, backend="cupy", method=method, rtol=1e-13,
-                                                      matrix_type=kind)
+        return SparseTensor._make(v, A.pattern).solve(b, backend="cupy", method=method, rtol=1e-13, matrix_type=kind)
 
     # cuSPARSE triangular solves and reductions need not be bitwise reproducible
     assert torch.autograd.gradcheck(f, (v, b), atol=1e-6, nondet_tol=1e-10)

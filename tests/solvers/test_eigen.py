@@ -191,6 +191,7 @@ def test_eigenvector_gradient_graph_is_one_node():
     A = poisson2d(6)
     w, make = _sym_param(A)
     lam, V = sla.eigsh(make(w), k=2, which="SA", method="lobpcg")
+
     def core(t):  # skip the reshape views
         fn = t.grad_fn
         while type(fn).__name__ in ("ViewBackward0", "ReshapeAliasBackward0"):
@@ -225,8 +226,9 @@ def test_gradcheck_eigs(method):
     v = A.values.clone().requires_grad_()
 
     def f(v):
-        lam = sla.eigs(sla.SparseTensor._make(v, A.pattern), k=3, which="LM", method=method,
-                       return_eigenvectors=False, tol=1e-14)
+        lam = sla.eigs(
+            sla.SparseTensor._make(v, A.pattern), k=3, which="LM", method=method, return_eigenvectors=False, tol=1e-14
+        )
         return torch.view_as_real(lam)
 
     assert torch.autograd.gradcheck(f, (v,), fast_mode=True)
@@ -288,8 +290,9 @@ def test_cupy_lanczos_on_cuda_matches_scipy(which):
     A = poisson2d(20)
     ref = np.sort(spla.eigsh(A.to_scipy(), k=4, which=which)[0])
     v = A.values.clone().cuda().requires_grad_()
-    (lam, V), info = sla.SparseTensor._make(v, A.pattern.to("cuda")).eigsh(k=4, which=which, method="cupy",
-                                                                           return_info=True)
+    (lam, V), info = sla.SparseTensor._make(v, A.pattern.to("cuda")).eigsh(
+        k=4, which=which, method="cupy", return_info=True
+    )
     assert info.backend == "cupy" and info.residual < 1e-8
     np.testing.assert_allclose(lam.detach().cpu().numpy(), ref, rtol=1e-9)
     lam.sum().backward()  # eigenvalue gradient v_i[row] v_i[col], through the shared adjoint

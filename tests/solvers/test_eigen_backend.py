@@ -13,8 +13,8 @@ import torch
 import sla
 from sla import gallery
 from sla.config import BackendUnavailableError, ConvergenceError, SingularMatrixError
-from sla.solvers.linear import registry
 from sla.solvers.backends import eigen as E
+from sla.solvers.linear import registry
 
 pytestmark = pytest.mark.skipif(
     not sla.is_eigen_available(), reason=f"Eigen backend unavailable: {registry.get_backend('eigen').check()}"
@@ -45,9 +45,14 @@ ZOO = {
     "indefinite": _indefinite,
 }
 CASES = [
-    ("spd", "cg"), ("spd", "bicgstab"), ("spd", "ldlt"), ("spd", "lu"),
-    ("nonsymmetric", "bicgstab"), ("nonsymmetric", "lu"),
-    ("indefinite", "ldlt"), ("indefinite", "lu"),
+    ("spd", "cg"),
+    ("spd", "bicgstab"),
+    ("spd", "ldlt"),
+    ("spd", "lu"),
+    ("nonsymmetric", "bicgstab"),
+    ("nonsymmetric", "lu"),
+    ("indefinite", "ldlt"),
+    ("indefinite", "lu"),
 ]
 
 
@@ -68,11 +73,16 @@ def test_matches_scipy(matrix, method, dtype):
         assert info.converged and info.iterations > 0
 
 
-@pytest.mark.parametrize("matrix,method", [("spd", "cg"), ("spd", "ldlt"), ("nonsymmetric", "bicgstab"),
-                                           ("nonsymmetric", "lu"), ("indefinite", "ldlt")])
+@pytest.mark.parametrize(
+    "matrix,method",
+    [("spd", "cg"), ("spd", "ldlt"), ("nonsymmetric", "bicgstab"), ("nonsymmetric", "lu"), ("indefinite", "ldlt")],
+)
 def test_gradcheck_through_eigen_solve(matrix, method):
-    A = {"spd": lambda: gallery.poisson2d(4), "nonsymmetric": lambda: _nonsymmetric(12, seed=2),
-         "indefinite": lambda: _indefinite(10)}[matrix]()
+    A = {
+        "spd": lambda: gallery.poisson2d(4),
+        "nonsymmetric": lambda: _nonsymmetric(12, seed=2),
+        "indefinite": lambda: _indefinite(10),
+    }[matrix]()
     v = A.values.detach().clone().requires_grad_()
     b = torch.randn(A.shape[0], 2, dtype=torch.float64, requires_grad=True)
     perm = A.pattern.transpose()[1]

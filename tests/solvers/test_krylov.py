@@ -18,8 +18,13 @@ from sla.solvers.krylov import methods as krylov
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")]),
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
+        ],
+    ),
 ]
 
 
@@ -49,9 +54,17 @@ def _tol(dtype):
 
 
 CASES = [
-    ("cg", "spd"), ("minres", "spd"), ("bicgstab", "spd"), ("gmres", "spd"), ("fgmres", "spd"),
-    ("minres", "indefinite"), ("gmres", "indefinite"), ("fgmres", "indefinite"),
-    ("bicgstab", "general"), ("gmres", "general"), ("fgmres", "general"),
+    ("cg", "spd"),
+    ("minres", "spd"),
+    ("bicgstab", "spd"),
+    ("gmres", "spd"),
+    ("fgmres", "spd"),
+    ("minres", "indefinite"),
+    ("gmres", "indefinite"),
+    ("fgmres", "indefinite"),
+    ("bicgstab", "general"),
+    ("gmres", "general"),
+    ("fgmres", "general"),
 ]
 
 
@@ -68,8 +81,14 @@ def test_zoo_against_scipy(method, kind, dtype, device):
     ref = spla.spsolve(S.astype(np.complex128 if dtype.is_complex else np.float64).tocsc(), b)
     pcs = ["none", "jacobi"] if kind != "indefinite" else ["none"]
     for pc in pcs:
-        x, info = A.solve(torch.as_tensor(b).to(device=device, dtype=dtype), backend="pytorch", method=method,
-                          preconditioner=pc, restart=60, return_info=True)
+        x, info = A.solve(
+            torch.as_tensor(b).to(device=device, dtype=dtype),
+            backend="pytorch",
+            method=method,
+            preconditioner=pc,
+            restart=60,
+            return_info=True,
+        )
         assert info.backend == "pytorch" and info.method == method and info.preconditioner == pc
         assert info.converged and info.residual <= 10 * _tol(dtype)
         err = np.linalg.norm(x.cpu().numpy() - ref) / np.linalg.norm(ref)
@@ -191,8 +210,16 @@ def test_on_failure_policy():
         A.solve(b, backend="pytorch", method="cg", preconditioner="none", maxiter=3)
     with pytest.warns(ConvergenceWarning):
         A.solve(b, backend="pytorch", method="cg", preconditioner="none", maxiter=3, on_failure="warn")
-    _, info = A.solve(b, backend="pytorch", method="gmres", preconditioner="none", maxiter=3, restart=2,
-                      on_failure="ignore", return_info=True)
+    _, info = A.solve(
+        b,
+        backend="pytorch",
+        method="gmres",
+        preconditioner="none",
+        maxiter=3,
+        restart=2,
+        on_failure="ignore",
+        return_info=True,
+    )
     assert not info.converged and info.iterations == 3 and info.residual > 1e-3
 
 
@@ -200,8 +227,16 @@ def test_unattainable_tolerance_stops_early():
     # rtol below float32's attainable accuracy: report non-convergence, do not burn the budget
     A = gallery.poisson2d(40, dtype=torch.float32)
     b = torch.ones(A.shape[0], dtype=torch.float32)
-    x, info = A.solve(b, backend="pytorch", method="cg", preconditioner="jacobi", rtol=1e-9, maxiter=20000,
-                      on_failure="ignore", return_info=True)
+    x, info = A.solve(
+        b,
+        backend="pytorch",
+        method="cg",
+        preconditioner="jacobi",
+        rtol=1e-9,
+        maxiter=20000,
+        on_failure="ignore",
+        return_info=True,
+    )
     assert not info.converged and info.iterations < 2000
     ref = torch.linalg.solve(A.to_dense().double(), b.double())
     assert float((x.double() - ref).norm() / ref.norm()) < 1e-4  # still as accurate as float32 allows
@@ -222,8 +257,9 @@ def test_auto_choice_and_errors():
     # symmetric indefinite with a mixed-sign diagonal: 'auto' must not give MINRES an indefinite Jacobi
     S = _zoo("indefinite")
     Ai = SparseTensor.from_scipy(S)
-    _, info = Ai.solve(torch.ones(S.shape[0], dtype=torch.float64), backend="pytorch", method="minres",
-                       return_info=True)
+    _, info = Ai.solve(
+        torch.ones(S.shape[0], dtype=torch.float64), backend="pytorch", method="minres", return_info=True
+    )
     assert info.preconditioner == "none" and info.converged
     assert sla.is_pytorch_available()
 
@@ -239,8 +275,15 @@ def test_gradcheck_preconditioned(device):
 
     def f(theta, b):
         A = SparseTensor._make(A0.values + theta + theta[perm], p)
-        return A.solve(b, backend="pytorch", method="cg", preconditioner="gmg", matrix_type="spd", rtol=1e-13,
-                       options={"max_coarse": 4})
+        return A.solve(
+            b,
+            backend="pytorch",
+            method="cg",
+            preconditioner="gmg",
+            matrix_type="spd",
+            rtol=1e-13,
+            options={"max_coarse": 4},
+        )
 
     assert torch.autograd.gradcheck(f, (theta, b), atol=1e-6)
 
@@ -251,7 +294,8 @@ def test_gradcheck_preconditioned(device):
     b1 = torch.randn(20, dtype=torch.float64, device=device, requires_grad=True)
 
     def g(v, b):
-        return SparseTensor._make(v, A1.pattern).solve(b, backend="pytorch", method="gmres", preconditioner="amg",
-                                                       rtol=1e-13, options={"max_coarse": 5})
+        return SparseTensor._make(v, A1.pattern).solve(
+            b, backend="pytorch", method="gmres", preconditioner="amg", rtol=1e-13, options={"max_coarse": 5}
+        )
 
     assert torch.autograd.gradcheck(g, (v, b1), atol=1e-6)

@@ -56,8 +56,8 @@ def nlpoisson_numpy(u, f, n):
     k = 1 + U**2
     out = np.zeros((n, n))
     for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-        nb = U[1 + di:n + 1 + di, 1 + dj:n + 1 + dj]
-        kf = 0.5 * (k[1:-1, 1:-1] + k[1 + di:n + 1 + di, 1 + dj:n + 1 + dj])
+        nb = U[1 + di : n + 1 + di, 1 + dj : n + 1 + dj]
+        kf = 0.5 * (k[1:-1, 1:-1] + k[1 + di : n + 1 + di, 1 + dj : n + 1 + dj])
         out += kf * (U[1:-1, 1:-1] - nb)
     return out.ravel() / h**2 - f
 
@@ -93,8 +93,9 @@ def test_nonlinear_poisson_vs_scipy(kw):
     kw = dict(kw)
     if kw["linear_solver"] == "sparse":
         kw["jacobian_pattern"] = poisson2d(n).pattern
-    u, info = sla.nonlinear_solve(nlpoisson_residual, torch.zeros(n * n, dtype=torch.float64), ft, n,
-                                  rtol=1e-13, return_info=True, **kw)
+    u, info = sla.nonlinear_solve(
+        nlpoisson_residual, torch.zeros(n * n, dtype=torch.float64), ft, n, rtol=1e-13, return_info=True, **kw
+    )
     assert info.converged
     np.testing.assert_allclose(u.numpy(), ref.x, rtol=1e-9, atol=1e-11)
 
@@ -112,9 +113,15 @@ def test_sparse_jacobian_assembly_is_exact():
 
 
 # --------------------------------------------------------------- gradients
-@pytest.mark.parametrize("kw", [dict(method="newton", linear_solver="sparse"),
-                                dict(method="newton", linear_solver="gmres"),
-                                dict(method="anderson")], ids=_ids)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="newton", linear_solver="sparse"),
+        dict(method="newton", linear_solver="gmres"),
+        dict(method="anderson"),
+    ],
+    ids=_ids,
+)
 def test_gradcheck_each_parameter(kw):
     n = 4
     A0 = poisson2d(n) * 4.0
@@ -130,8 +137,16 @@ def test_gradcheck_each_parameter(kw):
 
     def solve(vals, f, c):
         A = sla.SparseTensor._make(vals, A0.pattern)
-        return A.nonlinear_solve(lambda u, A, f, c, w: A @ u + c * u**3 + w * u - f,
-                                 torch.zeros(n * n, dtype=torch.float64), f, c, w, rtol=1e-14, maxiter=200, **kw)
+        return A.nonlinear_solve(
+            lambda u, A, f, c, w: A @ u + c * u**3 + w * u - f,
+            torch.zeros(n * n, dtype=torch.float64),
+            f,
+            c,
+            w,
+            rtol=1e-14,
+            maxiter=200,
+            **kw,
+        )
 
     assert torch.autograd.gradcheck(solve, (vals, f, c))
 
@@ -142,8 +157,13 @@ def test_sparse_residual_on_device(device, linear_solver):
     n = 30
     A = (poisson1d(n) * float((n + 1) ** 2)).to(device)
     f = torch.linspace(1, 30, n, dtype=torch.float64, device=device).requires_grad_()
-    u = A.nonlinear_solve(lambda u, A, f: A @ u + u**3 - f, torch.zeros(n, dtype=torch.float64, device=device), f,
-                          linear_solver=linear_solver, rtol=1e-13)
+    u = A.nonlinear_solve(
+        lambda u, A, f: A @ u + u**3 - f,
+        torch.zeros(n, dtype=torch.float64, device=device),
+        f,
+        linear_solver=linear_solver,
+        rtol=1e-13,
+    )
     assert u.device.type == device
     F = A.detach() @ u.detach() + u.detach() ** 3 - f.detach()
     assert float(F.norm()) <= 1e-10 * float(f.detach().norm())
@@ -182,9 +202,15 @@ def test_backward_memory_independent_of_iterations():
     for rtol in (1e-3, 1e-13):
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-            u, info = A.nonlinear_solve(lambda u, A, f: A @ u + u**3 - f, torch.zeros(n * n, dtype=torch.float64), f,
-                                        method="picard", preconditioner=lambda r: lu.solve(r.reshape(-1)), rtol=rtol,
-                                        return_info=True)
+            u, info = A.nonlinear_solve(
+                lambda u, A, f: A @ u + u**3 - f,
+                torch.zeros(n * n, dtype=torch.float64),
+                f,
+                method="picard",
+                preconditioner=lambda r: lu.solve(r.reshape(-1)),
+                rtol=rtol,
+                return_info=True,
+            )
         counts.append((info.iterations, len(saved), sum(saved)))
         (g,) = torch.autograd.grad(u.sum(), f)
         grads.append(g)
@@ -197,12 +223,13 @@ def test_backward_memory_independent_of_iterations():
 def test_failure_policy():
     A = poisson1d(20) * 441.0
     f = torch.ones(20, dtype=torch.float64)
-    fn = lambda u, A, f: A @ u + u**3 - f  # noqa: E731
+    fn = lambda u, A, f: A @ u + u**3 - f
     with pytest.raises(sla.ConvergenceError, match="did not converge"):
         A.nonlinear_solve(fn, torch.zeros(20, dtype=torch.float64), f, method="picard", maxiter=3)
     with pytest.warns(sla.ConvergenceWarning):
-        u, info = A.nonlinear_solve(fn, torch.zeros(20, dtype=torch.float64), f, method="picard", maxiter=3,
-                                    on_failure="warn", return_info=True)
+        u, info = A.nonlinear_solve(
+            fn, torch.zeros(20, dtype=torch.float64), f, method="picard", maxiter=3, on_failure="warn", return_info=True
+        )
     assert not info.converged and info.iterations == 3
 
 

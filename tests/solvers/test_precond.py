@@ -17,8 +17,13 @@ from sla.solvers.precond.simple import make_preconditioner
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")]),
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
+        ],
+    ),
 ]
 
 
@@ -34,8 +39,8 @@ def _variable_poisson(nx, ny, seed=0, device="cpu"):
     idx = np.arange(n).reshape(nx, ny)
     rows, cols, vals = [], [], []
     for dx, dy in [(0, 1), (1, 0), (1, 1), (1, -1)]:
-        a = idx[max(0, -dx): nx - max(0, dx), max(0, -dy): ny - max(0, dy)]
-        b = idx[max(0, dx): nx + min(0, dx) or None, max(0, dy): ny + min(0, dy) or None]
+        a = idx[max(0, -dx) : nx - max(0, dx), max(0, -dy) : ny - max(0, dy)]
+        b = idx[max(0, dx) : nx + min(0, dx) or None, max(0, dy) : ny + min(0, dy) or None]
         a, b = a.ravel(), b.ravel()
         w = rng.uniform(0.1, 2.0, a.size) * (0.3 if dx and dy else 1.0)
         rows += [a, b]
@@ -49,11 +54,19 @@ def _variable_poisson(nx, ny, seed=0, device="cpu"):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name,opts", [("jacobi", {}), ("block_jacobi", {"block_size": 3}), ("chebyshev", {}),
-                                       ("amg", {"max_coarse": 10}), ("gmg", {"max_coarse": 10, "transfers": "csr"}),
-                                       ("gmg", {"max_coarse": 10, "transfers": "stencil"}),
-                                       ("amg", {"max_coarse": 10, "cycle": "W"}),
-                                       ("gmg", {"max_coarse": 10, "cycle": "W"})])
+@pytest.mark.parametrize(
+    "name,opts",
+    [
+        ("jacobi", {}),
+        ("block_jacobi", {"block_size": 3}),
+        ("chebyshev", {}),
+        ("amg", {"max_coarse": 10}),
+        ("gmg", {"max_coarse": 10, "transfers": "csr"}),
+        ("gmg", {"max_coarse": 10, "transfers": "stencil"}),
+        ("amg", {"max_coarse": 10, "cycle": "W"}),
+        ("gmg", {"max_coarse": 10, "cycle": "W"}),
+    ],
+)
 def test_preconditioner_is_spd(name, opts, device):
     A, _ = _variable_poisson(9, 10, device=device)
     M = make_preconditioner(A, name, **opts)
@@ -100,8 +113,11 @@ def test_gmg_transfers_and_galerkin(dims):
     torch.testing.assert_close(P, ref)
     g = torch.Generator().manual_seed(1)
     for ax in [axes, axes[:1], axes[-1:]]:  # x += P xc in place, on every axis subset shape
-        Pa = gmg.prolong(torch.eye(int(np.prod([d // 2 if a in ax else d for a, d in enumerate(dims)])),
-                                   dtype=torch.float64), dims, ax)
+        Pa = gmg.prolong(
+            torch.eye(int(np.prod([d // 2 if a in ax else d for a, d in enumerate(dims)])), dtype=torch.float64),
+            dims,
+            ax,
+        )
         xc = torch.randn(Pa.shape[1], 2, generator=g, dtype=torch.float64)
         x = torch.randn(n, 2, generator=g, dtype=torch.float64)
         expected = x + Pa @ xc
@@ -131,8 +147,11 @@ def test_gmg_transfers_and_galerkin(dims):
 def _poisson3d_aniso(dims):
     L = [gallery.poisson1d(d).to_scipy("csr") for d in dims]
     I = [sp.identity(d, format="csr") for d in dims]
-    S = sp.kron(sp.kron(L[0], I[1]), I[2]) + 3.0 * sp.kron(sp.kron(I[0], L[1]), I[2]) + 0.2 * sp.kron(
-        sp.kron(I[0], I[1]), L[2])
+    S = (
+        sp.kron(sp.kron(L[0], I[1]), I[2])
+        + 3.0 * sp.kron(sp.kron(I[0], L[1]), I[2])
+        + 0.2 * sp.kron(sp.kron(I[0], I[1]), L[2])
+    )
     A = SparseTensor.from_scipy(S.tocsr())
     A.pattern.cache["grid"] = dims
     return A
@@ -220,8 +239,11 @@ def test_amg_mis2_bounded_iterations(device):
 
 
 def test_gmg_stencil_reading_and_rejection():
-    for A, dims in [(gallery.poisson2d(7, 2), (7, 2)), (_variable_poisson(9, 10)[0], (9, 10)),
-                    (_poisson3d_aniso((5, 6, 7)), (5, 6, 7))]:
+    for A, dims in [
+        (gallery.poisson2d(7, 2), (7, 2)),
+        (_variable_poisson(9, 10)[0], (9, 10)),
+        (_poisson3d_aniso((5, 6, 7)), (5, 6, 7)),
+    ]:
         o1, S1 = gmg._stencil(A.pattern, A.values, dims)
         o2, S2 = gmg._stencil(A.pattern, A.values, dims, exact=True)
         assert o1 == o2 and torch.equal(S1, S2)
@@ -338,5 +360,12 @@ def test_standard_aggregation_matches_pyamg():
         agg, nagg = standard_aggregation(torch.from_numpy(S.indptr), torch.from_numpy(S.indices), S.shape[0])
         assert nagg == ref.shape[1]
         np.testing.assert_array_equal(agg.numpy(), expected)
-    assert int((agg == -1).sum()) == 0 and int((standard_aggregation(
-        torch.from_numpy(iso.indptr), torch.from_numpy(iso.indices), iso.shape[0])[0] == -1).sum()) == 5
+    assert (
+        int((agg == -1).sum()) == 0
+        and int(
+            (
+                standard_aggregation(torch.from_numpy(iso.indptr), torch.from_numpy(iso.indices), iso.shape[0])[0] == -1
+            ).sum()
+        )
+        == 5
+    )

@@ -5,11 +5,12 @@ import scipy.sparse as sp
 import torch
 
 import sla
-from sla import SparseTensor, SolverConfig, gallery
+from sla import SolverConfig, SparseTensor, gallery
 from sla.solvers.backends.scipy import has_cholmod
 
 needs_cholmod = pytest.mark.skipif(
-    not has_cholmod(), reason="CHOLMOD (scikit-sparse) not installed: apt-get install libsuitesparse-dev; pip install sla[cholmod]"
+    not has_cholmod(),
+    reason="CHOLMOD (scikit-sparse) not installed: apt-get install libsuitesparse-dev; pip install sla[cholmod]",
 )
 
 
@@ -50,7 +51,10 @@ CASES = [
 def test_methods_match_dense(method, kind, dtype):
     A = zoo(kind, dtype=dtype)
     b = torch.randn(A.shape[0], 3, dtype=dtype)
-    ref = torch.linalg.solve(A.to_dense().double() if not dtype.is_complex else A.to_dense().cdouble(), b.to(torch.complex128 if dtype.is_complex else torch.float64))
+    ref = torch.linalg.solve(
+        A.to_dense().double() if not dtype.is_complex else A.to_dense().cdouble(),
+        b.to(torch.complex128 if dtype.is_complex else torch.float64),
+    )
     single = dtype in (torch.float32, torch.complex64)
     x, info = A.solve(b, backend="scipy", method=method, rtol=1e-5 if single else 1e-11, return_info=True)
     assert info.backend == "scipy" and info.method == method and info.converged
@@ -64,7 +68,9 @@ def test_methods_match_dense(method, kind, dtype):
 def test_batched_and_multi_rhs(shape, multi):
     n = 20
     base = zoo("general", n)
-    vals = torch.stack([base.values * (1 + 0.1 * i) for i in range(max(1, int(torch.tensor(shape).prod()) if shape else 1))])
+    vals = torch.stack(
+        [base.values * (1 + 0.1 * i) for i in range(max(1, int(torch.tensor(shape).prod()) if shape else 1))]
+    )
     vals = vals.reshape(*shape, base.nnz)
     A = SparseTensor(vals, base.row, base.col, (*shape, n, n))
     b = torch.randn(*shape, n, *((4,) if multi else ()), dtype=torch.float64)
@@ -92,8 +98,10 @@ def test_broadcast_vector_over_matrix_batch():
 
 
 # -------------------------------------------------------------- gradients
-@pytest.mark.parametrize("method,kind", [("lu", "general"), ("cg", "spd"), ("gmres", "general"),
-                                         pytest.param("cholesky", "spd", marks=needs_cholmod)])
+@pytest.mark.parametrize(
+    "method,kind",
+    [("lu", "general"), ("cg", "spd"), ("gmres", "general"), pytest.param("cholesky", "spd", marks=needs_cholmod)],
+)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
 def test_gradcheck_solve(method, kind, dtype):
     A = zoo(kind, 8, dtype=dtype, seed=1)
@@ -115,7 +123,7 @@ def test_gradcheck_batched():
     base = zoo("general", 6, seed=2)
     v = torch.stack([base.values, 1.5 * base.values]).requires_grad_()
     b = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
-    f = lambda v, b: SparseTensor._make(v, base.pattern).solve(b)  # noqa: E731
+    f = lambda v, b: SparseTensor._make(v, base.pattern).solve(b)
     assert torch.autograd.gradcheck(f, (v, b))
 
 
@@ -207,8 +215,7 @@ def test_solver_config_context_and_precedence():
 def test_check_every_validation():
     A = gallery.poisson2d(20)
     b = torch.ones(400, dtype=torch.float64)
-    x, info = A.solve(b, backend="pytorch", method="cg", preconditioner="gmg", check_every="adaptive",
-                      return_info=True)
+    x, info = A.solve(b, backend="pytorch", method="cg", preconditioner="gmg", check_every="adaptive", return_info=True)
     assert info.converged
     for bad in ("sometimes", 0, True, 2.5):
         with pytest.raises(ValueError, match="check_every must be a positive integer or .adaptive., got"):
@@ -284,10 +291,20 @@ def test_non_convergence_policy():
 
 
 BAD = [
-    ("non-square", lambda A, b: SparseTensor.from_dense(torch.ones(3, 2, dtype=torch.float64)).solve(b[:3]), ValueError, "square"),
+    (
+        "non-square",
+        lambda A, b: SparseTensor.from_dense(torch.ones(3, 2, dtype=torch.float64)).solve(b[:3]),
+        ValueError,
+        "square",
+    ),
     ("b length", lambda A, b: A.solve(b[:-1]), ValueError, "shape"),
     ("b batch", lambda A, b: A.solve(torch.ones(2, 3, 5, dtype=torch.float64)), ValueError, "shape"),
-    ("nan values", lambda A, b: SparseTensor(A.values * float("nan"), A.row, A.col, A.shape).solve(b), ValueError, "NaN"),
+    (
+        "nan values",
+        lambda A, b: SparseTensor(A.values * float("nan"), A.row, A.col, A.shape).solve(b),
+        ValueError,
+        "NaN",
+    ),
     ("inf b", lambda A, b: A.solve(b * float("inf")), ValueError, "NaN or Inf"),
     ("mixed dtype", lambda A, b: A.solve(b.float()), TypeError, "dtype"),
     ("b not tensor", lambda A, b: A.solve([1.0] * 5), TypeError, "torch.Tensor"),
@@ -296,7 +313,14 @@ BAD = [
     ("method lacking", lambda A, b: A.solve(b, backend="scipy", method="fgmres"), ValueError, "offers"),
     ("bad option", lambda A, b: A.solve(b, tolerance=1e-3), TypeError, "unknown solver option"),
     ("bad on_failure", lambda A, b: A.solve(b, on_failure="explode"), ValueError, "on_failure"),
-    ("cg on general", lambda A, b: (A + A.T() * 0.5 + SparseTensor.from_dense(torch.triu(torch.ones(5, 5, dtype=torch.float64)))).solve(b, method="cg"), ValueError, "needs a matrix of type"),
+    (
+        "cg on general",
+        lambda A, b: (
+            A + A.T() * 0.5 + SparseTensor.from_dense(torch.triu(torch.ones(5, 5, dtype=torch.float64)))
+        ).solve(b, method="cg"),
+        ValueError,
+        "needs a matrix of type",
+    ),
     ("A not sparse", lambda A, b: sla.solve(torch.eye(5), b), TypeError, "SparseTensor"),
 ]
 
@@ -312,8 +336,9 @@ def test_bad_input(name, call, exc, match):
 def test_backend_not_installed_names_the_extra(monkeypatch):
     from sla.solvers.linear import registry
 
-    fake = registry.Backend(name="fake", devices=("cpu",), methods={}, check=lambda: "package 'fakepkg' missing",
-                            extra="fake")
+    fake = registry.Backend(
+        name="fake", devices=("cpu",), methods={}, check=lambda: "package 'fakepkg' missing", extra="fake"
+    )
     monkeypatch.setitem(registry._MODULES, "fake", "fake.module")
     monkeypatch.setitem(registry._loaded, "fake", fake)
     with pytest.raises(sla.BackendUnavailableError, match=r"sla\[fake\]"):

@@ -95,7 +95,7 @@ def test_gradcheck_condition_number_and_norm():
     assert torch.autograd.gradcheck(lambda v: sla.SparseTensor._make(v, A.pattern).norm(2), (v,))
     B, _ = rand_sparse(230, 230, 0.02, seed=6, diag=3.0)
     w = B.values.clone().requires_grad_()
-    f = lambda w: sla.condition_number(sla.SparseTensor._make(w, B.pattern), method="arpack")  # noqa: E731
+    f = lambda w: sla.condition_number(sla.SparseTensor._make(w, B.pattern), method="arpack")
     assert torch.autograd.gradcheck(f, (w,), fast_mode=True)
 
 
@@ -120,8 +120,9 @@ def test_validation():
 def test_complex_singular_vector_grads_match_torch(method):
     A, D = rand_sparse(12, 9, 0.5, seed=9, dtype=torch.complex128)
     g = torch.Generator().manual_seed(3)
-    C = torch.complex(torch.randn(12, 9, generator=g, dtype=torch.float64),
-                      torch.randn(12, 9, generator=g, dtype=torch.float64))
+    C = torch.complex(
+        torch.randn(12, 9, generator=g, dtype=torch.float64), torch.randn(12, 9, generator=g, dtype=torch.float64)
+    )
     w = torch.rand(12, generator=g, dtype=torch.float64)
     k = 3
 

@@ -166,7 +166,10 @@ class _Plan:
         crow, ccol = pattern.crow, pattern.ccol
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse invariant checks are disabled": the pattern is valid
-            a = [torch.sparse_csr_tensor(crow, ccol, self.values[i], (n, n), check_invariants=False) for i in range(batch)]
+            a = [
+                torch.sparse_csr_tensor(crow, ccol, self.values[i], (n, n), check_invariants=False)
+                for i in range(batch)
+            ]
         if batch == 1:
             a = a[0]
             b = torch.zeros(n, 1, dtype=dtype, device=values.device)
@@ -202,8 +205,14 @@ class _Plan:
         cudss.set_stream(s.handle, stream.cuda_stream)
         cudss.execute(s.handle, cudss.Phase.FACTORIZATION, s.config_ptr, s.data_ptr, s.a_ptr, s.x_ptr, s.b_ptr)
         stream.synchronize()  # INFO is final once the factorisation ran
-        cudss.data_get(s.handle, s.data_ptr, cudss.DataParam.INFO, self._info.ctypes.data, self._info.itemsize,
-                       self._written.ctypes.data)
+        cudss.data_get(
+            s.handle,
+            s.data_ptr,
+            cudss.DataParam.INFO,
+            self._info.ctypes.data,
+            self._info.itemsize,
+            self._written.ctypes.data,
+        )
         self.owner = owner
         return int(self._info[0])
 
@@ -218,8 +227,14 @@ class _Plan:
         cols = np.full(B, K, dtype=np.int32)
         ptrs = torch.tensor([t[i].data_ptr() for i in range(B)], dtype=torch.int64, device=t.device)
         m = cudss.matrix_create_batch_dn(
-            B, rows.ctypes.data, cols.ctypes.data, rows.ctypes.data, ptrs.data_ptr(),
-            cudss.DataType.R_32I, self.vtype, cudss.Layout.COL_MAJOR,
+            B,
+            rows.ctypes.data,
+            cols.ctypes.data,
+            rows.ctypes.data,
+            ptrs.data_ptr(),
+            cudss.DataType.R_32I,
+            self.vtype,
+            cudss.Layout.COL_MAJOR,
         )
         return m, (rows, cols, ptrs)
 
@@ -303,10 +318,10 @@ class _State:
         if info != 0:
             plan.owner = 0
             if self.method == "cholesky":
-                raise NotPositiveDefiniteError(
-                    f"cuDSS Cholesky: the matrix is not positive definite (info={info})"
-                )
-            raise SingularMatrixError(f"cuDSS {self.method}: zero pivot during factorisation (info={info}); A is singular")
+                raise NotPositiveDefiniteError(f"cuDSS Cholesky: the matrix is not positive definite (info={info})")
+            raise SingularMatrixError(
+                f"cuDSS {self.method}: zero pivot during factorisation (info={info}); A is singular"
+            )
 
     def _ready(self, plan: _Plan, values: torch.Tensor) -> _Plan:
         if plan.owner != self.token:

@@ -140,7 +140,7 @@ class _Krylov:
         for _ in range(6):
             count = [0]
 
-            def cb(*_):
+            def cb(*_, count=count):
                 count[0] += 1
 
             kw = dict(x0=x, maxiter=self.maxiter, M=M, callback=cb)
@@ -207,7 +207,12 @@ BACKEND = Backend(
     choose=_choose,
     description="CuPy cupyx.scipy.sparse.linalg: splu, CG, GMRES, MINRES (zero-copy via DLPack)",
     methods={
-        "lu": Method("lu", "direct", lambda A, cfg, mtype: _LU(A, cfg, mtype), lambda st, b, transpose=False: st.apply(b, transpose)),
+        "lu": Method(
+            "lu",
+            "direct",
+            lambda A, cfg, mtype: _LU(A, cfg, mtype),
+            lambda st, b, transpose=False: st.apply(b, transpose),
+        ),
         "cg": _krylov("cg", _DEFINITE),
         "gmres": _krylov("gmres", ("general",) + _SYMMETRIC),
         "minres": _krylov("minres", _SYMMETRIC),

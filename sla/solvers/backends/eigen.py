@@ -30,7 +30,6 @@ import site
 import sys
 import sysconfig
 import threading
-from typing import Optional
 
 import torch
 
@@ -45,7 +44,7 @@ _SYMMETRIC = ("symmetric", "spd")
 _DEFINITE = ("spd",)
 _lock = threading.Lock()
 _module = None
-_build_error: Optional[str] = None
+_build_error: str | None = None
 
 
 # --------------------------------------------------------------- discovery
@@ -65,7 +64,7 @@ def _candidates() -> list[str]:
     return out
 
 
-def eigen_include_dir() -> Optional[str]:
+def eigen_include_dir() -> str | None:
     """Folder holding ``Eigen/Sparse``, or None when no Eigen headers are found."""
     for d in _candidates():
         if os.path.isfile(os.path.join(d, "Eigen", "Sparse")):
@@ -73,12 +72,12 @@ def eigen_include_dir() -> Optional[str]:
     return None
 
 
-def _compiler() -> Optional[str]:
+def _compiler() -> str | None:
     cxx = os.environ.get("CXX", "c++")
     return shutil.which(cxx) or shutil.which("g++") or shutil.which("clang++")
 
 
-def _check() -> Optional[str]:
+def _check() -> str | None:
     """None when headers, a C++ compiler and ninja are present, else what is missing."""
     missing = []
     if eigen_include_dir() is None:
@@ -157,11 +156,20 @@ class _State:
         maxiter = cfg.maxiter if cfg.maxiter is not None else 10 * max(self.n, 1)
         cls = ext.StateFloat if A.dtype == torch.float32 else ext.StateDouble
         try:
-            self.state = cls(method, self.n, p.nnz, crow.data_ptr(), col.data_ptr(), values.data_ptr(),
-                             float(rtol), float(atol), int(maxiter))
+            self.state = cls(
+                method,
+                self.n,
+                p.nnz,
+                crow.data_ptr(),
+                col.data_ptr(),
+                values.data_ptr(),
+                float(rtol),
+                float(atol),
+                int(maxiter),
+            )
         except ValueError as exc:
             if str(exc).startswith("singular:"):
-                raise SingularMatrixError(f"eigen/{method}: {str(exc)[len('singular: '):]}") from exc
+                raise SingularMatrixError(f"eigen/{method}: {str(exc)[len('singular: ') :]}") from exc
             raise
 
     def apply(self, b: torch.Tensor, transpose: bool = False):
@@ -212,4 +220,3 @@ BACKEND = Backend(
         "lu": _method("lu", "direct", ("general",) + _SYMMETRIC),
     },
 )
-

@@ -211,7 +211,7 @@ class _Krylov:
         for k in range(B.shape[1]):
             count = [0]
 
-            def cb(*_):
+            def cb(*_, count=count):
                 count[0] += 1
 
             kw = dict(rtol=self.rtol, atol=self.atol, maxiter=self.maxiter, M=M, callback=cb)
@@ -236,7 +236,11 @@ class _Krylov:
             X[:, k] = x
             iters = max(iters, count[0])
             ok &= info == 0
-        return _back(X, b), {"iterations": iters, "converged": ok, "preconditioner": "jacobi" if self.jacobi else "none"}
+        return _back(X, b), {
+            "iterations": iters,
+            "converged": ok,
+            "preconditioner": "jacobi" if self.jacobi else "none",
+        }
 
 
 def _krylov(method, types):

@@ -22,8 +22,8 @@ import torch
 from ...products import csr_matmul
 from ...sparse import SparseTensor
 from ..krylov import methods as krylov
-from ..precond.simple import PRECONDITIONERS, make_preconditioner
 from ..linear.registry import Backend, Method
+from ..precond.simple import PRECONDITIONERS, make_preconditioner
 
 log = logging.getLogger("sla")
 
@@ -70,15 +70,18 @@ class _State:
         self.restart = cfg.restart or 50
         opts = dict(cfg.options or {})
         if method in ("cg", "minres") and not self.hermitian:
-            raise ValueError(f"method {method!r} needs a Hermitian matrix, but A is a complex {mtype!r} matrix "
-                             "(complex symmetric is not Hermitian): use method='gmres' or 'bicgstab'")
+            raise ValueError(
+                f"method {method!r} needs a Hermitian matrix, but A is a complex {mtype!r} matrix "
+                "(complex symmetric is not Hermitian): use method='gmres' or 'bicgstab'"
+            )
         name = cfg.preconditioner or "auto"
         if name == "auto":
             name = auto_preconditioner(A, mtype, method)
             opts = {}
         if name not in PRECONDITIONERS:
-            raise ValueError(f"unknown preconditioner {name!r} for the pytorch backend; known: "
-                             f"{sorted(PRECONDITIONERS) + ['auto']}")
+            raise ValueError(
+                f"unknown preconditioner {name!r} for the pytorch backend; known: {sorted(PRECONDITIONERS) + ['auto']}"
+            )
         if name == "amg":
             opts.setdefault("hermitian", self.hermitian)
         self.pc_name = name
@@ -108,8 +111,17 @@ class _State:
 
     def apply(self, b: torch.Tensor, transpose: bool = False):
         mv, M = self.adjoint() if transpose else (self.mv, self.M)
-        res = krylov.krylov_solve(self.method, mv, b, precond=M, rtol=self.rtol, atol=self.atol,
-                                  maxiter=self.maxiter, check_every=self.check_every, restart=self.restart)
+        res = krylov.krylov_solve(
+            self.method,
+            mv,
+            b,
+            precond=M,
+            rtol=self.rtol,
+            atol=self.atol,
+            maxiter=self.maxiter,
+            check_every=self.check_every,
+            restart=self.restart,
+        )
         stats = res.stats()
         stats["preconditioner"] = self.pc_name
         if hasattr(self.M, "describe"):
@@ -147,7 +159,7 @@ BACKEND = Backend(
     batched=True,
     choose=_choose,
     description="native torch Krylov methods (CG, BiCGStab, GMRES, FGMRES, MINRES) with Jacobi, "
-                "block-Jacobi, Chebyshev, AMG and geometric multigrid preconditioners",
+    "block-Jacobi, Chebyshev, AMG and geometric multigrid preconditioners",
     methods={
         "cg": _method("cg", _DEFINITE),
         "bicgstab": _method("bicgstab", _GENERAL),

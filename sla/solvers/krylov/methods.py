@@ -69,8 +69,10 @@ class KrylovResult:
     looks: int = 0
 
     def stats(self) -> dict:
-        return {"iterations": int(self.iterations.max()) if self.iterations.numel() else 0,
-                "converged": bool(self.converged.all())}
+        return {
+            "iterations": int(self.iterations.max()) if self.iterations.numel() else 0,
+            "converged": bool(self.converged.all()),
+        }
 
 
 def _div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -396,10 +398,19 @@ _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
 
 
 def _api(inner, name: str, title: str, spd: str = "", uses_restart: bool = False):
-    def method(matvec: Op, b: torch.Tensor, *, precond: Op | None = None, dot=None,
-               x0: torch.Tensor | None = None, rtol: float = 1e-8, atol: float = 0.0,
-               maxiter: int | None = None, check_every: int | None = None,
-               restart: int = 50) -> KrylovResult:
+    def method(
+        matvec: Op,
+        b: torch.Tensor,
+        *,
+        precond: Op | None = None,
+        dot=None,
+        x0: torch.Tensor | None = None,
+        rtol: float = 1e-8,
+        atol: float = 0.0,
+        maxiter: int | None = None,
+        check_every: int | None = None,
+        restart: int = 50,
+    ) -> KrylovResult:
         ctx = _Ctx(matvec, b, precond, dot, rtol, atol, maxiter, check_every)
         if not uses_restart:
             return _outer(inner, ctx, x0)
@@ -418,8 +429,9 @@ cg = _api(_cg_inner, "cg", "Preconditioned conjugate gradients (Hermitian positi
 bicgstab = _api(_bicgstab_inner, "bicgstab", "Right-preconditioned BiCGStab (general A)")
 minres = _api(_minres_inner, "minres", "Preconditioned MINRES (Hermitian, possibly indefinite A)", _SPD)
 gmres = _api(_rgmres_inner, "gmres", "Right-preconditioned restarted GMRES(m) (general A)", uses_restart=True)
-fgmres = _api(_fgmres_inner, "fgmres", "Flexible GMRES(m): the preconditioner may change between steps",
-              uses_restart=True)
+fgmres = _api(
+    _fgmres_inner, "fgmres", "Flexible GMRES(m): the preconditioner may change between steps", uses_restart=True
+)
 
 METHODS = {"cg": cg, "bicgstab": bicgstab, "gmres": gmres, "fgmres": fgmres, "minres": minres}
 

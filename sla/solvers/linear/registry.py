@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -73,7 +74,7 @@ class Method:
     setup: Callable[..., Any]
     apply: Callable[..., Any]
     matrix_types: tuple = ALL_TYPES
-    fallback: Optional[str] = None  # tried when an optimistic choice fails (e.g. cholesky -> lu)
+    fallback: str | None = None  # tried when an optimistic choice fails (e.g. cholesky -> lu)
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,18 @@ class Backend:
     name: str
     devices: tuple
     methods: dict
-    check: Callable[[], Optional[str]]  # None if usable, else the reason
-    extra: Optional[str] = None  # pip extra that provides it
+    check: Callable[[], str | None]  # None if usable, else the reason
+    extra: str | None = None  # pip extra that provides it
     dtypes: tuple = FLOAT_DTYPES
     batched: bool = False
     # choose(n, dtype, matrix_type, kind) -> method name or None (kind: None, 'direct', 'iterative')
-    choose: Callable[..., Optional[str]] = field(default=lambda n, dtype, mtype, kind=None: None)
+    choose: Callable[..., str | None] = field(default=lambda n, dtype, mtype, kind=None: None)
     description: str = ""
 
-    def unavailable_reason(self) -> Optional[str]:
+    def unavailable_reason(self) -> str | None:
         return self.check()
 
-    def require(self) -> "Backend":
+    def require(self) -> Backend:
         why = self.check()
         if why is not None:
             hint = f" (pip install 'sla[{self.extra}]')" if self.extra else ""
@@ -137,7 +138,7 @@ def priority(device_type: str) -> list[str]:
 
 
 def select_backend(
-    device, n: int, dtype: torch.dtype = torch.float64, matrix_type: str = "general", kind: Optional[str] = None
+    device, n: int, dtype: torch.dtype = torch.float64, matrix_type: str = "general", kind: str | None = None
 ) -> tuple[str, str]:
     """``(backend, method)`` that ``'auto'`` uses for an ``n x n`` system.
 

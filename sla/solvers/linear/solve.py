@@ -15,14 +15,12 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import torch
 
 from ... import structure
 from ...checks import all_finite
 from ...config import (
-    BackendUnavailableError,
     NotPositiveDefiniteError,
     SingularMatrixError,
     SolveInfo,
@@ -55,7 +53,9 @@ def check_rhs(A: SparseTensor, b, name: str = "b") -> torch.Tensor:
     if b.device != A.device:
         raise ValueError(f"{name} is on {b.device} but A is on {A.device}; move one with .to()")
     if b.dtype != A.dtype:
-        raise TypeError(f"{name} has dtype {b.dtype} but A has {A.dtype}; no implicit promotion: use {name}.to(A.dtype)")
+        raise TypeError(
+            f"{name} has dtype {b.dtype} but A has {A.dtype}; no implicit promotion: use {name}.to(A.dtype)"
+        )
     if not all_finite(b):
         raise ValueError(f"{name} has NaN or Inf entries")
     return b
@@ -79,7 +79,7 @@ def _multigrid_pays(A: SparseTensor, n: int, mtype: str) -> bool:
     return n >= limit and structure.is_dominant_definite(A)
 
 
-def _choose(A: SparseTensor, cfg: SolverConfig, kind: Optional[str]) -> tuple[str, str, str, list]:
+def _choose(A: SparseTensor, cfg: SolverConfig, kind: str | None) -> tuple[str, str, str, list]:
     """``(backend, method, matrix type, notes on the choice)``."""
     mtype = cfg.matrix_type if cfg.matrix_type != "auto" else structure.guess_matrix_type(A)
     n = A.sparse_shape[0]
@@ -87,8 +87,10 @@ def _choose(A: SparseTensor, cfg: SolverConfig, kind: Optional[str]) -> tuple[st
     notes = []
     if backend == "auto" and method == "auto" and kind is None and _multigrid_pays(A, n, mtype):
         backend, method = "pytorch", "cg"
-        notes.append(f"auto: multigrid CG (large, positive definite by diagonal dominance; rtol "
-                     f"{cfg.tolerances(A.dtype)[0]:g}; method='cholesky' for a direct solve)")
+        notes.append(
+            f"auto: multigrid CG (large, positive definite by diagonal dominance; rtol "
+            f"{cfg.tolerances(A.dtype)[0]:g}; method='cholesky' for a direct solve)"
+        )
     elif backend == "auto" and method == "auto":
         backend, method = registry.select_backend(A.device, n, A.dtype, mtype, kind=kind)
     elif backend == "auto":
@@ -169,7 +171,7 @@ def _build(A, backend, method, mtype, cfg):
     return [method.setup(SparseTensor._make(flat[i], A.pattern), cfg, mtype) for i in range(A.batch_size)]
 
 
-def prepare(A: SparseTensor, cfg: SolverConfig, kind: Optional[str] = None) -> Prepared:
+def prepare(A: SparseTensor, cfg: SolverConfig, kind: str | None = None) -> Prepared:
     """Pick the solver for ``A`` and build (or fetch from the cache) its state."""
     bname, mname, mtype, notes = _choose(A, cfg, kind)
     backend = registry.get_backend(bname).require()
@@ -278,8 +280,16 @@ def _run(A: SparseTensor, b, prep: Prepared, return_info: bool, b_checked: bool 
     return (x, info) if return_info else x
 
 
-def solve(A: SparseTensor, b: torch.Tensor, backend: str = None, method: str = None, *, config: SolverConfig = None,
-          return_info: bool = False, **options):
+def solve(
+    A: SparseTensor,
+    b: torch.Tensor,
+    backend: str = None,
+    method: str = None,
+    *,
+    config: SolverConfig = None,
+    return_info: bool = False,
+    **options,
+):
     """Solve ``A x = b``, differentiably in ``A.values`` and ``b``.
 
     Parameters
@@ -333,8 +343,9 @@ class LUFactorization:
     ``A``) and reuse the factors in the backward pass.
     """
 
-    def __init__(self, A: SparseTensor, backend: str = None, method: str = None, *, config: SolverConfig = None,
-                 **options):
+    def __init__(
+        self, A: SparseTensor, backend: str = None, method: str = None, *, config: SolverConfig = None, **options
+    ):
         check_matrix(A)
         cfg = SolverConfig.resolve(config, backend=backend, method=method, **options)
         self.A = A
@@ -351,4 +362,3 @@ class LUFactorization:
 
     def __repr__(self) -> str:
         return f"LUFactorization({self.backend}/{self.method}, {self.matrix_type}, shape={tuple(self.A.shape)})"
-

@@ -14,19 +14,19 @@ and the parameters only -- no iteration history.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
 from ...config import ConvergenceError, ConvergenceWarning
 from ...pattern import Pattern
-from .jacobian import Residual, assemble_jacobian
 from ..krylov.methods import gmres
+from .jacobian import Residual, assemble_jacobian
 
 __all__ = ["ImplicitAdjoint", "ImplicitSolve", "block_preconditioner"]
 
 
-def block_preconditioner(fn: Optional[Callable]) -> Optional[Callable]:
+def block_preconditioner(fn: Callable | None) -> Callable | None:
     """Lift a preconditioner on flat vectors ``[N]`` -- or on ``[B, n, K]`` blocks -- to ``[1, N, 1]``."""
     if fn is None:
         return None
@@ -49,9 +49,17 @@ class ImplicitAdjoint:
     sparse direct solve) or ``'dense'``.
     """
 
-    def __init__(self, linear: str = "gmres", pattern: Optional[Pattern] = None, preconditioner=None,
-                 rtol: Optional[float] = None, maxiter: Optional[int] = None, restart: int = 50,
-                 on_failure: str = "raise", linear_options: Optional[dict] = None):
+    def __init__(
+        self,
+        linear: str = "gmres",
+        pattern: Pattern | None = None,
+        preconditioner=None,
+        rtol: float | None = None,
+        maxiter: int | None = None,
+        restart: int = 50,
+        on_failure: str = "raise",
+        linear_options: dict | None = None,
+    ):
         self.linear, self.pattern, self.P = linear, pattern, block_preconditioner(preconditioner)
         self.linear_options = dict(linear_options or {})
         self.rtol, self.maxiter, self.restart, self.on_failure = rtol, maxiter, restart, on_failure
@@ -67,8 +75,14 @@ class ImplicitAdjoint:
             return torch.linalg.solve(J.T, g)
         single = u.dtype == torch.float32
         rtol = self.rtol if self.rtol is not None else (1e-6 if single else 1e-10)
-        out = gmres(lambda w: vjp(w.reshape(-1)).reshape(1, -1, 1), g.reshape(1, -1, 1), precond=self.P, rtol=rtol,
-                    restart=self.restart, maxiter=self.maxiter or 20 * self.restart)
+        out = gmres(
+            lambda w: vjp(w.reshape(-1)).reshape(1, -1, 1),
+            g.reshape(1, -1, 1),
+            precond=self.P,
+            rtol=rtol,
+            restart=self.restart,
+            maxiter=self.maxiter or 20 * self.restart,
+        )
         if not bool(out.converged.all()):
             msg = f"implicit adjoint: GMRES on J^T did not converge (residual {float(out.residual.max()):.2e})"
             if self.on_failure == "raise":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -91,8 +91,10 @@ class Residual:
     def param_vjp(self, u: torch.Tensor, w: torch.Tensor, params: Sequence, needs: Sequence[bool]) -> list:
         """``[(dF/dp)^T w for p in params]`` (None where not needed)."""
         with torch.enable_grad():
-            ps = [p.detach().requires_grad_(True) if need else (p.detach() if isinstance(p, torch.Tensor) else p)
-                  for p, need in zip(params, needs)]
+            ps = [
+                p.detach().requires_grad_(True) if need else (p.detach() if isinstance(p, torch.Tensor) else p)
+                for p, need in zip(params, needs)
+            ]
             r = self._call(u.detach(), ps)
             wanted = [p for p, need in zip(ps, needs) if need]
             grads = torch.autograd.grad(r, wanted, w, allow_unused=True) if wanted and r.requires_grad else ()

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 
 from ...config import ConvergenceError, ConvergenceWarning, SolverConfig
 from ...pattern import Pattern
 from ...sparse import SparseTensor
+from ..krylov.methods import gmres
 from .implicit import ImplicitAdjoint, ImplicitSolve, block_preconditioner
 from .jacobian import Residual, assemble_jacobian
-from ..krylov.methods import gmres
 
 __all__ = ["nonlinear_solve", "Newton", "Picard", "Anderson", "ImplicitAdjoint", "NonlinearInfo"]
 
@@ -56,9 +56,11 @@ class NonlinearInfo:
     def fail(self, cfg: SolverConfig) -> None:
         if self.converged:
             return
-        msg = (f"nonlinear_solve ({self.method}) did not converge: ||F|| = {self.residual:.3e} "
-               f"(initial {self.initial_residual:.3e}) after {self.iterations} iterations "
-               f"(rtol={cfg.rtol}, atol={cfg.atol}, maxiter={cfg.maxiter}); {'; '.join(self.notes)}")
+        msg = (
+            f"nonlinear_solve ({self.method}) did not converge: ||F|| = {self.residual:.3e} "
+            f"(initial {self.initial_residual:.3e}) after {self.iterations} iterations "
+            f"(rtol={cfg.rtol}, atol={cfg.atol}, maxiter={cfg.maxiter}); {'; '.join(self.notes)}"
+        )
         if cfg.on_failure == "raise":
             raise ConvergenceError(msg)
         if cfg.on_failure == "warn":
@@ -71,7 +73,7 @@ def _norm(x: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(x))
 
 
-def _flat_precond(P: Optional[Callable]) -> Callable:
+def _flat_precond(P: Callable | None) -> Callable:
     if P is None:
         return lambda r: r
     blk = block_preconditioner(P)
@@ -84,9 +86,16 @@ class Newton:
 
     name = "newton"
 
-    def __init__(self, linear: str = "gmres", pattern: Optional[Pattern] = None, preconditioner=None,
-                 line_search: bool = True, restart: int = 50, inner_maxiter: Optional[int] = None,
-                 linear_options: Optional[dict] = None):
+    def __init__(
+        self,
+        linear: str = "gmres",
+        pattern: Pattern | None = None,
+        preconditioner=None,
+        line_search: bool = True,
+        restart: int = 50,
+        inner_maxiter: int | None = None,
+        linear_options: dict | None = None,
+    ):
         if linear not in ("gmres", "sparse", "dense"):
             raise ValueError(f"linear_solver must be 'gmres', 'sparse' or 'dense', got {linear!r}")
         if linear == "sparse" and pattern is None:
@@ -107,8 +116,14 @@ class Newton:
             return torch.linalg.solve(J, -F)
         eta = min(0.1, _norm(F) / r0) if r0 > 0 else 0.1
         eta = max(eta, 1e-12 if res.jvp_mode != "fd" else 1e-7)
-        out = gmres(lambda v: res.jvp(u, v.reshape(-1), F).reshape(1, -1, 1), -F.reshape(1, -1, 1), precond=self.P,
-                    rtol=eta, restart=self.restart, maxiter=self.inner_maxiter or 10 * self.restart)
+        out = gmres(
+            lambda v: res.jvp(u, v.reshape(-1), F).reshape(1, -1, 1),
+            -F.reshape(1, -1, 1),
+            precond=self.P,
+            rtol=eta,
+            restart=self.restart,
+            maxiter=self.inner_maxiter or 10 * self.restart,
+        )
         info.linear_iterations += out.stats()["iterations"]
         return out.x.reshape(-1)
 
@@ -166,7 +181,7 @@ class Anderson:
         if self.prev is not None:
             self.dF.append(f - self.prev[0])
             self.dG.append(g - self.prev[1])
-            self.dF, self.dG = self.dF[-self.m:], self.dG[-self.m:]
+            self.dF, self.dG = self.dF[-self.m :], self.dG[-self.m :]
         self.prev = (f, g)
         if self.dF:
             dF = torch.stack(self.dF, 1)
@@ -206,12 +221,24 @@ def _drive(res: Residual, u0: torch.Tensor, strategy, cfg: SolverConfig, info: N
     return u.reshape(u0.shape)
 
 
-def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: str = "newton",
-                    linear_solver: str = "auto", jacobian_pattern=None, preconditioner="auto",
-                    line_search: bool = True, jvp: str = "auto", m: int = 5, damping: float = 1.0,
-                    linear_options: Optional[dict] = None,
-                    adjoint: Optional[ImplicitAdjoint] = None, config: Optional[SolverConfig] = None,
-                    return_info: bool = False, **options):
+def nonlinear_solve(
+    residual_fn: Callable,
+    u0: torch.Tensor,
+    *params,
+    method: str = "newton",
+    linear_solver: str = "auto",
+    jacobian_pattern=None,
+    preconditioner="auto",
+    line_search: bool = True,
+    jvp: str = "auto",
+    m: int = 5,
+    damping: float = 1.0,
+    linear_options: dict | None = None,
+    adjoint: ImplicitAdjoint | None = None,
+    config: SolverConfig | None = None,
+    return_info: bool = False,
+    **options,
+):
     """Solve ``residual_fn(u, *params) = 0`` for ``u``, differentiably in ``params``.
 
     Parameters
@@ -266,8 +293,10 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
     if not callable(residual_fn):
         raise TypeError(f"residual_fn must be callable, got {type(residual_fn).__name__}")
     if not isinstance(u0, torch.Tensor) or not u0.dtype.is_floating_point:
-        raise TypeError(f"u0 must be a real floating-point tensor, got "
-                        f"{u0.dtype if isinstance(u0, torch.Tensor) else type(u0).__name__}")
+        raise TypeError(
+            f"u0 must be a real floating-point tensor, got "
+            f"{u0.dtype if isinstance(u0, torch.Tensor) else type(u0).__name__}"
+        )
     if not bool(torch.isfinite(u0).all()):
         raise ValueError("u0 has NaN or Inf entries")
     cfg = SolverConfig.resolve(config, **options)
@@ -283,8 +312,9 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
     if linear_solver == "auto":
         linear_solver = "sparse" if pattern is not None else "gmres"
     if method == "newton":
-        strategy = Newton(linear_solver, pattern, preconditioner, line_search, cfg.restart,
-                          linear_options=linear_options)
+        strategy = Newton(
+            linear_solver, pattern, preconditioner, line_search, cfg.restart, linear_options=linear_options
+        )
     elif method == "picard":
         strategy = Picard(preconditioner, damping)
     elif method == "anderson":
@@ -294,9 +324,14 @@ def nonlinear_solve(residual_fn: Callable, u0: torch.Tensor, *params, method: st
     if adjoint is None:
         # J^T is preconditioned by the preconditioner's adjoint when it has one (sla.solvers.precond.simple objects do)
         padj = preconditioner.adjoint() if hasattr(preconditioner, "adjoint") else preconditioner
-        adjoint = ImplicitAdjoint(linear_solver if method == "newton" else ("sparse" if pattern else "gmres"),
-                                  pattern, padj, restart=cfg.restart, on_failure=cfg.on_failure,
-                                  linear_options=linear_options)
+        adjoint = ImplicitAdjoint(
+            linear_solver if method == "newton" else ("sparse" if pattern else "gmres"),
+            pattern,
+            padj,
+            restart=cfg.restart,
+            on_failure=cfg.on_failure,
+            linear_options=linear_options,
+        )
     res = Residual(residual_fn, u0, params, jvp=jvp)
     info = NonlinearInfo(method=method if method != "newton" else f"newton-{linear_solver}")
     u = _drive(res, u0, strategy, cfg, info)
@@ -353,7 +388,7 @@ class _MatrixInverse:
         x = self.prep.solve(r.reshape(self.batch, self.prep.pattern.shape[0], -1), transpose=self.transpose)
         return x.reshape(r.shape)
 
-    def adjoint(self) -> "_MatrixInverse":
+    def adjoint(self) -> _MatrixInverse:
         return _MatrixInverse(self.prep, self.batch, not self.transpose)
 
 

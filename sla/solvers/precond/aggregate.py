@@ -32,8 +32,8 @@ def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
         from pyamg import amg_core
     except ImportError as exc:
         raise BackendUnavailableError(
-            "AMG aggregation 'standard' needs pyamg: pip install pyamg "
-            "(or aggregation='mis2', which runs in torch)") from exc
+            "AMG aggregation 'standard' needs pyamg: pip install pyamg (or aggregation='mis2', which runs in torch)"
+        ) from exc
     Ap = crow.detach().cpu().numpy().astype(np.int32, copy=False)
     Aj = col.detach().cpu().numpy().astype(np.int32, copy=False)
     agg = np.empty(n, dtype=np.int32)  # aggregate of each node, -1 where none

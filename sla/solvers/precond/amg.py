@@ -69,8 +69,9 @@ class Mat:
         return cls(C.crow_indices(), C.col_indices(), C.values().clone(), C.shape)
 
     def csr64(self, val=None) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.col, self.val if val is None else val, self.shape,
-                                       check_invariants=False)
+        return torch.sparse_csr_tensor(
+            self.crow, self.col, self.val if val is None else val, self.shape, check_invariants=False
+        )
 
     def csr32(self) -> torch.Tensor:
         return csr32(self.crow, self.col, self.val, self.shape)
@@ -228,12 +229,15 @@ class Multigrid(Preconditioner):
 
     def nbytes(self) -> int:
         return sum(lv.nbytes() for h in self.hierarchies for lv in h) + sum(
-            c.numel() * c.element_size() for c in self.coarse)
+            c.numel() * c.element_size() for c in self.coarse
+        )
 
     def describe(self) -> str:
         oc, _ = self.complexity()
         sizes = [lv.n for lv in self.levels]
-        return f"{self.name} ({self.cycle}-cycle): {len(self.levels)} levels, sizes {sizes}, operator complexity {oc:.2f}"
+        return (
+            f"{self.name} ({self.cycle}-cycle): {len(self.levels)} levels, sizes {sizes}, operator complexity {oc:.2f}"
+        )
 
 
 # ------------------------------------------------------ smoothed aggregation
@@ -365,10 +369,21 @@ class SmoothedAggregation(Multigrid):
 
     name = "amg"
 
-    def __init__(self, A: SparseTensor, theta: float = 0.0, max_coarse: int = 500, max_levels: int = 25,
-                 degree: int = 2, ratio: float = 10.0, omega: float = 4.0 / 3.0, hermitian: bool | None = None,
-                 improve: int = 0, aggregation: str = "auto", coarse_theta: float | None = None,
-                 cycle: str = "auto"):
+    def __init__(
+        self,
+        A: SparseTensor,
+        theta: float = 0.0,
+        max_coarse: int = 500,
+        max_levels: int = 25,
+        degree: int = 2,
+        ratio: float = 10.0,
+        omega: float = 4.0 / 3.0,
+        hermitian: bool | None = None,
+        improve: int = 0,
+        aggregation: str = "auto",
+        coarse_theta: float | None = None,
+        cycle: str = "auto",
+    ):
         cycle = check_cycle(cycle, auto="W" if A.device.type == "cpu" else "V")
         if not theta >= 0:
             raise ValueError(f"theta must be >= 0, got {theta!r}")
@@ -415,16 +430,26 @@ class SmoothedAggregation(Multigrid):
                 C = Ac
                 lvl += 1
             if C.shape[0] > 5000:
-                log.warning("amg: coarsening stalled at %d unknowns; the coarsest dense inverse will be large",
-                            C.shape[0])
+                log.warning(
+                    "amg: coarsening stalled at %d unknowns; the coarsest dense inverse will be large", C.shape[0]
+                )
             levels.append(Level(C, csr=fine_csr if lvl == 0 else None))
             hierarchies.append(levels)
         if theta == 0 and cached is None:
             p.cache[key] = aggs
         super().__init__(A, hierarchies, degree=degree, ratio=ratio, cycle=cycle)
-        self.options = {"theta": theta, "max_coarse": max_coarse, "max_levels": max_levels, "degree": degree,
-                        "ratio": ratio, "omega": omega, "improve": improve, "aggregation": aggregation,
-                        "coarse_theta": coarse_theta, "cycle": cycle}
+        self.options = {
+            "theta": theta,
+            "max_coarse": max_coarse,
+            "max_levels": max_levels,
+            "degree": degree,
+            "ratio": ratio,
+            "omega": omega,
+            "improve": improve,
+            "aggregation": aggregation,
+            "coarse_theta": coarse_theta,
+            "cycle": cycle,
+        }
         self.hermitian = hermitian
         log.debug("%s", self.describe())
 

@@ -98,7 +98,11 @@ def _interp_1d(n: int, coarsen: bool, transpose: bool, device):
     """Padded rows of 1-D interpolation (or its transpose): (cols [rows, E], weights, valid)."""
     if not coarsen:
         i = torch.arange(n, device=device).unsqueeze(1)
-        return i, torch.ones(n, 1, dtype=torch.float64, device=device), torch.ones(n, 1, dtype=torch.bool, device=device)
+        return (
+            i,
+            torch.ones(n, 1, dtype=torch.float64, device=device),
+            torch.ones(n, 1, dtype=torch.bool, device=device),
+        )
     nc = n // 2
     if transpose:  # coarse row I: fine 2I, 2I+1, 2I+2
         I = torch.arange(nc, device=device).unsqueeze(1)
@@ -110,8 +114,11 @@ def _interp_1d(n: int, coarsen: bool, transpose: bool, device):
     left = torch.where(odd, (i - 1) // 2, i // 2 - 1)
     right = torch.where(odd, (i - 1) // 2, i // 2)
     cols = torch.stack([left, right], 1)
-    w = torch.where(odd.unsqueeze(1), torch.tensor([1.0, 0.0], dtype=torch.float64, device=device),
-                    torch.tensor([0.5, 0.5], dtype=torch.float64, device=device))
+    w = torch.where(
+        odd.unsqueeze(1),
+        torch.tensor([1.0, 0.0], dtype=torch.float64, device=device),
+        torch.tensor([0.5, 0.5], dtype=torch.float64, device=device),
+    )
     valid = (cols >= 0) & (cols < nc) & (w > 0)
     return cols, w, valid
 
@@ -141,7 +148,10 @@ def transfer_matrix(dims: tuple, axes: tuple, transpose: bool, dtype, device) ->
     if transpose:
         M = M.T.tocsr()
     M.sort_indices()
-    t = lambda a: torch.from_numpy(a.astype("int64")).to(device)
+
+    def t(a):
+        return torch.from_numpy(a.astype("int64")).to(device)
+
     return Mat(t(M.indptr), t(M.indices), torch.from_numpy(M.data).to(device=device, dtype=dtype), M.shape)
 
 
@@ -160,8 +170,10 @@ def _offset_codes(rows: torch.Tensor, cols: torch.Tensor, dims: tuple, lin_sorte
         diff = cols - rows
         pos = torch.searchsorted(lin_sorted, diff).clamp_(max=len(lin_sorted) - 1)
         if not bool((lin_sorted[pos] == diff).all()):
-            raise ValueError("gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); "
-                             "this matrix couples points further apart: use preconditioner='amg'")
+            raise ValueError(
+                "gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); "
+                "this matrix couples points further apart: use preconditioner='amg'"
+            )
         return order[pos]
     strides = _strides(dims)
     code = torch.zeros_like(rows)
@@ -176,7 +188,8 @@ def _offset_codes(rows: torch.Tensor, cols: torch.Tensor, dims: tuple, lin_sorte
         if bool((diff.abs() > 1).any()):
             raise ValueError(
                 "gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); this matrix couples "
-                f"points {int(diff.abs().max())} apart along axis {a}: use preconditioner='amg'")
+                f"points {int(diff.abs().max())} apart along axis {a}: use preconditioner='amg'"
+            )
         code = code * 3 + (diff + 1)
     return code
 
@@ -215,9 +228,11 @@ def _stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
     for k, e in enumerate(offs):  # wrapped couplings land where the true neighbour is off the grid
         for a in range(d):
             if e[a] != 0 and bool((S[k].narrow(a, dims[a] - 1 if e[a] > 0 else 0, 1) != 0).any()):
-                raise ValueError("gmg needs a compact stencil on the recorded grid; this matrix couples points "
-                                 f"across the edge of axis {a} (is pattern.cache['grid'] right?): use "
-                                 "preconditioner='amg'")
+                raise ValueError(
+                    "gmg needs a compact stencil on the recorded grid; this matrix couples points "
+                    f"across the edge of axis {a} (is pattern.cache['grid'] right?): use "
+                    "preconditioner='amg'"
+                )
     return offs, S
 
 
@@ -248,7 +263,9 @@ def _galerkin_stencil(offs, S, dims, axes):
             choices = []
             for a in range(d):
                 if a in axes:
-                    choices.append([(e2, (o[a] + e1[a] - e2) // 2) for e2 in (-1, 0, 1) if (o[a] + e1[a] - e2) % 2 == 0])
+                    choices.append(
+                        [(e2, (o[a] + e1[a] - e2) // 2) for e2 in (-1, 0, 1) if (o[a] + e1[a] - e2) % 2 == 0]
+                    )
                 else:
                     choices.append([(0, o[a])])
             for combo in itertools.product(*choices):
@@ -331,8 +348,17 @@ class GeometricMultigrid(Multigrid):
 
     name = "gmg"
 
-    def __init__(self, A: SparseTensor, grid: tuple | None = None, max_coarse: int = 500, max_levels: int = 25,
-                 degree: int = 2, ratio: float = 10.0, transfers: str = "auto", cycle: str = "auto"):
+    def __init__(
+        self,
+        A: SparseTensor,
+        grid: tuple | None = None,
+        max_coarse: int = 500,
+        max_levels: int = 25,
+        degree: int = 2,
+        ratio: float = 10.0,
+        transfers: str = "auto",
+        cycle: str = "auto",
+    ):
         cycle = check_cycle(cycle)
         if transfers not in ("auto", "csr", "stencil"):
             raise ValueError(f"transfers must be 'auto', 'csr' or 'stencil', got {transfers!r}")
@@ -341,9 +367,11 @@ class GeometricMultigrid(Multigrid):
         p = A.pattern
         grid = grid if grid is not None else p.cache.get("grid")
         if grid is None:
-            raise ValueError("preconditioner 'gmg' needs a structured grid: A.pattern.cache['grid'] is not set "
-                             "(build A with sla.gallery / sla.assembly stencils, pass grid=(nx, ny[, nz]), "
-                             "or use preconditioner='amg')")
+            raise ValueError(
+                "preconditioner 'gmg' needs a structured grid: A.pattern.cache['grid'] is not set "
+                "(build A with sla.gallery / sla.assembly stencils, pass grid=(nx, ny[, nz]), "
+                "or use preconditioner='amg')"
+            )
         grid = tuple(int(g) for g in grid)
         total = 1
         for g in grid:
@@ -370,13 +398,21 @@ class GeometricMultigrid(Multigrid):
                 if transfers == "csr":
                     key = ("gmg_transfers", dims, axes, vals.dtype)
                     if key not in p.cache:  # structural: once per pattern
-                        p.cache[key] = (transfer_matrix(dims, axes, False, vals.dtype, vals.device).csr32(),
-                                        transfer_matrix(dims, axes, True, vals.dtype, vals.device).csr32())
+                        p.cache[key] = (
+                            transfer_matrix(dims, axes, False, vals.dtype, vals.device).csr32(),
+                            transfer_matrix(dims, axes, True, vals.dtype, vals.device).csr32(),
+                        )
                     P, R = p.cache[key]
                     lv = Level(None, P=P, R=R, csr=csr, diag=diag, hi=hi)
                 else:
-                    lv = Level(None, prolong=_Transfer(prolong_add_, dims, axes), restrict=_Transfer(restrict, dims, axes),
-                               csr=csr, diag=diag, hi=hi)
+                    lv = Level(
+                        None,
+                        prolong=_Transfer(prolong_add_, dims, axes),
+                        restrict=_Transfer(restrict, dims, axes),
+                        csr=csr,
+                        diag=diag,
+                        hi=hi,
+                    )
                 levels.append(lv)
                 csr, dims = _stencil_to_csr(offs, S, coarse), coarse
             diag, hi = _diagonal_and_bound(offs, S)

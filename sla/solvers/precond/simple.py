@@ -163,8 +163,10 @@ class BlockJacobi(Preconditioner):
         inv, info = torch.linalg.inv_ex(blocks)
         if bool((info != 0).any()) or not bool(torch.isfinite(inv).all()):
             bad = int(torch.nonzero((info != 0).any(0) | ~torch.isfinite(inv).all(-1).all(-1).any(0))[0])
-            raise SingularMatrixError(f"block_jacobi: diagonal block {bad} (rows {bad * bs}..{min(n, bad * bs + bs) - 1}) "
-                                      "is singular; try another block_size or preconditioner")
+            raise SingularMatrixError(
+                f"block_jacobi: diagonal block {bad} (rows {bad * bs}..{min(n, bad * bs + bs) - 1}) "
+                "is singular; try another block_size or preconditioner"
+            )
         self.inv, self.n, self.bs = inv, n, bs
 
     def __call__(self, r):

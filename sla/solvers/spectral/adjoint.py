@@ -14,8 +14,8 @@ with the shifted, projected operator"; it is non-singular there when
 ``lam_i`` is simple).  Pairs with ``lam_i == lam_j`` (to rounding) inside the
 computed set are skipped: that rotation is a gauge freedom, so only losses
 that do not depend on the basis chosen inside a degenerate eigenspace (for
-example functions of its projector) have meaningful eigenvector gradients.  The gradient of a stored entry ``(r, c)`` of a sparse
-matrix is then ``sum_i u_i[r] conj(v_i[c])`` -- O(nnz k), never dense.
+example functions of its projector) have meaningful eigenvector gradients.  The gradient of a stored entry
+``(r, c)`` of a sparse matrix is then ``sum_i u_i[r] conj(v_i[c])`` -- O(nnz k), never dense.
 The derivation holds for any perturbation ``dA`` (V is an orthonormal
 eigenbasis of A), so each stored value is an independent variable.
 """
@@ -23,7 +23,7 @@ eigenbasis of A), so each stored value is an independent variable.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -111,10 +111,10 @@ def eig_backward_vectors(
     op: Callable[[torch.Tensor], torch.Tensor],
     lam: torch.Tensor,
     V: torch.Tensor,
-    glam: Optional[torch.Tensor],
-    gV: Optional[torch.Tensor],
-    tol: Optional[float] = None,
-    maxiter: Optional[int] = None,
+    glam: torch.Tensor | None,
+    gV: torch.Tensor | None,
+    tol: float | None = None,
+    maxiter: int | None = None,
 ) -> torch.Tensor:
     """The vectors ``u_i`` ``[B, n, k]`` of the module docstring (``G = U V^H``)."""
     B, n, k = V.shape

@@ -86,7 +86,7 @@ def _takahashi(L, Ut, d):
         s, e = indptr[j], indptr[j + 1]
         if indices[s] != j:
             raise ValueError("factor without a stored diagonal entry")
-        I, lj, uj = indices[s + 1:e], L.data[s + 1:e], Ut.data[s + 1:e]
+        I, lj, uj = indices[s + 1 : e], L.data[s + 1 : e], Ut.data[s + 1 : e]
         if I.size:
             ia, ib = tri.get(I.size) or tri.setdefault(I.size, np.triu_indices(I.size))
             want = I[ia] * n + I[ib]  # column I[a], row I[b] >= I[a]
@@ -97,8 +97,8 @@ def _takahashi(L, Ut, d):
             M[ib, ia] = Zl[pos]
             M[ia, ib] = Zu[pos]
             zcol = -(M @ lj)
-            Zl[s + 1:e] = zcol
-            Zu[s + 1:e] = -(uj @ M)
+            Zl[s + 1 : e] = zcol
+            Zu[s + 1 : e] = -(uj @ M)
             Zl[s] = Zu[s] = 1.0 / d[j] - uj @ zcol
         else:
             Zl[s] = Zu[s] = 1.0 / d[j]
@@ -359,4 +359,3 @@ def det(A: SparseTensor) -> torch.Tensor:
     """
     sign, logabs = slogdet(A)
     return sign * torch.exp(logabs).to(sign.dtype)
-

@@ -11,8 +11,6 @@ gradient (asking for one raises).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -78,9 +76,17 @@ def _left_vectors(A: SparseTensor, lam: torch.Tensor, V: torch.Tensor) -> torch.
     return torch.from_numpy(out).to(V.device)
 
 
-def eigs(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[complex] = None,
-         return_eigenvectors: bool = True, method: str = "auto", *, tol: Optional[float] = None,
-         maxiter: Optional[int] = None):
+def eigs(
+    A: SparseTensor,
+    k: int = 6,
+    which: str = "LM",
+    sigma: complex | None = None,
+    return_eigenvectors: bool = True,
+    method: str = "auto",
+    *,
+    tol: float | None = None,
+    maxiter: int | None = None,
+):
     """``k`` eigenpairs of a general square matrix (complex output).
 
     ``method``: ``'arpack'`` (CPU) or ``'dense'`` (``torch.linalg.eig``, any
@@ -117,8 +123,15 @@ def eigs(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[complex
         for b in range(A.batch_size):
             S = SparseTensor._make(flat[b], A.pattern).to_scipy("csc")
             try:
-                w, v = spla.eigs(S, k=k, which=which, sigma=sigma, tol=tol or 0.0, maxiter=maxiter,
-                                 v0=rng.standard_normal(n).astype(S.dtype))
+                w, v = spla.eigs(
+                    S,
+                    k=k,
+                    which=which,
+                    sigma=sigma,
+                    tol=tol or 0.0,
+                    maxiter=maxiter,
+                    v0=rng.standard_normal(n).astype(S.dtype),
+                )
             except spla.ArpackNoConvergence as exc:
                 raise ConvergenceError(f"ARPACK did not converge ({exc}); raise maxiter or loosen tol") from exc
             ls.append(w)

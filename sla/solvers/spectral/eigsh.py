@@ -22,7 +22,7 @@ General (non-Hermitian) matrices: :mod:`sla.solvers.spectral.eigs`.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -31,8 +31,9 @@ from ...config import BackendUnavailableError, ConvergenceError, SolveInfo, Solv
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
 from ..linear.solve import check_matrix
-from .lobpcg import lobpcg
+from ..precond.simple import make_preconditioner
 from .adjoint import eig_backward_vectors
+from .lobpcg import lobpcg
 
 __all__ = ["eigsh"]
 
@@ -107,7 +108,7 @@ class _EigshAdjoint(torch.autograd.Function):
 
 
 # -------------------------------------------------------- preconditioner
-def _preconditioner(A: SparseTensor, spec, notes: list) -> Optional[Callable]:
+def _preconditioner(A: SparseTensor, spec, notes: list) -> Callable | None:
     if callable(spec):
         notes.append("preconditioner: user callable")
         return spec
@@ -120,20 +121,13 @@ def _preconditioner(A: SparseTensor, spec, notes: list) -> Optional[Callable]:
             return None
     if spec in ("auto", "amg"):
         try:
-            from ..precond.simple import make_preconditioner  # written alongside; optional
-        except ImportError:
+            T = make_preconditioner(A.detach(), "amg")
+            notes.append("preconditioner: amg")
+            return T
+        except ImportError as exc:  # AMG's own optional dependencies
             if spec == "amg":
-                raise BackendUnavailableError("preconditioner 'amg' needs sla.solvers.precond.simple, which is not installed")
-            make_preconditioner = None
-        if make_preconditioner is not None:
-            try:
-                T = make_preconditioner(A.detach(), "amg")
-                notes.append("preconditioner: amg")
-                return T
-            except ImportError as exc:  # AMG's own optional dependencies
-                if spec == "amg":
-                    raise
-                notes.append(f"amg unavailable ({exc}), falling back to jacobi")
+                raise
+            notes.append(f"amg unavailable ({exc}), falling back to jacobi")
         spec = "jacobi"
     if spec == "jacobi":
         d = A.diagonal().detach().reshape(A.batch_size, -1)
@@ -240,8 +234,9 @@ def _lobpcg_shift_invert(A, k, sigma, tol, maxiter, notes):
     prep = prepare(As, SolverConfig.resolve(), kind="direct")
     notes.append(f"shift-invert at sigma={sigma} ({prep.backend.name}/{prep.method.name})")
     gen = torch.Generator(device=A.device).manual_seed(0)
-    kw = dict(n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, tol=tol, maxiter=maxiter or 1000,
-              generator=gen)
+    kw = dict(
+        n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, tol=tol, maxiter=maxiter or 1000, generator=gen
+    )
     lo, Vlo, st1 = lobpcg(lambda X: prep.solve(X), **kw)  # most negative mu: just below sigma
     hi, Vhi, st2 = lobpcg(lambda X: -prep.solve(X), **kw)  # most positive mu: just above sigma
     mu = torch.cat([lo, -hi], -1)
@@ -262,8 +257,9 @@ def _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes):
     op = lambda X: spmm_nograd(A.pattern, vals, X)  # noqa: E731
     neg = lambda X: -spmm_nograd(A.pattern, vals, X)  # noqa: E731
     gen = torch.Generator(device=A.device).manual_seed(0)
-    kw = dict(n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, tol=tol, maxiter=maxiter or 1000,
-              generator=gen)
+    kw = dict(
+        n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, tol=tol, maxiter=maxiter or 1000, generator=gen
+    )
     runs = []
     if which in ("SA", "SM", "LM"):
         T = _preconditioner(A, preconditioner, notes)
@@ -319,10 +315,20 @@ def _residual(A, lam, V) -> float:
         return float((torch.linalg.vector_norm(R, dim=1) / scale).max()) if R.numel() else 0.0
 
 
-def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float] = None,
-          return_eigenvectors: bool = True, method: str = "auto", *, tol: Optional[float] = None,
-          maxiter: Optional[int] = None, preconditioner="auto", config: Optional[SolverConfig] = None,
-          return_info: bool = False):
+def eigsh(
+    A: SparseTensor,
+    k: int = 6,
+    which: str = "LM",
+    sigma: float | None = None,
+    return_eigenvectors: bool = True,
+    method: str = "auto",
+    *,
+    tol: float | None = None,
+    maxiter: int | None = None,
+    preconditioner="auto",
+    config: SolverConfig | None = None,
+    return_info: bool = False,
+):
     """``k`` eigenpairs of a real symmetric or complex Hermitian matrix.
 
     Parameters
@@ -386,9 +392,15 @@ def eigsh(A: SparseTensor, k: int = 6, which: str = "LM", sigma: Optional[float]
         lam, V, stats = _cupy_eigsh(A, k, which, sigma, tol, maxiter, notes)
     else:
         raise ValueError(f"method must be 'auto', 'arpack', 'lobpcg', 'cupy' or 'dense', got {method!r}")
-    info = SolveInfo(backend={"arpack": "scipy", "cupy": "cupy"}.get(method, "torch"), method=method,
-                     matrix_type="hermitian" if A.is_complex else "symmetric", iterations=stats.get("iterations"),
-                     converged=bool(stats.get("converged", True)), residual=_residual(A, lam, V), notes=notes)
+    info = SolveInfo(
+        backend={"arpack": "scipy", "cupy": "cupy"}.get(method, "torch"),
+        method=method,
+        matrix_type="hermitian" if A.is_complex else "symmetric",
+        iterations=stats.get("iterations"),
+        converged=bool(stats.get("converged", True)),
+        residual=_residual(A, lam, V),
+        notes=notes,
+    )
     info.fail(SolverConfig.resolve(config))
     if A.values.requires_grad:
         lam, V = _EigshAdjoint.apply(A._flat(), lam, V, A.pattern, None)

@@ -24,7 +24,7 @@ convergence of the k-th pair).
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -62,12 +62,12 @@ def lobpcg(
     batch: int,
     dtype: torch.dtype,
     device,
-    precond: Optional[Operator] = None,
-    tol: Optional[float] = None,
+    precond: Operator | None = None,
+    tol: float | None = None,
     maxiter: int = 500,
-    guard: Optional[int] = None,
-    X0: Optional[torch.Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    guard: int | None = None,
+    X0: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ):
     """The ``k`` smallest eigenpairs of Hermitian operators ``op`` (a batch).
 

@@ -24,7 +24,6 @@ LOBPCG on CUDA (accuracy limited to ``eps * cond^2``; reported in the notes).
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch
@@ -33,15 +32,15 @@ from ...checks import all_finite
 from ...config import SolveInfo, SolverConfig
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
-from .lobpcg import lobpcg
 from .adjoint import eig_backward_vectors
+from .lobpcg import lobpcg
 
 __all__ = ["svd", "spectral_norm", "condition_number"]
 
 DENSE_MAX = 200
 
 
-def _check(A, k: Optional[int]):
+def _check(A, k: int | None):
     if not isinstance(A, SparseTensor):
         raise TypeError(f"A must be a sla.SparseTensor, got {type(A).__name__}")
     if not all_finite(A.values):
@@ -98,7 +97,8 @@ class _SVDAdjoint(torch.autograd.Function):
             if bool((phase.abs() > 1e-6 * gZ.abs().amax().clamp_min(1e-30)).any()):
                 raise ValueError(
                     "this loss depends on the arbitrary phase of complex singular vectors, so its gradient is "
-                    "ill-defined; use phase-invariant quantities (u_i v_i^H, |u_i|^2, singular values)")
+                    "ill-defined; use phase-invariant quantities (u_i v_i^H, |u_i|^2, singular values)"
+                )
         W = eig_backward_vectors(hop, S, Z, gS, gZ)
         # G_H = W Z^H; A[r, c] sits at H[r, m + c] and, conjugated, at H[m + c, r]:
         # grad_A[r, c] = G_H[r, m + c] + conj(G_H[m + c, r])
@@ -142,16 +142,16 @@ def _lobpcg(A, k, tol, maxiter):
     if 3 * k > n:
         raise ValueError(f"LOBPCG needs 3k <= n, got k={k}, n={n}; use method='dense'")
     gen = torch.Generator(device=A.device).manual_seed(0)
-    lam, V, st = lobpcg(lambda X: -rmv(mv(X)), n, k, A.batch_size, A.dtype, A.device, tol=tol,
-                        maxiter=maxiter or 1000, generator=gen)
+    lam, V, st = lobpcg(
+        lambda X: -rmv(mv(X)), n, k, A.batch_size, A.dtype, A.device, tol=tol, maxiter=maxiter or 1000, generator=gen
+    )
     S = (-lam).clamp_min(0).sqrt()  # lam ascending = -s^2 descending
     AV = mv(V)
     U = AV / S[:, None, :].clamp_min(torch.finfo(S.dtype).tiny).to(AV.dtype)
     return U, S, V
 
 
-def svd(A: SparseTensor, k: int = 6, method: str = "auto", *, tol: Optional[float] = None,
-        maxiter: Optional[int] = None):
+def svd(A: SparseTensor, k: int = 6, method: str = "auto", *, tol: float | None = None, maxiter: int | None = None):
     """The ``k`` largest singular triplets: ``U [*, m, k]``, ``S [*, k]`` descending, ``Vt [*, k, n]``.
 
     ``k`` above ``min(m, n)`` returns all ``min(m, n)`` triplets.
@@ -224,8 +224,12 @@ def _sigma_min_arpack(A: SparseTensor, notes: list):
             us.append(np.zeros(n, S.dtype))
             vs.append(np.zeros(n, S.dtype))
             continue
-        inv = spla.LinearOperator((n, n), matvec=lambda x: lu.solve(np.asarray(x).reshape(n)),
-                                  rmatvec=lambda x: lu.solve(np.asarray(x).reshape(n), trans="H"), dtype=S.dtype)
+        inv = spla.LinearOperator(
+            (n, n),
+            matvec=lambda x, lu=lu: lu.solve(np.asarray(x).reshape(n)),
+            rmatvec=lambda x, lu=lu: lu.solve(np.asarray(x).reshape(n), trans="H"),
+            dtype=S.dtype,
+        )
         # A^{-1} = V diag(1/s) U^H: its top left vector is A's v_min, its top right vector A's u_min
         x, t, yh = spla.svds(inv, k=1, v0=np.random.default_rng(0).standard_normal(n).astype(S.dtype))
         ss.append(1.0 / t[0])
@@ -233,8 +237,11 @@ def _sigma_min_arpack(A: SparseTensor, notes: list):
         vs.append(x[:, 0])
     dt = A.dtype
     notes.append("sigma_min: ARPACK on A^{-1} (SuperLU)")
-    return (torch.tensor(ss, dtype=dt.to_real()), torch.from_numpy(np.stack(us)).to(dt),
-            torch.from_numpy(np.stack(vs)).to(dt))
+    return (
+        torch.tensor(ss, dtype=dt.to_real()),
+        torch.from_numpy(np.stack(us)).to(dt),
+        torch.from_numpy(np.stack(vs)).to(dt),
+    )
 
 
 def _sigma_min_lobpcg(A: SparseTensor, notes: list):
@@ -250,8 +257,9 @@ def _sigma_min_lobpcg(A: SparseTensor, notes: list):
     return s, u, V[:, :, 0]
 
 
-def condition_number(A: SparseTensor, method: str = "auto", return_info: bool = False, *,
-                     config: Optional[SolverConfig] = None):
+def condition_number(
+    A: SparseTensor, method: str = "auto", return_info: bool = False, *, config: SolverConfig | None = None
+):
     """2-norm condition number ``s_max / s_min`` ``[*batch]`` (an estimate), differentiable.
 
     ``method``: ``'dense'`` (exact, small matrices; ``'auto'`` for ``n <= 200``),
@@ -291,10 +299,17 @@ def condition_number(A: SparseTensor, method: str = "auto", return_info: bool = 
         flat = A._flat()
         smax = _SigmaMin.apply(flat, smax, umax, vmax, A.pattern)
         smin = _SigmaMin.apply(flat, smin, umin, vmin, A.pattern)
-    cond = torch.where(smin > 0, smax / smin.clamp_min(torch.finfo(smin.dtype).tiny), torch.full_like(smax, float("inf")))
+    cond = torch.where(
+        smin > 0, smax / smin.clamp_min(torch.finfo(smin.dtype).tiny), torch.full_like(smax, float("inf"))
+    )
     cond = cond.reshape(A.batch_shape)
     converged = not any("not converged" in note for note in notes)
-    info = SolveInfo(backend="scipy" if method == "arpack" else "torch", method=method, notes=notes,
-                     converged=converged, residual=float("nan"))
+    info = SolveInfo(
+        backend="scipy" if method == "arpack" else "torch",
+        method=method,
+        notes=notes,
+        converged=converged,
+        residual=float("nan"),
+    )
     info.fail(SolverConfig.resolve(config))
     return (cond, info) if return_info else cond
