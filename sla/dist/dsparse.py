@@ -6,7 +6,7 @@ owned by neighbours; a matrix-vector product is one halo exchange plus one
 local product.  Distributed vectors are plain local tensors holding the owned
 entries (``D.scatter`` / ``D.gather`` convert from / to global vectors).
 
-Krylov solves reuse :mod:`sla.solvers.krylov.methods` unchanged: the operator is the
+Krylov solves reuse :mod:`sla.solvers.krylov` unchanged: the operator is the
 halo product and the inner product all-reduces the local sums.  Solves are
 differentiable in ``b`` and in the local values (the adjoint solve runs with
 ``A^H``, whose product sends ghost contributions back to their owners).
@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import SolveInfo, SolverConfig
-from ..solvers.krylov.methods import krylov_solve, local_dot
+from ..solvers.krylov import krylov_solve, local_dot
 from ..solvers.linear.adjoint import values_grad
 from ..solvers.precond.simple import make_preconditioner
 from ..sparse import SparseTensor

@@ -1,4 +1,4 @@
-"""Native Krylov methods (sla.solvers.krylov.methods) and the `pytorch` backend.
+"""Native Krylov methods (sla.solvers.krylov) and the `pytorch` backend.
 
 Zoo (SPD, Hermitian PD, symmetric indefinite, nonsymmetric, complex) x methods x
 preconditioners, batched and multi-RHS, against SciPy's sparse direct solve; per-system
@@ -14,7 +14,7 @@ import torch
 
 import sla
 from sla import ConvergenceError, ConvergenceWarning, SparseTensor, gallery
-from sla.solvers.krylov import methods as krylov
+from sla.solvers import krylov
 
 DEVICES = [
     "cpu",

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from sla import SingularMatrixError, SparseTensor, gallery
-from sla.solvers.krylov import methods as krylov
+from sla.solvers import krylov
 from sla.solvers.precond import aggregate, gmg
 from sla.solvers.precond.simple import make_preconditioner
 

@@ -21,7 +21,7 @@ import torch
 
 from ...products import csr_matmul
 from ...sparse import SparseTensor
-from ..krylov import methods as krylov
+from .. import krylov
 from ..linear.registry import Backend, Method
 from ..precond.simple import PRECONDITIONERS, make_preconditioner
 

@@ -1,6 +1,27 @@
 """Krylov methods (CG, BiCGStab, GMRES, FGMRES, MINRES) on any operator, preconditioner and
-inner product: one implementation for single-process, batched and distributed solves."""
+inner product: one implementation for single-process, batched and distributed solves.
 
-from .methods import METHODS, KrylovResult, bicgstab, cg, fgmres, gmres, krylov_solve, local_dot, minres
+The shared machinery (context, verified outer loop, :class:`KrylovResult`, :func:`local_dot`)
+lives in :mod:`.base`; each method in its own module."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import KrylovResult, Op, local_dot
+from .bicgstab import bicgstab
+from .cg import cg
+from .gmres import fgmres, gmres
+from .minres import minres
+
+METHODS = {"cg": cg, "bicgstab": bicgstab, "gmres": gmres, "fgmres": fgmres, "minres": minres}
+
+
+def krylov_solve(method: str, matvec: Op, b: torch.Tensor, **kw) -> KrylovResult:
+    """Dispatch by name: ``krylov_solve('cg', matvec, b, precond=M, rtol=1e-8)``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown Krylov method {method!r}; known: {sorted(METHODS)}")
+    return METHODS[method](matvec, b, **kw)
+
 
 __all__ = ["METHODS", "KrylovResult", "bicgstab", "cg", "fgmres", "gmres", "krylov_solve", "local_dot", "minres"]

@@ -20,7 +20,7 @@ import torch
 
 from ...config import ConvergenceError, ConvergenceWarning
 from ...pattern import Pattern
-from ..krylov.methods import gmres
+from ..krylov.gmres import gmres
 from .jacobian import Residual, assemble_jacobian
 
 __all__ = ["ImplicitAdjoint", "ImplicitSolve", "block_preconditioner"]

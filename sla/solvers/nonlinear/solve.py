@@ -30,7 +30,7 @@ import torch
 from ...config import ConvergenceError, ConvergenceWarning, SolverConfig
 from ...pattern import Pattern
 from ...sparse import SparseTensor
-from ..krylov.methods import gmres
+from ..krylov.gmres import gmres
 from .implicit import ImplicitAdjoint, ImplicitSolve, block_preconditioner
 from .jacobian import Residual, assemble_jacobian
 

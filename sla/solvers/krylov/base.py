@@ -1,4 +1,4 @@
-"""Krylov methods written once against (operator, preconditioner, inner product).
+"""The shared machinery of the Krylov methods, written once against (operator, preconditioner, inner product).
 
 Every method here works on *batched, multi-RHS* blocks ``[B, n, K]``: the
 ``B * K`` columns are independent systems that iterate together with their own
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["METHODS", "KrylovResult", "bicgstab", "cg", "fgmres", "gmres", "krylov_solve", "local_dot", "minres"]
+__all__ = ["KrylovResult", "Op", "local_dot", "make_method"]
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -174,200 +174,6 @@ def _outer(method_inner, ctx: _Ctx, x0: torch.Tensor | None) -> KrylovResult:
     return KrylovResult(x, ctx.iters, ~act, rn, ctx.used, ctx.looks)
 
 
-# ---------------------------------------------------------------------- CG
-def _cg_inner(ctx: _Ctx, x, r, rn, act, tol):
-    # Saad Alg. 9.1 (preconditioned CG), one column per system.
-    # work vectors: x, r, p, and Ap or z in turn (each dropped before the other is made)
-    z = ctx.M(r)
-    p = z.clone()
-    rz = ctx.dot(r, z)
-    del z
-    for it in range(ctx.maxiter - ctx.used):
-        Ap = ctx.A(p)
-        alpha = _div(rz, ctx.dot(p, Ap)) * act  # frozen systems: alpha = 0, x and r stay put
-        x.addcmul_(alpha, p)
-        r.addcmul_(alpha, Ap, value=-1)
-        del Ap
-        ctx.iters += act
-        ctx.used += 1
-        rn = ctx.norm(r)
-        act = act & (rn > tol)
-        if ctx.done(it, act, rn, tol):
-            ctx.claimed = True
-            break
-        z = ctx.M(r)
-        rz_new = ctx.dot(r, z)
-        p.mul_(_div(rz_new, rz)).add_(z)
-        del z
-        rz = rz_new
-    return x
-
-
-# ---------------------------------------------------------------- BiCGStab
-def _bicgstab_inner(ctx: _Ctx, x, r, rn, act, tol):
-    # Saad Alg. 7.7 with right preconditioning (van der Vorst 1992).
-    rhat = r.clone()
-    one = torch.ones_like(ctx.dot(r, r))
-    rho, alpha, omega = one, one, one
-    v = torch.zeros_like(r)
-    p = torch.zeros_like(r)
-    for it in range(ctx.maxiter - ctx.used):
-        rho_new = ctx.dot(rhat, r)
-        beta = _div(rho_new, rho) * _div(alpha, omega)
-        p = r + beta * (p - omega * v)
-        ph = ctx.M(p)
-        v = ctx.A(ph)
-        alpha = _div(rho_new, ctx.dot(rhat, v)) * act
-        s = r - alpha * v
-        s_done = ctx.norm(s) <= tol
-        sh = ctx.M(s)
-        t = ctx.A(sh)
-        omega = torch.where(s_done, torch.zeros_like(alpha), _div(ctx.dot(t, s), ctx.dot(t, t))) * act
-        x = x + alpha * ph + omega * sh
-        r = s - omega * t
-        rho = rho_new
-        ctx.iters += act
-        ctx.used += 1
-        act = act & ~s_done & (ctx.norm(r) > tol)
-        if ctx.check(it) and not bool(act.any()):
-            ctx.claimed = True
-            break
-    return x
-
-
-# ------------------------------------------------------------------- GMRES
-def _combine(V: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``sum_j V[j] * y[j]`` for a basis ``[j, B, n, K]`` and coefficients ``[j, B, K]``."""
-    return torch.einsum("jbnk,jbk->bnk", V, y)
-
-
-def _givens(a, b):
-    """(c, s) with [c s; -conj(s) c] [a; b] = [*; 0]; c real (complex-safe)."""
-    absa, absb = a.abs(), b.abs()
-    d = torch.sqrt(absa * absa + absb * absb)
-    phase = torch.where(absa > 0, a / torch.where(absa > 0, absa, torch.ones_like(absa)), torch.ones_like(a))
-    ok = d > 0
-    dd = torch.where(ok, d, torch.ones_like(d))
-    c = torch.where(ok, absa / dd, torch.ones_like(d))
-    s = torch.where(ok, phase * b.conj() / dd, torch.zeros_like(a))
-    return c, s
-
-
-def _gmres_inner(ctx: _Ctx, x, r, rn, act, tol, flexible: bool, restart: int):
-    # Saad Alg. 9.5 (right-preconditioned GMRES) / 9.6 (FGMRES); one restart cycle.
-    m = max(1, min(restart, ctx.maxiter - ctx.used))
-    B, n, K = r.shape
-    V = r.new_zeros((m + 1, B, n, K))
-    Z = r.new_zeros((m, B, n, K)) if flexible else None
-    V[0] = r * _div(torch.ones_like(rn), rn).to(r.dtype)
-    H = r.new_zeros((B, K, m + 1, m))  # column j of the Hessenberg matrix, rotated in place
-    g = r.new_zeros((m + 1, B, 1, K))
-    g[0] = rn.to(r.dtype)
-    cs, sn = [], []
-    j = 0
-    for j in range(m):
-        z = ctx.M(V[j])
-        if flexible:
-            Z[j] = z
-        w = ctx.A(z)
-        # classical Gram-Schmidt, twice (CGS2): two block reductions instead of j dots
-        h = ctx.dot(V[: j + 1], w)[:, :, 0, :]  # [j+1, B, K]
-        w = w - _combine(V[: j + 1], h)
-        h2 = ctx.dot(V[: j + 1], w)[:, :, 0, :]
-        w = w - _combine(V[: j + 1], h2)
-        h = h + h2
-        hn = ctx.norm(w)
-        V[j + 1] = w * _div(torch.ones_like(hn), hn).to(w.dtype)
-        col = torch.cat([h, hn[:, 0, :].to(h.dtype).unsqueeze(0)], 0)  # [j+2, B, K]
-        for i in range(j):  # previous rotations
-            a, bb = col[i].clone(), col[i + 1].clone()
-            col[i] = cs[i] * a + sn[i] * bb
-            col[i + 1] = -sn[i].conj() * a + cs[i] * bb
-        c, s = _givens(col[j], col[j + 1])
-        cs.append(c)
-        sn.append(s)
-        col[j] = c * col[j] + s * col[j + 1]
-        col[j + 1] = 0
-        H[:, :, : j + 2, j] = col.permute(1, 2, 0)
-        gj = g[j].clone()
-        g[j] = c.unsqueeze(1) * gj
-        g[j + 1] = -s.conj().unsqueeze(1) * gj
-        ctx.iters += act
-        ctx.used += 1
-        if ctx.check(j) and not bool((act & (g[j + 1].abs() > tol)).any()):
-            ctx.claimed = True
-            break
-    k = j + 1
-    R = H[:, :, :k, :k]
-    diag = torch.diagonal(R, dim1=-2, dim2=-1)
-    R = R + torch.diag_embed(torch.where(diag == 0, torch.ones_like(diag), torch.zeros_like(diag)))
-    rhs = g[:k, :, 0, :].permute(1, 2, 0).unsqueeze(-1)  # [B, K, k, 1]
-    y = torch.linalg.solve_triangular(R, rhs, upper=True)[..., 0]  # [B, K, k]
-    y = y.permute(2, 0, 1) * act[:, 0, :]  # [k, B, K], frozen systems get 0
-    if flexible:
-        return x + _combine(Z[:k], y)
-    return x + ctx.M(_combine(V[:k], y))
-
-
-# ------------------------------------------------------------------ MINRES
-def _minres_inner(ctx: _Ctx, x, r, rn, act, tol):
-    # Paige & Saunders (1975) with an SPD preconditioner, as in scipy's minres.
-    # The estimate phibar is the M^{-1}-norm of the residual: scale the target.
-    rdt = rn.dtype
-    y = ctx.M(r)
-    beta1 = _real(ctx.dot(r, y)).clamp_min(0).sqrt()
-    tol_m = tol * _div(beta1, rn)
-    r1, r2 = r, r
-    beta, oldb = beta1, torch.zeros_like(beta1)
-    dbar = torch.zeros_like(beta1)
-    epsln = torch.zeros_like(beta1)
-    phibar = beta1.clone()
-    cs = -torch.ones_like(beta1)
-    sn = torch.zeros_like(beta1)
-    w = torch.zeros_like(r)
-    w2 = torch.zeros_like(r)
-    tiny = torch.finfo(rdt).eps
-    for it in range(ctx.maxiter - ctx.used):
-        v = y * _div(torch.ones_like(beta), beta).to(y.dtype)
-        y = ctx.A(v)
-        if it >= 1:
-            y = y - _div(beta, oldb).to(y.dtype) * r1
-        alfa = _real(ctx.dot(v, y))
-        y = y - _div(alfa, beta).to(y.dtype) * r2
-        r1, r2 = r2, y
-        y = ctx.M(r2)
-        oldb, beta = beta, _real(ctx.dot(r2, y)).clamp_min(0).sqrt()
-        oldeps = epsln
-        delta = cs * dbar + sn * alfa
-        gbar = sn * dbar - cs * alfa
-        epsln = sn * beta
-        dbar = -cs * beta
-        gamma = torch.sqrt(gbar * gbar + beta * beta).clamp_min(tiny)
-        cs = gbar / gamma
-        sn = beta / gamma
-        phi = cs * phibar
-        phibar = sn * phibar
-        w1, w2 = w2, w
-        w = (v - oldeps.to(v.dtype) * w1 - delta.to(v.dtype) * w2) / gamma.to(v.dtype)
-        x = x + (phi * act).to(x.dtype) * w
-        ctx.iters += act
-        ctx.used += 1
-        act = act & (phibar > tol_m) & (beta > 0)
-        if ctx.check(it) and not bool(act.any()):
-            ctx.claimed = True
-            break
-    return x
-
-
-# ------------------------------------------------------------------ public
-def _fgmres_inner(ctx, x, r, rn, act, tol, restart):
-    return _gmres_inner(ctx, x, r, rn, act, tol, True, restart)
-
-
-def _rgmres_inner(ctx, x, r, rn, act, tol, restart):
-    return _gmres_inner(ctx, x, r, rn, act, tol, False, restart)
-
-
 _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
 
     Parameters
@@ -377,7 +183,7 @@ _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
     b : torch.Tensor
         ``[B, n, K]`` right-hand sides (not modified).
     precond : callable, optional
-        ``r -> z`` approximating ``A^{{-1}} r`` (see :func:`sla.solvers.precond.simple.make_preconditioner`).{spd}
+        ``r -> z`` approximating ``A^{{-1}} r`` (see :func:`sla.solvers.precond.make_preconditioner`).{spd}
     dot : callable, optional
         Inner product over axis -2 (default :func:`local_dot`).
     x0 : torch.Tensor, optional
@@ -397,7 +203,7 @@ _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
     """
 
 
-def _api(inner, name: str, title: str, spd: str = "", uses_restart: bool = False):
+def make_method(inner, name: str, title: str, spd: str = "", uses_restart: bool = False):
     def method(
         matvec: Op,
         b: torch.Tensor,
@@ -424,20 +230,4 @@ def _api(inner, name: str, title: str, spd: str = "", uses_restart: bool = False
     return method
 
 
-_SPD = " Must be Hermitian positive definite."
-cg = _api(_cg_inner, "cg", "Preconditioned conjugate gradients (Hermitian positive definite A)", _SPD)
-bicgstab = _api(_bicgstab_inner, "bicgstab", "Right-preconditioned BiCGStab (general A)")
-minres = _api(_minres_inner, "minres", "Preconditioned MINRES (Hermitian, possibly indefinite A)", _SPD)
-gmres = _api(_rgmres_inner, "gmres", "Right-preconditioned restarted GMRES(m) (general A)", uses_restart=True)
-fgmres = _api(
-    _fgmres_inner, "fgmres", "Flexible GMRES(m): the preconditioner may change between steps", uses_restart=True
-)
-
-METHODS = {"cg": cg, "bicgstab": bicgstab, "gmres": gmres, "fgmres": fgmres, "minres": minres}
-
-
-def krylov_solve(method: str, matvec: Op, b: torch.Tensor, **kw) -> KrylovResult:
-    """Dispatch by name: ``krylov_solve('cg', matvec, b, precond=M, rtol=1e-8)``."""
-    if method not in METHODS:
-        raise ValueError(f"unknown Krylov method {method!r}; known: {sorted(METHODS)}")
-    return METHODS[method](matvec, b, **kw)
+SPD = " Must be Hermitian positive definite."
