@@ -9,6 +9,7 @@ Assembly (meshes, stencils, finite elements) lives in :mod:`sla.assembly`, the
 runner in :mod:`sla.run` (``python -m sla.run problem=poisson2d solver=cg``).
 """
 
+from . import gallery
 from .config import (
     BackendUnavailableError,
     ConvergenceError,

@@ -1,5 +1,8 @@
 """SparseTensor: construction, conversion, arithmetic and structure, against dense torch / SciPy."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -289,6 +292,13 @@ def test_symmetry_by_search_agrees_with_the_transpose_permutation():
     assert not cases["nonsymmetric"].is_symmetric() and cases["stored zero"].is_symmetric()
     assert cases["complex hermitian"].is_hermitian()
     assert not cases["complex hermitian"].is_symmetric()
+
+
+def test_gallery_is_reachable_from_the_package():
+    # a fresh interpreter: in this one another test may already have imported sla.gallery
+    code = "import sla; print(sla.gallery.poisson2d(3).to_dense().diagonal().tolist())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str([4.0] * 9)
 
 
 def test_structure_cache_follows_in_place_updates():
