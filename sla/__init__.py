@@ -81,6 +81,8 @@ __all__ = [
     "det",
     "slogdet",
     "nonlinear_solve",
+    # model matrices (sla.gallery.poisson2d, ...)
+    "gallery",
     # persistence
     "save_sparse",
     "load_sparse",
