@@ -10,6 +10,7 @@ runner in :mod:`sla.run` (``python -m sla.run problem=poisson2d solver=cg``).
 """
 
 from . import gallery
+from ._version import __version__ as __version__  # the one place the version is written
 from .config import (
     BackendUnavailableError,
     ConvergenceError,
@@ -49,8 +50,6 @@ from .solvers import (
 )
 from .sparse import SparseTensor
 from .sparse_list import SparseTensorList
-
-__version__ = "0.1.0"
 
 __all__ = [
     # storage
