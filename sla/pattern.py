@@ -4,8 +4,8 @@ A :class:`Pattern` is the coalesced, row-major sorted set of ``(row, col)``
 positions of an ``M x N`` matrix.  It is validated once, is immutable, and owns
 everything that depends only on structure:
 
-* CSR arrays (``crow``/``ccol``, int32 whenever ``nnz < 2**31`` -- measured 2-3x
-  faster SpMV than int64 on these machines),
+* CSR arrays (``crow``/``ccol``, int32 whenever ``nnz < 2**31``: torch's CSR
+  kernels are faster with int32 indices, and they take half the memory),
 * the permutation to the transposed pattern,
 * the positions of the diagonal,
 * a ``cache`` dict for structural work of the solvers (symbolic
@@ -26,14 +26,29 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Pattern"]
-
-# torch marks CSR support "beta" on every construction; we rely on the stable subset.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+__all__ = ["Pattern", "csr_tensor"]
 
 _INT32_MAX = 2**31 - 1
 _EXACT_LIMIT = 1 << 22  # values compared exactly (a copy is kept) up to this many entries
 _CHUNK = 1 << 20  # entries per pass of chunked structural scans (bounds their int64 temporaries)
+
+
+# torch warns that CSR support is "beta" on the first CSR construction of a process (we rely on
+# the stable subset); that first construction is made quiet locally, later ones never warn.
+_CSR_BETA = "Sparse CSR tensor support is in beta"
+_csr_warned = False
+
+
+def csr_tensor(crow: torch.Tensor, ccol: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    """``torch.sparse_csr_tensor`` on trusted arrays, without torch's "beta" warning."""
+    global _csr_warned
+    if _csr_warned:
+        return torch.sparse_csr_tensor(crow, ccol, values, shape, check_invariants=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CSR_BETA)
+        out = torch.sparse_csr_tensor(crow, ccol, values, shape, check_invariants=False)
+    _csr_warned = True
+    return out
 
 
 def _index_dtype(nnz: int, M: int, N: int) -> torch.dtype:
@@ -232,7 +247,7 @@ class Pattern:
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """A torch sparse CSR tensor on this pattern (values ``[nnz]``)."""
-        return torch.sparse_csr_tensor(self.crow, self.ccol, values, self.shape, check_invariants=False)
+        return csr_tensor(self.crow, self.ccol, values, self.shape)
 
     # ----------------------------------------------------------- transpose
     def transpose(self) -> tuple[Pattern, torch.Tensor]:
