@@ -122,6 +122,61 @@ class SparseTensor:
         out._init(values, pattern, values.shape[:-1])
         return out
 
+    def with_values(self, values: torch.Tensor) -> SparseTensor:
+        """A new tensor on this tensor's pattern with the given values.
+
+        The pattern is shared, not copied or re-coalesced, so everything cached
+        on it (symbolic factorisations, multigrid hierarchies, solve plans) is
+        found again; gradients flow to ``values``.  This is the way to build a
+        matrix from a parameter tensor inside a differentiable program.
+
+        Parameters
+        ----------
+        values : torch.Tensor
+            ``[*batch, nnz]`` entries in the order of ``self.row`` / ``self.col``
+            (float32/64, complex64/128), on ``self.device``.  The batch shape
+            may differ from this tensor's.
+
+        Returns
+        -------
+        SparseTensor
+            Shape ``(*batch, M, N)``, sharing ``self.pattern``.
+
+        Raises
+        ------
+        ValueError
+            If the last dimension of ``values`` is not ``nnz`` or it lies on another device.
+        TypeError
+            If ``values`` is not of a floating-point or complex dtype.
+
+        Examples
+        --------
+        >>> import torch, sla
+        >>> A = sla.gallery.poisson1d(3)
+        >>> v = torch.ones(A.nnz, dtype=torch.float64, requires_grad=True)
+        >>> B = A.with_values(v)
+        >>> B.pattern is A.pattern
+        True
+        >>> B.to_dense()
+        tensor([[1., 1., 0.],
+                [1., 1., 1.],
+                [0., 1., 1.]], dtype=torch.float64, grad_fn=<...>)
+        >>> (B @ torch.ones(3, dtype=torch.float64)).sum().backward()
+        >>> v.grad
+        tensor([1., 1., 1., 1., 1., 1., 1.], dtype=torch.float64)
+        """
+        values = _check_values(values)
+        if values.shape[-1] != self.nnz:
+            raise ValueError(
+                f"values must have shape [*batch, nnz] with nnz = {self.nnz} (this pattern), got {tuple(values.shape)}"
+            )
+        if values.device != self.pattern.device:
+            raise ValueError(
+                f"values are on {values.device} but the pattern is on {self.pattern.device}; "
+                f"move the tensor first (A.to(device).with_values(values))"
+            )
+        return SparseTensor._make(values, self.pattern)
+
     # ------------------------------------------------------------ properties
     row = property(lambda self: self.pattern.row, doc="int64 row indices ``[nnz]`` (sorted, unique with col).")
     col = property(lambda self: self.pattern.col, doc="int64 column indices ``[nnz]``.")

@@ -90,6 +90,32 @@ def test_torch_round_trip():
         torch.testing.assert_close(SparseTensor.from_torch(T).to_dense(), A.to_dense())
 
 
+def test_with_values_shares_the_pattern_and_carries_gradients():
+    A = random_sparse(5, 4, seed=3)
+    v = torch.randn(2, A.nnz, dtype=torch.float64, requires_grad=True)
+    B = A.with_values(v)
+    assert B.pattern is A.pattern and B.values is v and B.shape == (2, 5, 4)
+    dense = torch.zeros(2, 5, 4, dtype=torch.float64)
+    dense[:, A.row, A.col] = v.detach()  # stored order is (row, col) sorted: no re-coalescing
+    torch.testing.assert_close(B.to_dense(), dense)
+    w = torch.randn(4, dtype=torch.float64)
+    (B @ w).sum().backward()
+    torch.testing.assert_close(v.grad, w[A.col].expand(2, -1))  # d(sum A w)/dA_ij = w_j
+    assert A.with_values(A.values.to(torch.complex128)).dtype == torch.complex128
+
+
+def test_with_values_errors():
+    A = random_sparse(5, 4, seed=3)
+    with pytest.raises(ValueError, match=rf"nnz = {A.nnz}.*\(3, {A.nnz + 1}\)"):
+        A.with_values(torch.ones(3, A.nnz + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="scalar"):
+        A.with_values(torch.tensor(1.0, dtype=torch.float64))
+    with pytest.raises(TypeError, match="dtype"):
+        A.with_values(torch.ones(A.nnz, dtype=torch.int64))
+    with pytest.raises(ValueError, match="pattern is on cpu"):
+        A.with_values(torch.ones(A.nnz, dtype=torch.float64, device="meta"))
+
+
 def test_to_dtype_and_device():
     A = random_sparse(4, 4)
     assert A.float().dtype == torch.float32
@@ -130,7 +156,7 @@ def test_matmul_gradcheck(dtype):
     A = random_sparse(5, 4, dtype=dtype)
     v = A.values.clone().requires_grad_()
     x = torch.randn(4, 2, dtype=dtype, requires_grad=True)
-    f = lambda v, x: SparseTensor._make(v, A.pattern) @ x
+    f = lambda v, x: A.with_values(v) @ x
     assert torch.autograd.gradcheck(f, (v, x))
 
 
@@ -138,7 +164,7 @@ def test_batched_matmul_gradcheck():
     A = random_sparse(4, 4, batch=(2,))
     v = A.values.clone().requires_grad_()
     x = torch.randn(4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v, x: SparseTensor._make(v, A.pattern) @ x, (v, x))
+    assert torch.autograd.gradcheck(lambda v, x: A.with_values(v) @ x, (v, x))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
@@ -152,7 +178,7 @@ def test_spspmm_matches_dense_and_gradcheck(dtype):
     vb = B.values.clone().requires_grad_()
 
     def f(va, vb):
-        return (SparseTensor._make(va, A.pattern) @ SparseTensor._make(vb, B.pattern)).values
+        return (A.with_values(va) @ B.with_values(vb)).values
 
     assert torch.autograd.gradcheck(f, (va, vb))
 
@@ -182,7 +208,7 @@ def test_add_gradcheck():
     vb = B.values.clone().requires_grad_()
 
     def f(va, vb):
-        a, b = SparseTensor._make(va, A.pattern), SparseTensor._make(vb, B.pattern)
+        a, b = A.with_values(va), B.with_values(vb)
         return (a + b * a).to_dense()
 
     assert torch.autograd.gradcheck(f, (va, vb))
@@ -218,8 +244,8 @@ def test_reductions_and_norms(batch):
 def test_norm_gradient():
     A = random_sparse(4, 4)
     v = A.values.clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda v: SparseTensor._make(v, A.pattern).norm("fro"), (v,))
-    assert torch.autograd.gradcheck(lambda v: SparseTensor._make(v, A.pattern).sum(0), (v,))
+    assert torch.autograd.gradcheck(lambda v: A.with_values(v).norm("fro"), (v,))
+    assert torch.autograd.gradcheck(lambda v: A.with_values(v).sum(0), (v,))
 
 
 # ---------------------------------------------------------------- structure
@@ -275,10 +301,8 @@ def test_symmetry_by_search_agrees_with_the_transpose_permutation():
         "laplacian": L,
         "nonsymmetric": SparseTensor.from_dense(M),
         "stored zero": SparseTensor.from_dense(Z),
-        "perturbed": SparseTensor._make(
-            L.values + 1e-3 * torch.rand(L.nnz, generator=g, dtype=torch.float64), L.pattern
-        ),
-        "batched": SparseTensor._make(torch.stack([L.values, 2 * L.values]), L.pattern),
+        "perturbed": L.with_values(L.values + 1e-3 * torch.rand(L.nnz, generator=g, dtype=torch.float64)),
+        "batched": L.with_values(torch.stack([L.values, 2 * L.values])),
         "complex hermitian": SparseTensor.from_dense(torch.complex(S, torch.triu(S, 1) - torch.tril(S, -1))),
     }
     for name, A in cases.items():
@@ -342,10 +366,10 @@ def test_forward_mode_jvp_matches_dense():
     A = random_sparse(6, 5, seed=9)
     v, x = A.values.clone(), torch.randn(5, 2, dtype=torch.float64)
     dv, dx = torch.randn_like(v), torch.randn_like(x)
-    _, t = jvp(lambda v, x: SparseTensor._make(v, A.pattern) @ x, (v, x), (dv, dx))
-    torch.testing.assert_close(t, SparseTensor._make(dv, A.pattern).to_dense() @ x + A.to_dense() @ dx)
+    _, t = jvp(lambda v, x: A.with_values(v) @ x, (v, x), (dv, dx))
+    torch.testing.assert_close(t, A.with_values(dv).to_dense() @ x + A.to_dense() @ dx)
     assert torch.autograd.gradcheck(
-        lambda v, x: SparseTensor._make(v, A.pattern) @ x,
+        lambda v, x: A.with_values(v) @ x,
         (v.requires_grad_(), x.requires_grad_()),
         check_forward_ad=True,
     )
