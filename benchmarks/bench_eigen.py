@@ -41,7 +41,6 @@ def main() -> None:
 
     import torch
 
-    import sla
     from sla import gallery
     from sla.solvers.backends import eigen as E
 
@@ -53,7 +52,7 @@ def main() -> None:
     def run(A, b, backend, method):
         A.pattern.clear_cache()  # a fresh setup every time (the values cache would match equal values)
         v = A.values.detach().clone().requires_grad_()
-        M = sla.SparseTensor._make(v, A.pattern)
+        M = A.with_values(v)
         t = time.perf_counter()
         x, info = M.solve(
             b, backend=backend, method=method, rtol=1e-8, atol=0.0, maxiter=100000, cache=False, return_info=True

@@ -139,7 +139,7 @@ def main():
         for side, kind in [(s, k) for s in args.det_sides for k in paths]:
             A = poisson2d(side)
             if kind == "nonsymmetric":  # convection-like skew of the values, same (symmetric) pattern
-                A = sla.SparseTensor._make(torch.where(A.row < A.col, 0.8 * A.values, A.values), A.pattern)
+                A = A.with_values(torch.where(A.row < A.col, 0.8 * A.values, A.values))
             elif kind == "unsymmetric pattern":  # drop some upper entries: the pattern loses its symmetry
                 keep = ~((A.row < A.col) & ((A.row + A.col) % 7 == 0))
                 A = sla.SparseTensor(A.values[keep], A.row[keep], A.col[keep], A.shape)
@@ -147,7 +147,7 @@ def main():
             v = A.values.clone().requires_grad_()
 
             def fwd():
-                return sla.slogdet(sla.SparseTensor._make(v, A.pattern))[1]
+                return sla.slogdet(A.with_values(v))[1]
 
             t_f, ld = best(fwd, args.repeat)
             t0 = time.perf_counter()
@@ -169,7 +169,7 @@ def main():
 
     if not args.skip_newton:
         from sla.solvers.nonlinear.jacobian import Residual, assemble_jacobian
-        from sla.solvers.precond.simple import make_preconditioner
+        from sla.solvers.precond import make_preconditioner
 
         residual = nlpoisson(n)
         L = poisson2d(n) * float((n + 1) ** 2)

@@ -82,7 +82,7 @@ def test_distributed_matches_single_process(world, method):
     # gradients against the single-process adjoint
     v = A.values.clone().requires_grad_()
     bb = b.clone().requires_grad_()
-    x = SparseTensor._make(v, A.pattern).solve(bb)
+    x = A.with_values(v).solve(bb)
     (torch.linspace(-1, 1, n, dtype=torch.float64) * x).sum().backward()
     torch.testing.assert_close(res["grad_b"], bb.grad, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(res["grad_values"], v.grad, rtol=1e-6, atol=1e-8)

@@ -152,7 +152,7 @@ def test_gradcheck(kind, dtype, method):
             v = (v + v[perm].conj()) / 2
         elif kind == "csym":
             v = (v + v[perm]) / 2
-        return SparseTensor._make(v, A.pattern).solve(b, backend="cudss", method=method, matrix_type=mtype)
+        return A.with_values(v).solve(b, backend="cudss", method=method, matrix_type=mtype)
 
     assert torch.autograd.gradcheck(f, (v, b), atol=1e-6, rtol=1e-5)
 
@@ -163,9 +163,9 @@ def test_batched_gradient_matches_dense():
     A = zoo("general", n=12, batch=3, device="cuda")
     v = A.values.clone().requires_grad_(True)
     b = torch.randn(3, 12, 2, dtype=torch.float64, device="cuda")
-    SparseTensor._make(v, A.pattern).solve(b, backend="cudss").square().sum().backward()
+    A.with_values(v).solve(b, backend="cudss").square().sum().backward()
     v2 = A.values.clone().requires_grad_(True)
-    D = SparseTensor._make(v2, A.pattern).to_dense()
+    D = A.with_values(v2).to_dense()
     torch.linalg.solve(D, b).square().sum().backward()
     assert torch.allclose(v.grad, v2.grad, rtol=1e-8, atol=1e-10)
 
@@ -179,7 +179,7 @@ def test_plan_cached_on_pattern_and_refactorised():
     plans = [k for k in A.pattern.cache if isinstance(k, tuple) and k[0] == "cudss"]
     assert len(plans) == 1
     plan = A.pattern.cache[plans[0]]
-    A2 = SparseTensor._make(A.values * 2.0, A.pattern)
+    A2 = A.with_values(A.values * 2.0)
     x2, info = A2.solve(b, backend="cudss", return_info=True)
     assert not info.cached and A.pattern.cache[plans[0]] is plan  # new values: refactorised, same plan
     assert torch.allclose(x2, x1 / 2, rtol=1e-10, atol=1e-12)
@@ -194,16 +194,16 @@ def test_stale_state_refactorises_for_its_own_backward():
     A = zoo("general", n=15, device="cuda")
     b = torch.randn(15, dtype=torch.float64, device="cuda")
     v1 = A.values.clone().requires_grad_(True)
-    x1 = SparseTensor._make(v1, A.pattern).solve(b, backend="cudss")
+    x1 = A.with_values(v1).solve(b, backend="cudss")
     v2 = (A.values * 3).requires_grad_(True)
-    x2 = SparseTensor._make(v2, A.pattern).solve(b, backend="cudss")
+    x2 = A.with_values(v2).solve(b, backend="cudss")
     (x1.sum() + 0 * x2.sum()).backward()
     w = A.values.clone().requires_grad_(True)
-    torch.linalg.solve(SparseTensor._make(w, A.pattern).to_dense(), b).sum().backward()
+    torch.linalg.solve(A.with_values(w).to_dense(), b).sum().backward()
     assert torch.allclose(v1.grad, w.grad, rtol=1e-8, atol=1e-10)
     assert torch.allclose(x1, torch.linalg.solve(A.to_dense(), b), rtol=1e-9, atol=1e-12)
     # the cached state of v1 solves again after v2 used the plan: it must refactorise first
-    x1b = SparseTensor._make(v1, A.pattern).solve(b, backend="cudss")
+    x1b = A.with_values(v1).solve(b, backend="cudss")
     assert torch.allclose(x1b, x1, rtol=1e-10, atol=1e-12)
 
 
@@ -246,12 +246,12 @@ def test_lu_factorization_holds_cudss():
     lu = A.lu()
     assert lu.backend == "cudss" and lu.method == "lu"
     v = A.values.clone().requires_grad_(True)
-    lu = SparseTensor._make(v, A.pattern).lu()
+    lu = A.with_values(v).lu()
     b = torch.randn(20, 3, dtype=torch.float64, device="cuda")
     x = lu.solve(b)
     ref = torch.linalg.solve(A.to_dense(), b)
     assert torch.allclose(x, ref, rtol=1e-9, atol=1e-12)
     x.sum().backward()
     w = A.values.clone().requires_grad_(True)
-    torch.linalg.solve(SparseTensor._make(w, A.pattern).to_dense(), b).sum().backward()
+    torch.linalg.solve(A.with_values(w).to_dense(), b).sum().backward()
     assert torch.allclose(v.grad, w.grad, rtol=1e-8, atol=1e-10)
