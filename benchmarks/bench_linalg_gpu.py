@@ -23,7 +23,7 @@ from bench_linalg import nlpoisson  # the same residual as the CPU benchmark (ru
 
 import sla
 from sla.gallery import poisson2d
-from sla.solvers.precond.simple import make_preconditioner
+from sla.solvers.precond import make_preconditioner
 
 
 def _sync(dev):

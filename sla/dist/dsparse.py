@@ -27,7 +27,7 @@ import torch.distributed as dist
 from ..config import SolveInfo, SolverConfig
 from ..solvers.krylov import krylov_solve, local_dot
 from ..solvers.linear.adjoint import values_grad
-from ..solvers.precond.simple import make_preconditioner
+from ..solvers.precond import make_preconditioner
 from ..sparse import SparseTensor
 from .halo import build_plan, exchange, reverse_exchange
 from .partition import partition

@@ -155,7 +155,7 @@ def test_check_every_changes_no_result(check_every):
 
 @pytest.mark.parametrize("pc", ["gmg", "amg", "jacobi"])
 def test_adaptive_checks_look_less_and_rarely_overshoot(pc):
-    from sla.solvers.precond.simple import make_preconditioner
+    from sla.solvers.precond import make_preconditioner
 
     A = gallery.poisson2d(96)
     M = make_preconditioner(A, pc)

@@ -12,8 +12,7 @@ import torch
 
 from sla import SingularMatrixError, SparseTensor, gallery
 from sla.solvers import krylov
-from sla.solvers.precond import aggregate, gmg
-from sla.solvers.precond.simple import make_preconditioner
+from sla.solvers.precond import aggregate, gmg, make_preconditioner
 
 DEVICES = [
     "cpu",
@@ -280,7 +279,7 @@ def test_gmg_stencil_reading_and_rejection():
 def test_cycle_matches_its_dense_recursion(name, cycle):
     """The cycle against its definition in dense algebra, built from the hierarchy's pieces:
     pre-smoothing S b, gamma corrections x += P B_{l+1} R (b - A x), post-smoothing x += S (b - A x)."""
-    from sla.solvers.precond.amg import _chebyshev
+    from sla.solvers.precond.multigrid import _chebyshev
 
     A, _ = _variable_poisson(20, 22)
     M = make_preconditioner(A, name, max_coarse=4, cycle=cycle)

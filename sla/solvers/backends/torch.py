@@ -23,7 +23,7 @@ from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .. import krylov
 from ..linear.registry import Backend, Method
-from ..precond.simple import PRECONDITIONERS, make_preconditioner
+from ..precond import PRECONDITIONERS, make_preconditioner
 
 log = logging.getLogger("sla")
 

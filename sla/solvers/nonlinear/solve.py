@@ -322,7 +322,7 @@ def nonlinear_solve(
     else:
         raise ValueError(f"method must be 'newton', 'picard' or 'anderson', got {method!r}")
     if adjoint is None:
-        # J^T is preconditioned by the preconditioner's adjoint when it has one (sla.solvers.precond.simple objects do)
+        # J^T is preconditioned by the preconditioner's adjoint when it has one (sla.solvers.precond objects do)
         padj = preconditioner.adjoint() if hasattr(preconditioner, "adjoint") else preconditioner
         adjoint = ImplicitAdjoint(
             linear_solver if method == "newton" else ("sparse" if pattern else "gmres"),

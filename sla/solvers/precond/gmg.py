@@ -23,7 +23,7 @@ import itertools
 import torch
 
 from ...sparse import SparseTensor
-from .amg import Level, Mat, Multigrid, check_cycle
+from .multigrid import Level, Mat, Multigrid, check_cycle
 
 __all__ = ["GeometricMultigrid", "prolong", "restrict"]
 

@@ -6,7 +6,7 @@ Methods of :func:`eigsh`:
   factorisation of ``A - sigma I`` when ``sigma`` is given or ``which='SM'``;
 * ``'lobpcg'`` -- :func:`sla.solvers.spectral.lobpcg.lobpcg` in torch (CPU and CUDA,
   batched), preconditioned for the smallest eigenpairs (AMG from
-  :mod:`sla.solvers.precond.simple` when that module is installed, else Jacobi);
+  :mod:`sla.solvers.precond` when that module is installed, else Jacobi);
   with ``sigma`` (or ``'SM'`` of an indefinite matrix) it runs on
   ``(A - sigma I)^{-1}`` applied by sla's direct solver of the device;
 * ``'dense'`` -- ``torch.linalg.eigh`` of the dense matrix (small ``n``).
@@ -31,7 +31,7 @@ from ...config import BackendUnavailableError, ConvergenceError, SolveInfo, Solv
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
 from ..linear.solve import check_matrix
-from ..precond.simple import make_preconditioner
+from ..precond import make_preconditioner
 from .adjoint import eig_backward_vectors
 from .lobpcg import lobpcg
 
