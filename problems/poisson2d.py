@@ -7,7 +7,7 @@ largest nodal error against the exact solution (O(h^2) for fd and P1).
 
 import math
 
-from sla.assembly import poisson2d, unit_square
+from sla.assembly import poisson2d_system, unit_square
 from sla.assembly.stencil import grid_points
 
 from . import Result
@@ -17,7 +17,7 @@ from ._common import fem_poisson, info_summary, sines, solve_timed
 def run(cfg, solver, device, dtype) -> Result:
     n = int(cfg.n)
     if cfg.discretization == "fd":
-        A, b = poisson2d(n, f=lambda x: 2 * math.pi**2 * sines(x), dtype=dtype, device=device)
+        A, b = poisson2d_system(n, f=lambda x: 2 * math.pi**2 * sines(x), dtype=dtype, device=device)
         u, info, wall = solve_timed(A, b, solver)
         exact = sines(grid_points((n, n), dtype, device))
         summary = {"unknowns": n * n, "h": 1 / (n + 1), "max_nodal_error": float((u - exact).abs().max())}

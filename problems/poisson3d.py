@@ -6,7 +6,7 @@ Q1 hexahedra with ``element: Q1``).  Reports the largest nodal error.
 
 import math
 
-from sla.assembly import poisson3d, unit_cube
+from sla.assembly import poisson3d_system, unit_cube
 from sla.assembly.stencil import grid_points
 
 from . import Result
@@ -16,7 +16,7 @@ from ._common import fem_poisson, info_summary, sines, solve_timed
 def run(cfg, solver, device, dtype) -> Result:
     n = int(cfg.n)
     if cfg.discretization == "fd":
-        A, b = poisson3d(n, f=lambda x: 3 * math.pi**2 * sines(x), dtype=dtype, device=device)
+        A, b = poisson3d_system(n, f=lambda x: 3 * math.pi**2 * sines(x), dtype=dtype, device=device)
         u, info, wall = solve_timed(A, b, solver)
         exact = sines(grid_points((n, n, n), dtype, device))
         summary = {"unknowns": n**3, "h": 1 / (n + 1), "max_nodal_error": float((u - exact).abs().max())}

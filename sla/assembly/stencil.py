@@ -29,9 +29,9 @@ __all__ = [
     "anisotropic",
     "variable_diffusion",
     "convection_diffusion",
-    "poisson1d",
-    "poisson2d",
-    "poisson3d",
+    "poisson1d_system",
+    "poisson2d_system",
+    "poisson3d_system",
     "grid_points",
 ]
 
@@ -187,23 +187,112 @@ def _poisson(shape, f, dtype, device):
     return A, b
 
 
-def poisson1d(n: int, f: float | Callable = 1.0, dtype=torch.float64, device="cpu"):
-    """``(A, b)`` of ``-u'' = f`` on (0, 1), ``u = 0`` at the ends, ``n`` interior points, ``h = 1/(n+1)``."""
+def poisson1d_system(
+    n: int,
+    f: float | Callable[[torch.Tensor], torch.Tensor] = 1.0,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> tuple[SparseTensor, torch.Tensor]:
+    """``(A, b)`` of ``-u'' = f`` on (0, 1), ``u = 0`` at the ends, ``n`` interior points, ``h = 1/(n+1)``.
+
+    Unlike :func:`sla.gallery.poisson1d` (the unscaled ``[-1, 2, -1]`` matrix), ``A`` carries the
+    ``1/h^2`` scaling and ``b`` samples ``f``, so ``solve(A, b)`` approximates ``u``.
+
+    Parameters
+    ----------
+    n : int
+        Interior grid points.
+    f : float or callable
+        Constant source, or a function of the coordinates ``[n, 1]`` returning ``[n]`` values.
+    dtype, device
+        Of ``A`` and ``b``.
+
+    Returns
+    -------
+    A : SparseTensor
+        ``[n, n]``, ``A.pattern.cache['grid'] == (n,)``.
+    b : torch.Tensor
+        ``[n]``.
+
+    Examples
+    --------
+    >>> from sla.assembly import poisson1d_system
+    >>> A, b = poisson1d_system(3)
+    >>> A.to_dense()[1].tolist(), b.tolist()
+    ([-16.0, 32.0, -16.0], [1.0, 1.0, 1.0])
+    """
     return _poisson((n,), f, dtype, device)
 
 
-def poisson2d(n: int, f: float | Callable = 1.0, dtype=torch.float64, device="cpu"):
-    """``(A, b)`` of ``-Laplace u = f`` on the unit square (5-point, ``h = 1/(n+1)``, n^2 unknowns);
-    ``A.pattern.cache['grid'] == (n, n)``.
+def poisson2d_system(
+    n: int,
+    f: float | Callable[[torch.Tensor], torch.Tensor] = 1.0,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> tuple[SparseTensor, torch.Tensor]:
+    """``(A, b)`` of ``-Laplace u = f`` on the unit square (5-point, ``h = 1/(n+1)``, ``n^2`` unknowns).
 
-    >>> from sla.assembly import poisson2d
-    >>> A, b = poisson2d(3)
+    Unlike :func:`sla.gallery.poisson2d` (the unscaled matrix, diagonal 4), ``A`` carries the
+    ``1/h^2`` scaling and ``b`` samples ``f``, so ``solve(A, b)`` approximates ``u``.
+
+    Parameters
+    ----------
+    n : int
+        Interior grid points per axis.
+    f : float or callable
+        Constant source, or a function of the coordinates ``[n^2, 2]`` returning ``[n^2]`` values.
+    dtype, device
+        Of ``A`` and ``b``.
+
+    Returns
+    -------
+    A : SparseTensor
+        ``[n^2, n^2]``, ``A.pattern.cache['grid'] == (n, n)``.
+    b : torch.Tensor
+        ``[n^2]``.
+
+    Examples
+    --------
+    >>> from sla.assembly import poisson2d_system
+    >>> A, b = poisson2d_system(3)
     >>> A.pattern.cache["grid"], float(A.to_dense()[0, 0])
     ((3, 3), 64.0)
     """
     return _poisson((n, n), f, dtype, device)
 
 
-def poisson3d(n: int, f: float | Callable = 1.0, dtype=torch.float64, device="cpu"):
-    """``(A, b)`` of ``-Laplace u = f`` on the unit cube (7-point, ``h = 1/(n+1)``, n^3 unknowns)."""
+def poisson3d_system(
+    n: int,
+    f: float | Callable[[torch.Tensor], torch.Tensor] = 1.0,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> tuple[SparseTensor, torch.Tensor]:
+    """``(A, b)`` of ``-Laplace u = f`` on the unit cube (7-point, ``h = 1/(n+1)``, ``n^3`` unknowns).
+
+    Unlike :func:`sla.gallery.poisson3d` (the unscaled matrix, diagonal 6), ``A`` carries the
+    ``1/h^2`` scaling and ``b`` samples ``f``, so ``solve(A, b)`` approximates ``u``.
+
+    Parameters
+    ----------
+    n : int
+        Interior grid points per axis.
+    f : float or callable
+        Constant source, or a function of the coordinates ``[n^3, 3]`` returning ``[n^3]`` values.
+    dtype, device
+        Of ``A`` and ``b``.
+
+    Returns
+    -------
+    A : SparseTensor
+        ``[n^3, n^3]``, ``A.pattern.cache['grid'] == (n, n, n)``.
+    b : torch.Tensor
+        ``[n^3]``.
+
+    Examples
+    --------
+    >>> from sla.assembly import poisson3d_system
+    >>> A, b = poisson3d_system(2)
+    >>> A.shape, float(A.to_dense()[0, 0])
+    (torch.Size([8, 8]), 54.0)
+    """
     return _poisson((n, n, n), f, dtype, device)

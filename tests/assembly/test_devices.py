@@ -60,9 +60,9 @@ def test_assembly_on_device_equals_cpu(device, make, el):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_stencils_on_device(device):
-    A, b = stencil.poisson2d(8, device=device)
+    A, b = stencil.poisson2d_system(8, device=device)
     assert A.device.type == torch.device(device).type and A.pattern.cache["grid"] == (8, 8)
-    ref, _ = stencil.poisson2d(8)
+    ref, _ = stencil.poisson2d_system(8)
     assert torch.equal(A.to_dense().cpu(), ref.to_dense())
     kk = torch.rand(4, 5, dtype=torch.float64, device=device) + 0.5
     assert torch.allclose(

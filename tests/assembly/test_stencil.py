@@ -19,10 +19,10 @@ def test_laplacian_equals_gallery(dims):
     assert A.pattern.cache["grid"] == dims
 
 
-@pytest.mark.parametrize("make, n", [(stencil.poisson2d, 6), (stencil.poisson3d, 4)])
+@pytest.mark.parametrize("make, n", [(stencil.poisson2d_system, 6), (stencil.poisson3d_system, 4)])
 def test_poisson_gallery_scaled_and_tagged(make, n):
     A, b = make(n)
-    nd = 2 if make is stencil.poisson2d else 3
+    nd = 2 if make is stencil.poisson2d_system else 3
     ref = (gallery.poisson2d(n) if nd == 2 else gallery.poisson3d(n)).to_dense() * (n + 1) ** 2
     assert torch.allclose(A.to_dense(), ref, rtol=1e-14)
     assert A.pattern.cache["grid"] == (n,) * nd
@@ -41,7 +41,7 @@ def test_poisson2d_second_order():
     errs = []
     for n in (15, 31, 63):
         u = lambda x: torch.sin(math.pi * x[:, 0]) * torch.sin(2 * math.pi * x[:, 1])
-        A, b = stencil.poisson2d(n, f=lambda x: 5 * math.pi**2 * u(x))
+        A, b = stencil.poisson2d_system(n, f=lambda x: 5 * math.pi**2 * u(x))
         uh = A.solve(b)
         errs.append(float((uh - u(grid_points((n, n)))).abs().max()))
     rates = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
@@ -133,8 +133,8 @@ def test_stencils_feed_geometric_multigrid():
     import sla
 
     for A, b in [
-        stencil.poisson2d(31),
-        stencil.poisson3d(15),
+        stencil.poisson2d_system(31),
+        stencil.poisson3d_system(15),
         (
             stencil.variable_diffusion(torch.rand(31, 31, dtype=torch.float64) + 0.5),
             torch.ones(961, dtype=torch.float64),
