@@ -17,55 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from .elements import REF_VERTICES, Element, ElementP1, ElementQ1
+from .elements import Element
+from .geometry import AFFINE, REF_VERTICES, det_inv, det_inv_cf, jacobian_cf, map_gradients, map_shape
 from .mesh import CELL_TYPES, Mesh
 from .quadrature import quadrature
 
 __all__ = ["CellBasis", "FacetBasis", "BlockView"]
-
-
-def _geometry(cell_type: str) -> Element:
-    return ElementQ1(cell_type) if cell_type in ("quad", "hexahedron") else ElementP1(cell_type)
-
-
-def det_inv(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Determinant and inverse of ``[..., d, d]`` matrices, d <= 3, in closed form (differentiable)."""
-    d = J.shape[-1]
-    if d == 1:
-        det = J[..., 0, 0]
-        return det, (1 / det)[..., None, None]
-    if d == 2:
-        a, b, c, e = J[..., 0, 0], J[..., 0, 1], J[..., 1, 0], J[..., 1, 1]
-        det = a * e - b * c
-        inv = torch.stack([torch.stack([e, -b], -1), torch.stack([-c, a], -1)], -2) / det[..., None, None]
-        return det, inv
-    c0, c1, c2 = J[..., :, 0], J[..., :, 1], J[..., :, 2]
-    r0, r1, r2 = torch.linalg.cross(c1, c2), torch.linalg.cross(c2, c0), torch.linalg.cross(c0, c1)
-    det = (c0 * r0).sum(-1)
-    return det, torch.stack([r0, r1, r2], -2) / det[..., None, None]
-
-
-def det_inv_cf(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Like :func:`det_inv` for component-first ``J [d, d, *batch]``; returns ``inv [d, d, *batch]``."""
-    d = J.shape[0]
-    if d == 1:
-        return J[0, 0], (1 / J[0, 0])[None, None]
-    if d == 2:
-        a, b, c, e = J[0, 0], J[0, 1], J[1, 0], J[1, 1]
-        det = a * e - b * c
-        return det, torch.stack([torch.stack([e, -b]), torch.stack([-c, a])]) / det
-    m = [[J[i, j] for j in range(3)] for i in range(3)]
-    cof = [
-        [
-            m[(i + 1) % 3][(j + 1) % 3] * m[(i + 2) % 3][(j + 2) % 3]
-            - m[(i + 1) % 3][(j + 2) % 3] * m[(i + 2) % 3][(j + 1) % 3]
-            for j in range(3)
-        ]
-        for i in range(3)
-    ]
-    det = m[0][0] * cof[0][0] + m[0][1] * cof[0][1] + m[0][2] * cof[0][2]
-    inv = torch.stack([torch.stack([cof[j][i] for j in range(3)]) for i in range(3)]) / det  # adjugate^T / det
-    return det, inv
 
 
 def _combine(coef: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
@@ -172,9 +129,8 @@ class CellBasis(_Basis):
         self.X, self.W = quadrature(
             mesh.cell_type, 2 * element.degree if intorder is None else intorder, P.dtype, P.device
         )
-        self._geo = _geometry(mesh.cell_type)
         self._dref = element.dphi(self.X)  # [Q, n, rd]
-        self._psi = self._geo.phi(self.X)  # [Q, k]
+        self._psi = map_shape(mesh.cell_type, self.X)  # [Q, k]
         self.phi = element.phi(self.X)[None]  # [1, Q, n]
         self.dofs = element.dofs(mesh)
         self.cells = None  # rows of the cell map (all cells, in order)
@@ -197,17 +153,14 @@ class CellBasis(_Basis):
         P, W, dref = self.mesh.points, self.W, self._dref
         # component-first layout, elements last: every op below runs over contiguous length-E vectors
         xt = P.T[:, self.mesh.cells[sl].T]  # [d, k, e]
-        d, k, E = xt.shape
+        d, _, E = xt.shape
         Q, n = dref.shape[0], dref.shape[1]
-        if self.mesh.cell_type in ("line", "triangle", "tetra"):  # affine: one Jacobian per cell
-            J = xt[:, 1:] - xt[:, :1]  # [d, rd, e]: J[a, r] = dx_a / dX_r
-            det, inv = det_inv_cf(J)  # inv [rd, d, e]
+        J = jacobian_cf(xt, self.mesh.cell_type, self.X)  # J[a, r] = dx_a / dX_r: [d, rd, e] or [d, rd, Q, e]
+        det, inv = det_inv_cf(J)  # inv [rd, d, e] or [r, a, Q, e]
+        if self.mesh.cell_type in AFFINE:  # one Jacobian per cell
             gT = _combine(dref.reshape(Q * n, d), inv).reshape(Q, n, d, E)
             dxT = det.abs()[None, :] * W[:, None]  # [Q, e]
         else:
-            dpsi = self._geo.dphi(self.X)  # [Q, k, rd]
-            J = torch.matmul(dpsi.permute(2, 0, 1).reshape(d * Q, k), xt).reshape(d, d, Q, E)  # [a, r, Q, e]
-            det, inv = det_inv_cf(J)  # inv [r, a, Q, e]
             gT = dref[:, :, 0, None, None] * inv[0].transpose(0, 1)[:, None]
             for r in range(1, d):
                 gT = gT + dref[:, :, r, None, None] * inv[r].transpose(0, 1)[:, None]
@@ -303,14 +256,13 @@ class FacetBasis(_Basis):
         self.cells = cells
         ft = info["facet"]
         Xf, Wf = quadrature(ft, 2 * element.degree if intorder is None else intorder, P.dtype, P.device)
-        fgeo = _geometry(ft) if ft != "vertex" else None
         loc = torch.tensor(info["facets"], device=P.device)  # [nf, kf]
         refv = torch.tensor(REF_VERTICES[mesh.cell_type], dtype=P.dtype, device=P.device)
-        if fgeo is None:  # 1D: the facet is a vertex
+        if ft == "vertex":  # 1D: the facet is a vertex
             Xc = refv[loc[:, 0]][:, None, :]  # [nf, 1, 1]
             psi = torch.ones(1, 1, dtype=P.dtype, device=P.device)
         else:
-            psi = fgeo.phi(Xf)  # [Q, kf]
+            psi = map_shape(ft, Xf)  # [Q, kf]
             Xc = torch.einsum("qk,fkr->fqr", psi, refv[loc])  # [nf, Q, rd]
         Xc = Xc[local]  # [F, Q, rd]
         xf = P[mesh.cells[cells[:, None], loc[local]]]  # [F, kf, d]
@@ -320,7 +272,7 @@ class FacetBasis(_Basis):
             meas = torch.ones(cells.shape[0], 1, dtype=P.dtype, device=P.device)
             nrm = torch.ones(cells.shape[0], 1, 1, dtype=P.dtype, device=P.device)
         else:
-            T = torch.einsum("qkr,fkd->fqdr", fgeo.dphi(Xf), xf)  # tangents [F, Q, d, d-1]
+            T = torch.einsum("qkr,fkd->fqdr", map_gradients(ft, Xf), xf)  # tangents [F, Q, d, d-1]
             if d == 2:
                 nrm = torch.stack([T[..., 1, 0], -T[..., 0, 0]], -1)
             else:
@@ -332,9 +284,8 @@ class FacetBasis(_Basis):
         self.normal = nrm * sign
         self.dx = meas * Wf
         # cell shape functions and their physical gradients at the facet points
-        geo = _geometry(mesh.cell_type)
         xc = P[mesh.cells[cells]]  # [F, k, d]
-        J = torch.einsum("ekd,eqkr->eqdr", xc, geo.dphi(Xc))
+        J = torch.einsum("ekd,eqkr->eqdr", xc, map_gradients(mesh.cell_type, Xc))
         _, inv = det_inv(J)
         self.phi = element.phi(Xc)  # [F, Q, n]
         self.grad = torch.einsum("eqnr,eqrd->eqnd", element.dphi(Xc), inv)

@@ -15,17 +15,10 @@ from __future__ import annotations
 
 import torch
 
+from .geometry import REF_VERTICES, barycentric, multilinear
 from .mesh import CELL_TYPES, Mesh
 
 __all__ = ["Element", "ElementP1", "ElementP2", "ElementQ1", "ElementVector", "element_for", "REF_VERTICES"]
-
-REF_VERTICES = {
-    "line": [[0.0], [1.0]],
-    "triangle": [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]],
-    "tetra": [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
-    "quad": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
-    "hexahedron": [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]],
-}
 
 
 class Element:
@@ -69,14 +62,6 @@ class Element:
         return torch.unique(facets)
 
 
-def _bary(X: torch.Tensor):
-    """Barycentric coordinates ``[..., d+1]`` and their constant gradients ``[d+1, d]``."""
-    d = X.shape[-1]
-    lam = torch.cat([1 - X.sum(-1, keepdim=True), X], -1)
-    dlam = torch.cat([-torch.ones(1, d, dtype=X.dtype, device=X.device), torch.eye(d, dtype=X.dtype, device=X.device)])
-    return lam, dlam
-
-
 class ElementP1(Element):
     """Piecewise linear Lagrange element on lines, triangles or tetrahedra."""
 
@@ -90,10 +75,10 @@ class ElementP1(Element):
         self.name = f"P1-{cell_type}"
 
     def phi(self, X):
-        return _bary(X)[0]
+        return barycentric(X)[0]
 
     def dphi(self, X):
-        return _bary(X)[1].expand(*X.shape[:-1], self.n, X.shape[-1])
+        return barycentric(X)[1].expand(*X.shape[:-1], self.n, X.shape[-1])
 
 
 class ElementP2(Element):
@@ -111,12 +96,12 @@ class ElementP2(Element):
         self.name = f"P2-{cell_type}"
 
     def phi(self, X):
-        lam, _ = _bary(X)
+        lam, _ = barycentric(X)
         a, b = self.edges[:, 0], self.edges[:, 1]
         return torch.cat([lam * (2 * lam - 1), 4 * lam[..., a] * lam[..., b]], -1)
 
     def dphi(self, X):
-        lam, dl = _bary(X)
+        lam, dl = barycentric(X)
         a, b = self.edges[:, 0], self.edges[:, 1]
         dv = (4 * lam - 1)[..., None] * dl
         de = 4 * (lam[..., a, None] * dl[b] + lam[..., b, None] * dl[a])
@@ -152,27 +137,11 @@ class ElementQ1(Element):
         self.n = self.ref.shape[0]
         self.name = f"Q1-{cell_type}"
 
-    def _factors(self, X):
-        r = self.ref.to(X)  # [n, d]
-        Xe = X[..., None, :]  # [..., 1, d]
-        f = r * Xe + (1 - r) * (1 - Xe)  # [..., n, d]: x or 1 - x per axis
-        df = 2 * r - 1  # derivative of each factor
-        return f, df
-
     def phi(self, X):
-        return self._factors(X)[0].prod(-1)
+        return multilinear(X, self.ref)[0]
 
     def dphi(self, X):
-        f, df = self._factors(X)
-        d = X.shape[-1]
-        cols = []
-        for k in range(d):
-            others = [f[..., j] for j in range(d) if j != k]
-            p = others[0] if others else torch.ones_like(f[..., 0])
-            for o in others[1:]:
-                p = p * o
-            cols.append(p * df[:, k])
-        return torch.stack(cols, -1)
+        return multilinear(X, self.ref)[1]
 
 
 class ElementVector(Element):

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from . import geometry
+
 __all__ = ["Mesh", "CELL_TYPES"]
 
 # cell type -> (topological dim, nodes per cell, facet type, local facets, local edges)
@@ -306,12 +308,8 @@ class Mesh:
 
     # ---------------------------------------------------------- geometry
     def cell_volumes(self) -> torch.Tensor:
-        """Length/area/volume of each cell (exact for affine cells, Gauss for multilinear)."""
-        from .basis import CellBasis
-        from .elements import element_for
-
-        b = CellBasis(self, element_for(self.cell_type, 1))
-        return b.dx.sum(-1)
+        """Length/area/volume ``[E]`` of each cell (exact, differentiable in the points)."""
+        return geometry.cell_volumes(self.points, self.cells, self.cell_type)
 
     def tag_facets(self, name: str, where: Callable[[torch.Tensor], torch.Tensor]) -> Mesh:
         """Add the boundary facets whose midpoints satisfy ``where(x) -> bool [F]`` as a facet set (in place)."""

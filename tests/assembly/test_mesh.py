@@ -1,9 +1,25 @@
 """Meshes: generators, topology, refinement, meshio round trips and bad files."""
 
+import ast
+import pathlib
+
 import pytest
 import torch
 
-from sla.assembly import Mesh, box, interval, l_shape, read_mesh, rectangle, refine, unit_cube, unit_square, write_mesh
+import sla.assembly
+from sla.assembly import (
+    Mesh,
+    box,
+    geometry,
+    interval,
+    l_shape,
+    read_mesh,
+    rectangle,
+    refine,
+    unit_cube,
+    unit_square,
+    write_mesh,
+)
 
 
 @pytest.mark.parametrize(
@@ -28,6 +44,53 @@ def test_generators(make, cells, points, bfacets, volume):
     # the side sets of a box partition its boundary (the L-shape's re-entrant sides are untagged)
     tagged = sum(v.shape[0] for v in m.facet_sets.values())
     assert tagged == bfacets if volume != 3.0 else tagged < bfacets
+
+
+def _shoelace(p):
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * abs(float((x * y.roll(-1) - x.roll(-1) * y).sum()))
+
+
+@pytest.mark.parametrize(
+    "cell_type, points, reference",
+    [
+        ("line", [[0.5], [2.0]], lambda p: 1.5),
+        ("triangle", [[0.0, 0.0], [3.0, 1.0], [1.0, 2.0]], _shoelace),
+        ("quad", [[0.0, 0.0], [3.0, 0.0], [2.0, 2.0], [0.0, 1.0]], _shoelace),  # not a parallelogram
+        ("tetra", [[0, 0, 0], [2, 0, 0], [0, 3, 0], [1, 1, 4]], lambda p: abs(float(torch.det(p[1:] - p[0]))) / 6),
+        # a frustum: base [0, 2]^2, top [0, 1]^2 at height 1 (trilinear, planar faces): h/3 (A1 + A2 + sqrt(A1 A2))
+        (
+            "hexahedron",
+            [[0, 0, 0], [2, 0, 0], [2, 2, 0], [0, 2, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]],
+            lambda p: (4 + 1 + 2) / 3,
+        ),
+    ],
+)
+def test_cell_volume_of_a_distorted_cell(cell_type, points, reference):
+    p = torch.tensor(points, dtype=torch.float64)
+    m = Mesh(p, torch.arange(p.shape[0])[None], cell_type)
+    assert float(m.cell_volumes()[0]) == pytest.approx(reference(p), rel=1e-13)
+    q = p.clone().requires_grad_()  # volumes are differentiable in the node coordinates
+    assert torch.autograd.gradcheck(lambda q: geometry.cell_volumes(q, m.cells, cell_type), (q,))
+
+
+def test_assembly_modules_import_each_other_without_cycles():
+    root = pathlib.Path(sla.assembly.__file__).parent
+    graph = {}
+    for path in root.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # function-local imports count too
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = deps
+
+    def visit(name, stack):
+        assert name not in stack, "import cycle: " + " -> ".join([*stack, name])
+        for dep in graph.get(name, ()):
+            visit(dep, [*stack, name])
+
+    for name in graph:
+        visit(name, [])
 
 
 def test_boundary_facets_are_outer_faces_of_the_cube():
