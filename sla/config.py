@@ -76,6 +76,14 @@ _DEFAULTS: dict[str, Any] = dict(
 )
 
 _ON_FAILURE = ("raise", "warn", "ignore")
+
+
+def _is_typed_preconditioner(v: Any) -> bool:
+    """A ``sla.precond`` object: a frozen dataclass with a ``name`` and ``options()``
+    (checked by shape: this module sits below the solvers that define them)."""
+    return isinstance(getattr(type(v), "name", None), str) and callable(getattr(v, "options", None))
+
+
 _MATRIX_TYPES = ("auto", "general", "symmetric", "spd", "hermitian", "hpd")
 
 _stack: contextvars.ContextVar[tuple[SolverConfig, ...]] = contextvars.ContextVar("sla_solver_config", default=())
@@ -96,8 +104,9 @@ class SolverConfig:
         rtol defaults to 1e-8 (double) or 1e-5 (single precision).
     maxiter : int, optional
         Iteration cap of iterative methods (default: method-specific).
-    preconditioner : str
-        ``'auto'``, ``'none'``, ``'jacobi'``, ... (backend-specific).
+    preconditioner : str or sla.precond object
+        ``'auto'``, ``'none'``, ``'jacobi'``, ... (backend-specific), or a typed choice
+        carrying its options (``sla.precond.AMG(cycle='W')``, ``sla.precond.Jacobi()``, ...).
     matrix_type : str
         ``'auto'`` (detected), ``'general'``, ``'symmetric'``, ``'spd'``,
         ``'hermitian'`` or ``'hpd'``.
@@ -122,7 +131,7 @@ class SolverConfig:
     rtol: float | None = None
     atol: float | None = None
     maxiter: int | None = None
-    preconditioner: str | None = None
+    preconditioner: Any = None
     matrix_type: str | None = None
     on_failure: str | None = None
     restart: int | None = None
@@ -160,8 +169,11 @@ class SolverConfig:
                 raise ValueError(f"{name} must be a positive integer{also}, got {v!r}")
         for name in ("backend", "method", "preconditioner"):
             v = getattr(self, name)
+            if name == "preconditioner" and _is_typed_preconditioner(v):
+                continue
             if v is not None and not isinstance(v, str):
-                raise TypeError(f"{name} must be a string, got {type(v).__name__}")
+                also = " or a sla.precond object (AMG(), Jacobi(), ...)" if name == "preconditioner" else ""
+                raise TypeError(f"{name} must be a string{also}, got {type(v).__name__}")
         return self
 
     # ------------------------------------------------------------ merging

@@ -376,7 +376,7 @@ def test_cache_never_serves_stale_factors():
 
 
 def test_auto_on_cpu_takes_multigrid_only_for_certified_definite_large_systems():
-    from sla.solvers.linear.solve import CPU_MULTIGRID_MIN
+    from sla.solvers.linear.policy import CPU_MULTIGRID_MIN
 
     n = 232  # 53,824 unknowns: above the crossover
     assert n * n >= CPU_MULTIGRID_MIN

@@ -7,14 +7,15 @@ cached on the pattern); ``apply`` runs the Krylov method, and with
 ``transpose=True`` the same method on ``A^H`` with the adjoint preconditioner
 (the same object when A is Hermitian).
 
-``preconditioner='auto'`` picks geometric multigrid when the pattern carries
-its grid, else smoothed-aggregation AMG, for large Hermitian positive definite
-systems, and Jacobi otherwise.  Options in ``SolverConfig.options`` go to the
-preconditioner (e.g. ``options={'max_coarse': 100}``).
+``preconditioner='auto'`` is decided by
+:func:`sla.solvers.linear.policy.choose_preconditioner`.  Options in ``SolverConfig.options``
+go to the preconditioner, the automatically chosen one included (e.g.
+``options={'max_coarse': 100}``); a typed choice (``sla.precond.AMG(cycle='W')``) carries its own.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import torch
@@ -22,32 +23,26 @@ import torch
 from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .. import krylov
+from ..linear.policy import choose_preconditioner
 from ..linear.registry import Backend, Method
 from ..precond import PRECONDITIONERS, make_preconditioner
+from ..precond.options import resolve
 
 log = logging.getLogger("sla")
 
 _HERMITIAN = ("hpd", "hermitian")
 _SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
 _DEFINITE = ("spd", "hpd")
-_MG_MIN = 10_000  # below this, 'auto' uses Jacobi: a multigrid setup does not pay off
 
 
 def _is_hermitian(A: SparseTensor, mtype: str) -> bool:
     return mtype in _HERMITIAN or (mtype in ("symmetric", "spd") and not A.is_complex)
 
 
-def auto_preconditioner(A: SparseTensor, mtype: str, method: str = "gmres") -> str:
-    """What ``preconditioner='auto'`` means for this matrix and method."""
-    n = A.sparse_shape[0]
-    if mtype in _DEFINITE and n >= _MG_MIN:
-        return "gmg" if A.pattern.cache.get("grid") is not None else "amg"
-    d = A.detach().diagonal()
-    if method in ("cg", "minres"):  # these need a Hermitian positive definite preconditioner
-        ok = bool((d.real > 0).all()) and (not A.is_complex or bool((d.imag == 0).all()))
-    else:
-        ok = bool((d != 0).all())
-    return "jacobi" if ok else "none"
+def _options_of(name: str) -> set[str]:
+    """The keyword options preconditioner ``name`` takes."""
+    params = inspect.signature(PRECONDITIONERS[name].__init__).parameters
+    return {k for k, p in params.items() if k not in ("self", "A") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _matvec(p, v):
@@ -68,16 +63,23 @@ class _State:
         self.rtol, self.atol = cfg.tolerances(A.dtype)
         self.maxiter = cfg.maxiter
         self.restart = cfg.restart or 50
-        opts = dict(cfg.options or {})
         if method in ("cg", "minres") and not self.hermitian:
             raise ValueError(
                 f"method {method!r} needs a Hermitian matrix, but A is a complex {mtype!r} matrix "
                 "(complex symmetric is not Hermitian): use method='gmres' or 'bicgstab'"
             )
-        name = cfg.preconditioner or "auto"
+        name, opts = resolve(cfg.preconditioner, cfg.options)
+        self.notes = []
         if name == "auto":
-            name = auto_preconditioner(A, mtype, method)
-            opts = {}
+            name, why = choose_preconditioner(A, mtype, method)
+            self.notes.append(why)
+            takes = _options_of(name)
+            if set(opts) - takes:
+                raise ValueError(
+                    f"preconditioner='auto' chose {name!r} ({why}), which does not take the option(s) "
+                    f"{sorted(set(opts) - takes)}; name the preconditioner these options are for "
+                    "(e.g. preconditioner=sla.precond.AMG(...))"
+                )
         if name not in PRECONDITIONERS:
             raise ValueError(
                 f"unknown preconditioner {name!r} for the pytorch backend; known: {sorted(PRECONDITIONERS) + ['auto']}"
@@ -124,8 +126,7 @@ class _State:
         )
         stats = res.stats()
         stats["preconditioner"] = self.pc_name
-        if hasattr(self.M, "describe"):
-            stats["notes"] = [self.M.describe()]
+        stats["notes"] = self.notes + ([self.M.describe()] if hasattr(self.M, "describe") else [])
         return res.x, stats
 
 

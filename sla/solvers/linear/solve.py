@@ -18,7 +18,6 @@ import time
 
 import torch
 
-from ... import structure
 from ...checks import all_finite
 from ...config import (
     NotPositiveDefiniteError,
@@ -28,7 +27,7 @@ from ...config import (
 )
 from ...products import spmm_nograd
 from ...sparse import SparseTensor, canonical_rhs
-from . import registry
+from . import policy, registry
 from .adjoint import LinearSolve
 
 __all__ = ["solve", "spsolve", "spsolve_coo", "LUFactorization", "prepare", "Prepared"]
@@ -59,61 +58,6 @@ def check_rhs(A: SparseTensor, b, name: str = "b") -> torch.Tensor:
     if not all_finite(b):
         raise ValueError(f"{name} has NaN or Inf entries")
     return b
-
-
-# --------------------------------------------------------------- choosing
-# From these sizes a multigrid-preconditioned CG beats CHOLMOD on the CPU (one thread, Poisson,
-# benchmarks/bench_auto.py): 2D 65K 0.08 s vs 0.34 s, 524K 0.56 s vs 4.2 s; the fill of a
-# factorisation grows much faster with more couplings per row (3D 14K 0.05 s vs 0.36 s,
-# 262K 0.39 s vs 150 s), so denser rows switch earlier.
-CPU_MULTIGRID_MIN = 50_000
-CPU_MULTIGRID_MIN_DENSE = 10_000  # more than 6 entries per row (3D stencils, P2 elements)
-
-
-def _multigrid_pays(A: SparseTensor, n: int, mtype: str) -> bool:
-    """'auto' on the CPU sends a large system to multigrid CG only when it is *certified*
-    positive definite (diagonal dominance, O(nnz)); anything else keeps its direct solver."""
-    if A.device.type != "cpu" or mtype not in ("spd", "hpd"):
-        return False
-    limit = CPU_MULTIGRID_MIN_DENSE if A.nnz > 6 * n else CPU_MULTIGRID_MIN
-    return n >= limit and structure.is_dominant_definite(A)
-
-
-def _choose(A: SparseTensor, cfg: SolverConfig, kind: str | None) -> tuple[str, str, str, list]:
-    """``(backend, method, matrix type, notes on the choice)``."""
-    mtype = cfg.matrix_type if cfg.matrix_type != "auto" else structure.guess_matrix_type(A)
-    n = A.sparse_shape[0]
-    backend, method = cfg.backend, cfg.method
-    notes = []
-    if backend == "auto" and method == "auto" and kind is None and _multigrid_pays(A, n, mtype):
-        backend, method = "pytorch", "cg"
-        notes.append(
-            f"auto: multigrid CG (large, positive definite by diagonal dominance; rtol "
-            f"{cfg.tolerances(A.dtype)[0]:g}; method='cholesky' for a direct solve)"
-        )
-    elif backend == "auto" and method == "auto":
-        backend, method = registry.select_backend(A.device, n, A.dtype, mtype, kind=kind)
-    elif backend == "auto":
-        backend = _backend_with(A, method)
-    elif method == "auto":
-        b = registry.get_backend(backend)
-        method = b.choose(n, A.dtype, mtype, kind)
-        if method is None and kind is None:  # a size limit of 'auto' does not bind an explicitly named backend
-            method = b.choose(n, A.dtype, mtype, "direct") or b.choose(n, A.dtype, mtype, "iterative")
-        if method is None:
-            raise ValueError(f"backend {backend!r} has no {kind or ''} method for a {mtype} {A.dtype} matrix")
-    return backend, method, mtype, notes
-
-
-def _backend_with(A: SparseTensor, method: str) -> str:
-    dev = A.device.type
-    names = registry.priority(dev)
-    for name in names:
-        b = registry.get_backend(name)
-        if method in b.methods and b.check() is None and A.dtype in b.dtypes:
-            return name
-    known = sorted({m for n in names for m in registry.get_backend(n).methods})
-    raise ValueError(f"unknown method {method!r} for a {A.dtype} matrix on {dev}; methods there: {known}")
 
 
 # ---------------------------------------------------------------- prepare
@@ -173,7 +117,8 @@ def _build(A, backend, method, mtype, cfg):
 
 def prepare(A: SparseTensor, cfg: SolverConfig, kind: str | None = None) -> Prepared:
     """Pick the solver for ``A`` and build (or fetch from the cache) its state."""
-    bname, mname, mtype, notes = _choose(A, cfg, kind)
+    choice = policy.choose(A, cfg, kind)
+    bname, mname, mtype, notes = choice.backend, choice.method, choice.matrix_type, choice.reasons
     backend = registry.get_backend(bname).require()
     if A.device.type not in backend.devices:
         raise ValueError(f"backend {bname!r} runs on {backend.devices}, but A is on {A.device}")

@@ -56,9 +56,7 @@ PRECONDITIONERS = {
 }
 
 
-def make_preconditioner(
-    A: SparseTensor, name: str | PreconditionerSpec = "jacobi", **options: Any
-) -> Preconditioner:
+def make_preconditioner(A: SparseTensor, name: str | PreconditionerSpec = "jacobi", **options: Any) -> Preconditioner:
     """Build preconditioner ``name`` for ``A`` (``[*batch, n, n]``, values detached).
 
     Parameters
