@@ -9,7 +9,7 @@ Assembly (meshes, stencils, finite elements) lives in :mod:`sla.assembly`, the
 runner in :mod:`sla.run` (``python -m sla.run problem=poisson2d solver=cg``).
 """
 
-from . import gallery
+from . import gallery, precond
 from ._version import __version__ as __version__  # the one place the version is written
 from .config import (
     BackendUnavailableError,
@@ -82,6 +82,7 @@ __all__ = [
     "nonlinear_solve",
     # model matrices (sla.gallery.poisson2d, ...)
     "gallery",
+    "precond",
     # persistence
     "save_sparse",
     "load_sparse",
