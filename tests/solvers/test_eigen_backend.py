@@ -6,9 +6,9 @@ extension cache in later sessions).
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+import zoo
 
 import sla
 from sla import gallery
@@ -27,23 +27,7 @@ def eigen_ext():
     return E.extension()
 
 
-def _nonsymmetric(n=60, seed=0):
-    rng = np.random.default_rng(seed)
-    R = sp.random(n, n, density=0.08, random_state=rng) + 4 * sp.eye(n) - sp.eye(n, k=1)
-    return sla.SparseTensor.from_scipy(R.tocsr())
-
-
-def _indefinite(n=40):
-    d = np.where(np.arange(n) % 2 == 0, 3.0, -2.5)
-    M = sp.diags([d, np.ones(n - 1), np.ones(n - 1)], [0, -1, 1], format="csr")
-    return sla.SparseTensor.from_scipy(M)
-
-
-ZOO = {
-    "spd": lambda: gallery.poisson2d(12),
-    "nonsymmetric": _nonsymmetric,
-    "indefinite": _indefinite,
-}
+KINDS = {"spd": "spd", "nonsymmetric": "general", "indefinite": "symmetric"}  # case name -> zoo kind
 CASES = [
     ("spd", "cg"),
     ("spd", "bicgstab"),
@@ -59,7 +43,7 @@ CASES = [
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("matrix,method", CASES)
 def test_matches_scipy(matrix, method, dtype):
-    A = ZOO[matrix]().to(dtype)
+    A = zoo.matrix(KINDS[matrix], dtype=dtype)
     n = A.shape[0]
     gen = torch.Generator().manual_seed(1)
     b = torch.randn(n, 3, dtype=torch.float64, generator=gen).to(dtype)
@@ -78,11 +62,7 @@ def test_matches_scipy(matrix, method, dtype):
     [("spd", "cg"), ("spd", "ldlt"), ("nonsymmetric", "bicgstab"), ("nonsymmetric", "lu"), ("indefinite", "ldlt")],
 )
 def test_gradcheck_through_eigen_solve(matrix, method):
-    A = {
-        "spd": lambda: gallery.poisson2d(4),
-        "nonsymmetric": lambda: _nonsymmetric(12, seed=2),
-        "indefinite": lambda: _indefinite(10),
-    }[matrix]()
+    A = zoo.matrix(KINDS[matrix], 12, seed=2)
     v = A.values.detach().clone().requires_grad_()
     b = torch.randn(A.shape[0], 2, dtype=torch.float64, requires_grad=True)
     perm = A.pattern.transpose()[1]
@@ -91,16 +71,14 @@ def test_gradcheck_through_eigen_solve(matrix, method):
 
     def f(v, b):
         w = (v + v[perm]) / 2 if symmetric else v
-        return sla.SparseTensor._make(w, A.pattern).solve(
-            b, backend="eigen", method=method, matrix_type=mtype, rtol=1e-13, atol=0.0
-        )
+        return A.with_values(w).solve(b, backend="eigen", method=method, matrix_type=mtype, rtol=1e-13, atol=0.0)
 
     assert torch.autograd.gradcheck(f, (v, b), atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["lu", "bicgstab"])
 def test_transposed_apply_solves_with_A_transpose(method):
-    A = _nonsymmetric(30, seed=3)
+    A = zoo.matrix("general", 30, seed=3)
     st = E.BACKEND.method(method).setup(A, sla.SolverConfig(rtol=1e-13, atol=0.0), "general")
     b = torch.randn(30, 2, dtype=torch.float64)
     x, _ = E.BACKEND.method(method).apply(st, b, transpose=True)
@@ -133,7 +111,7 @@ def test_failures_are_clear():
     with pytest.raises(ValueError, match="diagonal \\(Jacobi\\) preconditioner"):
         A.solve(torch.ones(400, dtype=torch.float64), backend="eigen", method="cg", preconditioner="none")
     with pytest.raises(ValueError, match="needs a matrix of type"):
-        _nonsymmetric().solve(torch.ones(60, dtype=torch.float64), backend="eigen", method="cg")
+        zoo.matrix("general").solve(torch.ones(40, dtype=torch.float64), backend="eigen", method="cg")
 
 
 def test_missing_headers_are_reported(monkeypatch):

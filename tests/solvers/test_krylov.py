@@ -1,6 +1,6 @@
 """Native Krylov methods (sla.solvers.krylov) and the `pytorch` backend.
 
-Zoo (SPD, Hermitian PD, symmetric indefinite, nonsymmetric, complex) x methods x
+The shared zoo (tests/zoo.py: SPD, Hermitian PD, symmetric indefinite, nonsymmetric, complex) x methods x
 preconditioners, batched and multi-RHS, against SciPy's sparse direct solve; per-system
 convergence; the inner-product contract; gradients; the failure policy.  Each test body
 runs on CPU and, on the GPU machine, on CUDA.
@@ -8,9 +8,9 @@ runs on CPU and, on the GPU machine, on CUDA.
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+import zoo
 
 import sla
 from sla import ConvergenceError, ConvergenceWarning, SparseTensor, gallery
@@ -28,27 +28,6 @@ DEVICES = [
 ]
 
 
-def _zoo(kind: str, n: int = 48, dtype=torch.float64, seed: int = 0) -> sp.csr_matrix:
-    """Sparse test matrices: spd, indefinite (symmetric/Hermitian), general (nonsymmetric)."""
-    rng = np.random.default_rng(seed)
-    cplx = dtype.is_complex
-    R = sp.random(n, n, density=0.08, random_state=rng, format="csr")
-    if cplx:
-        R = R + 1j * sp.random(n, n, density=0.08, random_state=rng, format="csr")
-    if kind == "spd":
-        S = (R + R.conj().T) / 2
-        return (S + sp.diags(np.asarray(abs(S).sum(1)).ravel() + 1.0)).tocsr()
-    if kind == "indefinite":
-        S = (R + R.conj().T) / 2
-        return (S + sp.diags(np.linspace(-3, 3, n) + 0.05)).tocsr()
-    L = gallery.poisson1d(n).to_scipy("csr")
-    return (L + sp.diags(0.4 * np.ones(n - 1), 1) + 0.5 * R).tocsr()  # convection-like, nonsymmetric
-
-
-def _st(S, dtype, device):
-    return SparseTensor.from_scipy(S, dtype=dtype).to(device)
-
-
 def _tol(dtype):
     return 1e-4 if dtype in (torch.float32, torch.complex64) else 1e-8
 
@@ -59,9 +38,9 @@ CASES = [
     ("bicgstab", "spd"),
     ("gmres", "spd"),
     ("fgmres", "spd"),
-    ("minres", "indefinite"),
-    ("gmres", "indefinite"),
-    ("fgmres", "indefinite"),
+    ("minres", "symmetric"),
+    ("gmres", "symmetric"),
+    ("fgmres", "symmetric"),
     ("bicgstab", "general"),
     ("gmres", "general"),
     ("fgmres", "general"),
@@ -72,14 +51,14 @@ CASES = [
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128, torch.float32])
 @pytest.mark.parametrize("method,kind", CASES)
 def test_zoo_against_scipy(method, kind, dtype, device):
-    S = _zoo(kind, dtype=dtype)
-    A = _st(S, dtype, device)
+    S = zoo.scipy_matrix(kind, 48, dtype)
+    A = zoo.matrix(kind, 48, dtype, device=device)
     rng = np.random.default_rng(1)
     b = rng.standard_normal((S.shape[0], 2))
     if dtype.is_complex:
         b = b + 1j * rng.standard_normal(b.shape)
     ref = spla.spsolve(S.astype(np.complex128 if dtype.is_complex else np.float64).tocsc(), b)
-    pcs = ["none", "jacobi"] if kind != "indefinite" else ["none"]
+    pcs = ["none", "jacobi"] if kind != "symmetric" else ["none"]
     for pc in pcs:
         x, info = A.solve(
             torch.as_tensor(b).to(device=device, dtype=dtype),
@@ -255,10 +234,9 @@ def test_auto_choice_and_errors():
     with pytest.raises(ValueError, match="Hermitian"):
         C.solve(torch.ones(2, dtype=torch.complex128), backend="pytorch", method="minres", matrix_type="symmetric")
     # symmetric indefinite with a mixed-sign diagonal: 'auto' must not give MINRES an indefinite Jacobi
-    S = _zoo("indefinite")
-    Ai = SparseTensor.from_scipy(S)
+    Ai = zoo.matrix("symmetric", 48)
     _, info = Ai.solve(
-        torch.ones(S.shape[0], dtype=torch.float64), backend="pytorch", method="minres", return_info=True
+        torch.ones(Ai.shape[0], dtype=torch.float64), backend="pytorch", method="minres", return_info=True
     )
     assert info.preconditioner == "none" and info.converged
     assert sla.is_pytorch_available()
@@ -274,7 +252,7 @@ def test_gradcheck_preconditioned(device):
     b = torch.randn(p.shape[0], dtype=torch.float64, device=device, requires_grad=True)
 
     def f(theta, b):
-        A = SparseTensor._make(A0.values + theta + theta[perm], p)
+        A = A0.with_values(A0.values + theta + theta[perm])
         return A.solve(
             b,
             backend="pytorch",
@@ -288,13 +266,12 @@ def test_gradcheck_preconditioned(device):
     assert torch.autograd.gradcheck(f, (theta, b), atol=1e-6)
 
     # nonsymmetric A: GMRES + AMG, the adjoint runs with A^H and the adjoint AMG hierarchy
-    S = _zoo("general", n=20)
-    A1 = _st(S, torch.float64, device)
+    A1 = zoo.matrix("general", 20, device=device)
     v = A1.values.detach().clone().requires_grad_()
     b1 = torch.randn(20, dtype=torch.float64, device=device, requires_grad=True)
 
     def g(v, b):
-        return SparseTensor._make(v, A1.pattern).solve(
+        return A1.with_values(v).solve(
             b, backend="pytorch", method="gmres", preconditioner="amg", rtol=1e-13, options={"max_coarse": 5}
         )
 
