@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from _gpu_zoo import scipy_solve, zoo
+import zoo
 
 import sla
 from sla import SparseTensor, gallery
@@ -109,12 +109,12 @@ def test_mtlayer_from_environment(monkeypatch, tmp_path):
 def test_zoo_matches_scipy(method, kind, dtype, batch):
     if kind == "csym" and not dtype.is_complex:
         pytest.skip("complex symmetric needs a complex dtype")
-    A = zoo(kind, dtype=dtype, batch=batch, device="cuda")
+    A = zoo.matrix(kind, dtype=dtype, batch=batch, device="cuda")
     shape = (batch, A.shape[-1], 4) if batch else (A.shape[-1], 4)
     b = torch.randn(*shape, dtype=dtype, device="cuda")
     x, info = A.solve(b, backend="cudss", method=method, return_info=True)
     assert info.backend == "cudss" and info.method == method and x.shape == b.shape and x.is_cuda
-    ref = scipy_solve(
+    ref = zoo.scipy_solve(
         A.to(torch.complex128 if dtype.is_complex else torch.float64),
         b.to(torch.complex128 if dtype.is_complex else torch.float64),
     )
@@ -138,7 +138,7 @@ def test_zoo_matches_scipy(method, kind, dtype, batch):
     ],
 )
 def test_gradcheck(kind, dtype, method):
-    A = zoo(kind, n=10, dtype=dtype, device="cuda")
+    A = zoo.matrix(kind, n=10, dtype=dtype, device="cuda")
     v = A.values.clone().requires_grad_(True)
     b = torch.randn(10, 2, dtype=dtype, device="cuda", requires_grad=True)
 
@@ -160,7 +160,7 @@ def test_gradcheck(kind, dtype, method):
 @pytest.mark.gpu
 @needs_cudss
 def test_batched_gradient_matches_dense():
-    A = zoo("general", n=12, batch=3, device="cuda")
+    A = zoo.matrix("general", n=12, batch=3, device="cuda")
     v = A.values.clone().requires_grad_(True)
     b = torch.randn(3, 12, 2, dtype=torch.float64, device="cuda")
     A.with_values(v).solve(b, backend="cudss").square().sum().backward()
@@ -191,7 +191,7 @@ def test_plan_cached_on_pattern_and_refactorised():
 @needs_cudss
 def test_stale_state_refactorises_for_its_own_backward():
     """Forward with A1, forward with A2 (same pattern, same plan), then backward of A1."""
-    A = zoo("general", n=15, device="cuda")
+    A = zoo.matrix("general", n=15, device="cuda")
     b = torch.randn(15, dtype=torch.float64, device="cuda")
     v1 = A.values.clone().requires_grad_(True)
     x1 = A.with_values(v1).solve(b, backend="cudss")
@@ -242,7 +242,7 @@ def test_auto_picks_cudss_and_cholesky_falls_back():
 @pytest.mark.gpu
 @needs_cudss
 def test_lu_factorization_holds_cudss():
-    A = zoo("general", n=20, device="cuda")
+    A = zoo.matrix("general", n=20, device="cuda")
     lu = A.lu()
     assert lu.backend == "cudss" and lu.method == "lu"
     v = A.values.clone().requires_grad_(True)

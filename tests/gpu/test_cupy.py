@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from _gpu_zoo import scipy_solve, zoo
+import zoo
 
 import sla
 from sla import SparseTensor, gallery
@@ -59,13 +59,13 @@ def test_choose():
 @needs_cupy
 @pytest.mark.parametrize("method,kind,dtype", PARAMS)
 def test_zoo_matches_scipy(method, kind, dtype):
-    A = zoo(kind, dtype=dtype, device="cuda")
+    A = zoo.matrix(kind, dtype=dtype, device="cuda")
     b = torch.randn(A.shape[0], 3, dtype=dtype, device="cuda")
     single = dtype in (torch.float32, torch.complex64)
     x, info = A.solve(b, backend="cupy", method=method, rtol=1e-5 if single else 1e-11, return_info=True)
     assert info.backend == "cupy" and info.method == method and info.converged and x.is_cuda
     hi = torch.complex128 if dtype.is_complex else torch.float64
-    ref = scipy_solve(A.to(hi), b.to(hi))
+    ref = zoo.scipy_solve(A.to(hi), b.to(hi))
     err = (x.cpu().to(hi) - ref).norm() / ref.norm()
     assert err < (1e-3 if single else 1e-8)
 
@@ -73,10 +73,10 @@ def test_zoo_matches_scipy(method, kind, dtype):
 @pytest.mark.gpu
 @needs_cupy
 def test_batched_members():
-    A = zoo("general", batch=2, device="cuda")
+    A = zoo.matrix("general", batch=2, device="cuda")
     b = torch.randn(2, A.shape[-1], dtype=torch.float64, device="cuda")
     x = A.solve(b, backend="cupy", method="lu")
-    ref = scipy_solve(A, b.unsqueeze(-1)).squeeze(-1)
+    ref = zoo.scipy_solve(A, b.unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(x.cpu(), ref, rtol=1e-9, atol=1e-12)
 
 
@@ -84,7 +84,7 @@ def test_batched_members():
 @needs_cupy
 @pytest.mark.parametrize("method,kind", [("lu", "general"), ("cg", "spd"), ("gmres", "general")])
 def test_gradcheck(method, kind):
-    A = zoo(kind, n=8, device="cuda")
+    A = zoo.matrix(kind, n=8, device="cuda")
     v = A.values.clone().requires_grad_(True)
     b = torch.randn(8, 2, dtype=torch.float64, device="cuda", requires_grad=True)
     _, perm = A.pattern.transpose()
