@@ -1,8 +1,9 @@
-"""sla.solve: every SciPy method on a zoo of matrices, against dense torch.linalg.solve; adjoint gradients."""
+"""sla.solve: every SciPy method on the matrix zoo (tests/zoo.py) against dense torch.linalg.solve; adjoint gradients."""
 
 import pytest
 import scipy.sparse as sp
 import torch
+import zoo
 
 import sla
 from sla import SolverConfig, SparseTensor, gallery
@@ -12,25 +13,6 @@ needs_cholmod = pytest.mark.skipif(
     not has_cholmod(),
     reason="CHOLMOD (scikit-sparse) not installed: apt-get install libsuitesparse-dev; pip install sla[cholmod]",
 )
-
-
-def zoo(kind, n=40, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    real = torch.float64 if not dtype.is_complex else torch.float64
-    mask = (torch.rand(n, n, generator=g) < 0.15) | torch.eye(n, dtype=torch.bool)
-    mask = mask | mask.T
-    R = torch.randn(n, n, generator=g, dtype=real) * mask
-    if dtype.is_complex:
-        R = torch.complex(R, torch.randn(n, n, generator=g, dtype=real) * mask)
-    if kind == "spd":  # Hermitian, diagonally dominant
-        S = (R + R.mT.conj()) / 2
-        D = S + torch.diag(S.abs().sum(1).real.to(S.dtype) + 1)
-    elif kind == "symmetric":  # Hermitian indefinite (real symmetric when real)
-        S = (R + R.mT.conj()) / 2
-        D = S + torch.diag(torch.linspace(-3, 3, n, dtype=real).to(S.dtype))
-    else:  # general nonsymmetric, well conditioned
-        D = R + torch.diag(R.abs().sum(1).real.to(R.dtype) + 1)
-    return SparseTensor.from_dense(D.to(dtype))
 
 
 CASES = [
@@ -49,7 +31,7 @@ CASES = [
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128, torch.float32])
 @pytest.mark.parametrize("method,kind", CASES)
 def test_methods_match_dense(method, kind, dtype):
-    A = zoo(kind, dtype=dtype)
+    A = zoo.matrix(kind, dtype=dtype)
     b = torch.randn(A.shape[0], 3, dtype=dtype)
     ref = torch.linalg.solve(
         A.to_dense().double() if not dtype.is_complex else A.to_dense().cdouble(),
@@ -67,7 +49,7 @@ def test_methods_match_dense(method, kind, dtype):
 @pytest.mark.parametrize("multi", [False, True])
 def test_batched_and_multi_rhs(shape, multi):
     n = 20
-    base = zoo("general", n)
+    base = zoo.matrix("general", n)
     vals = torch.stack(
         [base.values * (1 + 0.1 * i) for i in range(max(1, int(torch.tensor(shape).prod()) if shape else 1))]
     )
@@ -83,14 +65,14 @@ def test_batched_and_multi_rhs(shape, multi):
 
 
 def test_unbatched_matrix_with_many_rhs_batches():
-    A = zoo("spd", 15)
+    A = zoo.matrix("spd", 15)
     b = torch.randn(2, 3, 15, 4, dtype=torch.float64)
     x = A.solve(b)
     torch.testing.assert_close(x, torch.linalg.solve(A.to_dense(), b))
 
 
 def test_broadcast_vector_over_matrix_batch():
-    base = zoo("general", 10)
+    base = zoo.matrix("general", 10)
     A = SparseTensor(torch.stack([base.values, 2 * base.values]), base.row, base.col, (2, 10, 10))
     b = torch.randn(10, dtype=torch.float64)
     x = A.solve(b)
@@ -104,7 +86,7 @@ def test_broadcast_vector_over_matrix_batch():
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
 def test_gradcheck_solve(method, kind, dtype):
-    A = zoo(kind, 8, dtype=dtype, seed=1)
+    A = zoo.matrix(kind, 8, dtype=dtype, seed=1)
     v = A.values.clone().requires_grad_()
     b = torch.randn(8, 2, dtype=dtype, requires_grad=True)
 
@@ -114,28 +96,28 @@ def test_gradcheck_solve(method, kind, dtype):
     def f(v, b):
         if kind == "spd":  # perturb symmetrically: Cholesky / CG read a Hermitian matrix
             v = (v + v[perm].conj()) / 2
-        return SparseTensor._make(v, A.pattern).solve(b, backend="scipy", method=method, rtol=1e-13, matrix_type=mtype)
+        return A.with_values(v).solve(b, backend="scipy", method=method, rtol=1e-13, matrix_type=mtype)
 
     assert torch.autograd.gradcheck(f, (v, b), atol=1e-6)
 
 
 def test_gradcheck_batched():
-    base = zoo("general", 6, seed=2)
+    base = zoo.matrix("general", 6, seed=2)
     v = torch.stack([base.values, 1.5 * base.values]).requires_grad_()
     b = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
-    f = lambda v, b: SparseTensor._make(v, base.pattern).solve(b)
+    f = lambda v, b: base.with_values(v).solve(b)
     assert torch.autograd.gradcheck(f, (v, b))
 
 
 def test_gradient_matches_dense_solve():
-    A = zoo("general", 12, seed=3)
+    A = zoo.matrix("general", 12, seed=3)
     v = A.values.clone().requires_grad_()
     b = torch.randn(12, dtype=torch.float64, requires_grad=True)
     x = SparseTensor(v, A.row, A.col, A.shape).solve(b)
     (x**2).sum().backward()
     vd = A.values.clone().requires_grad_()
     bd = b.detach().clone().requires_grad_()
-    xd = torch.linalg.solve(SparseTensor._make(vd, A.pattern).to_dense(), bd)
+    xd = torch.linalg.solve(A.with_values(vd).to_dense(), bd)
     (xd**2).sum().backward()
     torch.testing.assert_close(v.grad, vd.grad)
     torch.testing.assert_close(b.grad, bd.grad)
@@ -144,9 +126,9 @@ def test_gradient_matches_dense_solve():
 def test_backward_reuses_factorisation():
     # the state is cached on the pattern per values version: the second solve and the
     # backward pass find it instead of factoring again
-    A = zoo("general", 30)
+    A = zoo.matrix("general", 30)
     v = A.values.clone().requires_grad_()
-    At = SparseTensor._make(v, A.pattern)
+    At = A.with_values(v)
     b = torch.randn(30, dtype=torch.float64)
     x, info = At.solve(b, method="lu", return_info=True)
     assert not info.cached
@@ -182,9 +164,9 @@ def test_graph_size_independent_of_iterations():
 
 # ------------------------------------------------------------- LU handle
 def test_lu_factorization_reuse_and_gradient():
-    A = zoo("general", 25)
+    A = zoo.matrix("general", 25)
     v = A.values.clone().requires_grad_()
-    lu = SparseTensor._make(v, A.pattern).lu()
+    lu = A.with_values(v).lu()
     assert isinstance(lu, sla.LUFactorization) and lu.method == "lu"
     b1, b2 = torch.randn(25, dtype=torch.float64), torch.randn(25, 2, dtype=torch.float64)
     D = A.to_dense()
@@ -197,7 +179,7 @@ def test_lu_factorization_reuse_and_gradient():
 
 # ------------------------------------------------------------- config
 def test_solver_config_context_and_precedence():
-    A = zoo("spd", 20)
+    A = zoo.matrix("spd", 20)
     b = torch.randn(20, dtype=torch.float64)
     with SolverConfig(method="cg", rtol=1e-12):
         _, info = A.solve(b, return_info=True)
@@ -233,7 +215,7 @@ def test_solve_info_fields():
 
 
 def test_spsolve_and_spsolve_coo():
-    A = zoo("general", 10)
+    A = zoo.matrix("general", 10)
     b = torch.randn(10, dtype=torch.float64)
     ref = torch.linalg.solve(A.to_dense(), b)
     torch.testing.assert_close(sla.spsolve(A.values, A.row, A.col, (10, 10), b), ref)
@@ -272,6 +254,11 @@ def test_singular_matrix_raises():
     A = SparseTensor.from_dense(D)
     with pytest.raises(sla.SingularMatrixError):
         A.solve(torch.ones(2, dtype=torch.float64), method="lu")
+    # numerically singular at size: the zoo's graph Laplacian (A @ 1 = 0), LU and the 'auto' choice
+    L = zoo.matrix("singular")
+    for method in ("lu", None):
+        with pytest.raises(sla.SingularMatrixError):
+            L.solve(torch.ones(L.shape[0], dtype=torch.float64), method=method)
     # structurally singular: an empty row
     B = SparseTensor(torch.ones(2, dtype=torch.float64), torch.tensor([0, 0]), torch.tensor([0, 1]), (2, 2))
     with pytest.raises(sla.SingularMatrixError):
@@ -364,14 +351,14 @@ def test_from_scipy_solution_matches_scipy():
 
 
 def test_cache_never_serves_stale_factors():
-    A = zoo("general", 12, seed=7)
+    A = zoo.matrix("general", 12, seed=7)
     b = torch.randn(12, dtype=torch.float64)
     x1 = A.solve(b)
     A.values.data.mul_(2.0)  # .data bypasses the version counter
     x2, info = A.solve(b, return_info=True)
     assert not info.cached
     torch.testing.assert_close(x2, x1 / 2)
-    same = SparseTensor._make(A.values.clone(), A.pattern)  # equal values, new tensor: reused
+    same = A.with_values(A.values.clone())  # equal values, new tensor: reused
     assert same.solve(b, return_info=True)[1].cached
 
 
