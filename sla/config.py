@@ -237,9 +237,30 @@ class SolveInfo:
             f"after {self.iterations} iterations (rtol={cfg.rtol}, atol={cfg.atol}, maxiter={cfg.maxiter}). "
             "Raise maxiter, loosen rtol, pick a preconditioner, or set on_failure='warn'/'ignore'."
         )
-        if cfg.on_failure == "raise":
-            raise ConvergenceError(msg, self)
-        if cfg.on_failure == "warn":
-            warnings.warn(msg, ConvergenceWarning, stacklevel=4)
-        else:
-            log.info(msg)
+        apply_failure_policy(cfg.on_failure, msg, self, stacklevel=5)
+
+
+def apply_failure_policy(policy: str, msg: str, info: Any = None, stacklevel: int = 2) -> None:
+    """The failure policy, applied in one place: ``'raise'`` a :class:`ConvergenceError`
+    (carrying ``info``), ``'warn'`` with a :class:`ConvergenceWarning`, or ``'ignore'``
+    (logged at INFO level).
+
+    Parameters
+    ----------
+    policy : {'raise', 'warn', 'ignore'}
+        ``SolverConfig.on_failure``.
+    msg : str
+        What did not converge, and what to do about it.
+    info : object, optional
+        The result record attached to the raised error.
+    stacklevel : int
+        For the warning: 2 points at the caller of this function.
+    """
+    if policy not in _ON_FAILURE:
+        raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {policy!r}")
+    if policy == "raise":
+        raise ConvergenceError(msg, info)
+    if policy == "warn":
+        warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel + 1)
+    else:
+        log.info(msg)

@@ -113,3 +113,9 @@ def test_policy_explains_its_choice():
     assert text[0] == "matrix type: general (detected)" and text[1].endswith(": gmres")
     _, info = sla.solve(A, torch.ones(64, dtype=A.dtype), backend="pytorch", return_info=True)
     assert info.method == "cg" and any("auto: jacobi" in s for s in info.notes)
+
+
+def test_spectral_info_names_registered_backends():
+    A = gallery.poisson2d(12)
+    _, info = sla.eigsh(A, k=2, which="SA", method="lobpcg", return_info=True)
+    assert info.backend == "pytorch" and info.backend in sla.get_available_backends()

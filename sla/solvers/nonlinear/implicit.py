@@ -13,12 +13,11 @@ and the parameters only -- no iteration history.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
 
-from ...config import ConvergenceError, ConvergenceWarning
+from ...config import apply_failure_policy
 from ...pattern import Pattern
 from ..krylov.gmres import gmres
 from .jacobian import Residual, assemble_jacobian
@@ -85,10 +84,7 @@ class ImplicitAdjoint:
         )
         if not bool(out.converged.all()):
             msg = f"implicit adjoint: GMRES on J^T did not converge (residual {float(out.residual.max()):.2e})"
-            if self.on_failure == "raise":
-                raise ConvergenceError(msg)
-            if self.on_failure == "warn":
-                warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+            apply_failure_policy(self.on_failure, msg, stacklevel=3)
         return out.x.reshape(-1)
 
 

@@ -21,13 +21,12 @@ optimistix's ``root_find(fn, solver, y0, adjoint=ImplicitAdjoint())``:
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from ...config import ConvergenceError, ConvergenceWarning, SolverConfig
+from ...config import SolverConfig, apply_failure_policy
 from ...pattern import Pattern
 from ...sparse import SparseTensor
 from ..krylov.gmres import gmres
@@ -61,12 +60,7 @@ class NonlinearInfo:
             f"(initial {self.initial_residual:.3e}) after {self.iterations} iterations "
             f"(rtol={cfg.rtol}, atol={cfg.atol}, maxiter={cfg.maxiter}); {'; '.join(self.notes)}"
         )
-        if cfg.on_failure == "raise":
-            raise ConvergenceError(msg)
-        if cfg.on_failure == "warn":
-            warnings.warn(msg, ConvergenceWarning, stacklevel=4)
-        else:
-            log.info(msg)
+        apply_failure_policy(cfg.on_failure, msg, stacklevel=5)
 
 
 def _norm(x: torch.Tensor) -> float:

@@ -393,7 +393,7 @@ def eigsh(
     else:
         raise ValueError(f"method must be 'auto', 'arpack', 'lobpcg', 'cupy' or 'dense', got {method!r}")
     info = SolveInfo(
-        backend={"arpack": "scipy", "cupy": "cupy"}.get(method, "torch"),
+        backend={"arpack": "scipy", "cupy": "cupy"}.get(method, "pytorch"),
         method=method,
         matrix_type="hermitian" if A.is_complex else "symmetric",
         iterations=stats.get("iterations"),

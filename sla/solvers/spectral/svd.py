@@ -305,7 +305,7 @@ def condition_number(
     cond = cond.reshape(A.batch_shape)
     converged = not any("not converged" in note for note in notes)
     info = SolveInfo(
-        backend="scipy" if method == "arpack" else "torch",
+        backend="scipy" if method == "arpack" else "pytorch",
         method=method,
         notes=notes,
         converged=converged,
