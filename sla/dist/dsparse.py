@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from ..config import SolveInfo, SolverConfig
 from ..solvers.krylov import krylov_solve, local_dot
-from ..solvers.linear.adjoint import values_grad
+from ..solvers.linear.adjoint import LinearSolve
 from ..solvers.precond import make_preconditioner
 from ..sparse import SparseTensor
 from .halo import build_plan, exchange, reverse_exchange
@@ -192,8 +192,9 @@ class DSparseTensor:
         t0 = time.perf_counter()
         values = self.local.values
         if values.requires_grad or b.requires_grad:
-            x = _DistSolve.apply(values, b, self, cfg)
-            res = self._last
+            op = _DistOp(self, cfg)
+            x = LinearSolve.apply(values.reshape(1, -1), b.reshape(1, b.shape[0], -1), op).reshape(b.shape)
+            res = op.result
         else:
             x, res = self._krylov(b, cfg)
         with torch.no_grad():
@@ -214,24 +215,20 @@ class DSparseTensor:
         return (x, info) if return_info else x
 
 
-class _DistSolve(torch.autograd.Function):
-    """Adjoint of the distributed solve: backward solves with ``A^H`` on every rank."""
+class _DistOp:
+    """The distributed Krylov solve as a solver state for the one adjoint,
+    :class:`sla.solvers.linear.adjoint.LinearSolve`: backward solves with ``A^H`` on every rank."""
 
-    @staticmethod
-    def forward(ctx, values, b, D, cfg):
-        x, D._last = D._krylov(b, cfg)
-        ctx.D, ctx.cfg = D, cfg
-        ctx.save_for_backward(x)
-        return x
+    def __init__(self, D: DSparseTensor, cfg: SolverConfig):
+        self.D, self.cfg = D, cfg
+        self.pattern = D.local.pattern
+        self.result = None  # the KrylovResult of the last solve
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        D, cfg = ctx.D, ctx.cfg
-        lam, _ = D._krylov(g.contiguous(), cfg, transpose=True)
-        gv = None
-        if ctx.needs_input_grad[0]:
-            xf = D._full(x.reshape(x.shape[0], -1))  # owned entries + ghosts
-            gv = values_grad(D.local.pattern, lam.reshape(1, lam.shape[0], -1), xf[None])[0]
-        return gv, lam if ctx.needs_input_grad[1] else None, None, None
+    def solve(self, b: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``[1, n_owned, K]`` blocks."""
+        x, self.result = self.D._krylov(b[0], self.cfg, transpose)
+        return x[None]
+
+    def columns(self, x: torch.Tensor) -> torch.Tensor:
+        """Owned entries followed by the ghosts (one halo exchange)."""
+        return self.D._full(x[0])[None]

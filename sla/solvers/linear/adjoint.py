@@ -28,7 +28,9 @@ class LinearSolve(torch.autograd.Function):
     """``x = solve(values, b)`` on canonical shapes ``[B, nnz]``, ``[B, M, K]``.
 
     ``op`` is any object with ``solve(b, transpose=False) -> x`` and a
-    ``pattern``; it is usually a :class:`sla.solvers.linear.solve.Prepared`.
+    ``pattern``; it is usually a :class:`sla.solvers.linear.solve.Prepared`.  An ``op``
+    whose matrix has more columns than owned rows (a rank of a distributed matrix, whose
+    columns include ghost entries) also has ``columns(x) -> x`` extended to every column.
     """
 
     @staticmethod
@@ -46,7 +48,7 @@ class LinearSolve(torch.autograd.Function):
         lam = op.solve(g.contiguous(), transpose=True)
         gv = gb = None
         if ctx.needs_input_grad[0]:
-            gv = values_grad(op.pattern, lam, x)
+            gv = values_grad(op.pattern, lam, op.columns(x) if hasattr(op, "columns") else x)
         if ctx.needs_input_grad[1]:
             gb = lam
         return gv, gb, None
