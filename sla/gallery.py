@@ -18,7 +18,7 @@ from .sparse import SparseTensor
 __all__ = ["poisson1d", "poisson2d", "poisson3d", "stencil_operator"]
 
 
-def check_grid_shape(shape) -> tuple[int, ...]:
+def check_grid_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     """Grid shape as a tuple of 1 to 3 positive ints (interior points per axis), or a clear error."""
     if isinstance(shape, int):
         shape = (shape,)
@@ -29,7 +29,11 @@ def check_grid_shape(shape) -> tuple[int, ...]:
 
 
 def stencil_operator(
-    shape, offsets: Sequence[Sequence[int]], weights, dtype=torch.float64, device="cpu"
+    shape: int | Sequence[int],
+    offsets: Sequence[Sequence[int]],
+    weights: Sequence[float] | torch.Tensor,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
 ) -> SparseTensor:
     """Matrix of a stencil on a grid: row ``i`` has ``weights[.., s]`` at neighbour ``i + offsets[s]``.
 
@@ -87,16 +91,18 @@ def _laplacian(dims: tuple[int, ...], dtype, device) -> SparseTensor:
     return stencil_operator(dims, offsets, weights, dtype=dtype, device=device)
 
 
-def poisson1d(n: int, dtype=torch.float64, device="cpu") -> SparseTensor:
+def poisson1d(n: int, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> SparseTensor:
     """Tridiagonal [-1, 2, -1] of size n (Dirichlet, unscaled)."""
     return _laplacian((n,), dtype, device)
 
 
-def poisson2d(n: int, m: int | None = None, dtype=torch.float64, device="cpu") -> SparseTensor:
+def poisson2d(
+    n: int, m: int | None = None, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+) -> SparseTensor:
     """5-point Laplacian on an n x m interior grid (Dirichlet, unscaled: diagonal 4)."""
     return _laplacian((n, m or n), dtype, device)
 
 
-def poisson3d(n: int, dtype=torch.float64, device="cpu") -> SparseTensor:
+def poisson3d(n: int, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> SparseTensor:
     """7-point Laplacian on an n^3 interior grid (Dirichlet, unscaled: diagonal 6)."""
     return _laplacian((n, n, n), dtype, device)

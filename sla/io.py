@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -33,7 +34,7 @@ _DTYPE_NAMES = {str(d).removeprefix("torch."): d for d in DTYPES}
 
 # ------------------------------------------------------------------ common
 @contextlib.contextmanager
-def atomic_path(path) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to ``path``; rename it over ``path`` on success."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -50,7 +51,7 @@ def atomic_path(path) -> Iterator[str]:
         raise
 
 
-def check_tensor(A, name: str = "A") -> SparseTensor:
+def check_tensor(A: Any, name: str = "A") -> SparseTensor:
     if not isinstance(A, SparseTensor):
         raise TypeError(f"{name} must be a sla.SparseTensor, got {type(A).__name__}")
     return A
@@ -66,7 +67,7 @@ def _safetensors():
     return st, safe_open
 
 
-def save_sparse(A: SparseTensor, path) -> None:
+def save_sparse(A: SparseTensor, path: str | os.PathLike) -> None:
     """Save ``A`` to a safetensors file (exact round trip with :func:`load_sparse`).
 
     Parameters
@@ -121,7 +122,7 @@ def _meta_json(meta: dict, key: str, path: str):
     return tuple(out)
 
 
-def load_sparse(path, device=None) -> SparseTensor:
+def load_sparse(path: str | os.PathLike, device: str | torch.device | None = None) -> SparseTensor:
     """Load a SparseTensor written by :func:`save_sparse` onto ``device`` (default CPU).
 
     Raises

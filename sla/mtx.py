@@ -134,7 +134,9 @@ def _entry_line(body: bytes, first: int, k: int) -> int:
     return first
 
 
-def load_mtx(path, dtype: torch.dtype | None = None, device=None) -> SparseTensor:
+def load_mtx(
+    path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+) -> SparseTensor:
     """Read a Matrix Market coordinate file (``.mtx`` or gzip-compressed ``.mtx.gz``).
 
     Symmetric, skew-symmetric and Hermitian files are expanded to the full
@@ -232,7 +234,9 @@ def _check_symmetry(A: SparseTensor, symmetry: str) -> None:
         raise ValueError("symmetry='hermitian' needs a complex matrix; use 'symmetric' for a real one")
 
 
-def save_mtx(A: SparseTensor, path, symmetry: str = "auto", field: str = "auto", comment: str = "") -> None:
+def save_mtx(
+    A: SparseTensor, path: str | os.PathLike, symmetry: str = "auto", field: str = "auto", comment: str = ""
+) -> None:
     """Write ``A`` as a Matrix Market coordinate file (gzip-compressed if ``path`` ends in ``.gz``).
 
     Parameters

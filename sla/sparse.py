@@ -15,7 +15,7 @@ imports the solver layer.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,13 @@ class SparseTensor:
     __slots__ = ("values", "pattern", "batch_shape", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to our __rmul__
 
-    def __init__(self, values, row, col, shape):
+    def __init__(
+        self,
+        values: torch.Tensor | Sequence[complex],
+        row: torch.Tensor | Sequence[int],
+        col: torch.Tensor | Sequence[int],
+        shape: Sequence[int],
+    ) -> None:
         values = _check_values(values)
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2:
@@ -200,7 +206,7 @@ class SparseTensor:
     def batch_size(self) -> int:
         return int(np.prod(self.batch_shape, dtype=np.int64)) if self.batch_shape else 1
 
-    def size(self, dim: int | None = None):
+    def size(self, dim: int | None = None) -> torch.Size | int:
         return self.shape if dim is None else self.shape[dim]
 
     def __repr__(self) -> str:
@@ -243,7 +249,9 @@ class SparseTensor:
         return out.reshape(*self.batch_shape, M, N)
 
     @classmethod
-    def from_scipy(cls, matrix, device=None, dtype=None) -> SparseTensor:
+    def from_scipy(
+        cls, matrix: Any, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> SparseTensor:
         """From any ``scipy.sparse`` matrix or array."""
         import scipy.sparse as sp
 
@@ -260,7 +268,7 @@ class SparseTensor:
         out = cls._make(data, Pattern.from_csr(crow, col, csr.shape))
         return out.to(device=device, dtype=dtype)
 
-    def to_scipy(self, format: str = "csr"):
+    def to_scipy(self, format: str = "csr") -> Any:
         """``scipy.sparse`` array of an unbatched tensor (copied to the CPU)."""
         import scipy.sparse as sp
 
@@ -311,7 +319,7 @@ class SparseTensor:
             )
         raise ValueError(f"layout must be 'coo' or 'csr', got {layout!r}")
 
-    def to(self, *args, **kwargs) -> SparseTensor:
+    def to(self, *args: str | torch.device | torch.dtype, **kwargs: Any) -> SparseTensor:
         """Like ``Tensor.to``: a device, a dtype, or both (``device=``, ``dtype=``)."""
         device = kwargs.pop("device", None)
         dtype = kwargs.pop("dtype", None)
@@ -332,7 +340,7 @@ class SparseTensor:
             return self
         return self._like(values, pattern)
 
-    def cuda(self, device=None) -> SparseTensor:
+    def cuda(self, device: int | str | torch.device | None = None) -> SparseTensor:
         return self.to(
             torch.device("cuda")
             if device is None
@@ -365,7 +373,7 @@ class SparseTensor:
         """Map a dense operand onto ``[B, n, K]`` and return the inverse map."""
         return canonical_rhs(self.batch_shape, n, x, name)
 
-    def matmul(self, x):
+    def matmul(self, x: torch.Tensor | SparseTensor) -> torch.Tensor | SparseTensor:
         """``A @ x`` for a dense vector/matrix/batch, or a SparseTensor (sparse result)."""
         if isinstance(x, SparseTensor):
             return self._spspmm(x)
@@ -580,7 +588,9 @@ def _broadcast_values(a: SparseTensor, b: SparseTensor) -> tuple[torch.Tensor, t
     return va, vb
 
 
-def canonical_rhs(batch_shape: tuple, n: int, x: torch.Tensor, name: str = "b"):
+def canonical_rhs(
+    batch_shape: tuple, n: int, x: torch.Tensor, name: str = "b"
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """Map a dense right operand of a ``[*batch, M, n]`` matrix onto ``[B, n, K]``.
 
     Accepted: ``[*batch, n]``, ``[*batch, n, K]``, ``[n]`` (broadcast over the

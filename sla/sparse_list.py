@@ -18,6 +18,7 @@ one sparse product, ``solve`` one linear solve.  The block values are a
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,14 +116,14 @@ class SparseTensorList:
         out.node_index = self.node_index
         return out
 
-    def to(self, *args, **kwargs) -> SparseTensorList:
+    def to(self, *args: str | torch.device | torch.dtype, **kwargs: Any) -> SparseTensorList:
         """Every member ``.to(...)`` (device and/or dtype)."""
         return self._map(lambda t: t.to(*args, **kwargs))
 
     def cpu(self) -> SparseTensorList:
         return self.to("cpu")
 
-    def cuda(self, device=None) -> SparseTensorList:
+    def cuda(self, device: int | str | torch.device | None = None) -> SparseTensorList:
         return self._map(lambda t: t.cuda(device))
 
     def detach(self) -> SparseTensorList:
@@ -181,7 +182,9 @@ class SparseTensorList:
         return self._block_pattern()[2]
 
     @classmethod
-    def from_block_diagonal(cls, A: SparseTensor, sizes=None, *, offsets=None) -> SparseTensorList:
+    def from_block_diagonal(
+        cls, A: SparseTensor, sizes: Sequence[int] | None = None, *, offsets: Sequence[int] | None = None
+    ) -> SparseTensorList:
         """Split a block-diagonal matrix into its blocks (differentiably).
 
         Parameters
@@ -281,7 +284,7 @@ class SparseTensorList:
                 raise ValueError(f"{name}[{i}] must have {s} rows (and the same K as {name}[0]), got {tuple(x.shape)}")
         return torch.cat(list(xs)), sizes
 
-    def matmul(self, xs: Operand):
+    def matmul(self, xs: Operand) -> list[torch.Tensor] | torch.Tensor:
         """``[A_i @ x_i]`` for a list of operands (or one stacked tensor -> one stacked result)."""
         x, split = self._stack(xs, [t.shape[1] for t in self._tensors], "x")
         A, _ = self.to_block_diagonal()
@@ -290,7 +293,7 @@ class SparseTensorList:
 
     __matmul__ = matmul
 
-    def solve(self, bs: Operand, **options):
+    def solve(self, bs: Operand, **options: Any) -> list[torch.Tensor] | torch.Tensor:
         """Solve every ``A_i x_i = b_i`` through one block-diagonal system.
 
         ``bs`` is a list of ``[n_i]`` (or ``[n_i, K]``) tensors, or one stacked

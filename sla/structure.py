@@ -12,8 +12,13 @@ Results are cached on the pattern's numeric cache (per values version).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # annotations only: sparse.py imports this module
+    from .sparse import SparseTensor
 
 __all__ = ["is_symmetric", "is_positive_definite", "is_dominant_definite", "detect_matrix_type", "guess_matrix_type"]
 
@@ -25,7 +30,7 @@ def _default_rtol(dtype: torch.dtype) -> float:
     return 100 * torch.finfo(dtype).eps
 
 
-def is_symmetric(A, conjugate: bool = False, rtol: float | None = None) -> bool:
+def is_symmetric(A: SparseTensor, conjugate: bool = False, rtol: float | None = None) -> bool:
     """``A == A^T`` (or ``A^H``) entrywise up to ``rtol * max|A|``, every batch member."""
     M, N = A.pattern.shape
     if M != N:
@@ -136,7 +141,7 @@ def _factor_is_pd(A) -> bool:
     return True
 
 
-def is_dominant_definite(A) -> bool:
+def is_dominant_definite(A: SparseTensor) -> bool:
     """A cheap, exact *certificate* of positive definiteness: Hermitian, positive diagonal and
     irreducibly diagonally dominant (O(nnz)).  ``False`` means "not certified", not "indefinite"."""
     if not is_symmetric(A, conjugate=True):
@@ -144,7 +149,7 @@ def is_dominant_definite(A) -> bool:
     return A.pattern.numeric(A.values, ("dominant",), lambda: _positive_diagonal(A) and _irreducibly_dominant(A))
 
 
-def is_positive_definite(A) -> bool:
+def is_positive_definite(A: SparseTensor) -> bool:
     """Exact positive-definiteness test (Hermitian, and a Cholesky-type factorisation succeeds)."""
     if not is_symmetric(A, conjugate=True):
         return False
@@ -155,7 +160,7 @@ def is_positive_definite(A) -> bool:
     return A.pattern.numeric(A.values, ("pd",), build)
 
 
-def detect_matrix_type(A) -> str:
+def detect_matrix_type(A: SparseTensor) -> str:
     """Exact type: 'general', 'symmetric', 'spd', 'hermitian' or 'hpd'."""
     if A.is_complex:
         if is_symmetric(A, conjugate=True):
@@ -166,7 +171,7 @@ def detect_matrix_type(A) -> str:
     return "general"
 
 
-def guess_matrix_type(A) -> str:
+def guess_matrix_type(A: SparseTensor) -> str:
     """Cheap optimistic type for solver selection: a Hermitian matrix with a positive
     diagonal is guessed definite (solvers try Cholesky and fall back on failure)."""
     herm = is_symmetric(A, conjugate=True)

@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
 from ..sparse import SparseTensor
@@ -29,10 +31,12 @@ from .basis import CellBasis, FacetBasis, _Basis
 from .fem import assemble
 from .models import mass, source
 
+Coefficient = float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]  # a number, values, or g(x)
+
 __all__ = ["boundary_dofs", "apply_dirichlet", "neumann", "robin"]
 
 
-def boundary_dofs(basis: _Basis, *names, components=None) -> torch.Tensor:
+def boundary_dofs(basis: _Basis, *names: str, components: Sequence[int] | None = None) -> torch.Tensor:
     """Sorted global dofs on the named facet sets (default: the whole ``'boundary'``).
 
     ``components`` (vector elements): the displacement components to select, e.g. ``[0]``.
@@ -63,7 +67,9 @@ def _named(mesh, name):
     return mesh.facet_sets[name]
 
 
-def apply_dirichlet(A: SparseTensor, b: torch.Tensor, dofs, values=0.0) -> tuple[SparseTensor, torch.Tensor]:
+def apply_dirichlet(
+    A: SparseTensor, b: torch.Tensor, dofs: torch.Tensor, values: float | torch.Tensor = 0.0
+) -> tuple[SparseTensor, torch.Tensor]:
     """Impose ``u[dofs] = values`` by symmetric elimination with lifting.
 
     Parameters
@@ -139,14 +145,22 @@ def _lift(values, dofs, n, on, b) -> torch.Tensor:
     return _put_last(g, dofs, values)
 
 
-def neumann(basis: CellBasis, g, facets="boundary", intorder: int | None = None) -> torch.Tensor:
+def neumann(
+    basis: CellBasis, g: Coefficient, facets: str | torch.Tensor = "boundary", intorder: int | None = None
+) -> torch.Tensor:
     """Facet load ``int_facets g v ds`` (``g``: number, callable ``g(x)``, or ``[F, Q]`` values;
     for vector elements a traction ``[dim]`` or callable returning ``[..., dim]``)."""
     fb = FacetBasis(basis.mesh, basis.element, facets, intorder)
     return assemble(source, fb, f=g)
 
 
-def robin(basis: CellBasis, alpha, g=0.0, facets="boundary", intorder: int | None = None):
+def robin(
+    basis: CellBasis,
+    alpha: Coefficient,
+    g: Coefficient = 0.0,
+    facets: str | torch.Tensor = "boundary",
+    intorder: int | None = None,
+) -> tuple[SparseTensor, torch.Tensor]:
     """``(R, r)`` with ``R = int alpha u v ds`` (on ``basis``'s pattern) and ``r = int g v ds``;
     the Robin condition ``du/dn + alpha u = g`` adds ``R`` to the stiffness and ``r`` to the load."""
     fb = FacetBasis(basis.mesh, basis.element, facets, intorder)

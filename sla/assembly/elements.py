@@ -13,6 +13,8 @@ the vertices, then the edge midpoints in the order of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .geometry import REF_VERTICES, barycentric, multilinear
@@ -74,10 +76,10 @@ class ElementP1(Element):
         self.n = CELL_TYPES[cell_type]["nodes"]
         self.name = f"P1-{cell_type}"
 
-    def phi(self, X):
+    def phi(self, X: torch.Tensor) -> torch.Tensor:
         return barycentric(X)[0]
 
-    def dphi(self, X):
+    def dphi(self, X: torch.Tensor) -> torch.Tensor:
         return barycentric(X)[1].expand(*X.shape[:-1], self.n, X.shape[-1])
 
 
@@ -95,29 +97,29 @@ class ElementP2(Element):
         self.n = nv + self.edges.shape[0]
         self.name = f"P2-{cell_type}"
 
-    def phi(self, X):
+    def phi(self, X: torch.Tensor) -> torch.Tensor:
         lam, _ = barycentric(X)
         a, b = self.edges[:, 0], self.edges[:, 1]
         return torch.cat([lam * (2 * lam - 1), 4 * lam[..., a] * lam[..., b]], -1)
 
-    def dphi(self, X):
+    def dphi(self, X: torch.Tensor) -> torch.Tensor:
         lam, dl = barycentric(X)
         a, b = self.edges[:, 0], self.edges[:, 1]
         dv = (4 * lam - 1)[..., None] * dl
         de = 4 * (lam[..., a, None] * dl[b] + lam[..., b, None] * dl[a])
         return torch.cat([dv, de], -2)
 
-    def dofs(self, mesh):
+    def dofs(self, mesh: Mesh) -> torch.Tensor:
         self.check_mesh(mesh)
         return torch.cat([mesh.cells, mesh.n_points + mesh.cell_edges], 1)
 
-    def ndofs(self, mesh):
+    def ndofs(self, mesh: Mesh) -> int:
         return mesh.n_points + mesh.edges.shape[0]
 
-    def dof_points(self, mesh):
+    def dof_points(self, mesh: Mesh) -> torch.Tensor:
         return torch.cat([mesh.points, mesh.points[mesh.edges].mean(1)])
 
-    def facet_dofs(self, mesh, facets):
+    def facet_dofs(self, mesh: Mesh, facets: torch.Tensor) -> torch.Tensor:
         k = facets.shape[1]
         pairs = torch.cat([facets[:, [a, b]] for a in range(k) for b in range(a + 1, k)]) if k > 1 else facets[:, :0]
         e = mesh.edge_ids(pairs) if pairs.shape[1] else pairs[:, 0]
@@ -137,10 +139,10 @@ class ElementQ1(Element):
         self.n = self.ref.shape[0]
         self.name = f"Q1-{cell_type}"
 
-    def phi(self, X):
+    def phi(self, X: torch.Tensor) -> torch.Tensor:
         return multilinear(X, self.ref)[0]
 
-    def dphi(self, X):
+    def dphi(self, X: torch.Tensor) -> torch.Tensor:
         return multilinear(X, self.ref)[1]
 
 
@@ -160,24 +162,24 @@ class ElementVector(Element):
     def __repr__(self) -> str:
         return f"ElementVector({self.base!r}, {self.ncomp})"
 
-    def phi(self, X):
+    def phi(self, X: torch.Tensor) -> torch.Tensor:
         return self.base.phi(X)
 
-    def dphi(self, X):
+    def dphi(self, X: torch.Tensor) -> torch.Tensor:
         return self.base.dphi(X)
 
-    def dofs(self, mesh):
+    def dofs(self, mesh: Mesh) -> torch.Tensor:
         d = self.base.dofs(mesh)
         c = torch.arange(self.ncomp, device=d.device)
         return (d[:, :, None] * self.ncomp + c).reshape(d.shape[0], -1)
 
-    def ndofs(self, mesh):
+    def ndofs(self, mesh: Mesh) -> int:
         return self.base.ndofs(mesh) * self.ncomp
 
-    def dof_points(self, mesh):
+    def dof_points(self, mesh: Mesh) -> torch.Tensor:
         return self.base.dof_points(mesh)
 
-    def facet_dofs(self, mesh, facets, components=None):
+    def facet_dofs(self, mesh: Mesh, facets: torch.Tensor, components: Sequence[int] | None = None) -> torch.Tensor:
         base = self.base.facet_dofs(mesh, facets)
         comps = range(self.ncomp) if components is None else components
         return torch.cat([base * self.ncomp + c for c in comps]).sort().values

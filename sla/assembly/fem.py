@@ -60,7 +60,7 @@ class Field:
 
     __slots__ = ("value", "grad")
 
-    def __init__(self, value, grad=None):
+    def __init__(self, value: torch.Tensor, grad: torch.Tensor | None = None) -> None:
         self.value, self.grad = value, grad
 
     def __mul__(self, other):
@@ -79,14 +79,14 @@ class Params(dict):
             raise AttributeError(f"form coefficient {name!r} was not given; have {sorted(self)}") from None
 
 
-def grad(u: Field):
+def grad(u: Field) -> torch.Tensor:
     return u.grad
 
 
 def sum_last(t: torch.Tensor) -> torch.Tensor:
     """``t.sum(-1)`` as explicit adds: elementwise ops keep the elements-innermost memory layout
-    of the basis arrays (a reduction would return a layout with a tiny innermost axis, 3-10x slower
-    for everything that follows)."""
+    of the basis arrays (a reduction would return a layout with a tiny innermost axis, which slows
+    down everything that follows)."""
     if t.shape[-1] > 32:
         return t.sum(-1)
     out = t[..., 0]
@@ -95,30 +95,30 @@ def sum_last(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def dot(a, b):
+def dot(a: torch.Tensor | Field, b: torch.Tensor | Field) -> torch.Tensor:
     """Contraction over the last (space or component) axis."""
     return sum_last(a * b)
 
 
-def ddot(a, b):
+def ddot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Double contraction over the last two axes."""
     return sum_last(sum_last(a * b))
 
 
-def trace(a):
+def trace(a: torch.Tensor) -> torch.Tensor:
     return sum_last(a.diagonal(dim1=-2, dim2=-1))
 
 
-def div(u: Field):
+def div(u: Field) -> torch.Tensor:
     return trace(u.grad)
 
 
-def sym_grad(u: Field):
+def sym_grad(u: Field) -> torch.Tensor:
     g = u.grad
     return 0.5 * (g + g.transpose(-1, -2))
 
 
-def eye(a, dim: int):
+def eye(a: torch.Tensor, dim: int) -> torch.Tensor:
     """``a * I`` as trailing ``[dim, dim]`` matrices."""
     I = torch.eye(dim, dtype=a.dtype, device=a.device)
     return a[..., None, None] * I
@@ -226,7 +226,9 @@ def _check_basis(b, name):
         raise TypeError(f"{name} must be a CellBasis or FacetBasis, got {type(b).__name__}")
 
 
-def assemble(form, basis: _Basis, test_basis: _Basis | None = None, **w) -> Any:
+def assemble(
+    form: BilinearForm | LinearForm | Functional, basis: _Basis, test_basis: _Basis | None = None, **w: Any
+) -> Any:
     """Assemble a form on a basis.
 
     Parameters
@@ -324,6 +326,6 @@ def scatter(
     return SparseTensor._make(ScatterAdd.apply(ke.reshape(-1), index.reshape(-1), pattern.nnz), pattern)
 
 
-def integrate(fn: Callable[[Params], torch.Tensor], basis: _Basis, **w) -> torch.Tensor:
+def integrate(fn: Callable[[Params], torch.Tensor], basis: _Basis, **w: Any) -> torch.Tensor:
     """``sum_e sum_q fn(w) dx`` -- e.g. an L2 error with ``w.uh = basis.interpolate(u)``."""
     return assemble(Functional(fn), basis, **w)

@@ -40,7 +40,9 @@ def _grid_points(axes) -> torch.Tensor:
     return torch.stack([g.flatten() for g in reversed(grids)], dim=1)
 
 
-def interval(n: int = 10, a: float = 0.0, b: float = 1.0, dtype=torch.float64, device="cpu") -> Mesh:
+def interval(
+    n: int = 10, a: float = 0.0, b: float = 1.0, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+) -> Mesh:
     """``n`` line cells on ``[a, b]``."""
     n = _check_n(n, "n")
     x = torch.linspace(a, b, n + 1, dtype=dtype, device=device)[:, None]
@@ -49,15 +51,15 @@ def interval(n: int = 10, a: float = 0.0, b: float = 1.0, dtype=torch.float64, d
 
 
 def rectangle(
-    x0=0.0,
-    x1=1.0,
-    y0=0.0,
-    y1=1.0,
+    x0: float = 0.0,
+    x1: float = 1.0,
+    y0: float = 0.0,
+    y1: float = 1.0,
     nx: int = 8,
     ny: int | None = None,
     cell: str = "tri",
-    dtype=torch.float64,
-    device="cpu",
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
 ) -> Mesh:
     """Structured mesh of ``[x0, x1] x [y0, y1]`` with ``nx x ny`` squares, each split into two
     triangles (``cell='tri'``) or kept as a quad (``cell='quad'``)."""
@@ -81,7 +83,9 @@ def rectangle(
     return _tag_sides(Mesh(p, cells, ctype), [(x0, x1), (y0, y1)])
 
 
-def unit_square(n: int = 8, cell: str = "tri", dtype=torch.float64, device="cpu") -> Mesh:
+def unit_square(
+    n: int = 8, cell: str = "tri", dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+) -> Mesh:
     """``rectangle`` of the unit square with ``n`` cells per side."""
     return rectangle(0.0, 1.0, 0.0, 1.0, n, n, cell, dtype, device)
 
@@ -99,18 +103,18 @@ def _kuhn() -> list[list[int]]:
 
 
 def box(
-    x0=0.0,
-    x1=1.0,
-    y0=0.0,
-    y1=1.0,
-    z0=0.0,
-    z1=1.0,
+    x0: float = 0.0,
+    x1: float = 1.0,
+    y0: float = 0.0,
+    y1: float = 1.0,
+    z0: float = 0.0,
+    z1: float = 1.0,
     nx: int = 4,
-    ny=None,
-    nz=None,
+    ny: int | None = None,
+    nz: int | None = None,
     cell: str = "tet",
-    dtype=torch.float64,
-    device="cpu",
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
 ) -> Mesh:
     """Structured mesh of a box with ``nx x ny x nz`` cubes, each split into six tetrahedra
     (``cell='tet'``, Kuhn) or kept as a hexahedron (``cell='hex'``)."""
@@ -137,7 +141,9 @@ def box(
     return _tag_sides(Mesh(p, cells, ctype), [(x0, x1), (y0, y1), (z0, z1)])
 
 
-def unit_cube(n: int = 4, cell: str = "tet", dtype=torch.float64, device="cpu") -> Mesh:
+def unit_cube(
+    n: int = 4, cell: str = "tet", dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+) -> Mesh:
     """``box`` of the unit cube with ``n`` cubes per side."""
     return box(0.0, 1.0, 0.0, 1.0, 0.0, 1.0, n, n, n, cell, dtype, device)
 
@@ -151,7 +157,7 @@ def _orient_tets(p: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     return cells
 
 
-def l_shape(n: int = 4, dtype=torch.float64, device="cpu") -> Mesh:
+def l_shape(n: int = 4, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Mesh:
     """Triangles on the L-shaped domain ``(-1, 1)^2 \\ [0, 1) x (-1, 0]`` (``n`` cells per unit length)."""
     n = _check_n(n, "n")
     sq = rectangle(-1.0, 1.0, -1.0, 1.0, 2 * n, 2 * n, "tri", dtype, device)

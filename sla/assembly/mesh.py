@@ -15,7 +15,7 @@ are available as the facet set ``"boundary"``.  Structured generators
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -121,7 +121,14 @@ class Mesh:
     ('triangle', torch.Size([3, 2]))
     """
 
-    def __init__(self, points, cells, cell_type: str | None = None, cell_sets=None, facet_sets=None):
+    def __init__(
+        self,
+        points: torch.Tensor,
+        cells: torch.Tensor,
+        cell_type: str | None = None,
+        cell_sets: dict[str, torch.Tensor] | None = None,
+        facet_sets: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         points = torch.as_tensor(points)
         if not points.dtype.is_floating_point:
             points = points.to(torch.get_default_dtype())
@@ -182,13 +189,13 @@ class Mesh:
             + ")"
         )
 
-    def memo(self, key, build: Callable[[], Any]) -> Any:
+    def memo(self, key: Hashable, build: Callable[[], Any]) -> Any:
         """Structural quantity computed once per mesh (topology never changes)."""
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
 
-    def with_points(self, points) -> Mesh:
+    def with_points(self, points: torch.Tensor) -> Mesh:
         """The same topology (and cached structure) with new node coordinates."""
         points = torch.as_tensor(points)
         if points.shape != self.points.shape:
@@ -199,7 +206,7 @@ class Mesh:
         m._cache = self._cache if points.device == self.points.device else {}
         return m
 
-    def to(self, device) -> Mesh:
+    def to(self, device: str | torch.device) -> Mesh:
         return self.with_points(self.points.to(device))
 
     # --------------------------------------------------------- topology
@@ -272,7 +279,7 @@ class Mesh:
         ids = self.facet_ids(name)
         return owner[ids], local[ids]
 
-    def facet_ids(self, name) -> torch.Tensor:
+    def facet_ids(self, name: str | torch.Tensor) -> torch.Tensor:
         """Indices into the unique facets of the facets of a set (by name or node lists)."""
         if isinstance(name, str):
             if name not in self.facet_sets:
@@ -292,7 +299,7 @@ class Mesh:
         """Edge index of each node pair ``[P, 2]`` (-1 where the pair is not an edge)."""
         return find_rows(self.edges, pairs)
 
-    def nodes_of(self, name) -> torch.Tensor:
+    def nodes_of(self, name: str | torch.Tensor) -> torch.Tensor:
         """Sorted node indices of a facet set (``'boundary'`` or a name) or of a cell set."""
         if isinstance(name, str) and name in self.cell_sets:
             return torch.unique(self.cells[self.cell_sets[name]])

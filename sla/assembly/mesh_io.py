@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ def _meshio():
     return meshio
 
 
-def read_mesh(path, dtype=torch.float64, device="cpu") -> Mesh:
+def read_mesh(path: str | os.PathLike, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Mesh:
     """Read a mesh file into a :class:`Mesh` (one cell type; tags kept)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -117,7 +118,13 @@ def read_mesh(path, dtype=torch.float64, device="cpu") -> Mesh:
     return mesh
 
 
-def write_mesh(path, mesh: Mesh, point_data: dict | None = None, cell_data: dict | None = None, **kwargs) -> None:
+def write_mesh(
+    path: str | os.PathLike,
+    mesh: Mesh,
+    point_data: dict | None = None,
+    cell_data: dict | None = None,
+    **kwargs: Any,
+) -> None:
     """Write a :class:`Mesh` (with point/cell fields) through meshio; the format follows the extension.
 
     Cell sets and facet sets are written as Gmsh physical groups for ``.msh`` files

@@ -17,10 +17,16 @@ zero), so Dirichlet elimination always finds its diagonal.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 
 from ..pattern import Pattern
+
+if TYPE_CHECKING:  # annotations only: plan sits below the mesh and elements
+    from .elements import Element
+    from .mesh import Mesh
 
 __all__ = ["scatter_plan", "ScatterAdd", "LinearScatter"]
 
@@ -109,7 +115,7 @@ def _plan_sorted(rd: torch.Tensor, cd: torch.Tensor, N: int, use_numpy: bool | N
     return u // N, u % N, inv.reshape(nv * nu, E)
 
 
-def scatter_plan(mesh, test, trial=None) -> dict:
+def scatter_plan(mesh: Mesh, test: Element, trial: Element | None = None) -> dict:
     """``{'pattern': Pattern, 'index_t': [n_test * n_trial, E]}`` for (test, trial) on ``mesh`` (cached)."""
     trial = test if trial is None else trial
 
@@ -130,7 +136,9 @@ def scatter_plan(mesh, test, trial=None) -> dict:
     return mesh.memo(("plan", test.key, trial.key), build)
 
 
-def plan_index(plan: dict, device, cells=None, elements_last: bool = True) -> torch.Tensor:
+def plan_index(
+    plan: dict, device: str | torch.device, cells: torch.Tensor | None = None, elements_last: bool = True
+) -> torch.Tensor:
     """The plan's index on ``device`` in either layout, restricted to the rows ``cells`` (facets)."""
     key = ("index", str(device), elements_last)
     idx = plan.get(key) if cells is None else None
@@ -150,12 +158,12 @@ class ScatterAdd(torch.autograd.Function):
     """``values[index[k]] += ke[k]`` (one index_add); the backward pass is a gather."""
 
     @staticmethod
-    def forward(ctx, ke, index, nnz):
+    def forward(ctx: Any, ke: torch.Tensor, index: torch.Tensor, nnz: int) -> torch.Tensor:
         ctx.save_for_backward(index)
         return ke.new_zeros(nnz).index_add_(0, index, ke)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (index,) = ctx.saved_tensors
         return g[index], None, None
 
@@ -165,12 +173,12 @@ class LinearScatter(torch.autograd.Function):
     linear in its coefficient: re-assembly becomes one sparse mat-vec (backward: ``B^T g``)."""
 
     @staticmethod
-    def forward(ctx, c, op):
+    def forward(ctx: Any, c: torch.Tensor, op: CoefficientMap) -> torch.Tensor:
         ctx.op = op
         return op.apply(c)
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         return ctx.op.apply_t(g), None
 
 

@@ -108,7 +108,9 @@ def _rule(cell: str, degree: int) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"no quadrature for cell type {cell!r}; known: {sorted(REF_VOLUME)}")
 
 
-def quadrature(cell: str, degree: int, dtype=torch.float64, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def quadrature(
+    cell: str, degree: int, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Points ``[Q, ref_dim]`` and weights ``[Q]`` exact for polynomials of total ``degree``
     (per-axis degree for lines/quads/hexahedra) on the reference ``cell``."""
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:

@@ -23,6 +23,8 @@ import torch
 from ..gallery import check_grid_shape, stencil_operator
 from ..sparse import SparseTensor
 
+Spacing = float | Sequence[float]  # grid spacing, one for all axes or one per axis
+
 __all__ = [
     "stencil_operator",
     "laplacian",
@@ -50,7 +52,13 @@ def _axis_offsets(nd: int):
         yield d, tuple(e), tuple(-v for v in e)
 
 
-def laplacian(shape, h=1.0, points: int | None = None, dtype=torch.float64, device="cpu") -> SparseTensor:
+def laplacian(
+    shape: int | Sequence[int],
+    h: Spacing = 1.0,
+    points: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> SparseTensor:
     """``-Laplace`` on a 1D/2D/3D grid: 3-, 5-, 7-point, or the compact 9-point stencil in 2D
     (``points=9``: ``[-1 -4 -1; -4 20 -4; -1 -4 -1] / (6 h^2)``, fourth order for harmonic-corrected rhs)."""
     shape = check_grid_shape(shape)
@@ -70,7 +78,12 @@ def laplacian(shape, h=1.0, points: int | None = None, dtype=torch.float64, devi
 
 
 def anisotropic(
-    shape, coeffs: Sequence[float] = (1.0, 1e-3), theta: float = 0.0, h=1.0, dtype=torch.float64, device="cpu"
+    shape: int | Sequence[int],
+    coeffs: Sequence[float] = (1.0, 1e-3),
+    theta: float = 0.0,
+    h: Spacing = 1.0,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
 ) -> SparseTensor:
     """``-div(D grad u)`` with constant diffusion tensor ``D``.
 
@@ -105,7 +118,7 @@ def anisotropic(
     return stencil_operator(shape, offs, wts, dtype, device)
 
 
-def variable_diffusion(k: torch.Tensor, h=1.0) -> SparseTensor:
+def variable_diffusion(k: torch.Tensor, h: Spacing = 1.0) -> SparseTensor:
     """``-div(k grad u)`` with ``k`` at the grid points (shape = the grid), face values by harmonic
     averages ``2 k_i k_j / (k_i + k_j)`` (``k_i`` on boundary faces).  Differentiable in ``k``."""
     if not isinstance(k, torch.Tensor) or not k.dtype.is_floating_point:
@@ -141,7 +154,13 @@ def _pad(nd: int, d: int, before: int, after: int) -> list[int]:
 
 
 def convection_diffusion(
-    shape, velocity: Sequence[float], eps: float = 1.0, h=1.0, scheme: str = "upwind", dtype=torch.float64, device="cpu"
+    shape: int | Sequence[int],
+    velocity: Sequence[float],
+    eps: float = 1.0,
+    h: Spacing = 1.0,
+    scheme: str = "upwind",
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
 ) -> SparseTensor:
     """``-eps Laplace u + v . grad u`` with constant ``velocity`` (one entry per axis);
     first-order ``'upwind'`` or second-order ``'central'`` differences for the convection."""
@@ -168,7 +187,9 @@ def convection_diffusion(
 
 
 # ------------------------------------------------------------------- gallery
-def grid_points(shape, dtype=torch.float64, device="cpu") -> torch.Tensor:
+def grid_points(
+    shape: int | Sequence[int], dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Coordinates ``[n, ndim]`` of the interior points of the unit box grid (``h = 1/(n_d + 1)``)."""
     shape = check_grid_shape(shape)
     axes = [torch.arange(1, s + 1, dtype=dtype, device=device) / (s + 1) for s in shape]

@@ -32,7 +32,7 @@ class HaloPlan:
     def n_ghost(self) -> int:
         return self.ghosts.numel()
 
-    def to(self, device) -> HaloPlan:
+    def to(self, device: str | torch.device) -> HaloPlan:
         return HaloPlan(
             self.rank,
             self.n_owned,
@@ -60,7 +60,7 @@ def build_plan(row: torch.Tensor, col: torch.Tensor, part: Partition, rank: int)
     return HaloPlan(rank, part.sizes()[rank], ghosts, recv, send)
 
 
-def exchange(plan: HaloPlan, x: torch.Tensor, group=None) -> torch.Tensor:
+def exchange(plan: HaloPlan, x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Ghost values ``[n_ghost, *x.shape[1:]]`` for the owned block ``x`` ``[n_owned, ...]``."""
     ops, bufs = [], {}
     for q, idx in plan.send.items():
@@ -76,7 +76,7 @@ def exchange(plan: HaloPlan, x: torch.Tensor, group=None) -> torch.Tensor:
     return torch.cat([bufs[q] for q in sorted(bufs)])
 
 
-def reverse_exchange(plan: HaloPlan, g: torch.Tensor, group=None) -> torch.Tensor:
+def reverse_exchange(plan: HaloPlan, g: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """The transpose of :func:`exchange`: ghost contributions ``g`` ``[n_ghost, ...]`` go
     back to their owners, which sum them into ``[n_owned, ...]``."""
     ops, bufs, start = [], {}, 0
