@@ -20,7 +20,7 @@ from sla.dist import DSparseTensor
 log = logging.getLogger("distributed_solve")
 
 
-def main():
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--side", type=int, default=100, help="grid side (n^2 unknowns)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: NCCL, one GPU per rank")

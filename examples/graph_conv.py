@@ -34,7 +34,7 @@ def random_graph(kind: int, n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([torch.arange(1, n), parent], 1)
 
 
-def make_dataset(num_graphs: int = 32, seed: int = 0):
+def make_dataset(num_graphs: int = 32, seed: int = 0) -> tuple[sla.SparseTensorList, torch.Tensor, torch.Tensor]:
     """``(adjacency list, node features [sum n_i, 3] (one-hot degree), graph labels [G])``."""
     gen = torch.Generator().manual_seed(seed)
     mats, feats, labels = [], [], []
@@ -69,7 +69,7 @@ class GCN(torch.nn.Module):
         return self.out(pooled)
 
 
-def train(steps: int = 60, lr: float = 0.01, seed: int = 0):
+def train(steps: int = 60, lr: float = 0.01, seed: int = 0) -> tuple[GCN, list[float], float]:
     """Train on a fixed dataset; returns ``(model, losses, accuracy)``."""
     torch.manual_seed(seed)
     graphs, x, y = make_dataset(seed=seed)

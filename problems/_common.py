@@ -1,12 +1,14 @@
 """Small helpers shared by the model problems."""
 
+from __future__ import annotations
+
 import math
 import time
 
 import torch
 
 import sla
-from sla.assembly import CellBasis, apply_dirichlet, assemble, boundary_dofs, element_for, laplace, source
+from sla.assembly import CellBasis, Mesh, apply_dirichlet, assemble, boundary_dofs, element_for, laplace, source
 
 
 def sines(x: torch.Tensor) -> torch.Tensor:
@@ -14,7 +16,9 @@ def sines(x: torch.Tensor) -> torch.Tensor:
     return torch.sin(math.pi * x).prod(-1)
 
 
-def solve_timed(A, b, solver: sla.SolverConfig):
+def solve_timed(
+    A: sla.SparseTensor, b: torch.Tensor, solver: sla.SolverConfig
+) -> tuple[torch.Tensor, sla.SolveInfo, float]:
     t0 = time.perf_counter()
     x, info = sla.solve(A, b, config=solver, return_info=True)
     return x, info, time.perf_counter() - t0
@@ -32,7 +36,7 @@ def info_summary(info: sla.SolveInfo, wall: float) -> dict:
     }
 
 
-def fem_poisson(mesh, element: str, solver: sla.SolverConfig):
+def fem_poisson(mesh: Mesh, element: str, solver: sla.SolverConfig) -> tuple[dict, torch.Tensor, CellBasis]:
     """P1/P2/Q1 Poisson with the manufactured solution; returns (summary, u at dofs, basis)."""
     degree = {"P1": 1, "Q1": 1, "P2": 2}[element]
     basis = CellBasis(mesh, element_for(mesh.cell_type, degree))

@@ -4,8 +4,13 @@ Clamped at x = 0, a uniform shear traction with resultant P on x = L.  The
 reference is delta = P L^3 / (3 E I) + P L / (kappa G A) with kappa = 5/6.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import torch
 
+import sla
 from sla.assembly import (
     CellBasis,
     ElementP2,
@@ -21,8 +26,11 @@ from sla.assembly import (
 from . import Result
 from ._common import info_summary, solve_timed
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def run(cfg, solver, device, dtype) -> Result:
+
+def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype) -> Result:
     L, H, E, nu, P = (float(cfg[k]) for k in ("length", "height", "young", "poisson", "load"))
     lam = E * nu / ((1 + nu) * (1 - 2 * nu))
     mu = E / (2 * (1 + nu))

@@ -7,8 +7,13 @@ The summary compares the final field with the exact decay and reports the
 first-step and mean later-step solve times.
 """
 
+from __future__ import annotations
+
 import math
 import time
+from typing import TYPE_CHECKING
+
+import torch
 
 import sla
 from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, laplace, mass, unit_square
@@ -16,8 +21,11 @@ from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, bounda
 from . import Result
 from ._common import sines
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def run(cfg, solver, device, dtype) -> Result:
+
+def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype) -> Result:
     mesh = unit_square(int(cfg.n), dtype=dtype, device=device)
     basis = CellBasis(mesh, ElementP1())
     K, M = assemble(laplace, basis), assemble(mass, basis)

@@ -8,7 +8,10 @@ gradients flow through assembly and the solve by the adjoint method (one extra
 solve with the cached factorisation per step).  The true field has c_22 = 0.5.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,8 +20,11 @@ from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, bounda
 
 from . import Result
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def run(cfg, solver, device, dtype) -> Result:
+
+def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype) -> Result:
     mesh = unit_square(int(cfg.n), dtype=dtype, device=device)
     basis = CellBasis(mesh, ElementP1())
     centre = mesh.points[mesh.cells].mean(1)

@@ -5,16 +5,25 @@
 largest nodal error against the exact solution (O(h^2) for fd and P1).
 """
 
-import math
+from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+import sla
 from sla.assembly import poisson2d_system, unit_square
 from sla.assembly.stencil import grid_points
 
 from . import Result
 from ._common import fem_poisson, info_summary, sines, solve_timed
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def run(cfg, solver, device, dtype) -> Result:
+
+def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype) -> Result:
     n = int(cfg.n)
     if cfg.discretization == "fd":
         A, b = poisson2d_system(n, f=lambda x: 2 * math.pi**2 * sines(x), dtype=dtype, device=device)

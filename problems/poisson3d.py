@@ -4,16 +4,25 @@
 Q1 hexahedra with ``element: Q1``).  Reports the largest nodal error.
 """
 
-import math
+from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+import sla
 from sla.assembly import poisson3d_system, unit_cube
 from sla.assembly.stencil import grid_points
 
 from . import Result
 from ._common import fem_poisson, info_summary, sines, solve_timed
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def run(cfg, solver, device, dtype) -> Result:
+
+def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype) -> Result:
     n = int(cfg.n)
     if cfg.discretization == "fd":
         A, b = poisson3d_system(n, f=lambda x: 3 * math.pi**2 * sines(x), dtype=dtype, device=device)
