@@ -143,7 +143,7 @@ class SolverConfig:
     def __post_init__(self):
         self.validate()
 
-    def tolerances(self, dtype) -> tuple[float, float]:
+    def tolerances(self, dtype: torch.dtype) -> tuple[float, float]:
         """``(rtol, atol)``; an unset rtol is 1e-8 in double and 1e-5 in single precision."""
         rtol = self.rtol
         if rtol is None:
@@ -181,7 +181,7 @@ class SolverConfig:
         return {f: getattr(self, f) for f in _DEFAULTS if getattr(self, f) is not None}
 
     @classmethod
-    def resolve(cls, config: SolverConfig | None = None, **kwargs) -> SolverConfig:
+    def resolve(cls, config: SolverConfig | None = None, **kwargs: Any) -> SolverConfig:
         """The effective config: defaults < contexts (outer to inner) < ``config`` < ``kwargs``."""
         unknown = set(kwargs) - set(_DEFAULTS)
         if unknown:
@@ -196,7 +196,7 @@ class SolverConfig:
         merged.update({k: v for k, v in kwargs.items() if v is not None})
         return cls(**merged)
 
-    def replace(self, **changes) -> SolverConfig:
+    def replace(self, **changes: Any) -> SolverConfig:
         return dataclasses.replace(self, **changes)
 
     # ----------------------------------------------------- context manager
