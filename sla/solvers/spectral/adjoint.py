@@ -9,7 +9,8 @@ gradients ``glam`` and ``gV``, the gradient with respect to a dense ``A`` is
 
 The first sum is the part of the eigenvector derivative inside the computed
 subspace (closed form); ``w_i`` is the part outside it, found by MINRES on the
-shifted operator projected onto the complement of ``V`` (the "adjoint solve
+shifted operator projected onto the complement of ``V`` (the MINRES of
+:mod:`sla.solvers.krylov`; the "adjoint solve
 with the shifted, projected operator"; it is non-singular there when
 ``lam_i`` is simple).  Pairs with ``lam_i == lam_j`` (to rounding) inside the
 computed set are skipped: that rotation is a gauge freedom, so only losses
@@ -27,13 +28,11 @@ from collections.abc import Callable
 
 import torch
 
+from ..krylov.minres import minres
+
 __all__ = ["projected_minres", "eig_backward_vectors"]
 
 log = logging.getLogger("sla")
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.conj() * b).sum(1, keepdim=True).real
 
 
 def projected_minres(
@@ -43,68 +42,35 @@ def projected_minres(
     b: torch.Tensor,
     tol: float,
     maxiter: int,
-):
+) -> tuple[torch.Tensor, int, float]:
     """Solve ``Q (A - shifts_j) Q x_j = b_j`` column by column with ``Q = I - V V^H``.
 
-    MINRES (Paige & Saunders 1975, the recurrences of ``scipy.sparse.linalg.minres``
-    without a preconditioner), vectorised over the batch and the columns:
-    ``b`` and ``x`` are ``[B, n, K]``, ``shifts`` ``[B, K]``.  Returns
-    ``(x, iterations, worst relative residual estimate)``.
+    The MINRES of :mod:`sla.solvers.krylov.minres` on the shifted operator wrapped in the
+    projection (Hermitian, and non-singular on the range of ``Q`` when the shifts are simple
+    eigenvalues), vectorised over the batch and the columns: ``b`` and ``x`` are
+    ``[B, n, K]``, ``shifts`` ``[B, K]``.
+
+    Returns
+    -------
+    (torch.Tensor, int, float)
+        ``x`` (in the range of ``Q``), the iterations of the slowest column, and the worst
+        relative true residual.
     """
-    tiny = torch.finfo(b.real.dtype).tiny
     sig = shifts[:, None, :].to(b.dtype)
 
-    def proj(x):
+    def proj(x: torch.Tensor) -> torch.Tensor:
         return x - V @ (V.mH @ x)
 
-    def A(x):
+    def shifted(x: torch.Tensor) -> torch.Tensor:
         px = proj(x)
         return proj(op(px) - sig * px)
 
-    def safe_div(a, c):
-        return torch.where(c.abs() > tiny, a / torch.where(c.abs() > tiny, c, torch.ones_like(c)), torch.zeros_like(a))
-
     b = proj(b)
-    x = torch.zeros_like(b)
-    beta1 = _dot(b, b).sqrt()
-    r1 = b.clone()
-    r2 = b.clone()
-    y = b.clone()
-    oldb = torch.zeros_like(beta1)
-    beta = beta1.clone()
-    dbar = torch.zeros_like(beta1)
-    epsln = torch.zeros_like(beta1)
-    phibar = beta1.clone()
-    cs = -torch.ones_like(beta1)
-    sn = torch.zeros_like(beta1)
-    w = torch.zeros_like(b)
-    w2 = torch.zeros_like(b)
-    it, rel = 0, 0.0
-    for it in range(1, maxiter + 1):
-        v = y * safe_div(torch.ones_like(beta), beta).to(b.dtype)
-        y = A(v)
-        if it >= 2:
-            y = y - (safe_div(beta, oldb)).to(b.dtype) * r1
-        alfa = _dot(v, y)
-        y = y - safe_div(alfa, beta).to(b.dtype) * r2
-        r1, r2 = r2, y
-        oldb, beta = beta, _dot(y, y).sqrt()
-        oldeps = epsln
-        delta = cs * dbar + sn * alfa
-        gbar = sn * dbar - cs * alfa
-        epsln = sn * beta
-        dbar = -cs * beta
-        gamma = torch.sqrt(gbar**2 + beta**2).clamp_min(tiny)
-        cs, sn = gbar / gamma, beta / gamma
-        phi = cs * phibar
-        phibar = sn * phibar
-        w1, w2 = w2, w
-        w = (v - oldeps.to(b.dtype) * w1 - delta.to(b.dtype) * w2) / gamma.to(b.dtype)
-        x = x + phi.to(b.dtype) * w
-        rel = float(safe_div(phibar, beta1).max()) if beta1.numel() else 0.0
-        if rel <= tol:
-            break
-    return proj(x), it, rel
+    res = minres(shifted, b, rtol=tol, maxiter=maxiter)
+    bn = torch.linalg.vector_norm(b, dim=1, keepdim=True)
+    rel = torch.where(bn > 0, res.residual / torch.where(bn > 0, bn, torch.ones_like(bn)), res.residual)
+    its = int(res.iterations.max()) if res.iterations.numel() else 0
+    return proj(res.x), its, float(rel.max()) if rel.numel() else 0.0
 
 
 def eig_backward_vectors(
