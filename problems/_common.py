@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
 import sla
-from sla.assembly import CellBasis, Mesh, apply_dirichlet, assemble, boundary_dofs, element_for, laplace, source
+from sla.assembly import (
+    CellBasis,
+    Mesh,
+    apply_dirichlet,
+    assemble,
+    boundary_dofs,
+    element_for,
+    laplace,
+    poisson2d_system,
+    poisson3d_system,
+    source,
+    unit_cube,
+    unit_square,
+)
+from sla.assembly.stencil import grid_points
+
+from . import Result
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def sines(x: torch.Tensor) -> torch.Tensor:
@@ -49,3 +69,30 @@ def fem_poisson(mesh: Mesh, element: str, solver: sla.SolverConfig) -> tuple[dic
     out = {"unknowns": A.sparse_shape[0], "max_nodal_error": float((u - exact).abs().max())}
     out.update(info_summary(info, wall))
     return out, u, basis
+
+
+def poisson_run(
+    cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype, dim: int
+) -> Result:
+    """``-Laplace u = f`` on the unit square (``dim=2``) or cube (``dim=3``), ``u = prod_d sin(pi x_d)``:
+    finite differences on the ``n^dim`` interior grid (``cfg.discretization == 'fd'``) or P1/P2/Q1
+    elements on an ``n^dim`` mesh (``'fem'``); the summary reports the largest nodal error."""
+    n = int(cfg.n)
+    if cfg.discretization == "fd":
+        system = poisson2d_system if dim == 2 else poisson3d_system
+        A, b = system(n, f=lambda x: dim * math.pi**2 * sines(x), dtype=dtype, device=device)
+        u, info, wall = solve_timed(A, b, solver)
+        exact = sines(grid_points((n,) * dim, dtype, device))
+        summary = {"unknowns": n**dim, "h": 1 / (n + 1), "max_nodal_error": float((u - exact).abs().max())}
+        summary.update(info_summary(info, wall))
+        return Result(summary)
+    if cfg.discretization != "fem":
+        raise ValueError(f"problem.discretization must be 'fd' or 'fem', got {cfg.discretization!r}")
+    q1 = cfg.element == "Q1"
+    if dim == 2:
+        mesh = unit_square(n, cell="quad" if q1 else "tri", dtype=dtype, device=device)
+    else:
+        mesh = unit_cube(n, cell="hex" if q1 else "tet", dtype=dtype, device=device)
+    summary, u, _ = fem_poisson(mesh, cfg.element, solver)
+    summary["h"] = 1 / n
+    return Result(summary, mesh=mesh, point_data={"u": u[: mesh.n_points]})  # vertex values (P2: first dofs)
