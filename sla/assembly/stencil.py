@@ -45,6 +45,19 @@ def _spacing(h, ndim: int) -> list[float]:
     return h
 
 
+def _grid(shape: int | Sequence[int], h: Spacing) -> tuple[tuple[int, ...], int, list[float]]:
+    """Validated grid shape, its dimension and the spacing per axis."""
+    shape = check_grid_shape(shape)
+    return shape, len(shape), _spacing(h, len(shape))
+
+
+def _per_axis(values: Sequence[float], nd: int, name: str) -> list[float]:
+    v = [float(x) for x in values]
+    if len(v) != nd:
+        raise ValueError(f"{name} must have {nd} entries for a {nd}D grid, got {v}")
+    return v
+
+
 def _axis_offsets(nd: int):
     for d in range(nd):
         e = [0] * nd
@@ -61,9 +74,7 @@ def laplacian(
 ) -> SparseTensor:
     """``-Laplace`` on a 1D/2D/3D grid: 3-, 5-, 7-point, or the compact 9-point stencil in 2D
     (``points=9``: ``[-1 -4 -1; -4 20 -4; -1 -4 -1] / (6 h^2)``, fourth order for harmonic-corrected rhs)."""
-    shape = check_grid_shape(shape)
-    nd = len(shape)
-    hs = _spacing(h, nd)
+    shape, nd, hs = _grid(shape, h)
     default = 2 * nd + 1
     points = default if points is None else points
     if points == 9 and nd == 2:
@@ -91,12 +102,8 @@ def anisotropic(
     Rotated (2D, ``theta != 0``): ``D = R(theta) diag(coeffs) R(theta)^T``, a 9-point stencil
     with the central difference of the mixed derivative.
     """
-    shape = check_grid_shape(shape)
-    nd = len(shape)
-    hs = _spacing(h, nd)
-    coeffs = [float(c) for c in coeffs]
-    if len(coeffs) != nd:
-        raise ValueError(f"coeffs must have {nd} entries for a {nd}D grid, got {coeffs}")
+    shape, nd, hs = _grid(shape, h)
+    coeffs = _per_axis(coeffs, nd, "coeffs")
     if theta == 0.0:
         offs, wts = [(0,) * nd], [sum(2 * c / hh**2 for c, hh in zip(coeffs, hs))]
         for d, plus, minus in _axis_offsets(nd):
@@ -123,9 +130,7 @@ def variable_diffusion(k: torch.Tensor, h: Spacing = 1.0) -> SparseTensor:
     averages ``2 k_i k_j / (k_i + k_j)`` (``k_i`` on boundary faces).  Differentiable in ``k``."""
     if not isinstance(k, torch.Tensor) or not k.dtype.is_floating_point:
         raise TypeError("k must be a floating tensor with the grid's shape")
-    shape = check_grid_shape(tuple(k.shape))
-    nd = len(shape)
-    hs = _spacing(h, nd)
+    shape, nd, hs = _grid(tuple(k.shape), h)
     diag = torch.zeros_like(k)
     offs, cols = [(0,) * nd], []
     for d, plus, minus in _axis_offsets(nd):
@@ -164,12 +169,8 @@ def convection_diffusion(
 ) -> SparseTensor:
     """``-eps Laplace u + v . grad u`` with constant ``velocity`` (one entry per axis);
     first-order ``'upwind'`` or second-order ``'central'`` differences for the convection."""
-    shape = check_grid_shape(shape)
-    nd = len(shape)
-    hs = _spacing(h, nd)
-    v = [float(x) for x in velocity]
-    if len(v) != nd:
-        raise ValueError(f"velocity must have {nd} entries, got {v}")
+    shape, nd, hs = _grid(shape, h)
+    v = _per_axis(velocity, nd, "velocity")
     if scheme not in ("upwind", "central"):
         raise ValueError(f"scheme must be 'upwind' or 'central', got {scheme!r}")
     offs, wts = [(0,) * nd], [0.0]
@@ -214,29 +215,9 @@ def poisson1d_system(
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
 ) -> tuple[SparseTensor, torch.Tensor]:
-    """``(A, b)`` of ``-u'' = f`` on (0, 1), ``u = 0`` at the ends, ``n`` interior points, ``h = 1/(n+1)``.
+    """``(A, b)`` of ``-u'' = f`` on (0, 1), ``u = 0`` at the ends: :func:`poisson2d_system` in 1D
+    (``n`` interior points, ``f`` a number or a function of the coordinates ``[n, 1]``).
 
-    Unlike :func:`sla.gallery.poisson1d` (the unscaled ``[-1, 2, -1]`` matrix), ``A`` carries the
-    ``1/h^2`` scaling and ``b`` samples ``f``, so ``solve(A, b)`` approximates ``u``.
-
-    Parameters
-    ----------
-    n : int
-        Interior grid points.
-    f : float or callable
-        Constant source, or a function of the coordinates ``[n, 1]`` returning ``[n]`` values.
-    dtype, device
-        Of ``A`` and ``b``.
-
-    Returns
-    -------
-    A : SparseTensor
-        ``[n, n]``, ``A.pattern.cache['grid'] == (n,)``.
-    b : torch.Tensor
-        ``[n]``.
-
-    Examples
-    --------
     >>> from sla.assembly import poisson1d_system
     >>> A, b = poisson1d_system(3)
     >>> A.to_dense()[1].tolist(), b.tolist()
@@ -288,29 +269,9 @@ def poisson3d_system(
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
 ) -> tuple[SparseTensor, torch.Tensor]:
-    """``(A, b)`` of ``-Laplace u = f`` on the unit cube (7-point, ``h = 1/(n+1)``, ``n^3`` unknowns).
+    """``(A, b)`` of ``-Laplace u = f`` on the unit cube: :func:`poisson2d_system` in 3D
+    (7-point, ``n^3`` unknowns, ``f`` a number or a function of the coordinates ``[n^3, 3]``).
 
-    Unlike :func:`sla.gallery.poisson3d` (the unscaled matrix, diagonal 6), ``A`` carries the
-    ``1/h^2`` scaling and ``b`` samples ``f``, so ``solve(A, b)`` approximates ``u``.
-
-    Parameters
-    ----------
-    n : int
-        Interior grid points per axis.
-    f : float or callable
-        Constant source, or a function of the coordinates ``[n^3, 3]`` returning ``[n^3]`` values.
-    dtype, device
-        Of ``A`` and ``b``.
-
-    Returns
-    -------
-    A : SparseTensor
-        ``[n^3, n^3]``, ``A.pattern.cache['grid'] == (n, n, n)``.
-    b : torch.Tensor
-        ``[n^3]``.
-
-    Examples
-    --------
     >>> from sla.assembly import poisson3d_system
     >>> A, b = poisson3d_system(2)
     >>> A.shape, float(A.to_dense()[0, 0])
