@@ -18,6 +18,7 @@ import torch
 
 from ...config import SingularMatrixError
 from ..linear.registry import Backend, Method
+from ._krylov_adapter import KrylovAdapter, krylov_method
 
 _SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
 _DEFINITE = ("spd", "hpd")
@@ -89,41 +90,30 @@ class _LU:
 
 
 # --------------------------------------------------------------- iterative
-class _Krylov:
+class _Krylov(KrylovAdapter):
+    backend = "cupy"
+
     def __init__(self, A, cfg, mtype, method):
-        import cupyx.scipy.sparse.linalg as cla
-
-        self.method, self.device = method, A.device
-        pc = cfg.preconditioner
-        if pc not in ("auto", "jacobi", "none", None):
-            raise ValueError(f"cupy backend preconditioners are 'jacobi' and 'none', got {pc!r}")
+        self.device = A.device
         with torch.cuda.device(A.device):
-            self.A = _csr(A)
-            self.AH = self.A if _adjoint_same(A, mtype) else None
-            d = A.diagonal().detach()
-            self.jacobi = pc in ("auto", "jacobi") and bool((d != 0).all())
-            if pc == "jacobi" and not self.jacobi:
-                raise ValueError("preconditioner 'jacobi' needs a non-zero diagonal")
-            # MINRES needs a positive definite preconditioner: |diag| for an indefinite matrix
-            dj = d.abs() if method == "minres" else d
-            self.dinv = _cp(1.0 / dj) if self.jacobi else None
-        self.rtol, self.atol = cfg.tolerances(A.dtype)
-        self.maxiter, self.restart = cfg.maxiter, cfg.restart
-        self.fn = getattr(cla, method)
+            M = _csr(A)
+            self.setup(M, M if _adjoint_same(A, mtype) else None, _cp(A.diagonal()), cfg, method, A.dtype)
 
-    def _op(self, transpose):
+    def linalg(self):
         import cupyx.scipy.sparse.linalg as cla
 
-        if transpose and self.AH is None:
-            self.AH = self.A.conj().T.tocsr()
-        A = self.AH if transpose else self.A
-        M = None
-        if self.jacobi:
-            dinv = self.dinv.conj() if transpose else self.dinv
-            M = cla.LinearOperator(A.shape, matvec=lambda v: dinv * v.ravel(), dtype=A.dtype)
-        return A, M
+        return cla
 
-    def _column(self, A, M, b):
+    def scope(self):
+        return torch.cuda.device(self.device)
+
+    def to_array(self, b):
+        return _cp(b)
+
+    def from_columns(self, cols, like):
+        return torch.stack([_torch(c) for c in cols], dim=1).to(like.dtype)
+
+    def solve_column(self, A, M, b):
         """One right-hand side.  CuPy's stopping tests use the preconditioned residual, so
         the true residual is checked and the solve restarted from the last iterate (at
         most 4 passes).  CuPy's GMRES breaks down with NaN when the Krylov space becomes
@@ -138,11 +128,7 @@ class _Krylov:
         restart = min(self.restart or 30, max(b.shape[0] - 1, 1))
         x, iters = None, 0
         for _ in range(6):
-            count = [0]
-
-            def cb(*_, count=count):
-                count[0] += 1
-
+            count, cb = self.counter()
             kw = dict(x0=x, maxiter=self.maxiter, M=M, callback=cb)
             if self.method == "minres":
                 kw["tol"] = self.rtol
@@ -167,27 +153,9 @@ class _Krylov:
                 return x, iters, True
         return (cupy.zeros_like(b) if x is None else x), iters, False
 
-    def apply(self, b, transpose=False):
-        with torch.cuda.device(self.device):
-            A, M = self._op(transpose)
-            B = _cp(b)
-            cols, iters, ok = [], 0, True
-            for k in range(B.shape[1]):
-                x, it, conv = self._column(A, M, B[:, k])
-                cols.append(_torch(x))
-                iters, ok = max(iters, it), ok and conv
-        x = torch.stack(cols, dim=1).to(b.dtype)
-        return x, {"iterations": iters, "converged": ok, "preconditioner": "jacobi" if self.jacobi else "none"}
-
 
 def _krylov(method, types):
-    return Method(
-        method,
-        "iterative",
-        setup=lambda A, cfg, mtype: _Krylov(A, cfg, mtype, method),
-        apply=lambda st, b, transpose=False: st.apply(b, transpose),
-        matrix_types=types,
-    )
+    return krylov_method(_Krylov, method, types)
 
 
 def _choose(n, dtype, mtype, kind=None):

@@ -14,6 +14,7 @@ import torch
 
 from ...config import BackendUnavailableError, NotPositiveDefiniteError, SingularMatrixError
 from ..linear.registry import Backend, Method
+from ._krylov_adapter import KrylovAdapter, krylov_method
 
 _SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
 _DEFINITE = ("spd", "hpd")
@@ -155,102 +156,65 @@ def _umf_apply(lu, b, transpose=False):
 
 
 # --------------------------------------------------------------- iterative
-class _Krylov:
-    def __init__(self, A, cfg, mtype, method):
-        import scipy.sparse.linalg as spla
+class _Krylov(KrylovAdapter):
+    backend = "scipy"
 
-        self.method = method
-        self.A = A.to_scipy("csr")
+    def __init__(self, A, cfg, mtype, method):
+        S = A.to_scipy("csr")
         self.real_embedding = method == "minres" and A.is_complex
         if self.real_embedding:
             # SciPy's MINRES is real-only in practice: solve the real symmetric
             # embedding [[Re, -Im], [Im, Re]] of the Hermitian matrix instead.
             import scipy.sparse as sp
 
-            R, I = self.A.real, self.A.imag
-            self.A = sp.block_array([[R, -I], [I, R]], format="csr")
-        self.AH = self.A if mtype in _SYMMETRIC and (mtype in ("hermitian", "hpd") or not A.is_complex) else None
-        self.rtol, self.atol = cfg.tolerances(A.dtype)
-        self.maxiter = cfg.maxiter
-        self.restart = cfg.restart
-        pc = cfg.preconditioner
-        if pc not in ("auto", "jacobi", "none", None):
-            raise ValueError(f"scipy backend preconditioners are 'jacobi' and 'none', got {pc!r}")
-        self.jacobi = pc in ("auto", "jacobi")
-        d = self.A.diagonal()
-        if self.jacobi and np.any(d == 0):
-            if pc == "jacobi":
-                raise ValueError("preconditioner 'jacobi' needs a non-zero diagonal")
-            self.jacobi = False
-        if method == "minres":
-            d = np.abs(d)  # MINRES needs a positive definite preconditioner
-        self.dinv = 1.0 / d if self.jacobi else None
-        self.fn = getattr(spla, method)
+            R, I = S.real, S.imag
+            S = sp.block_array([[R, -I], [I, R]], format="csr")
+        AH = S if mtype in _SYMMETRIC and (mtype in ("hermitian", "hpd") or not A.is_complex) else None
+        self.setup(S, AH, S.diagonal(), cfg, method, A.dtype)
 
-    def _op(self, transpose):
+    def linalg(self):
         import scipy.sparse.linalg as spla
 
-        if transpose and self.AH is None:
-            self.AH = self.A.conj().T.tocsr()
-        A = self.AH if transpose else self.A
-        M = None
-        if self.jacobi:
-            dinv = self.dinv.conj() if transpose else self.dinv
-            M = spla.LinearOperator(A.shape, matvec=lambda v: dinv * v.ravel(), dtype=A.dtype)
-        return A, M
+        return spla
+
+    def to_array(self, b):
+        return _np(b)
+
+    def from_columns(self, cols, like):
+        return _back(np.stack(cols, 1), like)
+
+    def solve_column(self, A, M, bk):
+        count, cb = self.counter()
+        kw = dict(rtol=self.rtol, atol=self.atol, maxiter=self.maxiter, M=M, callback=cb)
+        if self.method == "gmres":
+            kw.update(restart=self.restart, callback_type="pr_norm")
+        if self.method == "minres":
+            kw.pop("atol")
+        target = max(self.rtol * np.linalg.norm(bk), self.atol)
+        # SciPy stops on its own residual estimate (MINRES: a backward-error bound);
+        # correct with the residual equation until the true residual meets the tolerance.
+        x = np.zeros_like(bk)
+        r = bk
+        for _ in range(4):
+            d, info = self.fn(A, r, **kw)
+            if info < 0:
+                raise ValueError(f"scipy {self.method} failed with illegal input (info={info})")
+            x = x + d
+            r = bk - A @ x
+            if info != 0 or np.linalg.norm(r) <= target:
+                break
+        return x, count[0], info == 0
 
     def apply(self, b, transpose=False):
         if self.real_embedding and b.is_complex():
             n = b.shape[0]
             xr, stats = self.apply(torch.cat([b.real, b.imag]), transpose)
             return torch.complex(xr[:n], xr[n:]), stats
-        A, M = self._op(transpose)
-        B = _np(b)
-        X = np.empty_like(B)
-        iters, ok = 0, True
-        for k in range(B.shape[1]):
-            count = [0]
-
-            def cb(*_, count=count):
-                count[0] += 1
-
-            kw = dict(rtol=self.rtol, atol=self.atol, maxiter=self.maxiter, M=M, callback=cb)
-            if self.method == "gmres":
-                kw.update(restart=self.restart, callback_type="pr_norm")
-            if self.method == "minres":
-                kw.pop("atol")
-            bk = B[:, k]
-            target = max(self.rtol * np.linalg.norm(bk), self.atol)
-            # SciPy stops on its own residual estimate (MINRES: a backward-error bound);
-            # correct with the residual equation until the true residual meets the tolerance.
-            x = np.zeros_like(bk)
-            r = bk
-            for _ in range(4):
-                d, info = self.fn(A, r, **kw)
-                if info < 0:
-                    raise ValueError(f"scipy {self.method} failed with illegal input (info={info})")
-                x = x + d
-                r = bk - A @ x
-                if info != 0 or np.linalg.norm(r) <= target:
-                    break
-            X[:, k] = x
-            iters = max(iters, count[0])
-            ok &= info == 0
-        return _back(X, b), {
-            "iterations": iters,
-            "converged": ok,
-            "preconditioner": "jacobi" if self.jacobi else "none",
-        }
+        return super().apply(b, transpose)
 
 
 def _krylov(method, types):
-    return Method(
-        method,
-        "iterative",
-        setup=lambda A, cfg, mtype: _Krylov(A, cfg, mtype, method),
-        apply=lambda st, b, transpose=False: st.apply(b, transpose),
-        matrix_types=types,
-    )
+    return krylov_method(_Krylov, method, types)
 
 
 def _choose(n, dtype, mtype, kind=None):

@@ -42,7 +42,9 @@ def _is_hermitian(A: SparseTensor, mtype: str) -> bool:
 def _options_of(name: str) -> set[str]:
     """The keyword options preconditioner ``name`` takes."""
     params = inspect.signature(PRECONDITIONERS[name].__init__).parameters
-    return {k for k, p in params.items() if k not in ("self", "A") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {
+        k for k, p in params.items() if k not in ("self", "A") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def _matvec(p, v):
