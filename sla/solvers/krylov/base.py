@@ -23,9 +23,9 @@ not halve its true residual (the attainable accuracy is reached: the result is
 reported as not converged instead of burning the budget).  On CUDA the host looks at the
 convergence flags only every ``check_every`` iterations (one synchronisation
 each time); on CPU every iteration.  ``check_every='adaptive'`` (CG) looks when the
-convergence rate measured between the last two looks predicts success: an
-8-iteration multigrid solve synchronises 3-4 times instead of 8, and rarely
-runs an iteration more than needed.
+convergence rate measured between the last two looks predicts success, so a
+short multigrid solve synchronises about half as often and rarely runs an
+iteration more than needed.
 
 References: Saad, *Iterative Methods for Sparse Linear Systems*, 2nd ed.
 (Alg. 9.1 PCG, 9.5 right-preconditioned GMRES, 9.6 FGMRES, 7.7 BiCGStab);

@@ -24,8 +24,7 @@ def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
     """pyamg's standard aggregation (CPU), called at its C++ core on the CSR arrays.
 
     The same kernel as ``pyamg.aggregation.standard_aggregation`` without its wrapper,
-    which builds a SciPy matrix and the aggregation operator around it: 4.6 ms instead
-    of 267 ms on a 1M-unknown Poisson pattern.
+    which builds a SciPy matrix and the aggregation operator around it.
     """
     try:
         import numpy as np

@@ -138,9 +138,8 @@ class SmoothedAggregation(Multigrid):
         Prolongator smoothing weight times ``rho(D^{-1}A)``; 4/3 is standard.
     aggregation : str
         ``'standard'`` (pyamg, serial on the CPU), ``'mis2'`` (parallel, in torch on A's
-        device) or ``'auto'`` (standard when pyamg is installed, else mis2).  Measured
-        on 2D Poisson: standard keeps CG at 18-22 iterations from 1M to 16M unknowns;
-        mis2 coarsens faster and needs more (see benchmarks/README.md).
+        device) or ``'auto'`` (standard when pyamg is installed, else mis2).  mis2
+        coarsens faster and needs more iterations.
     coarse_theta : float, optional
         Strength threshold on levels below the finest (default 0.1 for mis2, whose
         distance-2 aggregates grow too large on the denser Galerkin operators
@@ -153,9 +152,8 @@ class SmoothedAggregation(Multigrid):
         and the preconditioner is its own adjoint.
     cycle : str
         ``'V'``, ``'W'`` (two coarse-grid corrections per level: fewer iterations, more
-        work per iteration) or ``'auto'`` (default): W on the CPU, V on GPUs.  Measured
-        on 2D Poisson, 1M unknowns: CPU (one thread) W 11 iterations 2.37 s vs V 18
-        iterations 2.58 s; H100 W 0.185 s vs V 0.175 s (the coarse levels are launch-bound).
+        work per iteration) or ``'auto'`` (default): W on the CPU, V on GPUs (where the
+        coarse levels are launch-bound).
     """
 
     name = "amg"

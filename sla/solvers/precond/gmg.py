@@ -339,8 +339,8 @@ class GeometricMultigrid(Multigrid):
     degree, ratio : int, float
         Chebyshev smoother degree and interval ``[rho / ratio, rho]``.
     cycle : str
-        ``'V'``, ``'W'`` or ``'auto'`` (default: V; W measured slower here on both
-        devices: 7 instead of 8 iterations do not pay for the extra coarse work).
+        ``'V'``, ``'W'`` or ``'auto'`` (default: V; on a structured grid the W-cycle's
+        extra coarse work does not pay for the iterations it saves).
     transfers : str
         ``'stencil'`` (strided tensor operations, no storage), ``'csr'`` (stored
         sparse P and R: faster on the CPU) or ``'auto'`` (CSR on the CPU, stencil on GPUs).

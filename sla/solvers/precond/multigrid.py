@@ -21,7 +21,7 @@ __all__ = ["Level", "Mat", "Multigrid", "check_cycle", "csr32", "galerkin"]
 
 
 def csr32(crow, col, values, shape) -> torch.Tensor:
-    """Torch CSR with int32 indices when they fit (2-3x faster SpMV than int64)."""
+    """Torch CSR with int32 indices when they fit (a faster SpMV than int64)."""
     if max(int(crow[-1]) if crow.numel() else 0, *shape) < 2**31 - 1:
         crow, col = crow.to(torch.int32), col.to(torch.int32)
     return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
