@@ -3,6 +3,7 @@ the core needs no optional package), and `import sla` stays light and leaves glo
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -86,3 +87,25 @@ def test_sla_csr_products_do_not_warn():
     )
     out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def _markdown_files():
+    tracked = subprocess.run(["git", "ls-files", "*.md"], cwd=REPO, capture_output=True, text=True)
+    if tracked.returncode == 0 and tracked.stdout.strip():
+        return [REPO / f for f in tracked.stdout.split()]
+    return [p for p in REPO.rglob("*.md") if not any(part.startswith(".") for part in p.relative_to(REPO).parts)]
+
+
+def test_documents_link_only_files_in_the_repository():
+    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    bad = []
+    for md in _markdown_files():
+        text = md.read_text()
+        for target in link.findall(text):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            resolved = (md.parent / target).resolve()
+            if not resolved.is_relative_to(REPO) or not resolved.exists():
+                bad.append(f"{md.relative_to(REPO)} -> {target}")
+        bad += [f"{md.relative_to(REPO)} names {s!r}" for s in ("../shared", "/work/") if s in text]
+    assert not bad, "links outside the repository or to missing files:\n" + "\n".join(bad)
