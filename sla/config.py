@@ -264,3 +264,13 @@ def apply_failure_policy(policy: str, msg: str, info: Any = None, stacklevel: in
         warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel + 1)
     else:
         log.info(msg)
+
+
+def rtol_alias(rtol: float | None, tol: float | None, where: str) -> float | None:
+    """``rtol``, or ``tol`` -- the name the seed project's ``eigsh`` / ``nonlinear_solve`` use,
+    accepted as an alias; giving both with different values is an error."""
+    if tol is None:
+        return rtol
+    if rtol is not None and rtol != tol:
+        raise ValueError(f"{where}: give rtol or its alias tol, not both (rtol={rtol!r}, tol={tol!r})")
+    return tol

@@ -119,3 +119,17 @@ def test_spectral_info_names_registered_backends():
     A = gallery.poisson2d(12)
     _, info = sla.eigsh(A, k=2, which="SA", method="lobpcg", return_info=True)
     assert info.backend == "pytorch" and info.backend in sla.get_available_backends()
+
+
+def test_rtol_is_the_name_and_tol_the_seed_alias():
+    A = gallery.poisson1d(60)
+    ref = torch.linalg.eigvalsh(A.to_dense())[:2]
+    lam_r, _ = sla.eigsh(A, k=2, which="SA", method="lobpcg", rtol=1e-10)
+    lam_t, _ = sla.eigsh(A, k=2, which="SA", method="lobpcg", tol=1e-10)
+    torch.testing.assert_close(lam_r, ref, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(lam_t, ref, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="rtol or its alias tol"):
+        sla.eigsh(A, k=2, which="SA", method="lobpcg", rtol=1e-10, tol=1e-6)
+    f = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    u = sla.nonlinear_solve(lambda u, f: u**3 + u - f, torch.zeros(2, dtype=torch.float64), f, tol=1e-12)
+    torch.testing.assert_close(u**3 + u, f, rtol=0, atol=1e-10)

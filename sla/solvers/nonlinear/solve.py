@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...config import SolverConfig, apply_failure_policy
+from ...config import SolverConfig, apply_failure_policy, rtol_alias
 from ...pattern import Pattern
 from ...sparse import SparseTensor
 from ..krylov.gmres import gmres
@@ -272,7 +272,8 @@ def nonlinear_solve(
     m, damping : Anderson depth; damping of Picard/Anderson.
     adjoint : ImplicitAdjoint, optional
     config : SolverConfig, optional; ``**options`` override it:
-        ``rtol`` (on ``||F|| / ||F(u0)||``), ``atol``, ``maxiter``, ``on_failure``.
+        ``rtol`` (on ``||F|| / ||F(u0)||``; ``tol``, the seed project's name, is an alias), ``atol``,
+        ``maxiter``, ``on_failure``.
     return_info : bool
         Also return a :class:`NonlinearInfo`.
 
@@ -293,6 +294,8 @@ def nonlinear_solve(
         )
     if not bool(torch.isfinite(u0).all()):
         raise ValueError("u0 has NaN or Inf entries")
+    if "tol" in options:  # the seed project's name for rtol
+        options["rtol"] = rtol_alias(options.get("rtol"), options.pop("tol"), "nonlinear_solve")
     cfg = SolverConfig.resolve(config, **options)
     if isinstance(preconditioner, str):
         if preconditioner not in ("auto", "none"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...config import ConvergenceError
+from ...config import ConvergenceError, rtol_alias
 from ...sparse import SparseTensor
 from .eigsh import DENSE_MAX, _check, _select
 
@@ -84,8 +84,9 @@ def eigs(
     return_eigenvectors: bool = True,
     method: str = "auto",
     *,
-    tol: float | None = None,
+    rtol: float | None = None,
     maxiter: int | None = None,
+    tol: float | None = None,
 ):
     """``k`` eigenpairs of a general square matrix (complex output).
 
@@ -93,6 +94,8 @@ def eigs(
     device; ``'auto'`` for ``n <= 200``).  Eigenvalues are differentiable in
     ``A.values``; eigenvectors are returned without a gradient path (asking
     for one raises).  Eigenvalues are sorted by real part, then imaginary part.
+    ``rtol`` and ``maxiter`` control ARPACK (``tol`` is accepted as an alias of ``rtol``,
+    as in :func:`eigsh`).
 
     Examples
     --------
@@ -104,6 +107,7 @@ def eigs(
     import scipy.sparse.linalg as spla
 
     n, k = _check(A, k, which, _WHICH_G, "eigs")
+    tol = rtol_alias(rtol, tol, "eigs")
     cdtype = torch.complex128 if A.dtype in (torch.float64, torch.complex128) else torch.complex64
     if method == "auto":
         method = "dense" if n <= DENSE_MAX or k >= n - 1 else "arpack"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ...config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig
+from ...config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig, rtol_alias
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
 from ..linear.solve import check_matrix
@@ -235,7 +235,7 @@ def _lobpcg_shift_invert(A, k, sigma, tol, maxiter, notes):
     notes.append(f"shift-invert at sigma={sigma} ({prep.backend.name}/{prep.method.name})")
     gen = torch.Generator(device=A.device).manual_seed(0)
     kw = dict(
-        n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, tol=tol, maxiter=maxiter or 1000, generator=gen
+        n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, rtol=tol, maxiter=maxiter or 1000, generator=gen
     )
     lo, Vlo, st1 = lobpcg(lambda X: prep.solve(X), **kw)  # most negative mu: just below sigma
     hi, Vhi, st2 = lobpcg(lambda X: -prep.solve(X), **kw)  # most positive mu: just above sigma
@@ -258,7 +258,7 @@ def _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes):
     neg = lambda X: -spmm_nograd(A.pattern, vals, X)  # noqa: E731
     gen = torch.Generator(device=A.device).manual_seed(0)
     kw = dict(
-        n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, tol=tol, maxiter=maxiter or 1000, generator=gen
+        n=n, k=k, batch=A.batch_size, dtype=A.dtype, device=A.device, rtol=tol, maxiter=maxiter or 1000, generator=gen
     )
     runs = []
     if which in ("SA", "SM", "LM"):
@@ -323,11 +323,12 @@ def eigsh(
     return_eigenvectors: bool = True,
     method: str = "auto",
     *,
-    tol: float | None = None,
+    rtol: float | None = None,
     maxiter: int | None = None,
     preconditioner="auto",
     config: SolverConfig | None = None,
     return_info: bool = False,
+    tol: float | None = None,
 ):
     """``k`` eigenpairs of a real symmetric or complex Hermitian matrix.
 
@@ -346,8 +347,9 @@ def eigsh(
         Also return the eigenvectors.
     method : {'auto', 'arpack', 'lobpcg', 'cupy', 'dense'}
         ``'cupy'``: CuPy's Lanczos on CUDA (no shift-invert).
-    tol, maxiter : optional
-        Convergence controls of the iterative method.
+    rtol, maxiter : optional
+        Convergence controls of the iterative method (``tol``, the seed project's name,
+        is accepted as an alias of ``rtol``).
     preconditioner : {'auto', 'amg', 'jacobi', 'none'} or callable
         LOBPCG preconditioner for the smallest eigenpairs (a callable maps
         ``[B, n, K]`` residual blocks to corrections).
@@ -371,6 +373,7 @@ def eigsh(
     [0.003793, 0.015159]
     """
     n, k = _check(A, k, which, _WHICH_H, "eigsh")
+    tol = rtol_alias(rtol, tol, "eigsh")
     if not A.is_hermitian():
         raise ValueError("eigsh needs a symmetric (Hermitian) matrix; use eigs for general matrices")
     if method == "auto":

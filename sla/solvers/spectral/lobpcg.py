@@ -63,7 +63,7 @@ def lobpcg(
     dtype: torch.dtype,
     device,
     precond: Operator | None = None,
-    tol: float | None = None,
+    rtol: float | None = None,
     maxiter: int = 500,
     guard: int | None = None,
     X0: torch.Tensor | None = None,
@@ -79,7 +79,7 @@ def lobpcg(
         Size, number of wanted pairs, batch size.
     precond : callable, optional
         ``R [B, n, K] -> T R`` (an approximate inverse of ``A``, e.g. AMG).
-    tol : float, optional
+    rtol : float, optional
         Relative residual ``||A x - theta x|| / max(|theta|, ||A||_est)``
         (default ``1e-8`` in double and ``1e-4`` in single precision).
     maxiter : int
@@ -95,7 +95,7 @@ def lobpcg(
     stats : dict with ``iterations``, ``converged``, ``residual`` (worst relative).
     """
     single = dtype in (torch.float32, torch.complex64)
-    tol = (1e-4 if single else 1e-8) if tol is None else tol
+    tol = (1e-4 if single else 1e-8) if rtol is None else rtol
     drop = 1e3 * torch.finfo(dtype).eps
     if guard is None:
         guard = min(k, 8)

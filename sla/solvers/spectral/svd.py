@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ...checks import all_finite
-from ...config import SolveInfo, SolverConfig
+from ...config import SolveInfo, SolverConfig, rtol_alias
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
 from .adjoint import eig_backward_vectors
@@ -143,7 +143,7 @@ def _lobpcg(A, k, tol, maxiter):
         raise ValueError(f"LOBPCG needs 3k <= n, got k={k}, n={n}; use method='dense'")
     gen = torch.Generator(device=A.device).manual_seed(0)
     lam, V, st = lobpcg(
-        lambda X: -rmv(mv(X)), n, k, A.batch_size, A.dtype, A.device, tol=tol, maxiter=maxiter or 1000, generator=gen
+        lambda X: -rmv(mv(X)), n, k, A.batch_size, A.dtype, A.device, rtol=tol, maxiter=maxiter or 1000, generator=gen
     )
     S = (-lam).clamp_min(0).sqrt()  # lam ascending = -s^2 descending
     AV = mv(V)
@@ -151,14 +151,23 @@ def _lobpcg(A, k, tol, maxiter):
     return U, S, V
 
 
-def svd(A: SparseTensor, k: int = 6, method: str = "auto", *, tol: float | None = None, maxiter: int | None = None):
+def svd(
+    A: SparseTensor,
+    k: int = 6,
+    method: str = "auto",
+    *,
+    rtol: float | None = None,
+    maxiter: int | None = None,
+    tol: float | None = None,
+):
     """The ``k`` largest singular triplets: ``U [*, m, k]``, ``S [*, k]`` descending, ``Vt [*, k, n]``.
 
     ``k`` above ``min(m, n)`` returns all ``min(m, n)`` triplets.
 
     Differentiable in ``A.values`` (singular values always; singular vectors
     for real matrices).  ``method``: ``'auto'``, ``'arpack'`` (CPU),
-    ``'lobpcg'`` (CPU/CUDA) or ``'dense'``.
+    ``'lobpcg'`` (CPU/CUDA) or ``'dense'``; ``rtol`` and ``maxiter`` control the iterative
+    ones (``tol`` is accepted as an alias of ``rtol``, as in :func:`eigsh`).
 
     Examples
     --------
@@ -168,6 +177,7 @@ def svd(A: SparseTensor, k: int = 6, method: str = "auto", *, tol: float | None 
     tensor([3.], dtype=torch.float64)
     """
     m, n = _check(A, k)
+    tol = rtol_alias(rtol, tol, "svd")
     k = int(min(k, m, n))  # more triplets than exist: all of them (as torch-sla's eigsh does)
     if method == "auto":
         method = "dense" if min(m, n) <= DENSE_MAX or k >= min(m, n) else ("lobpcg" if A.is_cuda else "arpack")
