@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ...config import NotPositiveDefiniteError, SingularMatrixError
+from .._optional import installed
 from ..linear.registry import Backend, Method
 
 _log = logging.getLogger("sla")
@@ -85,11 +86,7 @@ def _packaged_mtlayer() -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _check() -> str | None:
-    try:
-        found = importlib.util.find_spec("nvmath") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not installed("nvmath"):
         return "nvmath-python (with the cuDSS library) is not installed"
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"

@@ -12,11 +12,11 @@ non-Hermitian matrix).  Any CuPy wheel works (``cupy-cuda12x``, ``cupy-cuda13x``
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import torch
 
 from ...config import SingularMatrixError
+from .._optional import installed
 from ..linear.registry import Backend, Method
 from ._krylov_adapter import KrylovAdapter, krylov_method
 
@@ -26,11 +26,7 @@ _DEFINITE = ("spd", "hpd")
 
 @functools.lru_cache(maxsize=1)
 def _check() -> str | None:
-    try:
-        found = importlib.util.find_spec("cupy") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not installed("cupy"):
         return "cupy is not installed (any wheel: cupy-cuda12x or cupy-cuda13x)"
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"

@@ -7,12 +7,11 @@ methods keep the CSR matrix and a Jacobi preconditioner.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import torch
 
 from ...config import BackendUnavailableError, NotPositiveDefiniteError, SingularMatrixError
+from .._optional import installed
 from ..linear.registry import Backend, Method
 from ._krylov_adapter import KrylovAdapter, krylov_method
 
@@ -20,11 +19,7 @@ _SYMMETRIC = ("symmetric", "spd", "hermitian", "hpd")
 _DEFINITE = ("spd", "hpd")
 
 
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+_has = installed
 
 
 def has_cholmod() -> bool:

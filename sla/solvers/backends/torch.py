@@ -27,6 +27,7 @@ from ..linear.policy import choose_preconditioner
 from ..linear.registry import Backend, Method
 from ..precond import PRECONDITIONERS, make_preconditioner
 from ..precond.options import resolve
+from ._krylov_adapter import krylov_method
 
 log = logging.getLogger("sla")
 
@@ -133,13 +134,7 @@ class _State:
 
 
 def _method(name: str, types: tuple) -> Method:
-    return Method(
-        name,
-        "iterative",
-        setup=lambda A, cfg, mtype: _State(A, cfg, mtype, name),
-        apply=lambda st, b, transpose=False: st.apply(b, transpose),
-        matrix_types=types,
-    )
+    return krylov_method(_State, name, types)
 
 
 def _choose(n, dtype, mtype, kind=None):

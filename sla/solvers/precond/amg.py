@@ -23,6 +23,7 @@ import torch
 
 from ...products import csr_matmul
 from ...sparse import SparseTensor
+from .._optional import installed
 from .aggregate import aggregate
 from .multigrid import Level, Mat, Multigrid, check_cycle, galerkin
 
@@ -33,12 +34,7 @@ log = logging.getLogger("sla")
 
 # ------------------------------------------------------ smoothed aggregation
 def _has_pyamg() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("pyamg") is not None
-    except (ImportError, ValueError):
-        return False
+    return installed("pyamg")
 
 
 def _strength(C: Mat, theta: float):
