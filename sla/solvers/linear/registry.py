@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -138,7 +138,11 @@ def priority(device_type: str) -> list[str]:
 
 
 def select_backend(
-    device, n: int, dtype: torch.dtype = torch.float64, matrix_type: str = "general", kind: str | None = None
+    device: torch.device | str,
+    n: int,
+    dtype: torch.dtype = torch.float64,
+    matrix_type: str = "general",
+    kind: str | None = None,
 ) -> tuple[str, str]:
     """``(backend, method)`` that ``'auto'`` uses for an ``n x n`` system.
 
@@ -174,7 +178,7 @@ def _availability(name: str) -> tuple[bool, str]:
     return why is None, "" if why is None else why + (f"  -> pip install 'sla[{b.extra}]'" if b.extra else "")
 
 
-def show_backends(file=None) -> str:
+def show_backends(file: TextIO | None = None) -> str:
     """Print and return a table: backend x methods x devices x available (with install hints)."""
     rows = [("backend", "devices", "methods", "available")]
     for name in _MODULES:
