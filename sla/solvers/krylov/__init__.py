@@ -6,6 +6,8 @@ lives in :mod:`.base`; each method in its own module."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .base import KrylovResult, Op, local_dot
@@ -17,7 +19,7 @@ from .minres import minres
 METHODS = {"cg": cg, "bicgstab": bicgstab, "gmres": gmres, "fgmres": fgmres, "minres": minres}
 
 
-def krylov_solve(method: str, matvec: Op, b: torch.Tensor, **kw) -> KrylovResult:
+def krylov_solve(method: str, matvec: Op, b: torch.Tensor, **kw: Any) -> KrylovResult:
     """Dispatch by name: ``krylov_solve('cg', matvec, b, precond=M, rtol=1e-8)``."""
     if method not in METHODS:
         raise ValueError(f"unknown Krylov method {method!r}; known: {sorted(METHODS)}")

@@ -43,6 +43,7 @@ and real for CG/MINRES, non-zero otherwise); else none.  Options the user gives
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ... import structure
 from ...config import SolverConfig
@@ -181,7 +182,7 @@ def choose_preconditioner(A: SparseTensor, mtype: str, method: str = "gmres") ->
     return "none", f"auto: none ({small}; {method} needs {need}, A lacks it)"
 
 
-def explain(A: SparseTensor, cfg: SolverConfig | None = None, **options) -> str:
+def explain(A: SparseTensor, cfg: SolverConfig | None = None, **options: Any) -> str:
     """What ``sla.solve(A, b, **options)`` would run, and why -- without solving.
 
     Parameters

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ __all__ = ["solve", "spsolve", "spsolve_coo", "LUFactorization", "prepare", "Pre
 
 
 # ------------------------------------------------------------------ checks
-def check_matrix(A, name: str = "A", purpose: str = "solve") -> SparseTensor:
+def check_matrix(A: Any, name: str = "A", purpose: str = "solve") -> SparseTensor:
     """A square SparseTensor with finite values, or a clear error (shared by every solver)."""
     if not isinstance(A, SparseTensor):
         raise TypeError(f"{name} must be a sla.SparseTensor, got {type(A).__name__}")
@@ -46,7 +47,7 @@ def check_matrix(A, name: str = "A", purpose: str = "solve") -> SparseTensor:
     return A
 
 
-def check_rhs(A: SparseTensor, b, name: str = "b") -> torch.Tensor:
+def check_rhs(A: SparseTensor, b: Any, name: str = "b") -> torch.Tensor:
     if not isinstance(b, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(b).__name__}")
     if b.device != A.device:
@@ -228,13 +229,13 @@ def _run(A: SparseTensor, b, prep: Prepared, return_info: bool, b_checked: bool 
 def solve(
     A: SparseTensor,
     b: torch.Tensor,
-    backend: str = None,
-    method: str = None,
+    backend: str | None = None,
+    method: str | None = None,
     *,
-    config: SolverConfig = None,
+    config: SolverConfig | None = None,
     return_info: bool = False,
-    **options,
-):
+    **options: Any,
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
     """Solve ``A x = b``, differentiably in ``A.values`` and ``b``.
 
     Parameters
@@ -271,12 +272,21 @@ def solve(
     return _run(A, b, prep, return_info, b_checked=True)
 
 
-def spsolve(values, row, col, shape, b, backend: str = "auto", method: str = "auto", **options):
+def spsolve(
+    values: torch.Tensor,
+    row: torch.Tensor,
+    col: torch.Tensor,
+    shape: tuple[int, int],
+    b: torch.Tensor,
+    backend: str = "auto",
+    method: str = "auto",
+    **options: Any,
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
     """Solve from COO arrays: ``SparseTensor(values, row, col, shape).solve(b)``."""
     return solve(SparseTensor(values, row, col, shape), b, backend=backend, method=method, **options)
 
 
-def spsolve_coo(A: torch.Tensor, b: torch.Tensor, **options):
+def spsolve_coo(A: torch.Tensor, b: torch.Tensor, **options: Any) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
     """Solve with a torch sparse (COO or CSR) matrix."""
     return solve(SparseTensor.from_torch(A), b, **options)
 
@@ -289,8 +299,14 @@ class LUFactorization:
     """
 
     def __init__(
-        self, A: SparseTensor, backend: str = None, method: str = None, *, config: SolverConfig = None, **options
-    ):
+        self,
+        A: SparseTensor,
+        backend: str | None = None,
+        method: str | None = None,
+        *,
+        config: SolverConfig | None = None,
+        **options: Any,
+    ) -> None:
         check_matrix(A)
         cfg = SolverConfig.resolve(config, backend=backend, method=method, **options)
         self.A = A
@@ -301,7 +317,7 @@ class LUFactorization:
     matrix_type = property(lambda self: self._prep.matrix_type)
     setup_time = property(lambda self: self._prep.setup_time)
 
-    def solve(self, b: torch.Tensor, return_info: bool = False):
+    def solve(self, b: torch.Tensor, return_info: bool = False) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
         """Solve ``A x = b`` with the held factors."""
         return _run(self.A, b, self._prep, return_info)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -218,11 +219,11 @@ def _drive(res: Residual, u0: torch.Tensor, strategy, cfg: SolverConfig, info: N
 def nonlinear_solve(
     residual_fn: Callable,
     u0: torch.Tensor,
-    *params,
+    *params: Any,
     method: str = "newton",
     linear_solver: str = "auto",
-    jacobian_pattern=None,
-    preconditioner="auto",
+    jacobian_pattern: Pattern | SparseTensor | None = None,
+    preconditioner: Any = "auto",
     line_search: bool = True,
     jvp: str = "auto",
     m: int = 5,
@@ -231,8 +232,8 @@ def nonlinear_solve(
     adjoint: ImplicitAdjoint | None = None,
     config: SolverConfig | None = None,
     return_info: bool = False,
-    **options,
-):
+    **options: Any,
+) -> torch.Tensor | tuple[torch.Tensor, NonlinearInfo]:
     """Solve ``residual_fn(u, *params) = 0`` for ``u``, differentiably in ``params``.
 
     Parameters
@@ -340,7 +341,9 @@ def nonlinear_solve(
     return (u, info) if return_info else u
 
 
-def sparse_nonlinear_solve(A: SparseTensor, residual_fn: Callable, u0: torch.Tensor, *params, **kwargs):
+def sparse_nonlinear_solve(
+    A: SparseTensor, residual_fn: Callable, u0: torch.Tensor, *params: Any, **kwargs: Any
+) -> torch.Tensor | tuple[torch.Tensor, NonlinearInfo]:
     """``A.nonlinear_solve(residual_fn, u0, *params)``: ``residual_fn(u, A, *params)``.
 
     Gradients also reach ``A.values``.  With ``linear_solver='sparse'`` the

@@ -87,7 +87,7 @@ def eigs(
     rtol: float | None = None,
     maxiter: int | None = None,
     tol: float | None = None,
-):
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``k`` eigenpairs of a general square matrix (complex output).
 
     ``method``: ``'arpack'`` (CPU) or ``'dense'`` (``torch.linalg.eig``, any

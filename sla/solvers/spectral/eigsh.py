@@ -325,11 +325,11 @@ def eigsh(
     *,
     rtol: float | None = None,
     maxiter: int | None = None,
-    preconditioner="auto",
+    preconditioner: str | Callable = "auto",
     config: SolverConfig | None = None,
     return_info: bool = False,
     tol: float | None = None,
-):
+) -> torch.Tensor | tuple:
     """``k`` eigenpairs of a real symmetric or complex Hermitian matrix.
 
     Parameters

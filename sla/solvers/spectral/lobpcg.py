@@ -61,14 +61,14 @@ def lobpcg(
     k: int,
     batch: int,
     dtype: torch.dtype,
-    device,
+    device: torch.device | str,
     precond: Operator | None = None,
     rtol: float | None = None,
     maxiter: int = 500,
     guard: int | None = None,
     X0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The ``k`` smallest eigenpairs of Hermitian operators ``op`` (a batch).
 
     Parameters

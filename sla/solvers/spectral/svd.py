@@ -159,7 +159,7 @@ def svd(
     rtol: float | None = None,
     maxiter: int | None = None,
     tol: float | None = None,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` largest singular triplets: ``U [*, m, k]``, ``S [*, k]`` descending, ``Vt [*, k, n]``.
 
     ``k`` above ``min(m, n)`` returns all ``min(m, n)`` triplets.
@@ -269,7 +269,7 @@ def _sigma_min_lobpcg(A: SparseTensor, notes: list):
 
 def condition_number(
     A: SparseTensor, method: str = "auto", return_info: bool = False, *, config: SolverConfig | None = None
-):
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
     """2-norm condition number ``s_max / s_min`` ``[*batch]`` (an estimate), differentiable.
 
     ``method``: ``'dense'`` (exact, small matrices; ``'auto'`` for ``n <= 200``),
