@@ -8,7 +8,7 @@ times, on a freshly built matrix (setup included):
   GMG where the grid is recorded, else AMG)
 * ``auto``      ``A.solve(b)`` -- and what it chose
 
-It is the measurement behind ``sla.solvers.linear.solve.CPU_MULTIGRID_MIN``.
+It is the measurement behind ``sla.solvers.linear.policy.CPU_MULTIGRID_MIN``.
 
 Usage::
 
