@@ -28,6 +28,7 @@ from ..config import SolveInfo, SolverConfig
 from ..solvers.krylov import krylov_solve, local_dot
 from ..solvers.linear.adjoint import LinearSolve
 from ..solvers.precond import make_preconditioner
+from ..solvers.precond.options import resolve
 from ..sparse import SparseTensor
 from .halo import build_plan, exchange, reverse_exchange
 from .partition import partition
@@ -205,7 +206,8 @@ class DSparseTensor:
             backend="dist",
             method=cfg.method,
             matrix_type=cfg.matrix_type,
-            preconditioner=cfg.preconditioner,
+            preconditioner="jacobi" if cfg.preconditioner == "auto" else resolve(cfg.preconditioner)[0],
+            notes=["auto: block Jacobi, 'jacobi' on each rank's block"] if cfg.preconditioner == "auto" else [],
             iterations=res.stats()["iterations"],
             converged=res.stats()["converged"],
             residual=float(rn / bn) if float(bn) > 0 else float(rn),
