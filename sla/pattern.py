@@ -15,18 +15,24 @@ everything that depends only on structure:
 
 Patterns are shared: every operation that keeps the structure (``A * 2``,
 ``A.to(float32)``, batched values) reuses the same object and thus its caches.
+:meth:`Pattern.from_coo` also *interns*: given the very same, unmodified ``row``
+and ``col`` tensors again (as in ``SparseTensor(values, row, col, shape)``
+rebuilt inside an optimisation loop), it returns the existing pattern and the
+entry-order permutation found the first time, so solver plans cached on the
+pattern are found again instead of being rebuilt.
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["Pattern", "csr_tensor"]
+__all__ = ["Pattern", "csr_tensor", "interned_patterns"]
 
 _INT32_MAX = 2**31 - 1
 _EXACT_LIMIT = 1 << 22  # values compared exactly (a copy is kept) up to this many entries
@@ -49,6 +55,54 @@ def csr_tensor(crow: torch.Tensor, ccol: torch.Tensor, values: torch.Tensor, sha
         out = torch.sparse_csr_tensor(crow, ccol, values, shape, check_invariants=False)
     _csr_warned = True
     return out
+
+
+# ------------------------------------------------------------------ interning
+# (id, version, data_ptr, shape, dtype, device) of the row and col tensors, and (M, N) ->
+# (weakref to the Pattern, the inverse permutation or None, weakrefs to row and col).  Entries hold the
+# Pattern weakly (nothing is kept alive by the table) and are dropped as soon as the Pattern or one of the
+# index tensors is collected; the version counter detects in-place edits of row/col (a new key).
+_INTERN: dict[tuple, tuple] = {}
+
+
+def _tensor_stamp(t: torch.Tensor) -> tuple:
+    return (id(t), t._version, t.data_ptr(), tuple(t.shape), t.dtype, str(t.device))
+
+
+def _intern_key(row, col, shape) -> tuple | None:
+    if not (isinstance(row, torch.Tensor) and isinstance(col, torch.Tensor)) or len(shape) != 2:
+        return None
+    if row.layout != torch.strided or col.layout != torch.strided:
+        return None
+    return (_tensor_stamp(row), _tensor_stamp(col), int(shape[0]), int(shape[1]))
+
+
+def _intern_lookup(key, row, col) -> tuple[Pattern, torch.Tensor | None] | None:
+    entry = _INTERN.get(key)
+    if entry is None:
+        return None
+    wp, inverse, wr, wc = entry
+    p = wp()
+    if p is None or wr() is not row or wc() is not col:  # collected, or an id reused by a new tensor
+        _INTERN.pop(key, None)
+        return None
+    return p, inverse
+
+
+def _intern_store(key, row, col, pattern: Pattern, inverse: torch.Tensor | None) -> None:
+    def drop(_ref, key=key):
+        _INTERN.pop(key, None)
+
+    try:
+        refs = (weakref.ref(pattern, drop), inverse, weakref.ref(row, drop), weakref.ref(col, drop))
+    except TypeError:  # an index type that takes no weak references: nothing is interned
+        return
+    _INTERN[key] = refs
+
+
+def interned_patterns() -> int:
+    """Number of live entries of the pattern intern table (for tests and diagnostics)."""
+    return sum(1 for wp, _, wr, wc in list(_INTERN.values()) if wp() is not None)
 
 
 def _index_dtype(nnz: int, M: int, N: int) -> torch.dtype:
@@ -121,7 +175,28 @@ class Pattern:
         Returns ``(pattern, inverse)`` where ``inverse[k]`` is the position in
         the pattern of the caller's k-th entry, or ``None`` when the input was
         already coalesced and sorted (then entry k *is* position k).
+
+        Called again with the *same* ``row`` and ``col`` tensor objects, unmodified
+        (same version counter, storage, shape, dtype and device) and the same shape,
+        while the first pattern is still alive, it returns that pattern and
+        permutation without any work, so everything cached on the pattern (solver
+        plans, factorisations, multigrid hierarchies) is found again.  An in-place
+        edit of ``row``/``col`` (a new version) builds a new pattern.  Edits through
+        ``.data`` bypass the version counter and are not detected: build new index
+        tensors instead.
         """
+        key = _intern_key(row, col, shape)
+        if key is not None:
+            hit = _intern_lookup(key, row, col)
+            if hit is not None:
+                return hit
+        pattern, inverse = cls._from_coo(row, col, shape)
+        if key is not None:
+            _intern_store(key, row, col, pattern, inverse)
+        return pattern, inverse
+
+    @classmethod
+    def _from_coo(cls, row, col, shape) -> tuple[Pattern, torch.Tensor | None]:
         row = _check_index("row", row)
         col = _check_index("col", col)
         if row.shape != col.shape:
@@ -157,7 +232,7 @@ class Pattern:
         if counts.numel() and bool((counts < 0).any()):
             raise ValueError("crow_indices must be non-decreasing")
         row = torch.repeat_interleave(torch.arange(len(counts), device=crow.device), counts)
-        p, inv = cls.from_coo(row, ccol, shape)
+        p, inv = cls._from_coo(row, ccol, shape)  # row is a temporary: nothing to intern
         if inv is not None:
             raise ValueError("CSR column indices must be sorted and unique within each row")
         return p
