@@ -40,6 +40,7 @@ from .fem import (
     trace,
 )
 from .generators import box, interval, l_shape, rectangle, refine, unit_cube, unit_square
+from .gmsh_meshes import dfg_channel
 from .mesh import Mesh
 from .mesh_io import read_mesh, write_mesh
 from .models import advection, diffusion, elasticity, laplace, mass, source
@@ -66,6 +67,7 @@ __all__ = [
     "interval",
     "l_shape",
     "refine",
+    "dfg_channel",
     "quadrature",
     "Element",
     "ElementP1",

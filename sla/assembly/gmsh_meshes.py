@@ -125,11 +125,11 @@ def dfg_channel(
     Examples
     --------
     >>> from sla.assembly import dfg_channel
-    >>> m = dfg_channel(h=0.1)
-    >>> sorted(m.facet_sets)
-    ['cylinder', 'inlet', 'outlet', 'walls']
-    >>> round(float(m.cell_volumes().sum()), 4)  # 2.2 * 0.41 - pi * 0.05**2 = 0.894146...
-    0.8942
+    >>> m = dfg_channel(h=0.1, h_cylinder=0.005)
+    >>> sorted(m.facet_sets), m.facet_sets["cylinder"].shape[0]  # 64 segments on the circle
+    (['cylinder', 'inlet', 'outlet', 'walls'], 64)
+    >>> round(float(m.cell_volumes().sum()), 5)  # 2.2 * 0.41 - pi * 0.05**2 = 0.894146...
+    0.89416
     """
     h = _positive("h", h)
     h_cylinder = h / 4 if h_cylinder is None else _positive("h_cylinder", h_cylinder)
