@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .comm import COUNTS, wait_all
 from .partition import Partition
 
-__all__ = ["HaloPlan", "build_plan", "exchange", "reverse_exchange"]
+__all__ = ["HaloPlan", "build_plan", "exchange", "plan_from_sets", "reverse_exchange"]
 
 
 @dataclass
@@ -60,8 +61,31 @@ def build_plan(row: torch.Tensor, col: torch.Tensor, part: Partition, rank: int)
     return HaloPlan(rank, part.sizes()[rank], ghosts, recv, send)
 
 
-def exchange(plan: HaloPlan, x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
-    """Ghost values ``[n_ghost, *x.shape[1:]]`` for the owned block ``x`` ``[n_owned, ...]``."""
+def plan_from_sets(ext: torch.Tensor, ext_rank: torch.Tensor, part: Partition, rank: int) -> HaloPlan:
+    """A plan whose ghosts are arbitrary non-owned rows (e.g. Schwarz overlap layers).
+
+    ``ext``/``ext_rank`` list pairs (global row, rank that needs it), for every rank,
+    rows not owned by that rank; every rank computes the same lists, so send and
+    receive orders agree (ghosts sorted by owner, then by local index).
+    """
+    parts, local = part.parts, part.local
+    key = parts * (part.perm.numel() + 1) + local
+    mine = ext[ext_rank == rank]
+    ghosts = mine[torch.argsort(key[mine])]
+    recv = {int(q): int(c) for q, c in zip(*torch.unique(parts[ghosts], return_counts=True))}
+    need = parts[ext] == rank
+    send = {}
+    for q in torch.unique(ext_rank[need]).tolist():
+        send[int(q)] = local[ext[need & (ext_rank == q)]].sort().values
+    return HaloPlan(rank, part.sizes()[rank], ghosts, recv, send)
+
+
+def exchange(
+    plan: HaloPlan, x: torch.Tensor, group: dist.ProcessGroup | None = None, timeout: float | None = None
+) -> torch.Tensor:
+    """Ghost values ``[n_ghost, *x.shape[1:]]`` for the owned block ``x`` ``[n_owned, ...]``
+    (only the boundary values travel; neighbours only)."""
+    COUNTS["halo"] += 1
     ops, bufs = [], {}
     for q, idx in plan.send.items():
         ops.append(dist.P2POp(dist.isend, x[idx].contiguous(), _peer(q, group), group))
@@ -69,16 +93,18 @@ def exchange(plan: HaloPlan, x: torch.Tensor, group: dist.ProcessGroup | None = 
         bufs[q] = x.new_empty(count, *x.shape[1:])
         ops.append(dist.P2POp(dist.irecv, bufs[q], _peer(q, group), group))
     if ops:
-        for req in dist.batch_isend_irecv(ops):
-            req.wait()
+        wait_all(dist.batch_isend_irecv(ops), "halo exchange", timeout)
     if not bufs:
         return x.new_empty(0, *x.shape[1:])
     return torch.cat([bufs[q] for q in sorted(bufs)])
 
 
-def reverse_exchange(plan: HaloPlan, g: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+def reverse_exchange(
+    plan: HaloPlan, g: torch.Tensor, group: dist.ProcessGroup | None = None, timeout: float | None = None
+) -> torch.Tensor:
     """The transpose of :func:`exchange`: ghost contributions ``g`` ``[n_ghost, ...]`` go
     back to their owners, which sum them into ``[n_owned, ...]``."""
+    COUNTS["halo"] += 1
     ops, bufs, start = [], {}, 0
     for q, count in plan.recv.items():  # ghosts q sent us, in ghost order
         ops.append(dist.P2POp(dist.isend, g[start : start + count].contiguous(), _peer(q, group), group))
@@ -87,8 +113,7 @@ def reverse_exchange(plan: HaloPlan, g: torch.Tensor, group: dist.ProcessGroup |
         bufs[q] = g.new_empty(idx.numel(), *g.shape[1:])
         ops.append(dist.P2POp(dist.irecv, bufs[q], _peer(q, group), group))
     if ops:
-        for req in dist.batch_isend_irecv(ops):
-            req.wait()
+        wait_all(dist.batch_isend_irecv(ops), "halo exchange", timeout)
     out = g.new_zeros(plan.n_owned, *g.shape[1:])
     for q, idx in plan.send.items():
         out.index_add_(0, idx, bufs[q])

@@ -1,4 +1,4 @@
-"""Row partitions of a matrix graph: METIS (pymetis) or contiguous blocks.
+"""Row partitions of a matrix graph: METIS (pymetis), contiguous blocks, or RCB on coordinates.
 
 A :class:`Partition` says which rank owns each global row.  Ranks own a
 contiguous block of rows *after* reordering by owner (``perm``), which is the
@@ -15,9 +15,9 @@ import torch
 
 from ..sparse import SparseTensor
 
-__all__ = ["Partition", "partition"]
+__all__ = ["Partition", "from_parts", "partition", "rcb"]
 
-METHODS = ("metis", "contiguous")
+METHODS = ("metis", "contiguous", "rcb")
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,54 @@ def _metis(A: SparseTensor, nparts: int) -> np.ndarray:
     return np.asarray(membership, dtype=np.int64)
 
 
-def partition(A: SparseTensor, nparts: int, method: str = "metis") -> Partition:
+def rcb(coords: torch.Tensor, nparts: int) -> torch.Tensor:
+    """Recursive coordinate bisection: ``[n]`` part of each point of ``coords`` ``[n, d]``.
+
+    Each step splits the longest extent at the weighted median, so parts differ in
+    size by at most one point.
+    """
+    coords = torch.as_tensor(coords).detach().cpu().double()
+    if coords.ndim == 1:
+        coords = coords[:, None]
+    parts = torch.zeros(coords.shape[0], dtype=torch.int64)
+
+    def split(idx: torch.Tensor, first: int, count: int) -> None:
+        if count == 1 or idx.numel() == 0:
+            parts[idx] = first
+            return
+        left = count // 2
+        c = coords[idx]
+        axis = int(torch.argmax(c.amax(0) - c.amin(0))) if idx.numel() else 0
+        order = idx[torch.argsort(c[:, axis], stable=True)]
+        cut = (idx.numel() * left) // count
+        split(order[:cut], first, left)
+        split(order[cut:], first + left, count - left)
+
+    split(torch.arange(coords.shape[0]), 0, nparts)
+    return parts
+
+
+def from_parts(parts: torch.Tensor, nparts: int, method: str = "given", cut: int = -1) -> Partition:
+    """The :class:`Partition` of an owner array ``parts`` ``[n]`` (values in ``0..nparts-1``)."""
+    parts = torch.as_tensor(parts, dtype=torch.int64).cpu()
+    n = parts.numel()
+    if n and (int(parts.min()) < 0 or int(parts.max()) >= nparts):
+        raise ValueError(f"parts must lie in [0, {nparts}), got range [{int(parts.min())}, {int(parts.max())}]")
+    perm = torch.argsort(parts, stable=True)
+    counts = torch.bincount(parts, minlength=nparts)
+    offsets = (0, *np.cumsum(counts.numpy()).tolist())
+    local = torch.empty(n, dtype=torch.int64)
+    local[perm] = torch.arange(n) - torch.tensor(offsets[:-1], dtype=torch.int64)[parts[perm]]
+    return Partition(parts, perm, local, tuple(int(o) for o in offsets), method, cut)
+
+
+def partition(A: SparseTensor, nparts: int, method: str = "metis", coords: torch.Tensor | None = None) -> Partition:
     """Partition the rows of a square ``A`` into ``nparts`` blocks (cached on the pattern).
 
     ``'metis'`` minimises the edge cut of the (symmetrised) matrix graph, i.e.
     the halo each rank exchanges; ``'contiguous'`` splits the current order
-    into equal blocks.
+    into equal blocks; ``'rcb'`` bisects the point cloud ``coords`` ``[n, d]``
+    recursively (needs ``coords``; not cached).
     """
     if not isinstance(A, SparseTensor):
         raise TypeError(f"A must be a sla.SparseTensor, got {type(A).__name__}")
@@ -93,18 +135,20 @@ def partition(A: SparseTensor, nparts: int, method: str = "metis") -> Partition:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
+    if method == "rcb" and (coords is None or torch.as_tensor(coords).shape[0] != n):
+        got = None if coords is None else tuple(torch.as_tensor(coords).shape)
+        raise ValueError(f"partition method 'rcb' needs coords of shape [{n}, d] (one point per row), got {got}")
+
     def build():
         if method == "metis" and nparts > 1:
             parts = torch.from_numpy(_metis(A, nparts))
+        elif method == "rcb":
+            parts = rcb(coords, nparts)
         else:
             parts = torch.div(torch.arange(n) * nparts, max(n, 1), rounding_mode="floor")
-        perm = torch.argsort(parts, stable=True)
-        counts = torch.bincount(parts, minlength=nparts)
-        offsets = (0, *np.cumsum(counts.numpy()).tolist())
-        local = torch.empty(n, dtype=torch.int64)
-        local[perm] = torch.arange(n) - torch.tensor(offsets[:-1])[parts[perm]]
         p = A.pattern.to("cpu")
-        cut = int((parts[p.row] != parts[p.col]).sum())
-        return Partition(parts, perm, local, tuple(int(o) for o in offsets), method, cut)
+        return from_parts(parts, nparts, method, int((parts[p.row] != parts[p.col]).sum()))
 
+    if method == "rcb":
+        return build()
     return A.pattern.memo(f"partition:{method}:{nparts}", build)

@@ -1,0 +1,88 @@
+"""A :class:`~sla.dist.DSparseTensor` from each rank's own rows, without a global matrix.
+
+Every rank knows only its rows (global column indices) and the global rows it
+owns.  One all-gather of the owned row ids (``n`` integers in total) tells each
+rank the owner of its ghost columns; one all-to-all of the ghost lists tells
+each owner what to send.  This is what decomposition from a mesh uses (each
+rank assembles only its own cells).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from ..sparse import SparseTensor
+from .comm import all_gather_list, wait_all
+from .halo import HaloPlan
+
+__all__ = ["build_from_local"]
+
+
+def build_from_local(cls, local: SparseTensor, owned: torch.Tensor, shape, mesh, overlap, timeout):
+    """See :meth:`DSparseTensor.from_local`."""
+    from .dsparse import _mesh_and_group
+
+    if not dist.is_initialized():
+        raise RuntimeError("DSparseTensor.from_local needs torch.distributed: call dist.init_process_group first")
+    if not isinstance(local, SparseTensor) or local.batch_shape:
+        raise TypeError(f"local must be an unbatched sla.SparseTensor, got {type(local).__name__}")
+    shape = tuple(int(s) for s in shape)
+    owned = torch.as_tensor(owned, dtype=torch.int64).cpu()
+    n = shape[0]
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"shape must be square (n, n), got {shape}")
+    if local.shape[0] != owned.numel() or local.shape[1] != n:
+        raise ValueError(f"local must be [{owned.numel()}, {n}] (owned rows x global columns), got {local.shape}")
+    mesh, group = _mesh_and_group(mesh, local.device.type)
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    order = torch.argsort(owned)
+    owned = owned[order]
+    if owned.numel() > 1 and bool((owned[1:] == owned[:-1]).any()):
+        raise ValueError("owned lists a global row twice")
+    sizes_t = all_gather_list(torch.tensor([owned.numel()]), [1] * world, group, timeout)
+    sizes = [int(s) for s in torch.cat(sizes_t)]
+    ids = all_gather_list(owned, sizes, group, timeout)
+    owner = torch.full((n,), -1, dtype=torch.int64)
+    local_idx = torch.empty(n, dtype=torch.int64)
+    for q, g in enumerate(ids):
+        if bool((owner[g] >= 0).any()):
+            raise ValueError(f"rank {q} owns a global row another rank owns too")
+        owner[g] = q
+        local_idx[g] = torch.arange(g.numel())
+    if bool((owner < 0).any()):
+        raise ValueError(f"{int((owner < 0).sum())} global rows are owned by no rank")
+    # this rank's rows in increasing global order; columns: owned first, ghosts by (owner, local index)
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(order.numel())
+    loc = local.to("cpu").detach()
+    row = inv[loc.row.long()]
+    gcol = loc.col.long()
+    is_ghost = owner[gcol] != rank
+    gc = torch.unique(gcol[is_ghost])
+    ghosts = gc[torch.argsort(owner[gc] * (n + 1) + local_idx[gc])]
+    recv = {int(q): int(c) for q, c in zip(*torch.unique(owner[ghosts], return_counts=True))}
+    gpos = torch.full((n,), -1, dtype=torch.int64)
+    gpos[ghosts] = torch.arange(ghosts.numel()) + owned.numel()
+    col = torch.where(is_ghost, gpos[gcol], local_idx[gcol])
+    # tell each owner which of its rows we need (all-to-all of the counts, then of the lists)
+    need = [local_idx[ghosts[owner[ghosts] == q]] for q in range(world)]
+    cnt_in = torch.zeros(world, dtype=torch.int64)
+    cnt_out = torch.tensor([t.numel() for t in need], dtype=torch.int64)
+    wait_all([dist.all_to_all_single(cnt_in, cnt_out, group=group, async_op=True)], "from_local setup", timeout)
+    got = torch.empty(int(cnt_in.sum()), dtype=torch.int64)
+    wait_all(
+        [dist.all_to_all_single(got, torch.cat(need), cnt_in.tolist(), cnt_out.tolist(), group=group, async_op=True)],
+        "from_local setup",
+        timeout,
+    )
+    send, start = {}, 0
+    for q, c in enumerate(cnt_in.tolist()):
+        if c:
+            send[q] = got[start : start + c].sort().values
+        start += c
+    plan = HaloPlan(rank, owned.numel(), ghosts, recv, send)
+    dev = local.device
+    vals = local.values[..., :]
+    mat = SparseTensor(vals, row.to(dev), col.to(dev), (owned.numel(), owned.numel() + ghosts.numel()))
+    return cls(mat, plan, owned, sizes, shape, mesh, group, None, "given", overlap, timeout)

@@ -1,0 +1,179 @@
+"""Products and Krylov solves of a :class:`~sla.dist.DSparseTensor` (mixed into it).
+
+Per Krylov iteration: one halo exchange (the product) plus the method's
+all-reduces (inner products; one or two for CG), nothing else; the
+``'schwarz'`` preconditioner adds its own two overlap exchanges and two small
+all-reduces.  Convergence is decided on all-reduced numbers, so every rank
+stops at the same iteration and reports the same :class:`~sla.config.SolveInfo`
+(a failure raises on every rank).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..config import SolveInfo, SolverConfig
+from ..solvers.krylov import krylov_solve, local_dot
+from ..solvers.linear.adjoint import LinearSolve
+from ..solvers.precond import make_preconditioner
+from ..solvers.precond.options import resolve
+from ..sparse import SparseTensor
+from .comm import all_reduce
+from .halo import exchange, reverse_exchange
+
+__all__ = ["DistSolve"]
+
+_METHODS = ("cg", "bicgstab", "gmres", "fgmres", "minres")
+
+
+class _Halo(torch.autograd.Function):
+    """Ghost values of an owned block; the backward sends ghost gradients back to their owners."""
+
+    @staticmethod
+    def forward(ctx, x, D):
+        ctx.D = D
+        return exchange(D.plan, x, D.group, D.timeout)
+
+    @staticmethod
+    def backward(ctx, g):
+        D = ctx.D
+        return reverse_exchange(D.plan, g.contiguous(), D.group, D.timeout), None
+
+
+class DistSolve:
+    """Mixin: ``matvec``/``apply`` products, ``dot`` and ``sla.solve(D, b)``."""
+
+    def dot(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Global inner product of distributed blocks ``[B, n_owned, K]`` (one all-reduce)."""
+        return all_reduce(local_dot(u, v), group=self.group, timeout=self.timeout)
+
+    def matvec(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``A x`` (or ``A^H x``) for owned blocks ``x`` ``[n_owned, ...]`` (no autograd)."""
+        vals = self.local.values.detach()
+        p = self.local.pattern
+        x2 = x.reshape(x.shape[0], -1)
+        if not transpose:
+            y = p.csr(vals) @ self._full(x2)
+        else:
+            pt, perm = p.transpose()
+            y_all = pt.csr(vals[perm].conj()) @ x2  # [n_owned + n_ghost, K]
+            y = y_all[: self.n_owned] + reverse_exchange(self.plan, y_all[self.n_owned :], self.group, self.timeout)
+        return y.reshape(self.n_owned, *x.shape[1:])
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` for an owned block, differentiable in ``x`` and in the local values."""
+        if x.dtype != self.dtype or x.device != self.device:
+            raise TypeError(f"x ({x.dtype}, {x.device}) must match the matrix ({self.dtype}, {self.device})")
+        if not (torch.is_grad_enabled() and (x.requires_grad or self.local.values.requires_grad)):
+            return self.matvec(x)
+        return self.local @ torch.cat([x, _Halo.apply(x, self)])
+
+    # ---------------------------------------------------------------- solve
+    def _owned_block(self) -> SparseTensor:
+        loc = self.local.detach()
+        keep = torch.nonzero(loc.col < self.n_owned).flatten()
+        return SparseTensor(loc.values[keep], loc.row[keep], loc.col[keep], (self.n_owned,) * 2)
+
+    def _preconditioner(self, pc, transpose: bool, options: dict):
+        name, opts = ("jacobi", {}) if pc == "auto" else resolve(pc, options)
+        key = (name, tuple(sorted(opts.items())), transpose, self.local.values._version)
+        if key not in self._prec:
+            if name == "none":
+                M = None
+            elif name == "schwarz":
+                from .schwarz import TwoLevelSchwarz
+
+                M = TwoLevelSchwarz(self, **opts) if self.overlap is not None else None
+                if M is None:  # one rank (or overlap=0): the local preconditioner is the whole story
+                    M = make_preconditioner(self._owned_block(), opts.get("local", "amg"))
+            else:
+                M = make_preconditioner(self._owned_block(), name, **opts)  # block Jacobi with `name` inside
+            self._prec[key] = M.adjoint() if (transpose and M is not None) else M
+        return self._prec[key]
+
+    def _krylov(self, b: torch.Tensor, cfg: SolverConfig, transpose: bool = False):
+        rtol, atol = cfg.tolerances(self.dtype)
+        M = self._preconditioner(cfg.preconditioner, transpose, dict(cfg.options or {}))
+        b3 = b.reshape(1, b.shape[0], -1)
+        res = krylov_solve(
+            cfg.method,
+            lambda v: self.matvec(v[0], transpose)[None],
+            b3,
+            precond=M,
+            dot=self.dot,
+            rtol=rtol,
+            atol=atol,
+            maxiter=cfg.maxiter,
+            restart=cfg.restart,
+            check_every=cfg.check_every,
+        )
+        return res.x.reshape(b.shape), res
+
+    def __sla_solve__(self, b, backend=None, method=None, config=None, return_info=False, **options):
+        """``sla.solve(D, b)``: distributed Krylov solve; ``b`` a ``DTensor[Shard(0)]`` (the
+        result is one) or this rank's block ``[n_owned(, K)]``."""
+        from .dtensor import local_block, to_dtensor
+
+        if backend not in (None, "auto", "dist"):
+            raise ValueError(f"a DSparseTensor solves with its own distributed Krylov methods, not backend={backend!r}")
+        cfg = SolverConfig.resolve(config, method=method, **options)
+        if cfg.method == "auto":
+            cfg = cfg.replace(method="cg")
+        if cfg.method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS} for a DSparseTensor, got {cfg.method!r}")
+        is_dt = hasattr(b, "placements")
+        b, _ = local_block(b, self, "b")
+        if b.ndim not in (1, 2):
+            raise ValueError(f"b must be [{self.n_owned}] or [{self.n_owned}, K], got {tuple(b.shape)}")
+        if b.dtype != self.dtype or b.device != self.device:
+            raise TypeError(f"b ({b.dtype}, {b.device}) must match the matrix ({self.dtype}, {self.device})")
+        t0 = time.perf_counter()
+        values = self.local.values
+        if torch.is_grad_enabled() and (values.requires_grad or b.requires_grad):
+            op = _DistOp(self, cfg)
+            x = LinearSolve.apply(values.reshape(1, -1), b.reshape(1, b.shape[0], -1), op).reshape(b.shape)
+            res = op.result
+        else:
+            x, res = self._krylov(b, cfg)
+        with torch.no_grad():
+            r = b - self.matvec(x.detach())
+            r3, b3 = r.reshape(1, r.shape[0], -1), b.reshape(1, b.shape[0], -1)
+            nums = torch.stack([local_dot(r3, r3).real.sum(), local_dot(b3, b3).real.sum()])
+            rn, bn = all_reduce(nums, group=self.group, timeout=self.timeout).sqrt().tolist()
+        pc = cfg.preconditioner
+        info = SolveInfo(
+            backend="dist",
+            method=cfg.method,
+            matrix_type=cfg.matrix_type,
+            preconditioner="jacobi" if pc == "auto" else resolve(pc)[0],
+            notes=["auto: block Jacobi, 'jacobi' on each rank's block"] if pc == "auto" else [],
+            iterations=res.stats()["iterations"],
+            converged=res.stats()["converged"],
+            residual=rn / bn if bn > 0 else rn,
+            solve_time=time.perf_counter() - t0,
+        )
+        info.fail(cfg)
+        if is_dt:
+            x = to_dtensor(x, self)
+        return (x, info) if return_info else x
+
+
+class _DistOp:
+    """The distributed Krylov solve as a solver state for the one adjoint,
+    :class:`sla.solvers.linear.adjoint.LinearSolve`: backward solves with ``A^H`` on every rank."""
+
+    def __init__(self, D, cfg: SolverConfig):
+        self.D, self.cfg = D, cfg
+        self.pattern = D.local.pattern
+        self.result = None  # the KrylovResult of the last solve
+
+    def solve(self, b: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``[1, n_owned, K]`` blocks."""
+        x, self.result = self.D._krylov(b[0], self.cfg, transpose)
+        return x[None]
+
+    def columns(self, x: torch.Tensor) -> torch.Tensor:
+        """Owned entries followed by the ghosts (one halo exchange)."""
+        return self.D._full(x[0])[None]
