@@ -65,7 +65,19 @@ def build_from_local(cls, local: SparseTensor, owned: torch.Tensor, shape, mesh,
     gpos = torch.full((n,), -1, dtype=torch.int64)
     gpos[ghosts] = torch.arange(ghosts.numel()) + owned.numel()
     col = torch.where(is_ghost, gpos[gcol], local_idx[gcol])
-    # tell each owner which of its rows we need (all-to-all of the counts, then of the lists)
+    send = _send_lists(ghosts, owner, local_idx, world, group, timeout)
+    plan = HaloPlan(rank, owned.numel(), ghosts, recv, send)
+    dev = local.device
+    vals = local.values[..., :]
+    mat = SparseTensor(vals, row.to(dev), col.to(dev), (owned.numel(), owned.numel() + ghosts.numel()))
+    ov = None
+    if overlap is not None:
+        ov = _overlap(overlap, owned, owner, local_idx, rank, world, group, timeout, n)
+    return cls(mat, plan, owned, sizes, shape, mesh, group, None, "given", ov, timeout)
+
+
+def _send_lists(ghosts, owner, local_idx, world, group, timeout) -> dict:
+    """Tell each owner which of its rows we need (all-to-all of the counts, then of the lists)."""
     need = [local_idx[ghosts[owner[ghosts] == q]] for q in range(world)]
     cnt_in = torch.zeros(world, dtype=torch.int64)
     cnt_out = torch.tensor([t.numel() for t in need], dtype=torch.int64)
@@ -81,8 +93,31 @@ def build_from_local(cls, local: SparseTensor, owned: torch.Tensor, shape, mesh,
         if c:
             send[q] = got[start : start + c].sort().values
         start += c
-    plan = HaloPlan(rank, owned.numel(), ghosts, recv, send)
-    dev = local.device
-    vals = local.values[..., :]
-    mat = SparseTensor(vals, row.to(dev), col.to(dev), (owned.numel(), owned.numel() + ghosts.numel()))
-    return cls(mat, plan, owned, sizes, shape, mesh, group, None, "given", overlap, timeout)
+    return send
+
+
+def _overlap(overlap, owned, owner, local_idx, rank, world, group, timeout, n):
+    """The :class:`~sla.dist.schwarz.OverlapBlock` of ``(ext_ids, ext_matrix)``: the rank's extended
+    subdomain (global ids, owned rows among them) and the matrix on it, assembled by the rank itself."""
+    from .schwarz import OverlapBlock
+
+    if not (isinstance(overlap, tuple) and len(overlap) in (2, 3)):
+        raise TypeError("overlap must be (ext_ids, ext_matrix[, layers]) for from_local")
+    ext, mat = torch.as_tensor(overlap[0], dtype=torch.int64).cpu(), overlap[1]
+    layers = overlap[2] if len(overlap) == 3 else 1
+    if not isinstance(mat, SparseTensor) or mat.shape != (ext.numel(), ext.numel()):
+        raise ValueError(f"the overlap matrix must be a SparseTensor [{ext.numel()}, {ext.numel()}] on ext_ids")
+    mine = owner[ext] == rank
+    if int(mine.sum()) != owned.numel():
+        raise ValueError("ext_ids must contain every owned row of this rank")
+    extra = ext[~mine]
+    ghosts = extra[torch.argsort(owner[extra] * (n + 1) + local_idx[extra])]
+    recv = {int(q): int(c) for q, c in zip(*torch.unique(owner[ghosts], return_counts=True))}
+    send = _send_lists(ghosts, owner, local_idx, world, group, timeout)
+    pos = torch.full((n,), -1, dtype=torch.int64)
+    pos[owned] = local_idx[owned]
+    pos[ghosts] = torch.arange(ghosts.numel()) + owned.numel()
+    new = pos[ext].to(mat.device)
+    m = ext.numel()
+    om = SparseTensor(mat.values.detach(), new[mat.row.long()], new[mat.col.long()], (m, m))
+    return OverlapBlock(HaloPlan(rank, owned.numel(), ghosts, recv, send).to(mat.device), om, layers)
