@@ -26,6 +26,7 @@ __all__ = [
     "NotPositiveDefiniteError",
     "ConvergenceError",
     "ConvergenceWarning",
+    "IllConditionedWarning",
     "BackendUnavailableError",
 ]
 
@@ -56,6 +57,12 @@ class ConvergenceWarning(UserWarning):
     """Warning variant of :class:`ConvergenceError` (``on_failure='warn'``)."""
 
 
+class IllConditionedWarning(UserWarning):
+    """The matrix of a direct solve is ill-conditioned to working precision: the residual is
+    small but the forward error can be large (as LAPACK's ``*gesvx`` and ``scipy.linalg.solve``
+    warn)."""
+
+
 class BackendUnavailableError(SlaError, ImportError):
     """A backend was asked for that cannot run here (package or device missing)."""
 
@@ -73,6 +80,8 @@ _DEFAULTS: dict[str, Any] = dict(
     check_every=None,
     cache=True,
     options=None,
+    timeout=None,
+    callback=None,
 )
 
 _ON_FAILURE = ("raise", "warn", "ignore")
@@ -124,6 +133,13 @@ class SolverConfig:
         Reuse factorisations / preconditioners cached on the pattern.
     options : dict, optional
         Extra backend-specific options, passed through.
+    timeout : float, optional
+        Wall-clock limit in seconds of an iterative solve (pytorch backend); past it the
+        solve stops unconverged and ``on_failure`` applies.
+    callback : callable, optional
+        ``callback(iteration, relative_residual)`` after each iteration of an iterative solve
+        of the pytorch backend (the estimate for the worst right-hand side; on GPU each call
+        synchronises the device).  ``SolveInfo.history`` holds the same sequence afterwards.
     """
 
     backend: str | None = None
@@ -138,6 +154,8 @@ class SolverConfig:
     check_every: int | str | None = None
     cache: bool | None = None
     options: dict | None = None
+    timeout: float | None = None
+    callback: Any = None
     _tokens: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -160,6 +178,14 @@ class SolverConfig:
             v = getattr(self, name)
             if v is not None and not (v >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not self.timeout > 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(
+                f"callback must be callable(iteration, relative_residual), got {type(self.callback).__name__}"
+            )
         for name in ("maxiter", "restart", "check_every"):
             v = getattr(self, name)
             if name == "check_every" and v == "adaptive":
@@ -214,6 +240,10 @@ class SolveInfo:
 
     ``residual`` is the true relative residual ``||b - A x|| / ||b||``
     recomputed after the solve (the largest over batch and right-hand sides).
+    ``history`` (iterative solves of the pytorch backend) is the method's estimate of the
+    relative residual after each iteration, starting with the initial one; ``reason`` says
+    why an unconverged solve stopped; ``rcond`` is the reciprocal condition number estimated
+    from the factorisation (direct solves of the scipy backend; ``None`` when not estimated).
     """
 
     backend: str
@@ -227,16 +257,35 @@ class SolveInfo:
     solve_time: float = 0.0
     cached: bool = False
     notes: list = field(default_factory=list)
+    history: list | None = None
+    reason: str | None = None
+    rcond: float | None = None
 
     def fail(self, cfg: SolverConfig) -> None:
         """Apply the failure policy of ``cfg`` to a non-converged solve."""
         if self.converged:
             return
-        msg = (
-            f"{self.backend}/{self.method} did not converge: relative residual {self.residual:.3e} "
-            f"after {self.iterations} iterations (rtol={cfg.rtol}, atol={cfg.atol}, maxiter={cfg.maxiter}). "
-            "Raise maxiter, loosen rtol, pick a preconditioner, or set on_failure='warn'/'ignore'."
-        )
+        why = f": {self.reason}" if self.reason else ""
+        if self.iterations is None:  # a direct method
+            msg = (
+                f"{self.backend}/{self.method} is inaccurate: relative residual {self.residual:.3e}{why}. "
+                "A is nearly singular or badly scaled; rescale it, solve in float64, or set "
+                "on_failure='warn'/'ignore'."
+            )
+        else:
+            if self.reason and self.reason.startswith(("stagnated", "breakdown")):
+                advice = (
+                    "More iterations will not help: use a direct method (method='lu' or 'cholesky'), "
+                    "a stronger preconditioner (preconditioner='amg'), another Krylov method "
+                    "(gmres for a nonsymmetric or indefinite A), or loosen rtol"
+                )
+            else:
+                advice = "Raise maxiter, loosen rtol, pick a preconditioner (or a direct method)"
+            msg = (
+                f"{self.backend}/{self.method} did not converge: relative residual {self.residual:.3e} "
+                f"after {self.iterations} iterations{why} (rtol={cfg.rtol}, atol={cfg.atol}, "
+                f"maxiter={cfg.maxiter}). {advice}, or set on_failure='warn'/'ignore'."
+            )
         apply_failure_policy(cfg.on_failure, msg, self, stacklevel=5)
 
 

@@ -35,7 +35,6 @@ import torch
 __all__ = ["Pattern", "csr_tensor", "interned_patterns"]
 
 _INT32_MAX = 2**31 - 1
-_EXACT_LIMIT = 1 << 22  # values compared exactly (a copy is kept) up to this many entries
 _CHUNK = 1 << 20  # entries per pass of chunked structural scans (bounds their int64 temporaries)
 
 
@@ -379,32 +378,25 @@ class Pattern:
     def numeric(self, values: torch.Tensor, key: Hashable, build: Callable[[], Any], size: int = 4) -> Any:
         """Value-dependent work cached on (the values, key).
 
-        Up to ``_EXACT_LIMIT`` entries a hit needs values *equal* to a stored
-        copy (exact, so in-place changes -- also through ``.data``, which
-        bypasses version counters -- never reuse stale work, and a new tensor
-        with the same values does reuse it).  Larger values are matched by
-        identity, version, storage and two checksums, so no copy is held.
+        A hit needs values *equal* to a stored copy, at every size (exact, so in-place
+        changes -- also through ``.data``, which bypasses version counters -- never reuse
+        stale work, and a new tensor with the same values does reuse it).  The comparison
+        is one pass over the values; the copy is small next to the work it guards.
         """
         v = values.detach()
-        exact = v.numel() <= _EXACT_LIMIT
-        if exact:
-            stamp = v
-        else:
-            a = v.abs() if v.is_complex() else v
-            sums = torch.stack([a.sum(), (a * a).sum()]).tolist()
-            stamp = (id(values), values._version, v.data_ptr(), tuple(v.shape), v.dtype, *sums)
         for i, (k, stored, out) in enumerate(self._numeric):
-            if k != key or exact != isinstance(stored, torch.Tensor):
+            if k != key:
                 continue
-            if exact and isinstance(stored, torch.Tensor):
-                hit = stored.shape == v.shape and stored.dtype == v.dtype and torch.equal(stored, v)
-            else:
-                hit = stored == stamp
-            if hit:
+            if (
+                stored.shape == v.shape
+                and stored.dtype == v.dtype
+                and stored.device == v.device
+                and torch.equal(stored, v)
+            ):
                 self._numeric.append(self._numeric.pop(i))
                 return out
         out = build()
-        self._numeric.append((key, v.clone() if exact else stamp, out))
+        self._numeric.append((key, v.clone(), out))
         while len(self._numeric) > size:
             self._numeric.pop(0)
         return out

@@ -35,14 +35,18 @@ Paige & Saunders (1975) for MINRES, in the form of ``scipy.sparse.linalg.minres`
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["KrylovResult", "Op", "local_dot", "make_method"]
+__all__ = ["DEFAULT_MAXITER", "KrylovResult", "Op", "local_dot", "make_method"]
 
 Op = Callable[[torch.Tensor], torch.Tensor]
+
+#: the default iteration budget is ``min(max(10 n, 100), DEFAULT_MAXITER)``: bounded however large ``n``
+DEFAULT_MAXITER = 10_000
 
 
 def local_dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -58,7 +62,11 @@ class KrylovResult:
     ``converged``: bool tensor ``[B, 1, K]`` (verified on the true residual);
     ``residual``: true residual 2-norms ``[B, 1, K]``;
     ``steps``: iterations the block ran (>= every system's count);
-    ``looks``: host synchronisations spent on convergence checks.
+    ``looks``: host synchronisations spent on convergence checks;
+    ``history``: the method's estimate of the relative residual ``||r|| / ||b||`` after each
+    iteration (the worst system), preceded by the initial one;
+    ``reason``: why an unconverged solve stopped (``None`` when it converged): the iteration
+    budget, stagnation, breakdown, a non-finite iterate or the wall-clock limit, in words.
     """
 
     x: torch.Tensor
@@ -67,12 +75,18 @@ class KrylovResult:
     residual: torch.Tensor
     steps: int = 0
     looks: int = 0
+    history: list = field(default_factory=list)
+    reason: str | None = None
 
     def stats(self) -> dict:
-        return {
+        out = {
             "iterations": int(self.iterations.max()) if self.iterations.numel() else 0,
             "converged": bool(self.converged.all()),
+            "history": self.history,
         }
+        if self.reason is not None and not out["converged"]:
+            out["reason"] = self.reason
+        return out
 
 
 def _div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -85,18 +99,40 @@ def _real(t: torch.Tensor) -> torch.Tensor:
     return t.real if t.is_complex() else t
 
 
-class _Ctx:
-    """Shared plumbing: norms, targets, synchronisation cadence, iteration budget."""
+class _Stop(Exception):
+    """Raised inside a method by :meth:`_Ctx.watch`: stop the solve (``_Ctx.reason`` says why)."""
 
-    def __init__(self, matvec, b, precond, dot, rtol, atol, maxiter, check_every):
+
+class _Ctx:
+    """Shared plumbing: norms, targets, synchronisation cadence, iteration budget, progress watch."""
+
+    def __init__(self, matvec, b, precond, dot, rtol, atol, maxiter, check_every, callback, timeout, stall):
         if b.dim() != 3:
             raise ValueError(f"b must be a [B, n, K] block, got shape {tuple(b.shape)}")
+        for name, v in (("rtol", rtol), ("atol", atol)):
+            if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable(iteration, relative_residual), got {type(callback).__name__}")
         self.A = matvec
         self.M = precond if precond is not None else (lambda r: r)
         self.dot = dot if dot is not None else local_dot
         self.b = b
         n = b.shape[1]
-        self.maxiter = int(maxiter) if maxiter is not None else max(10 * n, 100)
+        self.maxiter = int(maxiter) if maxiter is not None else min(max(10 * n, 100), DEFAULT_MAXITER)
+        # stagnation: no new best residual (by 1 %) within `stall` iterations ends the solve
+        self.stall = int(stall) if stall is not None else max(100, min(1000, n))
+        self.callback = callback
+        self.deadline = None if timeout is None else time.monotonic() + float(timeout)
+        self.timeout = timeout
+        self.reason: str | None = None
+        self.history: list = []
+        self._best = math.inf
+        self._best_at = 0
+        self._floor = 10 * torch.finfo(b.real.dtype if b.is_complex() else b.dtype).eps
+        self._watch_every = 1 if (b.device.type == "cpu" or callback is not None) else 32
         if check_every is None:
             check_every = 1 if b.device.type == "cpu" else 8
         self.adaptive = check_every == "adaptive"
@@ -105,6 +141,7 @@ class _Ctx:
         self._next = 0  # adaptive: the iteration of the next look ...
         self._last = None  # ... and (iteration, worst residual / target) at the last one
         bn = self.norm(b)
+        self.bnorm = torch.where(bn > 0, bn, torch.ones_like(bn))
         self.tol = torch.clamp(rtol * bn, min=float(atol))
         self.iters = torch.zeros(bn.shape, dtype=torch.int64, device=b.device)
         self.used = 0
@@ -153,6 +190,38 @@ class _Ctx:
         r = self.b - self.A(x)
         return r, self.norm(r)
 
+    def watch(self, rn: torch.Tensor) -> None:
+        """Record the worst relative residual estimate ``rn / ||b||`` of the systems after an
+        iteration and raise :class:`_Stop` on a non-finite estimate, stagnation (no new best by 1 %
+        within ``stall`` iterations) or the wall-clock limit.  The host looks every iteration on
+        CPU (or with a callback), every 32 on GPU."""
+        rel = (rn / self.bnorm).amax()
+        self.history.append(rel)
+        k = self.used
+        if k % self._watch_every:
+            return
+        v = float(rel)
+        if self.callback is not None:
+            self.callback(k, v)
+        if not math.isfinite(v):
+            self.reason = (
+                f"breakdown: the residual estimate became {v} at iteration {k} (the iterates overflowed; "
+                "the matrix may be singular, indefinite for this method, or badly scaled)"
+            )
+            raise _Stop
+        # below ~eps the estimate can fall forever while the true residual cannot: no progress
+        if v < 0.99 * self._best and self._best > self._floor:
+            self._best, self._best_at = max(v, self._floor), k
+        elif k - self._best_at >= self.stall:
+            self.reason = (
+                f"stagnated: no progress in the {k - self._best_at} iterations since iteration {self._best_at} "
+                f"(best relative residual {self._best:.3e})"
+            )
+            raise _Stop
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.reason = f"timeout: the wall-clock limit of {self.timeout} s was reached after {k} iterations"
+            raise _Stop
+
 
 def _outer(method_inner, ctx: _Ctx, x0: torch.Tensor | None) -> KrylovResult:
     """Verified outer loop: iterate on estimates, confirm on the true residual."""
@@ -160,18 +229,42 @@ def _outer(method_inner, ctx: _Ctx, x0: torch.Tensor | None) -> KrylovResult:
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     factor = 1.0
     prev = None
+    reason = None
+    box = [x]  # the latest iterate, kept by the methods so a stop keeps their progress
     while True:
         r, rn = ctx.residual(x) if (x0 is not None or ctx.used) else (b.clone(), ctx.norm(b))
         act = rn > ctx.tol
-        if not bool(act.any()) or ctx.used >= ctx.maxiter:
+        if not ctx.history:
+            ctx.history.append((rn / ctx.bnorm).amax())
+        if not bool(act.any()):
+            break
+        if not bool(torch.isfinite(rn).all()):
+            reason = "breakdown: the iterate is not finite (the matrix may be singular or the solution overflow)"
+            break
+        if ctx.reason is not None:
+            reason = ctx.reason
+            break
+        if ctx.used >= ctx.maxiter:
+            reason = f"iteration budget maxiter={ctx.maxiter} spent"
             break
         if prev is not None and bool((rn[act] > 0.5 * prev[act]).all()):
-            break  # a retry gained nothing: the attainable accuracy of this precision is reached
+            # a retry gained nothing: the attainable accuracy of this precision is reached
+            worst = float((rn / ctx.bnorm)[act].max())
+            reason = (
+                f"stagnated: the attainable accuracy was reached (relative residual {worst:.3e}; "
+                f"a restart from the true residual gained nothing)"
+            )
+            break
         ctx.claimed = False
-        x = method_inner(ctx, x, r, rn, act, ctx.tol * factor)
+        box[0] = x
+        try:
+            x = method_inner(ctx, x, r, rn, act, ctx.tol * factor, box)
+        except _Stop:
+            x = box[0]
         prev = rn if ctx.claimed else None  # only a claimed convergence is a retry (not a GMRES restart)
         factor *= 0.5  # a retry means the estimate was optimistic: aim lower
-    return KrylovResult(x, ctx.iters, ~act, rn, ctx.used, ctx.looks)
+    hist = [float(h) for h in torch.stack(ctx.history).tolist()] if ctx.history else []
+    return KrylovResult(x, ctx.iters, ~act, rn, ctx.used, ctx.looks, hist, reason)
 
 
 _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
@@ -191,11 +284,19 @@ _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
     rtol, atol : float
         Stop a system when ``||b - A x|| <= max(rtol ||b||, atol)``.
     maxiter : int, optional
-        Iteration budget (default ``max(10 n, 100)``).
+        Iteration budget (default ``min(max(10 n, 100), DEFAULT_MAXITER)``).
     check_every : int, optional
         Iterations between host looks at the flags (default 1 on CPU, 8 on CUDA).
     restart : int
         Krylov subspace size per cycle (GMRES / FGMRES; ignored by the others).
+    callback : callable, optional
+        ``callback(iteration, relative_residual)`` after every iteration (the estimate of the
+        worst system; on GPU each call synchronises).
+    timeout : float, optional
+        Wall-clock limit in seconds; a solve past it stops unconverged (``reason`` says so).
+    stall : int, optional
+        Iterations without a 1 % improvement of the best residual after which the solve stops
+        as stagnated (default ``max(100, min(1000, n))``).
 
     Returns
     -------
@@ -216,13 +317,16 @@ def make_method(inner, name: str, title: str, spd: str = "", uses_restart: bool 
         maxiter: int | None = None,
         check_every: int | None = None,
         restart: int = 50,
+        callback: Callable[[int, float], None] | None = None,
+        timeout: float | None = None,
+        stall: int | None = None,
     ) -> KrylovResult:
-        ctx = _Ctx(matvec, b, precond, dot, rtol, atol, maxiter, check_every)
+        ctx = _Ctx(matvec, b, precond, dot, rtol, atol, maxiter, check_every, callback, timeout, stall)
         if not uses_restart:
             return _outer(inner, ctx, x0)
         if not isinstance(restart, int) or restart < 1:
             raise ValueError(f"restart must be a positive integer, got {restart!r}")
-        return _outer(lambda c, x, r, rn, a, t: inner(c, x, r, rn, a, t, restart), ctx, x0)
+        return _outer(lambda c, x, r, rn, a, t, box: inner(c, x, r, rn, a, t, box, restart), ctx, x0)
 
     method.__name__ = name
     method.__qualname__ = name

@@ -9,15 +9,22 @@ from .base import _Ctx, _div, make_method
 __all__ = ["bicgstab"]
 
 
-def _bicgstab_inner(ctx: _Ctx, x, r, rn, act, tol):
+def _bicgstab_inner(ctx: _Ctx, x, r, rn, act, tol, box):
     # Saad Alg. 7.7 with right preconditioning (van der Vorst 1992).
     rhat = r.clone()
     one = torch.ones_like(ctx.dot(r, r))
     rho, alpha, omega = one, one, one
     v = torch.zeros_like(r)
     p = torch.zeros_like(r)
+    scale = 1e3 * torch.finfo(rn.dtype).eps * ctx.norm(rhat)
+    rnorm = rn
     for it in range(ctx.maxiter - ctx.used):
         rho_new = ctx.dot(rhat, r)
+        # breakdown (rho ~ 0: r orthogonal to the shadow residual): restart from the true residual
+        broken = act & (rho_new.abs() <= scale * rnorm)
+        if it > 0 and ctx.check(it) and bool(broken.any()):
+            ctx.claimed = True  # a retry from the true residual with a fresh shadow vector
+            break
         beta = _div(rho_new, rho) * _div(alpha, omega)
         p = r + beta * (p - omega * v)
         ph = ctx.M(p)
@@ -29,11 +36,14 @@ def _bicgstab_inner(ctx: _Ctx, x, r, rn, act, tol):
         t = ctx.A(sh)
         omega = torch.where(s_done, torch.zeros_like(alpha), _div(ctx.dot(t, s), ctx.dot(t, t))) * act
         x = x + alpha * ph + omega * sh
+        box[0] = x
         r = s - omega * t
         rho = rho_new
         ctx.iters += act
         ctx.used += 1
-        act = act & ~s_done & (ctx.norm(r) > tol)
+        rnorm = ctx.norm(r)
+        act = act & ~s_done & (rnorm > tol)
+        ctx.watch(torch.where(s_done, torch.zeros_like(rnorm), rnorm))
         if ctx.check(it) and not bool(act.any()):
             ctx.claimed = True
             break

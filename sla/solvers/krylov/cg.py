@@ -7,7 +7,7 @@ from .base import SPD, _Ctx, _div, make_method
 __all__ = ["cg"]
 
 
-def _cg_inner(ctx: _Ctx, x, r, rn, act, tol):
+def _cg_inner(ctx: _Ctx, x, r, rn, act, tol, box):
     # Saad Alg. 9.1 (preconditioned CG), one column per system.
     # work vectors: x, r, p, and Ap or z in turn (each dropped before the other is made)
     z = ctx.M(r)
@@ -24,6 +24,7 @@ def _cg_inner(ctx: _Ctx, x, r, rn, act, tol):
         ctx.used += 1
         rn = ctx.norm(r)
         act = act & (rn > tol)
+        ctx.watch(rn)  # x is updated in place: box[0] is x
         if ctx.done(it, act, rn, tol):
             ctx.claimed = True
             break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import _Ctx, _div, make_method
+from .base import _Ctx, _div, _Stop, make_method
 
 __all__ = ["fgmres", "gmres"]
 
@@ -26,7 +26,7 @@ def _givens(a, b):
     return c, s
 
 
-def _gmres_inner(ctx: _Ctx, x, r, rn, act, tol, flexible: bool, restart: int):
+def _gmres_inner(ctx: _Ctx, x, r, rn, act, tol, box, flexible: bool, restart: int):
     # Saad Alg. 9.5 (right-preconditioned GMRES) / 9.6 (FGMRES); one restart cycle.
     m = max(1, min(restart, ctx.maxiter - ctx.used))
     B, n, K = r.shape
@@ -67,10 +67,19 @@ def _gmres_inner(ctx: _Ctx, x, r, rn, act, tol, flexible: bool, restart: int):
         g[j + 1] = -s.conj().unsqueeze(1) * gj
         ctx.iters += act
         ctx.used += 1
+        try:
+            ctx.watch(g[j + 1].abs().to(rn.dtype))
+        except _Stop:
+            box[0] = _update(ctx, x, V, Z, H, g, j + 1, act, flexible)
+            raise
         if ctx.check(j) and not bool((act & (g[j + 1].abs() > tol)).any()):
             ctx.claimed = True
             break
-    k = j + 1
+    return _update(ctx, x, V, Z, H, g, j + 1, act, flexible)
+
+
+def _update(ctx, x, V, Z, H, g, k, act, flexible):
+    """``x + M (V_k y)`` (``x + Z_k y`` flexible) with ``y`` the least-squares solution of the cycle."""
     R = H[:, :, :k, :k]
     diag = torch.diagonal(R, dim1=-2, dim2=-1)
     R = R + torch.diag_embed(torch.where(diag == 0, torch.ones_like(diag), torch.zeros_like(diag)))
@@ -82,12 +91,12 @@ def _gmres_inner(ctx: _Ctx, x, r, rn, act, tol, flexible: bool, restart: int):
     return x + ctx.M(_combine(V[:k], y))
 
 
-def _fgmres_inner(ctx, x, r, rn, act, tol, restart):
-    return _gmres_inner(ctx, x, r, rn, act, tol, True, restart)
+def _fgmres_inner(ctx, x, r, rn, act, tol, box, restart):
+    return _gmres_inner(ctx, x, r, rn, act, tol, box, True, restart)
 
 
-def _rgmres_inner(ctx, x, r, rn, act, tol, restart):
-    return _gmres_inner(ctx, x, r, rn, act, tol, False, restart)
+def _rgmres_inner(ctx, x, r, rn, act, tol, box, restart):
+    return _gmres_inner(ctx, x, r, rn, act, tol, box, False, restart)
 
 
 gmres = make_method(_rgmres_inner, "gmres", "Right-preconditioned restarted GMRES(m) (general A)", uses_restart=True)

@@ -10,7 +10,7 @@ from .base import SPD, _Ctx, _div, _real, make_method
 __all__ = ["minres"]
 
 
-def _minres_inner(ctx: _Ctx, x, r, rn, act, tol):
+def _minres_inner(ctx: _Ctx, x, r, rn, act, tol, box):
     # Paige & Saunders (1975) with an SPD preconditioner, as in scipy's minres.
     # The estimate phibar is the M^{-1}-norm of the residual: scale the target.
     rdt = rn.dtype
@@ -50,9 +50,11 @@ def _minres_inner(ctx: _Ctx, x, r, rn, act, tol):
         w1, w2 = w2, w
         w = (v - oldeps.to(v.dtype) * w1 - delta.to(v.dtype) * w2) / gamma.to(v.dtype)
         x = x + (phi * act).to(x.dtype) * w
+        box[0] = x
         ctx.iters += act
         ctx.used += 1
         act = act & (phibar > tol_m) & (beta > 0)
+        ctx.watch(phibar * _div(rn, beta1))  # the estimate in the 2-norm scale
         if ctx.check(it) and not bool(act.any()):
             ctx.claimed = True
             break

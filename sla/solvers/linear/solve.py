@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import torch
 
 from ...checks import all_finite
 from ...config import (
+    IllConditionedWarning,
     NotPositiveDefiniteError,
     SingularMatrixError,
     SolveInfo,
@@ -76,6 +78,10 @@ class Prepared:
         self.setup_time = setup_time
         self.notes = notes
         self.stats: dict = {}
+        # per-call knobs of a cached iterative state (not part of its cache key)
+        for st in states if isinstance(states, list) else [states]:
+            if hasattr(st, "callback") and hasattr(st, "timeout"):
+                st.timeout, st.callback = cfg.timeout, cfg.callback
 
     def solve(self, b: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """``b`` is ``[B, M, K]`` with B the matrix batch size."""
@@ -91,6 +97,8 @@ class Prepared:
                         stats[k] = max(stats.get(k, 0), v)
                     elif k == "converged":
                         stats[k] = stats.get(k, True) and v
+                    elif k == "rcond":
+                        stats[k] = min(stats.get(k, v), v)
                     else:
                         stats[k] = v
             x = torch.stack(xs)
@@ -163,6 +171,38 @@ def prepare(A: SparseTensor, cfg: SolverConfig, kind: str | None = None) -> Prep
 
 
 # ------------------------------------------------------------------ solve
+def _asymmetric(A: SparseTensor) -> bool:
+    """Whether ``A`` differs from ``A^H`` by more than rounding (a cheap pass over the values)."""
+    with torch.no_grad():
+        AH = A.detach().H()
+        if AH.pattern is not A.pattern and not torch.equal(AH.pattern.crow, A.pattern.crow):
+            return True
+        if not torch.equal(AH.pattern.ccol, A.pattern.ccol):
+            return True
+        d = (AH._flat() - A._flat()).abs().amax()
+        return bool(d > 1e3 * torch.finfo(A.dtype).eps * A._flat().abs().amax())
+
+
+def _non_finite(A: SparseTensor, x3: torch.Tensor, prep: Prepared, stats: dict) -> None:
+    """Raise the error a non-finite solution means: overflow of a finite solution, an iteration
+    that broke down, or a singular matrix."""
+    name = f"{prep.backend.name}/{prep.method.name}"
+    finite = torch.isfinite(x3)
+    if prep.method.kind != "direct":
+        why = stats.get("reason") or "the iteration broke down"
+        extra = ""
+        if prep.matrix_type in ("spd", "hpd") and _asymmetric(A):
+            extra = f"; A is not symmetric but matrix_type={prep.matrix_type!r} was used: pass matrix_type='general'"
+        raise SingularMatrixError(f"{name} produced a non-finite solution ({why}{extra})")
+    if bool(finite.any()):
+        big = float(x3[finite].abs().max()) if bool(finite.any()) else 0.0
+        raise SingularMatrixError(
+            f"{name} produced a non-finite solution: some entries overflowed {A.dtype} (largest finite "
+            f"|x| = {big:.2e}); A is nearly singular or badly scaled -- rescale A or b, or solve in float64"
+        )
+    raise SingularMatrixError(f"{name} produced a non-finite solution: A is singular")
+
+
 def _relative_residual(A: SparseTensor, x3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         r = b3 - spmm_nograd(A.pattern, A._flat().detach(), x3.detach())
@@ -189,21 +229,38 @@ def _run(A: SparseTensor, b, prep: Prepared, return_info: bool, b_checked: bool 
     stats = prep.stats
     res = _relative_residual(A, x3, b3)
     worst = float(res.max()) if res.numel() else 0.0
+    direct = prep.method.kind == "direct"
     if worst != worst or worst == float("inf"):
-        raise SingularMatrixError(
-            f"{prep.backend.name}/{prep.method.name} produced a non-finite solution: A is singular"
-        )
+        _non_finite(A, x3, prep, stats)
     rtol, atol = prep.cfg.tolerances(A.dtype)
-    if prep.method.kind == "direct":
+    notes, reason = [], stats.get("reason")
+    if direct:
         # backward-stable direct solves leave tiny residuals; a large one means trouble
         limit = torch.finfo(A.dtype).eps ** 0.5
         converged = worst <= limit
-        notes = [] if converged else [f"direct solve residual {worst:.2e} > {limit:.1e}: A is singular or badly scaled"]
+        if not converged:
+            reason = f"the residual of a backward-stable direct solve should be near eps, but is > {limit:.1e}"
     else:
         bn = torch.linalg.vector_norm(b3.detach(), dim=1).max()
         tol = max(rtol, atol / float(bn) if float(bn) > 0 else 0.0)
         converged = bool(stats.get("converged", True)) and worst <= 10 * tol
-        notes = []
+        if not converged and reason is None:
+            reason = "the true residual is above the tolerance the method's estimate met"
+        if not converged and prep.matrix_type in ("spd", "hpd") and _asymmetric(A):
+            reason = (
+                f"A is not {'Hermitian' if A.is_complex else 'symmetric'} but matrix_type={prep.matrix_type!r} "
+                f"was used ({reason}); pass matrix_type='general' (method='gmres' or 'bicgstab')"
+            )
+    rcond = stats.get("rcond")
+    if rcond is not None and rcond < torch.finfo(A.dtype).eps ** 0.5:
+        msg = (
+            f"{prep.backend.name}/{prep.method.name}: A is ill-conditioned, reciprocal condition number "
+            f"~{rcond:.1e} (forward error up to ~{min(1.0, torch.finfo(A.dtype).eps / max(rcond, 1e-300)):.0e} "
+            "relative, although the residual is small)"
+        )
+        notes.append(msg)
+        if rcond < torch.finfo(A.dtype).eps:
+            warnings.warn(msg + "; the result may be meaningless", IllConditionedWarning, stacklevel=3)
     info = SolveInfo(
         backend=prep.backend.name,
         method=prep.method.name,
@@ -216,8 +273,11 @@ def _run(A: SparseTensor, b, prep: Prepared, return_info: bool, b_checked: bool 
         solve_time=solve_time,
         cached=prep.cached,
         notes=prep.notes + notes + list(stats.get("notes", [])),
+        history=stats.get("history"),
+        reason=None if converged else reason,
+        rcond=rcond,
     )
-    if not converged and prep.method.kind == "direct" and worst > 1e-2:
+    if not converged and direct and worst > 1e-2:
         raise SingularMatrixError(
             f"{info.backend}/{info.method}: relative residual {worst:.2e}; A is singular to working precision"
         )

@@ -1,0 +1,89 @@
+"""Krylov solves end: stagnation, breakdown, rtol=0, wall-clock limit, bounded default budget,
+and the residual history / callback they report (issue: no silent wrong answers)."""
+
+import time
+
+import pytest
+import torch
+
+import sla
+from sla.solvers import krylov
+from sla.solvers.krylov.base import DEFAULT_MAXITER, _Ctx
+
+METHODS = ["cg", "bicgstab", "gmres", "minres"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rtol_zero_stops_as_stagnated(method):
+    A = sla.gallery.poisson2d(12)
+    b = torch.ones(144, dtype=A.dtype)
+    t0 = time.perf_counter()
+    with pytest.raises(sla.ConvergenceError, match="stagnated") as e:
+        A.solve(b, backend="pytorch", method=method, rtol=0, maxiter=10**9)
+    assert time.perf_counter() - t0 < 20
+    assert "direct method" in str(e.value)  # names a better solver
+    # on_failure='warn': the best iterate comes back, finite and accurate to rounding
+    with pytest.warns(sla.ConvergenceWarning, match="stagnated"):
+        x, info = A.solve(
+            b, backend="pytorch", method=method, rtol=0, maxiter=10**9, on_failure="warn", return_info=True
+        )
+    ref = torch.linalg.solve(A.to_dense(), b)
+    assert torch.allclose(x, ref, rtol=1e-10, atol=1e-10)
+    assert info.reason.startswith("stagnated") and not info.converged
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_history_and_callback(method):
+    A = sla.gallery.poisson2d(10)
+    b = torch.arange(100, dtype=A.dtype).sin()
+    seen = []
+    x, info = A.solve(
+        b, backend="pytorch", method=method, rtol=1e-9, callback=lambda k, r: seen.append((k, r)), return_info=True
+    )
+    assert info.converged and info.history is not None
+    h = info.history
+    assert h[0] == pytest.approx(1.0)  # zero initial guess: ||r0|| = ||b||
+    assert len(h) >= info.iterations + 1
+    assert min(h) <= 1e-8
+    assert [k for k, _ in seen] == list(range(1, len(seen) + 1))
+    assert [r for _, r in seen] == pytest.approx(h[1 : len(seen) + 1])
+
+
+def test_timeout_stops_with_a_clear_error():
+    A = sla.gallery.poisson2d(60)
+    b = torch.ones(3600, dtype=A.dtype)
+    with pytest.raises(sla.ConvergenceError, match="timeout"):
+        A.solve(b, backend="pytorch", method="gmres", preconditioner="none", rtol=1e-14, timeout=1e-3)
+    with pytest.raises(ValueError, match="timeout"):
+        sla.SolverConfig(timeout=-1)
+    with pytest.raises(TypeError, match="callback"):
+        sla.SolverConfig(callback=3)
+
+
+def test_default_budget_is_bounded():
+    b = torch.ones(1, 10**6, 1, dtype=torch.float64)
+    ctx = _Ctx(lambda v: v, b, None, None, 1e-8, 0.0, None, None, None, None, None)
+    assert ctx.maxiter == DEFAULT_MAXITER
+    assert _Ctx(lambda v: v, b[:, :30], None, None, 1e-8, 0.0, None, None, None, None, None).maxiter == 300
+
+
+def test_breakdown_of_the_recursion_stops_not_runs_forever():
+    # CG on an indefinite matrix: the energy norm is not a norm, the iteration wanders
+    d = torch.tensor([1.0, -1.0] * 50, dtype=torch.float64)
+    b = torch.ones(1, 100, 1, dtype=torch.float64)
+    res = krylov.cg(lambda v: d[None, :, None] * v, b, rtol=0, maxiter=10**9)
+    assert not bool(res.converged.all())
+    assert res.reason is not None and res.steps < 2000
+    assert res.stats()["reason"] == res.reason
+
+
+def test_spd_claimed_for_a_nonsymmetric_matrix_is_named():
+    n = 50
+    i = torch.arange(n)
+    rows = torch.cat([i, i[:-1]])
+    cols = torch.cat([i, i[:-1] + 1])
+    vals = torch.cat([torch.full((n,), 1.0), torch.full((n - 1,), 3.0)]).double()
+    A = sla.SparseTensor(vals, rows, cols, (n, n))
+    b = torch.ones(n, dtype=torch.float64)
+    with pytest.raises((sla.ConvergenceError, sla.SingularMatrixError), match="not symmetric"):
+        A.solve(b, backend="pytorch", method="cg", matrix_type="spd", preconditioner="none", maxiter=500)
