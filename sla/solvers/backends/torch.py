@@ -65,6 +65,7 @@ class _State:
         self.hermitian = _is_hermitian(A, mtype)
         self.rtol, self.atol = cfg.tolerances(A.dtype)
         self.maxiter = cfg.maxiter
+        self.timeout, self.callback = cfg.timeout, cfg.callback
         self.restart = cfg.restart or 50
         if method in ("cg", "minres") and not self.hermitian:
             raise ValueError(
@@ -126,6 +127,8 @@ class _State:
             maxiter=self.maxiter,
             check_every=self.check_every,
             restart=self.restart,
+            timeout=self.timeout,
+            callback=self.callback,
         )
         stats = res.stats()
         stats["preconditioner"] = self.pc_name
