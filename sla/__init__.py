@@ -15,6 +15,7 @@ from .config import (
     BackendUnavailableError,
     ConvergenceError,
     ConvergenceWarning,
+    IllConditionedWarning,
     NotPositiveDefiniteError,
     SingularMatrixError,
     SlaError,
@@ -65,6 +66,7 @@ __all__ = [
     "NotPositiveDefiniteError",
     "ConvergenceError",
     "ConvergenceWarning",
+    "IllConditionedWarning",
     "BackendUnavailableError",
     # linear solves
     "solve",
