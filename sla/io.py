@@ -25,7 +25,7 @@ import torch
 from .pattern import Pattern
 from .sparse import DTYPES, SparseTensor, register_linalg
 
-__all__ = ["save_sparse", "load_sparse", "FORMAT_VERSION"]
+__all__ = ["save_sparse", "load_sparse", "load_metadata", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _FORMAT = "sla.SparseTensor"
@@ -67,7 +67,7 @@ def _safetensors():
     return st, safe_open
 
 
-def save_sparse(A: SparseTensor, path: str | os.PathLike) -> None:
+def save_sparse(A: SparseTensor, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Save ``A`` to a safetensors file (exact round trip with :func:`load_sparse`).
 
     Parameters
@@ -76,6 +76,9 @@ def save_sparse(A: SparseTensor, path: str | os.PathLike) -> None:
         Any batch shape and dtype; it is detached and copied to the CPU.
     path : str or os.PathLike
         Target file; written atomically (temporary name, then rename).
+    metadata : dict of str to str, optional
+        Your own entries, stored in the file's header; read them back with
+        :func:`load_metadata`.  Keys must not be the file format's own.
 
     Examples
     --------
@@ -87,6 +90,7 @@ def save_sparse(A: SparseTensor, path: str | os.PathLike) -> None:
     tensor([1., 1., 1.], dtype=torch.float64)
     """
     check_tensor(A)
+    user = _check_user_metadata(metadata)
     st, _ = _safetensors()
     p = A.pattern.to("cpu")
     values = A.values.detach().cpu().resolve_conj()
@@ -108,8 +112,33 @@ def save_sparse(A: SparseTensor, path: str | os.PathLike) -> None:
     grid = A.pattern.cache.get("grid")
     if grid is not None:
         meta["grid"] = json.dumps([int(g) for g in grid])
+    meta.update(user)
     with atomic_path(path) as tmp:
         st.save_file(tensors, tmp, metadata=meta)
+
+
+_RESERVED = ("format", "format_version", "shape", "batch_shape", "dtype", "nnz", "grid")
+
+
+def _check_user_metadata(metadata) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of str to str, got {type(metadata).__name__}")
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"metadata must map str to str, got {k!r}: {type(v).__name__}")
+        if k in _RESERVED:
+            raise ValueError(f"metadata key {k!r} is reserved by the file format (reserved: {list(_RESERVED)})")
+    return dict(metadata)
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata`` given to :func:`save_sparse` for the file at ``path`` (without the format's own keys)."""
+    _, safe_open = _safetensors()
+    with safe_open(os.fspath(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {k: v for k, v in meta.items() if k not in _RESERVED}
 
 
 def _meta_json(meta: dict, key: str, path: str):
@@ -197,8 +226,8 @@ def load_sparse(path: str | os.PathLike, device: str | torch.device | None = Non
     return SparseTensor._make(values, pattern)
 
 
-def _save_method(self, path) -> None:
-    save_sparse(self, path)
+def _save_method(self, path, metadata: dict[str, str] | None = None) -> None:
+    save_sparse(self, path, metadata)
 
 
 def _load_method(cls, path, device=None) -> SparseTensor:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import products, structure
+from . import convert, products, reductions, structure
 from .pattern import Pattern
 
 __all__ = ["SparseTensor", "register_linalg"]
@@ -113,6 +113,7 @@ class SparseTensor:
             raise ValueError(f"row/col ({row.device}/{col.device}) and values ({values.device}) must be on one device")
         pattern, inverse = Pattern.from_coo(row, col, shape[-2:])
         if inverse is not None:
+            pattern.memo("entry_index", lambda: inverse)  # the caller's entry k sits at inverse[k]
             values = values.new_zeros(*batch, pattern.nnz).index_add(-1, inverse, values)
         self._init(values, pattern, batch)
 
@@ -193,6 +194,10 @@ class SparseTensor:
     is_cuda = property(lambda self: self.values.is_cuda)
     is_complex = property(lambda self: self.values.dtype.is_complex)
     sparse_shape = property(lambda self: self.pattern.shape, doc="``(M, N)``.")
+    row_indices = property(lambda self: self.pattern.row, doc="Alias of ``row`` (the seed project's name).")
+    col_indices = property(lambda self: self.pattern.col, doc="Alias of ``col`` (the seed project's name).")
+    is_square = property(lambda self: self.pattern.shape[0] == self.pattern.shape[1], doc="``M == N``.")
+    is_batched = property(lambda self: bool(self.batch_shape), doc="Has batch dimensions.")
 
     @property
     def shape(self) -> torch.Size:
@@ -248,76 +253,12 @@ class SparseTensor:
         out = out.index_add(1, self.row * N + self.col, self._flat())
         return out.reshape(*self.batch_shape, M, N)
 
-    @classmethod
-    def from_scipy(
-        cls, matrix: Any, device: str | torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> SparseTensor:
-        """From any ``scipy.sparse`` matrix or array."""
-        import scipy.sparse as sp
-
-        if not sp.issparse(matrix):
-            raise TypeError(f"matrix must be a scipy.sparse matrix, got {type(matrix).__name__}")
-        csr = sp.csr_array(matrix)
-        csr.sum_duplicates()
-        csr.sort_indices()
-        crow = torch.from_numpy(csr.indptr.astype(np.int64))
-        col = torch.from_numpy(csr.indices.astype(np.int64))
-        data = torch.from_numpy(np.ascontiguousarray(csr.data))
-        if not (data.dtype.is_floating_point or data.dtype.is_complex):
-            data = data.to(torch.get_default_dtype())
-        out = cls._make(data, Pattern.from_csr(crow, col, csr.shape))
-        return out.to(device=device, dtype=dtype)
-
-    def to_scipy(self, format: str = "csr") -> Any:
-        """``scipy.sparse`` array of an unbatched tensor (copied to the CPU)."""
-        import scipy.sparse as sp
-
-        if self.batch_shape:
-            raise ValueError(f"to_scipy needs an unbatched tensor, got batch shape {self.batch_shape}")
-        p = self.pattern.to("cpu")
-        data = self.values.detach().cpu().resolve_conj().numpy()
-        A = sp.csr_array((data, p.ccol.numpy(), p.crow.numpy()), shape=p.shape)
-        return A.asformat(format)
-
-    @classmethod
-    def from_torch(cls, tensor: torch.Tensor) -> SparseTensor:
-        """From a torch sparse COO/CSR/CSC tensor ``[M, N]`` (or ``[*batch, M, N]`` COO with dense batch)."""
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.layout == torch.strided:
-            return cls.from_dense(tensor)
-        if tensor.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
-            if tensor.dim() != 2:
-                raise ValueError(f"batched compressed torch tensors are not supported, got shape {tuple(tensor.shape)}")
-            tensor = tensor.to_sparse_coo()
-        if tensor.layout != torch.sparse_coo:
-            raise TypeError(f"unsupported layout {tensor.layout}")
-        if tensor.sparse_dim() != 2:
-            raise ValueError(f"expected 2 sparse dims (M, N), got {tensor.sparse_dim()}")
-        t = tensor.coalesce()
-        row, col = t.indices()
-        vals = t.values()  # [nnz, *dense]
-        vals = vals.movedim(0, -1) if vals.dim() > 1 else vals
-        return cls(vals, row, col, tuple(vals.shape[:-1]) + tuple(t.shape[:2]))
-
-    def to_torch(self, layout: str = "coo") -> torch.Tensor:
-        """Torch sparse tensor (``'coo'`` or ``'csr'``) of an unbatched tensor."""
-        if self.batch_shape:
-            raise ValueError(f"to_torch needs an unbatched tensor, got batch shape {self.batch_shape}")
-        if layout == "coo":
-            idx = torch.stack([self.row, self.col])
-            return torch.sparse_coo_tensor(
-                idx, self.values, self.pattern.shape, is_coalesced=True, check_invariants=False
-            )
-        if layout == "csr":
-            return torch.sparse_csr_tensor(
-                self.pattern.crow.long(),
-                self.pattern.ccol.long(),
-                self.values,
-                self.pattern.shape,
-                check_invariants=False,
-            )
-        raise ValueError(f"layout must be 'coo' or 'csr', got {layout!r}")
+    from_scipy = classmethod(convert.from_scipy)
+    to_scipy = convert.to_scipy
+    from_torch = classmethod(convert.from_torch)
+    from_torch_sparse = classmethod(convert.from_torch)  # the seed project's name
+    to_torch = convert.to_torch
+    to_csr = convert.to_csr
 
     def to(self, *args: str | torch.device | torch.dtype, **kwargs: Any) -> SparseTensor:
         """Like ``Tensor.to``: a device, a dtype, or both (``device=``, ``dtype=``)."""
@@ -387,11 +328,20 @@ class SparseTensor:
 
     __matmul__ = matmul
 
-    def __rmatmul__(self, x):
-        """``x @ A = (A^T @ x^T)^T``."""
-        if x.dim() == 1:
-            return self.T() @ x
-        return (self.T() @ x.transpose(-1, -2)).transpose(-1, -2)
+    def __rmatmul__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ A`` for a row vector ``[M]``, a batch of them ``[*batch, M]`` or rows ``[*batch, K, M]``."""
+        if not isinstance(x, torch.Tensor):
+            return NotImplemented
+        M, nb = self.pattern.shape[0], len(self.batch_shape)
+        s = tuple(x.shape)
+        if x.dim() == 1 or (nb and x.dim() == nb + 1 and s[:nb] == self.batch_shape):
+            if s[-1] == M:
+                return self.T() @ x
+        elif x.dim() >= 2 and s[-1] == M and (not nb or s[:-2] == self.batch_shape):
+            return (self.T() @ x.transpose(-1, -2)).transpose(-1, -2)
+        b = list(self.batch_shape)
+        want = f"[{M}]" + (f", {b + [M]} (one row per member) or {b + ['K', M]}" if nb else f" or [..., K, {M}]")
+        raise ValueError(f"x in x @ A must have shape {want} for A of shape {list(self.shape)}, got {list(s)}")
 
     def _spspmm(self, other: SparseTensor) -> SparseTensor:
         if self.pattern.shape[1] != other.pattern.shape[0]:
@@ -493,28 +443,24 @@ class SparseTensor:
         return self._like(self.values.imag)
 
     # ----------------------------------------------------------- reductions
-    def _matrix_dim(self, dim: int) -> int:
-        nd = self.ndim
-        d = dim + nd if dim < 0 else dim
-        if d not in (nd - 2, nd - 1):
-            raise ValueError(f"dim must name a matrix dimension ({nd - 2}, {nd - 1}, -2 or -1), got {dim}")
-        return d - (nd - 2)
+    def sum(
+        self, dim: int | Sequence[int] | None = None, keepdim: bool = False, *, axis: int | Sequence[int] | None = None
+    ) -> torch.Tensor | SparseTensor:
+        """Sum like ``to_dense().sum(dim, keepdim)``, without the dense tensor.
 
-    def sum(self, dim: int | None = None) -> torch.Tensor:
-        """Sum like ``to_dense().sum(dim)`` for ``dim`` in None or a matrix dimension."""
-        if dim is None:
-            return self.values.sum(-1)
-        d = self._matrix_dim(dim)
-        M, N = self.pattern.shape
-        idx, size = (self.col, N) if d == 0 else (self.row, M)
-        return self.values.new_zeros(*self.batch_shape, size).index_add(-1, idx, self.values)
+        ``dim`` (or ``axis``, the seed project's name): None (every entry of
+        each matrix: ``[*batch]``, like :meth:`norm`; ``A.sum((-2, -1))``
+        says the same), an int or a tuple of batch and matrix dimensions.  A sum over
+        batch dimensions only stays sparse (a SparseTensor); one over a matrix
+        dimension is a dense tensor.
+        """
+        return reductions.reduce_sum(self, _axis_alias(dim, axis), keepdim)
 
-    def mean(self, dim: int | None = None) -> torch.Tensor:
-        """Mean like ``to_dense().mean(dim)`` (implicit zeros count)."""
-        M, N = self.pattern.shape
-        if dim is None:
-            return self.sum() / (M * N)
-        return self.sum(dim) / (M if self._matrix_dim(dim) == 0 else N)
+    def mean(
+        self, dim: int | Sequence[int] | None = None, keepdim: bool = False, *, axis: int | Sequence[int] | None = None
+    ) -> torch.Tensor | SparseTensor:
+        """Mean like ``to_dense().mean(dim, keepdim)`` (implicit zeros count)."""
+        return reductions.reduce_mean(self, _axis_alias(dim, axis), keepdim)
 
     def norm(self, ord: Any = "fro") -> torch.Tensor:
         """Matrix norm: ``'fro'``, ``1`` (max column sum), ``inf`` (max row sum); ``2`` via the solver layer."""
@@ -535,17 +481,36 @@ class SparseTensor:
         return self.values.new_zeros(*self.batch_shape, n).index_add(-1, idx, self.values[..., pos])
 
     # ------------------------------------------------------------ structure
-    def is_symmetric(self, rtol: float | None = None) -> bool:
-        """``A == A^T`` (to rounding), via the pattern's transpose permutation."""
+    def is_symmetric(self, rtol: float | None = None) -> bool | torch.Tensor:
+        """``A == A^T`` (to rounding): a bool, or for a batched tensor a bool tensor ``[*batch]`` per member."""
+        if self.batch_shape:
+            return structure.symmetric_members(self, conjugate=False, rtol=rtol)
         return structure.is_symmetric(self, conjugate=False, rtol=rtol)
 
-    def is_hermitian(self, rtol: float | None = None) -> bool:
-        """``A == A^H`` (to rounding)."""
+    def is_hermitian(self, rtol: float | None = None) -> bool | torch.Tensor:
+        """``A == A^H`` (to rounding): a bool, or a bool tensor ``[*batch]`` per member when batched."""
+        if self.batch_shape:
+            return structure.symmetric_members(self, conjugate=True, rtol=rtol)
         return structure.is_symmetric(self, conjugate=True, rtol=rtol)
 
-    def is_positive_definite(self) -> bool:
-        """Hermitian with a successful Cholesky-type factorisation (exact test, cached)."""
+    def is_positive_definite(self, method: str = "auto") -> bool | torch.Tensor:
+        """Hermitian positive definite: a bool, or a bool tensor ``[*batch]`` per member when batched.
+
+        ``method``: ``'auto'`` (exact, cached), ``'cholesky'``, ``'eigenvalue'`` or
+        ``'gershgorin'`` (a certificate only); see :func:`sla.structure.positive_definite_members`.
+        """
+        if self.batch_shape or method != "auto":
+            out = structure.positive_definite_members(self, method)
+            return out if self.batch_shape else bool(out)
         return structure.is_positive_definite(self)
+
+    def connected_components(self) -> tuple[torch.Tensor, int]:
+        """``(labels [N], count)`` of the weakly connected components of the pattern's graph."""
+        return structure.connected_components(self)
+
+    def has_isolated_components(self) -> bool:
+        """More than one connected component (``to_connected_components`` would split it)."""
+        return structure.connected_components(self)[1] > 1
 
     def detect_matrix_type(self) -> str:
         """One of ``'general'``, ``'symmetric'``, ``'spd'``, ``'hermitian'``, ``'hpd'``."""
@@ -559,10 +524,20 @@ class SparseTensor:
     svd = _delegate("svd", "Largest singular triplets; see :func:`sla.svd`.")
     det = _delegate("det", "Determinant; see :func:`sla.det`.")
     slogdet = _delegate("slogdet", "Sign and log-abs-determinant; see :func:`sla.slogdet`.")
-    condition_number = _delegate("condition_number", "2-norm condition number estimate.")
+    solve_batch = _delegate(
+        "solve_batch", "Solve for a batch of values on this pattern; see :func:`sla.solvers.linear.batch.solve_batch`."
+    )
+
+    def condition_number(self, ord: int | str = 2, **options: Any) -> torch.Tensor:
+        """2-norm condition number ``[*batch]``; ``options`` (``method``, ...) go to :func:`sla.condition_number`."""
+        if ord not in (2, "2"):
+            raise ValueError(f"ord must be 2 (the 2-norm condition number), got {ord!r}")
+        return _delegate("condition_number", "")(self, **options)
+
     nonlinear_solve = _delegate("nonlinear_solve", "Solve F(u, A, *params) = 0; see :func:`sla.nonlinear_solve`.")
     # persistence (sla.io registers these)
-    save = _delegate("save", "Save to a safetensors file; see :func:`sla.save_sparse`.")
+    save = _delegate("save", "Save to a safetensors file (``metadata``: extra strings); see :func:`sla.save_sparse`.")
+    spy = _delegate("spy", "Plot the sparsity pattern (matplotlib); see :func:`sla.spy.spy`.")
     load = classmethod(
         _delegate("load", "Load a file written by ``save`` onto ``device``; see :func:`sla.load_sparse`.")
     )
@@ -573,6 +548,12 @@ class SparseTensor:
 
 
 # --------------------------------------------------------------------- helpers
+def _axis_alias(dim, axis):
+    if axis is not None and dim is not None and axis != dim:
+        raise ValueError(f"give dim or its alias axis, not both (dim={dim!r}, axis={axis!r})")
+    return dim if axis is None else axis
+
+
 def _check_same(A: SparseTensor, x: torch.Tensor, name: str) -> None:
     if x.device != A.device:
         raise ValueError(f"{name} is on {x.device} but the matrix is on {A.device}; move one with .to()")

@@ -20,7 +20,16 @@ import torch
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
     from .sparse import SparseTensor
 
-__all__ = ["is_symmetric", "is_positive_definite", "is_dominant_definite", "detect_matrix_type", "guess_matrix_type"]
+__all__ = [
+    "is_symmetric",
+    "is_positive_definite",
+    "is_dominant_definite",
+    "detect_matrix_type",
+    "guess_matrix_type",
+    "symmetric_members",
+    "positive_definite_members",
+    "connected_components",
+]
 
 _DENSE_LIMIT = 1500
 _CHUNK = 1 << 20  # entries per pass of a chunked scan (1M: its temporaries stay small next to a 1M-unknown solve)
@@ -91,8 +100,6 @@ def _positive_diagonal(A) -> bool:
 
 def _irreducibly_dominant(A) -> bool:
     """Every row weakly diagonally dominant, and in each connected component one row strictly."""
-    import scipy.sparse.csgraph as csgraph
-
     v = A.values.detach().abs().reshape(A.batch_size, A.nnz)
     rows = A.pattern.rows()  # a temporary: the pattern keeps no int64 rows
     off = rows != A.pattern.ccol
@@ -104,14 +111,7 @@ def _irreducibly_dominant(A) -> bool:
         return False
     strict = (d > offsum + tol).cpu().numpy()
 
-    def components():
-        p = A.pattern.to("cpu")
-        import scipy.sparse as sp
-
-        g = sp.csr_array((np.ones(p.nnz, dtype=np.int8), p.ccol.numpy(), p.crow.numpy()), shape=p.shape)
-        return csgraph.connected_components(g, directed=True, connection="weak")
-
-    ncomp, labels = A.pattern.memo("components", components)
+    ncomp, labels = A.pattern.memo("components", lambda: _components(A.pattern))
     for b in range(A.batch_size):
         hit = np.zeros(ncomp, dtype=bool)
         hit[labels[strict[b]]] = True
@@ -180,3 +180,99 @@ def guess_matrix_type(A: SparseTensor) -> str:
     if herm:
         return "hermitian" if A.is_complex else "symmetric"
     return "symmetric" if (A.is_complex and is_symmetric(A)) else "general"
+
+
+# ------------------------------------------------------------ per batch member
+def _members(A: SparseTensor):
+    """Each batch member of ``A`` as an unbatched tensor on the shared pattern (detached)."""
+    flat = A.values.detach().reshape(A.batch_size, A.nnz)
+    return [type(A)._make(flat[b], A.pattern) for b in range(A.batch_size)]
+
+
+def symmetric_members(A: SparseTensor, conjugate: bool = False, rtol: float | None = None) -> torch.Tensor:
+    """``A_b == A_b^T`` (or ``A_b^H``) for every batch member: a bool tensor ``[*batch]`` (on the CPU).
+
+    Each member is compared with its own scale ``rtol * max|A_b|``.
+    """
+    M, N = A.pattern.shape
+    if M != N:
+        return torch.zeros(A.batch_shape, dtype=torch.bool)
+    if conjugate and not A.is_complex:
+        conjugate = False
+    rtol = _default_rtol(A.dtype) if rtol is None else rtol
+    v = A.values.detach().reshape(A.batch_size, A.nnz)
+    if A.nnz == 0:
+        return torch.ones(A.batch_shape, dtype=torch.bool)
+    scale = v.abs().amax(-1, keepdim=True)
+    if A.pattern.is_structurally_symmetric:
+        vt = v[:, A.pattern.transpose()[1]]
+        diff = (v - (vt.conj() if conjugate else vt)).abs()
+    else:
+        Ad = A.detach()
+        diff = (Ad - (Ad.H() if conjugate else Ad.T())).values.abs().reshape(A.batch_size, -1)
+    return (diff <= rtol * scale).all(-1).cpu().reshape(A.batch_shape)
+
+
+def _pd_by_eigenvalue(A: SparseTensor) -> bool:
+    n = A.pattern.shape[0]
+    if n > _DENSE_LIMIT:  # the exact factorisation test gives the same answer without n^3 work
+        return _factor_is_pd(A)
+    return bool((torch.linalg.eigvalsh(A.detach().to_dense()) > 0).all())
+
+
+_PD_METHODS = ("auto", "gershgorin", "cholesky", "eigenvalue")
+
+
+def positive_definite_members(A: SparseTensor, method: str = "auto") -> torch.Tensor:
+    """Positive definiteness of every batch member: a bool tensor ``[*batch]`` (on the CPU).
+
+    ``method``: ``'auto'`` (exact: a diagonal-dominance certificate, else a
+    Cholesky-type factorisation), ``'cholesky'`` (the factorisation only),
+    ``'eigenvalue'`` (smallest eigenvalue > 0, dense up to 1500 rows, else the
+    factorisation) or ``'gershgorin'`` (the certificate only: ``False`` means
+    "not certified", as with the seed project's Gershgorin test).
+    """
+    if method not in _PD_METHODS:
+        raise ValueError(f"method must be one of {_PD_METHODS}, got {method!r}")
+    M, N = A.pattern.shape
+    out = torch.zeros(A.batch_size, dtype=torch.bool)
+    if M != N:
+        return out.reshape(A.batch_shape)
+    herm = symmetric_members(A, conjugate=True).reshape(-1)
+    for b, Ab in enumerate(_members(A)):
+        if not herm[b]:
+            continue
+        if method == "auto":
+            ok = is_positive_definite(Ab)
+        elif method == "gershgorin":
+            ok = is_dominant_definite(Ab)
+        elif method == "cholesky":
+            ok = _positive_diagonal(Ab) and _factor_is_pd(Ab)
+        else:
+            ok = _pd_by_eigenvalue(Ab)
+        out[b] = ok
+    return out.reshape(A.batch_shape)
+
+
+# ------------------------------------------------------------------- graph
+def connected_components(A: SparseTensor) -> tuple[torch.Tensor, int]:
+    """Weakly connected components of the graph of a square matrix's pattern.
+
+    Returns ``(labels, count)``: ``labels`` int64 ``[N]`` on ``A.device``,
+    numbered ``0 .. count-1`` in order of each component's smallest node.
+    Stored zeros count as edges (the pattern decides).  Cached on the pattern.
+    """
+    M, N = A.pattern.shape
+    if M != N:
+        raise ValueError(f"connected components need a square matrix, got shape {tuple(A.shape)}")
+    ncomp, labels = A.pattern.memo("components", lambda: _components(A.pattern))
+    return torch.from_numpy(labels.astype(np.int64)).to(A.device), int(ncomp)
+
+
+def _components(pattern):
+    import scipy.sparse as sp
+    import scipy.sparse.csgraph as csgraph
+
+    p = pattern.to("cpu")
+    g = sp.csr_array((np.ones(p.nnz, dtype=np.int8), p.ccol.numpy(), p.crow.numpy()), shape=p.shape)
+    return csgraph.connected_components(g, directed=True, connection="weak")

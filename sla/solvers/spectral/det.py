@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ... import structure
 from ...config import SingularMatrixError
 from ...sparse import SparseTensor
 from ..linear.solve import check_matrix
@@ -233,7 +234,7 @@ class _SPDFactor:
 
 
 def _spd_candidate(A: SparseTensor) -> bool:
-    if A.is_complex or not A.pattern.is_structurally_symmetric or not A.is_symmetric():
+    if A.is_complex or not A.pattern.is_structurally_symmetric or not structure.is_symmetric(A):
         return False
     try:
         from sksparse import cholmod  # noqa: F401

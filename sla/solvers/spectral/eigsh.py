@@ -27,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ... import structure
 from ...config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig, rtol_alias
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
@@ -374,7 +375,7 @@ def eigsh(
     """
     n, k = _check(A, k, which, _WHICH_H, "eigsh")
     tol = rtol_alias(rtol, tol, "eigsh")
-    if not A.is_hermitian():
+    if not structure.is_symmetric(A, conjugate=True):  # every batch member
         raise ValueError("eigsh needs a symmetric (Hermitian) matrix; use eigs for general matrices")
     if method == "auto":
         method = "dense" if n <= DENSE_MAX or k >= n - 1 else ("lobpcg" if A.is_cuda else "arpack")

@@ -1,0 +1,72 @@
+"""Sums and means of a :class:`~sla.SparseTensor` over any of its dimensions, without a dense copy.
+
+The result is what ``A.to_dense().sum(dim, keepdim)`` would give (implicit zeros
+count in a mean), except that ``dim=None`` reduces each matrix (a ``[*batch]``
+tensor, like ``A.norm()``) and a reduction over batch dimensions only keeps the
+pattern and returns a SparseTensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:  # annotations only: sparse.py imports this module
+    from .sparse import SparseTensor
+
+__all__ = ["reduce_sum", "reduce_mean", "normalize_dims"]
+
+
+def normalize_dims(A: SparseTensor, dim: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Non-negative, sorted, unique dimensions of ``A`` (None stays None), or a clear error."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    nd = A.ndim
+    out = set()
+    for d in dims:
+        if not isinstance(d, int) or isinstance(d, bool) or not -nd <= d < nd:
+            raise ValueError(
+                f"dim must be an int in [{-nd}, {nd - 1}] (or a tuple of them) for shape {tuple(A.shape)}, got {dim!r}"
+            )
+        out.add(d % nd)
+    if len(out) != len(dims):
+        raise ValueError(f"dim names a dimension twice: {dim!r}")
+    return tuple(sorted(out))
+
+
+def reduce_sum(
+    A: SparseTensor, dim: int | Sequence[int] | None = None, keepdim: bool = False
+) -> torch.Tensor | SparseTensor:
+    """``A.to_dense().sum(dim, keepdim)``; batch-only reductions stay sparse."""
+    dims = normalize_dims(A, dim)
+    if dims is None:  # every entry of each matrix, like norm(): [*batch]
+        return A.values.sum(-1)
+    nb = len(A.batch_shape)
+    batch_dims = tuple(d for d in dims if d < nb)
+    v = A.values.sum(batch_dims, keepdim=keepdim) if batch_dims else A.values
+    rows, cols = nb in dims, nb + 1 in dims
+    if not (rows or cols):
+        return type(A)._make(v, A.pattern)
+    M, N = A.pattern.shape
+    if rows and cols:
+        out = v.sum(-1)
+        return out[..., None, None] if keepdim else out
+    idx, size = (A.col, N) if rows else (A.row, M)
+    out = v.new_zeros(*v.shape[:-1], size).index_add(-1, idx, v)
+    return out.unsqueeze(-2 if rows else -1) if keepdim else out
+
+
+def reduce_mean(
+    A: SparseTensor, dim: int | Sequence[int] | None = None, keepdim: bool = False
+) -> torch.Tensor | SparseTensor:
+    """``A.to_dense().mean(dim, keepdim)`` (implicit zeros count); batch-only reductions stay sparse."""
+    dims = normalize_dims(A, dim)
+    shape = tuple(A.shape)
+    count = 1
+    for d in range(len(shape) - 2, len(shape)) if dims is None else dims:
+        count *= shape[d]
+    total = reduce_sum(A, dims, keepdim)
+    return total / count if count else total * float("nan")
