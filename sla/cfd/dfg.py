@@ -118,8 +118,21 @@ def dfg_quantities(
     check_dfg_mesh(space)
     F = boundary_force(space, x, nu, "cylinder", dudt=dudt)
     scale = 2.0 / (u_mean**2 * DFG.diameter)
-    p = point_pressure(space, x, [DFG.front, DFG.back])
-    return {"c_D": scale * F[0], "c_L": scale * F[1], "dp": p[0] - p[1], "F": F}
+    p_front, p_back = (_body_point_pressure(space, x, pt) for pt in (DFG.front, DFG.back))
+    return {"c_D": scale * F[0], "c_L": scale * F[1], "dp": p_front - p_back, "F": F}
+
+
+def _body_point_pressure(space: TaylorHood, x: torch.Tensor, point: tuple[float, float]) -> torch.Tensor:
+    """Pressure at a point of the cylinder: the nodal value of the cylinder vertex there (it moves
+    with the body when the node coordinates are perturbed), interpolated if no vertex is there."""
+    mesh = space.mesh
+    nodes = torch.unique(mesh.facet_sets["cylinder"])
+    pt = torch.tensor(point, dtype=mesh.points.dtype, device=mesh.points.device)
+    dist = (mesh.points.detach()[nodes] - pt).norm(dim=-1)
+    k = int(dist.argmin())
+    if float(dist[k]) <= 1e-2 * DFG.diameter:
+        return x[space.n_u + nodes[k]]
+    return point_pressure(space, x, pt[None])[0]
 
 
 def solve_2d1(
