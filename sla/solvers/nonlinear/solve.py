@@ -90,7 +90,9 @@ class Newton:
         restart: int = 50,
         inner_maxiter: int | None = None,
         linear_options: dict | None = None,
+        jacobian: Callable | None = None,
     ):
+        self.jacobian = jacobian  # u -> SparseTensor J(u): the caller's Jacobian, solved directly
         if linear not in ("gmres", "sparse", "dense"):
             raise ValueError(f"linear_solver must be 'gmres', 'sparse' or 'dense', got {linear!r}")
         if linear == "sparse" and pattern is None:
@@ -100,6 +102,10 @@ class Newton:
         self.linear_options = dict(linear_options or {})
 
     def direction(self, res: Residual, u, F, r0, info: NonlinearInfo) -> torch.Tensor:
+        if self.jacobian is not None:
+            from ..linear.solve import solve
+
+            return solve(self.jacobian(u), -F, **self.linear_options)
         if self.linear == "sparse":
             J = assemble_jacobian(res, u, self.pattern)
             from ..linear.solve import solve
@@ -190,7 +196,9 @@ class Anderson:
 
 
 # ------------------------------------------------------------------- driver
-def _drive(res: Residual, u0: torch.Tensor, strategy, cfg: SolverConfig, info: NonlinearInfo) -> torch.Tensor:
+def _drive(
+    res: Residual, u0: torch.Tensor, strategy, cfg: SolverConfig, info: NonlinearInfo, verbose: bool = False
+) -> torch.Tensor:
     u = u0.detach().reshape(-1).clone()
     F = res(u)
     r0 = _norm(F)
@@ -207,6 +215,8 @@ def _drive(res: Residual, u0: torch.Tensor, strategy, cfg: SolverConfig, info: N
         fn = _norm(F)
         info.history.append(fn)
         info.iterations = it
+        if verbose:
+            log.info("nonlinear_solve %s: iteration %d, ||F|| = %.3e", info.method, it, fn)
         if fn != fn or fn == float("inf"):
             info.notes.append("diverged (non-finite residual)")
             break
@@ -232,6 +242,8 @@ def nonlinear_solve(
     adjoint: ImplicitAdjoint | None = None,
     config: SolverConfig | None = None,
     return_info: bool = False,
+    jacobian_fn: Callable | None = None,
+    verbose: bool = False,
     **options: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, NonlinearInfo]:
     """Solve ``residual_fn(u, *params) = 0`` for ``u``, differentiably in ``params``.
@@ -277,6 +289,16 @@ def nonlinear_solve(
         ``maxiter``, ``on_failure``.
     return_info : bool
         Also return a :class:`NonlinearInfo`.
+    jacobian_fn : callable, optional
+        ``J(u, *params)``, the exact ``dF/du`` at ``u``: a SparseTensor, a
+        ``(values, row, col, shape)`` tuple (the seed project's form) or a dense
+        tensor.  When given, Newton solves ``J du = -F`` with it (through
+        :func:`sla.solve` with ``linear_options``) and the adjoint solves
+        ``J^T lam = g`` with it; no Jacobian-vector products are formed.
+    verbose : bool
+        Log ``||F||`` at every iteration (logger ``"sla"``, level INFO).
+    max_iter : int
+        The seed project's name for ``maxiter`` (an alias, like ``tol`` for ``rtol``).
 
     Examples
     --------
@@ -297,7 +319,15 @@ def nonlinear_solve(
         raise ValueError("u0 has NaN or Inf entries")
     if "tol" in options:  # the seed project's name for rtol
         options["rtol"] = rtol_alias(options.get("rtol"), options.pop("tol"), "nonlinear_solve")
+    if "max_iter" in options:  # the seed project's name for maxiter
+        max_iter = options.pop("max_iter")
+        if options.get("maxiter") is not None and options["maxiter"] != max_iter:
+            raise ValueError(
+                f"nonlinear_solve: give maxiter or its alias max_iter, not both ({options['maxiter']!r}, {max_iter!r})"
+            )
+        options["maxiter"] = max_iter
     cfg = SolverConfig.resolve(config, **options)
+    jacobian = _user_jacobian(jacobian_fn, u0, params)
     if isinstance(preconditioner, str):
         if preconditioner not in ("auto", "none"):
             raise ValueError(f"preconditioner must be a callable, 'auto', 'none' or None, got {preconditioner!r}")
@@ -311,7 +341,13 @@ def nonlinear_solve(
         linear_solver = "sparse" if pattern is not None else "gmres"
     if method == "newton":
         strategy = Newton(
-            linear_solver, pattern, preconditioner, line_search, cfg.restart, linear_options=linear_options
+            linear_solver,
+            pattern,
+            preconditioner,
+            line_search,
+            cfg.restart,
+            linear_options=linear_options,
+            jacobian=jacobian,
         )
     elif method == "picard":
         strategy = Picard(preconditioner, damping)
@@ -319,6 +355,8 @@ def nonlinear_solve(
         strategy = Anderson(m, damping, preconditioner)
     else:
         raise ValueError(f"method must be 'newton', 'picard' or 'anderson', got {method!r}")
+    if adjoint is None and jacobian is not None:
+        adjoint = _JacobianAdjoint(jacobian, linear_options)
     if adjoint is None:
         # J^T is preconditioned by the preconditioner's adjoint when it has one (sla.solvers.precond objects do)
         padj = preconditioner.adjoint() if hasattr(preconditioner, "adjoint") else preconditioner
@@ -331,14 +369,58 @@ def nonlinear_solve(
             linear_options=linear_options,
         )
     res = Residual(residual_fn, u0, params, jvp=jvp)
-    info = NonlinearInfo(method=method if method != "newton" else f"newton-{linear_solver}")
-    u = _drive(res, u0, strategy, cfg, info)
+    kind = "jacobian_fn" if jacobian is not None else linear_solver
+    info = NonlinearInfo(method=method if method != "newton" else f"newton-{kind}")
+    u = _drive(res, u0, strategy, cfg, info, verbose)
     if res.jvp_mode == "fd" and method == "newton" and linear_solver == "gmres":
         info.notes.append("JVPs by finite differences")
     info.fail(cfg)
     if any(isinstance(p, torch.Tensor) and p.requires_grad for p in params) and torch.is_grad_enabled():
         u = ImplicitSolve.apply(u, res, adjoint, *params)
     return (u, info) if return_info else u
+
+
+def _user_jacobian(jacobian_fn: Callable | None, u0: torch.Tensor, params) -> Callable | None:
+    """``u_flat -> SparseTensor J(u)`` from the caller's ``jacobian_fn(u, *params)`` (params detached)."""
+    if jacobian_fn is None:
+        return None
+    if not callable(jacobian_fn):
+        raise TypeError(f"jacobian_fn must be callable, got {type(jacobian_fn).__name__}")
+    fixed = [p.detach() if isinstance(p, torch.Tensor) else p for p in params]
+    n = u0.numel()
+
+    def J(u: torch.Tensor) -> SparseTensor:
+        with torch.no_grad():
+            out = jacobian_fn(u.reshape(u0.shape), *fixed)
+        if isinstance(out, (tuple, list)) and len(out) == 4:
+            out = SparseTensor(*out)
+        elif isinstance(out, torch.Tensor) and out.layout == torch.strided:
+            out = SparseTensor.from_dense(out)
+        elif isinstance(out, torch.Tensor):
+            out = SparseTensor.from_torch(out)
+        if not isinstance(out, SparseTensor):
+            raise TypeError(
+                "jacobian_fn must return a SparseTensor, a (values, row, col, shape) tuple or a tensor, "
+                f"got {type(out).__name__}"
+            )
+        if tuple(out.shape) != (n, n):
+            raise ValueError(f"jacobian_fn returned a matrix of shape {tuple(out.shape)}, expected {(n, n)}")
+        return out.to(dtype=u.dtype)
+
+    return J
+
+
+class _JacobianAdjoint(ImplicitAdjoint):
+    """The adjoint ``J^T lam = g`` solved with the caller's Jacobian."""
+
+    def __init__(self, jacobian: Callable, linear_options: dict | None = None):
+        super().__init__(linear_options=linear_options)
+        self.jacobian = jacobian
+
+    def solve_transpose(self, res: Residual, u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        from ..linear.solve import solve
+
+        return solve(self.jacobian(u).T(), g, **self.linear_options)
 
 
 def sparse_nonlinear_solve(
@@ -356,6 +438,13 @@ def sparse_nonlinear_solve(
 
     def fn(u, values, *rest):
         return residual_fn(u, SparseTensor._make(values, pattern), *rest)
+
+    jac, seed_jac = kwargs.pop("jacobian_fn", None), kwargs.pop("jac_fn", None)  # jac_fn: the seed's method's name
+    if jac is not None and seed_jac is not None:
+        raise ValueError("give jacobian_fn or its alias jac_fn, not both")
+    jac = jac if jac is not None else seed_jac
+    if jac is not None:
+        kwargs["jacobian_fn"] = lambda u, values, *rest: jac(u, SparseTensor._make(values, pattern), *rest)
 
     if kwargs.get("linear_solver") == "sparse" and kwargs.get("jacobian_pattern") is None:
         kwargs["jacobian_pattern"] = _with_diagonal(pattern)
