@@ -6,6 +6,7 @@ reference is delta = P L^3 / (3 E I) + P L / (kappa G A) with kappa = 5/6.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,35 +24,50 @@ from sla.assembly import (
     rectangle,
 )
 
-from . import Result
-from ._common import info_summary, solve_timed
+from . import Phases, ProblemConfig, Result, param
+from ._common import info_summary, solve_timed, system_summary
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 
+@dataclass
+class Config(ProblemConfig):
+    """``problem=elasticity``: beam geometry, material, load and mesh."""
+
+    name: str = "elasticity"
+    length: float = param(10.0, gt=0, help="beam length L")
+    height: float = param(1.0, gt=0, help="beam height H")
+    young: float = param(1000.0, gt=0, help="Young's modulus E")
+    poisson: float = param(0.3, ge=0, lt=0.5, help="Poisson's ratio nu")
+    load: float = param(1.0, help="shear load P at x = L")
+    nx: int = param(40, ge=1, help="cells along the beam")
+    ny: int = param(8, ge=1, help="cells across the beam")
+
+
 def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype) -> Result:
     L, H, E, nu, P = (float(cfg[k]) for k in ("length", "height", "young", "poisson", "load"))
-    lam = E * nu / ((1 + nu) * (1 - 2 * nu))
-    mu = E / (2 * (1 + nu))
-    lam_ps = 2 * lam * mu / (lam + 2 * mu)  # plane stress
-    mesh = rectangle(0, L, 0, H, int(cfg.nx), int(cfg.ny), "tri", dtype=dtype, device=device)
-    el = ElementVector(ElementP2())
-    basis = CellBasis(mesh, el)
-    K = assemble(elasticity, basis, lam=lam_ps, mu=mu)
-    f = neumann(basis, [0.0, -P / H], "xmax")
-    u, info, wall = solve_timed(*apply_dirichlet(K, f, boundary_dofs(basis, "xmin")), solver)
+    phases = Phases()
+    with phases("assembly"):
+        lam = E * nu / ((1 + nu) * (1 - 2 * nu))
+        mu = E / (2 * (1 + nu))
+        lam_ps = 2 * lam * mu / (lam + 2 * mu)  # plane stress
+        mesh = rectangle(0, L, 0, H, int(cfg.nx), int(cfg.ny), "tri", dtype=dtype, device=device)
+        el = ElementVector(ElementP2())
+        basis = CellBasis(mesh, el)
+        K = assemble(elasticity, basis, lam=lam_ps, mu=mu)
+        f = neumann(basis, [0.0, -P / H], "xmax")
+        K0, f0 = apply_dirichlet(K, f, boundary_dofs(basis, "xmin"))
+    u, info, wall = solve_timed(K0, f0, solver, phases)
     u = u.reshape(-1, 2)
     x = el.dof_points(mesh)
     tip = torch.nonzero(((x[:, 0] - L).abs() < 1e-9) & ((x[:, 1] - H / 2).abs() < 1e-9)).flatten()
     deflection = -float(u[tip, 1].mean())
     reference = P * L**3 / (3 * E * H**3 / 12) + P * L / (5 / 6 * mu * H)
-    summary = {
-        "unknowns": K.sparse_shape[0],
-        "tip_deflection": deflection,
-        "timoshenko": reference,
-        "relative_error": abs(deflection - reference) / reference,
-    }
+    error = abs(deflection - reference) / abs(reference) if reference else abs(deflection)
+    summary = system_summary(K0)
     summary.update(info_summary(info, wall))
+    summary.update(phases.summary(), error=error, error_measure="tip deflection vs Timoshenko (relative)")
+    summary.update(tip_deflection=deflection, timoshenko=reference, relative_error=error)
     disp = torch.cat([u[: mesh.n_points], torch.zeros_like(u[: mesh.n_points, :1])], 1)
-    return Result(summary, mesh=mesh, point_data={"displacement": disp})
+    return Result(summary, mesh=mesh, point_data={"displacement": disp}, plot="displacement")

@@ -10,7 +10,7 @@ first-step and mean later-step solve times.
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,38 +18,51 @@ import torch
 import sla
 from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, laplace, mass, unit_square
 
-from . import Result
-from ._common import sines
+from . import Phases, ProblemConfig, Result, param, progress
+from ._common import info_summary, sines, solve_timed, system_summary
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 
+@dataclass
+class Config(ProblemConfig):
+    """``problem=heat``: mesh size, time step and number of steps."""
+
+    name: str = "heat"
+    n: int = param(128, ge=1, help="cells per side")
+    dt: float = param(0.001, gt=0, help="time step")
+    steps: int = param(50, ge=1, help="implicit Euler steps")
+
+
 def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype) -> Result:
-    mesh = unit_square(int(cfg.n), dtype=dtype, device=device)
-    basis = CellBasis(mesh, ElementP1())
-    K, M = assemble(laplace, basis), assemble(mass, basis)
-    dt, steps = float(cfg.dt), int(cfg.steps)
-    A = M + K * dt
-    bd = boundary_dofs(basis)
+    phases = Phases()
+    with phases("assembly"):
+        mesh = unit_square(int(cfg.n), dtype=dtype, device=device)
+        basis = CellBasis(mesh, ElementP1())
+        K, M = assemble(laplace, basis), assemble(mass, basis)
+        dt, steps = float(cfg.dt), int(cfg.steps)
+        A = M + K * dt
+        bd = boundary_dofs(basis)
     u = sines(mesh.points)
     times, cached = [], 0
-    for _ in range(steps):
-        A0, b0 = apply_dirichlet(A, M @ u, bd, 0.0)
-        t0 = time.perf_counter()
-        u, info = sla.solve(A0, b0, config=solver, return_info=True)
-        times.append(time.perf_counter() - t0)
+    for _ in progress(range(steps), total=steps, desc="time steps"):
+        with phases("assembly"):
+            A0, b0 = apply_dirichlet(A, M @ u, bd, 0.0)
+        u, info, wall = solve_timed(A0, b0, solver, phases)
+        times.append(wall)
         cached += bool(info.cached)
     exact = math.exp(-2 * math.pi**2 * dt * steps) * sines(mesh.points)
-    summary = {
-        "unknowns": mesh.n_points,
-        "steps": steps,
-        "t_end": dt * steps,
-        "relative_error": float((u - exact).norm() / exact.norm()),
-        "backend": info.backend,
-        "method": info.method,
-        "first_step_s": round(times[0], 4),
-        "later_step_mean_s": round(sum(times[1:]) / max(1, steps - 1), 5),
-        "steps_with_cached_setup": cached,
-    }
-    return Result(summary, mesh=mesh, point_data={"u": u, "u_exact": exact})
+    error = float((u - exact).norm() / exact.norm())
+    summary = system_summary(A0)
+    summary.update(info_summary(info, sum(times)))
+    summary.update(phases.summary(), error=error, error_measure="relative L2 nodal error vs exact decay")
+    summary.update(
+        steps=steps,
+        t_end=dt * steps,
+        relative_error=error,
+        first_step_s=round(times[0], 4),
+        later_step_mean_s=round(sum(times[1:]) / max(1, steps - 1), 5),
+        steps_with_cached_setup=cached,
+    )
+    return Result(summary, mesh=mesh, point_data={"u": u, "u_exact": exact}, plot="u")

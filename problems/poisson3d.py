@@ -6,17 +6,28 @@ Q1 hexahedra with ``element: Q1``).  Reports the largest nodal error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 import sla
 
-from . import Result
+from . import ProblemConfig, Result, param
 from ._common import poisson_run
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+
+
+@dataclass
+class Config(ProblemConfig):
+    """``problem=poisson3d``: grid size, discretisation and element."""
+
+    name: str = "poisson3d"
+    n: int = param(48, ge=2, help="cells (fem) / interior points (fd) per side")
+    discretization: str = param("fd", choices=("fd", "fem"), help="fd (7-point stencil) | fem")
+    element: str = param("P1", choices=("P1", "P2", "Q1"), help="fem element")
 
 
 def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: torch.dtype) -> Result:

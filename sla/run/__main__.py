@@ -1,0 +1,5 @@
+"""``python -m sla.run``: the Hydra runner (see :mod:`sla.run`)."""
+
+from . import main
+
+main()
