@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import structure
 from .pattern import Pattern
 from .sparse import SparseTensor, register_linalg
 
@@ -48,8 +49,12 @@ class SparseTensorList:
 
     Notes
     -----
-    ``to_block_diagonal()`` gives ``diag(A_1, ..., A_n)`` and the offsets of
-    the blocks; its pattern is built once per list and kept.
+    ``to_block_diagonal()`` gives ``diag(A_1, ..., A_n)``; the offsets of its
+    blocks are :attr:`offsets` (from :attr:`block_sizes`).  Its pattern is built
+    once per list and kept.  Arithmetic (``+ - * /``, unary ``-``) works member
+    by member with another list of the same shapes or with a scalar, with the
+    rules of :class:`~sla.SparseTensor` (so adding a scalar, which would fill
+    every implicit zero, is refused).
     """
 
     __slots__ = ("_tensors", "_block", "node_index")
@@ -58,6 +63,8 @@ class SparseTensorList:
         if isinstance(tensors, SparseTensor) or not isinstance(tensors, (list, tuple, SparseTensorList)):
             raise TypeError(f"tensors must be a list of SparseTensors, got {type(tensors).__name__}")
         tensors = list(tensors)
+        if not tensors:
+            raise ValueError("a SparseTensorList needs at least one member, got an empty list")
         for i, t in enumerate(tensors):
             if not isinstance(t, SparseTensor):
                 raise TypeError(f"tensors[{i}] must be a sla.SparseTensor, got {type(t).__name__}")
@@ -81,12 +88,31 @@ class SparseTensorList:
             return SparseTensorList(self._tensors[idx])
         return self._tensors[idx]
 
+    @classmethod
+    def from_coo_list(
+        cls, matrices: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Sequence[int]]]
+    ) -> SparseTensorList:
+        """From ``[(values, row, col, shape), ...]``, one tuple per member."""
+        if not isinstance(matrices, (list, tuple)):
+            raise TypeError(
+                f"matrices must be a list of (values, row, col, shape) tuples, got {type(matrices).__name__}"
+            )
+        out = []
+        for i, m in enumerate(matrices):
+            if not isinstance(m, (list, tuple)) or len(m) != 4:
+                raise ValueError(f"matrices[{i}] must be a (values, row, col, shape) tuple, got {m!r:.80}")
+            out.append(SparseTensor(*m))
+        return cls(out)
+
+    @classmethod
+    def from_torch_sparse_list(cls, tensors: Sequence[torch.Tensor]) -> SparseTensorList:
+        """From torch sparse (COO or CSR) matrices, one per member."""
+        return cls([SparseTensor.from_torch(t) for t in tensors])
+
     def __iter__(self) -> Iterator[SparseTensor]:
         return iter(self._tensors)
 
     def __repr__(self) -> str:
-        if not self._tensors:
-            return "SparseTensorList([])"
         return (
             f"SparseTensorList(len={len(self)}, total_shape={self.total_shape}, nnz={self.nnz}, "
             f"dtype={self.dtype}, device={self.device})"
@@ -97,14 +123,16 @@ class SparseTensorList:
         return list(self._tensors)
 
     def _first(self) -> SparseTensor:
-        if not self._tensors:
-            raise ValueError("the SparseTensorList is empty")
         return self._tensors[0]
 
     device = property(lambda self: self._first().device)
     dtype = property(lambda self: self._first().dtype)
     shapes = property(lambda self: [tuple(t.shape) for t in self._tensors], doc="``[(M_i, N_i), ...]``.")
     nnz = property(lambda self: sum(t.nnz for t in self._tensors), doc="Stored entries of all members.")
+    total_nnz = property(lambda self: sum(t.nnz for t in self._tensors), doc="Alias of ``nnz`` (the seed's name).")
+    block_sizes = property(
+        lambda self: [tuple(t.shape) for t in self._tensors], doc="``[(M_i, N_i), ...]``: the diagonal blocks."
+    )
     total_shape = property(
         lambda self: (sum(t.shape[0] for t in self._tensors), sum(t.shape[1] for t in self._tensors)),
         doc="Shape of the block-diagonal matrix.",
@@ -160,16 +188,14 @@ class SparseTensorList:
             self._block = (pattern, ro, co)
         return self._block
 
-    def to_block_diagonal(self) -> tuple[SparseTensor, torch.Tensor]:
-        """``(diag(A_1, ..., A_n), offsets)``; block ``i`` spans rows ``offsets[i]:offsets[i+1]``.
+    def to_block_diagonal(self) -> SparseTensor:
+        """``diag(A_1, ..., A_n)``; block ``i`` spans rows ``offsets[i]:offsets[i+1]`` and columns
+        ``col_offsets[i]:col_offsets[i+1]`` (see :attr:`offsets`, :attr:`block_sizes`).
 
-        ``offsets`` (int64, CPU) are row offsets; for square members they are
-        the column offsets too (else see :attr:`col_offsets`).  Gradients flow
-        from the block matrix's values to every member's values.
+        Gradients flow from the block matrix's values to every member's values.
         """
-        pattern, ro, _ = self._block_pattern()
-        values = torch.cat([t.values for t in self._tensors])
-        return SparseTensor._make(values, pattern), ro
+        pattern, _, _ = self._block_pattern()
+        return SparseTensor._make(torch.cat([t.values for t in self._tensors]), pattern)
 
     @property
     def offsets(self) -> torch.Tensor:
@@ -192,9 +218,9 @@ class SparseTensorList:
         A : SparseTensor
             Unbatched; every stored entry must lie inside a diagonal block.
         sizes : sequence of int or of (M_i, N_i)
-            Block sizes (an int means a square block).
+            Block sizes (an int means a square block), e.g. another list's :attr:`block_sizes`.
         offsets : sequence of int, keyword-only
-            Alternatively, the row (= column) offsets from :meth:`to_block_diagonal`.
+            Alternatively, the row (= column) offsets of square blocks (:attr:`offsets`).
         """
         if not isinstance(A, SparseTensor) or A.batch_shape:
             raise ValueError("A must be an unbatched sla.SparseTensor")
@@ -238,16 +264,11 @@ class SparseTensorList:
         indices), renumbered from 0; values are differentiable views of
         ``A.values``.  Components are ordered by their smallest node.
         """
-        from scipy.sparse.csgraph import connected_components
-
         if not isinstance(A, SparseTensor) or A.batch_shape:
             raise ValueError("A must be an unbatched sla.SparseTensor")
-        n, m = A.sparse_shape
-        if n != m:
-            raise ValueError(f"connected components need a square matrix, got shape {(n, m)}")
-        ncomp, labels = connected_components(A.detach().to_scipy("csr"), directed=True, connection="weak")
+        n = A.sparse_shape[0]
+        labels, ncomp = structure.connected_components(A)
         dev = A.device
-        labels = torch.from_numpy(labels.astype(np.int64)).to(dev)
         order = torch.argsort(labels, stable=True)  # nodes grouped by component, original order inside
         sizes = torch.bincount(labels, minlength=ncomp)
         starts = torch.cumsum(sizes, 0) - sizes
@@ -264,14 +285,78 @@ class SparseTensorList:
         out.node_index = list(torch.split(order, sizes_l))
         return out
 
+    # ----------------------------------------------------------- arithmetic
+    def _zip(self, other, op, name: str) -> SparseTensorList:
+        if isinstance(other, SparseTensorList):
+            if len(other) != len(self):
+                raise ValueError(f"{name} needs lists of one length, got {len(self)} and {len(other)}")
+            return SparseTensorList([op(a, b) for a, b in zip(self._tensors, other._tensors)])
+        return SparseTensorList([op(a, other) for a in self._tensors])
+
+    def __add__(self, other: SparseTensorList) -> SparseTensorList:
+        return self._zip(other, lambda a, b: a + b, "+")
+
+    __radd__ = __add__
+
+    def __sub__(self, other: SparseTensorList) -> SparseTensorList:
+        return self._zip(other, lambda a, b: a - b, "-")
+
+    def __rsub__(self, other: Any) -> SparseTensorList:
+        return self._zip(other, lambda a, b: b - a, "-")
+
+    def __mul__(self, other: SparseTensorList | float | torch.Tensor) -> SparseTensorList:
+        return self._zip(other, lambda a, b: a * b, "*")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: float | torch.Tensor) -> SparseTensorList:
+        return self._zip(other, lambda a, b: a / b, "/")
+
+    def __neg__(self) -> SparseTensorList:
+        return self._map(lambda t: -t)
+
+    # -------------------------------------------------- per-member results
+    def sum(self, axis: int | Sequence[int] | None = None) -> list[torch.Tensor]:
+        """``[A_i.sum(axis)]``: each member's sum (None: all its entries; 0: over rows; 1: over columns)."""
+        return [t.sum(axis=axis) for t in self._tensors]
+
+    def mean(self, axis: int | Sequence[int] | None = None) -> list[torch.Tensor]:
+        """``[A_i.mean(axis)]`` (implicit zeros count)."""
+        return [t.mean(axis=axis) for t in self._tensors]
+
+    def norm(self, ord: Any = "fro") -> list[torch.Tensor]:
+        """``[A_i.norm(ord)]`` (``'fro'``, 1, inf, 2)."""
+        return [t.norm(ord) for t in self._tensors]
+
+    def is_symmetric(self, rtol: float | None = None) -> list[bool]:
+        """``[A_i.is_symmetric()]``."""
+        return [t.is_symmetric(rtol) for t in self._tensors]
+
+    def is_positive_definite(self, method: str = "auto") -> list[bool]:
+        """``[A_i.is_positive_definite(method)]`` (exact by default)."""
+        return [t.is_positive_definite(method) for t in self._tensors]
+
+    def connected_components(self) -> tuple[torch.Tensor, int]:
+        """``(labels, count)`` of the block-diagonal matrix's graph: every member adds at least one component."""
+        return structure.connected_components(self.to_block_diagonal())
+
+    def has_isolated_components(self) -> bool:
+        """The block-diagonal matrix has more than one connected component (always, for two or more members)."""
+        return self.connected_components()[1] > 1
+
     # ------------------------------------------------------------ operators
     def _stack(self, xs: Operand, sizes: list, name: str):
-        """Concatenate per-member operands; return (x, splitter)."""
+        """Concatenate per-member operands; return (x, splitter).  One tensor is either every
+        member's operand stacked (``[sum n_i(, K)]``) or, when every ``n_i`` is its length and
+        there are several members, one operand for all of them."""
         total = sum(sizes)
         if isinstance(xs, torch.Tensor):
+            if xs.dim() in (1, 2) and len(sizes) > 1 and all(s == xs.shape[0] for s in sizes):
+                return torch.cat([xs] * len(sizes)), sizes
             if xs.dim() not in (1, 2) or xs.shape[0] != total:
+                common = f" or one operand [{sizes[0]}] for every member" if len(set(sizes)) == 1 else ""
                 raise ValueError(
-                    f"{name} as one tensor must have shape [{total}] or [{total}, K], got {tuple(xs.shape)}"
+                    f"{name} as one tensor must have shape [{total}] or [{total}, K]{common}, got {tuple(xs.shape)}"
                 )
             return xs, None
         if not isinstance(xs, (list, tuple)) or len(xs) != len(self):
@@ -287,8 +372,7 @@ class SparseTensorList:
     def matmul(self, xs: Operand) -> list[torch.Tensor] | torch.Tensor:
         """``[A_i @ x_i]`` for a list of operands (or one stacked tensor -> one stacked result)."""
         x, split = self._stack(xs, [t.shape[1] for t in self._tensors], "x")
-        A, _ = self.to_block_diagonal()
-        y = A @ x
+        y = self.to_block_diagonal() @ x
         return y if split is None else list(torch.split(y, [t.shape[0] for t in self._tensors]))
 
     __matmul__ = matmul
@@ -305,8 +389,7 @@ class SparseTensorList:
             if t.shape[0] != t.shape[1]:
                 raise ValueError(f"solve needs square members; member {i} has shape {tuple(t.shape)}")
         b, split = self._stack(bs, [t.shape[0] for t in self._tensors], "b")
-        A, _ = self.to_block_diagonal()
-        out = A.solve(b, **options)
+        out = self.to_block_diagonal().solve(b, **options)
         x, info = out if options.get("return_info") else (out, None)
         if split is not None:
             x = list(torch.split(x, split))

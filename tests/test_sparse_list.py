@@ -46,12 +46,17 @@ def test_container_basics():
 def test_block_diagonal_matches_scipy_and_round_trips(device):
     ms = _members()
     L = SparseTensorList(ms).to(device)
-    B, offsets = L.to_block_diagonal()
+    B = L.to_block_diagonal()
+    assert isinstance(B, sla.SparseTensor)
     ref = sp.block_diag([m.to_scipy() for m in ms]).toarray()
     np.testing.assert_array_equal(B.to_dense().cpu().numpy(), ref)
+    offsets = L.offsets
     assert offsets.tolist() == [0, 9, 14, 18]
+    assert L.block_sizes == [(9, 9), (5, 5), (4, 4)]
     back = SparseTensorList.from_block_diagonal(B, offsets=offsets)
     back2 = SparseTensorList.from_block_diagonal(B, [9, 5, (4, 4)])
+    back3 = SparseTensorList.from_block_diagonal(B, L.block_sizes)
+    assert back3.block_sizes == L.block_sizes
     for a, b, c in zip(ms, back, back2):
         assert torch.equal(a.to_dense(), b.to_dense().cpu()) and torch.equal(a.to_dense(), c.to_dense().cpu())
     with pytest.raises(ValueError, match="not block diagonal"):
