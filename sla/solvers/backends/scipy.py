@@ -57,24 +57,70 @@ def _back(x: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).to(like.dtype).reshape(like.shape)
 
 
+# ------------------------------------------------------- condition estimate
+class _Factored:
+    """A factorisation (anything with ``solve(b, trans=...)``) and the reciprocal condition
+    number estimated from it."""
+
+    def __init__(self, lu, S, estimate: bool = True):
+        self.lu = lu
+        self.rcond = _rcond_1norm(S, lu) if estimate else None
+
+    def solve(self, b, trans="N"):
+        return self.lu.solve(b, trans=trans)
+
+
+def _rcond_1norm(S, lu) -> float:
+    """``1 / (||A||_1 ||A^{-1}||_1)`` with ``||A^{-1}||_1`` from Hager's / Higham's estimator
+    (``scipy.sparse.linalg.onenormest``, one column: a few solves with the factors, as LAPACK's
+    ``*gecon`` does), so no inverse is formed."""
+    import scipy.sparse.linalg as spla
+
+    n = S.shape[0]
+    if n == 0:
+        return 1.0
+    anorm = float(abs(S).sum(axis=0).max())
+    if anorm == 0 or not np.isfinite(anorm):
+        return 0.0
+    dt = S.dtype  # the factors solve in their own precision
+    inv = spla.LinearOperator(
+        S.shape,
+        matvec=lambda v: lu.solve(np.asarray(v, dtype=dt).ravel()),
+        rmatvec=lambda v: lu.solve(np.asarray(v, dtype=dt).ravel(), trans="H" if np.iscomplexobj(v) else "T"),
+        dtype=dt,
+    )
+    with np.errstate(all="ignore"):
+        est = float(spla.onenormest(inv, t=1)) if n > 1 else float(abs(inv.matvec(np.ones(1, dt))[0]))
+    if not np.isfinite(est) or est == 0:
+        return 0.0
+    return 1.0 / (anorm * est)
+
+
+def _rcond_option(cfg) -> tuple[dict, bool]:
+    """The backend options without ``rcond`` (``options={'rcond': False}`` skips the estimate)."""
+    opts = dict(cfg.options or {})
+    return opts, bool(opts.pop("rcond", True))
+
+
 # ----------------------------------------------------------------- SuperLU
 def _lu_setup(A, cfg, mtype):
     import scipy.sparse.linalg as spla
 
     S = _csc(A, mtype)
-    opts = dict(cfg.options or {})
+    opts, estimate = _rcond_option(cfg)
     if mtype in _SYMMETRIC and not opts:
         # symmetric structure: minimum degree on A^T + A and a diagonal-preferring pivot
         opts = dict(permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1, options=dict(SymmetricMode=True))
     try:
-        return spla.splu(S, **opts)
+        lu = spla.splu(S, **opts)
     except RuntimeError as exc:
         raise SingularMatrixError(f"SuperLU: {exc} (the matrix is singular)") from exc
+    return _Factored(lu, S, estimate)
 
 
 def _lu_apply(lu, b, transpose=False):
     x = lu.solve(_np(b), trans="H" if transpose else "N")
-    return _back(x, b), {}
+    return _back(x, b), {"rcond": lu.rcond}
 
 
 # ----------------------------------------------------------------- CHOLMOD
@@ -101,11 +147,25 @@ def _cholmod(A, mtype, mode):
                 raise NotPositiveDefiniteError(
                     f"CHOLMOD: the matrix is not positive definite ({int(np.sum(d.real <= 0))} non-positive pivots)"
                 )
-        return f
+        else:
+            d = f.D()
+        # CHOLMOD's own estimate (cholmod_rcond): (min / max of diag L)^2 = min / max of D
+        ad = np.abs(d.real) if d.size else np.ones(1)
+        return _Cholmod(f, float(ad.min() / ad.max()) if ad.max() > 0 else 0.0)
     except cholmod.CholmodNotPositiveDefiniteError as exc:
         if mode == "simplicial":
             raise SingularMatrixError(f"CHOLMOD LDL^T hit a zero pivot: {exc}") from exc
         raise NotPositiveDefiniteError(f"CHOLMOD: the matrix is not positive definite ({exc})") from exc
+
+
+class _Cholmod:
+    """A CHOLMOD factor and its reciprocal condition estimate."""
+
+    def __init__(self, f, rcond: float):
+        self.f, self.rcond = f, rcond
+
+    def __call__(self, b):
+        return self.f(b)
 
 
 def _chol_setup(A, cfg, mtype):
@@ -125,7 +185,7 @@ def _chol_apply(f, b, transpose=False):
     x = f(_np(b).astype(np.complex128 if b.is_complex() else np.float64))
     if not np.all(np.isfinite(x)):
         raise SingularMatrixError("CHOLMOD produced a non-finite solution (singular matrix)")
-    return _back(x, b), {}
+    return _back(x, b), {"rcond": f.rcond}
 
 
 # ----------------------------------------------------------------- UMFPACK
@@ -137,8 +197,9 @@ def _umf_setup(A, cfg, mtype):
     S = _csc(A)
     if S.dtype in (np.float32, np.complex64):
         S = S.astype(np.complex128 if np.iscomplexobj(S.data) else np.float64)
+    _, estimate = _rcond_option(cfg)
     try:
-        return um.splu(S)
+        return _Factored(um.splu(S), S, estimate)
     except RuntimeError as exc:
         raise SingularMatrixError(f"UMFPACK: {exc}") from exc
 
@@ -147,7 +208,7 @@ def _umf_apply(lu, b, transpose=False):
     rhs = _np(b)
     rhs = rhs.astype(np.complex128 if b.is_complex() else np.float64)
     x = lu.solve(rhs, trans="H" if transpose else "N")
-    return _back(x, b), {}
+    return _back(x, b), {"rcond": lu.rcond}
 
 
 # --------------------------------------------------------------- iterative

@@ -98,7 +98,7 @@ class Prepared:
                     elif k == "converged":
                         stats[k] = stats.get(k, True) and v
                     elif k == "rcond":
-                        stats[k] = min(stats.get(k, v), v)
+                        stats[k] = v if stats.get(k) is None else (stats[k] if v is None else min(stats[k], v))
                     else:
                         stats[k] = v
             x = torch.stack(xs)
@@ -252,15 +252,17 @@ def _run(A: SparseTensor, b, prep: Prepared, return_info: bool, b_checked: bool 
                 f"was used ({reason}); pass matrix_type='general' (method='gmres' or 'bicgstab')"
             )
     rcond = stats.get("rcond")
-    if rcond is not None and rcond < torch.finfo(A.dtype).eps ** 0.5:
+    eps = torch.finfo(A.dtype).eps
+    if rcond is not None and rcond < eps**0.5:
+        # forward error <~ eps / rcond although the residual is tiny (Higham, Accuracy and Stability, 7.2)
         msg = (
             f"{prep.backend.name}/{prep.method.name}: A is ill-conditioned, reciprocal condition number "
-            f"~{rcond:.1e} (forward error up to ~{min(1.0, torch.finfo(A.dtype).eps / max(rcond, 1e-300)):.0e} "
-            "relative, although the residual is small)"
+            f"~{rcond:.1e}: the relative error of x can reach ~{min(1.0, eps / max(rcond, 1e-300)):.0e} "
+            "although the residual is small"
         )
         notes.append(msg)
-        if rcond < torch.finfo(A.dtype).eps:
-            warnings.warn(msg + "; the result may be meaningless", IllConditionedWarning, stacklevel=3)
+        if rcond < 1e3 * eps:  # error bound above 1e-3: say so loudly (scipy.linalg.solve: rcond < eps)
+            warnings.warn(msg + "; rescale A or solve in higher precision", IllConditionedWarning, stacklevel=3)
     info = SolveInfo(
         backend=prep.backend.name,
         method=prep.method.name,
