@@ -178,6 +178,7 @@ class SIMP:
         # unit element stiffness (E = 1): one matrix for a lattice of equal cells, else one per cell
         self._map = self._coefficient_map()
         nnz = self._map.nnz
+        self.last_info = None  # SolveInfo of the latest state solve
         self._K0 = SparseTensor._make(torch.zeros(nnz, dtype=dt, device=dev), self._plan["pattern"].to(dev))
 
     # ------------------------------------------------------------------ pieces
@@ -199,6 +200,11 @@ class SIMP:
         dev = self.mesh.points.device
         return CoefficientMap(self._unit_matrices(), plan_index(self._plan, dev), self._plan["pattern"].nnz)
 
+    @property
+    def stiffness_pattern(self):
+        """The :class:`~sla.Pattern` of the stiffness matrix (shared by every iteration)."""
+        return self._K0.pattern
+
     def physical(self, x: torch.Tensor) -> torch.Tensor:
         """Filtered densities ``H x`` (differentiable)."""
         return self.filter @ x
@@ -216,7 +222,7 @@ class SIMP:
         """``(c, u)``: the compliance ``f . u`` of design ``x`` and the displacements."""
         K = self.stiffness(self.physical(x))
         Kb, fb = apply_dirichlet(K, self.load, self.fixed, 0.0)
-        u = solvers.solve(Kb, fb, config=self.solver)
+        u, self.last_info = solvers.solve(Kb, fb, config=self.solver, return_info=True)
         return self.load @ u, u
 
     def sensitivities(self, x: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -253,21 +259,14 @@ class SIMP:
             if x.shape != (E,) or bool((x < 0).any() | (x > 1).any()):
                 raise ValueError(f"x0 must be densities [{E}] in [0, 1], got shape {tuple(x.shape)}")
         res = TopologyResult(x=self.physical(x), design=x)
-        # dv is the gradient of a volume fraction; the OC bisection is invariant to its scale, the
-        # multiplier bracket of the 88-line code expects it in units of cells
+        # The volume is linear in x, V(x) = dv . x, so the OC bisection measures candidates with one
+        # dot product.  The bisection is invariant to the scale of dv; the multiplier bracket of the
+        # 88-line code expects it in units of cells.
         for it in range(1, maxiter + 1):
             t0 = time.perf_counter()
             c, dc, dv = self.sensitivities(x)
-            vol = float(self.volume(self.physical(x)))
-            scale = E
-            xnew = oc_update(
-                x,
-                dc,
-                dv * scale,
-                lambda xn: self.volume(self.physical(xn)),
-                self.volfrac,
-                move=self.move,
-            )
+            vol = float(dv @ x)
+            xnew = oc_update(x, dc, dv * E, lambda xn, dv=dv: dv @ xn, self.volfrac, move=self.move)
             change = float((xnew - x).abs().max())
             x = xnew
             if dev.type == "cuda":
@@ -277,7 +276,7 @@ class SIMP:
             res.volume.append(vol)
             res.change.append(change)
             res.iterations = it
-            log.info("topology it %d: compliance %.6g volume %.4f change %.4f", it, c, vol, change)
+            log.debug("topology it %d: compliance %.6g volume %.4f change %.4f", it, c, vol, change)
             if callback is not None:
                 callback(it, c, vol, change)
             if change < tol:
