@@ -39,7 +39,7 @@ from .elements import ElementP1, ElementP2, ElementVector
 from .mesh import Mesh
 from .plan import scatter_plan
 
-__all__ = ["TaylorHood", "BLOCKS"]
+__all__ = ["TaylorHood", "BLOCKS", "locate", "check_flow_mesh"]
 
 #: block names -> (row block, column block); 0 = velocity, 1 = pressure
 BLOCKS = {"uu": (0, 0), "up": (0, 1), "pu": (1, 0), "pp": (1, 1)}
@@ -182,6 +182,17 @@ class TaylorHood:
         fac = [m.boundary_facets if t == "boundary" and t not in m.facet_sets else m.facet_sets[t] for t in tags]
         return self.velocity.facet_dofs(m, torch.cat(fac), components)
 
+    def evaluate(self, x: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocity ``[k, dim]`` and pressure ``[k]`` of the state ``x`` at arbitrary ``points [k, dim]``
+        (differentiable w.r.t. ``x``)."""
+        u, p = self.split(x)
+        cell, X = locate(self.mesh, points)
+        phi2 = self.p2.phi(X)  # [k, n2]
+        phi1 = self.pressure.phi(X)  # [k, 3]
+        d2 = self.p2.dofs(self.mesh)[cell]
+        d1 = self.mesh.cells[cell]
+        return (phi2[..., None] * u[d2]).sum(1), (phi1 * p[d1]).sum(1)
+
     def pressure_mean(self, p: torch.Tensor) -> torch.Tensor:
         """``int p dx / |Omega|`` of a P1 pressure ``[n_p]`` (differentiable)."""
         w = self._p_weights()
@@ -192,3 +203,24 @@ class TaylorHood:
         return torch.zeros(self.n_p, dtype=b.dx.dtype, device=b.dx.device).index_add(
             0, b.dofs.reshape(-1), (b.phi * b.dx[..., None]).sum(1).reshape(-1)
         )
+
+
+def locate(mesh: Mesh, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cell [k], reference coordinates [k, dim])`` of query points in a simplex mesh (a point
+    outside every cell is a ``ValueError``).  Brute force over the cells in blocks of points:
+    meant for probes and centrelines, not for millions of points."""
+    P, C = mesh.points.detach(), mesh.cells
+    x0 = P[C[:, 0]]  # [E, d]
+    T = (P[C[:, 1:]] - x0[:, None, :]).transpose(1, 2)  # [E, d, d]: columns x_i - x_0
+    Tinv = torch.linalg.inv(T)
+    cells, refs = [], []
+    for lo in range(0, points.shape[0], 64):
+        q = points[lo : lo + 64].to(P.dtype)
+        X = torch.einsum("eij,kej->kei", Tinv, q[:, None, :] - x0[None])  # [k, E, d]
+        lam_min = torch.minimum(X.min(-1).values, 1 - X.sum(-1))
+        best = lam_min.argmax(1)
+        if bool((lam_min.gather(1, best[:, None]) < -1e-10).any()):
+            raise ValueError("a query point lies outside the mesh")
+        cells.append(best)
+        refs.append(X[torch.arange(q.shape[0]), best])
+    return torch.cat(cells), torch.cat(refs)
