@@ -32,6 +32,7 @@ from .solvers import (
     det,
     eigs,
     eigsh,
+    explain_solve,
     get_available_backends,
     get_backend_methods,
     is_cudss_available,
@@ -46,7 +47,12 @@ from .solvers import (
     solve,
     spectral_norm,
     spsolve,
+    spsolve_batch_coo_different_layout,
+    spsolve_batch_coo_same_layout,
+    spsolve_batch_different_layout,
+    spsolve_batch_same_layout,
     spsolve_coo,
+    spsolve_csr,
     svd,
 )
 from .sparse import SparseTensor
@@ -70,8 +76,14 @@ __all__ = [
     "BackendUnavailableError",
     # linear solves
     "solve",
+    "explain_solve",
     "spsolve",
     "spsolve_coo",
+    "spsolve_csr",
+    "spsolve_batch_same_layout",
+    "spsolve_batch_different_layout",
+    "spsolve_batch_coo_same_layout",
+    "spsolve_batch_coo_different_layout",
     "LUFactorization",
     # beyond solve
     "eigsh",

@@ -14,6 +14,7 @@ imports the solver layer.
 
 from __future__ import annotations
 
+import importlib
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -495,18 +496,13 @@ class SparseTensor:
 
     def is_positive_definite(self, method: str = "auto") -> bool | torch.Tensor:
         """Hermitian positive definite: a bool, or a bool tensor ``[*batch]`` per member when batched.
-
-        ``method``: ``'auto'`` (exact, cached), ``'cholesky'``, ``'eigenvalue'`` or
-        ``'gershgorin'`` (a certificate only); see :func:`sla.structure.positive_definite_members`.
-        """
+        ``method``: see :func:`sla.structure.positive_definite_members` (``'auto'``: exact, cached)."""
         if self.batch_shape or method != "auto":
             out = structure.positive_definite_members(self, method)
             return out if self.batch_shape else bool(out)
         return structure.is_positive_definite(self)
 
-    def connected_components(self) -> tuple[torch.Tensor, int]:
-        """``(labels [N], count)`` of the weakly connected components of the pattern's graph."""
-        return structure.connected_components(self)
+    connected_components = structure.connected_components  # (labels [N], count) of the pattern's graph
 
     def has_isolated_components(self) -> bool:
         """More than one connected component (``to_connected_components`` would split it)."""
@@ -525,7 +521,7 @@ class SparseTensor:
     det = _delegate("det", "Determinant; see :func:`sla.det`.")
     slogdet = _delegate("slogdet", "Sign and log-abs-determinant; see :func:`sla.slogdet`.")
     solve_batch = _delegate(
-        "solve_batch", "Solve for a batch of values on this pattern; see :func:`sla.solvers.linear.batch.solve_batch`."
+        "solve_batch", "Solve for a batch of values on this pattern; see :mod:`sla.solvers.linear.batch`."
     )
 
     def condition_number(self, ord: int | str = 2, **options: Any) -> torch.Tensor:
@@ -537,7 +533,11 @@ class SparseTensor:
     nonlinear_solve = _delegate("nonlinear_solve", "Solve F(u, A, *params) = 0; see :func:`sla.nonlinear_solve`.")
     # persistence (sla.io registers these)
     save = _delegate("save", "Save to a safetensors file (``metadata``: extra strings); see :func:`sla.save_sparse`.")
-    spy = _delegate("spy", "Plot the sparsity pattern (matplotlib); see :func:`sla.spy.spy`.")
+
+    def spy(self, *args: Any, **kwargs: Any) -> Any:
+        """Plot the sparsity pattern (needs matplotlib); see :func:`sla.spy.spy`."""
+        return importlib.import_module("sla.spy").spy(self, *args, **kwargs)  # plotting: loaded on use only
+
     load = classmethod(
         _delegate("load", "Load a file written by ``save`` onto ``device``; see :func:`sla.load_sparse`.")
     )

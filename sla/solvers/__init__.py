@@ -3,6 +3,14 @@ nonlinear solves, and the backend registry.  Importing this package installs the
 behind the SparseTensor methods (``A.solve``, ``A.eigsh``, ...)."""
 
 from ..sparse import register_linalg
+from .linear.batch import (
+    solve_batch,
+    spsolve_batch_coo_different_layout,
+    spsolve_batch_coo_same_layout,
+    spsolve_batch_different_layout,
+    spsolve_batch_same_layout,
+    spsolve_csr,
+)
 from .linear.registry import (
     get_available_backends,
     get_backend_methods,
@@ -14,6 +22,7 @@ from .linear.registry import (
     select_backend,
     show_backends,
 )
+from .linear.policy import explain_solve
 from .linear.solve import LUFactorization, solve, spsolve, spsolve_coo
 from .nonlinear.solve import nonlinear_solve, sparse_nonlinear_solve
 from .spectral.det import det, slogdet
@@ -23,6 +32,7 @@ from .spectral.svd import condition_number, spectral_norm, svd
 
 register_linalg(
     solve=solve,
+    solve_batch=solve_batch,
     lu=LUFactorization,
     det=det,
     slogdet=slogdet,
@@ -36,8 +46,14 @@ register_linalg(
 
 __all__ = [
     "solve",
+    "explain_solve",
     "spsolve",
     "spsolve_coo",
+    "spsolve_csr",
+    "spsolve_batch_same_layout",
+    "spsolve_batch_different_layout",
+    "spsolve_batch_coo_same_layout",
+    "spsolve_batch_coo_different_layout",
     "LUFactorization",
     "get_available_backends",
     "get_backend_methods",
