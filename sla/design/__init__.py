@@ -15,6 +15,7 @@ True
 
 from .cases import TopologyCase, cantilever, mbb_beam
 from .filter import cell_centres, cell_volumes, density_filter
+from .observe import point_evaluation
 from .oc import oc_update
 from .simp import SIMP, TopologyResult, lame
 
@@ -28,5 +29,6 @@ __all__ = [
     "cell_centres",
     "cell_volumes",
     "oc_update",
+    "point_evaluation",
     "lame",
 ]
