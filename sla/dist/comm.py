@@ -15,7 +15,16 @@ from collections import Counter
 import torch
 import torch.distributed as dist
 
-__all__ = ["COUNTS", "DEFAULT_TIMEOUT", "DistributedTimeout", "all_reduce", "wait_all"]
+__all__ = [
+    "COUNTS",
+    "DEFAULT_TIMEOUT",
+    "DistributedTimeout",
+    "all_gather_list",
+    "all_reduce",
+    "broadcast",
+    "comm_device",
+    "wait_all",
+]
 
 #: collective counters: ``"halo"`` (one neighbour exchange), ``"all_reduce"``, ``"all_gather"``
 COUNTS: Counter = Counter()
@@ -29,6 +38,21 @@ class DistributedTimeout(RuntimeError):
 
 def _delta(timeout: float | None) -> datetime.timedelta:
     return datetime.timedelta(seconds=DEFAULT_TIMEOUT if timeout is None else float(timeout))
+
+
+def comm_device(group=None) -> torch.device:
+    """Where collective buffers must live: the current GPU for NCCL, the CPU otherwise."""
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def broadcast(t: torch.Tensor, group=None, timeout: float | None = None) -> torch.Tensor:
+    """Rank 0's ``t`` (of the group) on every rank, on ``t``'s device."""
+    buf = t.to(comm_device(group)).contiguous()
+    src = dist.get_global_rank(group, 0) if group is not None else 0
+    wait_all([dist.broadcast(buf, src=src, group=group, async_op=True)], "broadcast", timeout)
+    return buf.to(t.device)
 
 
 def wait_all(works, what: str, timeout: float | None = None) -> None:
@@ -55,8 +79,8 @@ def all_gather_list(t: torch.Tensor, sizes: list[int], group=None, timeout: floa
     """Every rank's ``t`` (first dims ``sizes[r]``; padded internally to the largest)."""
     COUNTS["all_gather"] += 1
     pad = max(sizes) if sizes else 0
-    buf = t.new_zeros(pad, *t.shape[1:])
+    buf = t.new_zeros(pad, *t.shape[1:], device=comm_device(group))
     buf[: t.shape[0]] = t
     chunks = [torch.empty_like(buf) for _ in sizes]
     wait_all([dist.all_gather(chunks, buf.contiguous(), group=group, async_op=True)], "all_gather", timeout)
-    return [c[:s] for c, s in zip(chunks, sizes)]
+    return [c[:s].to(t.device) for c, s in zip(chunks, sizes)]

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ..sparse import SparseTensor
-from .comm import DEFAULT_TIMEOUT, all_gather_list
+from .comm import DEFAULT_TIMEOUT, all_gather_list, broadcast
 from .dtensor import to_dtensor
 from .halo import HaloPlan, build_plan, exchange
 from .ops import DistOps
@@ -130,8 +130,7 @@ class DSparseTensor(DistSolve, DistOps):
         mesh, group = _mesh_and_group(mesh, A.device.type)
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         part = partition(A, world, pm, coords=coords)
-        parts = part.parts.clone()  # rank 0's partition everywhere (a partitioner may differ between ranks)
-        dist.broadcast(parts, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+        parts = broadcast(part.parts, group, timeout)  # rank 0's partition everywhere (partitioners may differ)
         if not torch.equal(parts, part.parts):
             from .partition import from_parts
 

@@ -18,7 +18,12 @@ import torch.distributed as dist
 from .comm import COUNTS, wait_all
 from .partition import Partition
 
-__all__ = ["HaloPlan", "build_plan", "exchange", "plan_from_sets", "reverse_exchange"]
+
+def _coo(indices, values, size):
+    return torch.sparse_coo_tensor(indices, values, size, check_invariants=False)
+
+
+__all__ = ["HaloPlan", "build_plan", "exchange", "exchange_rows", "plan_from_sets", "reverse_exchange"]
 
 
 @dataclass
@@ -118,6 +123,37 @@ def reverse_exchange(
     for q, idx in plan.send.items():
         out.index_add_(0, idx, bufs[q])
     return out
+
+
+def exchange_rows(
+    plan: HaloPlan, rows: torch.Tensor, group: dist.ProcessGroup | None = None, timeout: float | None = None
+) -> torch.Tensor:
+    """The ghost rows of a sparse matrix with owned rows ``rows`` (a real COO ``[n_owned, m]``
+    torch sparse tensor): a coalesced COO ``[n_ghost, m]`` (two neighbour exchanges)."""
+    rows = rows.coalesce()
+    idx, val = rows.indices(), rows.values()
+    n, m = rows.shape
+    counts = torch.bincount(idx[0], minlength=n)
+    gcount = exchange(plan, counts[:, None].to(torch.float64), group, timeout)[:, 0].round().long()
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=val.device)
+    crow[1:] = torch.cumsum(counts, 0)
+    packed = torch.stack([idx[1].to(torch.float64), val.to(torch.float64)], 1)  # columns exact below 2**53
+    COUNTS["halo"] += 1
+    ops, bufs = [], {}
+    for q, sel in plan.send.items():
+        pieces = [packed[crow[i] : crow[i + 1]] for i in sel.tolist()]
+        out = torch.cat(pieces) if pieces else packed.new_empty(0, 2)
+        ops.append(dist.P2POp(dist.isend, out.contiguous(), _peer(q, group), group))
+    start = 0
+    for q, c in sorted(plan.recv.items()):
+        bufs[q] = packed.new_empty(int(gcount[start : start + c].sum()), 2)
+        ops.append(dist.P2POp(dist.irecv, bufs[q], _peer(q, group), group))
+        start += c
+    if ops:
+        wait_all(dist.batch_isend_irecv(ops), "row exchange", timeout)
+    got = torch.cat([bufs[q] for q in sorted(bufs)]) if bufs else packed.new_empty(0, 2)
+    r = torch.repeat_interleave(torch.arange(plan.n_ghost, device=val.device), gcount)
+    return _coo(torch.stack([r, got[:, 0].round().long()]), got[:, 1].to(val.dtype), (plan.n_ghost, m)).coalesce()
 
 
 def _peer(rank_in_group: int, group) -> int:

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from ..sparse import SparseTensor
-from .comm import all_gather_list, wait_all
+from .comm import all_gather_list, comm_device, wait_all
 from .halo import HaloPlan
 
 __all__ = ["build_from_local"]
@@ -78,18 +78,18 @@ def build_from_local(cls, local: SparseTensor, owned: torch.Tensor, shape, mesh,
 
 def _send_lists(ghosts, owner, local_idx, world, group, timeout) -> dict:
     """Tell each owner which of its rows we need (all-to-all of the counts, then of the lists)."""
+    dev = comm_device(group)
     need = [local_idx[ghosts[owner[ghosts] == q]] for q in range(world)]
-    cnt_in = torch.zeros(world, dtype=torch.int64)
-    cnt_out = torch.tensor([t.numel() for t in need], dtype=torch.int64)
+    cnt_in = torch.zeros(world, dtype=torch.int64, device=dev)
+    cnt_out = torch.tensor([t.numel() for t in need], dtype=torch.int64, device=dev)
     wait_all([dist.all_to_all_single(cnt_in, cnt_out, group=group, async_op=True)], "from_local setup", timeout)
-    got = torch.empty(int(cnt_in.sum()), dtype=torch.int64)
-    wait_all(
-        [dist.all_to_all_single(got, torch.cat(need), cnt_in.tolist(), cnt_out.tolist(), group=group, async_op=True)],
-        "from_local setup",
-        timeout,
-    )
+    got = torch.empty(int(cnt_in.sum()), dtype=torch.int64, device=dev)
+    flat = torch.cat(need).to(dev)
+    ins, outs = cnt_in.tolist(), cnt_out.tolist()
+    wait_all([dist.all_to_all_single(got, flat, ins, outs, group=group, async_op=True)], "from_local setup", timeout)
+    got = got.cpu()
     send, start = {}, 0
-    for q, c in enumerate(cnt_in.tolist()):
+    for q, c in enumerate(ins):
         if c:
             send[q] = got[start : start + c].sort().values
         start += c

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..sparse import SparseTensor
+from .comm import broadcast
 
 __all__ = ["assemble_distributed", "partition_mesh"]
 
@@ -112,8 +113,7 @@ def assemble_distributed(
     _, group = _mesh_and_group(where, "cpu")
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     n = mesh.points.shape[0]
-    parts = partition_mesh(mesh, world, method).contiguous()
-    dist.broadcast(parts, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    parts = broadcast(partition_mesh(mesh, world, method), group, timeout)
     cells = mesh.cells.long()
     owned_mask = parts == rank
     ext_mask = _grow(cells, owned_mask, overlap) if (overlap > 0 and world > 1) else owned_mask

@@ -33,6 +33,11 @@ from .comm import all_reduce
 from .halo import HaloPlan, exchange, plan_from_sets, reverse_exchange
 from .partition import Partition
 
+
+def _coo(indices, values, size):
+    return torch.sparse_coo_tensor(indices, values, size, check_invariants=False)
+
+
 __all__ = ["OverlapBlock", "TwoLevelSchwarz", "overlap_block"]
 
 
@@ -77,6 +82,39 @@ def overlap_block(A: SparseTensor, part: Partition, rank: int, layers: int) -> O
     return OverlapBlock(plan.to(A.device), mat, layers)
 
 
+def _aggregates(B: SparseTensor, size: int) -> tuple[torch.Tensor, int]:
+    """Aggregates of the graph of ``B`` grown (aggregating aggregates) to about ``size`` nodes each."""
+    from ..solvers.precond.aggregate import aggregate
+
+    n = B.shape[0]
+    agg, nagg = torch.arange(n), n
+    p = B.pattern.to("cpu")
+    row, col = p.row.long(), p.col.long()
+    while n and n / nagg < size and nagg > 1:
+        off = row != col
+        r, c = agg[row[off]], agg[col[off]]
+        keep = r != c
+        key = torch.unique(r[keep] * nagg + c[keep])
+        r, c = key // nagg, key % nagg
+        crow = torch.zeros(nagg + 1, dtype=torch.int64)
+        crow[1:] = torch.cumsum(torch.bincount(r, minlength=nagg), 0)
+        a, m = aggregate(crow, c, nagg, "standard" if _has_pyamg() else "mis2")
+        a = torch.as_tensor(a, dtype=torch.int64)
+        lone = a < 0  # left out: each its own aggregate
+        a[lone] = torch.arange(int(lone.sum())) + int(m)
+        m = int(m) + int(lone.sum())
+        if m >= nagg:  # no progress (isolated nodes)
+            break
+        agg, nagg = a[agg], m
+    return agg, nagg
+
+
+def _has_pyamg() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyamg") is not None
+
+
 class TwoLevelSchwarz:
     """The two-level preconditioner of a DSparseTensor ``D`` (see the module docstring).
 
@@ -87,35 +125,61 @@ class TwoLevelSchwarz:
     local : str
         Approximate inverse of each extended subdomain matrix (``'amg'``, ``'jacobi'``, ...).
     coarse : bool
-        Add the Nicolaides coarse space.
+        Add the coarse space.
+    coarse_size : int
+        Rows per coarse function: each rank aggregates its own rows (smoothed-aggregation
+        aggregates, aggregated again until about this size); 0 gives one function per rank
+        (Nicolaides).  The coarse matrix has ``~n / coarse_size`` rows, factored on every rank.
     **options
         Passed to the local preconditioner.
     """
 
-    def __init__(self, D, local: str = "amg", coarse: bool = True, **options):
+    def __init__(self, D, local: str = "amg", coarse: bool = True, coarse_size: int = 64, **options):
+        from .comm import all_gather_list
+
         if D.overlap is None:
             raise ValueError("the Schwarz preconditioner needs overlap layers: DSparseTensor.partition(..., overlap=2)")
+        if not isinstance(coarse_size, int) or coarse_size < 0:
+            raise ValueError(f"coarse_size must be a non-negative integer, got {coarse_size!r}")
         self.D, self.block = D, D.overlap
         self.local = make_preconditioner(self.block.matrix.detach(), local, **options)
         self.n = D.n_owned
         self.coarse = coarse
-        if coarse:
-            loc = D.local.detach()
-            owner = D.col_owner.to(loc.device)
-            nparts = D.world_size
-            AZ = torch.zeros(self.n, nparts, dtype=loc.dtype, device=loc.device)
-            AZ.index_put_((loc.row.long(), owner[loc.col.long()]), loc.values, accumulate=True)
-            E = torch.zeros(nparts, nparts, dtype=loc.dtype, device=loc.device)
-            E[D.rank] = AZ.sum(0)
-            all_reduce(E, group=D.group, timeout=D.timeout)
-            empty = torch.tensor([s == 0 for s in D.sizes], device=E.device)
-            E = E + torch.diag(empty.to(E.dtype))  # a rank owning nothing has no coarse function
-            self.AZ, self.Einv = AZ, torch.linalg.pinv(E)
+        if not coarse:
+            return
+        loc = D.local.detach()
+        dev = loc.device
+        if coarse_size == 0 or self.n == 0:
+            agg, nagg = torch.zeros(self.n, dtype=torch.int64), min(self.n, 1)
+        else:
+            agg, nagg = _aggregates(D._owned_block().to("cpu"), coarse_size)
+        counts = [int(c) for c in torch.cat(all_gather_list(torch.tensor([nagg]), [1] * D.world_size, D.group))]
+        offset = sum(counts[: D.rank])
+        self.nc = sum(counts)
+        gagg = (agg + offset).to(dev)
+        ghost_agg = exchange(D.plan, gagg.double()[:, None], D.group, D.timeout)[:, 0].round().long()
+        col_agg = torch.cat([gagg, ghost_agg])
+        # A Z: row i, column agg(j), value a_ij (local rows), as a CSR [n_owned, nc]
+        key = loc.row.long() * self.nc + col_agg[loc.col.long()]
+        uk, inv = torch.unique(key, return_inverse=True)
+        v = torch.zeros(uk.numel(), dtype=loc.dtype, device=dev).index_add_(0, inv, loc.values)
+        self.AZ = _coo(torch.stack([uk // self.nc, uk % self.nc]), v, (self.n, self.nc)).to_sparse_csr()
+        self.AZt = _coo(torch.stack([uk % self.nc, uk // self.nc]), v, (self.nc, self.n)).to_sparse_csr()
+        self.agg = gagg
+        # E = Z^T A Z: my aggregates' rows, gathered on every rank and factored there
+        ekey = torch.unique(gagg[uk // self.nc] * self.nc + uk % self.nc, return_inverse=True)
+        ev = torch.zeros(ekey[0].numel(), dtype=loc.dtype, device=dev).index_add_(0, ekey[1], v)
+        ij = torch.stack([ekey[0] // self.nc, ekey[0] % self.nc], 1)
+        sizes = [int(c) for c in torch.cat(all_gather_list(torch.tensor([ev.numel()]), [1] * D.world_size, D.group))]
+        ev = torch.cat(all_gather_list(ev, sizes, D.group, D.timeout))
+        ij = torch.cat(all_gather_list(ij, sizes, D.group, D.timeout))
+        E = SparseTensor(ev, ij[:, 0], ij[:, 1], (self.nc, self.nc))
+        self.coarse_lu = E.lu()
 
     def _coarse(self, c_local: torch.Tensor) -> torch.Tensor:
-        """``E^+ c`` for this rank's contribution ``c_local`` ``[nparts, K]`` summed over ranks."""
+        """``E^{-1} c`` for this rank's contribution ``c_local`` ``[nc, K]`` summed over ranks."""
         all_reduce(c_local, group=self.D.group, timeout=self.D.timeout)
-        return self.Einv.to(c_local.dtype) @ c_local
+        return self.coarse_lu.solve(c_local)
 
     def one_level(self, r: torch.Tensor) -> torch.Tensor:
         """Additive Schwarz on ``r`` ``[n_owned, K]``."""
@@ -129,17 +193,12 @@ class TwoLevelSchwarz:
         r = r[0]
         if not self.coarse:
             return self.one_level(r)[None]
-        rank, nparts = self.D.rank, self.D.world_size
-        c = r.new_zeros(nparts, r.shape[1])
-        c[rank] = r.sum(0)
+        c = r.new_zeros(self.nc, r.shape[1]).index_add_(0, self.agg, r)
         y = self._coarse(c)  # Q r = Z y
-        s = r - self.AZ.to(r.dtype) @ y  # (I - A Q) r
+        s = r - self.AZ @ y  # (I - A Q) r
         t = self.one_level(s)
-        u = t - (self._coarse_of(t))[rank]  # (I - Q A) t, with Z^T A t ~ (A Z)^T t
-        return (u + y[rank])[None]
-
-    def _coarse_of(self, t: torch.Tensor) -> torch.Tensor:
-        return self._coarse(self.AZ.to(t.dtype).mT @ t)
+        u = t - self._coarse(self.AZt @ t)[self.agg]  # (I - Q A) t, with Z^T A t = (A Z)^T t (A Hermitian)
+        return (u + y[self.agg])[None]
 
     def adjoint(self) -> TwoLevelSchwarz:
         """Preconditioner for ``A^H`` (the same one: Schwarz here is built for Hermitian ``A``)."""

@@ -82,6 +82,10 @@ class DistSolve:
         if key not in self._prec:
             if name == "none":
                 M = None
+            elif name == "distributed_amg":
+                from .amg import DistributedAMG
+
+                M = DistributedAMG(self, **opts)
             elif name == "schwarz":
                 from .schwarz import TwoLevelSchwarz
 

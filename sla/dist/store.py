@@ -71,7 +71,7 @@ def save(D, directory: str | os.PathLike) -> None:
         os.path.join(directory, f"partition_{D.rank}.safetensors"),
         lambda p: save_file(t, p, metadata={"sla": json.dumps(meta)}),
     )
-    ok = all_reduce(torch.ones(1), group=D.group, timeout=D.timeout)  # every piece written
+    ok = all_reduce(torch.ones(1, device=D.device), group=D.group, timeout=D.timeout)  # every piece written
     if D.rank == 0:
         info = {
             "format": FORMAT,
