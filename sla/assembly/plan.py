@@ -131,6 +131,10 @@ def scatter_plan(mesh: Mesh, test: Element, trial: Element | None = None) -> dic
         else:
             row, col, index_t = _plan_sorted(rd, cd, N)
             pattern = Pattern(row, col, (M, N))
+        if test.key == trial.key and getattr(test, "ncomp", 1) > 1:
+            points = test.dof_points(mesh)
+            if points.shape[1] == test.ncomp:  # a displacement-like field: AMG takes its rigid-body modes
+                pattern.cache["dof_points"] = (points, test.ncomp)
         return {"pattern": pattern, "index_t": index_t}
 
     return mesh.memo(("plan", test.key, trial.key), build)

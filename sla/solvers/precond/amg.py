@@ -26,8 +26,14 @@ from ...sparse import SparseTensor
 from .._optional import installed
 from .aggregate import aggregate
 from .multigrid import Level, Mat, Multigrid, check_cycle, galerkin
+from .nullspace import amalgamate, fit_candidates, rigid_body_modes
 
-__all__ = ["SmoothedAggregation"]
+__all__ = ["VECTOR_THETA", "SmoothedAggregation"]
+
+# strength threshold with several candidates, by dofs per node: 2D P2 elasticity (130K) coarsens too
+# fast on every coupling (53 CG iterations; 34 at 0.08); 3D P1 elasticity (15K) does best at 0
+# (24 iterations, operator complexity 1.4; 16 at 0.08 but complexity 2.5 and twice the time)
+VECTOR_THETA = {2: 0.08}
 
 log = logging.getLogger("sla")
 
@@ -89,13 +95,45 @@ def _improved_candidate(C: Mat, d: torch.Tensor, rho: float, sweeps: int) -> tor
     return x / x.abs().amax()
 
 
-def _sa_level(C: Mat, agg: torch.Tensor, nagg: int, omega: float, hermitian: bool, sweeps: int = 0):
-    """Smoothed prolongator ``P = (I - w D^{-1} A) T``, ``R = P^H`` and ``A_c = R A P``."""
+def _coo_tentative(rows, cols, vals, shape) -> tuple[Mat, Mat]:
+    """T (COO sorted by row, columns ascending within a row) and T^H as setup matrices."""
+    n, nc = shape
+    dev = vals.device
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(torch.bincount(rows, minlength=n), 0, out=crow[1:])
+    T = Mat(crow, cols, vals, shape, row=rows)
+    order = torch.argsort(cols, stable=True)
+    tcrow = torch.zeros(nc + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(torch.bincount(cols, minlength=nc), 0, out=tcrow[1:])
+    return T, Mat(tcrow, rows[order], vals[order].conj(), (nc, n), row=cols[order])
+
+
+def _improved(C: Mat, d: torch.Tensor, rho: float, sweeps: int, B: torch.Tensor) -> torch.Tensor:
+    """Candidates ``B`` after ``sweeps`` damped-Jacobi sweeps on ``A x = 0``."""
+    if sweeps <= 0:
+        return B
+    A = C.csr64()
+    dinv = (1.0 / d).unsqueeze(-1) * (4.0 / (3.0 * rho))
+    for _ in range(sweeps):
+        B = B - dinv * csr_matmul(A, B)
+    return B / B.abs().amax(0)
+
+
+def _sa_level(C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0, B=None):
+    """Smoothed prolongator ``P = (I - w D^{-1} A) T``, ``R = P^H`` and ``A_c = R A P``.
+
+    ``tentative`` is ``(agg, nagg)`` (one constant candidate) or, with candidates ``B``, a
+    function of the (improved) candidates returning ``(T, Tt, extra)``; ``extra`` is returned last."""
     d = C.diag()
     rho = C.gershgorin(d)
     w = omega / rho
     on = torch.nonzero(C.row == C.col).flatten()  # the diagonal entries (no nnz-sized identity)
-    T, Tt = _tentative(agg, nagg, C.val.dtype, _improved_candidate(C, d, rho, sweeps))
+    extra = None
+    if B is None:
+        agg, nagg = tentative
+        T, Tt = _tentative(agg, nagg, C.val.dtype, _improved_candidate(C, d, rho, sweeps))
+    else:
+        T, Tt, extra = tentative(_improved(C, d, rho, sweeps, B))
     S = torch.div(C.val, d[C.row]).mul_(-w)
     S[on] += 1
     P = Mat.from_torch(C.csr64(S) @ T.csr64())
@@ -109,7 +147,52 @@ def _sa_level(C: Mat, agg: torch.Tensor, nagg: int, omega: float, hermitian: boo
         del S
     R = Mat.from_torch(Tt.csr64() @ SH)
     del SH, T, Tt  # nnz-sized: freed before the Galerkin product (the setup's peak)
-    return P, R, galerkin(R, C, P)
+    return P, R, galerkin(R, C, P), extra
+
+
+def _candidates(A: SparseTensor, near_nullspace, block_size):
+    """``(B, node, nnodes)``: candidates ``[n, k]``, node of every dof; ``(None, None, n)`` for the constant."""
+    n = A.sparse_shape[0]
+    rec = A.pattern.cache.get("dof_points")
+    if block_size is not None and (not isinstance(block_size, int) or block_size < 1 or n % block_size):
+        raise ValueError(f"block_size must be a positive integer dividing n = {n}, got {block_size!r}")
+    if isinstance(near_nullspace, str):
+        if near_nullspace not in ("auto", "constant"):
+            raise ValueError(f"near_nullspace must be 'auto', 'constant' or a tensor [n, k], got {near_nullspace!r}")
+        if near_nullspace == "constant" or rec is None or rec[1] < 2:
+            return None, None, n
+        points, ncomp = rec
+        B = rigid_body_modes(points.to(A.device), ncomp, dtype=A.dtype)
+        if B.shape[0] != n:
+            raise ValueError(f"the recorded dof points give {B.shape[0]} dofs, A has {n} rows")
+        block_size = ncomp if block_size is None else block_size
+    else:
+        B = near_nullspace
+        if not isinstance(B, torch.Tensor) or B.dim() not in (1, 2) or B.shape[0] != n:
+            raise ValueError(
+                f"near_nullspace must be a tensor [n, k] with n = {n}, got {getattr(B, 'shape', type(B).__name__)}"
+            )
+        B = B.detach().to(device=A.device, dtype=A.dtype).reshape(n, -1)
+        block_size = block_size or (rec[1] if rec is not None and n % rec[1] == 0 else 1)
+    node = torch.arange(n, device=A.device) // block_size
+    return B, node, n // block_size
+
+
+def _node_aggregate(C: Mat, theta: float, node, nnodes: int, method: str):
+    """Aggregates of the node graph, returned per dof."""
+    agg_node, nagg = aggregate(*amalgamate(*_strength(C, theta), node, nnodes), nnodes, method)
+    return agg_node[node], nagg
+
+
+def _fitted(agg, nagg: int):
+    """The tentative-prolongator builder of :func:`_sa_level` for candidates on aggregates ``agg``."""
+
+    def build(B):
+        rows, cols, vals, nc, Bc, cnode = fit_candidates(agg, nagg, B)
+        T, Tt = _coo_tentative(rows, cols, vals, (agg.numel(), nc))
+        return T, Tt, (Bc, cnode, nagg)
+
+    return build
 
 
 class SmoothedAggregation(Multigrid):
@@ -119,9 +202,10 @@ class SmoothedAggregation(Multigrid):
     ----------
     A : SparseTensor
         Hermitian positive definite works best; ``[*batch, n, n]``.
-    theta : float
+    theta : float, optional
         Strength threshold (0: every off-diagonal entry is strong; aggregates
-        are then structural and cached on the pattern).
+        are then structural and cached on the pattern).  Default 0 for scalar problems,
+        :data:`VECTOR_THETA` (by dofs per node) with several candidates.
     max_coarse : int
         Coarsest level size (solved with a dense inverse).
     max_levels : int
@@ -150,6 +234,17 @@ class SmoothedAggregation(Multigrid):
         ``'V'``, ``'W'`` (two coarse-grid corrections per level: fewer iterations, more
         work per iteration) or ``'auto'`` (default): W on the CPU, V on GPUs (where the
         coarse levels are launch-bound).
+    near_nullspace : {'auto', 'constant'} or tensor ``[n, k]``
+        The near-null-space candidates ``B`` (pyamg's ``B``).  ``'constant'``: the
+        constant vector (scalar problems).  A tensor: its columns (e.g.
+        :func:`~sla.solvers.precond.nullspace.rigid_body_modes`); nodes of ``block_size``
+        consecutive dofs are aggregated together.  ``'auto'`` (default): the rigid-body
+        modes when the assembly recorded the dof coordinates of a vector element on the
+        pattern (``A.pattern.cache['dof_points'] = (points, ncomp)``, set by
+        :func:`sla.assembly.assemble` for ``ElementVector`` bases), else the constant.
+    block_size : int, optional
+        Dofs per node for a tensor ``near_nullspace`` (default: the recorded ``ncomp``,
+        else 1).
     """
 
     name = "amg"
@@ -157,7 +252,7 @@ class SmoothedAggregation(Multigrid):
     def __init__(
         self,
         A: SparseTensor,
-        theta: float = 0.0,
+        theta: float | None = None,
         max_coarse: int = 500,
         max_levels: int = 25,
         degree: int = 2,
@@ -168,8 +263,13 @@ class SmoothedAggregation(Multigrid):
         aggregation: str = "auto",
         coarse_theta: float | None = None,
         cycle: str = "auto",
+        near_nullspace: str | torch.Tensor = "auto",
+        block_size: int | None = None,
     ):
         cycle = check_cycle(cycle, auto="W" if A.device.type == "cpu" else "V")
+        candidates = _candidates(A, near_nullspace, block_size)
+        if theta is None:
+            theta = 0.0 if candidates[0] is None else VECTOR_THETA.get(A.sparse_shape[0] // candidates[2], 0.0)
         if not theta >= 0:
             raise ValueError(f"theta must be >= 0, got {theta!r}")
         if not isinstance(max_coarse, int) or max_coarse < 1:
@@ -192,11 +292,21 @@ class SmoothedAggregation(Multigrid):
         for bi in range(A.batch_size):
             C = Mat(p.crow, p.ccol, vals[bi], p.shape, row=p.rows())  # int64 copies live through the setup only
             fine_csr = p.csr(vals[bi])  # the pattern's own int32 arrays: no copy of the fine matrix
+            B, node, nnodes = candidates
             levels = []
             lvl = 0
             while C.shape[0] > max_coarse and lvl < max_levels - 1:
                 n = C.shape[0]
                 th = theta if lvl == 0 else max(theta, coarse_theta)
+                if B is not None:  # vector problem: aggregate nodes, fit the candidates
+                    agg, nagg = _node_aggregate(C, th, node, nnodes, aggregation)
+                    if nagg == 0 or nagg > 0.8 * nnodes:
+                        break
+                    P, R, Ac, (B, node, nnodes) = _sa_level(C, _fitted(agg, nagg), omega, hermitian, improve, B=B)
+                    levels.append(Level(C, P=P, R=R, csr=fine_csr if lvl == 0 else None))
+                    C = Ac
+                    lvl += 1
+                    continue
                 if cached is not None and lvl < len(cached) and cached[lvl] is not None and cached[lvl][0].numel() == n:
                     agg, nagg = cached[lvl]
                 elif bi > 0 and lvl < len(aggs) and th == 0:
@@ -210,7 +320,7 @@ class SmoothedAggregation(Multigrid):
                     break
                 if bi == 0:
                     aggs.append((agg, nagg) if th == 0 else None)
-                P, R, Ac = _sa_level(C, agg, nagg, omega, hermitian, improve)
+                P, R, Ac, _ = _sa_level(C, (agg, nagg), omega, hermitian, improve)
                 levels.append(Level(C, P=P, R=R, csr=fine_csr if lvl == 0 else None))
                 C = Ac
                 lvl += 1
@@ -234,7 +344,10 @@ class SmoothedAggregation(Multigrid):
             "aggregation": aggregation,
             "coarse_theta": coarse_theta,
             "cycle": cycle,
+            "near_nullspace": near_nullspace,
+            "block_size": block_size,
         }
+        self.candidates = 1 if candidates[0] is None else candidates[0].shape[1]
         self.hermitian = hermitian
         log.debug("%s", self.describe())
 

@@ -16,7 +16,7 @@ ValueError: AMG: cycle must be one of ['V', 'W', 'auto'], got 'F'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 __all__ = ["AMG", "GMG", "BlockJacobi", "Chebyshev", "Jacobi", "PreconditionerSpec", "resolve"]
@@ -92,7 +92,7 @@ class AMG(PreconditionerSpec):
     for the meaning of each option)."""
 
     name: ClassVar[str] = "amg"
-    theta: float = 0.0
+    theta: float | None = None
     max_coarse: int = 500
     max_levels: int = 25
     degree: int = 2
@@ -103,9 +103,11 @@ class AMG(PreconditionerSpec):
     aggregation: str = "auto"
     coarse_theta: float | None = None
     cycle: str = "auto"
+    near_nullspace: Any = field(default="auto", compare=False)
+    block_size: int | None = None
 
     def __post_init__(self) -> None:
-        _number(self, "theta", 0, strict=False)
+        _number(self, "theta", 0, strict=False, optional=True)
         for n in ("max_coarse", "max_levels", "degree"):
             _positive_int(self, n)
         _number(self, "ratio", 1, strict=True)
@@ -116,6 +118,32 @@ class AMG(PreconditionerSpec):
         _choice(self, "aggregation", ("auto", "standard", "mis2"))
         _number(self, "coarse_theta", 0, strict=False, optional=True)
         _choice(self, "cycle", ("V", "W", "auto"))
+        nns = self.near_nullspace
+        if isinstance(nns, str):
+            _choice(self, "near_nullspace", ("auto", "constant"))
+        elif not (hasattr(nns, "shape") and len(nns.shape) in (1, 2)):
+            raise ValueError(f"AMG: near_nullspace must be 'auto', 'constant' or a tensor [n, k], got {nns!r}")
+        if self.block_size is not None:
+            _positive_int(self, "block_size")
+
+    def __eq__(self, other: object) -> bool:  # a near-null-space tensor compares by identity
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(
+            getattr(self, f.name) is getattr(other, f.name)
+            if f.name == "near_nullspace" and not isinstance(self.near_nullspace, str)
+            else getattr(self, f.name) == getattr(other, f.name)
+            for f in fields(self)
+        )
+
+    def options(self) -> dict[str, Any]:
+        """The options that differ from the defaults (a near-null-space tensor always counts)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, (str, int, float, bool, type(None))) or v != f.default:
+                out[f.name] = v
+        return out
 
 
 @dataclass(frozen=True)
