@@ -21,17 +21,29 @@ the intervals of Schäfer & Turek (1996).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..assembly.gmsh_meshes import DFG
 from ..assembly.mixed import TaylorHood
 from .boundary import VelocityBC
-from .forces import boundary_force, point_pressure
+from .forces import boundary_force, point_pressure, reaction_force
 from .steady import FlowResult, solve_steady
 
-__all__ = ["REFERENCE", "CASES", "DFGCase", "inflow_profile", "dfg_bcs", "dfg_quantities", "solve_2d1"]
+__all__ = [
+    "REFERENCE",
+    "CASES",
+    "DFGCase",
+    "inflow_profile",
+    "dfg_bcs",
+    "dfg_quantities",
+    "solve_2d1",
+    "solve_2d2",
+    "rotating_cylinder",
+    "shedding_quantities",
+    "SheddingHistory",
+]
 
 
 @dataclass(frozen=True)
@@ -109,14 +121,17 @@ def dfg_quantities(
     nu: float | torch.Tensor = 1e-3,
     u_mean: float | torch.Tensor = 0.2,
     dudt: torch.Tensor | None = None,
+    force: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{'c_D', 'c_L', 'dp', 'F'}`` of a state (tensors, differentiable in ``x``, ``nu``, the mesh).
 
     ``u_mean`` is the reference speed of the coefficients (``0.2`` for ``2d1``, ``1`` for
-    ``2d2``); ``dudt`` the discrete time derivative of the velocity for unsteady states.
+    ``2d2``); ``dudt`` the discrete time derivative of the velocity for unsteady states;
+    ``force`` a force ``[2]`` already computed (e.g. by :func:`~sla.cfd.forces.reaction_force`
+    in a time stepper's callback) instead of the residual assembly.
     """
     check_dfg_mesh(space)
-    F = boundary_force(space, x, nu, "cylinder", dudt=dudt)
+    F = boundary_force(space, x, nu, "cylinder", dudt=dudt) if force is None else force
     scale = 2.0 / (u_mean**2 * DFG.diameter)
     p_front, p_back = (_body_point_pressure(space, x, pt) for pt in (DFG.front, DFG.back))
     return {"c_D": scale * F[0], "c_L": scale * F[1], "dp": p_front - p_back, "F": F}
@@ -154,3 +169,128 @@ def solve_2d1(
     check_dfg_mesh(space)
     res = solve_steady(space, nu, dfg_bcs(u_max, shape), **options)
     return res, dfg_quantities(space, res.x, nu, u_mean=2 * u_max / 3)
+
+
+def rotating_cylinder(speed: float) -> VelocityBC:
+    """The cylinder turning with surface speed ``speed`` (counter-clockwise): a start-up kick that
+    breaks the symmetry of the wake, so the vortex street of ``2d2`` develops in a few periods."""
+    cx, cy = DFG.center
+
+    def g(x: torch.Tensor) -> torch.Tensor:
+        d = x - torch.tensor([cx, cy], dtype=x.dtype, device=x.device)
+        return speed / DFG.radius * torch.stack([-d[:, 1], d[:, 0]], -1)
+
+    return VelocityBC("cylinder", g)
+
+
+@dataclass
+class SheddingHistory:
+    """Time series of ``2d2`` (``t``, ``c_D``, ``c_L``, ``dp`` as lists) and the derived quantities."""
+
+    t: list = field(default_factory=list)
+    c_D: list = field(default_factory=list)
+    c_L: list = field(default_factory=list)
+    dp: list = field(default_factory=list)
+
+    def record(self, space: TaylorHood, step, case: DFGCase) -> None:
+        """Callback of :func:`~sla.cfd.unsteady.solve_unsteady`: forces from the step's reactions."""
+        F = reaction_force(space, step.reaction, "cylinder")
+        scale = 2.0 / (case.u_mean**2 * DFG.diameter)
+        self.t.append(step.t)
+        self.c_D.append(float(scale * F[0]))
+        self.c_L.append(float(scale * F[1]))
+        self.dp.append(
+            float(_body_point_pressure(space, step.x, DFG.front) - _body_point_pressure(space, step.x, DFG.back))
+        )
+
+    def quantities(self, periods: int = 3) -> dict[str, float]:
+        """Strouhal number, max ``c_D`` and max ``c_L`` over the last ``periods`` lift periods."""
+        return shedding_quantities(self.t, self.c_D, self.c_L, periods)
+
+
+def _peak(t: torch.Tensor, y: torch.Tensor, i: int) -> float:
+    """Maximum of the parabola through samples ``i - 1, i, i + 1`` (uniform steps)."""
+    y0, y1, y2 = float(y[i - 1]), float(y[i]), float(y[i + 1])
+    den = y0 - 2 * y1 + y2
+    if den >= 0:
+        return y1
+    s = 0.5 * (y0 - y2) / den
+    return y1 - 0.25 * (y0 - y2) * s
+
+
+def shedding_quantities(t, c_D, c_L, periods: int = 3) -> dict[str, float]:
+    """``{'St', 'c_D_max', 'c_L_max', 'period', 'periods'}`` of a periodic force history.
+
+    The period is the mean spacing of the last ``periods + 1`` upward zero crossings of
+    ``c_L - mean(c_L)`` (linear interpolation between samples), ``St = D f / U`` with ``U = 1``;
+    the maxima are the largest parabola-interpolated peaks over those periods.  Fewer crossings
+    than needed (no shedding yet) is a ``ValueError`` saying how many were found.
+    """
+    t = torch.as_tensor(t, dtype=torch.float64)
+    cd = torch.as_tensor(c_D, dtype=torch.float64)
+    cl = torch.as_tensor(c_L, dtype=torch.float64)
+    if not (t.shape == cd.shape == cl.shape) or t.dim() != 1:
+        raise ValueError(f"t, c_D, c_L must be 1D series of one length, got {t.shape}, {cd.shape}, {cl.shape}")
+    y = cl - cl[len(cl) // 2 :].mean()
+    up = torch.nonzero((y[:-1] < 0) & (y[1:] >= 0)).flatten()
+    if up.numel() < periods + 1:
+        raise ValueError(
+            f"the lift history has {up.numel()} upward zero crossings; {periods + 1} are needed for {periods} "
+            "periods (run longer, or the flow has not started shedding)"
+        )
+    up = up[-(periods + 1) :]
+    tz = t[up] - y[up] * (t[up + 1] - t[up]) / (y[up + 1] - y[up])
+    period = float((tz[-1] - tz[0]) / periods)
+    lo, hi = int(up[0]), int(up[-1]) + 1
+
+    def peak(s):
+        i = lo + int(torch.argmax(s[lo:hi]))
+        return _peak(t, s, i) if 0 < i < len(s) - 1 else float(s[i])
+
+    return {
+        "St": DFG.diameter / period,
+        "c_D_max": peak(cd),
+        "c_L_max": peak(cl),
+        "period": period,
+        "periods": periods,
+    }
+
+
+def solve_2d2(
+    space: TaylorHood,
+    dt: float = 0.005,
+    t_end: float = 6.0,
+    kick: float = 0.3,
+    t_kick: float = 1.0,
+    callback=None,
+    **options,
+) -> tuple[SheddingHistory, dict[str, float]]:
+    """The unsteady case ``2d2`` on ``space``: ``(history, quantities)``.
+
+    The run starts from rest; for ``t < t_kick`` the cylinder turns with surface speed ``kick``
+    (:func:`rotating_cylinder`) to trigger the vortex street, then it is at rest until
+    ``t_end`` and the force history of the last periods gives ``St``, max ``c_D``, max ``c_L``.
+    ``options`` go to :func:`~sla.cfd.unsteady.solve_unsteady`.
+    """
+    from .unsteady import solve_unsteady
+
+    check_dfg_mesh(space)
+    case = CASES["2d2"]
+    hist = SheddingHistory()
+    x = None
+    t0 = 0.0
+    phases = [(t_kick, dfg_bcs(case.u_max) + [rotating_cylinder(kick)])] if kick and t_kick > 0 else []
+    phases.append((t_end, dfg_bcs(case.u_max)))
+    for t1, bcs in phases:
+        if t1 <= t0:
+            continue
+
+        def cb(step, t0=t0):
+            step.t = t0 + step.t
+            hist.record(space, step, case)
+            if callback is not None:
+                callback(step)
+
+        res = solve_unsteady(space, case.nu, bcs, dt, t1 - t0, x0=x, callback=cb, **options)
+        x, t0 = res.x, t0 + len(res.times) * dt
+    return hist, hist.quantities()

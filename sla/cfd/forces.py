@@ -30,7 +30,7 @@ import torch
 from ..assembly.flow import flow_system
 from ..assembly.mixed import TaylorHood
 
-__all__ = ["boundary_force", "point_pressure"]
+__all__ = ["boundary_force", "reaction_force", "point_pressure"]
 
 
 def _tag_nodes(space: TaylorHood, tag: str) -> torch.Tensor:
@@ -91,6 +91,21 @@ def boundary_force(
             )
         F = F - _mass_against_indicator(space, dudt[: space.n_u], nodes)
     return F
+
+
+def reaction_force(space: TaylorHood, reaction: torch.Tensor, tag: str = "cylinder") -> torch.Tensor:
+    """Force ``[dim]`` on the boundary ``tag`` from the residual ``A x - b`` of an assembled step
+    system before its Dirichlet rows were eliminated (what a time stepper has at hand: the
+    volume-integral form of :func:`boundary_force`, with the stepper's own time discretisation,
+    for the price of one matrix-vector product)."""
+    if not isinstance(space, TaylorHood):
+        raise TypeError(f"space must be a TaylorHood space, got {type(space).__name__}")
+    if not isinstance(reaction, torch.Tensor) or reaction.shape != (space.n,):
+        raise ValueError(
+            f"reaction must be a residual vector of shape [{space.n}], got {getattr(reaction, 'shape', reaction)}"
+        )
+    nodes = _tag_nodes(space, tag)
+    return -reaction[: space.n_u].reshape(-1, space.dim)[nodes].sum(0)
 
 
 def _mass_against_indicator(space: TaylorHood, a: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
