@@ -122,43 +122,23 @@ def _mass_against_indicator(space: TaylorHood, a: torch.Tensor, nodes: torch.Ten
 def point_pressure(
     space: TaylorHood, x: torch.Tensor, points: Sequence[Sequence[float]] | torch.Tensor
 ) -> torch.Tensor:
-    """The P1 pressure of the state ``x`` at ``points`` ``[k, dim]`` (differentiable in ``x``).
-
-    A point outside the mesh is a ``ValueError`` naming it.
-    """
+    """The P1 pressure of the state ``x`` at ``points`` ``[k, dim]`` (differentiable in ``x``;
+    :meth:`TaylorHood.evaluate` locates the points).  A point outside the mesh is a
+    ``ValueError`` naming it."""
     if not isinstance(space, TaylorHood):
         raise TypeError(f"space must be a TaylorHood space, got {type(space).__name__}")
     if not isinstance(x, torch.Tensor) or x.shape != (space.n,):
         raise ValueError(f"x must be a flow state of shape [{space.n}], got {getattr(x, 'shape', type(x).__name__)}")
-    mesh = space.mesh
-    P = mesh.points.detach()
+    P = space.mesh.points.detach()
     pts = torch.as_tensor(points, dtype=P.dtype, device=P.device)
     if pts.dim() != 2 or pts.shape[1] != space.dim:
         raise ValueError(f"points must have shape [k, {space.dim}], got {tuple(pts.shape)}")
-    p = x[space.n_u :]
-    cells, lam = locate(mesh.points, mesh.cells, pts)
-    return (p[mesh.cells[cells]] * lam).sum(-1)
-
-
-def locate(points: torch.Tensor, cells: torch.Tensor, query: torch.Tensor, tol: float = 1e-10):
-    """Containing simplex and barycentric coordinates ``([k], [k, dim + 1])`` of each query point.
-
-    The coordinates are torch functions of ``points`` (gradients reach the node coordinates).
-    """
-    Pd = points.detach()
-    out_c, out_l = [], []
-    for i, q in enumerate(query):
-        X = Pd[cells]  # [E, d+1, d]
-        T = (X[:, 1:] - X[:, :1]).transpose(1, 2)  # [E, d, d]
-        lam = torch.linalg.solve(T, (q - X[:, 0])[..., None])[..., 0]  # [E, d]
-        full = torch.cat([1 - lam.sum(-1, keepdim=True), lam], -1)
-        inside = (full >= -tol).all(-1)
-        if not bool(inside.any()):
-            raise ValueError(f"point {tuple(float(v) for v in q)} (points[{i}]) lies outside the mesh")
-        e = int(torch.nonzero(inside)[0])
-        Xe = points[cells[e]]
-        Te = (Xe[1:] - Xe[:1]).T
-        le = torch.linalg.solve(Te, (q - Xe[0]).to(points.dtype))
-        out_c.append(e)
-        out_l.append(torch.cat([1 - le.sum(-1, keepdim=True), le]))
-    return torch.tensor(out_c, dtype=torch.int64, device=cells.device), torch.stack(out_l)
+    try:
+        return space.evaluate(x, pts)[1]
+    except ValueError:
+        for i, q in enumerate(pts):
+            try:
+                space.evaluate(x, q[None])
+            except ValueError:
+                raise ValueError(f"point {tuple(float(v) for v in q)} (points[{i}]) lies outside the mesh") from None
+        raise
