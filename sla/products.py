@@ -91,8 +91,9 @@ class _SpMM(torch.autograd.Function):
         return dy
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g):
+        # built from differentiable pieces under create_graph=True (second derivatives, e.g.
+        # Hessian-vector products); plain products otherwise
         values, x = ctx.saved_tensors
         p = ctx.pattern
         gv = gx = None
@@ -102,7 +103,8 @@ class _SpMM(torch.autograd.Function):
                 gv = gv.sum(0, keepdim=True)
         if ctx.needs_input_grad[1]:
             pt, perm = p.transpose()
-            gx = spmm_nograd(pt, values[:, perm].conj(), g)
+            prod = _SpMM.apply if torch.is_grad_enabled() else spmm_nograd
+            gx = prod(values[:, perm].conj(), g, pt) if torch.is_grad_enabled() else prod(pt, values[:, perm].conj(), g)
             if gx.shape[0] != x.shape[0]:
                 gx = gx.sum(0, keepdim=True)
         return gv, gx, None

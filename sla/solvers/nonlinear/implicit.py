@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from ...checks import first_order_only
 from ...config import apply_failure_policy
 from ...pattern import Pattern
 from ..krylov.gmres import gmres
@@ -100,6 +101,7 @@ class ImplicitSolve(torch.autograd.Function):
         return u_star.clone()
 
     @staticmethod
+    @first_order_only("nonlinear_solve")
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         u, *tensors = ctx.saved_tensors

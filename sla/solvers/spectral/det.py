@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ... import structure
+from ...checks import first_order_only
 from ...config import SingularMatrixError
 from ...sparse import SparseTensor
 from ..linear.solve import check_matrix
@@ -294,6 +295,7 @@ class _LogDet(torch.autograd.Function):
         return sign, log
 
     @staticmethod
+    @first_order_only("det / logdet")
     @torch.autograd.function.once_differentiable
     def backward(ctx, gsign, glog):
         p = ctx.pattern.to("cpu")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...checks import first_order_only
 from ...config import ConvergenceError, rtol_alias
 from ...sparse import SparseTensor
 from .eigsh import DENSE_MAX, _check, _select
@@ -34,6 +35,7 @@ class _EigsAdjoint(torch.autograd.Function):
         return lam.clone(), V.clone()
 
     @staticmethod
+    @first_order_only("eigs")
     @torch.autograd.function.once_differentiable
     def backward(ctx, glam, gV):
         if gV is not None and bool((gV != 0).any()):

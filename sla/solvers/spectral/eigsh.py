@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ... import structure
+from ...checks import first_order_only
 from ...config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig, rtol_alias
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
@@ -90,6 +91,7 @@ class _EigshAdjoint(torch.autograd.Function):
         return lam.clone(), V.clone()
 
     @staticmethod
+    @first_order_only("eigsh (eigenvalues and eigenvectors)")
     @torch.autograd.function.once_differentiable
     def backward(ctx, glam, gV):
         values, lam, V = ctx.saved_tensors

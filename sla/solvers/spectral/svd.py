@@ -28,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-from ...checks import all_finite
+from ...checks import all_finite, first_order_only
 from ...config import SolveInfo, SolverConfig, rtol_alias
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
@@ -70,6 +70,7 @@ class _SVDAdjoint(torch.autograd.Function):
         return U.clone(), S.clone(), V.clone()
 
     @staticmethod
+    @first_order_only("svd")
     @torch.autograd.function.once_differentiable
     def backward(ctx, gU, gS, gV):
         U, S, V = ctx.saved_tensors
@@ -209,6 +210,7 @@ class _SigmaMin(torch.autograd.Function):
         return s.clone()
 
     @staticmethod
+    @first_order_only("the smallest singular value (svd / cond)")
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         u, v = ctx.saved_tensors
