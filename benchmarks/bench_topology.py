@@ -151,7 +151,9 @@ def main() -> None:
         nelx, nely, nelz = a.nelx or 200, a.nely or 100, a.nelz or 50
         volfrac, rmin = a.volfrac or 0.12, a.rmin if a.rmin is not None else 1.5
         case = cantilever(nelx, nely, nelz, dtype=dtype, device=dev)
-        solver = dict(backend="pytorch", method="cg", preconditioner=a.precond, rtol=a.rtol, maxiter=2000)
+        solver = dict(
+            backend="pytorch", method="cg", preconditioner=a.precond, rtol=a.rtol, maxiter=2000, on_failure="warn"
+        )
         label = f"3D cantilever {nelx}x{nely}x{nelz}"
     else:
         nelx, nely, nelz = a.nelx or 200, a.nely or 100, None
