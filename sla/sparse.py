@@ -74,6 +74,15 @@ class SparseTensor:
     shape : tuple
         ``(*batch, M, N)``.
 
+    Notes
+    -----
+    Rebuilt inside an optimisation loop from the *same*, unmodified ``row`` and
+    ``col`` tensor objects, the new tensor shares the existing
+    :class:`~sla.pattern.Pattern` (an intern table holding patterns weakly, see
+    :meth:`Pattern.from_coo <sla.pattern.Pattern.from_coo>`), so factorisation
+    plans and multigrid setups cached on it are reused.  ``A.with_values(v)``
+    states the same intent explicitly.
+
     Examples
     --------
     >>> import torch, sla
