@@ -63,7 +63,7 @@ def _safetensors():
         import safetensors.torch as st
         from safetensors import safe_open
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("saving/loading SparseTensors needs safetensors: pip install 'sla[io]'") from exc
+        raise ImportError("saving/loading SparseTensors needs safetensors: pip install 'sla-torch[io]'") from exc
     return st, safe_open
 
 

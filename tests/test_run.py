@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-hydra = pytest.importorskip("hydra", reason="the runner needs hydra-core (pip install 'sla[run]')")
+hydra = pytest.importorskip("hydra", reason="the runner needs hydra-core (pip install 'sla-torch[run]')")
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from sla.run import _CONFIGS, execute  # noqa: E402

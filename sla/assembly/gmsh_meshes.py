@@ -74,7 +74,7 @@ def _gmsh():
         import gmsh
     except ImportError as e:  # pragma: no cover - exercised only without gmsh
         raise ImportError(
-            "generating the DFG cylinder mesh needs gmsh: pip install gmsh (or pip install sla[mesh])"
+            "generating the DFG cylinder mesh needs gmsh: pip install gmsh (or pip install sla-torch[mesh])"
         ) from e
     except OSError as e:  # pragma: no cover - the wheel's shared libraries are missing (libGLU, libXrender...)
         raise ImportError(

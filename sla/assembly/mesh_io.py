@@ -30,7 +30,7 @@ def _meshio():
         import meshio
     except ImportError as e:  # pragma: no cover - exercised only without meshio
         raise ImportError(
-            "reading/writing mesh files needs meshio: pip install meshio (or pip install sla[mesh])"
+            "reading/writing mesh files needs meshio: pip install meshio (or pip install sla-torch[mesh])"
         ) from e
     return meshio
 

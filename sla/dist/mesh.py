@@ -36,7 +36,7 @@ def partition_mesh(mesh, nparts: int, method: str = "metis") -> torch.Tensor:
     try:
         import pymetis
     except ImportError as exc:
-        raise ImportError("partition_mesh(method='metis') needs pymetis: pip install 'sla[dist]'") from exc
+        raise ImportError("partition_mesh(method='metis') needs pymetis: pip install 'sla-torch[dist]'") from exc
     res = pymetis.part_mesh(nparts, mesh.cells.numpy().astype(np.int64), gtype=pymetis.GType.DUAL)
     parts = torch.as_tensor(np.asarray(res.vertex_part), dtype=torch.int64)
     return parts[:n]

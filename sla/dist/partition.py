@@ -60,7 +60,7 @@ def _metis(A: SparseTensor, nparts: int) -> np.ndarray:
     try:
         import pymetis
     except ImportError as exc:
-        raise ImportError("partition(method='metis') needs pymetis: pip install 'sla[dist]'") from exc
+        raise ImportError("partition(method='metis') needs pymetis: pip install 'sla-torch[dist]'") from exc
     import scipy.sparse as sp
 
     p = A.pattern.to("cpu")

@@ -51,7 +51,7 @@ def test_show_backends_says_why():
     with open(os.devnull, "w") as f:
         text = sla.show_backends(file=f)
     line = next(ln for ln in text.splitlines() if ln.startswith("cudss"))
-    assert "cholesky,ldlt,lu" in line and "no: " in line and "sla[cuda]" in line
+    assert "cholesky,ldlt,lu" in line and "no: " in line and "sla-torch[cuda]" in line
     assert ("nvmath-python" in line) or ("CUDA" in line) or ("cuDSS" in line)
 
 

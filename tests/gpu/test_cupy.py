@@ -43,7 +43,7 @@ def test_show_backends_says_why():
     with open(os.devnull, "w") as f:
         text = sla.show_backends(file=f)
     line = next(ln for ln in text.splitlines() if ln.startswith("cupy"))
-    assert "lu,cg,gmres,minres" in line and "no: " in line and "sla[cupy]" in line
+    assert "lu,cg,gmres,minres" in line and "no: " in line and "sla-torch[cupy]" in line
 
 
 def test_choose():

@@ -118,7 +118,7 @@ def test_missing_headers_are_reported(monkeypatch):
     monkeypatch.setattr(E, "eigen_include_dir", lambda: None)
     assert not sla.is_eigen_available()
     text = sla.show_backends(file=open("/dev/null", "w"))
-    assert "Eigen headers not found" in text and "sla[eigen]" in text
+    assert "Eigen headers not found" in text and "sla-torch[eigen]" in text
     monkeypatch.setattr(E, "_module", None)
     with pytest.raises(BackendUnavailableError, match="Eigen headers not found"):
         gallery.poisson2d(3).solve(torch.ones(9, dtype=torch.float64), backend="eigen", method="lu")

@@ -7,7 +7,7 @@ cached in torch's extension folder (``$TORCH_EXTENSIONS_DIR`` or
 compiled at import time.
 
 Eigen's headers are looked up in ``$EIGEN_INCLUDE_DIR``, the ``cmeel-eigen``
-wheel (``pip install 'sla[eigen]'``: ``site-packages/cmeel.prefix/include/eigen3``),
+wheel (``pip install 'sla-torch[eigen]'``: ``site-packages/cmeel.prefix/include/eigen3``),
 ``$CONDA_PREFIX/include/eigen3`` and ``/usr(/local)/include/eigen3`` (Debian's
 ``libeigen3-dev``).
 
@@ -80,6 +80,8 @@ def _compiler() -> str | None:
 def _check() -> str | None:
     """None when headers, a C++ compiler and ninja are present, else what is missing."""
     missing = []
+    if not os.path.isfile(_SOURCE):
+        missing.append(f"the C++ source {_SOURCE} is missing (a broken install: reinstall sla-torch)")
     if eigen_include_dir() is None:
         missing.append(
             "Eigen headers not found (pip install cmeel-eigen, apt-get install libeigen3-dev, or set EIGEN_INCLUDE_DIR)"

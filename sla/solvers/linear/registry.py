@@ -96,7 +96,7 @@ class Backend:
     def require(self) -> Backend:
         why = self.check()
         if why is not None:
-            hint = f" (pip install 'sla[{self.extra}]')" if self.extra else ""
+            hint = f" (pip install 'sla-torch[{self.extra}]')" if self.extra else ""
             raise BackendUnavailableError(f"backend {self.name!r} is not available: {why}{hint}")
         return self
 
@@ -175,7 +175,7 @@ def _availability(name: str) -> tuple[bool, str]:
     except Exception as exc:  # an import failure is shown, not hidden
         return False, f"failed to load: {exc}"
     why = b.check()
-    return why is None, "" if why is None else why + (f"  -> pip install 'sla[{b.extra}]'" if b.extra else "")
+    return why is None, "" if why is None else why + (f"  -> pip install 'sla-torch[{b.extra}]'" if b.extra else "")
 
 
 def show_backends(file: TextIO | None = None) -> str:

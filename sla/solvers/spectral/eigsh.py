@@ -293,7 +293,7 @@ def _cupy_eigsh(A, k, which, sigma, tol, maxiter, notes):
         import cupyx.scipy.sparse as csp
         import cupyx.scipy.sparse.linalg as cla
     except ImportError as exc:
-        raise BackendUnavailableError("method 'cupy' needs CuPy (pip install 'sla[cupy]')") from exc
+        raise BackendUnavailableError("method 'cupy' needs CuPy (pip install 'sla-torch[cupy]')") from exc
     n = A.sparse_shape[0]
     p = A.pattern
     crow, ccol = cupy.from_dlpack(p.crow.to(torch.int32)), cupy.from_dlpack(p.ccol.to(torch.int32))
