@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +180,7 @@ class SIMP:
         self._map = self._coefficient_map()
         nnz = self._map.nnz
         self.last_info = None  # SolveInfo of the latest state solve
+        self._dv_cache: torch.Tensor | None = None
         self._K0 = SparseTensor._make(torch.zeros(nnz, dtype=dt, device=dev), self._plan["pattern"].to(dev))
 
     # ------------------------------------------------------------------ pieces
@@ -233,14 +235,19 @@ class SIMP:
         return float(c.detach()), dc, self._dv(x)
 
     def _dv(self, x: torch.Tensor) -> torch.Tensor:
-        if not hasattr(self, "_dv_cache"):
+        """The volume is linear in the design: its gradient is computed once (by autograd)."""
+        if self._dv_cache is None:
             xx = x.detach().requires_grad_(True)
             (self._dv_cache,) = torch.autograd.grad(self.volume(self.physical(xx)), xx)
         return self._dv_cache
 
     # -------------------------------------------------------------------- loop
     def optimize(
-        self, maxiter: int = 100, tol: float = 0.01, x0: torch.Tensor | None = None, callback=None
+        self,
+        maxiter: int = 100,
+        tol: float = 0.01,
+        x0: torch.Tensor | None = None,
+        callback: Callable[[int, float, float, float], Any] | None = None,
     ) -> TopologyResult:
         """Run OC iterations until the largest density change is below ``tol`` or ``maxiter``.
 
