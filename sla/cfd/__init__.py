@@ -8,12 +8,18 @@ This layer sits above :mod:`sla.assembly` (mixed spaces and flow forms:
   boundaries, the pressure constant fixed by a pinned dof or a zero mean;
 * :class:`FlowLinearSolver` -- ``'direct'`` or ``'iterative'`` (FGMRES + block preconditioner);
 * :func:`solve_steady` -- Newton with a Picard start, differentiable through the implicit
-  function theorem.
+  function theorem;
+* :func:`solve_unsteady` -- semi-implicit BDF2, the LU factors reused across steps;
+* :func:`boundary_force`, :func:`reaction_force`, :func:`point_pressure` -- forces on a body by
+  the volume-integral form, pressures at points;
+* :mod:`sla.cfd.dfg` -- the DFG cylinder benchmarks (2D-1 steady, 2D-2 unsteady).
 """
 
 from .boundary import PRESSURE_MODES, VelocityBC, dirichlet_data
+from .forces import boundary_force, point_pressure, reaction_force
 from .linear import LINEAR_PATHS, FlowLinearSolver
 from .steady import FlowResult, solve_steady
+from .unsteady import Step, UnsteadyResult, solve_unsteady
 
 __all__ = [
     "PRESSURE_MODES",
@@ -23,4 +29,10 @@ __all__ = [
     "FlowLinearSolver",
     "FlowResult",
     "solve_steady",
+    "solve_unsteady",
+    "UnsteadyResult",
+    "Step",
+    "boundary_force",
+    "reaction_force",
+    "point_pressure",
 ]
