@@ -28,13 +28,24 @@ def _tracked_copy(dest):
         shutil.copy2(os.path.join(ROOT, f), os.path.join(dest, f))
 
 
+def _setuptools_major():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("setuptools").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return 0
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")):
         pytest.skip("needs a git checkout")
     src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
     _tracked_copy(src)
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)]
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)]
+    if _setuptools_major() >= 77:  # the installed setuptools builds it: no isolated build environment to fetch
+        cmd.insert(4, "--no-build-isolation")
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     (path,) = out.glob("*.whl")
     return path
