@@ -13,7 +13,7 @@ Examples
 >>> from sla.assembly import unit_square
 >>> mesh = unit_square(4)
 >>> fig = sla.viz.plot_field(mesh, mesh.points[:, 0], engine="matplotlib")
->>> fig = sla.viz.spy(sla.gallery.poisson2d(4))          # doctest: +SKIP
+>>> fig = sla.viz.spy(sla.gallery.poisson2d(4))
 """
 
 from __future__ import annotations
