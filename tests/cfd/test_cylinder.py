@@ -119,3 +119,20 @@ def test_2d1_full_accuracy_fine_mesh():
     assert rel(q, "c_D") < 5e-4
     assert rel(q, "c_L") < 5e-3
     assert rel(q, "dp") < 5e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_2d1_and_a_few_bdf2_steps_on_cuda_match_the_cpu():
+    from sla.cfd.dfg import dfg_bcs
+    from sla.cfd.unsteady import solve_unsteady
+
+    out = {}
+    for dev in ("cpu", "cuda"):
+        V = TaylorHood(dfg_channel(h=0.08, h_cylinder=0.02, device=dev))
+        res, q = solve_2d1(V)
+        r = solve_unsteady(V, 5e-4, dfg_bcs(0.3), dt=0.02, t_end=0.06, x0=res.x)
+        out[dev] = (q, r.x.cpu())
+    for name in ("c_D", "c_L", "dp"):
+        assert float(out["cuda"][0][name]) == pytest.approx(float(out["cpu"][0][name]), rel=1e-8)
+    assert torch.allclose(out["cuda"][1], out["cpu"][1], rtol=1e-8, atol=1e-10)
