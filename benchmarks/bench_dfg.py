@@ -71,7 +71,11 @@ def bench_2d2(args) -> None:
             w.writerow(["t", "c_D", "c_L", "dp"])
             w.writerows(zip(hist.t, hist.c_D, hist.c_L, hist.dp))
     ref = REFERENCE["2d2"]
-    print(f"{stats['steps']} steps in {el:.1f} s ({el / max(1, stats['steps']):.3f} s per step)")
+    its = sum(hist.iterations) / max(1, len(hist.iterations))
+    print(
+        f"{stats['steps']} steps in {el:.1f} s ({el / max(1, stats['steps']):.3f} s per step); "
+        f"{hist.factorizations} LU factorisations, {its:.1f} GMRES iterations per step on the held factors"
+    )
     print("| quantity | sla | published interval | inside |")
     print("|---|---|---|---|")
     for name in ("St", "c_D_max", "c_L_max"):

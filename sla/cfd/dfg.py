@@ -191,6 +191,9 @@ class SheddingHistory:
     c_D: list = field(default_factory=list)
     c_L: list = field(default_factory=list)
     dp: list = field(default_factory=list)
+    #: GMRES iterations per step and LU factorisations of the run (the factors' reuse)
+    iterations: list = field(default_factory=list)
+    factorizations: int = 0
 
     def record(self, space: TaylorHood, step, case: DFGCase) -> None:
         """Callback of :func:`~sla.cfd.unsteady.solve_unsteady`: forces from the step's reactions."""
@@ -293,4 +296,6 @@ def solve_2d2(
 
         res = solve_unsteady(space, case.nu, bcs, dt, t1 - t0, x0=x, callback=cb, **options)
         x, t0 = res.x, t0 + len(res.times) * dt
+        hist.iterations += res.iterations
+        hist.factorizations += res.factorizations
     return hist, hist.quantities()
