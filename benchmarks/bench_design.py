@@ -16,6 +16,8 @@ Each step of a gradient-based design loop builds ``A(theta)`` from parameters, s
 
 Reported per mode: the median wall time of a step (after one warm-up step) and of its
 parts (build, forward solve, backward), and the ratio to ``fresh indices`` in the same run.
+The modes take their steps in turn (round robin), so load from other work on the machine
+falls on all of them alike.
 torch runs on one thread on the CPU.
 
     python benchmarks/bench_design.py                    # 1M unknowns, CPU, solver 'auto'
@@ -45,27 +47,34 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def run_mode(mode: str, K: sla.SparseTensor, row, col, b, theta, steps: int, solve_kw: dict) -> dict:
-    dev = b.device
-    shape = tuple(K.shape)
-    A0 = sla.SparseTensor(K.values.clone(), row, col, shape) if mode == "with_values" else None
-    parts = {"build": [], "solve": [], "backward": [], "step": []}
-    info = None
-    for it in range(steps + 1):
+class Loop:
+    """One design loop building its matrix in one of the three ways."""
+
+    def __init__(self, mode: str, K: sla.SparseTensor, row, col, b) -> None:
+        self.mode, self.K, self.row, self.col, self.b = mode, K, row, col, b
+        self.theta = torch.zeros(K.shape[0], dtype=K.dtype, device=b.device, requires_grad=True)
+        self.A0 = sla.SparseTensor(K.values.clone(), row, col, tuple(K.shape)) if mode == "with_values" else None
+        self.parts = {"build": [], "solve": [], "backward": [], "step": []}
+        self.keep = None
+        self.info = None
+
+    def step(self, solve_kw: dict, record: bool) -> None:
+        dev, theta, row, col = self.b.device, self.theta, self.row, self.col
+        shape = tuple(self.K.shape)
         theta.grad = None
         _sync(dev)
         t0 = time.perf_counter()
         s = torch.exp(theta)
-        values = K.values * s[row] * s[col]
-        if mode == "fresh indices":
+        values = self.K.values * s[row] * s[col]
+        if self.mode == "fresh indices":
             A = sla.SparseTensor(values, row.clone(), col.clone(), shape)
-        elif mode == "same indices":
+        elif self.mode == "same indices":
             A = sla.SparseTensor(values, row, col, shape)
         else:
-            A = A0.with_values(values)
+            A = self.A0.with_values(values)
         _sync(dev)
         t1 = time.perf_counter()
-        x, info = sla.solve(A, b, return_info=True, **solve_kw)
+        x, self.info = sla.solve(A, self.b, return_info=True, **solve_kw)
         loss = x.sum()
         _sync(dev)
         t2 = time.perf_counter()
@@ -74,14 +83,17 @@ def run_mode(mode: str, K: sla.SparseTensor, row, col, b, theta, steps: int, sol
         t3 = time.perf_counter()
         with torch.no_grad():  # a gradient step: new values every step (no factorisation can be reused)
             theta.sub_(0.1 * theta.grad / theta.grad.norm())
-        if it > 0:  # the first step is a warm-up (the one-time work of the reusing modes)
-            for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-                parts[k].append(v)
-        keep = A  # noqa: F841 -- the previous matrix stays alive while the next is built, as in a user loop
-    out = {k: statistics.median(v) for k, v in parts.items()}
-    out["backend"] = f"{info.backend}/{info.method}" + (f"+{info.preconditioner}" if info.preconditioner else "")
-    out["theta_norm"] = float(theta.detach().norm())
-    return out
+        if record:
+            for k, v in zip(self.parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                self.parts[k].append(v)
+        self.keep = A  # the previous matrix stays alive while the next is built, as in a user loop
+
+    def result(self) -> dict:
+        out = {k: statistics.median(v) for k, v in self.parts.items()}
+        info = self.info
+        out["backend"] = f"{info.backend}/{info.method}" + (f"+{info.preconditioner}" if info.preconditioner else "")
+        out["theta_norm"] = float(self.theta.detach().norm())
+        return out
 
 
 def main() -> None:
@@ -105,13 +117,12 @@ def main() -> None:
         f"# 2D Poisson D K D, {K.shape[0]:,} unknowns, nnz {K.nnz:,}, {a.dtype}, device {dev} ({name}), "
         f"torch threads {torch.get_num_threads()}, median of {a.steps} steps after a warm-up"
     )
-    rows = []
-    grads = []
-    for mode in ("fresh indices", "same indices", "with_values"):
-        theta = torch.zeros(K.shape[0], dtype=dtype, device=dev, requires_grad=True)
-        r = run_mode(mode, K, row, col, b, theta, a.steps, solve_kw)
-        rows.append((mode, r))
-        grads.append(r["theta_norm"])
+    loops = [Loop(m, K, row, col, b) for m in ("fresh indices", "same indices", "with_values")]
+    for it in range(a.steps + 1):  # round robin: the machine's load falls on every mode alike
+        for lp in loops:
+            lp.step(solve_kw, record=it > 0)  # the first step is a warm-up (one-time work of the reusing modes)
+    rows = [(lp.mode, lp.result()) for lp in loops]
+    grads = [r["theta_norm"] for _, r in rows]
     ref = rows[0][1]["step"]
     print("| build | solver | step (build + solve + backward) | build | solve | backward | vs fresh indices |")
     print("|---|---|---|---|---|---|---|")
