@@ -15,7 +15,8 @@ Building blocks (all composed from the existing preconditioners):
   components at once as ``K = dim`` columns of one preconditioner (default: AMG);
 * :class:`MassSchur` -- ``S^{-1} ~ -nu Mp^{-1}`` (Stokes; ``Mp`` the pressure mass matrix);
 * :class:`PCDSchur` -- ``S^{-1} ~ -Mp^{-1} Fp Ap^{-1}`` (pressure convection--diffusion for
-  Navier--Stokes; ``Ap`` pressure Laplacian, ``Fp`` its convection--diffusion).
+  Navier--Stokes; ``Ap`` pressure Laplacian, ``Fp`` its convection--diffusion);
+* :class:`LSCSchur` -- the least-squares commutator (scaled BFBt) for Navier--Stokes.
 
 Pinned dofs (rows and columns of the system that are identity) are passed through unchanged
 (``z[pinned] = r[pinned]``).
@@ -32,7 +33,7 @@ from ...sparse import SparseTensor
 from .base import Preconditioner
 from .factory import make_preconditioner
 
-__all__ = ["BlockTriangular", "ComponentwiseSolve", "MassSchur", "PCDSchur"]
+__all__ = ["BlockTriangular", "ComponentwiseSolve", "LSCSchur", "MassSchur", "PCDSchur"]
 
 Apply = Callable[[torch.Tensor], torch.Tensor]
 
@@ -55,11 +56,15 @@ class ComponentwiseSolve:
 
     ``F_s`` (``(nodes, nodes)``) gets one preconditioner (``name``, default ``'amg'``; ``'lu'``
     factors it exactly); the ``ncomp`` components of a block ``[B, nodes * ncomp, K]`` are its
-    ``ncomp * K`` columns.
+    ``ncomp * K`` columns.  ``inner > 0`` wraps the preconditioner in that many GMRES steps
+    (relative tolerance 1e-2), which keeps AMG useful on convection-dominated blocks.
     """
 
-    def __init__(self, Fs: SparseTensor, ncomp: int, name: str = "amg", **options) -> None:
+    def __init__(self, Fs: SparseTensor, ncomp: int, name: str = "amg", inner: int = 0, **options) -> None:
         Fs = _check(Fs, "Fs")
+        if isinstance(inner, bool) or not isinstance(inner, int) or inner < 0:
+            raise ValueError(f"inner must be an int >= 0 (GMRES steps around the preconditioner), got {inner!r}")
+        self.inner, self._Fmv = inner, _mv(Fs)
         self.ncomp, self.nodes = int(ncomp), Fs.sparse_shape[0]
         if name == "lu":
             self._lu = Fs.lu()
@@ -74,6 +79,10 @@ class ComponentwiseSolve:
         rs = r.reshape(B, self.nodes, c, K).permute(0, 1, 3, 2).reshape(B, self.nodes, K * c)
         if self._M is None:
             zs = torch.stack([self._lu.solve(rs[b]) for b in range(B)])
+        elif self.inner:  # a few GMRES steps preconditioned by M (robust for convection-dominated F)
+            from ..krylov import gmres
+
+            zs = gmres(self._Fmv, rs, precond=self._M, rtol=1e-2, maxiter=self.inner, restart=self.inner).x
         else:
             zs = self._M(rs)
         return zs.reshape(B, self.nodes, K, c).permute(0, 1, 3, 2).reshape(B, n, K)
@@ -146,6 +155,55 @@ class PCDSchur:
             if self._pin.mask is not None:
                 y = torch.where(self._pin.mask, torch.zeros_like(y), y)
             return -self._M(y)
+
+        return self._pin.wrap(r, apply)
+
+
+class LSCSchur:
+    """Least-squares commutator: ``S^{-1} r ~ -Bp^{-1} (B D^{-1} F D^{-1} B^T) Bp^{-1} r`` with
+    ``Bp = B D^{-1} B^T`` and ``D = diag(F)`` (Elman, Howle, Shadid, Shuttleworth & Tuminaro 2006,
+    the scaled BFBt); needs no pressure boundary conditions, so it suits enclosed flows.
+
+    ``B`` is the divergence block ``(n_p, n_u)`` and ``F`` the velocity block, both with the
+    constrained velocity columns (and the pinned pressure rows) zeroed as
+    :func:`sla.assembly.apply_dirichlet` leaves them.  ``Bp^{-1}`` by ``laplace`` (``'amg'``: one
+    cycle, or ``'lu'``)."""
+
+    def __init__(self, B: SparseTensor, F: SparseTensor, pinned: torch.Tensor | None = None, laplace: str = "amg"):
+        from ...products import spspmm
+
+        B, F = _check(B, "B"), _check(F, "F", B.sparse_shape[1])
+        d = F.diagonal().abs()
+        self.dinv = (1.0 / torch.where(d > 0, d, torch.ones_like(d)))[:, None]
+        Bt = B.T()
+        bv = B.values * self.dinv[B.pattern.col, 0]
+        pp, pv = spspmm(B.pattern, bv[None], Bt.pattern, Bt.values[None])
+        pv = pv[0]
+        n = B.sparse_shape[0]
+        self._pin = _Pinned(n, pinned, B.device)
+        if self._pin.mask is not None:  # identity rows/columns at the pinned dofs
+            on = self._pin.mask[:, 0]
+            hit = on[pp.row] | on[pp.col]
+            pv = torch.where(hit, torch.zeros_like(pv), pv)
+            dpos, didx = pp.diag_index
+            pv = pv.clone()
+            pv[dpos[on[didx]]] = 1.0
+        Bp = SparseTensor._make(pv, pp)
+        if laplace == "lu":
+            lu = Bp.lu()
+            self._P = lambda q: torch.stack([lu.solve(q[b]) for b in range(q.shape[0])])
+        else:
+            self._P = make_preconditioner(Bp, laplace)
+        self._B, self._Bt, self._F = _mv(B), _mv(Bt), _mv(F)
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        def apply(q):
+            y = self._P(q)
+            y = self.dinv * self._F(self.dinv * self._Bt(y))
+            y = self._B(y)
+            if self._pin.mask is not None:
+                y = torch.where(self._pin.mask, torch.zeros_like(y), y)
+            return -self._P(y)
 
         return self._pin.wrap(r, apply)
 
