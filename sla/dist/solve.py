@@ -11,6 +11,7 @@ stops at the same iteration and reports the same :class:`~sla.config.SolveInfo`
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
@@ -46,8 +47,18 @@ class DistSolve:
     """Mixin: ``matvec``/``apply`` products, ``dot`` and ``sla.solve(D, b)``."""
 
     def dot(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Global inner product of distributed blocks ``[B, n_owned, K]`` (one all-reduce)."""
-        return all_reduce(local_dot(u, v), group=self.group, timeout=self.timeout)
+        """Global inner product of distributed blocks ``[B, n_owned, K]`` (one all-reduce).
+
+        The same product asked twice in a row (CG's ``||r||`` then ``(r, z)`` with ``z = r``
+        when unpreconditioned) is answered from the last result: the tensors are held, so
+        identity and version numbers identify them.
+        """
+        last = self.__dict__.get("_last_dot")
+        if last is not None and last[0] is u and last[1] is v and last[2] == (u._version, v._version):
+            return last[3].clone()
+        s = all_reduce(local_dot(u, v), group=self.group, timeout=self.timeout)
+        self._last_dot = (u, v, (u._version, v._version), s)
+        return s
 
     def matvec(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """``A x`` (or ``A^H x``) for owned blocks ``x`` ``[n_owned, ...]`` (no autograd)."""
@@ -80,22 +91,33 @@ class DistSolve:
         name, opts = ("jacobi", {}) if pc == "auto" else resolve(pc, options)
         key = (name, tuple(sorted(opts.items())), transpose, self.local.values._version)
         if key not in self._prec:
-            if name == "none":
-                M = None
-            elif name == "distributed_amg":
-                from .amg import DistributedAMG
+            from ..config import _stack
 
-                M = DistributedAMG(self, **opts)
-            elif name == "schwarz":
-                from .schwarz import TwoLevelSchwarz
-
-                M = TwoLevelSchwarz(self, **opts) if self.overlap is not None else None
-                if M is None:  # one rank (or overlap=0): the local preconditioner is the whole story
-                    M = make_preconditioner(self._owned_block(), opts.get("local", "amg"))
-            else:
-                M = make_preconditioner(self._owned_block(), name, **opts)  # block Jacobi with `name` inside
-            self._prec[key] = M.adjoint() if (transpose and M is not None) else M
+            token = _stack.set(())  # a `with SolverConfig(method='cg')` around the solve is not for the coarse LU
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+                    self._prec[key] = self._build_preconditioner(name, opts, transpose)
+            finally:
+                _stack.reset(token)
         return self._prec[key]
+
+    def _build_preconditioner(self, name: str, opts: dict, transpose: bool):
+        if name == "none":
+            M = None
+        elif name == "distributed_amg":
+            from .amg import DistributedAMG
+
+            M = DistributedAMG(self, **opts)
+        elif name == "schwarz":
+            from .schwarz import TwoLevelSchwarz
+
+            M = TwoLevelSchwarz(self, **opts) if self.overlap is not None else None
+            if M is None:  # one rank (or overlap=0): the local preconditioner is the whole story
+                M = make_preconditioner(self._owned_block(), opts.get("local", "amg"))
+        else:
+            M = make_preconditioner(self._owned_block(), name, **opts)  # block Jacobi with `name` inside
+        return M.adjoint() if (transpose and M is not None) else M
 
     def _krylov(self, b: torch.Tensor, cfg: SolverConfig, transpose: bool = False):
         rtol, atol = cfg.tolerances(self.dtype)

@@ -1,17 +1,14 @@
-"""DSparseTensor on 2 and 4 gloo ranks (one machine): products, solves and gradients
-against the single-process SparseTensor and SciPy."""
+"""Partitions (no process group needed) and the torchrun example; the operations on
+2 and 4 gloo ranks are in test_api.py."""
 
 import importlib.util
 import os
-import tempfile
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-import sla
-from sla import SparseTensor, gallery
+from sla import gallery
 from sla.dist import DSparseTensor, partition
 
 pytestmark = [
@@ -20,73 +17,6 @@ pytestmark = [
         importlib.util.find_spec("pymetis") is None, reason="pymetis not installed (pip install 'sla[dist]')"
     ),
 ]
-
-
-def _nonsymmetric(n):
-    A = gallery.poisson2d(n)
-    skew = 0.3 * (A.col > A.row).double() - 0.3 * (A.col < A.row).double()  # convection-like part
-    return SparseTensor(A.values + skew, A.row, A.col, A.shape)
-
-
-def _worker(rank, world, init, out, method):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        A = gallery.poisson2d(12) if method in ("cg", "minres") else _nonsymmetric(12)
-        n = A.shape[0]
-        g = torch.Generator().manual_seed(1)
-        xg = torch.randn(n, 2, generator=g, dtype=torch.float64)
-        b = torch.randn(n, generator=g, dtype=torch.float64)
-        D = DSparseTensor.partition(A, method="metis")
-        res = {"matvec": D.gather(D @ D.scatter(xg)), "matvecT": D.gather(D.matvec(D.scatter(xg), transpose=True))}
-        pc = "amg" if method == "cg" else "jacobi"
-        x, info = sla.solve(D, D.scatter(b), method=method, preconditioner=pc, rtol=1e-11, return_info=True)
-        res["x"], res["iterations"], res["residual"] = D.gather(x), info.iterations, info.residual
-        # gradients: loss = sum(w * x) over the global x, w fixed
-        w = torch.linspace(-1, 1, n, dtype=torch.float64)
-        Ag = A.detach().requires_grad_()
-        Dg = DSparseTensor.partition(Ag, method="metis")
-        bl = D.scatter(b).clone().requires_grad_()
-        xl = sla.solve(Dg, bl, method=method, preconditioner=pc, rtol=1e-12)
-        (D.scatter(w) * xl).sum().backward()
-        res["grad_b"] = D.gather(bl.grad)
-        # each rank's local values come from its rows of the global values: sum the pieces
-        gv = Ag.values.grad.clone()
-        dist.all_reduce(gv)
-        res["grad_values"] = gv
-        res["cut"] = D.part.edge_cut
-        if rank == 0:
-            torch.save(res, out)
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.parametrize("world", [2, 4])
-@pytest.mark.parametrize("method", ["cg", "gmres"])
-def test_distributed_matches_single_process(world, method):
-    with tempfile.TemporaryDirectory() as tmp:
-        init = f"file://{os.path.join(tmp, 'rendezvous')}"
-        out = os.path.join(tmp, "out.pt")
-        mp.spawn(_worker, args=(world, init, out, method), nprocs=world, join=True)
-        res = torch.load(out)
-    A = gallery.poisson2d(12) if method == "cg" else _nonsymmetric(12)
-    n = A.shape[0]
-    g = torch.Generator().manual_seed(1)
-    xg = torch.randn(n, 2, generator=g, dtype=torch.float64)
-    b = torch.randn(n, generator=g, dtype=torch.float64)
-    D = A.to_dense()
-    torch.testing.assert_close(res["matvec"], D @ xg)
-    torch.testing.assert_close(res["matvecT"], D.T @ xg)
-    torch.testing.assert_close(res["x"], torch.linalg.solve(D, b), rtol=1e-8, atol=1e-9)
-    assert res["residual"] < 1e-10 and res["iterations"] > 0
-    # gradients against the single-process adjoint
-    v = A.values.clone().requires_grad_()
-    bb = b.clone().requires_grad_()
-    x = A.with_values(v).solve(bb)
-    (torch.linspace(-1, 1, n, dtype=torch.float64) * x).sum().backward()
-    torch.testing.assert_close(res["grad_b"], bb.grad, rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(res["grad_values"], v.grad, rtol=1e-6, atol=1e-8)
-    assert 0 < res["cut"] < A.nnz
 
 
 def test_metis_partition_balanced_with_small_cut():
@@ -109,6 +39,7 @@ def test_partition_needs_process_group():
         DSparseTensor.partition(gallery.poisson2d(4))
 
 
+@pytest.mark.slow
 def test_torchrun_example():
     import subprocess
     import sys
@@ -127,3 +58,16 @@ def test_torchrun_example():
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "error vs single process" in out.stderr + out.stdout
+
+
+def test_rcb_partition_balanced_boxes():
+    side = 16
+    coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    A = gallery.poisson2d(side)
+    p = partition(A, 4, "rcb", coords=coords)
+    assert p.sizes() == [64, 64, 64, 64]
+    box = p.parts.reshape(side, side)
+    assert len(torch.unique(box[:8, :8])) == 1  # quadrants (longest extent split first)
+    assert p.edge_cut <= partition(A, 4, "contiguous").edge_cut
+    with pytest.raises(ValueError, match="coords"):
+        partition(A, 4, "rcb")

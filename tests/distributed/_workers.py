@@ -1,0 +1,182 @@
+"""Multi-operation workers for the distributed tests (spawned once per world size)."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import torch
+import torch.distributed as dist
+
+import sla
+from sla import SparseTensor, gallery
+
+
+def nonsymmetric(n: int) -> SparseTensor:
+    A = gallery.poisson2d(n)
+    skew = 0.3 * (A.col > A.row).double() - 0.3 * (A.col < A.row).double()  # convection-like part
+    return SparseTensor(A.values + skew, A.row, A.col, A.shape)
+
+
+def two_components(n: int) -> SparseTensor:
+    """Two disconnected 1D Laplacians (block diagonal)."""
+    d = torch.full((2 * n,), 2.0, dtype=torch.float64)
+    i = torch.arange(2 * n)
+    off = torch.arange(2 * n - 1)
+    off = off[(off + 1) % n != 0]  # no coupling between the components
+    row = torch.cat([i, off, off + 1])
+    col = torch.cat([i, off + 1, off])
+    val = torch.cat([d, -torch.ones(2 * off.numel(), dtype=torch.float64)])
+    return SparseTensor(val, row, col, (2 * n, 2 * n))
+
+
+def _init(rank: int, world: int, init: str) -> None:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore", UserWarning)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+
+
+def api_worker(rank: int, world: int, init: str, out: str) -> None:
+    """Every DSparseTensor operation; results saved per rank for the test to compare."""
+    _init(rank, world, init)
+    res = {}
+    try:
+        # ---- the seed's README, unchanged but for the import
+        from torch.distributed.device_mesh import init_device_mesh
+
+        from sla import DSparseTensor, SolverConfig, solve
+
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+        A = gallery.poisson2d(12)
+        n = A.shape[0]
+        g = torch.Generator().manual_seed(1)
+        b_global = torch.randn(n, generator=g, dtype=torch.float64)
+        D = DSparseTensor.partition(A, mesh, partition_method="metis")
+        b_dt = D.scatter(b_global)
+        with SolverConfig(method="cg", atol=1e-10, rtol=1e-10, maxiter=2000):
+            x_dt = solve(D, b_dt)
+        r_dt = b_dt - D @ x_dt
+        x_full = x_dt.full_tensor()
+        res["seed"] = (type(x_dt).__name__, x_full, r_dt.full_tensor())
+        # ---- products and every Krylov method, every partitioner
+        X = torch.randn(n, 3, generator=g, dtype=torch.float64)
+        coords = torch.stack(torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij"), -1).reshape(-1, 2)
+        for pm in ("metis", "contiguous", "rcb"):
+            Dp = DSparseTensor.partition(A, mesh, partition_method=pm, coords=coords if pm == "rcb" else None)
+            res[f"matmul_{pm}"] = (Dp @ Dp.scatter(X)).full_tensor()
+        N = nonsymmetric(12)
+        DN = DSparseTensor.partition(N, mesh)
+        for method in ("cg", "minres", "bicgstab", "gmres", "fgmres"):
+            M, DM = (A, D) if method in ("cg", "minres") else (N, DN)
+            x, info = solve(DM, DM.scatter(b_global), method=method, rtol=1e-11, maxiter=3000, return_info=True)
+            res[f"solve_{method}"] = (x.full_tensor(), info.iterations, info.residual)
+        for pc in ("distributed_amg", "schwarz", "amg", "jacobi", "none"):
+            x, info = solve(D, b_dt, method="cg", preconditioner=pc, rtol=1e-11, return_info=True)
+            res[f"pc_{pc}"] = (x.full_tensor(), info.iterations)
+        # ---- collectives per CG iteration (no preconditioner): one halo exchange + 1-2 all-reduces
+        from sla.dist import COUNTS
+
+        for it in (5, 10):
+            COUNTS.clear()
+            solve(D, b_dt, method="cg", preconditioner="none", rtol=1e-30, atol=0.0, maxiter=it, on_failure="ignore")
+            res[f"counts_{it}"] = dict(COUNTS)
+        # ---- reductions, norms, structure, maps
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            res["norm2"] = D.norm(2)
+            res["det"] = D.det()
+            res["cond"] = D.condition_number()
+            res["svd"] = D.svd(k=3)[1]
+            res["lu_solve"] = D.lu().solve(b_global)
+            res["resource_warnings"] = sum(issubclass(x.category, ResourceWarning) for x in w)
+        res["reduce"] = [D.sum(), D.mean(), D.max(), D.min(), (D * 0.5).prod(), D.norm("fro"), D.norm(1), D.norm("inf")]
+        res["structure"] = [D.is_symmetric(), D.is_hermitian(), D.is_positive_definite(), D.detect_matrix_type()]
+        res["structure_N"] = [DN.is_symmetric(), DN.detect_matrix_type()]
+        res["nT"] = DN.T().full_tensor().to_dense()
+        res["maps"] = [(D + 1.5).full_tensor(), (2.0 * D).full_tensor(), (-D).abs().full_tensor(), (D - 1).sum()]
+        res["eigsh"] = D.eigsh(k=3, which="SA")[0]
+        res["full"] = D.full_tensor()
+        # ---- save / load round trip (atomic files, then a solve on the loaded one)
+        d = os.path.join(os.path.dirname(out), "saved")
+        D.save(d)
+        L = DSparseTensor.load(d, mesh)
+        res["load"] = (L.full_tensor(), solve(L, L.scatter(b_global), method="cg", rtol=1e-11).full_tensor())
+        res["files"] = sorted(os.listdir(d))
+        # ---- aliases: today's names
+        D2 = sla.dist.DSparseTensor.partition(A, None, method="contiguous")
+        res["alias"] = D2.gather(D2.scatter(b_global))
+        # ---- more parts than connected components; ranks without a boundary
+        C = two_components(6)
+        DC = DSparseTensor.partition(C, mesh, partition_method="contiguous")
+        xc = solve(DC, DC.scatter(torch.ones(12, dtype=torch.float64)), method="cg", rtol=1e-12)
+        res["components"] = (xc.full_tensor(), DC.plan.n_ghost)
+        # ---- non-convergence: the same error on every rank
+        try:
+            solve(D, b_dt, method="cg", preconditioner="none", rtol=1e-14, maxiter=3)
+            res["nonconv"] = None
+        except sla.ConvergenceError as exc:
+            res["nonconv"] = str(exc)
+        # ---- gradients (b a DTensor; values through the local pieces)
+        w_ = torch.linspace(-1, 1, n, dtype=torch.float64)
+        for name, M in (("cg", A), ("gmres", N)):
+            Ag = M.detach().requires_grad_()
+            Dg = DSparseTensor.partition(Ag, mesh)
+            bl = Dg.scatter(b_global).detach().requires_grad_()
+            xl = solve(Dg, bl, method=name, preconditioner="jacobi", rtol=1e-12)
+            (Dg.scatter(w_) * xl).sum().to_local().sum().backward()
+            gv = Ag.values.grad.clone()
+            dist.all_reduce(gv)
+            res[f"grad_{name}"] = (Dg.gather(bl.grad), gv)
+        # ---- from_local (each rank its own rows) and the mesh path
+        import sla.assembly as fe
+        from sla.dist.mesh import assemble_distributed
+
+        cube = fe.unit_cube(5)
+        Dm, bm, parts = assemble_distributed(cube, fe.ElementP1("tetra"), fe.laplace, fe.source, f=1.0)
+        xm, im = solve(Dm, bm, method="cg", preconditioner="schwarz", rtol=1e-11, return_info=True)
+        xa = solve(Dm, bm, method="cg", preconditioner="distributed_amg", rtol=1e-11)
+        res["mesh"] = (xm.full_tensor(), xa.full_tensor(), Dm.full_tensor())
+    finally:
+        torch.save(_plain(res), out.replace(".pt", f"_{rank}.pt"))
+        dist.destroy_process_group()
+
+
+def _plain(obj):
+    """Results without the caches a SparseTensor's pattern holds (factorisations do not pickle)."""
+    if isinstance(obj, SparseTensor):
+        return SparseTensor(obj.values.detach().clone(), obj.row.clone(), obj.col.clone(), obj.shape)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def fault_worker(rank: int, world: int, init: str, out: str) -> None:
+    """Rank 1 raises in its third product; every rank must raise, none may hang."""
+    _init(rank, world, init)
+    from sla.dist import DSparseTensor
+
+    A = gallery.poisson2d(10)
+    D = DSparseTensor.partition(A, timeout=5.0)
+    b = D.scatter(torch.ones(A.shape[0], dtype=torch.float64))
+    if rank == 1:
+        calls = {"n": 0}
+        orig = D.matvec
+
+        def broken(x, transpose=False):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise FloatingPointError("injected failure on rank 1")
+            return orig(x, transpose)
+
+        D.matvec = broken
+    t0 = time.perf_counter()
+    try:
+        sla.solve(D, b, method="cg", rtol=1e-12)
+        outcome = "returned"
+    except Exception as exc:  # the test records which error each rank saw
+        outcome = f"{type(exc).__name__}: {exc}"
+    torch.save({"outcome": outcome, "seconds": time.perf_counter() - t0}, out.replace(".pt", f"_{rank}.pt"))
+    os._exit(0)  # the group is broken by design: leave without a collective teardown
