@@ -22,7 +22,7 @@ from .config import (
     SolveInfo,
     SolverConfig,
 )
-from .dist import DSparseTensor
+from .dist import DSparseMatrix, DSparseTensor, DSparseTensorList
 from .io import load_sparse, save_sparse
 from .mtx import load_mtx, save_mtx
 from .pattern import Pattern
@@ -63,6 +63,8 @@ __all__ = [
     "SparseTensor",
     "SparseTensorList",
     "DSparseTensor",
+    "DSparseMatrix",
+    "DSparseTensorList",
     "Pattern",
     # configuration, reports, errors
     "SolverConfig",
