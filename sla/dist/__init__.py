@@ -6,6 +6,7 @@ local product; solves run the shared Krylov methods with all-reduced inner produ
 preconditioned by block Jacobi or a two-level overlapping Schwarz method.
 """
 
+from .batch import DSparseBatch, DSparseTensorList
 from .comm import COUNTS, DistributedTimeout
 from .dsparse import DSparseMatrix, DSparseTensor
 from .halo import HaloPlan, build_plan, exchange, reverse_exchange
@@ -13,8 +14,10 @@ from .partition import Partition, partition
 
 __all__ = [
     "COUNTS",
+    "DSparseBatch",
     "DSparseMatrix",
     "DSparseTensor",
+    "DSparseTensorList",
     "DistributedTimeout",
     "HaloPlan",
     "Partition",

@@ -156,6 +156,13 @@ class DSparseTensor(DistSolve, DistOps):
         return cls(local, plan, part.owned(rank), part.sizes(), A.shape, mesh, group, part, pm, ov, timeout)
 
     @classmethod
+    def partition_batch(cls, A: SparseTensor, mesh=None, *, axis: int = 0, timeout: float | None = None):
+        """Shard a batched ``A`` ``[*batch, n, n]`` along batch axis ``axis`` (a :class:`~sla.dist.DSparseBatch`)."""
+        from .batch import DSparseBatch
+
+        return DSparseBatch(A, mesh, axis, timeout)
+
+    @classmethod
     def from_local(
         cls,
         local: SparseTensor,

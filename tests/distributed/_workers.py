@@ -128,6 +128,25 @@ def api_worker(rank: int, world: int, init: str, out: str) -> None:
             gv = Ag.values.grad.clone()
             dist.all_reduce(gv)
             res[f"grad_{name}"] = (Dg.gather(bl.grad), gv)
+        # ---- batch sharding and lists: no communication in products / solves / eigensolves
+        from sla import DSparseTensorList
+
+        scale = torch.arange(1, 6, dtype=torch.float64)[:, None]
+        Ab = SparseTensor(A.values[None] * scale, A.row, A.col, (5, n, n))
+        DB = DSparseTensor.partition_batch(Ab, mesh)
+        xb = torch.randn(5, n, generator=g, dtype=torch.float64)
+        res["batch"] = [
+            DB.gather(DB @ xb),
+            DB.gather(DB.solve_batch_shard(xb)),
+            DB.full_tensor(),
+            DB.sum(),
+            DB.max(),
+            DB.min(),
+            DB.mean(),
+            DB.norm("fro"),
+            DB.gather(DB.eigsh(k=2, which="SA")[0]),
+        ]
+        res["list"] = DSparseTensorList.partition([A, N, two_components(6)], mesh).gather().to_list()
         # ---- from_local (each rank its own rows) and the mesh path
         import sla.assembly as fe
         from sla.dist.mesh import assemble_distributed

@@ -125,6 +125,29 @@ def test_elementwise_maps_and_full_tensor(results):
     _close(full.to_dense(), A.to_dense())
 
 
+def test_batch_shard_and_list(results):
+    _, res = results
+    A, N = gallery.poisson2d(12), nonsymmetric(12)
+    n = A.shape[0]
+    g = torch.Generator().manual_seed(1)
+    torch.randn(n, generator=g, dtype=torch.float64)
+    torch.randn(n, 3, generator=g, dtype=torch.float64)
+    xb = torch.randn(5, n, generator=g, dtype=torch.float64)
+    dense = A.to_dense()[None] * torch.arange(1, 6, dtype=torch.float64)[:, None, None]
+    y, x, full, s, mx, mn, mean, fro, ev = res[0]["batch"]
+    _close(y, (dense @ xb[..., None])[..., 0])
+    _close(x, torch.linalg.solve(dense, xb))
+    _close(full.to_dense(), dense)
+    _close(s, dense.sum())
+    assert float(mx) == 20.0 and float(mn) == -5.0
+    _close(mean, dense.mean())
+    _close(fro, torch.linalg.matrix_norm(dense))
+    _close(ev, torch.linalg.eigvalsh(dense)[:, :2], 1e-6)
+    got = res[0]["list"]
+    for M, G in zip((A, N, two_components(6)), got):
+        _close(G.to_dense(), M.to_dense(), 0)
+
+
 def test_save_load_round_trip(results):
     world, res = results
     A = gallery.poisson2d(12)
