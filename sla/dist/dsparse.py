@@ -26,7 +26,6 @@ import torch.distributed as dist
 
 from ..sparse import SparseTensor
 from .comm import DEFAULT_TIMEOUT, all_gather_list, broadcast
-from .dtensor import to_dtensor
 from .halo import HaloPlan, build_plan, exchange
 from .ops import DistOps
 from .partition import Partition, partition
@@ -246,6 +245,8 @@ class DSparseTensor(DistSolve, DistOps):
     # ------------------------------------------------------------- vectors
     def scatter(self, b: torch.Tensor):
         """This rank's rows of a global vector ``[n]`` / ``[n, K]`` as a ``DTensor[Shard(0)]``."""
+        from .dtensor import to_dtensor
+
         return to_dtensor(self.scatter_local(b), self)
 
     def scatter_local(self, b: torch.Tensor) -> torch.Tensor:
@@ -278,7 +279,7 @@ class DSparseTensor(DistSolve, DistOps):
 
     def __matmul__(self, x):
         """``D @ x`` for a ``DTensor[Shard(0)]`` (returns one) or an owned block ``[n_owned(, K)]``."""
-        from .dtensor import local_block
+        from .dtensor import local_block, to_dtensor
 
         is_dt = not isinstance(x, torch.Tensor) or hasattr(x, "placements")
         xl, _ = local_block(x, self)
