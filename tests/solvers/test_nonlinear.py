@@ -242,3 +242,74 @@ def test_validation():
         sla.nonlinear_solve(lambda u: u.sum(), torch.zeros(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="jacobian_pattern"):
         sla.nonlinear_solve(lambda u: u, torch.zeros(3, dtype=torch.float64), linear_solver="sparse")
+
+
+# ------------------------------------------ defaults from the matrix among the params
+def _bratu_like(n=30):
+    """-Laplace u + u^2 = 10 on the unit square (5-point, h = 1/(n+1))."""
+    A = poisson2d(n) * float((n + 1) ** 2)
+    return A, torch.full((n * n,), 10.0, dtype=torch.float64)
+
+
+def _reference(A, f, F, dF):
+    """Plain dense Newton on the analytic Jacobian ``A + dF(u)``: independent of sla's nonlinear code."""
+    Ad = A.to_dense()
+    u = torch.zeros_like(f)
+    for _ in range(30):
+        u = u - torch.linalg.solve(Ad + dF(u), F(u, Ad, f))
+    assert float(F(u, Ad, f).norm()) < 1e-9 * float(f.norm())
+    return u
+
+
+@pytest.mark.parametrize("method", ["picard", "anderson", "newton"])
+def test_auto_uses_the_square_matrix_among_the_params(method):
+    """Picard/Anderson iterate u - A^{-1} F(u); Newton assembles dF/du on A's pattern + diagonal."""
+    A, f = _bratu_like()
+    F = lambda u, A, f: A @ u + u**2 - f
+    u, info = sla.nonlinear_solve(F, torch.zeros_like(f), A, f, method=method, rtol=1e-11, return_info=True)
+    assert info.converged and info.iterations <= 30
+    torch.testing.assert_close(u, _reference(A, f, F, lambda u: torch.diag(2 * u)), rtol=1e-8, atol=1e-10)
+    if method == "newton":
+        assert info.method == "newton-sparse" and info.linear_iterations == 0
+    # without the matrix the same map is u - F(u): it does not converge
+    _, bare = sla.nonlinear_solve(
+        F,
+        torch.zeros_like(f),
+        A,
+        f,
+        method="picard",
+        preconditioner=None,
+        maxiter=30,
+        on_failure="ignore",
+        return_info=True,
+    )
+    assert not bare.converged
+
+
+def test_a_derived_pattern_that_misses_entries_falls_back_to_jfnk():
+    A, f = _bratu_like(12)
+    F = lambda u, A, f: A @ u + 5 * torch.roll(u, 7) ** 2 - f
+    u, info = sla.nonlinear_solve(F, torch.zeros_like(f), A, f, rtol=1e-11, return_info=True)
+    assert info.converged and info.method == "newton-gmres"
+    assert any("misses entries" in s for s in info.notes)
+    roll = torch.roll(torch.eye(f.numel(), dtype=f.dtype), 7, 0)  # roll(u, 7) = roll @ u
+    ref = _reference(A, f, F, lambda u: 10 * torch.diag(torch.roll(u, 7)) @ roll)
+    torch.testing.assert_close(u, ref, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="jacobian_pattern misses entries"):
+        sla.nonlinear_solve(F, torch.zeros_like(f), A, f, jacobian_pattern=A)
+
+
+def test_readme_nonlinear_line_is_sparse_newton_and_differentiable():
+    A = poisson2d(4)
+    b = torch.ones(16, dtype=torch.float64)
+    u, info = A.nonlinear_solve(lambda u, A, f: A @ u + u**3 - f, torch.zeros_like(b), b, return_info=True)
+    assert info.method == "newton-sparse" and info.converged
+    torch.testing.assert_close(A @ u + u**3, b, rtol=0, atol=1e-7)
+    bb = b.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda f: A.nonlinear_solve(lambda u, A, f: A @ u + u**3 - f, torch.zeros_like(b), f, rtol=1e-13)[:5],
+        (bb,),
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="matrix must be a square SparseTensor"):
+        sla.nonlinear_solve(lambda u: u, b, matrix=poisson2d(3))

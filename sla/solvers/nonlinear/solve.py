@@ -100,6 +100,39 @@ class Newton:
         self.linear, self.pattern, self.P = linear, pattern, block_preconditioner(preconditioner)
         self.line_search, self.restart, self.inner_maxiter = line_search, restart, inner_maxiter
         self.linear_options = dict(linear_options or {})
+        self.verified = False
+        self.fallback = None  # a derived pattern: the JFNK preconditioner to fall back on when it misses entries
+
+    def _check_pattern(self, res: Residual, u, F, J: SparseTensor, info: NonlinearInfo) -> bool:
+        """``w^T J v`` of the assembled ``J`` against a vector-Jacobian product (random ``v, w``), at ``u``
+        and a random point near it: does the pattern hold every entry?  (Coloured VJPs fold missing
+        entries into stored ones.)"""
+        self.verified = True
+        g = torch.Generator(u.device).manual_seed(0)
+        v, w, z = (torch.randn(u.numel(), dtype=u.dtype, device=u.device, generator=g) for _ in range(3))
+        # at a random point near u as well: at u itself entries may vanish by accident (u0 = 0)
+        ur = u + 0.1 * (u.abs().max() + 1) * z
+        points = [(u, J)]
+        if bool(torch.isfinite(res(ur)).all()):
+            points.append((ur, assemble_jacobian(res, ur, self.pattern)))
+        miss = 0.0
+        for x, Jx in points:
+            jtw = res.linearize_transpose(x)(w).reshape(-1)
+            exact = float(torch.dot(jtw, v))
+            scale = max(_norm(jtw) * _norm(v), torch.finfo(u.dtype).tiny)
+            miss = max(miss, abs(float(torch.dot(w, Jx @ v)) - exact) / scale)
+        if miss <= 1e3 * torch.finfo(u.dtype).eps:
+            return True
+        if self.fallback is None:
+            raise ValueError(
+                f"jacobian_pattern misses entries of dF/du: the assembled Jacobian differs from a "
+                f"vector-Jacobian product by {miss:.1e} (relative); pass the full pattern, or "
+                "linear_solver='gmres' (matrix-free)"
+            )
+        info.notes.append(f"the derived Jacobian pattern misses entries ({miss:.1e}): matrix-free GMRES instead")
+        self.fallback = self.fallback()
+        self.linear, self.P = "gmres", block_preconditioner(self.fallback)
+        return False
 
     def direction(self, res: Residual, u, F, r0, info: NonlinearInfo) -> torch.Tensor:
         if self.jacobian is not None:
@@ -108,9 +141,10 @@ class Newton:
             return solve(self.jacobian(u), -F, **self.linear_options)
         if self.linear == "sparse":
             J = assemble_jacobian(res, u, self.pattern)
-            from ..linear.solve import solve
+            if self.verified or self._check_pattern(res, u, F, J, info):
+                from ..linear.solve import solve
 
-            return solve(J, -F, **self.linear_options)
+                return solve(J, -F, **self.linear_options)
         if self.linear == "dense":
             vjp = res.linearize_transpose(u)
             J = torch.stack([vjp(e) for e in torch.eye(u.numel(), dtype=u.dtype, device=u.device)])
@@ -244,6 +278,7 @@ def nonlinear_solve(
     return_info: bool = False,
     jacobian_fn: Callable | None = None,
     verbose: bool = False,
+    matrix: SparseTensor | None = None,
     **options: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, NonlinearInfo]:
     """Solve ``residual_fn(u, *params) = 0`` for ``u``, differentiably in ``params``.
@@ -272,9 +307,8 @@ def nonlinear_solve(
     preconditioner : callable, 'auto' or None
         Approximate ``J^{-1}``: right preconditioner of JFNK's GMRES, and
         ``P`` of the Picard / Anderson map ``u - P(F(u))``.  Takes ``[1, N, 1]``
-        blocks or flat vectors.  ``'auto'``: none here; ``A.nonlinear_solve``
-        uses a direct factorisation of ``A`` (for ``A u + f(u)`` residuals
-        that is the classic Picard iteration ``A u = b - f(u)``).
+        blocks or flat vectors.  ``'auto'``: a direct factorisation of ``matrix`` (see there),
+        else none.
     line_search : bool
         Backtracking (Armijo) on ``||F||`` for Newton.
     linear_options : dict, optional
@@ -297,6 +331,13 @@ def nonlinear_solve(
         ``J^T lam = g`` with it; no Jacobian-vector products are formed.
     verbose : bool
         Log ``||F||`` at every iteration (logger ``"sla"``, level INFO).
+    matrix : SparseTensor, optional
+        The linear part ``A`` of residuals like ``A u + f(u) - b`` (default: the first square
+        ``N x N`` SparseTensor among ``params``).  With ``preconditioner='auto'`` it makes the
+        defaults fast: Newton assembles ``dF/du`` on A's pattern plus the diagonal (coloured
+        VJPs, checked against one vector-Jacobian product on the first step: when entries are
+        missing it says so in ``info.notes`` and falls back to JFNK preconditioned by ``A^{-1}``);
+        Picard and Anderson iterate ``u - A^{-1} F(u)`` (the classic ``A u = b - f(u)``).
     max_iter : int
         The seed project's name for ``maxiter`` (an alias, like ``tol`` for ``rtol``).
 
@@ -328,15 +369,30 @@ def nonlinear_solve(
         options["maxiter"] = max_iter
     cfg = SolverConfig.resolve(config, **options)
     jacobian = _user_jacobian(jacobian_fn, u0, params)
-    if isinstance(preconditioner, str):
-        if preconditioner not in ("auto", "none"):
-            raise ValueError(f"preconditioner must be a callable, 'auto', 'none' or None, got {preconditioner!r}")
-        preconditioner = None
+    if isinstance(preconditioner, str) and preconditioner not in ("auto", "none"):
+        raise ValueError(f"preconditioner must be a callable, 'auto', 'none' or None, got {preconditioner!r}")
+    square = _square_matrix(params, u0.numel()) if matrix is None else matrix
+    if square is not None and (not isinstance(square, SparseTensor) or tuple(square.shape) != (u0.numel(),) * 2):
+        raise ValueError(
+            f"matrix must be a square SparseTensor of size u.numel() = {u0.numel()}, got "
+            f"{tuple(square.shape) if isinstance(square, SparseTensor) else type(square).__name__}"
+        )
+    matrix_free = method != "newton" or linear_solver in ("auto", "gmres")
+    derived = None
+    if jacobian_pattern is None and jacobian is None and square is not None:
+        if method == "newton" and linear_solver == "auto" and preconditioner in ("auto", None):
+            # residuals like A u + f(u), f pointwise: dF/du lives on A's pattern plus the diagonal
+            # (checked on the first Newton step; matrix-free GMRES if entries are missing)
+            jacobian_pattern = derived = _with_diagonal(square.pattern)
+        elif preconditioner == "auto" and matrix_free:
+            preconditioner = _MatrixInverse.build(square)
     pattern = jacobian_pattern.pattern if isinstance(jacobian_pattern, SparseTensor) else jacobian_pattern
     if pattern is not None and not isinstance(pattern, Pattern):
         raise TypeError(f"jacobian_pattern must be a sla.Pattern or SparseTensor, got {type(pattern).__name__}")
     if pattern is not None and pattern.shape != (u0.numel(), u0.numel()):
         raise ValueError(f"jacobian_pattern has shape {pattern.shape}, but u has {u0.numel()} entries")
+    if isinstance(preconditioner, str):
+        preconditioner = None
     if linear_solver == "auto":
         linear_solver = "sparse" if pattern is not None else "gmres"
     if method == "newton":
@@ -355,6 +411,20 @@ def nonlinear_solve(
         strategy = Anderson(m, damping, preconditioner)
     else:
         raise ValueError(f"method must be 'newton', 'picard' or 'anderson', got {method!r}")
+    if derived is not None:
+        strategy.fallback = lambda: _MatrixInverse.build(square)
+    res = Residual(residual_fn, u0, params, jvp=jvp)
+    kind = "jacobian_fn" if jacobian is not None else linear_solver
+    info = NonlinearInfo(method=method if method != "newton" else f"newton-{kind}")
+    if derived is not None:
+        info.notes.append("Jacobian pattern: the square matrix among the params, plus the diagonal")
+    u = _drive(res, u0, strategy, cfg, info, verbose)
+    if method == "newton" and strategy.linear != linear_solver:  # the derived pattern fell short
+        linear_solver, pattern, preconditioner = strategy.linear, None, strategy.fallback
+        info.method = "newton-gmres"
+    if res.jvp_mode == "fd" and method == "newton" and linear_solver == "gmres":
+        info.notes.append("JVPs by finite differences")
+    info.fail(cfg)
     if adjoint is None and jacobian is not None:
         adjoint = _JacobianAdjoint(jacobian, linear_options)
     if adjoint is None:
@@ -368,16 +438,17 @@ def nonlinear_solve(
             on_failure=cfg.on_failure,
             linear_options=linear_options,
         )
-    res = Residual(residual_fn, u0, params, jvp=jvp)
-    kind = "jacobian_fn" if jacobian is not None else linear_solver
-    info = NonlinearInfo(method=method if method != "newton" else f"newton-{kind}")
-    u = _drive(res, u0, strategy, cfg, info, verbose)
-    if res.jvp_mode == "fd" and method == "newton" and linear_solver == "gmres":
-        info.notes.append("JVPs by finite differences")
-    info.fail(cfg)
     if any(isinstance(p, torch.Tensor) and p.requires_grad for p in params) and torch.is_grad_enabled():
         u = ImplicitSolve.apply(u, res, adjoint, *params)
     return (u, info) if return_info else u
+
+
+def _square_matrix(params, n: int) -> SparseTensor | None:
+    """The first square ``n x n`` SparseTensor among ``params`` (unbatched), if any."""
+    for p in params:
+        if isinstance(p, SparseTensor) and tuple(p.shape) == (n, n):
+            return p
+    return None
 
 
 def _user_jacobian(jacobian_fn: Callable | None, u0: torch.Tensor, params) -> Callable | None:
@@ -428,9 +499,10 @@ def sparse_nonlinear_solve(
 ) -> torch.Tensor | tuple[torch.Tensor, NonlinearInfo]:
     """``A.nonlinear_solve(residual_fn, u0, *params)``: ``residual_fn(u, A, *params)``.
 
-    Gradients also reach ``A.values``.  With ``linear_solver='sparse'`` the
-    Jacobian pattern defaults to A's pattern plus the diagonal (residuals like
-    ``A @ u + f(u)`` with a pointwise ``f``).
+    Gradients also reach ``A.values``.  ``A`` is the ``matrix`` of :func:`nonlinear_solve`: the
+    Jacobian pattern defaults to A's pattern plus the diagonal (residuals like ``A @ u + f(u)``
+    with a pointwise ``f``; checked on the first Newton step), and Picard/Anderson are
+    preconditioned by ``A^{-1}``.
     """
     if not isinstance(A, SparseTensor):
         raise TypeError(f"A must be a sla.SparseTensor, got {type(A).__name__}")
@@ -448,9 +520,10 @@ def sparse_nonlinear_solve(
 
     if kwargs.get("linear_solver") == "sparse" and kwargs.get("jacobian_pattern") is None:
         kwargs["jacobian_pattern"] = _with_diagonal(pattern)
-    matrix_free = kwargs.get("method", "newton") != "newton" or kwargs.get("linear_solver", "auto") in ("auto", "gmres")
-    if kwargs.get("preconditioner", "auto") == "auto" and matrix_free and kwargs.get("jacobian_pattern") is None:
-        kwargs["preconditioner"] = _MatrixInverse.build(A)
+    if A.batch_shape or A.sparse_shape[0] != A.sparse_shape[1]:
+        kwargs.setdefault("preconditioner", None)
+    else:
+        kwargs.setdefault("matrix", A)
     return nonlinear_solve(fn, u0, A.values, *params, **kwargs)
 
 
