@@ -240,6 +240,8 @@ def test_cuda_blocks():
     torch.testing.assert_close(s["det"], torch.linalg.det(dense3()))
 
 
-@pytest.mark.skip(reason="the README's distributed blocks are issue #15's: tests/distributed/test_dsparse.py runs them")
+@pytest.mark.skip(
+    reason="the README's distributed blocks are issue #15's: tests/distributed/test_api.py runs them (tests/distributed/_workers.py)"
+)
 def test_distributed_blocks():
     run(DISTRIBUTED)
