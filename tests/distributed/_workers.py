@@ -156,6 +156,21 @@ def api_worker(rank: int, world: int, init: str, out: str) -> None:
         xm, im = solve(Dm, bm, method="cg", preconditioner="schwarz", rtol=1e-11, return_info=True)
         xa = solve(Dm, bm, method="cg", preconditioner="distributed_amg", rtol=1e-11)
         res["mesh"] = (xm.full_tensor(), xa.full_tensor(), Dm.full_tensor())
+        # ---- one .vtu per rank plus the .pvtu
+        import meshio
+
+        from sla.dist.vtk import write_pvtu
+
+        sq = fe.unit_square(6)
+        Ds, bs, ps = assemble_distributed(sq, fe.ElementP1("triangle"), fe.laplace, fe.source, f=1.0)
+        xs = solve(Ds, bs, method="cg", preconditioner="distributed_amg", rtol=1e-12)
+        pv = write_pvtu(os.path.join(os.path.dirname(out), "vtk"), "solution", sq, ps, Ds, xs)
+        pieces = [meshio.read(pv.replace(".pvtu", f"_{q}.vtu")) for q in range(world)]
+        res["pvtu"] = (
+            open(pv).read().count("<Piece"),
+            sum(len(p.cells[0].data) for p in pieces),
+            max(float(p.point_data["u"].max()) for p in pieces),
+        )
     finally:
         torch.save(_plain(res), out.replace(".pt", f"_{rank}.pt"))
         dist.destroy_process_group()

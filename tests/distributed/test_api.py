@@ -207,6 +207,21 @@ def test_mesh_decomposition_matches_single_process(results):
 
 
 @pytest.mark.slow
+def test_pvtu_one_piece_per_rank(results):
+    world, res = results
+    import sla.assembly as fe
+
+    sq = fe.unit_square(6)
+    basis = fe.CellBasis(sq, fe.ElementP1("triangle"))
+    K, F = fe.apply_dirichlet(
+        fe.assemble(fe.laplace, basis), fe.assemble(fe.source, basis, f=1.0), fe.boundary_dofs(basis)
+    )
+    n_pieces, n_cells, umax = res[0]["pvtu"]
+    assert n_pieces == world and n_cells == sq.cells.shape[0]
+    assert abs(umax - float(K.solve(F).max())) < 1e-10
+
+
+@pytest.mark.slow
 def test_a_failing_rank_makes_every_rank_raise():
     res = _spawn(fault_worker, 2)
     assert "injected failure" in res[1]["outcome"]
