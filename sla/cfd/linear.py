@@ -77,7 +77,10 @@ class FlowLinearSolver:
         if not 0 < rtol < 1:
             raise ValueError(f"rtol must lie in (0, 1), got {rtol!r}")
         self.space, self.kind, self.dofs = space, kind, dofs
-        self.direct_config = solver if solver is not None else SolverConfig(method="lu")
+        if solver is None:  # LU; on the CPU without SuperLU's condition estimate (a third of a Newton step)
+            cpu = space.mesh.points.device.type == "cpu"
+            solver = SolverConfig(method="lu", options={"rcond": False} if cpu else None)
+        self.direct_config = solver
         self.rtol, self.maxiter, self.restart = rtol, int(maxiter), int(restart)
         self.schur, self.velocity = schur, velocity
         if velocity_block not in ("full", "component"):

@@ -202,3 +202,42 @@ def test_cavity_re100_matches_ghia():
     du, dv = ghia_deviation(100.0, u, v)
     assert du <= 0.02 and dv <= 0.02, (du, dv)
     assert res[-1].steps[-1] == "newton" and res[-1].history[-1] < 1e-10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("re,n", [(400.0, 32), (1000.0, 64)])
+def test_cavity_matches_ghia_full_accuracy(re, n):
+    from problems.cavity import centrelines, ghia_deviation, solve_cavity
+
+    V, res = solve_cavity(n, re)
+    u, v = centrelines(V, res[-1].x)
+    du, dv = ghia_deviation(re, u, v)
+    assert du <= 0.02 and dv <= 0.02, (du, dv)
+
+
+def test_runner_cavity_small(tmp_path):
+    """``python -m sla.run problem=cavity``'s problem function: summary with the Ghia comparison."""
+    from omegaconf import OmegaConf
+
+    from problems.cavity import run
+
+    cfg = OmegaConf.create({"name": "cavity", "re": 100.0, "n": 8, "linear": "direct", "picture": False})
+    out = run(cfg, sla.SolverConfig(), torch.device("cpu"), torch.float64)
+    assert out.summary["ghia_max_dev_u"] < 0.03 and out.summary["linear"] == "direct"
+    assert set(out.point_data) == {"velocity", "pressure", "speed"}
+    assert all(bool(torch.isfinite(t).all()) for t in out.point_data.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+@pytest.mark.parametrize("linear", ["direct", "iterative"])
+def test_cavity_on_cuda_matches_cpu(linear):
+    from problems.cavity import centrelines, solve_cavity
+
+    Vc, rc = solve_cavity(16, 100.0, "direct")
+    Vg, rg = solve_cavity(16, 100.0, linear, device="cuda")
+    assert rg[-1].x.device.type == "cuda"
+    uc, vc = centrelines(Vc, rc[-1].x)
+    ug, vg = centrelines(Vg, rg[-1].x)
+    torch.testing.assert_close(ug.cpu(), uc, atol=1e-6, rtol=0)
+    torch.testing.assert_close(vg.cpu(), vc, atol=1e-6, rtol=0)
