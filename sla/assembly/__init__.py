@@ -39,10 +39,12 @@ from .fem import (
     sym_grad,
     trace,
 )
+from .flow import flow_system
 from .generators import box, interval, l_shape, rectangle, refine, unit_cube, unit_square
 from .gmsh_meshes import dfg_channel
 from .mesh import Mesh
 from .mesh_io import read_mesh, write_mesh
+from .mixed import TaylorHood
 from .models import advection, diffusion, elasticity, laplace, mass, source
 from .quadrature import quadrature
 from .stencil import (
@@ -74,6 +76,8 @@ __all__ = [
     "ElementP2",
     "ElementQ1",
     "ElementVector",
+    "TaylorHood",
+    "flow_system",
     "element_for",
     "CellBasis",
     "FacetBasis",
