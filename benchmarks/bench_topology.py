@@ -191,8 +191,11 @@ def main() -> None:
         f"| {refs} | {ratio} | {res.compliance[0]:.4g} → {res.compliance[-1]:.4g} | {res.volume[-1]:.4f} |"
     )
     path = a.picture or f"topology_{'cantilever3d' if a.three_d else 'mbb'}.png"
-    picture(case, res.x, path, f"{label}: compliance {res.compliance[-1]:.4g} after {res.iterations} iterations")
-    print(f"# picture: {path}")
+    try:
+        picture(case, res.x, path, f"{label}: compliance {res.compliance[-1]:.4g} after {res.iterations} iterations")
+        print(f"# picture: {path}")
+    except ImportError:
+        print("# no picture: matplotlib is not installed (pip install matplotlib)")
 
 
 if __name__ == "__main__":
