@@ -177,6 +177,8 @@ def main() -> None:
         f" precond {info.preconditioner} (last solve: {info.iterations} iterations)"
     )
     print(f"# volfrac {volfrac} penal {a.penal} rmin {rmin:.3g}; setup {setup:.2f} s")
+    st, sv = info.setup_time or 0.0, info.solve_time or 0.0
+    print(f"# last state solve: setup {st:.3f} s, solve {sv:.3f} s, residual {info.residual}")
     ref = None
     if not a.three_d and a.reference_iters > 0:
         ref = reference_88(nelx, nely, a.reference_iters, volfrac, a.penal, rmin)
