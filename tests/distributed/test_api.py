@@ -206,7 +206,6 @@ def test_mesh_decomposition_matches_single_process(results):
     assert full.shape == K.shape
 
 
-@pytest.mark.slow
 def test_pvtu_one_piece_per_rank(results):
     world, res = results
     import sla.assembly as fe
