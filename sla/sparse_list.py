@@ -256,14 +256,25 @@ class SparseTensorList:
         out._block = (A.pattern, ro.cpu(), co.cpu())
         return out
 
-    @classmethod
-    def to_connected_components(cls, A: SparseTensor) -> SparseTensorList:
+    def to_connected_components(
+        self: SparseTensorList | SparseTensor, A: SparseTensor | None = None
+    ) -> SparseTensorList:
         """Split a square matrix into the blocks of its connected components (weak connectivity).
 
-        Component ``i`` holds the nodes ``out.node_index[i]`` (sorted original
-        indices), renumbered from 0; values are differentiable views of
+        ``SparseTensorList.to_connected_components(A)`` (or ``A.to_connected_components()``)
+        splits ``A``; ``L.to_connected_components()`` splits ``L``'s block-diagonal matrix,
+        i.e. every member into its own components (``node_index`` then numbers the nodes
+        of the block-diagonal matrix).  Component ``i`` holds the nodes ``out.node_index[i]``
+        (sorted original indices), renumbered from 0; values are differentiable views of
         ``A.values``.  Components are ordered by their smallest node.
         """
+        if isinstance(self, SparseTensorList):
+            if A is not None:
+                raise TypeError("L.to_connected_components() takes no matrix (it splits L's members)")
+            A = self.to_block_diagonal()
+        elif A is None:
+            A = self  # called on the class with the matrix first: SparseTensorList.to_connected_components(A)
+        cls = SparseTensorList
         if not isinstance(A, SparseTensor) or A.batch_shape:
             raise ValueError("A must be an unbatched sla.SparseTensor")
         n = A.sparse_shape[0]

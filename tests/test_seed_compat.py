@@ -465,3 +465,39 @@ def test_spy_draws_the_pattern(tmp_path):
     f = tmp_path / "spy.png"
     assert Ab.spy(batch_idx=1, save_path=f) == str(f) and f.stat().st_size > 0
     plt.close("all")
+
+
+def test_list_splits_its_members_into_components():
+    A, _ = _two_islands()
+    L = SparseTensorList([A, sla.gallery.poisson1d(4)])
+    parts = L.to_connected_components()
+    assert [tuple(p.shape) for p in parts] == [(3, 3), (3, 3), (1, 1), (4, 4)]
+    assert [idx.tolist() for idx in parts.node_index] == [[0, 3, 5], [1, 2, 6], [4], [7, 8, 9, 10]]
+    with pytest.raises(TypeError, match="no matrix"):
+        L.to_connected_components(A)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_seed_calls_on_cuda():
+    val, row, col = coo_unsorted(6, dup=True)
+    A = SparseTensor(val, row, col, (6, 6))
+    vals = torch.stack([val, 2 * val])
+    b = torch.randn(2, 6, dtype=F64)
+    want = A.solve_batch(vals, b)
+    Ac = SparseTensor(val.cuda(), row.cuda(), col.cuda(), (6, 6))
+    torch.testing.assert_close(Ac.solve_batch(vals.cuda(), b.cuda()).cpu(), want)
+    Ab, Db = spd(5, batch=(3,))
+    Abc = Ab.cuda()
+    x = torch.randn(3, 5, dtype=F64)
+    torch.testing.assert_close((x.cuda() @ Abc).cpu(), torch.einsum("bm,bmn->bn", x, Db))
+    assert torch.equal(Abc.is_symmetric(), Ab.is_symmetric())
+    assert torch.equal(Abc.is_positive_definite(), Ab.is_positive_definite())
+    torch.testing.assert_close(Abc.sum(axis=1).cpu(), Db.sum(1))
+    torch.testing.assert_close(Abc.to_csr(2).to_dense().cpu(), Db[2])
+    L = SparseTensorList([m.cuda() for m in _members()])
+    v = torch.randn(4, dtype=F64).cuda()
+    assert len(SparseTensorList([spd(4, s)[0].cuda() for s in range(2)]) @ v) == 2
+    torch.testing.assert_close(
+        L.to_block_diagonal().to_dense().cpu(), SparseTensorList(_members()).to_block_diagonal().to_dense()
+    )
