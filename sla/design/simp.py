@@ -109,7 +109,8 @@ class SIMP:
     move : float
         OC move limit.
     solver : SolverConfig or dict, optional
-        Options of :func:`sla.solve` (default: ``'auto'``, a sparse direct solver on the CPU).
+        Options of :func:`sla.solve` (default: ``'auto'`` for an SPD matrix, a sparse Cholesky
+        factorisation on the CPU).
 
     Examples
     --------
@@ -147,7 +148,8 @@ class SIMP:
             solver = SolverConfig(**solver)
         if solver is not None and not isinstance(solver, SolverConfig):
             raise TypeError(f"solver must be a SolverConfig, a dict of its fields or None, got {type(solver).__name__}")
-        self.solver = solver
+        # the eliminated stiffness is symmetric positive definite: saying so skips its detection
+        self.solver = SolverConfig(matrix_type="spd") if solver is None else solver
         self.mesh = mesh
         dim = mesh.points.shape[1]
         self.dim = dim
