@@ -4,6 +4,8 @@ The extension is compiled once per test session (and loaded from torch's
 extension cache in later sessions).
 """
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
@@ -145,3 +147,55 @@ def test_include_dir_from_environment(monkeypatch, tmp_path):
     assert E.eigen_include_dir() == str(tmp_path)
     monkeypatch.setenv("EIGEN_INCLUDE_DIR", str(tmp_path / "nowhere"))
     assert E.eigen_include_dir() != str(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------- an interrupted first build
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_stale_lock_of_a_killed_build_is_removed(tmp_path, caplog):
+    """torch waits forever on the ``lock`` a killed build leaves; the recorded dead builder frees it."""
+    import socket
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    (tmp_path / E._OWNER).write_text(f"{_dead_pid()} {socket.gethostname()}")
+    with caplog.at_level("WARNING", logger="sla"):
+        E._clear_stale_lock(str(tmp_path), timeout=30)
+    assert not lock.exists()
+    assert "stale lock" in caplog.text and "no longer running" in caplog.text
+    # no builder recorded: stale once older than the timeout
+    lock.write_text("")
+    (tmp_path / E._OWNER).unlink()
+    old = lock.stat().st_mtime - 100
+    os.utime(lock, (old, old))
+    E._clear_stale_lock(str(tmp_path), timeout=50)
+    assert not lock.exists()
+
+
+def test_a_live_build_is_waited_for_then_a_clear_error(tmp_path, monkeypatch):
+    import socket
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    (tmp_path / E._OWNER).write_text(f"{os.getpid()} {socket.gethostname()}")  # alive: this process
+    with pytest.raises(RuntimeError, match=rf"timed out after 1 s .*pid {os.getpid()}.*delete that file"):
+        E._clear_stale_lock(str(tmp_path), timeout=1, poll=0.1)
+    assert lock.exists()
+    monkeypatch.setenv("SLA_EIGEN_BUILD_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="SLA_EIGEN_BUILD_TIMEOUT must be a number of seconds, got 'soon'"):
+        E.build_timeout()
+
+
+def test_build_eigen_module_builds_ahead(caplog):
+    from sla import build_eigen
+
+    with caplog.at_level("INFO", logger="sla"):
+        assert build_eigen.main([]) == 0
+    assert "ready" in caplog.text and E.is_built()

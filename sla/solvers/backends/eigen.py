@@ -4,7 +4,11 @@ The C++ source (``eigen_ext.cpp`` next to this file) is compiled on first use
 with :func:`torch.utils.cpp_extension.load` (ninja) against Eigen's headers and
 cached in torch's extension folder (``$TORCH_EXTENSIONS_DIR`` or
 ``~/.cache/torch_extensions``), so later processes only load it.  Nothing is
-compiled at import time.
+compiled at import time.  The first build (about a minute) says so on the ``sla`` logger at
+WARNING level; ``python -m sla.build_eigen`` builds it ahead of time.  A build killed mid-way
+leaves torch's ``lock`` file behind, on which torch would wait forever: the builder's pid is
+recorded beside it, so a later process removes a stale lock and waits for a live build at most
+``$SLA_EIGEN_BUILD_TIMEOUT`` seconds (default 600) before a clear error.
 
 Eigen's headers are looked up in ``$EIGEN_INCLUDE_DIR``, the ``cmeel-eigen``
 wheel (``pip install 'sla-torch[eigen]'``: ``site-packages/cmeel.prefix/include/eigen3``),
@@ -23,13 +27,16 @@ Methods, float32/float64 only:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import site
+import socket
 import sys
 import sysconfig
 import threading
+import time
 
 import torch
 
@@ -40,6 +47,7 @@ log = logging.getLogger("sla")
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "eigen_ext.cpp")
 _NAME = "sla_eigen_ext"
+_OWNER = "sla_build_owner"  # pid and host of the process compiling, next to torch's lock file
 _SYMMETRIC = ("symmetric", "spd")
 _DEFINITE = ("spd",)
 _lock = threading.Lock()
@@ -113,13 +121,24 @@ def extension():
             raise RuntimeError(f"the Eigen backend cannot be built: {why}")
         from torch.utils.cpp_extension import load
 
-        log.info("compiling the Eigen extension (first use; cached afterwards)")
+        folder = build_directory()
+        _clear_stale_lock(folder, build_timeout())
+        if not any(f.endswith((".so", ".pyd")) for f in os.listdir(folder)):
+            log.warning(
+                "sla: compiling the Eigen extension (first use, about a minute; cached in %s afterwards; "
+                "`python -m sla.build_eigen` builds it ahead of time)",
+                folder,
+            )
+        owner = os.path.join(folder, _OWNER)
         try:
+            with open(owner, "w") as fh:  # who builds: a later process can tell a stale lock from a live build
+                fh.write(f"{os.getpid()} {socket.gethostname()}")
             _module = load(
                 name=_NAME,
                 sources=[_SOURCE],
                 extra_include_paths=[eigen_include_dir()],
                 extra_cflags=["-O3", "-DNDEBUG", "-DEIGEN_NO_DEBUG", "-std=c++17", "-Wno-deprecated-declarations"],
+                build_directory=folder,
                 verbose=False,
             )
         except Exception as exc:
@@ -127,7 +146,80 @@ def extension():
             errors = [ln for ln in text if "error" in ln.lower()]
             _build_error = " | ".join((errors or text)[-5:])[:2000]
             raise RuntimeError(f"compiling {_SOURCE} against Eigen at {eigen_include_dir()} failed: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(owner)
         return _module
+
+
+def build_directory() -> str:
+    """torch's extension folder for the Eigen extension (created if missing)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return _get_build_directory(_NAME, verbose=False)
+
+
+def build_timeout() -> float:
+    """Seconds to wait for another process's build (``$SLA_EIGEN_BUILD_TIMEOUT``, default 600)."""
+    raw = os.environ.get("SLA_EIGEN_BUILD_TIMEOUT", "600")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"SLA_EIGEN_BUILD_TIMEOUT must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"SLA_EIGEN_BUILD_TIMEOUT must be positive, got {raw!r}")
+    return value
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _clear_stale_lock(folder: str, timeout: float, poll: float = 0.5) -> None:
+    """Make sure torch's ``lock`` file in ``folder`` belongs to a live build, waiting for it up to ``timeout``.
+
+    torch's extension loader waits forever while ``lock`` exists; a build killed mid-way leaves it
+    behind.  The builder's pid (written next to it by :func:`extension`) tells: a dead builder on this
+    host, or a lock with no builder recorded that is older than ``timeout``, is stale and removed.
+    """
+    lock = os.path.join(folder, "lock")
+    t0 = time.monotonic()
+    while os.path.exists(lock):
+        owner = _read_owner(os.path.join(folder, _OWNER))
+        try:
+            age = time.time() - os.path.getmtime(lock)
+        except OSError:  # removed meanwhile
+            return
+        host = socket.gethostname()
+        dead = owner is not None and owner[1] == host and not _alive(owner[0])
+        if dead or (owner is None and age > timeout):
+            who = f"pid {owner[0]}, no longer running" if dead else f"no builder recorded, {age:.0f} s old"
+            log.warning("sla: removing a stale lock of an interrupted Eigen build (%s): %s", who, lock)
+            with contextlib.suppress(OSError):
+                os.remove(lock)
+            return
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(
+                f"timed out after {timeout:.0f} s waiting for another process's Eigen build "
+                f"({'pid ' + str(owner[0]) if owner else 'builder unknown'}) to release {lock}; if no build is "
+                "running, delete that file (or raise SLA_EIGEN_BUILD_TIMEOUT)"
+            )
+        time.sleep(poll)
+
+
+def _read_owner(path: str) -> tuple[int, str] | None:
+    try:
+        with open(path) as fh:
+            pid, host = fh.read().split()
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
 
 
 def is_built() -> bool:
