@@ -22,7 +22,7 @@ def test_rtol_zero_stops_as_stagnated(method):
         A.solve(b, backend="pytorch", method=method, rtol=0, maxiter=10**9)
     assert time.perf_counter() - t0 < 20
     assert "direct method" in str(e.value)  # names a better solver
-    # on_failure='warn': the best iterate comes back, finite and accurate to rounding
+    # on_failure='warn': the last iterate comes back, accurate to rounding
     with pytest.warns(sla.ConvergenceWarning, match="stagnated"):
         x, info = A.solve(
             b, backend="pytorch", method=method, rtol=0, maxiter=10**9, on_failure="warn", return_info=True
@@ -30,6 +30,41 @@ def test_rtol_zero_stops_as_stagnated(method):
     ref = torch.linalg.solve(A.to_dense(), b)
     assert torch.allclose(x, ref, rtol=1e-10, atol=1e-10)
     assert info.reason.startswith("stagnated") and not info.converged
+
+
+def _neumann_1d(n=100):
+    """The singular 1D Neumann Laplacian (constants in its null space)."""
+    i = torch.arange(n)
+    d = torch.full((n,), 2.0, dtype=torch.float64)
+    d[0] = d[-1] = 1
+    off = -torch.ones(n - 1, dtype=torch.float64)
+    rows, cols = torch.cat([i, i[:-1], i[1:]]), torch.cat([i, i[1:], i[:-1]])
+    return sla.SparseTensor(torch.cat([d, off, off]), rows, cols, (n, n))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_inconsistent_singular_system_ends_with_a_clear_error(method):
+    # b is not in the range of A: no method can converge; each must say so, within a bounded time
+    A = _neumann_1d(40)
+    b = torch.linspace(0, 1, 40, dtype=torch.float64) + 0.3
+    mtype = "spd" if method == "cg" else "symmetric"
+    t0 = time.perf_counter()
+    with pytest.raises(sla.ConvergenceError, match="stagnated|breakdown") as e:
+        A.solve(b, backend="pytorch", method=method, matrix_type=mtype, maxiter=10**9, preconditioner="none")
+    assert time.perf_counter() - t0 < 60
+    assert "direct method" in str(e.value)  # names a better solver
+    with pytest.warns(sla.ConvergenceWarning):
+        x, info = A.solve(
+            b,
+            backend="pytorch",
+            method=method,
+            matrix_type=mtype,
+            maxiter=10**9,
+            preconditioner="none",
+            on_failure="warn",
+            return_info=True,
+        )
+    assert not info.converged and info.reason.startswith(("stagnated", "breakdown"))
 
 
 @pytest.mark.parametrize("method", METHODS)

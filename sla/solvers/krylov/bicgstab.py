@@ -16,15 +16,14 @@ def _bicgstab_inner(ctx: _Ctx, x, r, rn, act, tol, box):
     rho, alpha, omega = one, one, one
     v = torch.zeros_like(r)
     p = torch.zeros_like(r)
-    scale = 1e3 * torch.finfo(rn.dtype).eps * ctx.norm(rhat)
+    scale = torch.finfo(rn.dtype).eps * ctx.norm(rhat)
     rnorm = rn
     for it in range(ctx.maxiter - ctx.used):
         rho_new = ctx.dot(rhat, r)
         # breakdown (rho ~ 0: r orthogonal to the shadow residual): restart from the true residual
         broken = act & (rho_new.abs() <= scale * rnorm)
         if it > 0 and ctx.check(it) and bool(broken.any()):
-            ctx.claimed = True  # a retry from the true residual with a fresh shadow vector
-            break
+            break  # restart from the true residual with a fresh shadow vector (the watch sees no-progress loops)
         beta = _div(rho_new, rho) * _div(alpha, omega)
         p = r + beta * (p - omega * v)
         ph = ctx.M(p)
