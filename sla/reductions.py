@@ -16,7 +16,7 @@ import torch
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
     from .sparse import SparseTensor
 
-__all__ = ["reduce_sum", "reduce_mean", "normalize_dims"]
+__all__ = ["reduce_sum", "reduce_mean", "normalize_dims", "sum_method", "mean_method"]
 
 
 def normalize_dims(A: SparseTensor, dim: int | Sequence[int] | None) -> tuple[int, ...] | None:
@@ -70,3 +70,33 @@ def reduce_mean(
         count *= shape[d]
     total = reduce_sum(A, dims, keepdim)
     return total / count if count else total * float("nan")
+
+
+def _axis_alias(dim, axis):
+    if axis is not None and dim is not None and axis != dim:
+        raise ValueError(f"give dim or its alias axis, not both (dim={dim!r}, axis={axis!r})")
+    return dim if axis is None else axis
+
+
+Dims = int | Sequence[int] | None
+
+
+def sum_method(
+    A: SparseTensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None
+) -> torch.Tensor | SparseTensor:
+    """Sum like ``to_dense().sum(dim, keepdim)``, without the dense tensor (``A.sum``).
+
+    ``dim`` (or ``axis``, the seed project's name): None (every entry of each
+    matrix: ``[*batch]``, like :meth:`~sla.SparseTensor.norm`; ``A.sum((-2, -1))``
+    says the same), an int or a tuple of batch and matrix dimensions.  A sum over
+    batch dimensions only stays sparse (a SparseTensor); one over a matrix
+    dimension is a dense tensor.
+    """
+    return reduce_sum(A, _axis_alias(dim, axis), keepdim)
+
+
+def mean_method(
+    A: SparseTensor, dim: Dims = None, keepdim: bool = False, *, axis: Dims = None
+) -> torch.Tensor | SparseTensor:
+    """Mean like ``to_dense().mean(dim, keepdim)`` (implicit zeros count; ``A.mean``); ``dim``/``axis``: see ``sum``."""
+    return reduce_mean(A, _axis_alias(dim, axis), keepdim)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import convert, products, reductions, structure
-from .pattern import Pattern
+from .pattern import Pattern, check_shape
 
 __all__ = ["SparseTensor", "register_linalg"]
 
@@ -103,7 +103,7 @@ class SparseTensor:
         shape: Sequence[int],
     ) -> None:
         values = _check_values(values)
-        shape = tuple(int(s) for s in shape)
+        shape = check_shape(shape)  # integers only: 2.5 is an error, not 2
         if len(shape) < 2:
             raise ValueError(f"shape must be (*batch, M, N), got {shape}")
         batch = shape[:-2]
@@ -453,24 +453,8 @@ class SparseTensor:
         return self._like(self.values.imag)
 
     # ----------------------------------------------------------- reductions
-    def sum(
-        self, dim: int | Sequence[int] | None = None, keepdim: bool = False, *, axis: int | Sequence[int] | None = None
-    ) -> torch.Tensor | SparseTensor:
-        """Sum like ``to_dense().sum(dim, keepdim)``, without the dense tensor.
-
-        ``dim`` (or ``axis``, the seed project's name): None (every entry of
-        each matrix: ``[*batch]``, like :meth:`norm`; ``A.sum((-2, -1))``
-        says the same), an int or a tuple of batch and matrix dimensions.  A sum over
-        batch dimensions only stays sparse (a SparseTensor); one over a matrix
-        dimension is a dense tensor.
-        """
-        return reductions.reduce_sum(self, _axis_alias(dim, axis), keepdim)
-
-    def mean(
-        self, dim: int | Sequence[int] | None = None, keepdim: bool = False, *, axis: int | Sequence[int] | None = None
-    ) -> torch.Tensor | SparseTensor:
-        """Mean like ``to_dense().mean(dim, keepdim)`` (implicit zeros count)."""
-        return reductions.reduce_mean(self, _axis_alias(dim, axis), keepdim)
+    sum = reductions.sum_method
+    mean = reductions.mean_method
 
     def norm(self, ord: Any = "fro") -> torch.Tensor:
         """Matrix norm: ``'fro'``, ``1`` (max column sum), ``inf`` (max row sum); ``2`` via the solver layer."""
@@ -557,12 +541,6 @@ class SparseTensor:
 
 
 # --------------------------------------------------------------------- helpers
-def _axis_alias(dim, axis):
-    if axis is not None and dim is not None and axis != dim:
-        raise ValueError(f"give dim or its alias axis, not both (dim={dim!r}, axis={axis!r})")
-    return dim if axis is None else axis
-
-
 def _check_same(A: SparseTensor, x: torch.Tensor, name: str) -> None:
     if x.device != A.device:
         raise ValueError(f"{name} is on {x.device} but the matrix is on {A.device}; move one with .to()")
