@@ -138,11 +138,8 @@ def set_progress(enabled: bool) -> contextvars.Token:
 
 
 def progress(iterable: Iterable, total: int | None = None, desc: str = "") -> Any:
-    """``iterable`` wrapped in a tqdm bar when progress is on and stderr is a terminal (else as is).
-
-    The bar's ``set_postfix`` shows live numbers (residual, loss); callers use
-    ``getattr(bar, 'set_postfix', None)``-free code through :func:`postfix`.
-    """
+    """``iterable`` wrapped in a tqdm bar when progress is on and stderr is a terminal (else as is);
+    :func:`postfix` shows live numbers (loss, residual) on it."""
     if not _PROGRESS.get() or not sys.stderr.isatty():
         return iterable
     try:
@@ -150,6 +147,45 @@ def progress(iterable: Iterable, total: int | None = None, desc: str = "") -> An
     except ImportError:
         return iterable
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+class SolveProgress:
+    """``SolverConfig(callback=...)`` for iterative solves: a tqdm bar with the iteration and the
+    relative residual that appears only when one solve runs longer than ``delay`` seconds
+    (a new solve -- the iteration count starting again -- closes the previous bar)."""
+
+    def __init__(self, delay: float = 2.0) -> None:
+        self.delay = delay
+        self.bar: Any = None
+        self.last = -1
+
+    def __call__(self, iteration: int, relative_residual: float) -> None:
+        if iteration <= self.last:
+            self.close()
+        self.last = iteration
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(desc="iterative solve", unit="it", delay=self.delay, leave=False, dynamic_ncols=True)
+        self.bar.update(iteration - self.bar.n)
+        self.bar.set_postfix_str(f"residual {relative_residual:.2e}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.last = None, -1
+
+
+def solve_progress(device: Any) -> SolveProgress | None:
+    """A :class:`SolveProgress` when progress is on, stderr is a terminal, tqdm is installed and the
+    solve runs on the CPU (on a GPU the per-iteration callback would synchronise the device)."""
+    if not _PROGRESS.get() or not sys.stderr.isatty() or str(device).startswith("cuda"):
+        return None
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return None
+    return SolveProgress()
 
 
 def postfix(bar: Any, **values: Any) -> None:

@@ -63,6 +63,12 @@ def info_summary(info: sla.SolveInfo, wall: float) -> dict:
     }
 
 
+def residual_history(info: sla.SolveInfo) -> dict:
+    """``{'residual': [...]}`` for :class:`Result.history` when the solve recorded one (iterative)."""
+    h = getattr(info, "history", None)
+    return {"residual": [float(v) for v in h]} if h else {}
+
+
 def system_summary(A: sla.SparseTensor) -> dict:
     """Unknowns and stored nonzeros of a system matrix."""
     return {"unknowns": int(A.sparse_shape[0]), "nonzeros": int(A.nnz)}
@@ -84,8 +90,8 @@ def grid_mesh(u: torch.Tensor, n: int, dim: int) -> tuple[Mesh, torch.Tensor]:
 
 def fem_poisson(
     mesh: Mesh, element: str, solver: sla.SolverConfig, phases: Phases | None = None
-) -> tuple[dict, torch.Tensor, CellBasis]:
-    """P1/P2/Q1 Poisson with the manufactured solution; returns (summary, u at dofs, basis)."""
+) -> tuple[dict, torch.Tensor, CellBasis, sla.SolveInfo]:
+    """P1/P2/Q1 Poisson with the manufactured solution; returns (summary, u at dofs, basis, solve info)."""
     phases = phases if phases is not None else Phases()
     degree = {"P1": 1, "Q1": 1, "P2": 2}[element]
     with phases("assembly"):
@@ -99,7 +105,7 @@ def fem_poisson(
     out = system_summary(A0)
     out.update(info_summary(info, wall))
     out["max_nodal_error"] = float((u - exact).abs().max())
-    return out, u, basis
+    return out, u, basis, info
 
 
 def poisson_run(
@@ -126,11 +132,12 @@ def poisson_run(
             mesh = unit_square(n, cell="quad" if q1 else "tri", dtype=dtype, device=device)
         else:
             mesh = unit_cube(n, cell="hex" if q1 else "tet", dtype=dtype, device=device)
-        summary, u, _ = fem_poisson(mesh, cfg.element, solver, phases)
+        summary, u, _, info = fem_poisson(mesh, cfg.element, solver, phases)
         summary["h"] = 1 / n
         values = u[: mesh.n_points]  # vertex values (P2: the first dofs are the vertices)
     else:
         raise ValueError(f"problem.discretization must be 'fd' or 'fem', got {cfg.discretization!r}")
     summary.update(phases.summary(), error=summary["max_nodal_error"], error_measure="max nodal error vs exact")
     exact_nodes = sines(mesh.points)
-    return Result(summary, mesh=mesh, point_data={"u": values, "u_exact": exact_nodes}, plot="u")
+    history = residual_history(info)
+    return Result(summary, mesh=mesh, point_data={"u": values, "u_exact": exact_nodes}, plot="u", history=history)

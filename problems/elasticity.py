@@ -25,7 +25,7 @@ from sla.assembly import (
 )
 
 from . import Phases, ProblemConfig, Result, param
-from ._common import info_summary, solve_timed, system_summary
+from ._common import info_summary, residual_history, solve_timed, system_summary
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -70,4 +70,6 @@ def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: 
     summary.update(phases.summary(), error=error, error_measure="tip deflection vs Timoshenko (relative)")
     summary.update(tip_deflection=deflection, timoshenko=reference, relative_error=error)
     disp = torch.cat([u[: mesh.n_points], torch.zeros_like(u[: mesh.n_points, :1])], 1)
-    return Result(summary, mesh=mesh, point_data={"displacement": disp}, plot="displacement")
+    return Result(
+        summary, mesh=mesh, point_data={"displacement": disp}, plot="displacement", history=residual_history(info)
+    )

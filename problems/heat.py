@@ -19,7 +19,7 @@ import sla
 from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, laplace, mass, unit_square
 
 from . import Phases, ProblemConfig, Result, param, progress
-from ._common import info_summary, sines, solve_timed, system_summary
+from ._common import info_summary, residual_history, sines, solve_timed, system_summary
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -65,4 +65,4 @@ def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: 
         later_step_mean_s=round(sum(times[1:]) / max(1, steps - 1), 5),
         steps_with_cached_setup=cached,
     )
-    return Result(summary, mesh=mesh, point_data={"u": u, "u_exact": exact}, plot="u")
+    return Result(summary, mesh=mesh, point_data={"u": u, "u_exact": exact}, plot="u", history=residual_history(info))

@@ -52,12 +52,18 @@ def execute(cfg: Any) -> dict:
         torch.set_num_threads(int(cfg.threads))
     name = cfg.problem.name
     problem = problem_module(name)
+    problems = problems_package()
+    token = problems.set_progress(bool(cfg.get("progress", True)))
+    bar = problems.solve_progress(cfg.device)  # iterative solves longer than ~2 s: iteration and residual
     solver = _solver_config(cfg.solver)
-    token = problems_package().set_progress(bool(cfg.get("progress", True)))
+    if bar is not None:
+        solver = solver.replace(callback=bar)
     try:
         result = problem.run(cfg.problem, solver, torch.device(cfg.device), _DTYPES[cfg.dtype])
     finally:
-        problems_package()._PROGRESS.reset(token)
+        problems._PROGRESS.reset(token)
+        if bar is not None:
+            bar.close()
     summary = report.ordered({"problem": name, "device": str(cfg.device), "dtype": cfg.dtype, **result.summary})
     log.info("%s\n%s", name, report.table(summary))
     if cfg.get("save"):

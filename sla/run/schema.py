@@ -41,6 +41,7 @@ class SolverSchema:
     atol: float = _param(0.0, ge=0)
     maxiter: int | None = _param(None, ge=1)
     restart: int | None = _param(None, ge=1)
+    timeout: float | None = _param(None, gt=0)
     on_failure: str = _param("raise", choices=("raise", "warn", "ignore"))
 
 

@@ -4,6 +4,7 @@ allowed (or the error and a hint), exit code 2, no traceback -- checked before a
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -95,3 +96,31 @@ def test_cli_bad_value_exit_code_and_no_traceback():
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: problem.dt=-1.0 is not allowed: expected a number > 0"
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_slow_iterative_solve_fails_within_its_time_limit(capsys, monkeypatch):
+    """An unpreconditioned GMRES on the cantilever crawls; the wall-clock limit stops it with one line."""
+    argv = ["problem=elasticity", "problem.nx=20", "problem.ny=4", "solver=gmres", "solver.maxiter=100000"]
+    t0 = time.perf_counter()
+    code, err = _main([*argv, "solver.timeout=1"], capsys, monkeypatch)
+    assert time.perf_counter() - t0 < 60
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "ConvergenceError" in line and "timeout" in line and "hint: try" in line
+
+
+@pytest.mark.slow
+def test_elasticity_with_gmres_fails_fast():
+    """The issue's case: problem=elasticity solver=gmres (322 s of silence before) now stops at the solver
+    config's bounds (maxiter 500, 30 s) with one line and a hint."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sla.run", "problem=elasticity", "solver=gmres", "save=false"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 2 and time.perf_counter() - t0 < 180
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ConvergenceError:") and "solver=lu" in line
