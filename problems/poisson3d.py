@@ -1,4 +1,5 @@
-"""-Laplace u = f on the unit cube, u = 0 on the boundary; u = sin(pi x) sin(pi y) sin(pi z).
+"""-Laplace u = f on the unit cube, u = 0 on the boundary; u = prod_d x_d (1 - x_d) e^(x_d)
+(no eigenvector of the stencil: iterative solvers do real work).
 
 ``fd``: 7-point stencil on the n^3 interior grid; ``fem``: P1 tetrahedra (or
 Q1 hexahedra with ``element: Q1``).  Reports the largest nodal error.

@@ -45,9 +45,33 @@ def test_poisson2d_fem_nodal_convergence(element, rate):
     assert measured > rate - 0.3
 
 
+def test_manufactured_source_is_minus_the_laplacian():
+    """The Poisson problems' f against autograd's Laplacian of their u (an independent computation)."""
+    import torch
+
+    from sla.run.schema import problems_package
+
+    problems_package()
+    from sla.problems._common import bubble, bubble_source
+
+    for d in (2, 3):
+        x = torch.rand(7, d, dtype=torch.float64, requires_grad=True)
+        g = torch.autograd.grad(bubble(x).sum(), x, create_graph=True)[0]
+        lap = sum(torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(d))
+        assert torch.allclose(-lap, bubble_source(x).detach(), atol=1e-12)
+
+
+def test_iterative_solvers_do_real_work():
+    """The manufactured solution is no eigenvector of the stencil: CG needs many iterations."""
+    s = run("problem=poisson2d", "problem.n=31", "solver=cg", "solver.preconditioner=none")
+    assert s["iterations"] > 20 and s["residual"] < 1e-7
+
+
 def test_poisson3d_fd_and_fem():
     fd = run("problem=poisson3d", "problem.n=15")
-    assert fd["max_nodal_error"] < math.pi**2 * fd["h"] ** 2 / 4
+    # truncation error <= h^2/12 * d * max|g| * max|g|^(d-1) (g = t(1-t)e^t: |g| <= 16e, |g| <= 0.44),
+    # divided by the smallest eigenvalue d pi^2 of the discrete Laplacian (bounded below by 8 d)
+    assert fd["max_nodal_error"] < fd["h"] ** 2 / 12 * 3 * 16 * math.e * 0.44**2 / (3 * 8)
     fem = run("problem=poisson3d", "problem.discretization=fem", "problem.n=6")
     assert fem["max_nodal_error"] < 0.05
 
