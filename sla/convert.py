@@ -35,7 +35,16 @@ def from_scipy(
     col = torch.from_numpy(csr.indices.astype(np.int64))
     data = torch.from_numpy(np.ascontiguousarray(csr.data))
     if not (data.dtype.is_floating_point or data.dtype.is_complex):
-        data = data.to(torch.get_default_dtype())
+        # integers (and bools) become float64, exact up to 2^53 -- never the float32 default,
+        # which rounds 16777217 to 16777216; larger integers are refused rather than rounded
+        exact = data.to(torch.float64)
+        if data.numel() and data.dtype != torch.bool and not torch.equal(exact.to(data.dtype), data):
+            big = int(data.abs().max())
+            raise ValueError(
+                f"from_scipy: integer entries up to {big} are not exactly representable in float64 "
+                "(|v| > 2^53); convert them yourself if rounding is acceptable"
+            )
+        data = exact
     out = cls._make(data, Pattern.from_csr(crow, col, csr.shape))
     return out.to(device=device, dtype=dtype)
 

@@ -5,17 +5,21 @@
 exactly: values (any batch shape, bit for bit), the pattern, the shape and
 dtype, with a format version in the safetensors metadata.
 
-Every write goes to a temporary file in the target directory that is renamed
-over the target only once complete (:func:`atomic_path`, shared with
-:mod:`sla.mtx`), so a failed save leaves nothing behind.  Bad files raise
+Every write goes to a temporary file in the target directory that is synced
+to disk and renamed over the target only once complete (:func:`atomic_path`,
+shared with :mod:`sla.mtx`): a crash leaves the old file or the new one, a
+failed save leaves nothing behind, and the file keeps its permissions.  A
+SHA-256 of the tensors in the metadata is verified at load.  Bad files raise
 :class:`ValueError` naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -33,22 +37,105 @@ _DTYPE_NAMES = {str(d).removeprefix("torch."): d for d in DTYPES}
 
 
 # ------------------------------------------------------------------ common
+_TMP_SUFFIX = ".tmp"
+
+
+def _tmp_prefix(path: str) -> str:
+    return "." + os.path.basename(path) + "."
+
+
+def _remove_stale_temps(folder: str, path: str) -> None:
+    """Delete temporary files of earlier saves of ``path`` whose writer is gone (killed by
+    SIGKILL/SIGTERM or a power cut, so no ``finally`` ran): their names carry the writer's pid;
+    one whose pid is alive on this host is left alone (a concurrent save)."""
+    prefix = _tmp_prefix(path)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(_TMP_SUFFIX)):
+            continue
+        pid_part = name[len(prefix) :].split(".", 1)[0]
+        if not pid_part.isdigit():
+            continue
+        pid = int(pid_part)
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # a live writer
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OSError):
+                continue  # someone else's live process
+        elif name in _LIVE:
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(folder, name))
+
+
+_LIVE: set[str] = set()  # temp files this process is writing now (threads)
+
+
+def _mode_for(path: str) -> int:
+    """Permissions for the new file: the existing file's, else what ``open()`` would give
+    (0o666 less the umask) -- not mkstemp's 0o600."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        pass
+    umask = None
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    umask = int(line.split()[1], 8)
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(folder: str) -> None:
+    with contextlib.suppress(OSError):  # not every platform / file system can open a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; rename it over ``path`` on success."""
+    """Yield a temporary path next to ``path``; make it durable and rename it over ``path`` on success.
+
+    The data reaches the disk (``fsync``) before the rename, and the rename before returning
+    (``fsync`` of the folder), so a crash leaves the old file or the new one, never a mix.
+    The new file keeps the permissions of the file it replaces.  A failed or interrupted
+    save (an exception, ``KeyboardInterrupt``) removes its temporary file; temporary files
+    left by a killed writer are removed by the next save of the same path.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot save {path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    _remove_stale_temps(folder, path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_tmp_prefix(path)}{os.getpid()}.", suffix=_TMP_SUFFIX)
     os.close(fd)
+    _LIVE.add(os.path.basename(tmp))
     try:
         yield tmp
+        os.chmod(tmp, _mode_for(path))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(folder)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+    finally:
+        _LIVE.discard(os.path.basename(tmp))
 
 
 def check_tensor(A: Any, name: str = "A") -> SparseTensor:
@@ -112,12 +199,22 @@ def save_sparse(A: SparseTensor, path: str | os.PathLike, metadata: dict[str, st
     grid = A.pattern.cache.get("grid")
     if grid is not None:
         meta["grid"] = json.dumps([int(g) for g in grid])
+    meta["sha256"] = _checksum(tensors)
     meta.update(user)
     with atomic_path(path) as tmp:
         st.save_file(tensors, tmp, metadata=meta)
 
 
-_RESERVED = ("format", "format_version", "shape", "batch_shape", "dtype", "nnz", "grid")
+_RESERVED = ("format", "format_version", "shape", "batch_shape", "dtype", "nnz", "grid", "sha256")
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the raw bytes of ``values``, ``row`` and ``col`` (CPU tensors), in that order."""
+    h = hashlib.sha256()
+    for k in ("values", "row", "col"):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _check_user_metadata(metadata) -> dict[str, str]:
@@ -166,7 +263,7 @@ def load_sparse(path: str | os.PathLike, device: str | torch.device | None = Non
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path!r}")
     try:
-        with safe_open(path, framework="pt", device=str(dev)) as f:
+        with safe_open(path, framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             keys = set(f.keys())
             if meta.get("format") != _FORMAT:
@@ -192,6 +289,11 @@ def load_sparse(path: str | os.PathLike, device: str | torch.device | None = Non
         raise ValueError(
             f"{path}: written by a newer sla (format version {version}; this sla reads up to {FORMAT_VERSION}); "
             "upgrade sla to read it"
+        )
+    if "sha256" in meta and _checksum(tensors) != meta["sha256"]:
+        raise ValueError(
+            f"{path}: checksum mismatch -- the stored tensors are not the ones saved (the file is corrupt: "
+            "a flipped bit, a partial copy, or an edit); restore it from a good copy"
         )
     dtype = _DTYPE_NAMES.get(meta.get("dtype", ""))
     if dtype is None:
@@ -223,7 +325,8 @@ def load_sparse(path: str | os.PathLike, device: str | torch.device | None = Non
         raise ValueError(f"{path}: the stored pattern is not sorted row-major with unique entries")
     if "grid" in meta:
         pattern.cache["grid"] = _meta_json(meta, "grid", path)
-    return SparseTensor._make(values, pattern)
+    out = SparseTensor._make(values, pattern)
+    return out if dev.type == "cpu" else out.to(dev)
 
 
 def _save_method(self, path, metadata: dict[str, str] | None = None) -> None:

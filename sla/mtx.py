@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .io import atomic_path, check_tensor
+from .pattern import check_row_pointer
 from .sparse import SparseTensor
 
 __all__ = ["load_mtx", "save_mtx"]
@@ -158,6 +159,10 @@ def load_mtx(
     field, symmetry, M, N, nnz, size_line, body, first = _split_header(path, data)
     if symmetry != "general" and M != N:
         raise ValueError(f"{path}, line {size_line}: a {symmetry} matrix must be square, got {M} x {N}")
+    try:  # before anything is allocated for the declared size
+        check_row_pointer(M, device or "cpu")
+    except ValueError as exc:
+        raise ValueError(f"{path}, line {size_line}: {exc}") from None
     ncols = _NCOLS[field]
     names = ["i", "j", "re", "im"][:ncols]
     rec = np.dtype([(n, np.int64 if n in "ij" else np.float64) for n in names])

@@ -24,6 +24,8 @@ pattern are found again instead of being rebuilt.
 
 from __future__ import annotations
 
+import operator
+import os
 import warnings
 import weakref
 from collections.abc import Callable, Hashable
@@ -73,6 +75,8 @@ def _intern_key(row, col, shape) -> tuple | None:
         return None
     if row.layout != torch.strided or col.layout != torch.strided:
         return None
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape):
+        return None  # anything else is validated (and refused) by _from_coo
     return (_tensor_stamp(row), _tensor_stamp(col), int(shape[0]), int(shape[1]))
 
 
@@ -106,6 +110,41 @@ def interned_patterns() -> int:
 
 def _index_dtype(nnz: int, M: int, N: int) -> torch.dtype:
     return torch.int32 if max(nnz, M, N) <= _INT32_MAX else torch.int64
+
+
+def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
+    """The entries of ``shape`` as Python ints, or a clear error: integers only (``2.5``, ``2.0``
+    or ``True`` are not silently truncated), non-negative."""
+    out = []
+    for s in shape:
+        if isinstance(s, torch.Tensor) and s.dim() == 0 and not (s.is_floating_point() or s.is_complex()):
+            s = int(s)
+        if isinstance(s, bool) or not isinstance(s, int) and not hasattr(s, "__index__"):
+            raise TypeError(f"{name} must hold integers, got {tuple(shape)!r} ({type(s).__name__} {s!r})")
+        s = operator.index(s)
+        if s < 0:
+            raise ValueError(f"{name} must be non-negative, got {tuple(shape)!r}")
+        out.append(s)
+    return tuple(out)
+
+
+def check_row_pointer(M: int, device: torch.device | str = "cpu") -> None:
+    """Refuse, before allocating, a row pointer (``M + 1`` int64 entries during construction)
+    larger than the memory of the device (a 3-line .mtx file can declare 10^12 rows)."""
+    need = 8 * (M + 1)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        have = torch.cuda.get_device_properties(dev).total_memory
+    else:
+        try:
+            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+            return
+    if need > have:
+        raise ValueError(
+            f"a matrix with {M} rows needs a {need / 2**30:.3g} GiB row pointer, more than the "
+            f"{have / 2**30:.3g} GiB of memory of {dev}: is the shape right?"
+        )
 
 
 def _check_index(name: str, idx: torch.Tensor) -> torch.Tensor:
@@ -204,9 +243,8 @@ class Pattern:
             raise ValueError(f"row and col must be on the same device, got {row.device} and {col.device}")
         if len(shape) != 2:
             raise ValueError(f"shape of a pattern must be (M, N), got {tuple(shape)}")
-        M, N = int(shape[0]), int(shape[1])
-        if M < 0 or N < 0:
-            raise ValueError(f"shape must be non-negative, got {(M, N)}")
+        M, N = check_shape(shape)
+        check_row_pointer(M, row.device)
         if row.numel():
             rmin, rmax, cmin, cmax = (
                 int(v) for v in torch.stack([row.min(), row.max(), col.min(), col.max()]).tolist()
@@ -217,11 +255,29 @@ class Pattern:
                 raise IndexError(f"row index {rmax} out of range for a matrix with {M} rows")
             if cmax >= N:
                 raise IndexError(f"col index {cmax} out of range for a matrix with {N} columns")
+        if M * N > 2**62:  # row * N + col would overflow int64: sort by the (row, col) pair instead
+            return cls._from_coo_wide(row, col, (M, N))
         key = row * N + col
         if key.numel() <= 1 or bool((key[1:] > key[:-1]).all()):
             return cls(row, col, (M, N)), None
         uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
         return cls(uniq // N, uniq % N, (M, N)), inverse
+
+    @classmethod
+    def _from_coo_wide(cls, row, col, shape) -> tuple[Pattern, torch.Tensor | None]:
+        """``_from_coo`` for shapes whose linear index ``row * N + col`` overflows int64."""
+        later = (row[1:] > row[:-1]) | ((row[1:] == row[:-1]) & (col[1:] > col[:-1]))
+        if row.numel() <= 1 or bool(later.all()):
+            return cls(row, col, shape), None
+        order = torch.sort(col, stable=True).indices  # lexicographic: by col, then stably by row
+        order = order[torch.sort(row[order], stable=True).indices]
+        r, c = row[order], col[order]
+        new = torch.ones_like(r, dtype=torch.bool)
+        new[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+        group = torch.cumsum(new, 0) - 1
+        inverse = torch.empty_like(group)
+        inverse[order] = group
+        return cls(r[new], c[new], shape), inverse
 
     @classmethod
     def from_csr(cls, crow, ccol, shape) -> Pattern:
