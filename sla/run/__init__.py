@@ -70,7 +70,7 @@ def execute(cfg: Any) -> dict:
         out = _output_dir()
         os.makedirs(out, exist_ok=True)
         report.write_summary(os.path.join(out, "summary.json"), summary)
-        report.write_outputs(out, result, plot=bool(cfg.get("plot", True)))
+        report.write_outputs(out, result, plot=bool(cfg.get("plot", True)), rtol=cfg.solver.get("rtol"))
         log.info("wrote %s", out)
     return summary
 

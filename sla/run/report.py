@@ -80,9 +80,10 @@ def write_summary(path: str, summary: dict) -> None:
     _atomic(path, write)
 
 
-def write_outputs(out: str, result: Any, plot: bool) -> list[str]:
+def write_outputs(out: str, result: Any, plot: bool, rtol: float | None = None) -> list[str]:
     """``solution.vtu`` (the mesh and its fields) and, with ``plot``, ``solution.png`` (the field
-    named by ``result.plot``) plus ``history.png`` for the result's histories; returns the paths."""
+    named by ``result.plot``) plus ``<name>_history.png`` for the result's histories (the residual
+    one with the ``rtol`` line); returns the paths."""
     written = []
     if result.mesh is None:
         return written
@@ -103,7 +104,9 @@ def write_outputs(out: str, result: Any, plot: bool) -> list[str]:
         written.append(png)
     for key, values in result.history.items():
         png = os.path.join(out, f"{key}_history.png")
-        kind = viz.plot_residuals if key == "residual" else viz.plot_objective
-        _atomic(png, lambda tmp, kind=kind, values=values: kind(values, path=tmp))
+        if key == "residual":
+            _atomic(png, lambda tmp, values=values: viz.plot_residuals(values, path=tmp, rtol=rtol))
+        else:
+            _atomic(png, lambda tmp, key=key, values=values: viz.plot_objective(values, path=tmp, title=key))
         written.append(png)
     return written
