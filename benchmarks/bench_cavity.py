@@ -148,6 +148,10 @@ def main() -> None:
             continue
         r = rows[-1]
         print(f"  {r['path']}: {r['total']:.2f} s", flush=True)
+        _table(a, rows)  # after every path: a long or failing path still leaves the others' numbers
+
+
+def _table(a, rows) -> None:
     ref = rows[0]["uv"]
     base = next((r["total"] for r in rows if r["path"].startswith("scikit")), None)
     print(f"\nRe = {a.re:g}, {a.n}x{a.n} mesh, device {a.device}, torch threads {a.threads}")
