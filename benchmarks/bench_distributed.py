@@ -26,6 +26,8 @@ and bytes per unknown per rank.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import math
 import resource
@@ -116,6 +118,24 @@ def p1_3d(side: int, overlap: int, dev) -> tuple:
     return D, b
 
 
+def _reference(problem: str, side: int, rtol: float, dev) -> dict:
+    """The single-process solve of the same system: sla.solve(A, b, backend='pytorch', method='cg',
+    preconditioner='amg') on the global matrix."""
+    if problem == "poisson2d":
+        A = sla.gallery.poisson2d(side, device=dev)
+        b = torch.ones(A.shape[0], dtype=torch.float64, device=dev)
+    else:
+        import sla.assembly as fe
+
+        basis = fe.CellBasis(fe.unit_cube(side), fe.ElementP1("tetra"))
+        A, b = fe.apply_dirichlet(
+            fe.assemble(fe.laplace, basis), fe.assemble(fe.source, basis, f=1.0), fe.boundary_dofs(basis)
+        )
+    t0 = time.perf_counter()
+    x, info = sla.solve(A, b, backend="pytorch", method="cg", preconditioner="amg", rtol=rtol, return_info=True)
+    return {"ref_solve_s": round(time.perf_counter() - t0, 3), "ref_iterations": info.iterations}
+
+
 def _peak_bytes(dev) -> int:
     if dev.type == "cuda":
         return torch.cuda.max_memory_allocated(dev)
@@ -138,6 +158,7 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reference", action="store_true", help="on one rank: also time the single-process solve")
     ap.add_argument("--json", default=None, help="append one JSON record per run (rank 0)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -147,6 +168,16 @@ def main() -> None:
     if args.device == "cuda":
         dev = torch.device("cuda", rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)
+    importlib.import_module("torch.distributed.tensor")  # imports are not setup time
+    for mod in ("sla.dist.amg", "sla.dist.dtensor", "sla.dist.local", "sla.dist.mesh", "sla.assembly"):
+        importlib.import_module(mod)
+
+    if importlib.util.find_spec("pyamg"):
+        importlib.import_module("pyamg")
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import DTensor, Shard
+
+    DTensor.from_local(torch.zeros(1, device=dev), DeviceMesh.from_group(dist.group.WORLD, dev.type), [Shard(0)])
     side = args.side
     if args.weak:
         side = round(side * (world ** (1 / (2 if args.problem == "poisson2d" else 3))))
@@ -179,6 +210,8 @@ def main() -> None:
         "peak_mb_per_rank": round(float(peak) / 2**20, 1),
         "bytes_per_unknown_per_rank": round(float(peak) / (n / world), 1),
     }
+    if world == 1 and args.reference:
+        rec.update(_reference(args.problem, side, args.rtol, dev))
     if rank == 0:
         print(json.dumps(rec))
         if args.json:

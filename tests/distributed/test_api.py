@@ -16,7 +16,7 @@ from sla import SparseTensor, gallery
 pytestmark = [
     pytest.mark.skipif(not dist.is_gloo_available(), reason="torch.distributed without gloo"),
     pytest.mark.skipif(
-        importlib.util.find_spec("pymetis") is None, reason="pymetis not installed: pip install pymetis"
+        importlib.util.find_spec("pymetis") is None, reason="pymetis not installed (pip install 'sla-torch[dist]')"
     ),
 ]
 

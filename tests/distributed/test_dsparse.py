@@ -14,7 +14,7 @@ from sla.dist import DSparseTensor, partition
 pytestmark = [
     pytest.mark.skipif(not dist.is_gloo_available(), reason="torch.distributed without gloo"),
     pytest.mark.skipif(
-        importlib.util.find_spec("pymetis") is None, reason="pymetis not installed (pip install 'sla[dist]')"
+        importlib.util.find_spec("pymetis") is None, reason="pymetis not installed (pip install 'sla-torch[dist]')"
     ),
 ]
 
