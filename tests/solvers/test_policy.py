@@ -94,3 +94,37 @@ def test_cuda_3d_poisson_goes_to_amg_cg_not_a_factorisation():
     assert (info.backend, info.method, info.preconditioner) == ("pytorch", "cg", "amg")
     r = b0 - A0 @ x
     assert float(r.norm() / b0.norm()) < 1e-7
+
+
+# ------------------------------------ symmetric methods on perturbed symmetric matrices
+def test_gradcheck_of_eigsh_and_named_cg_on_an_spd_matrix():
+    """gradcheck perturbs one stored entry: A is then unsymmetric by ~1e-7.  eigsh works on
+    (A + A^H) / 2 and a named cg accepts an A symmetric within SYMMETRY_RTOL, so both pass."""
+    A = gallery.poisson2d(4, 5)  # distinct eigenvalues (a derivative exists)
+    v = A.values.clone().requires_grad_()
+    b = torch.ones(20, dtype=torch.float64)
+
+    def mat(v):
+        return sla.SparseTensor(v, A.row, A.col, A.shape)
+
+    assert torch.autograd.gradcheck(lambda v: mat(v).eigsh(k=2, which="SA", return_eigenvectors=False), (v,))
+    assert torch.autograd.gradcheck(lambda v: (mat(v).eigsh(k=2, which="SA")[1] ** 2)[:6], (v,))
+    assert torch.autograd.gradcheck(
+        lambda v: mat(v).solve(b, method="cg", preconditioner="jacobi", rtol=1e-13)[:6], (v,)
+    )
+    # beyond the tolerance: cg still runs as asked, with a warning that names the way out
+    w = A.values.clone()
+    w[1] *= 1.01
+    with pytest.warns(UserWarning, match="method='cg' on a matrix that is not symmetric.*gmres"):
+        sla.solve(mat(w), b, method="cg", on_failure="ignore")
+    assert policy.asymmetry(mat(w)) == pytest.approx(0.01 * 1 / 4, rel=1e-12)
+
+
+def test_eigsh_of_an_unsymmetric_matrix_is_that_of_its_symmetric_part():
+    rng = np.random.default_rng(3)
+    M = sp.random(40, 40, density=0.15, random_state=rng, format="csr") + 4 * sp.eye(40)
+    A = sla.SparseTensor.from_scipy(M.tocsr())
+    with pytest.warns(UserWarning, match="symmetric part"):
+        lam = A.eigsh(k=3, which="LA", return_eigenvectors=False)
+    S = (M + M.T).toarray() / 2
+    np.testing.assert_allclose(lam.numpy(), np.sort(np.linalg.eigvalsh(S))[-3:], rtol=1e-10)

@@ -51,6 +51,7 @@ with ``n >= MULTIGRID_PRECONDITIONER_MIN``; else Jacobi when the diagonal allows
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,9 @@ __all__ = [
     "explain",
     "explain_solve",
     "graph_dimension",
+    "SYMMETRY_RTOL",
+    "asymmetry",
+    "hermitian_part",
 ]
 
 CPU_MULTIGRID_MIN = 50_000  # 2D-like graphs: a sparse Cholesky wins below
@@ -191,6 +195,25 @@ def _multigrid_pays(A: SparseTensor, n: int, mtype: str, cfg: SolverConfig, reco
     return why + "; positive definite by diagonal dominance"
 
 
+_HERMITIAN_METHODS = {"cg": ("spd", "hpd"), "minres": ("symmetric", "hermitian", "spd", "hpd")}
+
+
+def _named_hermitian(A: SparseTensor, method: str, mtype: str) -> str:
+    """The type an explicitly named cg/minres runs with on a detected non-Hermitian A: Hermitian
+    (positive definite for cg) when A is within :data:`SYMMETRY_RTOL` of it, with a warning beyond."""
+    d = asymmetry(A)
+    if d > SYMMETRY_RTOL:
+        warnings.warn(
+            f"method={method!r} on a matrix that is not {'Hermitian' if A.is_complex else 'symmetric'} "
+            f"(max|A - A^H| / max|A| = {d:.1e} > {SYMMETRY_RTOL:g}): {method} assumes it is, and the result "
+            "may be wrong -- use method='gmres' or 'bicgstab'",
+            stacklevel=4,
+        )
+    if method == "cg":
+        return "hpd" if A.is_complex else "spd"
+    return "hermitian" if A.is_complex else "symmetric"
+
+
 def _backend_with(A: SparseTensor, method: str) -> str:
     dev = A.device.type
     names = registry.priority(dev)
@@ -223,6 +246,8 @@ def choose(A: SparseTensor, cfg: SolverConfig, kind: str | None = None, record: 
     """
     detected = cfg.matrix_type == "auto"
     mtype = structure.guess_matrix_type(A) if detected else cfg.matrix_type
+    if detected and cfg.method in _HERMITIAN_METHODS and mtype not in _HERMITIAN_METHODS[cfg.method]:
+        mtype = _named_hermitian(A, cfg.method, mtype)
     n = A.sparse_shape[0]
     backend, method = cfg.backend, cfg.method
     typed = f"{mtype} ({'detected' if detected else 'given'})"
@@ -371,3 +396,60 @@ def explain_solve(
 
         canonical_rhs(A.batch_shape, A.sparse_shape[0], check_rhs(A, b))
     return explain(A, config, **options)
+
+
+SYMMETRY_RTOL = 1e-6  # relative asymmetry max|A - A^H| / max|A| that 'symmetric' methods accept silently
+
+
+def asymmetry(A: SparseTensor) -> float:
+    """``max|A - A^H| / max|A|`` over the stored entries (0 for an exactly Hermitian A)."""
+    with torch.no_grad():
+        Ad = A.detach()
+        scale = float(Ad._flat().abs().max()) if Ad.nnz else 0.0
+        if scale == 0:
+            return 0.0
+        AH = Ad.H()
+        if AH.pattern is Ad.pattern or (
+            torch.equal(AH.pattern.crow, Ad.pattern.crow) and torch.equal(AH.pattern.ccol, Ad.pattern.ccol)
+        ):
+            d = (AH._flat() - Ad._flat()).abs().max()
+        else:
+            d = (Ad - AH)._flat().abs().max()
+        return float(d) / scale
+
+
+def hermitian_part(A: SparseTensor, who: str, instead: str) -> SparseTensor:
+    """A itself when Hermitian, else ``(A + A^H) / 2`` (differentiable in A's values), with a warning
+    when A is further than :data:`SYMMETRY_RTOL` from Hermitian.
+
+    Parameters
+    ----------
+    A : SparseTensor
+        The matrix.
+    who, instead : str
+        The caller's name and the method to use for A's own (non-Hermitian) problem, for the warning.
+
+    Returns
+    -------
+    SparseTensor
+    """
+    grad = A.values.requires_grad
+    if structure.is_symmetric(A, conjugate=True):
+        if not grad:
+            return A
+        # the same matrix, but A_ij and A_ji each get half of the gradient: perturbing one of them
+        # perturbs the symmetric part by half (what gradcheck of one stored entry measures)
+        pt, perm = A.pattern.transpose()
+        if pt is A.pattern or (torch.equal(pt.crow, A.pattern.crow) and torch.equal(pt.ccol, A.pattern.ccol)):
+            v = A.values
+            return SparseTensor._make((v + v[..., perm.long()].conj()) * 0.5, A.pattern)
+        return (A + A.H()) * 0.5
+    d = asymmetry(A)
+    if d > SYMMETRY_RTOL:
+        warnings.warn(
+            f"{who}: A is not {'Hermitian' if A.is_complex else 'symmetric'} (max|A - A^H| / max|A| = {d:.1e} > "
+            f"{SYMMETRY_RTOL:g}); {who} uses its {'Hermitian' if A.is_complex else 'symmetric'} part (A + A^H) / 2 "
+            f"-- use {instead} for A's own problem",
+            stacklevel=3,
+        )
+    return (A + A.H()) * 0.5

@@ -27,11 +27,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ... import structure
 from ...checks import first_order_only
 from ...config import BackendUnavailableError, ConvergenceError, SolveInfo, SolverConfig, rtol_alias
 from ...products import spmm_nograd
 from ...sparse import SparseTensor
+from ..linear.policy import hermitian_part
 from ..linear.solve import check_matrix
 from ..precond import make_preconditioner
 from .adjoint import eig_backward_vectors
@@ -335,6 +335,12 @@ def eigsh(
 ) -> torch.Tensor | tuple:
     """``k`` eigenpairs of a real symmetric or complex Hermitian matrix.
 
+    eigsh works on the Hermitian part ``(A + A^H) / 2`` -- exactly A when A is Hermitian (as
+    LAPACK's ``eigh`` reads one triangle, so a rounding-level asymmetry changes nothing).
+    Gradients therefore reach the stored entries symmetrically (``gradcheck`` perturbing one
+    entry passes), and a matrix further than ``SYMMETRY_RTOL`` from Hermitian gets a
+    warning: its eigenvalues are those of the Hermitian part (use :func:`eigs` for A's own).
+
     Parameters
     ----------
     A : SparseTensor
@@ -377,8 +383,7 @@ def eigsh(
     """
     n, k = _check(A, k, which, _WHICH_H, "eigsh")
     tol = rtol_alias(rtol, tol, "eigsh")
-    if not structure.is_symmetric(A, conjugate=True):  # every batch member
-        raise ValueError("eigsh needs a symmetric (Hermitian) matrix; use eigs for general matrices")
+    A = hermitian_part(A, "eigsh", "eigs")
     if method == "auto":
         method = "dense" if n <= DENSE_MAX or k >= n - 1 else ("lobpcg" if A.is_cuda else "arpack")
     notes: list = []
