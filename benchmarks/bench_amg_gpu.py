@@ -142,7 +142,12 @@ def main() -> None:
         ("P1 triangles 1M (unit_square(1000)), AMG", lambda: _p1_square(1000), amg, args.pyamg),
         ("P1 tetrahedra 1M (unit_cube(100)), AMG", lambda: _p1_cube(100), amg, False),
         ("P1 tetrahedra 1M (unit_cube(100)), auto", lambda: _p1_cube(100), {}, False),
-        ("P2 elasticity 515K (800 x 80), AMG + rigid-body modes", lambda: _elasticity(800, 80), amg, False),
+        (
+            "P2 elasticity 515K (800 x 80), AMG + rigid-body modes",
+            lambda: _elasticity(800, 80),
+            dict(amg, on_failure="warn"),
+            False,
+        ),
         ("5-point 1M, GMG", lambda: gallery.poisson2d(1000, device=DEV), dict(amg, preconditioner="gmg"), False),
     ]
     if args.big:
