@@ -75,6 +75,7 @@ def test_every_problem_runs(case, tmp_path):
     _run_problem(case, tmp_path)
 
 
+@pytest.mark.slow
 def test_multirun_sweep(tmp_path):
     proc = sla_run(
         "--multirun",
