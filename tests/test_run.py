@@ -98,3 +98,15 @@ def test_unknown_problem_and_bad_dtype():
         run("dtype=float16")
     with pytest.raises(Exception, match="problem"):
         run("problem=nope")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+@pytest.mark.parametrize(
+    "problem", [("problem=poisson2d", "problem.n=63"), ("problem=heat", "problem.n=16", "problem.steps=5")]
+)
+def test_same_answer_on_cuda(problem):
+    cpu = run(*problem, "solver=cg")
+    gpu = run(*problem, "solver=cg", "device=cuda")
+    assert gpu["device"] == "cuda" and gpu["backend"] in ("pytorch", "cupy", "cudss")
+    assert abs(gpu["error"] - cpu["error"]) <= 1e-6 * cpu["error"] + 1e-12
