@@ -153,9 +153,15 @@ class TaylorHood:
 
     def block(self, A: SparseTensor, name: str) -> SparseTensor:
         """Block ``'uu'``, ``'up'`` (gradient), ``'pu'`` (divergence) or ``'pp'`` of an assembled system."""
-        if not isinstance(A, SparseTensor) or A.pattern is not self.pattern.to(A.device):
-            if not isinstance(A, SparseTensor) or A.sparse_shape != (self.n, self.n):
-                raise ValueError(f"A must be a system assembled on this space (shape ({self.n}, {self.n}))")
+        if not isinstance(A, SparseTensor):
+            raise TypeError(f"A must be a sla.SparseTensor, got {type(A).__name__}")
+        mine = self.pattern.to(A.device)
+        if A.pattern is not mine and not A.pattern.same_as(mine):
+            raise ValueError(
+                f"A must live on this space's pattern (assemble it with flow_system); got shape "
+                f"{tuple(A.sparse_shape)} with {A.pattern.nnz} stored entries, "
+                f"expected ({self.n}, {self.n}) with {mine.nnz}"
+            )
         pos, sub = self._block_index(name)
         pos = pos.to(A.device)
         return SparseTensor._make(A.values[..., pos], sub.to(A.device))

@@ -43,6 +43,13 @@ def test_space_offsets_and_blocks():
     assert float((V.block(flow_system(V, 1.0), "uu") @ c).abs().max()) < 1e-12
     M = V.block(flow_system(V, 1e-300, sigma=1.0), "uu")
     assert abs(float(c @ (M @ c)) - 1.0) < 1e-9
+    with pytest.raises(ValueError, match="pattern"):
+        V.block(
+            sla.SparseTensor(torch.ones(V.n, dtype=torch.float64), torch.arange(V.n), torch.arange(V.n), (V.n, V.n)),
+            "uu",
+        )
+    with pytest.raises(ValueError, match="block"):
+        V.block(A, "vv")
 
 
 def test_reassembly_reuses_the_pattern(monkeypatch):
