@@ -122,3 +122,21 @@ def test_spd_claimed_for_a_nonsymmetric_matrix_is_named():
     b = torch.ones(n, dtype=torch.float64)
     with pytest.raises((sla.ConvergenceError, sla.SingularMatrixError), match="not symmetric"):
         A.solve(b, backend="pytorch", method="cg", matrix_type="spd", preconditioner="none", maxiter=500)
+
+
+def test_scipy_bicgstab_breakdown_falls_back_and_differentiates():
+    # [[0, 1], [1, 0]] with b = e1: rhat . A p = 0 at the first step (SciPy: info=-11)
+    v = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
+    A = sla.SparseTensor(v, [0, 1], [1, 0], (2, 2))
+    b = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    x, info = A.solve(b, backend="scipy", method="bicgstab", preconditioner="none", return_info=True)
+    torch.testing.assert_close(x, torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert info.converged and any("broke down" in n for n in info.notes)
+    (g,) = torch.autograd.grad(x[1], v)  # the adjoint solve breaks down the same way
+    torch.testing.assert_close(g, torch.tensor([-1.0, 0.0], dtype=torch.float64))  # x[1] = 1 / A[0, 1]
+
+
+def test_scipy_rtol_zero_ends():
+    A = sla.gallery.poisson2d(8)
+    with pytest.raises(sla.ConvergenceError):
+        A.solve(torch.ones(64, dtype=A.dtype), backend="scipy", method="cg", rtol=0)

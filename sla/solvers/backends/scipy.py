@@ -226,6 +226,7 @@ class _Krylov(KrylovAdapter):
             R, I = S.real, S.imag
             S = sp.block_array([[R, -I], [I, R]], format="csr")
         AH = S if mtype in _SYMMETRIC and (mtype in ("hermitian", "hpd") or not A.is_complex) else None
+        self.notes: list = []
         self.setup(S, AH, S.diagonal(), cfg, method, A.dtype)
 
     def linalg(self):
@@ -240,7 +241,14 @@ class _Krylov(KrylovAdapter):
         return _back(np.stack(cols, 1), like)
 
     def solve_column(self, A, M, bk):
-        count, cb = self.counter()
+        count, counting = self.counter()
+        last = [None]  # the last finite iterate: a breakdown into NaN (rtol=0 past convergence) keeps it
+
+        def cb(xk=None):
+            counting()
+            if self.method != "gmres" and xk is not None and np.all(np.isfinite(xk)):
+                last[0] = np.array(xk, copy=True)
+
         kw = dict(rtol=self.rtol, atol=self.atol, maxiter=self.maxiter, M=M, callback=cb)
         if self.method == "gmres":
             kw.update(restart=self.restart, callback_type="pr_norm")
@@ -251,22 +259,60 @@ class _Krylov(KrylovAdapter):
         # correct with the residual equation until the true residual meets the tolerance.
         x = np.zeros_like(bk)
         r = bk
+        breakdowns = 0
         for _ in range(4):
-            d, info = self.fn(A, r, **kw)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                d, info = self.fn(A, r, **kw)
+            if not np.all(np.isfinite(d)) and last[0] is not None:
+                self.notes.append(f"scipy {self.method} broke down (non-finite iterate); the last finite one is kept")
+                x = x + last[0]
+                return x, count[0], False
             if info < 0:
-                raise ValueError(f"scipy {self.method} failed with illegal input (info={info})")
+                # a breakdown (BiCGStab: rho or omega ~ 0, info -10/-11), not bad input: restart from the
+                # true residual (a new shadow vector); a second one in a row hands the column to GMRES
+                breakdowns += 1
+                if breakdowns > 1 or not np.all(np.isfinite(d)):
+                    return self._fallback(A, M, bk, x, count)
             x = x + d
             r = bk - A @ x
-            if info != 0 or np.linalg.norm(r) <= target:
+            if info > 0 or (info == 0 and np.linalg.norm(r) <= target):
                 break
-        return x, count[0], info == 0
+        return x, count[0], info == 0 and np.linalg.norm(r) <= 10 * target
+
+    def _fallback(self, A, M, bk, x, count):
+        """GMRES on the residual equation after repeated breakdowns of the method."""
+        import scipy.sparse.linalg as spla
+
+        self.notes.append(f"scipy {self.method} broke down; the column was finished with gmres")
+        target = max(self.rtol * np.linalg.norm(bk), self.atol)
+        r = bk - A @ x
+        d, info = spla.gmres(
+            A,
+            r,
+            rtol=self.rtol * np.linalg.norm(bk) / max(np.linalg.norm(r), 1e-300),
+            atol=self.atol,
+            maxiter=self.maxiter,
+            M=M,
+            restart=self.restart,
+        )
+        x = x + d
+        return x, count[0], info == 0 and np.linalg.norm(bk - A @ x) <= 10 * target
 
     def apply(self, b, transpose=False):
         if self.real_embedding and b.is_complex():
             n = b.shape[0]
             xr, stats = self.apply(torch.cat([b.real, b.imag]), transpose)
             return torch.complex(xr[:n], xr[n:]), stats
-        return super().apply(b, transpose)
+        self.notes = []
+        x, stats = super().apply(b, transpose)
+        if self.notes:
+            stats["notes"] = sorted(set(self.notes))
+        if not stats["converged"]:
+            stats["reason"] = (
+                "SciPy's method stopped without reaching the tolerance (iteration budget spent, breakdown, "
+                "or an estimate the true residual did not confirm -- the attainable accuracy)"
+            )
+        return x, stats
 
 
 def _krylov(method, types):
