@@ -311,7 +311,8 @@ def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: 
     mesh = V.mesh
     uu, p = V.split(x.detach())
     nv = mesh.n_points
-    point_data = {"velocity": uu[:nv].cpu(), "pressure": p.cpu(), "speed": uu[:nv].norm(dim=1).cpu()}
+    vel3 = torch.cat([uu[:nv], uu.new_zeros(nv, 1)], 1).cpu()  # 3 components: ParaView's vector convention
+    point_data = {"velocity": vel3, "pressure": p.cpu(), "speed": uu[:nv].norm(dim=1).cpu()}
     if cfg.get("picture", True):
         summary["picture"] = _picture(mesh, uu[:nv], re, os.path.join(_outdir(), f"cavity_re{re:g}.png"))
     return Result(summary, mesh=mesh.to("cpu"), point_data=point_data, plot="speed")
