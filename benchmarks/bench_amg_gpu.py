@@ -17,7 +17,7 @@ and the rigid-body modes recorded by the assembly.
 
 Usage (GPU machine)::
 
-    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py [--out DIR] [--pyamg] [--big]
+    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py [--out DIR] [--pyamg] [--big] [--variants]
 
 ``--big`` adds the 16M rows.  Writes a markdown table to stdout and ``DIR/bench_amg_gpu.md``.
 """
@@ -42,6 +42,10 @@ def _p1_square(n):
     basis = CellBasis(unit_square(n, dtype=torch.float64, device=DEV), ElementP1())
     A = assemble(laplace, basis)
     return apply_dirichlet(A, torch.ones(A.shape[0], dtype=A.dtype, device=DEV), boundary_dofs(basis))[0]
+
+
+def _p1_1m():
+    return _p1_square(1000)
 
 
 def _p1_cube(n):
@@ -121,6 +125,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--pyamg", action="store_true")
     ap.add_argument("--big", action="store_true")
+    ap.add_argument("--variants", action="store_true", help="AMG with W-cycles, degree-3 smoothing, mis2")
     args = ap.parse_args()
     lines = [f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}"]
 
@@ -151,6 +156,10 @@ def main() -> None:
         ),
         ("5-point 1M, GMG", lambda: gallery.poisson2d(1000, device=DEV), dict(amg, preconditioner="gmg"), False),
     ]
+    if args.variants:  # the cycle and smoother options, for the defaults on GPUs
+        for opts in ({"cycle": "W"}, {"degree": 3}, {"aggregation": "mis2"}):
+            for label, make in (("5-point 1M", lambda: gallery.poisson2d(1000, device=DEV)), ("P1 1M", _p1_1m)):
+                plan.append((f"{label}, AMG {opts}", make, dict(amg, options=opts), False))
     if args.big:
         plan += [
             ("5-point 16M, AMG", lambda: gallery.poisson2d(4000, device=DEV), amg, False),
