@@ -124,9 +124,17 @@ def _chebyshev(lv: Level, b, x, degree: int, ratio: float):
     return chebyshev_iteration(lv.residual, lv.dinv, b, x, lv.hi / ratio, lv.hi, degree)
 
 
+_HOST_INVERSE_MAX = 2000  # coarsest levels up to this size are inverted on the CPU
+
+
 def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
+    """The coarsest level's dense inverse (float64 work).  Small ones are inverted on the CPU and
+    moved: a GPU inverse would initialise the dense solver library (about a second, once per
+    process) for a matrix of a few hundred rows."""
     D = C.to_dense()
     work = torch.complex128 if D.is_complex() else torch.float64
+    if D.is_cuda and D.shape[0] <= _HOST_INVERSE_MAX:
+        return _dense_inverse(C.cpu()).to(D.device)
     Dw = D.to(work)
     inv, info = torch.linalg.inv_ex(Dw)
     if int(info) != 0 or not bool(torch.isfinite(inv).all()):
