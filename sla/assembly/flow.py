@@ -87,7 +87,7 @@ def flow_element_matrices(
     na, nk = phi.shape[1], psi.shape[1]
     nu_t = nu if not isinstance(nu, torch.Tensor) or nu.dim() == 0 else nu.reshape(1, -1)  # scalar or per cell
     K = torch.einsum("qadE,qbdE,qE->abE", G, G, W)
-    scal = K * nu_t if not isinstance(nu_t, torch.Tensor) or nu_t.dim() == 0 else K * nu_t
+    scal = K * nu_t
     if not (isinstance(sigma, (int, float)) and sigma == 0):
         scal = scal + sigma * torch.einsum("qa,qb,qE->abE", phi, phi, W)
     wq = None

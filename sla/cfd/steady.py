@@ -242,6 +242,9 @@ def _shift_mean(space: TaylorHood, x: torch.Tensor) -> torch.Tensor:
 def _implicit_step(space, nu, x, J, dofs, gvals, f, viscous, lin, pressure):
     """``x* = x - J^{-1} R(x; theta)``: value unchanged at convergence, gradient = implicit function's."""
     x = x.detach()
+    with torch.no_grad():  # the exact Jacobian at the solution (the loop may have ended on a Picard matrix)
+        nu_d = nu.detach() if isinstance(nu, torch.Tensor) else nu
+        J = flow_system(space, nu_d, x, newton=True, viscous=viscous)
     _, R = flow_system(space, nu, x, newton=False, f=f, viscous=viscous, residual=True)
     if pressure == "mean":  # the pinned dof holds the shifted value: pin it at that value
         gvals = torch.cat([gvals[:-1], x[space.n_u : space.n_u + 1]]) if dofs[-1] == space.n_u else gvals

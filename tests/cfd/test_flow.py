@@ -248,3 +248,24 @@ def test_cavity_on_cuda_matches_cpu(linear):
     ug, vg = centrelines(Vg, rg[-1].x)
     torch.testing.assert_close(ug.cpu(), uc, atol=1e-6, rtol=0)
     torch.testing.assert_close(vg.cpu(), vc, atol=1e-6, rtol=0)
+
+
+def test_shape_derivative_matches_finite_differences():
+    """d(kinetic energy)/d(node coordinates) along a smooth interior deformation, by the Newton adjoint."""
+    base = _cavity(4).mesh
+    P0 = base.points.detach()
+    dirn = (torch.sin(math.pi * P0[:, :1]) * torch.sin(math.pi * P0[:, 1:])) * torch.tensor([1.0, 0.5], dtype=P0.dtype)
+
+    def energy(points):
+        V = TaylorHood(base.with_points(points))
+        res = solve_steady(V, 0.02, BCS, pressure="mean")
+        u = res.x[: V.n_u]
+        M = V.block(flow_system(V, 1e-300, sigma=1.0), "uu")  # velocity mass (viscous part negligible)
+        return 0.5 * u @ (M @ u)
+
+    t = torch.zeros((), dtype=P0.dtype, requires_grad=True)
+    g = torch.autograd.grad(energy(P0 + t * dirn), t)[0]
+    h = 1e-5
+    with torch.no_grad():
+        fd = (energy(P0 + h * dirn) - energy(P0 - h * dirn)) / (2 * h)
+    assert abs(float(g) - float(fd)) <= 1e-4 * abs(float(fd)), (float(g), float(fd))
