@@ -24,6 +24,7 @@ eigenbasis of A), so each stored value is an independent variable.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -95,7 +96,30 @@ def eig_backward_vectors(
     # loss that is well defined there (e.g. a function of the eigenspace's projector) has no
     # component along it -- drop those terms instead of dividing by ~0
     scale = lam.abs().amax(-1, keepdim=True)[:, :, None].clamp_min(torch.finfo(lam.dtype).tiny)
-    skip = E.abs() <= 1e3 * torch.finfo(lam.dtype).eps * scale
+    eps = torch.finfo(lam.dtype).eps
+    skip = E.abs() <= 1e3 * eps * scale
+    off = ~torch.eye(k, dtype=torch.bool, device=V.device)
+    if bool((skip & off).any()):
+        # invariant losses have V^H gV Hermitian inside the eigenspace; a loss that is not depends on
+        # the arbitrary basis the eigensolver returned: its gradient does not exist (torch gives NaN)
+        asym = (M - M.mH).abs()
+        if bool((asym[skip & off] > 1e-6 * M.abs().amax().clamp_min(torch.finfo(lam.dtype).tiny)).any()):
+            j, i = [int(t) for t in torch.nonzero(skip[0] & off & (asym[0] > 0))[0]] if B else (0, 0)
+            raise ValueError(
+                f"eigenvector gradient at a repeated eigenvalue (lambda_{j} = {float(lam[0, j]):.6g} and lambda_{i} = "
+                f"{float(lam[0, i]):.6g} coincide): the loss depends on the basis chosen inside the eigenspace, "
+                "so its gradient is not defined. Use quantities invariant within the eigenspace (the projector "
+                "V V^H, sums of |v|^2 over it, eigenvalues), or split the eigenvalues"
+            )
+    near = (E.abs() <= eps**0.5 * scale) & ~skip & off & (M.abs() > 0)
+    if bool(near.any()):
+        gap = float((E.abs() / scale)[near].min())
+        warnings.warn(
+            f"eigenvector gradient at nearly repeated eigenvalues (relative gap {gap:.1e}): "
+            "it is proportional to 1 / gap and may be dominated by rounding",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     F = torch.where(skip, torch.zeros_like(M), M / torch.where(skip, torch.ones_like(E), E).to(M.dtype))
     U = U + V @ F
     rhs = -(gV - V @ M)
