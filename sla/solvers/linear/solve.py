@@ -183,6 +183,20 @@ def _asymmetric(A: SparseTensor) -> bool:
         return bool(d > 1e3 * torch.finfo(A.dtype).eps * A._flat().abs().amax())
 
 
+def _no_vmap(A: Any, b: Any) -> None:
+    """``torch.func.vmap`` over a solve is not supported: say so, and how to batch instead."""
+    is_batched = getattr(torch._C._functorch, "is_batchedtensor", None)
+    if is_batched is None:  # pragma: no cover - older torch
+        return
+    for t in (b, getattr(A, "values", None)):
+        if isinstance(t, torch.Tensor) and is_batched(t):
+            raise NotImplementedError(
+                "sla.solve does not support torch.func.vmap. Batch without it: b of shape [n, K] solves K "
+                "right-hand sides with one factorisation (pass b.T for a [K, n] stack), and a SparseTensor "
+                "with values [B, nnz] (A.with_values / batched shape [B, n, n]) solves B matrices at once"
+            )
+
+
 def _non_finite(A: SparseTensor, x3: torch.Tensor, prep: Prepared, stats: dict) -> None:
     """Raise the error a non-finite solution means: overflow of a finite solution, an iteration
     that broke down, or a singular matrix."""
@@ -351,6 +365,7 @@ def solve(
     """
     if hasattr(A, "__sla_solve__"):
         return A.__sla_solve__(b, backend=backend, method=method, config=config, return_info=return_info, **options)
+    _no_vmap(A, b)
     check_matrix(A)
     check_rhs(A, b)
     cfg = SolverConfig.resolve(config, backend=backend, method=method, **options)

@@ -49,6 +49,10 @@ DENSE_MAX = 200
 def _check(A, k, which, allowed, name) -> int:
     check_matrix(A, purpose=f"compute {name}")
     N = A.sparse_shape[1]
+    if N == 0:
+        raise ValueError(
+            f"{name} needs a non-empty matrix, got shape {tuple(A.shape)} (a 0 x 0 matrix has no eigenpairs)"
+        )
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if which not in allowed:

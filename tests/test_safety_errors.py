@@ -1,0 +1,22 @@
+"""Errors from deep inside torch / SciPy become clear errors at the boundary."""
+
+import pytest
+import torch
+
+import sla
+
+
+def test_eigsh_of_an_empty_matrix():
+    e = torch.zeros(0, dtype=torch.long)
+    E = sla.SparseTensor(torch.zeros(0, dtype=torch.float64), e, e, (0, 0))
+    with pytest.raises(ValueError, match="non-empty matrix"):
+        E.eigsh(k=1)
+
+
+def test_vmap_over_solve_says_unsupported_and_the_batched_way_works():
+    A = sla.gallery.poisson2d(3)
+    B = torch.arange(18, dtype=torch.float64).reshape(2, 9)
+    with pytest.raises(NotImplementedError, match="vmap"):
+        torch.func.vmap(lambda b: A.solve(b))(B)
+    X = A.solve(B.T).T  # the suggested way: K right-hand sides as columns
+    torch.testing.assert_close(X, torch.linalg.solve(A.to_dense(), B.T).T)
