@@ -11,6 +11,7 @@ from .linear.batch import (
     spsolve_batch_same_layout,
     spsolve_csr,
 )
+from .linear.policy import explain_solve
 from .linear.registry import (
     get_available_backends,
     get_backend_methods,
@@ -22,7 +23,6 @@ from .linear.registry import (
     select_backend,
     show_backends,
 )
-from .linear.policy import explain_solve
 from .linear.solve import LUFactorization, solve, spsolve, spsolve_coo
 from .nonlinear.solve import nonlinear_solve, sparse_nonlinear_solve
 from .spectral.det import det, slogdet
