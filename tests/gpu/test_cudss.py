@@ -41,7 +41,7 @@ def _tol(dtype):
 @cpu_only
 def test_unavailable_backend_names_the_extra():
     A = gallery.poisson1d(4)
-    with pytest.raises(sla.BackendUnavailableError, match=r"pip install 'sla\[cuda\]'"):
+    with pytest.raises(sla.BackendUnavailableError, match=r"pip install 'sla-torch\[cuda\]'"):
         A.solve(torch.ones(4, dtype=torch.float64), backend="cudss", method="lu")
     assert not sla.is_cudss_available()
 

@@ -33,7 +33,7 @@ PARAMS = [(m, k, d) for m, k, ds in CASES for d in ds]
 @cpu_only
 def test_unavailable_backend_names_the_extra():
     A = gallery.poisson1d(4)
-    with pytest.raises(sla.BackendUnavailableError, match=r"pip install 'sla\[cupy\]'"):
+    with pytest.raises(sla.BackendUnavailableError, match=r"pip install 'sla-torch\[cupy\]'"):
         A.solve(torch.ones(4, dtype=torch.float64), backend="cupy", method="cg")
     assert not sla.is_cupy_available()
 

@@ -328,7 +328,7 @@ def test_backend_not_installed_names_the_extra(monkeypatch):
     )
     monkeypatch.setitem(registry._MODULES, "fake", "fake.module")
     monkeypatch.setitem(registry._loaded, "fake", fake)
-    with pytest.raises(sla.BackendUnavailableError, match=r"sla\[fake\]"):
+    with pytest.raises(sla.BackendUnavailableError, match=r"sla-torch\[fake\]"):
         gallery.poisson1d(4).solve(torch.ones(4, dtype=torch.float64), backend="fake", method="lu")
     text = sla.show_backends(file=open("/dev/null", "w"))
     assert "fake" in text and "fakepkg" in text
