@@ -83,8 +83,8 @@ __all__ = [
 
 CPU_MULTIGRID_MIN = 50_000  # 2D-like graphs: a sparse Cholesky wins below
 CPU_MULTIGRID_MIN_3D = 10_000  # 3D-like graphs: the fill of a factorisation grows as n^(4/3)
-CPU_REUSE_DIRECT_MAX_2D = 1_000_000  # a reused 2D factorisation: its solves beat multigrid-CG below
-CPU_REUSE_DIRECT_MAX_3D = 50_000
+CPU_REUSE_DIRECT_MAX_2D = 1_000_000  # a reused 2D factorisation beats multigrid-CG below (524K: 44 s vs 60 s)
+CPU_REUSE_DIRECT_MAX_3D = 20_000  # 3D: at 64K a factorisation never pays back (bench_auto --reuse)
 CUDA_MULTIGRID_MIN_3D = 100_000  # 3D on CUDA: AMG-CG beats cuDSS (time and memory) above
 MULTIGRID_PRECONDITIONER_MIN = 10_000  # below this a multigrid setup does not pay off: Jacobi
 _DIM_3D = 2.5
