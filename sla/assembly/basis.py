@@ -27,6 +27,25 @@ from .quadrature import quadrature
 __all__ = ["CellBasis", "FacetBasis", "BlockView"]
 
 
+def _check_cells(det: torch.Tensor, J: torch.Tensor, sl: slice, d: int) -> None:
+    """A zero-area / zero-volume (or inverted-to-flat) cell is an error naming the cell, not a
+    singular matrix later: ``|det J|`` at or below rounding of the cell's size ``max|J|^d``."""
+    with torch.no_grad():
+        a = det.detach().abs()
+        size = J.detach().abs().amax(dim=(0, 1)) ** d  # [e] or [Q, e]
+        bad = ~(a > 64 * torch.finfo(a.dtype).eps * size)  # NaN counts as bad
+        if bad.dim() > 1:
+            bad = bad.any(0)
+        if bool(bad.any()):
+            first = int(torch.nonzero(bad)[0]) + (sl.start or 0)
+            count = int(bad.sum())
+            raise ValueError(
+                f"mesh cell {first} is degenerate (zero {'area' if d == 2 else 'volume' if d == 3 else 'length'}: "
+                f"|det J| ~ 0){f'; {count} such cells in this block' if count > 1 else ''}: fix the mesh "
+                "(repeated or collinear vertices)"
+            )
+
+
 def _combine(coef: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
     """``out[i] = sum_r coef[i, r] * vecs[r]`` for a small constant ``coef`` (skinny GEMMs are slow on
     the CPU; a few scaled adds of long vectors run at memory speed).  Zero coefficients are skipped."""
@@ -158,6 +177,7 @@ class CellBasis(_Basis):
         Q, n = dref.shape[0], dref.shape[1]
         J = jacobian_cf(xt, self.mesh.cell_type, self.X)  # J[a, r] = dx_a / dX_r: [d, rd, e] or [d, rd, Q, e]
         det, inv = det_inv_cf(J)  # inv [rd, d, e] or [r, a, Q, e]
+        _check_cells(det, J, sl, d)
         if self.mesh.cell_type in AFFINE:  # one Jacobian per cell
             gT = _combine(dref.reshape(Q * n, d), inv).reshape(Q, n, d, E)
             dxT = det.abs()[None, :] * W[:, None]  # [Q, e]
