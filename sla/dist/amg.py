@@ -70,9 +70,9 @@ class DistributedAMG:
         self.omega = float(4.0 / (3.0 * lam))
         # aggregates: local, numbered globally
         if n:
-            agg, nagg = _aggregates(D._owned_block().to("cpu"), aggregate_size)
+            agg, nagg = _aggregates(D._owned_block(), aggregate_size)
         else:
-            agg, nagg = torch.zeros(0, dtype=torch.int64), 0
+            agg, nagg = torch.zeros(0, dtype=torch.int64, device=dev), 0
         counts = [int(c) for c in torch.cat(all_gather_list(torch.tensor([nagg]), [1] * D.world_size, D.group))]
         nc = sum(counts)
         gagg = (agg + sum(counts[: D.rank])).to(dev)

@@ -83,12 +83,17 @@ def overlap_block(A: SparseTensor, part: Partition, rank: int, layers: int) -> O
 
 
 def _aggregates(B: SparseTensor, size: int) -> tuple[torch.Tensor, int]:
-    """Aggregates of the graph of ``B`` grown (aggregating aggregates) to about ``size`` nodes each."""
+    """Aggregates of the graph of ``B`` grown (aggregating aggregates) to about ``size`` nodes each.
+
+    On the CPU pyamg's standard aggregation (MIS(2) in torch without pyamg); on a GPU the
+    torch MIS(2) aggregation, on the device.  Returns ``agg`` on ``B``'s device.
+    """
     from ..solvers.precond.aggregate import aggregate
 
-    n = B.shape[0]
-    agg, nagg = torch.arange(n), n
-    p = B.pattern.to("cpu")
+    n, dev = B.shape[0], B.device
+    method = "mis2" if dev.type != "cpu" or not _has_pyamg() else "standard"
+    agg, nagg = torch.arange(n, device=dev), n
+    p = B.pattern
     row, col = p.row.long(), p.col.long()
     while n and n / nagg < size and nagg > 1:
         off = row != col
@@ -96,12 +101,12 @@ def _aggregates(B: SparseTensor, size: int) -> tuple[torch.Tensor, int]:
         keep = r != c
         key = torch.unique(r[keep] * nagg + c[keep])
         r, c = key // nagg, key % nagg
-        crow = torch.zeros(nagg + 1, dtype=torch.int64)
+        crow = torch.zeros(nagg + 1, dtype=torch.int64, device=dev)
         crow[1:] = torch.cumsum(torch.bincount(r, minlength=nagg), 0)
-        a, m = aggregate(crow, c, nagg, "standard" if _has_pyamg() else "mis2")
-        a = torch.as_tensor(a, dtype=torch.int64)
+        a, m = aggregate(crow, c, nagg, method)
+        a = torch.as_tensor(a, dtype=torch.int64).to(dev)
         lone = a < 0  # left out: each its own aggregate
-        a[lone] = torch.arange(int(lone.sum())) + int(m)
+        a[lone] = torch.arange(int(lone.sum()), device=dev) + int(m)
         m = int(m) + int(lone.sum())
         if m >= nagg:  # no progress (isolated nodes)
             break
@@ -150,9 +155,9 @@ class TwoLevelSchwarz:
         loc = D.local.detach()
         dev = loc.device
         if coarse_size == 0 or self.n == 0:
-            agg, nagg = torch.zeros(self.n, dtype=torch.int64), min(self.n, 1)
+            agg, nagg = torch.zeros(self.n, dtype=torch.int64, device=D.device), min(self.n, 1)
         else:
-            agg, nagg = _aggregates(D._owned_block().to("cpu"), coarse_size)
+            agg, nagg = _aggregates(D._owned_block(), coarse_size)
         counts = [int(c) for c in torch.cat(all_gather_list(torch.tensor([nagg]), [1] * D.world_size, D.group))]
         offset = sum(counts[: D.rank])
         self.nc = sum(counts)
