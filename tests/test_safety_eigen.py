@@ -35,3 +35,9 @@ def test_basis_dependent_loss_at_a_repeated_eigenvalue_raises():
     lam, V = sla.SparseTensor._make(v, A0.pattern).eigsh(k=3, which="SA")
     with pytest.raises(ValueError, match="repeated eigenvalue"):
         torch.autograd.grad(V[0, 1] ** 2, v)
+
+
+def test_lobpcg_rtol_zero_ends_as_stagnated():
+    A = sla.gallery.poisson2d(8)
+    with pytest.raises(sla.ConvergenceError, match="stagnated"):
+        A.eigsh(k=2, which="SA", method="lobpcg", rtol=0, maxiter=10**9)

@@ -282,6 +282,9 @@ def _lobpcg_eigsh(A, k, which, sigma, tol, maxiter, preconditioner, notes):
     V = torch.cat([r[1] for r in runs], -1)
     idx = _select(lam, k, which, None)
     stats = {"iterations": sum(r[2]["iterations"] for r in runs), "converged": all(r[2]["converged"] for r in runs)}
+    reasons = [r[2]["reason"] for r in runs if r[2].get("reason")]
+    if reasons:
+        stats["reason"] = reasons[0]
     return lam.gather(-1, idx), V.gather(-1, idx[:, None, :].expand(-1, n, -1)), stats
 
 
@@ -415,6 +418,7 @@ def eigsh(
         converged=bool(stats.get("converged", True)),
         residual=_residual(A, lam, V),
         notes=notes,
+        reason=stats.get("reason"),
     )
     info.fail(SolverConfig.resolve(config))
     if A.values.requires_grad:

@@ -109,6 +109,8 @@ def lobpcg(
     P = AP = None
     anorm = theta.abs().amax(-1)
     it, worst, converged = 0, float("inf"), False
+    best, best_at, stall = float("inf"), 0, 100  # stagnation: no new best residual (by 1 %) in 100 iterations
+    stopped = None
     for it in range(1, maxiter + 1):
         R = AX - X * theta[:, None, :].to(X.dtype)
         rn = torch.linalg.vector_norm(R, dim=1)
@@ -117,6 +119,11 @@ def lobpcg(
         worst = float(rel[:, :k].max())
         if worst <= tol:
             converged = True
+            break
+        if worst < 0.99 * best:
+            best, best_at = worst, it
+        elif it - best_at >= stall or worst != worst:
+            stopped = f"stagnated: no progress in {it - best_at} iterations (best relative residual {best:.2e})"
             break
         # soft locking: columns converged in every batch member stay in X (Rayleigh-Ritz)
         # but get no new search directions
@@ -146,4 +153,7 @@ def lobpcg(
             X, AX = X @ C, AX @ C
             P = AP = None
     log.debug("lobpcg: %d iterations, worst relative residual %.2e", it, worst)
-    return theta[:, :k], X[:, :, :k], {"iterations": it, "converged": converged, "residual": worst}
+    stats = {"iterations": it, "converged": converged, "residual": worst}
+    if stopped:
+        stats["reason"] = stopped
+    return theta[:, :k], X[:, :, :k], stats
