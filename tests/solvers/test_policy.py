@@ -112,12 +112,15 @@ def test_gradcheck_of_eigsh_and_named_cg_on_an_spd_matrix():
     assert torch.autograd.gradcheck(
         lambda v: mat(v).solve(b, method="cg", preconditioner="jacobi", rtol=1e-13)[:6], (v,)
     )
-    # beyond the tolerance: cg still runs as asked, with a warning that names the way out
+    # beyond the tolerance (up to SYMMETRY_WARN): cg still runs as asked, with a warning
     w = A.values.clone()
     w[1] *= 1.01
     with pytest.warns(UserWarning, match="method='cg' on a matrix that is not symmetric.*gmres"):
         sla.solve(mat(w), b, method="cg", on_failure="ignore")
     assert policy.asymmetry(mat(w)) == pytest.approx(0.01 * 1 / 4, rel=1e-12)
+    w[1] = 0.0  # far from symmetric (asymmetry 1/4 > SYMMETRY_WARN): refused as before
+    with pytest.raises(ValueError, match="needs a matrix of type"):
+        sla.solve(mat(w), b, method="cg")
 
 
 def test_eigsh_of_an_unsymmetric_matrix_is_that_of_its_symmetric_part():

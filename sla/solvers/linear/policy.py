@@ -77,6 +77,7 @@ __all__ = [
     "explain_solve",
     "graph_dimension",
     "SYMMETRY_RTOL",
+    "SYMMETRY_WARN",
     "asymmetry",
     "hermitian_part",
 ]
@@ -200,8 +201,11 @@ _HERMITIAN_METHODS = {"cg": ("spd", "hpd"), "minres": ("symmetric", "hermitian",
 
 def _named_hermitian(A: SparseTensor, method: str, mtype: str) -> str:
     """The type an explicitly named cg/minres runs with on a detected non-Hermitian A: Hermitian
-    (positive definite for cg) when A is within :data:`SYMMETRY_RTOL` of it, with a warning beyond."""
+    (positive definite for cg) when A is within :data:`SYMMETRY_RTOL` of it, the same with a warning
+    up to :data:`SYMMETRY_WARN`; beyond that the detected type (and the method's refusal)."""
     d = asymmetry(A)
+    if d > SYMMETRY_WARN:  # far from Hermitian: the method's type check refuses it, as before
+        return mtype
     if d > SYMMETRY_RTOL:
         warnings.warn(
             f"method={method!r} on a matrix that is not {'Hermitian' if A.is_complex else 'symmetric'} "
@@ -399,6 +403,7 @@ def explain_solve(
 
 
 SYMMETRY_RTOL = 1e-6  # relative asymmetry max|A - A^H| / max|A| that 'symmetric' methods accept silently
+SYMMETRY_WARN = 1e-2  # up to this a named cg/minres runs with a warning; beyond, it is refused
 
 
 def asymmetry(A: SparseTensor) -> float:
