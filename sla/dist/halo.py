@@ -141,8 +141,7 @@ def exchange_rows(
     COUNTS["halo"] += 1
     ops, bufs = [], {}
     for q, sel in plan.send.items():
-        pieces = [packed[crow[i] : crow[i + 1]] for i in sel.tolist()]
-        out = torch.cat(pieces) if pieces else packed.new_empty(0, 2)
+        out = packed[_ranges(crow[sel], counts[sel])]
         ops.append(dist.P2POp(dist.isend, out.contiguous(), _peer(q, group), group))
     start = 0
     for q, c in sorted(plan.recv.items()):
@@ -154,6 +153,15 @@ def exchange_rows(
     got = torch.cat([bufs[q] for q in sorted(bufs)]) if bufs else packed.new_empty(0, 2)
     r = torch.repeat_interleave(torch.arange(plan.n_ghost, device=val.device), gcount)
     return _coo(torch.stack([r, got[:, 0].round().long()]), got[:, 1].to(val.dtype), (plan.n_ghost, m)).coalesce()
+
+
+def _ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Concatenated ``arange(s, s + l)`` for every pair (vectorised)."""
+    total = int(lengths.sum())
+    first = torch.cumsum(lengths, 0) - lengths
+    return torch.repeat_interleave(starts - first, lengths, output_size=total) + torch.arange(
+        total, device=starts.device
+    )
 
 
 def _peer(rank_in_group: int, group) -> int:
