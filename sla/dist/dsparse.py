@@ -199,6 +199,11 @@ class DSparseTensor(DistSolve, DistOps):
         return len(self.sizes)
 
     @property
+    def num_partitions(self) -> int:
+        """Number of ranks (the seed's name)."""
+        return len(self.sizes)
+
+    @property
     def n_owned(self) -> int:
         return self.plan.n_owned
 

@@ -137,6 +137,12 @@ class DistSolve:
         )
         return res.x.reshape(b.shape), res
 
+    def solve(self, b, **kwargs):
+        """``sla.solve(D, b, **kwargs)`` (the seed's method spelling)."""
+        from ..solvers.linear.solve import solve
+
+        return solve(self, b, **kwargs)
+
     def __sla_solve__(self, b, backend=None, method=None, config=None, return_info=False, **options):
         """``sla.solve(D, b)``: distributed Krylov solve; ``b`` a ``DTensor[Shard(0)]`` (the
         result is one) or this rank's block ``[n_owned(, K)]``."""

@@ -48,6 +48,8 @@ def test_seed_readme_code(results):
         assert name == "OwnedShard"  # a DTensor subclass
         _close(x, x_ref)
         assert float(resid.norm()) < 1e-8 * float(b.norm())
+        _close(r["method_solve"][0], x_ref)
+        assert r["method_solve"][1] == len(res)
 
 
 def test_products_and_partitioners(results):
