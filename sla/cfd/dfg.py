@@ -266,14 +266,17 @@ def solve_2d2(
     kick: float = 0.3,
     t_kick: float = 1.0,
     callback=None,
+    quantities: bool = True,
     **options,
-) -> tuple[SheddingHistory, dict[str, float]]:
+) -> tuple[SheddingHistory, dict[str, float] | None]:
     """The unsteady case ``2d2`` on ``space``: ``(history, quantities)``.
 
     The run starts from rest; for ``t < t_kick`` the cylinder turns with surface speed ``kick``
     (:func:`rotating_cylinder`) to trigger the vortex street, then it is at rest until
     ``t_end`` and the force history of the last periods gives ``St``, max ``c_D``, max ``c_L``.
-    ``options`` go to :func:`~sla.cfd.unsteady.solve_unsteady`.
+    ``options`` go to :func:`~sla.cfd.unsteady.solve_unsteady`.  A run too short for three lift
+    periods after the vortex street started is a ``ValueError`` saying so (use
+    ``solve_2d2(..., quantities=False)`` and :func:`try_quantities` to keep the history).
     """
     from .unsteady import solve_unsteady
 
@@ -298,4 +301,12 @@ def solve_2d2(
         x, t0 = res.x, t0 + len(res.times) * dt
         hist.iterations += res.iterations
         hist.factorizations += res.factorizations
-    return hist, hist.quantities()
+    return hist, (hist.quantities() if quantities else None)
+
+
+def try_quantities(hist: SheddingHistory, periods: int = 3) -> tuple[dict[str, float] | None, str]:
+    """``(quantities, '')``, or ``(None, why)`` when the history holds too few lift periods."""
+    try:
+        return hist.quantities(periods), ""
+    except ValueError as e:
+        return None, str(e)
