@@ -10,8 +10,9 @@ every other Dirichlet boundary (John & Matthies 2001; Braack & Richter 2006):
           - (p, \\nabla \\cdot v_c) - (f, v_c) \\Big],
 
 which is ``\\int_S (-\\nu \\partial_n u + p n) \\cdot e_c`` for smooth solutions (``n`` the
-fluid's outward normal) and converges at the order of the energy norm -- twice the order of
-the boundary integral of the discrete stress, which needs derivatives of ``u_h`` on ``S``.
+fluid's outward normal); as an integral over the whole domain it converges markedly faster than
+the boundary integral of the discrete stress, which needs derivatives of ``u_h`` on ``S``
+(both are compared in ``tests/cfd/test_cylinder.py``).
 With ``v_c`` the nodal interpolant of ``e_c`` on ``S`` (one at the velocity nodes on ``S``,
 zero elsewhere), the bracket is the sum of the assembled momentum residual over the ``c``
 components of the nodes on ``S``: one residual assembly, no extra form, and differentiable
