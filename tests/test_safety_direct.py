@@ -56,3 +56,18 @@ def test_numeric_cache_is_exact_above_four_million_values():
     v.data[[0, 1]] = v.data[[1, 0]]
     assert p.numeric(v, "k", build) == 2  # a miss: the old work is stale
     assert p.numeric(v.clone(), "k", build) == 2  # equal values in a new tensor: a hit
+
+
+def test_direct_failure_message_names_the_real_cause():
+    info = sla.SolveInfo(backend="scipy", method="lu", iterations=None, converged=False, residual=1e-3)
+    with pytest.raises(sla.ConvergenceError) as e:
+        info.fail(sla.SolverConfig.resolve())
+    msg = str(e.value)
+    assert "nearly singular or badly scaled" in msg and "maxiter" not in msg and "None" not in msg
+
+
+def test_overflowing_solution_is_named():
+    # a tiny pivot: the solution overflows float32 although A is not singular
+    A = sla.SparseTensor(torch.tensor([1e-30, 1.0], dtype=torch.float32), [0, 1], [0, 1], (2, 2))
+    with pytest.raises(sla.SingularMatrixError, match="overflowed"):
+        A.solve(torch.tensor([1e10, 1.0], dtype=torch.float32), backend="scipy", method="lu")
