@@ -30,7 +30,7 @@ from sla.assembly.gmsh_meshes import DFG
 from sla.assembly.mixed import TaylorHood
 from sla.cfd.dfg import REFERENCE, TOLERANCE_2D1, solve_2d1, solve_2d2, try_quantities
 
-from . import ProblemConfig, Result, param
+from . import ProblemConfig, Result, param, progress
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -116,9 +116,13 @@ def _run_2d1(cfg, solver: sla.SolverConfig, V: TaylorHood, summary: dict) -> tor
 def _run_2d2(cfg, V: TaylorHood, summary: dict) -> torch.Tensor:
     t0 = time.perf_counter()
     state = {}
+    steps = max(1, round(float(cfg.t_end) / float(cfg.dt)))
+    bar = progress(range(steps), total=steps, desc="time steps")  # a tqdm bar on a terminal
+    ticks = iter(bar)
 
     def keep(step):
         state["x"] = step.x
+        next(ticks, None)
 
     hist, _ = solve_2d2(
         V,
@@ -129,6 +133,7 @@ def _run_2d2(cfg, V: TaylorHood, summary: dict) -> torch.Tensor:
         callback=keep,
         quantities=False,
     )
+    getattr(bar, "close", lambda: None)()
     q, why = try_quantities(hist)
     summary.update(
         dt=float(cfg.dt), t_end=float(cfg.t_end), steps=len(hist.t), solve_s=round(time.perf_counter() - t0, 3)
