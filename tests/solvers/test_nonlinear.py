@@ -245,7 +245,7 @@ def test_validation():
 
 
 # ------------------------------------------ defaults from the matrix among the params
-def _bratu_like(n=30):
+def _bratu_like(n=20):
     """-Laplace u + u^2 = 10 on the unit square (5-point, h = 1/(n+1))."""
     A = poisson2d(n) * float((n + 1) ** 2)
     return A, torch.full((n * n,), 10.0, dtype=torch.float64)
