@@ -9,7 +9,9 @@ everything that depends only on structure:
 * the permutation to the transposed pattern,
 * the positions of the diagonal,
 * a ``cache`` dict for structural work of the solvers (symbolic
-  factorisations, multigrid aggregates, partitions, colourings), and
+  factorisations, multigrid aggregates, partitions, colourings) and for
+  structural metadata (:data:`PORTABLE_KEYS`: grid shape, dof coordinates),
+  the only part of it that :meth:`Pattern.to` carries to another device, and
 * a small ``numeric`` cache for work that depends on the values too
   (factorisations), keyed on the values themselves (exact comparison).
 
@@ -37,6 +39,11 @@ import torch
 __all__ = ["Pattern", "csr_tensor", "interned_patterns"]
 
 _INT32_MAX = 2**31 - 1
+PORTABLE_KEYS = ("grid", "dof_points")
+"""``Pattern.cache`` keys holding structural metadata, not solver state: ``"grid"`` (the
+grid shape of a structured matrix, for geometric multigrid) and ``"dof_points"``
+(``(points, ncomp)``, dof coordinates for the near-nullspace of AMG).  They survive
+:meth:`Pattern.to` (``SparseTensor.to``/``.cuda()``/``.cpu()``), tensors moved along."""
 _CHUNK = 1 << 20  # entries per pass of chunked structural scans (bounds their int64 temporaries)
 
 
@@ -155,6 +162,15 @@ def _check_index(name: str, idx: torch.Tensor) -> torch.Tensor:
     if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor, got dtype {idx.dtype}")
     return idx.to(torch.int64)
+
+
+def _move_metadata(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (nested in tuples/lists) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_move_metadata(v, device) for v in value)
+    return value
 
 
 class Pattern:
@@ -322,7 +338,30 @@ class Pattern:
             p = Pattern._from_csr_trusted(self.crow.to(device), self.ccol.to(device), self.shape)
             p._memo["_devices"] = {str(self.device): self}
             copies[key] = p
+        self._carry_metadata(p)
         return p
+
+    def _carry_metadata(self, p: Pattern) -> None:
+        """Give the copy ``p`` on another device this pattern's structural metadata (:data:`PORTABLE_KEYS`).
+
+        Only device-independent descriptions travel (tensors in them moved to ``p``'s
+        device); solver states (plans, factorisations, hierarchies) stay behind.  A
+        value set or replaced here after the copy was made is carried at the next
+        :meth:`to`; one the copy already holds from elsewhere is kept.
+        """
+        moved = p._memo.setdefault("_carried", {})
+        for name in PORTABLE_KEYS:
+            value = self.cache.get(name)
+            if value is None:
+                continue
+            src, out = moved.get(name, (None, None))
+            if src is value and p.cache.get(name) is out:
+                continue  # carried before and unchanged on both sides
+            if name in p.cache and p.cache[name] is not out:
+                continue  # set on the copy itself: it wins
+            out = _move_metadata(value, p.device)
+            p.cache[name] = out
+            moved[name] = (value, out)
 
     def same_as(self, other: Pattern) -> bool:
         """Structural equality (cheap when the objects are shared)."""
