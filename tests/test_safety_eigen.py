@@ -38,6 +38,6 @@ def test_basis_dependent_loss_at_a_repeated_eigenvalue_raises():
 
 
 def test_lobpcg_rtol_zero_ends_as_stagnated():
-    A = sla.gallery.poisson2d(8)
+    A = sla.gallery.poisson2d(6)
     with pytest.raises(sla.ConvergenceError, match="stagnated"):
         A.eigsh(k=2, which="SA", method="lobpcg", rtol=0, maxiter=10**9)
