@@ -71,9 +71,49 @@ class Mat:
         return float(gershgorin_bound(self.row, self.val, d))
 
 
-def galerkin(R: Mat, A: Mat, P: Mat) -> Mat:
-    """``R A P`` with torch sparse products (MKL / cuSPARSE)."""
-    return Mat.from_torch(R.csr64() @ (A.csr64() @ P.csr64()))
+GALERKIN_CHUNK = 1 << 22
+"""Products ``r_ik a_kj`` (an upper bound of the entries of ``R_rows A``) per row block of the
+Galerkin product: bounds its intermediate instead of forming the whole ``A P``."""
+
+
+def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
+    """``R A P`` with torch sparse products (MKL / cuSPARSE), by blocks of rows of ``R``.
+
+    Each block computes ``(R_rows A) P``; the blocks hold at most ``chunk`` (default
+    :data:`GALERKIN_CHUNK`) products ``r_ik a_kj``, so the intermediate stays bounded
+    where ``A P`` would take about as much as ``A`` itself.  The entries are those of
+    ``R (A P)`` up to rounding (the sums run in another order).
+    """
+    chunk = GALERKIN_CHUNK if chunk is None else int(chunk)
+    Ac, Pc = A.csr64(), P.csr64()
+    nr = R.shape[0]
+    work = (A.crow[1:] - A.crow[:-1])[R.col]  # products of every entry of R
+    per_row = torch.zeros(nr + 1, dtype=torch.int64, device=R.val.device)
+    torch.cumsum(R.val.new_zeros(nr, dtype=torch.int64).index_add_(0, R.row, work), 0, out=per_row[1:])
+    del work
+    total = int(per_row[-1])
+    if total <= chunk:
+        return Mat.from_torch(R.csr64() @ (Ac @ Pc))
+    # row boundaries where the running work crosses a multiple of chunk (at least one row per block)
+    marks = torch.arange(chunk, total, chunk, device=per_row.device)
+    cuts = torch.unique(torch.searchsorted(per_row, marks, right=True).clamp_(1, nr - 1) - 1)
+    bounds = [0, *(int(c) for c in cuts.tolist() if 0 < int(c) < nr), nr]
+    crows, cols, vals = [], [], []
+    base = 0
+    for r0, r1 in zip(bounds[:-1], bounds[1:]):
+        s, e = int(R.crow[r0]), int(R.crow[r1])
+        Rb = torch.sparse_csr_tensor(
+            R.crow[r0 : r1 + 1] - s, R.col[s:e], R.val[s:e], (r1 - r0, R.shape[1]), check_invariants=False
+        )
+        Cb = (Rb @ Ac) @ Pc
+        del Rb
+        crows.append(Cb.crow_indices()[1:] + base)
+        base += Cb.values().numel()
+        cols.append(Cb.col_indices())
+        vals.append(Cb.values().clone())
+        del Cb
+    crow = torch.cat([R.crow.new_zeros(1), *crows])
+    return Mat(crow, torch.cat(cols), torch.cat(vals), (nr, P.shape[1]))
 
 
 class Level:
