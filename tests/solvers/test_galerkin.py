@@ -36,3 +36,13 @@ def test_amg_hierarchy_is_the_same_with_small_blocks(monkeypatch):
     assert [lv.n for lv in small.levels] == [lv.n for lv in ref.levels] and len(ref.levels) >= 3
     for a, b in zip(ref.levels, small.levels):
         torch.testing.assert_close(a.A.to_dense(), b.A.to_dense(), rtol=1e-12, atol=1e-12)
+
+
+def test_setup_matrices_hold_int32_indices_and_only_their_values():
+    D = torch.tensor([[2.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, 2.0]], dtype=torch.float64)
+    C = D.to_sparse_csr()
+    M = Mat.from_torch(C @ C)
+    assert M.crow.dtype == M.col.dtype == M.row.dtype == torch.int32
+    assert M.val._base is None  # not a view of the product (whose int64 indices it would keep alive)
+    dense = torch.sparse_csr_tensor(M.crow, M.col, M.val, M.shape, check_invariants=False).to_dense()
+    torch.testing.assert_close(dense, D @ D, rtol=0, atol=0)

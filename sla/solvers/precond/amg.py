@@ -76,7 +76,7 @@ def _tentative(agg: torch.Tensor, nagg: int, dtype, cand: torch.Tensor | None = 
 def _transpose(C: Mat, val: torch.Tensor) -> Mat:
     """The transpose of C's pattern carrying ``val`` (a sort of the entries by column)."""
     M, N = C.shape
-    order = torch.argsort(C.col * M + C.row)
+    order = torch.argsort(C.col.long() * M + C.row)  # int64: the linear index overflows int32
     tcrow = torch.zeros(N + 1, dtype=torch.int64, device=val.device)
     torch.cumsum(torch.bincount(C.col, minlength=N), 0, out=tcrow[1:])
     return Mat(tcrow, C.row[order], val[order], (N, M), row=C.col[order])
@@ -290,7 +290,7 @@ class SmoothedAggregation(Multigrid):
         aggs = []
         hierarchies = []
         for bi in range(A.batch_size):
-            C = Mat(p.crow, p.ccol, vals[bi], p.shape, row=p.rows())  # int64 copies live through the setup only
+            C = Mat(p.crow, p.ccol, vals[bi], p.shape)  # the pattern's int32 arrays, no copy; rows int32
             fine_csr = p.csr(vals[bi])  # the pattern's own int32 arrays: no copy of the fine matrix
             B, node, nnodes = candidates
             levels = []

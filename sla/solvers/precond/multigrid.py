@@ -27,29 +27,43 @@ def csr32(crow, col, values, shape) -> torch.Tensor:
     return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
+def _index_dtype(nnz: int, shape) -> torch.dtype:
+    return torch.int32 if max(nnz, *shape) < 2**31 - 1 else torch.int64
+
+
 class Mat:
-    """CSR arrays with int64 indices plus the row of every entry: the setup-time form of a level matrix."""
+    """CSR arrays plus the row of every entry: the setup-time form of a level matrix.
+
+    Indices are int32 whenever ``nnz`` and the shape fit (half the memory of the setup's
+    index work; int64 only beyond), so products of these matrices take int32 inputs and
+    code that forms linear indices ``row * N + col`` widens them first.
+    """
 
     __slots__ = ("_row", "_diag", "col", "crow", "shape", "val")
 
     def __init__(self, crow, col, val, shape, row=None):
-        self.crow, self.col, self.val, self.shape = crow.long(), col.long(), val, tuple(shape)
-        self._row = row
+        shape = tuple(int(s) for s in shape)
+        dt = _index_dtype(col.numel(), shape)
+        self.crow, self.col, self.val, self.shape = crow.to(dt), col.to(dt), val, shape
+        self._row = None if row is None else row.to(dt)
         self._diag = None
 
     @property
     def row(self) -> torch.Tensor:
-        """Row index of every entry (built on first use)."""
+        """Row index of every entry (built on first use, in the dtype of ``col``)."""
         if self._row is None:
             counts = self.crow[1:] - self.crow[:-1]
-            self._row = torch.repeat_interleave(torch.arange(self.shape[0], device=self.val.device), counts)
+            rows = torch.arange(self.shape[0], device=self.val.device, dtype=self.col.dtype)
+            self._row = torch.repeat_interleave(rows, counts, output_size=self.col.numel())
         return self._row
 
     @classmethod
     def from_torch(cls, C: torch.Tensor) -> Mat:
-        # values() of a torch sparse tensor keeps the whole tensor -- its int64 index arrays
-        # included -- alive; the level operators keep these values, so they get their own copy
-        return cls(C.crow_indices(), C.col_indices(), C.values().clone(), C.shape)
+        # values() of a torch sparse tensor is a view whose base is the whole tensor (its int64
+        # index arrays included): a plain tensor on the same storage keeps only the values alive
+        v = C.values()
+        val = v.new_empty(0).set_(v.untyped_storage(), v.storage_offset(), v.shape, v.stride())
+        return cls(C.crow_indices(), C.col_indices(), val, C.shape)
 
     def csr64(self, val=None) -> torch.Tensor:
         return torch.sparse_csr_tensor(
@@ -87,7 +101,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
     chunk = GALERKIN_CHUNK if chunk is None else int(chunk)
     Ac, Pc = A.csr64(), P.csr64()
     nr = R.shape[0]
-    work = (A.crow[1:] - A.crow[:-1])[R.col]  # products of every entry of R
+    work = (A.crow[1:] - A.crow[:-1]).long()[R.col]  # products of every entry of R
     per_row = torch.zeros(nr + 1, dtype=torch.int64, device=R.val.device)
     torch.cumsum(R.val.new_zeros(nr, dtype=torch.int64).index_add_(0, R.row, work), 0, out=per_row[1:])
     del work
