@@ -252,7 +252,8 @@ def test_validation():
         A.eigsh(k=2, which="XX")
     N = sla.SparseTensor.from_dense(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64))
     with pytest.warns(UserWarning, match=r"symmetric part \(A \+ A\^H\) / 2 -- use eigs"):
-        lam = N.eigsh(k=1, return_eigenvectors=False)  # eigsh works on the symmetric part [[1, 1], [1, 1]]: eigenvalues 0, 2
+        # eigsh works on the symmetric part [[1, 1], [1, 1]]: eigenvalues 0, 2
+        lam = N.eigsh(k=1, return_eigenvectors=False)
     torch.testing.assert_close(lam, torch.tensor([2.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="method"):
         A.eigsh(k=2, method="magic")
