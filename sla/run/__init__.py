@@ -50,6 +50,8 @@ def execute(cfg: Any) -> dict:
     check(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    if cfg.get("dist"):
+        return _execute_distributed(cfg)
     name = cfg.problem.name
     problem = problem_module(name)
     problems = problems_package()
@@ -72,6 +74,23 @@ def execute(cfg: Any) -> dict:
         report.write_summary(os.path.join(out, "summary.json"), summary)
         report.write_outputs(out, result, plot=bool(cfg.get("plot", True)), rtol=cfg.solver.get("rtol"))
         log.info("wrote %s", out)
+    return summary
+
+
+def _execute_distributed(cfg: Any) -> dict:
+    from . import distributed
+
+    distributed.check(cfg)
+    out = _output_dir() if cfg.get("save") else None
+    summary = report.ordered(distributed.execute(cfg, _solver_config(cfg.solver), _DTYPES[cfg.dtype], out))
+    import torch.distributed as dist
+
+    if dist.get_rank() == 0:
+        log.info("%s (%d ranks)\n%s", cfg.problem.name, dist.get_world_size(), report.table(summary))
+        if out is not None:
+            report.write_summary(os.path.join(summary["output"], "summary.json"), summary)
+            log.info("wrote %s", summary["output"])
+    dist.destroy_process_group()
     return summary
 
 

@@ -57,6 +57,7 @@ class RunSchema:
     save: bool = True
     plot: bool = True
     progress: bool = True
+    dist: bool = False
 
 
 def configs_dir() -> str:
