@@ -37,7 +37,7 @@ class SolverSchema:
     backend: str = "auto"
     method: str = "auto"
     preconditioner: str = "auto"
-    rtol: float = _param(1e-8, gt=0, lt=1)
+    rtol: float | None = _param(None, gt=0, lt=1)
     atol: float = _param(0.0, ge=0)
     maxiter: int | None = _param(None, ge=1)
     restart: int | None = _param(None, ge=1)
