@@ -45,3 +45,15 @@ def test_a_stable_factorisation_is_not_refined():
     b = torch.ones(A.shape[0], dtype=torch.float64)
     _, info = A.solve(b, backend="scipy", method="lu", return_info=True)
     assert not any("iterative refinement" in n for n in info.notes)
+
+
+def test_single_precision_refines_with_double_residuals():
+    D = _tiny_pivot(1e-6).float()
+    b = torch.tensor([1.0, 2.0, 3.0])
+    x, info = sla.SparseTensor.from_dense(D).solve(
+        b, backend="scipy", method="lu", options=NO_PIVOTING, return_info=True
+    )
+    assert x.dtype == torch.float32 and info.converged
+    assert any("residuals in double" in n for n in info.notes)
+    exact = torch.linalg.solve(D.double(), b.double())
+    assert float((x.double() - exact).abs().max() / exact.abs().max()) < 1e-6  # float32 rounding

@@ -110,39 +110,49 @@ class Prepared:
         self.stats = stats
         return x
 
-    def _product(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+    def _product(self, x: torch.Tensor, transpose: bool, values: torch.Tensor) -> torch.Tensor:
         if not transpose:
-            return spmm_nograd(self.pattern, self.values, x)
+            return spmm_nograd(self.pattern, values, x)
         pt, perm = self.pattern.transpose()
-        vt = self.values[..., perm]
+        vt = values[..., perm]
         return spmm_nograd(pt, vt.conj() if vt.is_complex() else vt, x)
+
+    def _correction(self, r: torch.Tensor, transpose: bool) -> torch.Tensor:
+        if self.backend.batched:
+            return self.method.apply(self.states, r, transpose=transpose)[0]
+        return torch.stack([self.method.apply(st, r[i], transpose=transpose)[0] for i, st in enumerate(self.states)])
 
     def _refine(self, b: torch.Tensor, x: torch.Tensor, transpose: bool, stats: dict, steps: int = 3) -> torch.Tensor:
         """Iterative refinement with the held factors (Wilkinson; Higham, *Accuracy and Stability*,
         ch. 12): ``x += solve(b - A x)`` while the relative residual is above ``sqrt(eps)`` and falls.
-        A backward-stable factorisation stops at once: one residual, no extra solve."""
-        limit = torch.finfo(x.dtype).eps ** 0.5
+        A backward-stable factorisation stops at once: one residual, no extra solve.  In single
+        precision the residual and the sum are formed in double (mixed-precision refinement,
+        Langou et al. 2006: the float32 factors then reach float32 rounding while cond(A) eps < 1)."""
+        low = x.dtype
+        limit = torch.finfo(low).eps ** 0.5
         with torch.no_grad():
             bn = torch.linalg.vector_norm(b, dim=1).clamp_min(torch.finfo(b.real.dtype).tiny)
-            rel = lambda r: float((torch.linalg.vector_norm(r, dim=1) / bn).max())  # noqa: E731
-            r = b - self._product(x, transpose)
+            rel = lambda r: float((torch.linalg.vector_norm(r, dim=1) / bn.to(r.real.dtype)).max())  # noqa: E731
+            r = b - self._product(x, transpose, self.values)
             worst, done = rel(r), 0
-            while worst > limit and done < steps:
-                if self.backend.batched:
-                    dx, _ = self.method.apply(self.states, r, transpose=transpose)
-                else:
-                    dx = torch.stack(
-                        [self.method.apply(st, r[i], transpose=transpose)[0] for i, st in enumerate(self.states)]
-                    )
-                x_new = x + dx
-                r_new = b - self._product(x_new, transpose)
-                new = rel(r_new)
-                if not new < worst:  # no progress (or NaN): keep what we had
-                    break
-                x, r, worst, done = x_new, r_new, new, done + 1
+            if worst > limit:
+                hi = {torch.float32: torch.float64, torch.complex64: torch.complex128}.get(low, low)
+                vh, bh, xh = self.values.to(hi), b.to(hi), x.to(hi)
+                r = bh - self._product(xh, transpose, vh)
+                worst = rel(r)
+                while worst > limit and done < steps:
+                    x_new = xh + self._correction(r.to(low), transpose).to(hi)
+                    r_new = bh - self._product(x_new, transpose, vh)
+                    new = rel(r_new)
+                    if not new < worst:  # no progress (or NaN): keep what we had
+                        break
+                    xh, r, worst, done = x_new, r_new, new, done + 1
+                x = xh.to(low)
         if done:
             stats["notes"] = list(stats.get("notes", [])) + [
-                f"iterative refinement: {done} step(s) with the held factors, relative residual {worst:.1e}"
+                f"iterative refinement: {done} step(s) with the held factors"
+                f"{' (residuals in double)' if x.dtype in (torch.float32, torch.complex64) else ''}, "
+                f"relative residual {worst:.1e}"
             ]
         return x
 
