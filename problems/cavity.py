@@ -30,7 +30,7 @@ from sla.assembly import unit_square
 from sla.assembly.mixed import TaylorHood
 from sla.cfd import VelocityBC, solve_steady
 
-from . import ProblemConfig, Result, param
+from . import ProblemConfig, Result, param, postfix, progress
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -242,12 +242,35 @@ def solve_cavity(
     stages = [r for r in (100.0, 400.0) if r < re] + [re]
     x, results = None, []
     for r in stages:
+        bar = progress(iter(()), desc=f"Newton, Re={r:g}")
         res = solve_steady(
-            V, 1.0 / r, cavity_bcs(), pressure="mean", x0=x, linear=linear, solver=solver, picard=10, **kw
+            V,
+            1.0 / r,
+            cavity_bcs(),
+            pressure="mean",
+            x0=x,
+            linear=linear,
+            solver=solver,
+            picard=10,
+            callback=_step_bar(bar),
+            **kw,
         )
+        if hasattr(bar, "close"):
+            bar.close()
         x = res.x
         results.append(res)
     return V, results
+
+
+def _step_bar(bar):
+    """A solve_steady callback that advances ``bar`` (a tqdm bar, or nothing when progress is off)."""
+
+    def step(k: int, kind: str, residual: float) -> None:
+        if hasattr(bar, "update"):
+            bar.update(1)
+            postfix(bar, step=kind, residual=residual)
+
+    return step
 
 
 def centrelines(V: TaylorHood, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,6 +103,7 @@ def solve_steady(
     viscous: str = "laplace",
     solver: SolverConfig | None = None,
     linear_options: dict | None = None,
+    callback: Callable[[int, str, float], None] | None = None,
 ) -> FlowResult:
     """Solve the steady Navier--Stokes equations on ``space``.
 
@@ -135,6 +136,9 @@ def solve_steady(
     linear_options : dict, optional
         Options of :class:`~sla.cfd.linear.FlowLinearSolver` (``rtol``, ``restart``,
         ``schur``, ``maxiter``, ...).
+    callback : ``callback(step, kind, residual)``, optional
+        Called after every nonlinear step (1-based ``step``, ``'picard'`` or ``'newton'``, the
+        new residual norm): progress bars, logging, early inspection.
 
     Returns
     -------
@@ -208,6 +212,8 @@ def solve_steady(
             out.solve_s += ts
             ta = ta2
             log.info("flow step %d (%s, lambda %.3g): residual %.3e -> %.3e", len(out.steps), step_mode, lam, rn, rt)
+            if callback is not None:
+                callback(len(out.steps), step_mode, rt)
     if pressure == "mean":
         x = _shift_mean(space, x)
     if _needs_grad(nu, gvals, P, f if isinstance(f, torch.Tensor) else None):

@@ -290,3 +290,15 @@ def test_stokes_exact_on_tetrahedra():
     u, p = V.split(x)
     torch.testing.assert_close(u, exact(V.velocity_points()), atol=1e-10, rtol=0)
     assert float(p.abs().max()) < 1e-9
+
+
+def test_steady_callback_sees_every_step():
+    """solve_steady's callback (the runner's Newton progress bar) gets each step's kind and residual."""
+    from problems.cavity import cavity_bcs, cavity_mesh
+
+    V = TaylorHood(cavity_mesh(6))
+    seen = []
+    res = solve_steady(V, 1.0 / 50, cavity_bcs(), pressure="mean", picard=2, callback=lambda *a: seen.append(a))
+    assert [k for k, _, _ in seen] == list(range(1, len(res.steps) + 1))
+    assert [kind for _, kind, _ in seen] == res.steps
+    assert [r for _, _, r in seen] == pytest.approx(res.history[1:], rel=1e-12)
