@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -192,3 +193,13 @@ def postfix(bar: Any, **values: Any) -> None:
     """Show ``values`` on a :func:`progress` bar (nothing when the bar is off)."""
     if hasattr(bar, "set_postfix"):
         bar.set_postfix({k: f"{v:.3e}" if isinstance(v, float) else v for k, v in values.items()}, refresh=False)
+
+
+def output_dir() -> str:
+    """Hydra's output folder when run by ``sla.run``, else the working directory."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.output_dir
+    except (ImportError, ValueError):
+        return os.getcwd()

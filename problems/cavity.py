@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 import torch
 
 import sla
+from sla import viz
 from sla.assembly import unit_square
 from sla.assembly.mixed import TaylorHood
 from sla.cfd import VelocityBC, solve_steady
 
-from . import ProblemConfig, Result, param, postfix, progress
+from . import ProblemConfig, Result, output_dir, param, postfix, progress
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -337,49 +338,16 @@ def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: 
     vel3 = torch.cat([uu[:nv], uu.new_zeros(nv, 1)], 1).cpu()  # 3 components: ParaView's vector convention
     point_data = {"velocity": vel3, "pressure": p.cpu(), "speed": uu[:nv].norm(dim=1).cpu()}
     if cfg.get("picture", True):
-        summary["picture"] = _picture(mesh, uu[:nv], re, os.path.join(_outdir(), f"cavity_re{re:g}.png"))
+        summary["picture"] = _picture(mesh, uu[:nv], re, os.path.join(output_dir(), f"cavity_re{re:g}.png"))
     return Result(summary, mesh=mesh.to("cpu"), point_data=point_data, plot="speed")
 
 
 _KRYLOV = ("gmres", "fgmres", "bicgstab", "cg", "minres")
 
 
-def _outdir() -> str:
-    """Hydra's output folder when run by ``sla.run``, else the working directory."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.get().runtime.output_dir
-    except (ImportError, ValueError):
-        return os.getcwd()
-
-
 def _picture(mesh, u: torch.Tensor, re: float, path: str) -> str:
-    """Speed (colour) and streamlines, written to ``path`` (matplotlib); returns the path or why not."""
+    """Speed (colour) and streamlines, written to ``path``; returns the path or why not."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.tri import LinearTriInterpolator, Triangulation
+        return viz.plot_flow(mesh, u, path, title=f"lid-driven cavity, Re = {re:g}")
     except ImportError:
         return "skipped (pip install matplotlib)"
-    import numpy as np
-
-    P, C = mesh.points.detach().cpu().numpy(), mesh.cells.cpu().numpy()
-    U = u.detach().cpu().numpy()
-    tri = Triangulation(P[:, 0], P[:, 1], C)
-    speed = np.hypot(U[:, 0], U[:, 1])
-    g = np.linspace(0, 1, 101)
-    X, Y = np.meshgrid(g, g)
-    ui = LinearTriInterpolator(tri, U[:, 0])(X, Y).filled(0.0)
-    vi = LinearTriInterpolator(tri, U[:, 1])(X, Y).filled(0.0)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    tc = ax.tripcolor(tri, speed, shading="gouraud", cmap="viridis")
-    ax.streamplot(X, Y, ui, vi, color="w", linewidth=0.6, density=1.6)
-    fig.colorbar(tc, ax=ax, label="|u|")
-    ax.set_aspect("equal")
-    ax.set_title(f"lid-driven cavity, Re = {re:g}")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path

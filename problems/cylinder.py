@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING
 import torch
 
 import sla
+from sla import viz
 from sla.assembly import dfg_channel
 from sla.assembly.gmsh_meshes import DFG
 from sla.assembly.mixed import TaylorHood
 from sla.cfd.dfg import REFERENCE, TOLERANCE_2D1, solve_2d1, solve_2d2, try_quantities
 
-from . import ProblemConfig, Result, param, progress
+from . import ProblemConfig, Result, output_dir, param, progress
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -83,7 +84,7 @@ def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: 
     nv = mesh.n_points
     point_data = {"velocity": uu[:nv].cpu(), "pressure": p.cpu(), "speed": uu[:nv].norm(dim=1).cpu()}
     if cfg.get("picture", True):
-        summary["picture"] = _picture(mesh, uu[:nv], case, os.path.join(_outdir(), f"cylinder_{case}.png"))
+        summary["picture"] = _picture(mesh, uu[:nv], case, os.path.join(output_dir(), f"cylinder_{case}.png"))
     return Result(summary, mesh=mesh.to("cpu"), point_data=point_data, plot="speed")
 
 
@@ -158,44 +159,19 @@ def _run_2d2(cfg, V: TaylorHood, summary: dict) -> torch.Tensor:
     return state["x"]
 
 
-def _outdir() -> str:
-    """Hydra's output folder when run by ``sla.run``, else the working directory."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.get().runtime.output_dir
-    except (ImportError, ValueError):
-        return os.getcwd()
-
-
 def _picture(mesh, u: torch.Tensor, case: str, path: str) -> str:
-    """Speed (colour) and streamlines in the channel (matplotlib); returns the path or why not."""
+    """Speed (colour) and streamlines in the channel; returns the path or why not."""
+    title = f"DFG {case.upper()}: flow around a cylinder, Re = {20 if case == '2d1' else 100}"
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.tri import LinearTriInterpolator, Triangulation
+        return viz.plot_flow(
+            mesh,
+            u,
+            path,
+            title=title,
+            samples=(441, 83),
+            density=(3.0, 0.8),
+            obstacles=[(DFG.center, DFG.radius)],
+            figsize=(11, 2.6),
+        )
     except ImportError:
         return "skipped (pip install matplotlib)"
-    import numpy as np
-
-    P, C = mesh.points.detach().cpu().numpy(), mesh.cells.cpu().numpy()
-    U = u.detach().cpu().numpy()
-    tri = Triangulation(P[:, 0], P[:, 1], C)
-    speed = np.hypot(U[:, 0], U[:, 1])
-    X, Y = np.meshgrid(np.linspace(0, DFG.length, 441), np.linspace(0, DFG.height, 83))
-    ui = LinearTriInterpolator(tri, U[:, 0])(X, Y)
-    vi = LinearTriInterpolator(tri, U[:, 1])(X, Y)
-    fig, ax = plt.subplots(figsize=(11, 2.6))
-    tc = ax.tripcolor(tri, speed, shading="gouraud", cmap="viridis")
-    ax.streamplot(X, Y, ui.filled(np.nan), vi.filled(np.nan), color="w", linewidth=0.5, density=(3.0, 0.8))
-    ax.add_patch(plt.Circle(DFG.center, DFG.radius, color="0.3"))
-    fig.colorbar(tc, ax=ax, label="|u|", fraction=0.03)
-    ax.set_aspect("equal")
-    ax.set_xlim(0, DFG.length)
-    ax.set_ylim(0, DFG.height)
-    ax.set_title(f"DFG {case.upper()}: flow around a cylinder, Re = {20 if case == '2d1' else 100}")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path

@@ -251,3 +251,58 @@ def plot_objective(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     return _finish(fig, path)
+
+
+def plot_flow(
+    mesh: Any,
+    u: Any,
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+    samples: tuple[int, int] = (101, 101),
+    density: float | tuple[float, float] = 1.6,
+    obstacles: Sequence[tuple[tuple[float, float], float]] = (),
+    figsize: tuple[float, float] = (5.5, 5.0),
+) -> Any:
+    """Speed (colour) and streamlines of a 2D velocity field on a triangle mesh.
+
+    Parameters
+    ----------
+    mesh : sla.assembly.Mesh
+        Triangles (2D points).
+    u : tensor or array ``[n_points, 2]``
+        Velocity at the mesh points (e.g. the P2 velocity's vertex values).
+    path : str, optional
+        Write a PNG there and return the path; else return the matplotlib ``Figure``.
+    samples : (nx, ny)
+        Grid on the mesh's bounding box on which the streamlines are traced (linear
+        interpolation; points outside the mesh, e.g. inside a cylinder, carry no streamline).
+    obstacles : sequence of ``((x, y), radius)``
+        Discs drawn in grey (bodies the flow goes around).
+    """
+    C, _ = _triangles(mesh)
+    P = _numpy(mesh.points, "mesh.points")[:, :2]
+    U = _numpy(u, "u")
+    if U.ndim != 2 or U.shape != (P.shape[0], 2):
+        raise ValueError(f"u must have shape [{P.shape[0]}, 2] (one 2D velocity per mesh point), got {U.shape}")
+    from matplotlib.patches import Circle
+    from matplotlib.tri import LinearTriInterpolator, Triangulation
+
+    tri = Triangulation(P[:, 0], P[:, 1], C)
+    X, Y = np.meshgrid(
+        np.linspace(P[:, 0].min(), P[:, 0].max(), samples[0]), np.linspace(P[:, 1].min(), P[:, 1].max(), samples[1])
+    )
+    ui = LinearTriInterpolator(tri, U[:, 0])(X, Y).filled(np.nan)
+    vi = LinearTriInterpolator(tri, U[:, 1])(X, Y).filled(np.nan)
+    fig = _figure(figsize)
+    ax = fig.subplots()
+    tc = ax.tripcolor(tri, np.hypot(U[:, 0], U[:, 1]), shading="gouraud", cmap="viridis")
+    ax.streamplot(X, Y, ui, vi, color="w", linewidth=0.6, density=density)
+    for centre, radius in obstacles:
+        ax.add_patch(Circle(centre, radius, color="0.3"))
+    fig.colorbar(tc, ax=ax, label="|u|", fraction=0.046 if figsize[0] <= figsize[1] * 2 else 0.03)
+    ax.set_aspect("equal")
+    ax.set_xlim(P[:, 0].min(), P[:, 0].max())
+    ax.set_ylim(P[:, 1].min(), P[:, 1].max())
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)

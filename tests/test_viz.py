@@ -107,3 +107,20 @@ def test_histories():
     ax = viz.plot_objective(torch.tensor([3.0, 2.0, 1.0])).axes[0]
     assert ax.get_yscale() == "log" and list(ax.lines[0].get_ydata()) == [3.0, 2.0, 1.0]
     assert viz.plot_objective([1.0, -1.0]).axes[0].get_yscale() == "linear"
+
+
+def test_plot_flow_draws_speed_and_refuses_a_wrong_shape(tmp_path):
+    pytest.importorskip("matplotlib")
+    from sla.assembly import unit_square
+
+    mesh = unit_square(8)
+    x = mesh.points
+    u = torch.stack([x[:, 1], -x[:, 0]], 1)  # solid-body rotation: speed |x|, largest at (1, 1)
+    fig = viz.plot_flow(mesh, u, title="rotation")
+    colours = [c for ax in fig.axes for c in ax.collections if hasattr(c, "get_clim")]
+    lo, hi = colours[0].get_clim()
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(2**0.5)
+    path = viz.plot_flow(mesh, u, tmp_path / "flow.png", obstacles=[((0.5, 0.5), 0.1)])
+    assert (tmp_path / "flow.png").stat().st_size > 1000 and str(path).endswith("flow.png")
+    with pytest.raises(ValueError, match=r"u must have shape \[81, 2\]"):
+        viz.plot_flow(mesh, u[:, :1])
