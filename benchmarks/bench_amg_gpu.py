@@ -57,21 +57,10 @@ def _p1_cube(n):
 
 
 def _elasticity(nx, ny):
-    from sla.assembly import (
-        CellBasis,
-        ElementP2,
-        ElementVector,
-        apply_dirichlet,
-        assemble,
-        boundary_dofs,
-        elasticity,
-        rectangle,
-    )
+    """The elasticity problem's system (plane-stress P2 cantilever, clamped at x = 0)."""
+    from sla.assembly.cantilever import cantilever_system
 
-    mesh = rectangle(0, 10, 0, 1, nx, ny, "tri", dtype=torch.float64, device=DEV)
-    basis = CellBasis(mesh, ElementVector(ElementP2()))
-    K = assemble(elasticity, basis, lam=549.45, mu=384.6)
-    return apply_dirichlet(K, torch.ones(K.shape[0], dtype=K.dtype, device=DEV), boundary_dofs(basis, "xmin"))[0]
+    return cantilever_system(nx=nx, ny=ny, device=DEV)[0]
 
 
 def _timed(A, **kw):

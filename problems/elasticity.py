@@ -12,17 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 import sla
-from sla.assembly import (
-    CellBasis,
-    ElementP2,
-    ElementVector,
-    apply_dirichlet,
-    assemble,
-    boundary_dofs,
-    elasticity,
-    neumann,
-    rectangle,
-)
+from sla.assembly.cantilever import cantilever_system, plane_stress_lame
 
 from . import Phases, ProblemConfig, Result, param
 from ._common import info_summary, residual_history, solve_timed, system_summary
@@ -49,15 +39,9 @@ def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: 
     L, H, E, nu, P = (float(cfg[k]) for k in ("length", "height", "young", "poisson", "load"))
     phases = Phases()
     with phases("assembly"):
-        lam = E * nu / ((1 + nu) * (1 - 2 * nu))
-        mu = E / (2 * (1 + nu))
-        lam_ps = 2 * lam * mu / (lam + 2 * mu)  # plane stress
-        mesh = rectangle(0, L, 0, H, int(cfg.nx), int(cfg.ny), "tri", dtype=dtype, device=device)
-        el = ElementVector(ElementP2())
-        basis = CellBasis(mesh, el)
-        K = assemble(elasticity, basis, lam=lam_ps, mu=mu)
-        f = neumann(basis, [0.0, -P / H], "xmax")
-        K0, f0 = apply_dirichlet(K, f, boundary_dofs(basis, "xmin"))
+        K0, f0, basis = cantilever_system(L, H, E, nu, P, int(cfg.nx), int(cfg.ny), dtype=dtype, device=device)
+        mesh, el = basis.mesh, basis.element
+        mu = plane_stress_lame(E, nu)[1]
     u, info, wall = solve_timed(K0, f0, solver, phases)
     u = u.reshape(-1, 2)
     x = el.dof_points(mesh)

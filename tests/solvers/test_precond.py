@@ -372,24 +372,13 @@ def test_standard_aggregation_matches_pyamg():
 
 # ----------------------------------------------- near-null space (vector problems)
 def _cantilever(nx, ny, device="cpu"):
-    """Plane-stress P2 cantilever clamped at x = 0 (the elasticity problem's system)."""
-    from sla.assembly import (
-        CellBasis,
-        ElementP2,
-        ElementVector,
-        apply_dirichlet,
-        assemble,
-        boundary_dofs,
-        elasticity,
-        neumann,
-        rectangle,
-    )
+    """Plane-stress P2 cantilever clamped at x = 0 (the elasticity problem's system): (K, K0, f0)."""
+    from sla.assembly import assemble, elasticity
+    from sla.assembly.cantilever import cantilever_system, plane_stress_lame
 
-    mesh = rectangle(0, 10, 0, 1, nx, ny, "tri", dtype=torch.float64, device=device)
-    basis = CellBasis(mesh, ElementVector(ElementP2()))
-    K = assemble(elasticity, basis, lam=549.45, mu=384.6)
-    f = neumann(basis, [0.0, -1.0], "xmax")
-    return K, *apply_dirichlet(K, f, boundary_dofs(basis, "xmin"))
+    K0, f0, basis = cantilever_system(nx=nx, ny=ny, device=device)
+    lam, mu = plane_stress_lame(1000.0, 0.3)
+    return assemble(elasticity, basis, lam=lam, mu=mu), K0, f0
 
 
 def test_rigid_body_modes_are_the_null_space_of_free_elasticity():
