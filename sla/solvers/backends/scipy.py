@@ -1,8 +1,9 @@
 """SciPy backend (CPU): SuperLU, CHOLMOD (scikit-sparse), UMFPACK, Krylov methods.
 
 Direct methods factor once in ``setup``; the adjoint solve reuses the factors
-(``trans='H'`` for SuperLU, the same factor for Hermitian CHOLMOD).  Iterative
-methods keep the CSR matrix and a Jacobi preconditioner.
+(``trans='H'`` for SuperLU, the same factor for Hermitian CHOLMOD).  CHOLMOD's symbolic
+analysis is kept on the pattern, so new values on it are a numeric factorisation only.
+Iterative methods keep the CSR matrix and a Jacobi preconditioner.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def _cholmod(A, mtype, mode):
     elif S.dtype == np.complex64:
         S = S.astype(np.complex128)
     try:
-        f = cholmod.cholesky(S, mode=mode)
+        f = _symbolic(cholmod, A.pattern, S, mode).cholesky(S)  # a new numeric factor on the cached analysis
         if mode != "simplicial":
             # CHOLMOD may choose a simplicial LDL^T, which succeeds on indefinite
             # matrices: definiteness is D > 0.
@@ -156,6 +157,20 @@ def _cholmod(A, mtype, mode):
         if mode == "simplicial":
             raise SingularMatrixError(f"CHOLMOD LDL^T hit a zero pivot: {exc}") from exc
         raise NotPositiveDefiniteError(f"CHOLMOD: the matrix is not positive definite ({exc})") from exc
+
+
+def _symbolic(cholmod, pattern, S, mode: str):
+    """CHOLMOD's symbolic analysis (fill-reducing ordering, elimination tree, supernodes) of ``S``,
+    kept on ``pattern``: it depends on the structure only, so every later set of values on the
+    same pattern (``A.with_values(v)``, a SparseTensor rebuilt from the same indices) costs a
+    numeric factorisation only.  The cached object is analysed, never factored: each
+    factorisation is a copy of it (``Factor.cholesky``), so earlier factors stay valid."""
+    key = ("cholmod_symbolic", mode, S.dtype.kind == "c")
+    sym = pattern.cache.get(key)
+    if sym is None:
+        sym = cholmod.analyze(S, mode=mode)
+        pattern.cache[key] = sym
+    return sym
 
 
 class _Cholmod:
