@@ -415,7 +415,15 @@ class Pattern:
         return self.memo("col", lambda: self.ccol.long())
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
-        """A torch sparse CSR tensor on this pattern (values ``[nnz]``)."""
+        """A torch sparse CSR tensor on this pattern (values ``[nnz]``); beyond
+        :data:`sla.blocked.BLOCK_NNZ` entries a :class:`~sla.blocked.RowBlockedCSR`."""
+        from . import blocked
+
+        if self.nnz > blocked.BLOCK_NNZ:
+            key = ("csr_blocks", blocked.BLOCK_NNZ)
+            return blocked.RowBlockedCSR(
+                self.memo(key, lambda: blocked.row_blocks(self.crow, self.ccol, self.shape[1])), values, self.shape
+            )
         return csr_tensor(self.crow, self.ccol, values, self.shape)
 
     # ----------------------------------------------------------- transpose

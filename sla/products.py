@@ -11,6 +11,7 @@ import weakref
 
 import torch
 
+from .blocked import RowBlockedCSR
 from .pattern import Pattern
 
 __all__ = ["spmm", "spmm_nograd", "spspmm", "union", "intersection", "csr_matmul", "csr_residual"]
@@ -22,6 +23,8 @@ def csr_matmul(C: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     One column goes through ``torch.mv`` (SpMV), which is faster than torch's SpMM
     path ``C @ x`` on the CPU.
     """
+    if isinstance(C, RowBlockedCSR):
+        return C.matmul(x)
     if x.shape[-1] == 1:
         return torch.mv(C, x[:, 0]).unsqueeze(1)
     return C @ x
@@ -33,6 +36,8 @@ def csr_residual(b: torch.Tensor, C: torch.Tensor, x: torch.Tensor) -> torch.Ten
     On the CPU one column takes an SpMV then an in-place subtraction, faster there than
     the fused ``addmm``; everything else (GPUs, several columns) takes the fused ``addmm``.
     """
+    if isinstance(C, RowBlockedCSR):
+        return C.residual(b, x)
     if x.shape[-1] == 1 and x.device.type == "cpu":
         y = torch.mv(C, x[:, 0])
         return torch.sub(b[:, 0], y, out=y).unsqueeze(1)

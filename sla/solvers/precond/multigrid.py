@@ -168,7 +168,9 @@ class Level:
     def nbytes(self) -> int:
         total = 0
         for M in (self.A, self.P, self.R):
-            if M is not None:
+            if hasattr(M, "nbytes"):  # a RowBlockedCSR
+                total += M.nbytes()
+            elif M is not None:
                 total += sum(t.numel() * t.element_size() for t in (M.crow_indices(), M.col_indices(), M.values()))
         return total + self.dinv.numel() * self.dinv.element_size()
 
