@@ -16,20 +16,28 @@ import torch
 __all__ = ["BLOCK_NNZ", "RowBlockedCSR", "row_blocks"]
 
 BLOCK_NNZ = 2**31 - 1
-"""A pattern with more entries than this is multiplied as :class:`RowBlockedCSR`; each block
-holds at most this many entries (module attribute: tests lower it to exercise the path)."""
+"""A pattern with more entries than this is multiplied as :class:`RowBlockedCSR` (module
+attribute: tests lower it to exercise the path)."""
+
+BLOCK_SIZE = 2**30
+"""Most entries in one block: blocks are balanced below this (cuSPARSE also failed on a single
+int32 block just under ``2**31`` entries)."""
 
 
 def row_blocks(crow: torch.Tensor, ccol: torch.Tensor, n_cols: int, limit: int | None = None) -> list:
-    """``[(r0, r1, lo, hi, crow_block, col_block)]``: whole-row blocks of at most ``limit`` entries.
+    """``[(r0, r1, lo, hi, crow_block, col_block)]``: whole-row blocks of about equal size,
+    at most ``limit`` entries each (default ``min(BLOCK_SIZE, BLOCK_NNZ)``).
 
     ``crow_block`` is rebased to start at 0; both index arrays are int32 when the block
     and the column count fit (int64 otherwise).  A single row longer than ``limit`` is
     a block of its own.
     """
-    limit = BLOCK_NNZ if limit is None else int(limit)
+    limit = min(BLOCK_SIZE, BLOCK_NNZ) if limit is None else int(limit)
     M = crow.numel() - 1
     host = crow.cpu() if crow.device.type != "cpu" else crow
+    nnz = int(host[-1])
+    if nnz:  # balanced: ceil(nnz / number of blocks)
+        limit = max(1, -(-nnz // -(-nnz // limit)))
     out = []
     r0 = 0
     while r0 < M:
