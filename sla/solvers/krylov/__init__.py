@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .base import KrylovResult, Op, local_dot
+from .base import KrylovResult, Op, ReducedDot, local_dot
 from .bicgstab import bicgstab
 from .cg import cg
 from .gmres import fgmres, gmres
@@ -26,4 +26,15 @@ def krylov_solve(method: str, matvec: Op, b: torch.Tensor, **kw: Any) -> KrylovR
     return METHODS[method](matvec, b, **kw)
 
 
-__all__ = ["METHODS", "KrylovResult", "bicgstab", "cg", "fgmres", "gmres", "krylov_solve", "local_dot", "minres"]
+__all__ = [
+    "METHODS",
+    "KrylovResult",
+    "ReducedDot",
+    "bicgstab",
+    "cg",
+    "fgmres",
+    "gmres",
+    "krylov_solve",
+    "local_dot",
+    "minres",
+]

@@ -13,7 +13,10 @@ The three callables are all a method sees of the problem:
 * ``dot(u, v)``: the inner product ``sum_i conj(u_i) v_i`` over axis ``-2``
   with ``keepdim=True``, broadcasting over leading axes (GMRES passes a stack
   ``[j, B, n, K]`` as ``u``).  The default is :func:`local_dot`; a distributed
-  operator passes one that all-reduces the local sums, and nothing else changes.
+  operator passes a :class:`ReducedDot` (local sums, then an all-reduce), and
+  nothing else changes.  Inner products a method needs at the same point
+  (CG's ``(r, r)`` and ``(r, z)``) are asked together through ``_Ctx.dots``:
+  a :class:`ReducedDot` answers them with one reduction.
 
 Stopping: a column stops when ``||b - A x||_2 <= max(rtol ||b||_2, atol)``.
 Methods iterate on their cheap residual estimate and then *verify* the true
@@ -41,7 +44,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["DEFAULT_MAXITER", "KrylovResult", "Op", "local_dot", "make_method"]
+__all__ = ["DEFAULT_MAXITER", "KrylovResult", "Op", "ReducedDot", "local_dot", "make_method"]
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -52,6 +55,27 @@ DEFAULT_MAXITER = 10_000
 def local_dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``sum_i conj(u_i) v_i`` over axis -2, keepdim (one fused pass)."""
     return torch.linalg.vecdot(u, v, dim=-2).unsqueeze(-2)
+
+
+class ReducedDot:
+    """Inner product of blocks whose rows are spread over several holders (ranks).
+
+    ``reduce(t)`` sums a tensor of local partial sums over the holders (an all-reduce);
+    ``dot(u, v) = reduce(local_dot(u, v))``, and :meth:`many` answers several inner
+    products with one ``reduce`` of their stacked local sums.
+    """
+
+    def __init__(self, reduce: Callable[[torch.Tensor], torch.Tensor]):
+        if not callable(reduce):
+            raise TypeError(f"reduce must be callable(tensor) -> tensor, got {type(reduce).__name__}")
+        self.reduce = reduce
+
+    def __call__(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.reduce(local_dot(u, v))
+
+    def many(self, pairs) -> list[torch.Tensor]:
+        """``[dot(u, v) for u, v in pairs]`` in one reduction (the products share one shape)."""
+        return list(self.reduce(torch.stack([local_dot(u, v) for u, v in pairs])).unbind(0))
 
 
 @dataclass
@@ -149,6 +173,18 @@ class _Ctx:
 
     def norm(self, v: torch.Tensor) -> torch.Tensor:
         return _real(self.dot(v, v)).clamp_min(0).sqrt()
+
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`dots` saves reductions (a :class:`ReducedDot`): then a method may compute
+        a vector early to ask its inner products together."""
+        return hasattr(self.dot, "many")
+
+    def dots(self, *pairs) -> list[torch.Tensor]:
+        """Several inner products at one point of an iteration (one reduction when :attr:`fused`)."""
+        if self.fused:
+            return self.dot.many(pairs)
+        return [self.dot(u, v) for u, v in pairs]
 
     def check(self, it: int) -> bool:
         """True when the host should look at the flags after iteration ``it`` (0-based)."""
