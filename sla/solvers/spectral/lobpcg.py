@@ -19,6 +19,13 @@ any device.  Each iteration:
 Only the smallest eigenpairs are computed; the caller negates the operator for
 the largest.  The block holds ``m >= k`` vectors (a few guard vectors speed up
 convergence of the k-th pair).
+
+Rows spread over several holders (a distributed operator): ``reduce`` sums the
+partial Gram matrices ``U^H V`` and squared column norms of the local rows over
+the holders (an all-reduce), so Rayleigh-Ritz, residual norms and the
+orthonormalisations are global while the blocks stay sharded; the QR
+factorisations become SVQB (Stathopoulos & Wu, SIAM J. Sci. Comput. 23 (2002)
+2165-2182), an orthonormalisation through the Gram matrix alone.
 """
 
 from __future__ import annotations
@@ -28,17 +35,48 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["lobpcg"]
+__all__ = ["block_size", "lobpcg"]
 
 log = logging.getLogger("sla")
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
+Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _rayleigh_ritz(S: torch.Tensor, AS: torch.Tensor, m: int, drop: float):
+def block_size(n: int, k: int, guard: int | None = None) -> int:
+    """Columns ``m`` of the LOBPCG block for ``k`` wanted pairs of an ``n x n`` operator
+    (``guard`` extra vectors, default ``min(k, 8)``, within ``n // 3``)."""
+    return max(k, min(k + (min(k, 8) if guard is None else guard), n // 3))
+
+
+def _orth(X: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
+    """Orthonormal columns spanning ``X`` ``[B, n, m]``: QR, or SVQB twice when the rows are spread."""
+    if reduce is None:
+        return torch.linalg.qr(X).Q
+    for _ in range(2):
+        G = reduce(X.mH @ X)
+        d = torch.diagonal(G, dim1=-2, dim2=-1).real
+        s = torch.where(d > 0, d.rsqrt(), torch.zeros_like(d))
+        g, Q = torch.linalg.eigh(G * s[:, :, None] * s[:, None, :])
+        g = g.clamp_min(torch.finfo(g.dtype).eps * g.amax(-1, keepdim=True))
+        X = X @ (s[:, :, None] * Q * g.rsqrt()[:, None, :].to(Q.dtype))
+    return X
+
+
+def _colnorm(X: torch.Tensor, reduce: Reduce | None, keepdim: bool = False) -> torch.Tensor:
+    """2-norms of the columns of ``X`` ``[B, n, m]`` (over every holder's rows)."""
+    if reduce is None:
+        return torch.linalg.vector_norm(X, dim=1, keepdim=keepdim)
+    sq = (X.real**2 + X.imag**2 if X.is_complex() else X**2).sum(1, keepdim=keepdim)
+    return reduce(sq).clamp_min(0).sqrt()
+
+
+def _rayleigh_ritz(S: torch.Tensor, AS: torch.Tensor, m: int, drop: float, reduce: Reduce | None = None):
     """Smallest ``m`` Ritz pairs of the pencil ``(S^H A S, S^H S)``: ``(theta [B, m], C [B, s, m])``."""
     G = S.mH @ S
     H = AS.mH @ S
+    if reduce is not None:  # both Gram matrices in one reduction
+        G, H = reduce(torch.stack([G, H])).unbind(0)
     H = 0.5 * (H + H.mH)
     d = torch.diagonal(G, dim1=-2, dim2=-1).real
     scale = torch.where(d > 0, d.rsqrt(), torch.zeros_like(d))
@@ -68,6 +106,7 @@ def lobpcg(
     guard: int | None = None,
     X0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    reduce: Reduce | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The ``k`` smallest eigenpairs of Hermitian operators ``op`` (a batch).
 
@@ -87,7 +126,11 @@ def lobpcg(
     guard : int, optional
         Extra block vectors (default ``min(k, 8)`` within ``n // 3``).
     X0 : torch.Tensor, optional
-        ``[B, n, m]`` initial block.
+        ``[B, n, m]`` initial block (``[B, n_local, m]`` with ``reduce``).
+    reduce : callable, optional
+        Sum of a tensor of partial sums over every holder of the rows (an all-reduce) when
+        the blocks are sharded by rows; ``n`` is then the global size, and ``X0`` is
+        required (this holder's rows).
 
     Returns
     -------
@@ -97,14 +140,16 @@ def lobpcg(
     single = dtype in (torch.float32, torch.complex64)
     tol = (1e-4 if single else 1e-8) if rtol is None else rtol
     drop = 1e3 * torch.finfo(dtype).eps
-    if guard is None:
-        guard = min(k, 8)
-    m = max(k, min(k + guard, n // 3))
+    m = block_size(n, k, guard)
     if X0 is None:
+        if reduce is not None:
+            raise ValueError("lobpcg with reduce= (rows spread over holders) needs X0, this holder's rows")
         X0 = torch.randn(batch, n, m, dtype=dtype, device=device, generator=generator)
-    X = torch.linalg.qr(X0).Q
+    elif X0.shape[0] != batch or X0.shape[-1] != m or (reduce is None and X0.shape[1] != n):
+        raise ValueError(f"X0 must be [{batch}, {'n_local' if reduce else n}, {m}], got {tuple(X0.shape)}")
+    X = _orth(X0, reduce)
     AX = op(X)
-    theta, C = _rayleigh_ritz(X, AX, m, drop)
+    theta, C = _rayleigh_ritz(X, AX, m, drop, reduce)
     X, AX = X @ C, AX @ C
     P = AP = None
     anorm = theta.abs().amax(-1)
@@ -116,7 +161,7 @@ def lobpcg(
     stopped = None
     for it in range(1, maxiter + 1):
         R = AX - X * theta[:, None, :].to(X.dtype)
-        rn = torch.linalg.vector_norm(R, dim=1)
+        rn = _colnorm(R, reduce)
         anorm = torch.maximum(anorm, theta.abs().amax(-1))
         rel = rn / torch.maximum(theta.abs(), anorm[:, None] * 1e-3).clamp_min(torch.finfo(rn.dtype).tiny)
         worst = float(rel[:, :k].max())
@@ -136,23 +181,27 @@ def lobpcg(
             if P is not None:
                 P, AP = P[:, :, act], AP[:, :, act]
         W = precond(R) if precond is not None else R
-        W = W - X @ (X.mH @ W)
-        W = W - X @ (X.mH @ W)
-        W = W / torch.linalg.vector_norm(W, dim=1, keepdim=True).clamp_min(torch.finfo(rn.dtype).tiny)
+        if reduce is None:
+            W = W - X @ (X.mH @ W)
+            W = W - X @ (X.mH @ W)
+        else:
+            W = W - X @ reduce(X.mH @ W)
+            W = W - X @ reduce(X.mH @ W)
+        W = W / _colnorm(W, reduce, keepdim=True).clamp_min(torch.finfo(rn.dtype).tiny)
         AW = op(W)
         if P is None:
             S, AS = torch.cat([X, W], -1), torch.cat([AX, AW], -1)
         else:
-            pn = torch.linalg.vector_norm(P, dim=1, keepdim=True).clamp_min(torch.finfo(rn.dtype).tiny)
+            pn = _colnorm(P, reduce, keepdim=True).clamp_min(torch.finfo(rn.dtype).tiny)
             S, AS = torch.cat([X, W, P / pn], -1), torch.cat([AX, AW, AP / pn], -1)
-        theta, C = _rayleigh_ritz(S, AS, m, drop)
+        theta, C = _rayleigh_ritz(S, AS, m, drop, reduce)
         Cw = C[:, m:, :]
         P, AP = S[:, :, m:] @ Cw, AS[:, :, m:] @ Cw
         X, AX = S @ C, AS @ C
         if it % 20 == 0:  # refresh against accumulated rounding in A X
-            X = torch.linalg.qr(X).Q
+            X = _orth(X, reduce)
             AX = op(X)
-            theta, C = _rayleigh_ritz(X, AX, m, drop)
+            theta, C = _rayleigh_ritz(X, AX, m, drop, reduce)
             X, AX = X @ C, AX @ C
             P = AP = None
     log.debug("lobpcg: %d iterations, worst relative residual %.2e", it, worst)
