@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from ..sparse import SparseTensor
 from .comm import DEFAULT_TIMEOUT, all_gather_list, broadcast
+from .eigsh import DistEigsh
 from .halo import HaloPlan, build_plan, exchange
 from .ops import DistOps
 from .partition import Partition, partition
@@ -47,7 +48,7 @@ def _mesh_and_group(where, device_type: str):
     raise TypeError(f"mesh must be a DeviceMesh, a ProcessGroup or None, got {type(where).__name__}")
 
 
-class DSparseTensor(DistSolve, DistOps):
+class DSparseTensor(DistSolve, DistEigsh, DistOps):
     """This rank's rows of a distributed ``n x n`` matrix (see the module docstring).
 
     Build with :meth:`partition` (a global matrix on every rank), :meth:`from_local`

@@ -4,7 +4,7 @@
 Every stored entry lives on exactly one rank (the owner of its row), so
 reductions over stored values are one all-reduce.  Operations that need the
 whole matrix (the 2-norm, ``det``, ``lu``, ``svd``, ``condition_number``,
-structure checks) gather it onto every rank with :meth:`full_tensor`;
+structure checks; ``eigsh`` is distributed: :mod:`sla.dist.eigsh`) gather it onto every rank with :meth:`full_tensor`;
 the expensive ones say so with a ``ResourceWarning``.
 """
 
@@ -148,14 +148,6 @@ class DistOps:
         layers = self.overlap.layers if self.overlap is not None else 0
         where = self._mesh if self._mesh is not None else self.group
         return type(self).partition(A, where, self.method, overlap=layers, timeout=self.timeout)
-
-    def eigsh(self, k: int = 6, which: str = "LM", **kwargs):
-        """``k`` eigenpairs of the Hermitian matrix (gathers it; ``ResourceWarning``).
-
-        Returns eigenvalues and this rank's rows of the eigenvectors ``[n_owned, k]``.
-        """
-        vals, vecs = self._gather_warn("eigsh()").eigsh(k=k, which=which, **kwargs)
-        return vals, vecs[self.owned.to(vecs.device)]
 
     # --------------------------------------------------- elementwise maps
     def map_values(self, fn) -> DSparseTensor:  # noqa: F821

@@ -1,7 +1,9 @@
 """Products and Krylov solves of a :class:`~sla.dist.DSparseTensor` (mixed into it).
 
 Per Krylov iteration: one halo exchange (the product) plus the method's
-all-reduces (inner products; one or two for CG), nothing else; the
+all-reduces (inner products asked together share one): CG 2, MINRES 2,
+BiCGStab 3 (and two products), GMRES/FGMRES 3 (classical Gram-Schmidt twice
+and the norm); nothing else; the
 ``'schwarz'`` preconditioner adds its own two overlap exchanges and two small
 all-reduces.  Convergence is decided on all-reduced numbers, so every rank
 stops at the same iteration and reports the same :class:`~sla.config.SolveInfo`
@@ -16,7 +18,7 @@ import warnings
 import torch
 
 from ..config import SolveInfo, SolverConfig
-from ..solvers.krylov import krylov_solve, local_dot
+from ..solvers.krylov import ReducedDot, krylov_solve, local_dot
 from ..solvers.linear.adjoint import LinearSolve
 from ..solvers.precond import make_preconditioner
 from ..solvers.precond.options import resolve
@@ -46,19 +48,18 @@ class _Halo(torch.autograd.Function):
 class DistSolve:
     """Mixin: ``matvec``/``apply`` products, ``dot`` and ``sla.solve(D, b)``."""
 
-    def dot(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Global inner product of distributed blocks ``[B, n_owned, K]`` (one all-reduce).
+    def reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of every rank's ``t`` (partial sums over its owned rows; one all-reduce, ``t`` kept)."""
+        return all_reduce(t.clone(), group=self.group, timeout=self.timeout)
 
-        The same product asked twice in a row (CG's ``||r||`` then ``(r, z)`` with ``z = r``
-        when unpreconditioned) is answered from the last result: the tensors are held, so
-        identity and version numbers identify them.
-        """
-        last = self.__dict__.get("_last_dot")
-        if last is not None and last[0] is u and last[1] is v and last[2] == (u._version, v._version):
-            return last[3].clone()
-        s = all_reduce(local_dot(u, v), group=self.group, timeout=self.timeout)
-        self._last_dot = (u, v, (u._version, v._version), s)
-        return s
+    def dot(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Global inner product of distributed blocks ``[B, n_owned, K]`` (one all-reduce)."""
+        return self.reduce(local_dot(u, v))
+
+    @property
+    def inner(self) -> ReducedDot:
+        """The Krylov methods' inner product: products asked together share one all-reduce."""
+        return ReducedDot(self.reduce)
 
     def matvec(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """``A x`` (or ``A^H x``) for owned blocks ``x`` ``[n_owned, ...]`` (no autograd)."""
@@ -128,7 +129,7 @@ class DistSolve:
             lambda v: self.matvec(v[0], transpose)[None],
             b3,
             precond=M,
-            dot=self.dot,
+            dot=self.inner,
             rtol=rtol,
             atol=atol,
             maxiter=cfg.maxiter,
