@@ -194,6 +194,14 @@ def _offset_codes(rows: torch.Tensor, cols: torch.Tensor, dims: tuple, lin_sorte
     return code
 
 
+def _stencil_chunk(device: torch.device) -> int:
+    """Entries per pass when the fine stencil is read from the CSR.  On GPUs each pass costs
+    kernel launches and a host synchronisation, so passes are large (4M entries: int64
+    temporaries of about 160 MB; 16M unknowns read in 40 ms -> 18 ms on an H200); on the CPU
+    1M-entry passes stay in cache and are faster."""
+    return 1 << 20 if device.type == "cpu" else 1 << 22
+
+
 def _stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
     """(offsets, coefficient grids ``[|O|, *dims]``) of a matrix on the grid, read from its CSR.
 
@@ -213,14 +221,14 @@ def _stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
         exact = bool((lin_sorted[1:] == lin_sorted[:-1]).any())
     codes = torch.empty(p.nnz, dtype=torch.int8, device=val.device)
     count = torch.zeros(len(cand), dtype=torch.int64, device=val.device)
-    for lo, hi, rows in p.row_chunks():
+    for lo, hi, rows in p.row_chunks(_stencil_chunk(val.device)):
         c = _offset_codes(rows, p.ccol[lo:hi].long(), dims, lin_sorted, order, exact)
         count += torch.bincount(c, minlength=len(cand))
         codes[lo:hi] = c
     present = count > 0
     lookup = torch.cumsum(present, 0) - 1
     S = val.new_zeros(int(present.sum()), p.shape[0])
-    for lo, hi, rows in p.row_chunks():
+    for lo, hi, rows in p.row_chunks(_stencil_chunk(val.device)):
         S[lookup[codes[lo:hi].long()], rows] = val[lo:hi]
     del codes
     offs = [cand[k] for k in torch.nonzero(present).flatten().tolist()]
