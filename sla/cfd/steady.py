@@ -61,7 +61,9 @@ class FlowResult:
     ``x`` the state ``[n]`` (velocity then pressure; :meth:`TaylorHood.split` splits it);
     ``history`` residual 2-norms (free rows) before each step and at the end;
     ``steps`` list of ``'picard'``/``'newton'``; ``linear_iterations`` per step (0 for direct);
-    ``times`` seconds per step (assembly + solve); ``assembly_s`` / ``solve_s`` totals.
+    ``times`` seconds per step (assembly + solve); ``assembly_s`` / ``solve_s`` totals;
+    ``factorizations`` LU factorisations of the lagged direct path; ``forcing`` the relative
+    tolerance each linear solve was asked for (the Newton forcing terms).
     """
 
     x: torch.Tensor
@@ -71,6 +73,8 @@ class FlowResult:
     times: list[float] = field(default_factory=list)
     assembly_s: float = 0.0
     solve_s: float = 0.0
+    factorizations: int = 0
+    forcing: list[float] = field(default_factory=list)
 
     @property
     def newton_steps(self) -> int:
@@ -104,6 +108,7 @@ def solve_steady(
     solver: SolverConfig | None = None,
     linear_options: dict | None = None,
     callback: Callable[[int, str, float], None] | None = None,
+    forcing: str | float = "eisenstat-walker",
 ) -> FlowResult:
     """Solve the steady Navier--Stokes equations on ``space``.
 
@@ -139,6 +144,14 @@ def solve_steady(
     callback : ``callback(step, kind, residual)``, optional
         Called after every nonlinear step (1-based ``step``, ``'picard'`` or ``'newton'``, the
         new residual norm): progress bars, logging, early inspection.
+    forcing : ``'eisenstat-walker'``, ``'none'`` or a float in (0, 1)
+        Relative tolerance of each inexact linear solve (the iterative path and the lagged-LU
+        direct path; an exact direct solve ignores it).  ``'eisenstat-walker'``: Eisenstat and
+        Walker's choice 2 (SIAM J. Sci. Comput. 17, 1996), ``eta_k = 0.9 (|R_k| / |R_{k-1}|)^2``
+        safeguarded by ``0.9 eta_{k-1}^2``, at most 0.1, and never below ``0.5 tol / |R_k|`` (no
+        oversolving near the end); ``'none'``: the linear solver's own tolerance; a float: that
+        constant tolerance.  The converged state does not depend on it (the stopping test is on
+        the nonlinear residual).
 
     Returns
     -------
@@ -151,6 +164,7 @@ def solve_steady(
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
     if not (0 < rtol < 1) or atol < 0:
         raise ValueError(f"rtol must lie in (0, 1) and atol be >= 0, got rtol={rtol!r}, atol={atol!r}")
+    _check_forcing(forcing)
     P = space.mesh.points
     dofs, gvals = dirichlet_data(space, bcs, pressure)
     if pressure == "none" and not _has_free_boundary(space, bcs):
@@ -187,7 +201,9 @@ def solve_steady(
                 raise _fail("Navier-Stokes Newton diverged (the residual grew by 1e8)", out.history)
             t0 = time.perf_counter()
             Rz = torch.where(free, R, torch.zeros_like(R))
-            dx, its = lin.solve(J, -Rz, state=x, nu=nu_d, newton=mode == "newton")
+            eta = _forcing(forcing, out.history, out.forcing, tol)
+            dx, its = lin.solve(J, -Rz, state=x, nu=nu_d, newton=mode == "newton", rtol=eta)
+            out.forcing.append(float("nan") if eta is None else eta)
             ts = time.perf_counter() - t0
             if not bool(torch.isfinite(dx).all()):
                 raise _fail("Navier-Stokes Newton diverged: the linear solve returned a non-finite step", out.history)
@@ -214,6 +230,7 @@ def solve_steady(
             log.info("flow step %d (%s, lambda %.3g): residual %.3e -> %.3e", len(out.steps), step_mode, lam, rn, rt)
             if callback is not None:
                 callback(len(out.steps), step_mode, rt)
+    out.factorizations = lin.lagged.factorizations
     if pressure == "mean":
         x = _shift_mean(space, x)
     if _needs_grad(nu, gvals, P, f if isinstance(f, torch.Tensor) else None):
@@ -221,6 +238,36 @@ def solve_steady(
     out.x = x
     log.info("flow solve: %d steps in %.3f s", len(out.steps), time.perf_counter() - t_all)
     return out
+
+
+FORCING = ("eisenstat-walker", "none")
+ETA_MAX = 0.1
+
+
+def _check_forcing(forcing) -> None:
+    if isinstance(forcing, str):
+        if forcing not in FORCING:
+            raise ValueError(f"forcing must be one of {FORCING} or a float in (0, 1), got {forcing!r}")
+    elif isinstance(forcing, bool) or not isinstance(forcing, (int, float)) or not 0 < forcing < 1:
+        raise ValueError(f"forcing must be one of {FORCING} or a float in (0, 1), got {forcing!r}")
+
+
+def _forcing(forcing, history: list[float], etas: list[float], tol: float) -> float | None:
+    """The relative tolerance of the next linear solve (``None``: the solver's own)."""
+    if forcing == "none":
+        return None
+    rn = history[-1]
+    floor = 0.5 * tol / rn  # the step need not solve below what the stopping test asks
+    if not isinstance(forcing, str):
+        return max(float(forcing), floor)
+    if len(history) < 2 or not etas:
+        eta = ETA_MAX
+    else:  # Eisenstat--Walker choice 2 (gamma = 0.9, alpha = 2) with its safeguard
+        eta = 0.9 * (rn / history[-2]) ** 2
+        prev = 0.9 * etas[-1] ** 2
+        if prev > 0.1:
+            eta = max(eta, prev)
+    return min(max(eta, floor), ETA_MAX)
 
 
 def _has_free_boundary(space: TaylorHood, bcs) -> bool:

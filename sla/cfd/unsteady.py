@@ -36,14 +36,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-import sla
-
 from ..assembly import apply_dirichlet, assemble, mass
 from ..assembly.flow import body_force, flow_system
 from ..assembly.mixed import TaylorHood
 from ..config import ConvergenceError
-from ..solvers.krylov import gmres
 from .boundary import VelocityBC, dirichlet_data
+from .linear import LaggedLU
 
 __all__ = ["solve_unsteady", "UnsteadyResult", "Step"]
 
@@ -167,7 +165,7 @@ def solve_unsteady(
     steps = math.ceil(t_end / dt - 1e-9)
     out = UnsteadyResult(x)
     x_old = x.clone()
-    lu = None
+    lagged = LaggedLU(refactor_after=refactor_after, maxiter=maxiter)
     with torch.no_grad():
         for k in range(1, steps + 1):
             t0 = time.perf_counter()
@@ -182,7 +180,8 @@ def solve_unsteady(
                 rhs = rhs + F
             A0, b0 = apply_dirichlet(A, rhs, dofs, gvals)
             t1 = time.perf_counter()
-            y, its, lu = _step_solve(A0, b0, w, lu, rtol, refactor_after, maxiter, out)
+            y, its = lagged.solve(A0, b0, x0=w, rtol=rtol)
+            out.factorizations = lagged.factorizations
             t2 = time.perf_counter()
             if not bool(torch.isfinite(y).all()):
                 raise ConvergenceError(f"unsteady flow diverged at step {k} (t = {k * dt:.6g}): non-finite state")
@@ -204,40 +203,3 @@ def solve_unsteady(
         sum(out.iterations) / max(1, len(out.iterations)),
     )
     return out
-
-
-def _step_solve(A0, b0, guess, lu, rtol, refactor_after, maxiter, out):
-    """Solve one step's system: GMRES with the held LU as preconditioner, refactoring on need."""
-    if refactor_after == 0 or lu is None:
-        lu = sla.LUFactorization(A0)
-        out.factorizations += 1
-        if refactor_after == 0:
-            return lu.solve(b0), 0, lu
-    Ad = A0.detach()
-
-    def mv(v):
-        return (Ad @ v[0])[None]
-
-    for attempt in range(2):
-        res = gmres(
-            mv,
-            b0[None, :, None],
-            precond=lambda v, lu=lu: lu.solve(v[0])[None],
-            x0=guess[None, :, None],
-            rtol=rtol,
-            maxiter=maxiter,
-            restart=maxiter,
-        )
-        its = int(res.iterations.max())
-        if bool(res.converged.all()) and its <= refactor_after:
-            return res.x[0, :, 0], its, lu
-        if bool(res.converged.all()):  # converged, but slowly: fresh factors for the next steps
-            new = sla.LUFactorization(A0)
-            out.factorizations += 1
-            return res.x[0, :, 0], its, new
-        if attempt == 0:
-            lu = sla.LUFactorization(A0)
-            out.factorizations += 1
-    raise ConvergenceError(
-        f"GMRES with fresh LU factors did not reach rtol={rtol:g} in {maxiter} iterations ({res.reason})"
-    )
