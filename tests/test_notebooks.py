@@ -32,6 +32,20 @@ def test_notebook_is_stored_without_outputs(path):
     )
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_is_linked_from_the_readme(path):
+    link = f"](notebooks/{path.name})"
+    assert link in (ROOT / "README.md").read_text(), f"README.md does not link {path.name} (add [...]{link})"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_has_a_small_mode(path):
+    """The test run below sets ``SLA_NB_SMALL=1``: a notebook that ignores it runs its full sizes in CI."""
+    nb = json.loads(path.read_text())
+    first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    assert "SLA_NB_SMALL" in "".join(first_code["source"]), f"{path.name}: read SLA_NB_SMALL in the first code cell"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_runs(path, monkeypatch, tmp_path):
