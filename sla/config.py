@@ -93,6 +93,11 @@ def _is_typed_preconditioner(v: Any) -> bool:
     return isinstance(getattr(type(v), "name", None), str) and callable(getattr(v, "options", None))
 
 
+def _is_built_preconditioner(v: Any) -> bool:
+    """A built preconditioner (``sla.solvers.precond.Preconditioner``): ``M(r)`` plus ``adjoint()``."""
+    return callable(v) and callable(getattr(v, "adjoint", None)) and isinstance(getattr(type(v), "name", None), str)
+
+
 _MATRIX_TYPES = ("auto", "general", "symmetric", "spd", "hermitian", "hpd")
 
 _stack: contextvars.ContextVar[tuple[SolverConfig, ...]] = contextvars.ContextVar("sla_solver_config", default=())
@@ -115,7 +120,10 @@ class SolverConfig:
         Iteration cap of iterative methods (default: method-specific).
     preconditioner : str or sla.precond object
         ``'auto'``, ``'none'``, ``'jacobi'``, ... (backend-specific), or a typed choice
-        carrying its options (``sla.precond.AMG(cycle='W')``, ``sla.precond.Jacobi()``, ...).
+        carrying its options (``sla.precond.AMG(cycle='W')``, ``sla.precond.Jacobi()``, ...), or a
+        preconditioner already built for this matrix (a :class:`sla.solvers.precond.Preconditioner`,
+        e.g. the element-wise multigrid of :class:`sla.assembly.galerkin.GridHierarchy`; pytorch
+        backend only, used as given).
     matrix_type : str
         ``'auto'`` (detected), ``'general'``, ``'symmetric'``, ``'spd'``,
         ``'hermitian'`` or ``'hpd'``.
@@ -195,7 +203,7 @@ class SolverConfig:
                 raise ValueError(f"{name} must be a positive integer{also}, got {v!r}")
         for name in ("backend", "method", "preconditioner"):
             v = getattr(self, name)
-            if name == "preconditioner" and _is_typed_preconditioner(v):
+            if name == "preconditioner" and (_is_typed_preconditioner(v) or _is_built_preconditioner(v)):
                 continue
             if v is not None and not isinstance(v, str):
                 also = " or a sla.precond object (AMG(), Jacobi(), ...)" if name == "preconditioner" else ""

@@ -25,7 +25,8 @@ from ...sparse import SparseTensor
 from .. import krylov
 from ..linear.policy import choose_preconditioner
 from ..linear.registry import Backend, Method
-from ..precond import PRECONDITIONERS, make_preconditioner
+from ..precond import PRECONDITIONERS, Preconditioner, make_preconditioner
+from ..precond.multigrid import Multigrid
 from ..precond.options import resolve
 from ._krylov_adapter import krylov_method
 
@@ -46,6 +47,23 @@ def _options_of(name: str) -> set[str]:
     return {
         k for k, p in params.items() if k not in ("self", "A") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
+
+
+def _built(cfg, A: SparseTensor) -> Preconditioner:
+    """A preconditioner the caller built: checked against ``A`` (size, device), used as given."""
+    M = cfg.preconditioner
+    if cfg.options:
+        raise ValueError(
+            f"options {sorted(cfg.options)} go with a preconditioner name; a built preconditioner "
+            f"({type(M).__name__}) carries its own"
+        )
+    B = getattr(M, "A", None)
+    if B is not None and (tuple(B.sparse_shape) != tuple(A.sparse_shape) or B.device != A.device):
+        raise ValueError(
+            f"the given preconditioner was built for a {tuple(B.sparse_shape)} matrix on {B.device}, "
+            f"but A is {tuple(A.sparse_shape)} on {A.device}"
+        )
+    return M
 
 
 def _matvec(p, v):
@@ -72,8 +90,27 @@ class _State:
                 f"method {method!r} needs a Hermitian matrix, but A is a complex {mtype!r} matrix "
                 "(complex symmetric is not Hermitian): use method='gmres' or 'bicgstab'"
             )
-        name, opts = resolve(cfg.preconditioner, cfg.options)
         self.notes = []
+        if isinstance(cfg.preconditioner, Preconditioner):  # built by the caller for this matrix
+            self.M, self.pc_name = _built(cfg, A), cfg.preconditioner.name
+        else:
+            self.M, self.pc_name = self._make(A, cfg, mtype, method)
+        mg = self.pc_name in ("amg", "gmg") or isinstance(self.M, Multigrid)
+        # CPU: looking is free. GPU: cheap iterations look every 16; multigrid CG looks when the
+        # measured rate says it can be close (H100, 16.8M GMG-CG, cached setup: 90 ms whether it
+        # looks after every iteration, every 8th or adaptively -- a multigrid step hides a look)
+        if A.device.type == "cpu":
+            default = 1
+        elif mg:
+            default = "adaptive" if method == "cg" else 1
+        else:
+            default = 16
+        self.check_every = cfg.check_every or default
+        self.mv = _matvec(A.pattern, A._flat())
+        self._adjoint = None
+
+    def _make(self, A, cfg, mtype, method):
+        name, opts = resolve(cfg.preconditioner, cfg.options)
         if name == "auto":
             name, why = choose_preconditioner(A, mtype, method)
             self.notes.append(why)
@@ -90,21 +127,7 @@ class _State:
             )
         if name == "amg":
             opts.setdefault("hermitian", self.hermitian)
-        self.pc_name = name
-        self.M = make_preconditioner(A, name, **opts)
-        mg = name in ("amg", "gmg")
-        # CPU: looking is free. GPU: cheap iterations look every 16; multigrid CG looks when the
-        # measured rate says it can be close (H100, 16.8M GMG-CG, cached setup: 90 ms whether it
-        # looks after every iteration, every 8th or adaptively -- a multigrid step hides a look)
-        if A.device.type == "cpu":
-            default = 1
-        elif mg:
-            default = "adaptive" if method == "cg" else 1
-        else:
-            default = 16
-        self.check_every = cfg.check_every or default
-        self.mv = _matvec(A.pattern, A._flat())
-        self._adjoint = None
+        return make_preconditioner(A, name, **opts), name
 
     def adjoint(self):
         if self._adjoint is None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from .base import Preconditioner
+
 __all__ = ["AMG", "GMG", "BlockJacobi", "Chebyshev", "Jacobi", "PreconditionerSpec", "resolve"]
 
 
@@ -198,6 +200,11 @@ def resolve(preconditioner: str | PreconditionerSpec | None, options: dict | Non
         return preconditioner.name, {**opts, **preconditioner.options()}
     if preconditioner is None:
         return "auto", opts
+    if isinstance(preconditioner, Preconditioner):
+        raise TypeError(
+            f"a built preconditioner ({type(preconditioner).__name__}) is used as given by the pytorch backend only; "
+            "elsewhere give a name or a sla.precond object"
+        )
     if not isinstance(preconditioner, str):
         raise TypeError(
             "preconditioner must be a name or a sla.precond object (AMG, GMG, Jacobi, BlockJacobi, Chebyshev), "
