@@ -9,8 +9,13 @@ optimality-criteria update.  Modes:
   2011; its hand-derived sensitivities, CHOLMOD on the free dofs when scikit-sparse is
   installed, else SuperLU) run for the same iterations on the same machine
   (``--reference-iters``, default 10: its time per iteration is what is compared).
-* GPU 3D (``--device cuda --3d``): the cantilever on 200 x 100 x 50 hexahedra (1M cells,
-  3.1M unknowns), CG preconditioned by smoothed-aggregation AMG (``--precond``) on the GPU.
+* GPU 3D (``--device cuda --3d``): the cantilever on 192 x 96 x 64 hexahedra (1.18M cells,
+  3.65M unknowns; the counts halve five times), CG preconditioned by geometric multigrid with
+  Galerkin coarse operators built element by element (``--precond gmg``, the default in 3D:
+  :class:`sla.assembly.galerkin.GridHierarchy`, rebuilt every design iteration) or by
+  smoothed-aggregation AMG (``--precond amg``, set up again every iteration).
+  ``--variants`` then times one state + adjoint solve on the final design with each of the given
+  preconditioners (``amg``, ``gmg:<cycle>:<max_coarse>``), so they are compared on the same matrix.
 
 Writes the picture of the final design (``--picture``, default ``topology_<case>.png``) and
 prints one table row (markdown).  torch runs on one thread on the CPU.
@@ -18,7 +23,8 @@ prints one table row (markdown).  torch runs on one thread on the CPU.
     python benchmarks/bench_topology.py                       # CPU, 200 x 100, 100 iterations
     python benchmarks/bench_topology.py --nelx 60 --nely 20 --iters 20     # quick
     python benchmarks/bench_topology.py --device cuda --3d                 # the H200 run
-    python benchmarks/bench_topology.py --device cuda --3d --nelx 100 --nely 50 --nelz 25 --iters 10
+    python benchmarks/bench_topology.py --device cuda --3d --iters 20 --variants amg,gmg:V:500,gmg:W:500
+    python benchmarks/bench_topology.py --3d --nelx 32 --nely 16 --nelz 16 --iters 20     # CPU, small
 """
 
 from __future__ import annotations
@@ -127,6 +133,41 @@ def reference_88(nelx: int, nely: int, iters: int, volfrac: float, penal: float,
     return (time.perf_counter() - t0) / iters
 
 
+def _solver3d(precond: str, cycle: str, max_coarse: int, rtol: float) -> dict:
+    """The solver options of the 3D runs: CG with ``precond`` (``gmg`` with a cycle and coarse size)."""
+    solver = dict(backend="pytorch", method="cg", rtol=rtol, maxiter=2000, on_failure="warn")
+    if precond == "gmg":
+        from sla.solvers.precond import GMG
+
+        return dict(solver, preconditioner=GMG(cycle=cycle, max_coarse=max_coarse))
+    return dict(solver, preconditioner=precond)
+
+
+def per_first(seconds: list) -> str:
+    return f"{seconds[0]:.3f}, median {np.median(seconds):.3f}"
+
+
+def compare(case, design, variant: str, volfrac, penal, rmin, rtol) -> None:
+    """One state + adjoint solve on ``design`` with preconditioner ``variant`` (``amg``,
+    ``gmg:<cycle>:<max_coarse>``): time (setup included) and CG iterations."""
+    name, *rest = variant.split(":")
+    solver = _solver3d(name, rest[0] if rest else "W", int(rest[1]) if len(rest) > 1 else 500, rtol)
+    opt = SIMP(case.mesh, case.fixed, case.load, volfrac=volfrac, penal=penal, rmin=rmin, solver=solver)
+    opt.sensitivities(design)  # warm-up (structural setup, kernels)
+    sync = torch.cuda.synchronize if design.is_cuda else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    c, _, _ = opt.sensitivities(design)
+    sync()
+    dt = time.perf_counter() - t0
+    info = opt.last_info
+    sizes = opt.hierarchy.sizes if opt.hierarchy is not None else "-"
+    print(
+        f"# variant {variant}: state + adjoint {dt:.3f} s, CG iterations {info.iterations}, "
+        f"setup {(info.setup_time or 0) + opt.last_setup_time:.3f} s, solve {info.solve_time or 0:.3f} s, compliance {c:.6g}, levels {sizes}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -139,8 +180,11 @@ def main() -> None:
     ap.add_argument("--rmin", type=float, default=None)
     ap.add_argument("--penal", type=float, default=3.0)
     ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    ap.add_argument("--precond", default="amg", help="3D/GPU: preconditioner of CG (amg, jacobi, ...)")
-    ap.add_argument("--rtol", type=float, default=1e-6, help="3D/GPU: CG relative tolerance")
+    ap.add_argument("--precond", default="gmg", help="3D: preconditioner of CG (gmg, amg, jacobi, ...)")
+    ap.add_argument("--cycle", default="W", choices=["V", "W"], help="3D gmg: multigrid cycle")
+    ap.add_argument("--max-coarse", type=int, default=500, help="3D gmg: dofs of the coarsest level at most")
+    ap.add_argument("--rtol", type=float, default=1e-6, help="3D: CG relative tolerance")
+    ap.add_argument("--variants", default="", help="3D: preconditioners to compare on the final design")
     ap.add_argument("--reference-iters", type=int, default=10, help="iterations of the 88-line reference (2D; 0: skip)")
     ap.add_argument("--picture", default=None)
     a = ap.parse_args()
@@ -148,12 +192,10 @@ def main() -> None:
     dev = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
     if a.three_d:
-        nelx, nely, nelz = a.nelx or 200, a.nely or 100, a.nelz or 50
+        nelx, nely, nelz = a.nelx or 192, a.nely or 96, a.nelz or 64
         volfrac, rmin = a.volfrac or 0.12, a.rmin if a.rmin is not None else 1.5
         case = cantilever(nelx, nely, nelz, dtype=dtype, device=dev)
-        solver = dict(
-            backend="pytorch", method="cg", preconditioner=a.precond, rtol=a.rtol, maxiter=2000, on_failure="warn"
-        )
+        solver = _solver3d(a.precond, a.cycle, a.max_coarse, a.rtol)
         label = f"3D cantilever {nelx}x{nely}x{nelz}"
     else:
         nelx, nely, nelz = a.nelx or 200, a.nely or 100, None
@@ -166,7 +208,8 @@ def main() -> None:
     opt = SIMP(case.mesh, case.fixed, case.load, volfrac=volfrac, penal=a.penal, rmin=rmin, solver=solver)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = opt.optimize(maxiter=a.iters, tol=1e-12)
+    its = []
+    res = opt.optimize(maxiter=a.iters, tol=1e-12, callback=lambda *_: its.append(opt.last_info.iterations))
     total = time.perf_counter() - t0
     info = opt.last_info
     per = np.array(res.seconds)
@@ -177,7 +220,13 @@ def main() -> None:
         f" precond {info.preconditioner} (last solve: {info.iterations} iterations)"
     )
     print(f"# volfrac {volfrac} penal {a.penal} rmin {rmin:.3g}; setup {setup:.2f} s")
-    st, sv = info.setup_time or 0.0, info.solve_time or 0.0
+    if opt.hierarchy is not None:
+        h = opt.hierarchy
+        print(f"# gmg: {h.cycle}-cycle, dofs per level {h.sizes}, Chebyshev degree {h.degree}")
+    if its and its[0] is not None:
+        print(f"# CG iterations of the state solves: first {its[0]}, median {int(np.median(its))}, max {max(its)}")
+        print(f"# per iteration (s): first {per_first(res.seconds)}, max {max(res.seconds):.3f}")
+    st, sv = (info.setup_time or 0.0) + opt.last_setup_time, info.solve_time or 0.0
     print(f"# last state solve: setup {st:.3f} s, solve {sv:.3f} s, residual {info.residual}")
     ref = None
     if not a.three_d and a.reference_iters > 0:
@@ -192,6 +241,8 @@ def main() -> None:
         f"| {label} | {case.mesh.n_cells:,} | {opt.basis.ndofs:,} | {res.iterations} | {total:.1f} s | {np.median(per):.3f} s "
         f"| {refs} | {ratio} | {res.compliance[0]:.4g} → {res.compliance[-1]:.4g} | {res.volume[-1]:.4f} |"
     )
+    for v in filter(None, a.variants.split(",")):
+        compare(case, res.design, v, volfrac, a.penal, rmin, a.rtol)
     path = a.picture or f"topology_{'cantilever3d' if a.three_d else 'mbb'}.png"
     try:
         picture(case, res.x, path, f"{label}: compliance {res.compliance[-1]:.4g} after {res.iterations} iterations")

@@ -28,8 +28,10 @@ import torch
 
 from .. import solvers
 from ..assembly import CellBasis, ElementVector, Mesh, apply_dirichlet, elasticity, element_for
+from ..assembly.galerkin import GridHierarchy, grid_shape
 from ..assembly.plan import CoefficientMap, LinearScatter, plan_index, scatter_plan
 from ..config import SolverConfig
+from ..solvers.precond.options import GMG, resolve
 from ..sparse import SparseTensor
 from .filter import cell_volumes, density_filter
 from .oc import oc_update
@@ -37,6 +39,13 @@ from .oc import oc_update
 __all__ = ["SIMP", "TopologyResult", "lame"]
 
 log = logging.getLogger("sla")
+
+_SOLVERS = {
+    "auto": {},
+    "direct": {"method": "cholesky"},
+    "amg": {"backend": "pytorch", "method": "cg", "preconditioner": "amg"},
+    "gmg": {},
+}
 
 
 def lame(young: float, poisson: float, dim: int) -> tuple[float, float]:
@@ -108,9 +117,18 @@ class SIMP:
         Solid and void Young's moduli (``0 < young_min < young``) and Poisson's ratio in ``(-1, 0.5)``.
     move : float
         OC move limit.
-    solver : SolverConfig or dict, optional
-        Options of :func:`sla.solve` (default: ``'auto'`` for an SPD matrix, a sparse Cholesky
-        factorisation on the CPU).
+    solver : str, SolverConfig or dict, optional
+        ``'direct'`` (a sparse Cholesky factorisation, reused by the adjoint solve), ``'amg'``
+        (CG with smoothed-aggregation AMG), ``'gmg'`` (CG with geometric multigrid whose coarse
+        operators are Galerkin products built element by element, rebuilt every iteration at the
+        cost of a few dense products: :class:`sla.assembly.galerkin.GridHierarchy`; needs the
+        structured grid of :func:`~sla.design.cantilever` / :func:`~sla.design.mbb_beam` with cell
+        counts that halve down to a few hundred dofs), ``'auto'`` (default: ``'gmg'`` for a 3D
+        hexahedral grid that coarsens, else :func:`sla.solve`'s choice for an SPD matrix: a sparse
+        Cholesky factorisation on the CPU), or options of :func:`sla.solve`; a
+        config whose preconditioner is ``'gmg'`` (``solver=gmg`` in the runner) or
+        ``sla.precond.GMG(...)`` (its ``max_coarse``, ``max_levels``, ``degree``, ``ratio``,
+        ``cycle``) selects the element-wise multigrid with that config's tolerances.
 
     Examples
     --------
@@ -133,7 +151,7 @@ class SIMP:
         young_min: float = 1e-9,
         poisson: float = 0.3,
         move: float = 0.2,
-        solver: SolverConfig | dict | None = None,
+        solver: str | SolverConfig | dict | None = "auto",
     ) -> None:
         if not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a sla.assembly.Mesh, got {type(mesh).__name__}")
@@ -144,12 +162,6 @@ class SIMP:
         self.young_min = _number("young_min", young_min, 0.0, self.young)
         self.poisson = _number("poisson", poisson, -1.0, 0.5)
         self.move = _number("move", move, 0.0, 1.0, hi_open=False)
-        if isinstance(solver, dict):
-            solver = SolverConfig(**solver)
-        if solver is not None and not isinstance(solver, SolverConfig):
-            raise TypeError(f"solver must be a SolverConfig, a dict of its fields or None, got {type(solver).__name__}")
-        # the eliminated stiffness is symmetric positive definite: saying so skips its detection
-        self.solver = SolverConfig(matrix_type="spd") if solver is None else solver
         self.mesh = mesh
         dim = mesh.points.shape[1]
         self.dim = dim
@@ -182,8 +194,64 @@ class SIMP:
         self._map = self._coefficient_map()
         nnz = self._map.nnz
         self.last_info = None  # SolveInfo of the latest state solve
+        self.last_setup_time = 0.0  # seconds of the latest multigrid build (solver 'gmg')
         self._dv_cache: torch.Tensor | None = None
         self._K0 = SparseTensor._make(torch.zeros(nnz, dtype=dt, device=dev), self._plan["pattern"].to(dev))
+        self.solver, self.hierarchy = self._solver(solver)
+
+    def _solver(self, solver) -> tuple[SolverConfig, GridHierarchy | None]:
+        """The solve's config and, for ``'gmg'``, the grid hierarchy (built once)."""
+        if solver is None:
+            solver = "auto"
+        if isinstance(solver, dict):
+            solver = SolverConfig(**solver)
+        if isinstance(solver, str):
+            if solver not in _SOLVERS:
+                raise ValueError(f"solver must be one of {list(_SOLVERS)}, a SolverConfig or a dict, got {solver!r}")
+            if solver == "gmg" or (solver == "auto" and self._gmg_fits()):
+                return self._gmg_config(SolverConfig(), {})
+            # the eliminated stiffness is symmetric positive definite: saying so skips its detection
+            return SolverConfig(matrix_type="spd", **_SOLVERS[solver]), None
+        if not isinstance(solver, SolverConfig):
+            raise TypeError(
+                f"solver must be 'auto', 'direct', 'amg', 'gmg', a SolverConfig or a dict of its fields, "
+                f"got {type(solver).__name__}"
+            )
+        pc = solver.preconditioner
+        if pc == "gmg" or isinstance(pc, GMG):
+            _, opts = resolve(pc, solver.options)
+            return self._gmg_config(solver, opts)
+        left_auto = all(getattr(solver, f) in (None, "auto") for f in ("backend", "method", "preconditioner"))
+        if left_auto and not solver.options and self._gmg_fits():  # the runner's solver=auto
+            return self._gmg_config(solver, {})
+        if solver.matrix_type in (None, "auto"):
+            solver = solver.replace(matrix_type="spd")
+        return solver, None
+
+    def _gmg_fits(self) -> bool:
+        """Whether ``'auto'`` picks the element-wise multigrid: a 3D hexahedral grid that coarsens."""
+        if self.mesh.cell_type != "hexahedron":
+            return False
+        try:
+            return len(GridHierarchy.check(grid_shape(self.mesh), self.dim)) > 1
+        except ValueError:
+            return False
+
+    def _gmg_config(self, cfg: SolverConfig, opts: dict) -> tuple[SolverConfig, GridHierarchy]:
+        known = {"max_coarse", "max_levels", "degree", "ratio", "cycle"}
+        extra = sorted(set(opts) - known - {"grid", "transfers"})
+        if extra:
+            raise ValueError(f"SIMP's geometric multigrid takes the options {sorted(known)}, got {extra}")
+        opts = {k: v for k, v in opts.items() if k in known and v != "auto"}
+        hierarchy = GridHierarchy(self.mesh, self.dim, self.fixed, **opts)
+        # CG on the SPD stiffness; the preconditioner is built per design iteration (no caching by values)
+        changes = dict(backend="pytorch", method="cg", matrix_type="spd", cache=False, options=None)
+        if cfg.backend not in (None, "auto", "pytorch") or cfg.method not in (None, "auto", "cg"):
+            raise ValueError(
+                f"SIMP's geometric multigrid preconditions CG of the pytorch backend, got backend={cfg.backend!r} "
+                f"method={cfg.method!r}"
+            )
+        return cfg.replace(preconditioner=None, **changes), hierarchy
 
     # ------------------------------------------------------------------ pieces
     def _unit_matrices(self) -> torch.Tensor:
@@ -202,7 +270,10 @@ class SIMP:
         el = self.basis.element
         self._plan = scatter_plan(self.mesh, el, el)
         dev = self.mesh.points.device
-        return CoefficientMap(self._unit_matrices(), plan_index(self._plan, dev), self._plan["pattern"].nnz)
+        units = self._unit_matrices()  # [nd * nd, 1, E] (expanded when the cells are equal)
+        nd = el.n
+        self._unit = units[:, 0, 0].reshape(nd, nd) if units.stride(-1) == 0 else units[:, 0].T.reshape(-1, nd, nd)
+        return CoefficientMap(units, plan_index(self._plan, dev), self._plan["pattern"].nnz)
 
     @property
     def stiffness_pattern(self):
@@ -213,10 +284,13 @@ class SIMP:
         """Filtered densities ``H x`` (differentiable)."""
         return self.filter @ x
 
+    def modulus(self, x_phys: torch.Tensor) -> torch.Tensor:
+        """SIMP Young's modulus per cell, ``E_min + x^p (E_0 - E_min)`` (differentiable)."""
+        return self.young_min + x_phys.clamp(0, 1) ** self.penal * (self.young - self.young_min)
+
     def stiffness(self, x_phys: torch.Tensor) -> SparseTensor:
         """The stiffness of the physical densities (SIMP modulus per cell; differentiable)."""
-        E = self.young_min + x_phys.clamp(0, 1) ** self.penal * (self.young - self.young_min)
-        return self._K0.with_values(LinearScatter.apply(E.contiguous(), self._map))
+        return self._K0.with_values(LinearScatter.apply(self.modulus(x_phys).contiguous(), self._map))
 
     def volume(self, x_phys: torch.Tensor) -> torch.Tensor:
         """Volume fraction of the physical densities."""
@@ -224,9 +298,15 @@ class SIMP:
 
     def compliance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(c, u)``: the compliance ``f . u`` of design ``x`` and the displacements."""
-        K = self.stiffness(self.physical(x))
+        E = self.modulus(self.physical(x))
+        K = self._K0.with_values(LinearScatter.apply(E.contiguous(), self._map))
         Kb, fb = apply_dirichlet(K, self.load, self.fixed, 0.0)
-        u, self.last_info = solvers.solve(Kb, fb, config=self.solver, return_info=True)
+        cfg = self.solver
+        if self.hierarchy is not None:  # the multigrid of this stiffness, from its element matrices
+            t0 = time.perf_counter()
+            cfg = cfg.replace(preconditioner=self.hierarchy.preconditioner(Kb, E.detach(), self._unit))
+            self.last_setup_time = time.perf_counter() - t0
+        u, self.last_info = solvers.solve(Kb, fb, config=cfg, return_info=True)
         return self.load @ u, u
 
     def sensitivities(self, x: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
