@@ -147,12 +147,11 @@ def per_first(seconds: list) -> str:
     return f"{seconds[0]:.3f}, median {np.median(seconds):.3f}"
 
 
-def compare(case, design, variant: str, volfrac, penal, rmin, rtol) -> None:
+def compare(opt, design, variant: str, rtol) -> None:
     """One state + adjoint solve on ``design`` with preconditioner ``variant`` (``amg``,
     ``gmg:<cycle>:<max_coarse>``): time (setup included) and CG iterations."""
     name, *rest = variant.split(":")
-    solver = _solver3d(name, rest[0] if rest else "W", int(rest[1]) if len(rest) > 1 else 500, rtol)
-    opt = SIMP(case.mesh, case.fixed, case.load, volfrac=volfrac, penal=penal, rmin=rmin, solver=solver)
+    opt.set_solver(_solver3d(name, rest[0] if rest else "W", int(rest[1]) if len(rest) > 1 else 500, rtol))
     opt.sensitivities(design)  # warm-up (structural setup, kernels)
     sync = torch.cuda.synchronize if design.is_cuda else (lambda: None)
     sync()
@@ -187,6 +186,7 @@ def main() -> None:
     ap.add_argument("--variants", default="", help="3D: preconditioners to compare on the final design")
     ap.add_argument("--reference-iters", type=int, default=10, help="iterations of the 88-line reference (2D; 0: skip)")
     ap.add_argument("--picture", default=None)
+    ap.add_argument("--save-design", default=None, help="also save the final densities (torch.save) here")
     a = ap.parse_args()
     torch.set_num_threads(1)
     dev = torch.device(a.device)
@@ -241,8 +241,10 @@ def main() -> None:
         f"| {label} | {case.mesh.n_cells:,} | {opt.basis.ndofs:,} | {res.iterations} | {total:.1f} s | {np.median(per):.3f} s "
         f"| {refs} | {ratio} | {res.compliance[0]:.4g} → {res.compliance[-1]:.4g} | {res.volume[-1]:.4f} |"
     )
+    if a.save_design:
+        torch.save({"x": res.x.cpu(), "cells": (nelx, nely, nelz), "compliance": res.compliance}, a.save_design)
     for v in filter(None, a.variants.split(",")):
-        compare(case, res.design, v, volfrac, a.penal, rmin, a.rtol)
+        compare(opt, res.design, v, a.rtol)
     path = a.picture or f"topology_{'cantilever3d' if a.three_d else 'mbb'}.png"
     try:
         picture(case, res.x, path, f"{label}: compliance {res.compliance[-1]:.4g} after {res.iterations} iterations")

@@ -199,6 +199,11 @@ class SIMP:
         self._K0 = SparseTensor._make(torch.zeros(nnz, dtype=dt, device=dev), self._plan["pattern"].to(dev))
         self.solver, self.hierarchy = self._solver(solver)
 
+    def set_solver(self, solver: str | SolverConfig | dict | None) -> None:
+        """Change the state solver (the choices of the ``solver`` parameter) for later iterations."""
+        self.solver, self.hierarchy = self._solver(solver)
+        self.last_setup_time = 0.0
+
     def _solver(self, solver) -> tuple[SolverConfig, GridHierarchy | None]:
         """The solve's config and, for ``'gmg'``, the grid hierarchy (built once)."""
         if solver is None:
