@@ -209,7 +209,15 @@ def main() -> None:
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
     its = []
-    res = opt.optimize(maxiter=a.iters, tol=1e-12, callback=lambda *_: its.append(opt.last_info.iterations))
+
+    def progress(it: int, c: float, vol: float, change: float) -> None:
+        its.append(opt.last_info.iterations)
+        if it % 10 == 0 or it == 1:
+            print(
+                f"# it {it}: compliance {c:.5g}, CG iterations {its[-1]}, {time.perf_counter() - t0:.1f} s", flush=True
+            )
+
+    res = opt.optimize(maxiter=a.iters, tol=1e-12, callback=progress)
     total = time.perf_counter() - t0
     info = opt.last_info
     per = np.array(res.seconds)
