@@ -8,7 +8,7 @@ process's peak RSS growth measured around each path; CUDA: torch's peak allocati
 max deviation from Ghia et al. (1982) along the centrelines, and the max difference of the
 vertex velocities against the sla direct result (all three must agree).
 
-    PYTHONPATH=. python3 benchmarks/bench_cavity.py --n 48              # CPU, 1 thread
+    PYTHONPATH=. python3 benchmarks/bench_cavity.py --n 48 --repeat 3   # CPU, 1 thread, best of 3
     PYTHONPATH=. python3 benchmarks/bench_cavity.py --device cuda --n 354 --paths sla-direct,sla-iterative
 
 ``--n`` is cells per side: velocity unknowns are ``2 (2n + 1)^2`` (n = 354: 1.0M).
@@ -120,7 +120,7 @@ def run_skfem(n: int, re: float):
             steps += 1
             if mode == "picard":
                 npic += 1
-                if rn <= 1e-2 * res0 or npic >= 10:
+                if rn <= 0.1 * res0 or npic >= 10:
                     mode = "newton"
     total = time.perf_counter() - t0
     mem = _rss_mb() - m0
@@ -137,24 +137,40 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--paths", default="sla-direct,sla-iterative,skfem")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each path (alternating); the fastest is reported")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    rows = []
-    for p in a.paths.split(","):
-        try:
-            rows.append(run_skfem(a.n, a.re) if p == "skfem" else run_sla(a.n, a.re, p.split("-")[1], a.device))
-        except sla.ConvergenceError as exc:  # reported, not hidden
-            print(f"  {p}: did not converge: {str(exc)[:160]}", flush=True)
-            continue
-        r = rows[-1]
-        print(f"  {r['path']}: {r['total']:.2f} s", flush=True)
-        _table(a, rows)  # after every path: a long or failing path still leaves the others' numbers
+    _warm_imports()
+    best: dict[str, dict] = {}
+    for rep in range(a.repeat):  # paths alternate, so a burst of load hits both sides alike
+        for p in a.paths.split(","):
+            try:
+                r = run_skfem(a.n, a.re) if p == "skfem" else run_sla(a.n, a.re, p.split("-")[1], a.device)
+            except sla.ConvergenceError as exc:  # reported, not hidden
+                print(f"  {p}: did not converge: {str(exc)[:160]}", flush=True)
+                continue
+            print(f"  {r['path']} (run {rep + 1}): {r['total']:.2f} s", flush=True)
+            if p in best:  # the fastest run; peak memory from the first (later runs reuse freed pages)
+                r["mem"] = best[p]["mem"]
+                r = r if r["total"] < best[p]["total"] else best[p]
+            best[p] = r
+            _table(a, [best[q] for q in a.paths.split(",") if q in best])  # a failing path leaves the others'
+
+
+def _warm_imports() -> None:
+    """Import SciPy (and scikit-fem) before any path is timed: neither side pays the imports."""
+    import scipy.sparse.linalg  # noqa: F401
+
+    try:
+        import skfem  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _table(a, rows) -> None:
     ref = rows[0]["uv"]
     base = next((r["total"] for r in rows if r["path"].startswith("scikit")), None)
-    print(f"\nRe = {a.re:g}, {a.n}x{a.n} mesh, device {a.device}, torch threads {a.threads}")
+    print(f"\nRe = {a.re:g}, {a.n}x{a.n} mesh, device {a.device}, torch threads {a.threads}, best of {a.repeat}")
     print("| path | unknowns | nonlinear steps | FGMRES its | time/step (s) | total (s) | peak mem (MB) | Ghia dev | "
           "max |u - u_ref| | speed-up vs skfem |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -76,8 +76,11 @@ class FlowLinearSolver:
     refactor_after : int, optional
         Direct path: hold the LU factors and solve later systems by GMRES preconditioned with them
         (:class:`LaggedLU`), refactoring when GMRES needs more than this many iterations; ``0``: a
-        fresh factorisation per system.  Default: ``8`` on the CPU, ``0`` on CUDA (where the
-        cached-plan refactorisation is cheap next to the triangular solves).
+        fresh factorisation per system.  Default: :data:`REFACTOR_AFTER` on the CPU, ``0`` on CUDA
+        (where the cached-plan refactorisation is cheap next to the triangular solves).
+    factors : LaggedLU, optional
+        Held factors to start from and keep updating (direct path): pass the same object to the
+        stages of a continuation so that a stage starts from the previous stage's factors.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class FlowLinearSolver:
         velocity_options: dict | None = None,
         velocity_block: str = "full",
         refactor_after: int | None = None,
+        factors: LaggedLU | None = None,
     ) -> None:
         if kind not in LINEAR_PATHS:
             raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {kind!r}")
@@ -105,7 +109,9 @@ class FlowLinearSolver:
         cpu = space.mesh.points.device.type == "cpu"
         if refactor_after is None:
             refactor_after = REFACTOR_AFTER if cpu else 0
-        self.lagged = LaggedLU(solver, refactor_after=refactor_after, maxiter=max(60, 2 * refactor_after))
+        if factors is not None and not isinstance(factors, LaggedLU):
+            raise TypeError(f"factors must be a LaggedLU, got {type(factors).__name__}")
+        self.lagged = factors or LaggedLU(solver, refactor_after=refactor_after, maxiter=max(60, 2 * refactor_after))
         self.direct_config = self.lagged.config_for(space.mesh.points.device)
         self.rtol, self.maxiter, self.restart = rtol, int(maxiter), int(restart)
         self.schur, self.velocity = schur, velocity
@@ -135,8 +141,6 @@ class FlowLinearSolver:
         """
         A, b = apply_dirichlet(J, rhs, self.dofs, 0.0)
         if self.kind == "direct":
-            if self.lagged.refactor_after == 0:
-                return sla.solve(A, b, config=self.direct_config), 0
             dx, its = self.lagged.solve(A, b, rtol=1e-10 if rtol is None else rtol)
             self.last_iterations = its
             return dx, its
@@ -268,7 +272,7 @@ class LaggedLU:
         if self.config is not None:
             return self.config
         return (
-            SolverConfig(backend="scipy", method="lu", options=SADDLE_LU)
+            SolverConfig(backend="scipy", method="lu", matrix_type="general", options=SADDLE_LU)
             if device.type == "cpu"
             else SolverConfig(method="lu")
         )
@@ -297,7 +301,7 @@ class LaggedLU:
             res = gmres(
                 lambda v: (Ad @ v[0])[None],
                 b.detach()[None, :, None],
-                precond=lu.solve,
+                precond=lambda v, lu=lu: _apply_factors(lu, v),
                 x0=None if x0 is None else x0.detach()[None, :, None],
                 rtol=rtol,
                 maxiter=self.maxiter,
@@ -314,3 +318,11 @@ class LaggedLU:
                 )
             self.factor(A)  # the held factors no longer fit: factor this system and retry once
             fresh = True
+
+
+def _apply_factors(prep, v: torch.Tensor) -> torch.Tensor:
+    """The held factors applied to ``v`` ``[1, n, 1]``: the backend's triangular solves alone (no
+    refinement residual: as a preconditioner, GMRES checks the residual of the whole system)."""
+    if prep.backend.batched:
+        return prep.method.apply(prep.states, v)[0]
+    return prep.method.apply(prep.states[0], v[0])[0][None]
