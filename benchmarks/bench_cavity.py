@@ -154,7 +154,8 @@ def main() -> None:
                 r["mem"] = best[p]["mem"]
                 r = r if r["total"] < best[p]["total"] else best[p]
             best[p] = r
-            _table(a, [best[q] for q in a.paths.split(",") if q in best])  # a failing path leaves the others'
+        _table(a, [best[q] for q in a.paths.split(",") if q in best])  # after every round: a failing path
+        # still leaves the others' numbers
 
 
 def _warm_imports() -> None:

@@ -149,8 +149,8 @@ def solve_steady(
         Relative tolerance of each inexact linear solve (the iterative path and the lagged-LU
         direct path; an exact direct solve ignores it).  ``'eisenstat-walker'``: Eisenstat and
         Walker's choice 2 (SIAM J. Sci. Comput. 17, 1996), ``eta_k = 0.9 (|R_k| / |R_{k-1}|)^2``
-        safeguarded by ``0.9 eta_{k-1}^2``, at most 0.1, and never below ``0.5 tol / |R_k|`` (no
-        oversolving near the end); ``'none'``: the linear solver's own tolerance; a float: that
+        safeguarded by ``0.9 eta_{k-1}^2``, at most 0.1 (Picard steps: 0.1), and never below
+        ``0.5 tol / |R_k|`` (no oversolving near the end); ``'none'``: the linear solver's own tolerance; a float: that
         constant tolerance.  The converged state does not depend on it (the stopping test is on
         the nonlinear residual).
 
@@ -205,7 +205,7 @@ def solve_steady(
                 raise _fail("Navier-Stokes Newton diverged (the residual grew by 1e8)", out.history)
             t0 = time.perf_counter()
             Rz = torch.where(free, R, torch.zeros_like(R))
-            eta = _forcing(forcing, out.history, out.forcing, tol)
+            eta = _forcing(forcing, out.history, out.forcing, tol, picard=mode == "picard")
             dx, its = lin.solve(J, -Rz, state=x, nu=nu_d, newton=mode == "newton", rtol=eta)
             out.forcing.append(float("nan") if eta is None else eta)
             ts = time.perf_counter() - t0
@@ -256,7 +256,7 @@ def _check_forcing(forcing) -> None:
         raise ValueError(f"forcing must be one of {FORCING} or a float in (0, 1), got {forcing!r}")
 
 
-def _forcing(forcing, history: list[float], etas: list[float], tol: float) -> float | None:
+def _forcing(forcing, history: list[float], etas: list[float], tol: float, picard: bool = False) -> float | None:
     """The relative tolerance of the next linear solve (``None``: the solver's own)."""
     if forcing == "none":
         return None
@@ -264,7 +264,7 @@ def _forcing(forcing, history: list[float], etas: list[float], tol: float) -> fl
     floor = 0.5 * tol / rn  # the step need not solve below what the stopping test asks
     if not isinstance(forcing, str):
         return max(float(forcing), floor)
-    if len(history) < 2 or not etas:
+    if picard or len(history) < 2 or not etas:  # Picard contracts linearly whatever the solve
         eta = ETA_MAX
     else:  # Eisenstat--Walker choice 2 (gamma = 0.9, alpha = 2) with its safeguard
         eta = 0.9 * (rn / history[-2]) ** 2
