@@ -15,7 +15,8 @@ optimality-criteria update.  Modes:
   :class:`sla.assembly.galerkin.GridHierarchy`, rebuilt every design iteration) or by
   smoothed-aggregation AMG (``--precond amg``, set up again every iteration).
   ``--variants`` then times one state + adjoint solve on the final design with each of the given
-  preconditioners (``amg``, ``gmg:<cycle>:<max_coarse>``), so they are compared on the same matrix.
+  preconditioners (``direct``, ``amg``, ``gmg:<cycle>:<max_coarse>``), so they are compared on
+  the same matrix.
 
 Writes the picture of the final design (``--picture``, default ``topology_<case>.png``) and
 prints one table row (markdown).  torch runs on one thread on the CPU.
@@ -135,6 +136,8 @@ def reference_88(nelx: int, nely: int, iters: int, volfrac: float, penal: float,
 
 def _solver3d(precond: str, cycle: str, max_coarse: int, rtol: float) -> dict:
     """The solver options of the 3D runs: CG with ``precond`` (``gmg`` with a cycle and coarse size)."""
+    if precond == "direct":
+        return "direct"
     solver = dict(backend="pytorch", method="cg", rtol=rtol, maxiter=2000, on_failure="warn")
     if precond == "gmg":
         from sla.solvers.precond import GMG
@@ -161,8 +164,9 @@ def compare(opt, design, variant: str, rtol) -> None:
     dt = time.perf_counter() - t0
     info = opt.last_info
     sizes = opt.hierarchy.sizes if opt.hierarchy is not None else "-"
+    cg = "-" if info.iterations is None else info.iterations
     print(
-        f"# variant {variant}: state + adjoint {dt:.3f} s, CG iterations {info.iterations}, "
+        f"# variant {variant}: state + adjoint {dt:.3f} s, CG iterations {cg}, "
         f"setup {(info.setup_time or 0) + opt.last_setup_time:.3f} s, solve {info.solve_time or 0:.3f} s, compliance {c:.6g}, levels {sizes}"
     )
 

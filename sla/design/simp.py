@@ -31,6 +31,7 @@ from ..assembly import CellBasis, ElementVector, Mesh, apply_dirichlet, elastici
 from ..assembly.galerkin import GridHierarchy, grid_shape
 from ..assembly.plan import CoefficientMap, LinearScatter, plan_index, scatter_plan
 from ..config import SolverConfig
+from ..solvers.backends.scipy import has_cholmod
 from ..solvers.precond.options import GMG, resolve
 from ..sparse import SparseTensor
 from .filter import cell_volumes, density_filter
@@ -118,7 +119,8 @@ class SIMP:
     move : float
         OC move limit.
     solver : str, SolverConfig or dict, optional
-        ``'direct'`` (a sparse Cholesky factorisation, reused by the adjoint solve), ``'amg'``
+        ``'direct'`` (a sparse Cholesky factorisation -- LU where CHOLMOD is missing -- reused by
+        the adjoint solve), ``'amg'``
         (CG with smoothed-aggregation AMG), ``'gmg'`` (CG with geometric multigrid whose coarse
         operators are Galerkin products built element by element, rebuilt every iteration at the
         cost of a few dense products: :class:`sla.assembly.galerkin.GridHierarchy`; needs the
@@ -215,8 +217,11 @@ class SIMP:
                 raise ValueError(f"solver must be one of {list(_SOLVERS)}, a SolverConfig or a dict, got {solver!r}")
             if solver == "gmg" or (solver == "auto" and self._gmg_fits()):
                 return self._gmg_config(SolverConfig(), {})
+            opts = dict(_SOLVERS[solver])
+            if solver == "direct" and self.mesh.points.device.type == "cpu" and not has_cholmod():
+                opts["method"] = "lu"  # SuperLU where CHOLMOD is not installed
             # the eliminated stiffness is symmetric positive definite: saying so skips its detection
-            return SolverConfig(matrix_type="spd", **_SOLVERS[solver]), None
+            return SolverConfig(matrix_type="spd", **opts), None
         if not isinstance(solver, SolverConfig):
             raise TypeError(
                 f"solver must be 'auto', 'direct', 'amg', 'gmg', a SolverConfig or a dict of its fields, "
