@@ -195,7 +195,7 @@ class DistEigsh:
             if not (lowest > 0 and every_row == 1.0):
                 notes.append("preconditioner: none (diagonal not positive, A not definite)")
                 return None
-            spec = "distributed_amg"
+            spec = "jacobi" if self.dtype.is_complex else "distributed_amg"  # (distributed AMG is real)
         notes.append(f"preconditioner: {spec}")
         return self._preconditioner(spec, False, {})
 

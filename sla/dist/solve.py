@@ -12,6 +12,7 @@ stops at the same iteration and reports the same :class:`~sla.config.SolveInfo`
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -65,7 +66,7 @@ class DistSolve:
         """``A x`` (or ``A^H x``) for owned blocks ``x`` ``[n_owned, ...]`` (no autograd)."""
         vals = self.local.values.detach()
         p = self.local.pattern
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = x.reshape(x.shape[0], _cols(x))
         if not transpose:
             y = p.csr(vals) @ self._full(x2)
         else:
@@ -106,6 +107,8 @@ class DistSolve:
     def _build_preconditioner(self, name: str, opts: dict, transpose: bool):
         if name == "none":
             M = None
+        elif self.n_owned == 0 and (name != "schwarz" or self.overlap is None) and name != "distributed_amg":
+            M = _NoRows()  # a rank that owns no rows: its block preconditioner maps [1, 0, K] to itself
         elif name == "distributed_amg":
             from .amg import DistributedAMG
 
@@ -123,7 +126,7 @@ class DistSolve:
     def _krylov(self, b: torch.Tensor, cfg: SolverConfig, transpose: bool = False):
         rtol, atol = cfg.tolerances(self.dtype)
         M = self._preconditioner(cfg.preconditioner, transpose, dict(cfg.options or {}))
-        b3 = b.reshape(1, b.shape[0], -1)
+        b3 = b.reshape(1, b.shape[0], _cols(b))
         res = krylov_solve(
             cfg.method,
             lambda v: self.matvec(v[0], transpose)[None],
@@ -166,13 +169,13 @@ class DistSolve:
         values = self.local.values
         if torch.is_grad_enabled() and (values.requires_grad or b.requires_grad):
             op = _DistOp(self, cfg)
-            x = LinearSolve.apply(values.reshape(1, -1), b.reshape(1, b.shape[0], -1), op).reshape(b.shape)
+            x = LinearSolve.apply(values.reshape(1, -1), b.reshape(1, b.shape[0], _cols(b)), op).reshape(b.shape)
             res = op.result
         else:
             x, res = self._krylov(b, cfg)
         with torch.no_grad():
             r = b - self.matvec(x.detach())
-            r3, b3 = r.reshape(1, r.shape[0], -1), b.reshape(1, b.shape[0], -1)
+            r3, b3 = r.reshape(1, r.shape[0], _cols(r)), b.reshape(1, b.shape[0], _cols(b))
             nums = torch.stack([local_dot(r3, r3).real.sum(), local_dot(b3, b3).real.sum()])
             rn, bn = all_reduce(nums, group=self.group, timeout=self.timeout).sqrt().tolist()
         pc = cfg.preconditioner
@@ -191,6 +194,21 @@ class DistSolve:
         if is_dt:
             x = to_dtensor(x, self)
         return (x, info) if return_info else x
+
+
+class _NoRows:
+    """The block preconditioner of a rank that owns no rows (the identity on empty blocks)."""
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        return r
+
+    def adjoint(self) -> _NoRows:
+        return self
+
+
+def _cols(x: torch.Tensor) -> int:
+    """Columns of a block ``[n_owned(, ...)]`` (explicit: a rank may own no rows, so no ``-1``)."""
+    return math.prod(x.shape[1:])
 
 
 class _DistOp:
