@@ -8,6 +8,15 @@ iteration logs its compliance, volume fraction and largest density change;
 the runner writes the final densities (``solution.vtu``; the picture of the
 design is ``solution.png``) and the compliance history (``objective_history.png``).  The checks: the volume constraint
 is met and the compliance decreased from the uniform start.
+
+The state solve follows the runner's ``solver``: ``solver=auto`` (default) is CG with the
+element-wise Galerkin geometric multigrid on a 3D hexahedral grid that coarsens (cell counts
+divisible by a power of two) and a sparse Cholesky factorisation otherwise; ``solver=gmg``
+asks for the multigrid (also in 2D), ``solver=amg`` for smoothed aggregation, ``solver=cholesky``
+for the factorisation::
+
+    python -m sla.run problem=topology problem.case=cantilever3d problem.nelx=64 problem.nely=32 \
+        problem.nelz=32 solver=gmg device=cuda
 """
 
 from __future__ import annotations
@@ -97,6 +106,8 @@ def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: 
         "volume_target": float(cfg.volfrac),
         "seconds_per_iteration": sum(res.seconds) / len(res.seconds),
     }
+    if opt.hierarchy is not None:
+        summary["multigrid_levels"] = " / ".join(str(n) for n in opt.hierarchy.sizes)
     summary.update(phases.summary())
     return Result(
         summary,
