@@ -193,3 +193,24 @@ def test_simp_with_gmg_on_the_gpu_equals_the_cpu_direct_path():
     assert opt.last_info.preconditioner == "gmg" and opt.last_info.backend == "pytorch"
     for a, b in zip(res.compliance, ref.compliance):
         assert abs(a - b) <= 1e-8 * abs(b)
+
+
+def test_runner_solver_gmg_and_auto_pick_the_multigrid_in_3d():
+    pytest.importorskip("hydra", reason="the runner needs hydra-core (pip install 'sla[run]')")
+    from hydra import compose, initialize_config_dir
+
+    from sla.run import _CONFIGS, execute
+    from sla.run.schema import register
+
+    def run(*overrides):
+        register()
+        with initialize_config_dir(config_dir=_CONFIGS, version_base=None):
+            over = ["save=false", "problem=topology", "problem.case=cantilever3d", "problem.maxiter=3"]
+            cfg = compose(config_name="config", overrides=[*over, *overrides])
+        return execute(cfg)
+
+    dims = ("problem.nelx=8", "problem.nely=4", "problem.nelz=4")
+    gmg, auto, chol = run(*dims, "solver=gmg"), run(*dims), run(*dims, "solver=cholesky")
+    assert gmg["preconditioner"] == auto["preconditioner"] == "gmg" and gmg["multigrid_levels"] == "675 / 135"
+    assert chol["method"] == "cholesky" and "multigrid_levels" not in chol
+    assert abs(gmg["compliance_last"] - chol["compliance_last"]) <= 1e-7 * chol["compliance_last"]
