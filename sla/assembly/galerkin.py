@@ -272,7 +272,9 @@ class GridHierarchy:
     max_levels : int
         Level cap.
     degree, ratio, cycle
-        Chebyshev smoother degree and interval ``[rho / ratio, rho]``; ``'V'`` or ``'W'`` cycle.
+        Chebyshev smoother degree and interval ``[rho / ratio, rho]``; ``'V'`` or ``'W'`` cycle
+        (default W: in 3D its coarse work is a third of a fine smoothing, and on SIMP designs it
+        needs about two thirds of the V-cycle's CG iterations; ``'auto'`` means W).
     bound_steps : int
         Power iterations estimating ``rho`` of ``D^-1 A`` per level (0: the Gershgorin bound).
 
@@ -291,7 +293,7 @@ class GridHierarchy:
         max_levels: int = 10,
         degree: int = 2,
         ratio: float = 10.0,
-        cycle: str = "V",
+        cycle: str = "W",
         bound_steps: int = 10,
     ) -> None:
         counts = grid_shape(mesh)
@@ -302,7 +304,7 @@ class GridHierarchy:
             raise ValueError(f"degree must be a positive integer, got {degree!r}")
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1:
             raise ValueError(f"ratio must be a number > 1, got {ratio!r}")
-        self.cycle = check_cycle(cycle)
+        self.cycle = check_cycle(cycle, auto="W")
         if isinstance(bound_steps, bool) or not isinstance(bound_steps, int) or bound_steps < 0:
             raise ValueError(f"bound_steps must be a non-negative integer, got {bound_steps!r}")
         self.degree, self.ratio, self.bound_steps = degree, float(ratio), bound_steps
