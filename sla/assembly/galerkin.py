@@ -144,7 +144,6 @@ class _Level:
     def __init__(self, fine_counts, ncomp, cell_type, fine_dead: np.ndarray, fine_cells, device, dtype):
         d = len(fine_counts)
         self.counts = tuple(n // 2 for n in fine_counts)
-        Ec = math.prod(self.counts)
         # children of every coarse cell, position q = sum_a bit_a 2^a
         cidx = torch.meshgrid(*(torch.arange(n, device=device) for n in reversed(self.counts)), indexing="ij")
         cidx = [cidx[d - 1 - a].flatten() for a in range(d)]  # per axis x, y[, z]
@@ -152,7 +151,6 @@ class _Level:
         self.children = torch.stack(
             [sum((2 * cidx[a] + ((q >> a) & 1)) * fstride[a] for a in range(d)) for q in range(2**d)], 1
         )  # [Ec, 2^d]
-        assert self.children.shape[0] == Ec
         P, empty = _prolongation(fine_counts, ncomp, fine_dead)
         self.dead = empty  # coarse dofs that get an identity row
 
