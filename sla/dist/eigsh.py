@@ -151,7 +151,7 @@ class DistEigsh:
 
     # ------------------------------------------------------------ helpers
     def _gathered_eigsh(self, k, which, sigma, tol, maxiter, preconditioner, config):
-        vals, vecs, info = self._gather_warn("eigsh(method='gather')").eigsh(
+        (vals, vecs), info = self._gather_warn("eigsh(method='gather')").eigsh(
             k=k, which=which, sigma=sigma, rtol=tol, maxiter=maxiter, config=config, return_info=True
         )
         return vals, vecs[self.owned.to(vecs.device)], info

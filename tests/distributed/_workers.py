@@ -31,6 +31,46 @@ def two_components(n: int) -> SparseTensor:
     return SparseTensor(val, row, col, (2 * n, 2 * n))
 
 
+def simple_spectrum(n: int) -> SparseTensor:
+    """A 2D Laplacian with a graded diagonal shift: SPD with simple eigenvalues (well-defined gradients)."""
+    A = gallery.poisson2d(n)
+    shift = torch.linspace(0, 0.3, A.shape[0], dtype=torch.float64)[A.row] * (A.row == A.col)
+    return A.with_values(A.values + shift)
+
+
+def blocks(sizes: list[int]) -> SparseTensor:
+    """Disconnected 1D Laplacians (Dirichlet) of the given sizes, block diagonal."""
+    rows, cols, vals, start = [], [], [], 0
+    for s in sizes:
+        i = torch.arange(start, start + s)
+        rows += [i, i[:-1], i[1:]]
+        cols += [i, i[1:], i[:-1]]
+        vals += [torch.full((s,), 2.0 + 0.1 * s, dtype=torch.float64), -torch.ones(2 * (s - 1), dtype=torch.float64)]
+        start += s
+    n = sum(sizes)
+    return SparseTensor(torch.cat(vals), torch.cat(rows), torch.cat(cols), (n, n))
+
+
+def rows_of(A: SparseTensor, owned: torch.Tensor) -> SparseTensor:
+    """The rows ``owned`` (sorted global ids) of ``A`` with global columns."""
+    keep = torch.isin(A.row, owned)
+    return SparseTensor(
+        A.values[keep], torch.searchsorted(owned, A.row[keep]), A.col[keep], (owned.numel(), A.shape[1])
+    )
+
+
+#: uneven ownerships by world size: (matrix, row cuts); a rank owning no rows; ranks without a boundary
+UNEVEN = {
+    2: [("poisson", [0, 9, 64]), ("poisson", [0, 64, 64]), ("blocks", [0, 5, 24])],
+    4: [("poisson", [0, 4, 14, 34, 64]), ("poisson", [0, 30, 30, 60, 64]), ("blocks", [0, 5, 14, 17, 24])],
+}
+BLOCK_SIZES = [5, 9, 3, 7]
+
+
+def uneven_matrix(kind: str) -> SparseTensor:
+    return gallery.poisson2d(8) if kind == "poisson" else blocks(BLOCK_SIZES)
+
+
 def _init(rank: int, world: int, init: str) -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", UserWarning)
@@ -82,6 +122,29 @@ def api_worker(rank: int, world: int, init: str, out: str) -> None:
             COUNTS.clear()
             solve(D, b_dt, method="cg", preconditioner="none", rtol=1e-30, atol=0.0, maxiter=it, on_failure="ignore")
             res[f"counts_{it}"] = dict(COUNTS)
+        # ---- collectives per iteration of every Krylov method (block Jacobi: local, no communication)
+        for method in ("cg", "minres", "bicgstab", "gmres", "fgmres"):
+            DM = D if method in ("cg", "minres") else DN
+            for pc in ("none", "jacobi"):
+                counts = []
+                for it in (4, 8):
+                    COUNTS.clear()
+                    solve(
+                        DM,
+                        DM.scatter(b_global),
+                        method=method,
+                        preconditioner=pc,
+                        rtol=1e-30,
+                        atol=0.0,
+                        maxiter=it,
+                        on_failure="ignore",
+                    )
+                    counts.append(dict(COUNTS))
+                res[f"counts_{method}_{pc}"] = counts
+        # ---- distributed eigsh (LOBPCG) against the single-process one
+        _eigsh_part(res, mesh, rank)
+        # ---- uneven partitions, a rank owning no rows, ranks without a boundary
+        _uneven_part(res, world, rank)
         # ---- reductions, norms, structure, maps
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
@@ -96,7 +159,6 @@ def api_worker(rank: int, world: int, init: str, out: str) -> None:
         res["structure_N"] = [DN.is_symmetric(), DN.detect_matrix_type()]
         res["nT"] = DN.T().full_tensor().to_dense()
         res["maps"] = [(D + 1.5).full_tensor(), (2.0 * D).full_tensor(), (-D).abs().full_tensor(), (D - 1).sum()]
-        res["eigsh"] = D.eigsh(k=3, which="SA")[0]
         res["full"] = D.full_tensor()
         # ---- save / load round trip (atomic files, then a solve on the loaded one)
         d = os.path.join(os.path.dirname(out), "saved")
@@ -175,6 +237,92 @@ def api_worker(rank: int, world: int, init: str, out: str) -> None:
     finally:
         torch.save(_plain(res), out.replace(".pt", f"_{rank}.pt"))
         dist.destroy_process_group()
+
+
+def _eigsh_part(res: dict, mesh, rank: int) -> None:
+    from sla import DSparseTensor
+    from sla.dist import COUNTS
+
+    E = simple_spectrum(12)
+    DE = DSparseTensor.partition(E, mesh)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for which in ("SA", "LA", "LM", "SM"):
+            COUNTS.clear()
+            (lam, V), info = DE.eigsh(k=4, which=which, return_info=True)
+            res[f"eig_{which}"] = (lam, V.full_tensor(), info.iterations, info.converged, info.residual, dict(COUNTS))
+        res["eig_vec_type"] = type(V).__name__
+        res["eig_no_gather"] = sum(issubclass(x.category, ResourceWarning) for x in w)
+    res["eig_pc"] = [
+        DE.eigsh(k=4, which="SA", preconditioner=pc, return_info=True)[1].iterations for pc in ("none", "auto")
+    ]
+    res["eig_tol"] = DE.eigsh(k=2, which="LA", tol=1e-5, return_eigenvectors=False)
+    # the seed's spelling of the gathered path (shift-invert) warns
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        lam, V = DE.eigsh(k=3, sigma=1.0, method="gather")
+        res["eig_gather"] = (lam, V.full_tensor(), sum(issubclass(x.category, ResourceWarning) for x in w))
+    # not symmetric: the symmetric part, with a warning (as the single-process eigsh)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        lam = DSparseTensor.partition(nonsymmetric(12), mesh).eigsh(k=3, which="LA", return_eigenvectors=False)
+        res["eig_nonsym"] = (lam, [str(x.message) for x in w if "symmetric part" in str(x.message)])
+    # complex Hermitian
+    A = gallery.poisson2d(12)
+    skew = 0.3j * ((A.col > A.row).to(torch.complex128) - (A.col < A.row).to(torch.complex128))
+    H = SparseTensor(A.values.to(torch.complex128) + skew, A.row, A.col, A.shape)
+    lam, V = DSparseTensor.partition(H, mesh).eigsh(k=3, which="SA")
+    res["eig_complex"] = (lam, V.full_tensor())
+    # gradients of the eigenvalues; eigenvector gradients refused
+    Eg = E.detach().requires_grad_()
+    Dg = DSparseTensor.partition(Eg, mesh)
+    lam, V = Dg.eigsh(k=3, which="SA")
+    (lam * torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)).sum().backward()
+    g = Eg.values.grad.clone()
+    dist.all_reduce(g)
+    res["eig_grad"] = g
+    lam, V = Dg.eigsh(k=3, which="LA")
+    try:
+        (V.to_local() ** 2).sum().backward()
+        res["eig_vec_grad"] = None
+    except NotImplementedError as exc:
+        res["eig_vec_grad"] = str(exc)
+    errors = []
+    for kw in (dict(k=0), dict(k=49), dict(which="XX"), dict(sigma=1.0), dict(method="arpack")):
+        try:
+            DE.eigsh(**kw)
+            errors.append(None)
+        except ValueError as exc:
+            errors.append(str(exc))
+    res["eig_errors"] = errors
+
+
+def _uneven_part(res: dict, world: int, rank: int) -> None:
+    from sla import DSparseTensor
+
+    for j, (kind, cuts) in enumerate(UNEVEN[world]):
+        A = uneven_matrix(kind)
+        n = A.shape[0]
+        owned = torch.arange(cuts[rank], cuts[rank + 1])
+        D = DSparseTensor.from_local(rows_of(A, owned), owned, A.shape)
+        b = torch.linspace(-1, 2, n, dtype=torch.float64)
+        out = {"n_owned": D.n_owned, "n_ghost": D.plan.n_ghost}
+        out["matmul"] = (D @ D.scatter(b)).full_tensor()
+        for method, pc in (
+            ("cg", "jacobi"),
+            ("cg", "distributed_amg"),
+            ("cg", "schwarz"),
+            ("gmres", "jacobi"),
+            ("bicgstab", "none"),
+            ("minres", "none"),
+        ):
+            out[f"{method}_{pc}"] = sla.solve(
+                D, D.scatter(b), method=method, preconditioner=pc, rtol=1e-12
+            ).full_tensor()
+        out["eigsh"] = D.eigsh(k=2, which="SA")[0]
+        out["reduce"] = [D.sum(), D.max(), D.min(), D.norm("fro"), D.norm(1), D.norm("inf")]
+        out["full"] = D.full_tensor().to_dense()
+        res[f"uneven_{j}"] = out
 
 
 def _plain(obj):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _workers import api_worker, fault_worker, nonsymmetric, two_components
+from _workers import UNEVEN, api_worker, fault_worker, nonsymmetric, simple_spectrum, two_components, uneven_matrix
 
 from sla import SparseTensor, gallery
 
@@ -89,6 +89,122 @@ def test_collectives_per_cg_iteration(results):
     assert per_it["all_gather"] == 0  # nothing global in the loop
 
 
+# (halo exchanges, all-reduces) per iteration: the product(s), then the inner products asked
+# together in one all-reduce each (CG: (p, Ap) and [(r, r), (r, z)])
+PER_ITERATION = {"cg": (1, 2), "minres": (1, 2), "bicgstab": (2, 3), "gmres": (1, 3), "fgmres": (1, 3)}
+
+
+@pytest.mark.parametrize("method", sorted(PER_ITERATION))
+def test_collectives_per_krylov_iteration(results, method):
+    _, res = results
+    for pc in ("none", "jacobi"):  # the block Jacobi preconditioner communicates nothing
+        for r in res:
+            c4, c8 = r[f"counts_{method}_{pc}"]
+            per_it = {k: (c8.get(k, 0) - c4.get(k, 0)) / 4 for k in ("halo", "all_reduce", "all_gather")}
+            assert (per_it["halo"], per_it["all_reduce"]) == PER_ITERATION[method], (method, pc, per_it)
+            assert per_it["all_gather"] == 0
+
+
+def _eig_ref(M, which, k):
+    import scipy.sparse.linalg as spla
+
+    lam, V = torch.linalg.eigh(M.to_dense())
+    order = {"SA": lam.argsort(), "SM": lam.abs().argsort(), "LA": (-lam).argsort(), "LM": (-lam.abs()).argsort()}
+    idx = order[which][:k].sort().values
+    if which in ("SA", "SM"):  # an SPD matrix: shift-invert at 0 (the ones nearest 0)
+        w = spla.eigsh(M.to_scipy("csc"), k=k, sigma=0.0, which="LM", tol=1e-12)[0]
+    else:
+        w = spla.eigsh(M.to_scipy("csr"), k=k, which=which, tol=1e-12)[0]
+    return lam[idx], V[:, idx], torch.from_numpy(w).sort().values
+
+
+@pytest.mark.parametrize("which", ["SA", "LA", "LM", "SM"])
+def test_distributed_eigsh_matches_single_process(results, which):
+    _, res = results
+    E = simple_spectrum(12)
+    lam_ref, V_ref, lam_scipy = _eig_ref(E, which, 4)
+    single = E.eigsh(k=4, which=which, method="lobpcg")[0]
+    for r in res:
+        lam, V, its, converged, resid, counts = r[f"eig_{which}"]
+        assert converged and resid < 1e-7 and its > 0
+        _close(lam, lam_ref, 1e-8)
+        _close(lam, lam_scipy, 1e-8)
+        _close(lam, single, 1e-8)
+        _close(lam, res[0][f"eig_{which}"][0], 0)  # replicated: the same on every rank
+        overlap = (V.T @ V_ref).abs()  # simple eigenvalues: each vector up to its sign
+        _close(overlap, torch.eye(4, dtype=torch.float64), 1e-7)
+        assert counts.get("all_gather", 0) <= 5  # the AMG setup's (SA), never per iteration
+        if which == "LA":  # unpreconditioned: one product and six small all-reduces per iteration
+            assert counts["halo"] <= its + 4 and counts["all_reduce"] <= 6 * its + 12
+    assert res[0]["eig_vec_type"] == "OwnedShard" and res[0]["eig_no_gather"] == 0
+
+
+def test_distributed_eigsh_options_gradients_errors(results):
+    _, res = results
+    E = simple_spectrum(12)
+    lam_all = torch.linalg.eigvalsh(E.to_dense())
+    none, auto = res[0]["eig_pc"]
+    assert auto < none  # distributed AMG preconditions the smallest end
+    _close(res[0]["eig_tol"], lam_all[-2:], 1e-4)
+    lam, V, warned = res[0]["eig_gather"]
+    near = lam_all[(lam_all - 1.0).abs().argsort()[:3]].sort().values
+    _close(lam, near, 1e-8)
+    _close(E.to_dense() @ V, V * lam, 1e-7)
+    assert warned >= 1  # method='gather' gathers the matrix: ResourceWarning
+    N = nonsymmetric(12).to_dense()
+    lam, msgs = res[0]["eig_nonsym"]
+    _close(lam, torch.linalg.eigvalsh((N + N.T) / 2)[-3:], 1e-8)
+    assert len(msgs) == 1
+    A = gallery.poisson2d(12)
+    skew = 0.3j * ((A.col > A.row).to(torch.complex128) - (A.col < A.row).to(torch.complex128))
+    H = SparseTensor(A.values.to(torch.complex128) + skew, A.row, A.col, A.shape).to_dense()
+    lam, V = res[0]["eig_complex"]
+    _close(lam, torch.linalg.eigvalsh(H)[:3], 1e-8)
+    _close(H @ V, V * lam.to(V.dtype), 1e-6)
+    v = E.values.clone().requires_grad_()
+    lam = E.with_values(v).eigsh(k=3, which="SA", return_eigenvectors=False)
+    (lam * torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)).sum().backward()
+    _close(res[0]["eig_grad"], v.grad, 1e-7)
+    assert "eigenvectors" in res[0]["eig_vec_grad"] and "full_tensor" in res[0]["eig_vec_grad"]
+    k0, k49, which, sigma, method = res[0]["eig_errors"]
+    assert "k must be a positive integer" in k0 and "3k <= n" in k49 and "which must be" in which
+    assert "method='gather'" in sigma and "method must be" in method
+
+
+def test_uneven_partitions_empty_rank_no_boundary(results):
+    world, res = results
+    for j, (kind, cuts) in enumerate(UNEVEN[world]):
+        A = uneven_matrix(kind)
+        Ad = A.to_dense()
+        b = torch.linspace(-1, 2, A.shape[0], dtype=torch.float64)
+        x_ref = torch.linalg.solve(Ad, b)
+        for rank, r in enumerate(res):
+            out = r[f"uneven_{j}"]
+            assert out["n_owned"] == cuts[rank + 1] - cuts[rank]
+            _close(out["matmul"], Ad @ b, 1e-12)
+            for key in (
+                "cg_jacobi",
+                "cg_distributed_amg",
+                "cg_schwarz",
+                "gmres_jacobi",
+                "bicgstab_none",
+                "minres_none",
+            ):
+                _close(out[key], x_ref, 1e-8)
+            _close(out["eigsh"], torch.linalg.eigvalsh(Ad)[:2], 1e-8)
+            s, mx, mn, fro, one, inf = out["reduce"]
+            _close(s, Ad.sum())
+            assert float(mx) == float(Ad.max()) and float(mn) == float(A.values.min())
+            _close(fro, torch.linalg.matrix_norm(Ad))
+            _close(one, torch.linalg.matrix_norm(Ad, 1))
+            _close(inf, torch.linalg.matrix_norm(Ad, float("inf")))
+            _close(out["full"], Ad, 0)
+        if kind == "blocks":  # each rank owns whole components: no boundary, no ghost
+            assert all(r[f"uneven_{j}"]["n_ghost"] == 0 for r in res)
+        if 0 in [cuts[q + 1] - cuts[q] for q in range(world)]:
+            assert any(r[f"uneven_{j}"]["n_owned"] == 0 for r in res)
+
+
 def test_reductions_norms_structure(results):
     _, res = results
     A = gallery.poisson2d(12)
@@ -111,7 +227,6 @@ def test_reductions_norms_structure(results):
     assert res[0]["structure"] == [True, True, True, "spd"]
     assert res[0]["structure_N"][0] is False and res[0]["structure_N"][1] != "spd"
     _close(res[0]["nT"], nonsymmetric(12).to_dense().T)
-    _close(res[0]["eigsh"].sort().values, torch.linalg.eigvalsh(Ad)[:3], 1e-6)
 
 
 def test_elementwise_maps_and_full_tensor(results):
