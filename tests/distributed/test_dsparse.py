@@ -71,3 +71,53 @@ def test_rcb_partition_balanced_boxes():
     assert p.edge_cut <= partition(A, 4, "contiguous").edge_cut
     with pytest.raises(ValueError, match="coords"):
         partition(A, 4, "rcb")
+
+
+def test_reduced_dot_asks_cg_inner_products_together():
+    """The distributed inner product in one process (the identity as the sum over holders):
+    same iterates as the local one, two reductions per CG iteration (bicgstab three)."""
+    from sla.products import spmm_nograd
+    from sla.solvers.krylov import ReducedDot, bicgstab, cg
+
+    A = gallery.poisson2d(10)
+    d = A.diagonal()
+
+    def matvec(v):
+        return spmm_nograd(A.pattern, A.values[None], v)
+
+    b = torch.linspace(-1, 1, 100, dtype=torch.float64)[None, :, None]
+    calls = []
+
+    def reduce(t):
+        calls.append(tuple(t.shape))
+        return t
+
+    for method, per_it in ((cg, 2), (bicgstab, 3)):
+        ref = method(matvec, b, precond=lambda r: r / d[None, :, None], rtol=1e-10)
+        got = method(matvec, b, precond=lambda r: r / d[None, :, None], dot=ReducedDot(reduce), rtol=1e-10)
+        torch.testing.assert_close(got.x, ref.x, rtol=1e-12, atol=1e-12)
+        assert got.stats()["iterations"] == ref.stats()["iterations"]
+        counts = []
+        for it in (4, 8):
+            calls.clear()
+            method(matvec, b, precond=lambda r: r / d[None, :, None], dot=ReducedDot(reduce), rtol=0.0, maxiter=it)
+            counts.append(len(calls))
+        assert (counts[1] - counts[0]) / 4 == per_it
+
+
+def test_lobpcg_reduce_hook_in_one_process():
+    """LOBPCG with the sharded-rows code path (SVQB, reduced Gram matrices; one holder) agrees with dense eigh."""
+    from sla.products import spmm_nograd
+    from sla.solvers.spectral.lobpcg import block_size, lobpcg
+
+    A = gallery.poisson2d(12)
+    n, k = A.shape[0], 4
+    X0 = torch.randn(1, n, block_size(n, k), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lam, V, st = lobpcg(
+        lambda X: spmm_nograd(A.pattern, A.values[None], X), n, k, 1, torch.float64, "cpu", X0=X0, reduce=lambda t: t
+    )
+    assert st["converged"]
+    torch.testing.assert_close(lam[0], torch.linalg.eigvalsh(A.to_dense())[:k], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(V[0].T @ V[0], torch.eye(k, dtype=torch.float64), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="X0"):
+        lobpcg(lambda X: X, n, k, 1, torch.float64, "cpu", reduce=lambda t: t)
