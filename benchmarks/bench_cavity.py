@@ -172,7 +172,7 @@ def _table(a, rows) -> None:
     ref = rows[0]["uv"]
     base = next((r["total"] for r in rows if r["path"].startswith("scikit")), None)
     print(f"\nRe = {a.re:g}, {a.n}x{a.n} mesh, device {a.device}, torch threads {a.threads}, best of {a.repeat}")
-    print("| path | unknowns | nonlinear steps | FGMRES its | time/step (s) | total (s) | peak mem (MB) | Ghia dev | "
+    print("| path | unknowns | nonlinear steps | Krylov its | time/step (s) | total (s) | peak mem (MB) | Ghia dev | "
           "max |u - u_ref| | speed-up vs skfem |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
