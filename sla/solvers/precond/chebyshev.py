@@ -12,7 +12,23 @@ from ...sparse import SparseTensor
 from .base import Preconditioner, flat_values, matvec
 from .jacobi import diagonal_inverse
 
-__all__ = ["ChebyshevPreconditioner", "chebyshev_iteration", "gershgorin_bound"]
+__all__ = [
+    "LANCZOS_SAFETY",
+    "LANCZOS_STEPS",
+    "ChebyshevPreconditioner",
+    "capped",
+    "chebyshev_iteration",
+    "gershgorin_bound",
+    "lanczos_bound",
+    "ritz_estimate",
+    "spectral_bound",
+]
+
+LANCZOS_STEPS = 15
+"""Lanczos steps of :func:`lanczos_bound` (one product with ``A`` each)."""
+LANCZOS_SAFETY = 1.1
+"""Factor on the largest Ritz value: Lanczos approaches ``rho`` from below, and a Chebyshev
+interval that ends short of the spectrum amplifies the modes beyond it."""
 
 
 def gershgorin_bound(row: torch.Tensor, values: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
@@ -35,6 +51,112 @@ def gershgorin_bound(row: torch.Tensor, values: torch.Tensor, diag: torch.Tensor
     v = values.abs()
     sums = torch.zeros(diag.shape, dtype=v.dtype, device=v.device).index_add_(-1, row, v)
     return (sums / diag.abs()).amax(-1)
+
+
+def _start(shape, device, dtype) -> torch.Tensor:
+    """A deterministic start vector with no structure (an integer hash of the index), made on ``device``."""
+    n = shape[-1]
+    i = torch.arange(n, device=device, dtype=torch.int64)
+    h = (i * 2654435761 + 12345) % 4294967296  # Knuth's multiplicative hash
+    v = (h.to(torch.float64) / 4294967296.0 + 0.5).to(dtype)  # in [0.5, 1.5): every entry weighted
+    return v.expand(shape).clone()
+
+
+def lanczos_bound(
+    mv: Callable[[torch.Tensor], torch.Tensor],
+    diag: torch.Tensor,
+    steps: int = LANCZOS_STEPS,
+    safety: float = LANCZOS_SAFETY,
+) -> torch.Tensor:
+    """Estimate of ``rho(D^{-1} A)`` for Hermitian ``A`` with a positive diagonal: ``safety`` times the
+    largest Ritz value of ``steps`` Lanczos steps on ``D^{-1/2} A D^{-1/2}`` (similar to ``D^{-1} A``).
+
+    Parameters
+    ----------
+    mv : callable
+        ``x -> A x`` for ``x`` ``[..., n]`` (leading axes: batch members).
+    diag : torch.Tensor
+        The diagonal of A, ``[..., n]`` (real and positive; see :func:`spectral_bound`).
+    steps : int
+        Lanczos steps (one product with A each; no host synchronisation until the end).
+    safety : float
+        Factor on the largest Ritz value, which approaches ``rho`` from below.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[...]`` (real), NaN where the iteration broke down numerically.
+    """
+    s = diag.real.rsqrt().to(diag.dtype)
+    v = _start(diag.shape, diag.device, diag.dtype)
+    v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+    v_old = torch.zeros_like(v)
+    beta = torch.zeros(diag.shape[:-1], dtype=diag.real.dtype, device=diag.device)
+    alphas, betas = [], []
+    tiny = torch.finfo(beta.dtype).tiny ** 0.5
+    for _ in range(min(steps, diag.shape[-1])):
+        w = s * mv(s * v)
+        alpha = (v.conj() * w).sum(-1).real
+        w = w - alpha.unsqueeze(-1) * v - beta.unsqueeze(-1) * v_old
+        beta = torch.linalg.vector_norm(w, dim=-1)
+        alphas.append(alpha)
+        # a breakdown (an invariant subspace: the Ritz values are exact) continues with zeros
+        v_old, v = v, torch.where(beta.unsqueeze(-1) > tiny, w / beta.clamp_min(tiny).unsqueeze(-1), 0)
+        betas.append(beta)
+    m = len(alphas)
+    T = torch.diag_embed(torch.stack(alphas, -1))
+    if m > 1:
+        off = torch.diag_embed(torch.stack(betas[:-1], -1), offset=1)
+        T = T + off + off.mT
+    theta = torch.linalg.eigvalsh(T.cpu().double()).amax(-1).to(T.device)
+    return safety * theta
+
+
+def ritz_estimate(
+    mv: Callable[[torch.Tensor], torch.Tensor],
+    row: torch.Tensor,
+    values: torch.Tensor,
+    diag: torch.Tensor,
+    hermitian: bool,
+    steps: int = LANCZOS_STEPS,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``(theta, gershgorin)``: the largest Ritz value of :func:`lanczos_bound` (``None`` where
+    Lanczos does not apply: A not Hermitian, a diagonal that is not real positive) and the
+    Gershgorin bound of :func:`gershgorin_bound`; :func:`capped` makes the bound of the two.
+
+    Parameters are those of :func:`lanczos_bound` and :func:`gershgorin_bound`; ``hermitian``
+    says whether A is Hermitian.
+    """
+    g = gershgorin_bound(row, values, diag)
+    if not hermitian or steps < 1 or (diag.is_complex() and bool(diag.imag.any())) or not bool((diag.real > 0).all()):
+        return None, g
+    return lanczos_bound(mv, diag, steps, safety=1.0), g
+
+
+def capped(theta: torch.Tensor | None, gershgorin: torch.Tensor, safety: float = LANCZOS_SAFETY) -> torch.Tensor:
+    """``min(safety theta, gershgorin)``; Gershgorin alone where ``theta`` is ``None`` or not a finite
+    positive number (a failed estimate).  Gershgorin is always an upper bound of ``rho(D^{-1} A)``."""
+    if theta is None:
+        return gershgorin
+    ok = torch.isfinite(theta) & (theta > 0)
+    return torch.where(ok, torch.minimum(safety * theta.to(gershgorin.dtype), gershgorin), gershgorin)
+
+
+def spectral_bound(
+    mv: Callable[[torch.Tensor], torch.Tensor],
+    row: torch.Tensor,
+    values: torch.Tensor,
+    diag: torch.Tensor,
+    hermitian: bool,
+    steps: int = LANCZOS_STEPS,
+    safety: float = LANCZOS_SAFETY,
+) -> torch.Tensor:
+    """The upper end of a Chebyshev interval on ``D^{-1} A``: ``safety`` times the Lanczos estimate,
+    capped by the Gershgorin bound, which is the fallback (:func:`ritz_estimate`, :func:`capped`).
+
+    Returns ``[...]`` (real), one bound per batch member.
+    """
+    return capped(*ritz_estimate(mv, row, values, diag, hermitian, steps), safety)
 
 
 def chebyshev_iteration(

@@ -15,7 +15,7 @@ import torch
 from ...products import csr_matmul, csr_residual
 from ...sparse import SparseTensor
 from .base import Preconditioner
-from .chebyshev import chebyshev_iteration, gershgorin_bound
+from .chebyshev import LANCZOS_SAFETY, capped, chebyshev_iteration, gershgorin_bound, ritz_estimate
 
 __all__ = ["Level", "Mat", "Multigrid", "check_cycle", "csr32", "galerkin"]
 
@@ -39,7 +39,7 @@ class Mat:
     code that forms linear indices ``row * N + col`` widens them first.
     """
 
-    __slots__ = ("_row", "_diag", "col", "crow", "shape", "val")
+    __slots__ = ("_diag", "_rho", "_row", "col", "crow", "shape", "val")
 
     def __init__(self, crow, col, val, shape, row=None):
         shape = tuple(int(s) for s in shape)
@@ -47,6 +47,7 @@ class Mat:
         self.crow, self.col, self.val, self.shape = crow.to(dt), col.to(dt), val, shape
         self._row = None if row is None else row.to(dt)
         self._diag = None
+        self._rho = None
 
     @property
     def row(self) -> torch.Tensor:
@@ -73,6 +74,15 @@ class Mat:
     def csr32(self) -> torch.Tensor:
         return csr32(self.crow, self.col, self.val, self.shape)
 
+    def select(self, keep: torch.Tensor) -> Mat:
+        """The entries where ``keep`` is true (a boolean mask over the stored entries)."""
+        if bool(keep.all()):
+            return self
+        row = self.row[keep]
+        crow = torch.zeros(self.shape[0] + 1, dtype=torch.int64, device=self.val.device)
+        torch.cumsum(torch.bincount(row, minlength=self.shape[0]), 0, out=crow[1:])
+        return Mat(crow, self.col[keep], self.val[keep], self.shape, row=row)
+
     def diag(self) -> torch.Tensor:
         """The diagonal (computed once: the level setup and the smoother both need it)."""
         if self._diag is None:
@@ -83,6 +93,15 @@ class Mat:
     def gershgorin(self, d: torch.Tensor) -> float:
         """Upper bound of the spectral radius of ``D^{-1} A`` (largest row sum of ``|D^{-1} A|``)."""
         return float(gershgorin_bound(self.row, self.val, d))
+
+    def bound(self, hermitian: bool, safety: float = LANCZOS_SAFETY) -> float:
+        """``rho(D^{-1} A)`` estimated by Lanczos (Hermitian A, positive diagonal) times ``safety``,
+        capped by the Gershgorin bound, which is the fallback (:func:`~.chebyshev.ritz_estimate`).
+        The Lanczos run is made once per matrix."""
+        if self._rho is None:
+            A = self.csr64()
+            self._rho = ritz_estimate(lambda x: torch.mv(A, x), self.row, self.val, self.diag(), hermitian)
+        return float(capped(*self._rho, safety))
 
 
 GALERKIN_CHUNK = 1 << 22
