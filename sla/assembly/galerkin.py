@@ -280,6 +280,22 @@ class GridHierarchy:
     grid is small enough: ``192 x 96 x 64`` coarsens five times, ``200 x 100 x 50`` only
     once (25 is odd); a grid that cannot reach a coarsest level with at most
     ``min(max_coarse, 8000)`` dofs is refused with the counts that would work.
+
+    Examples
+    --------
+    >>> import torch, sla
+    >>> from sla.assembly import rectangle
+    >>> from sla.assembly.galerkin import GridHierarchy
+    >>> mesh = rectangle(0, 16, 0, 8, 16, 8, "quad")  # 16 x 8 quads, scalar Q1 (ncomp=1)
+    >>> h = GridHierarchy(mesh, ncomp=1, max_coarse=20)
+    >>> h.sizes
+    [153, 45, 15]
+    >>> ke = torch.tensor([[4.0, -1, -2, -1], [-1, 4, -1, -2], [-2, -1, 4, -1], [-1, -2, -1, 4]]) / 6
+    >>> ke = ke.double()  # the Q1 Laplacian of a square cell; one coefficient per cell
+    >>> c = torch.ones(mesh.n_cells, dtype=torch.float64)
+    >>> v = h.coarse_values(c, ke)  # values of each coarse matrix on its level's pattern
+    >>> [x.shape[0] for x in v], [round(float(x.max()), 4) for x in v]  # nested Q1: the coarse Laplacian again
+    ([325, 91], [2.6667, 2.6667])
     """
 
     def __init__(
