@@ -214,3 +214,18 @@ def test_runner_solver_gmg_and_auto_pick_the_multigrid_in_3d():
     assert gmg["preconditioner"] == auto["preconditioner"] == "gmg" and gmg["multigrid_levels"] == "675 / 135"
     assert chol["method"] == "cholesky" and "multigrid_levels" not in chol
     assert abs(gmg["compliance_last"] - chol["compliance_last"]) <= 1e-7 * chol["compliance_last"]
+
+
+def test_solve_takes_a_built_preconditioner():
+    from sla.gallery import poisson2d
+    from sla.solvers.precond import make_preconditioner
+
+    A = poisson2d(24)
+    b = torch.linspace(-1, 1, A.shape[0], dtype=torch.float64)
+    M = make_preconditioner(A, "gmg")
+    x, info = sla.solve(A, b, backend="pytorch", method="cg", preconditioner=M, rtol=1e-10, return_info=True)
+    ref = spla.spsolve(sp.csr_matrix(A.to_dense().numpy()).tocsc(), b.numpy())
+    assert info.preconditioner == "gmg" and info.iterations < 20
+    assert np.abs(x.numpy() - ref).max() <= 1e-8 * np.abs(ref).max()
+    with pytest.raises(ValueError, match="carries its own"):
+        sla.solve(A, b, backend="pytorch", method="cg", preconditioner=M, options={"max_coarse": 10})
