@@ -198,6 +198,9 @@ def api_worker(rank: int, world: int, init: str, out: str) -> None:
         Ab = SparseTensor(A.values[None] * scale, A.row, A.col, (5, n, n))
         DB = DSparseTensor.partition_batch(Ab, mesh)
         xb = torch.randn(5, n, generator=g, dtype=torch.float64)
+        COUNTS.clear()
+        DB @ xb, DB.solve_batch_shard(xb), DB.eigsh(k=2, which="SA")
+        res["batch_comm"] = dict(COUNTS)  # products, solves and eigensolves: no communication
         res["batch"] = [
             DB.gather(DB @ xb),
             DB.gather(DB.solve_batch_shard(xb)),
@@ -271,8 +274,9 @@ def _eigsh_part(res: dict, mesh, rank: int) -> None:
     A = gallery.poisson2d(12)
     skew = 0.3j * ((A.col > A.row).to(torch.complex128) - (A.col < A.row).to(torch.complex128))
     H = SparseTensor(A.values.to(torch.complex128) + skew, A.row, A.col, A.shape)
-    lam, V = DSparseTensor.partition(H, mesh).eigsh(k=3, which="SA")
-    res["eig_complex"] = (lam, V.full_tensor())
+    DH = DSparseTensor.partition(H, mesh)
+    lam, V = DH.eigsh(k=3, which="SA")
+    res["eig_complex"] = (lam, V.full_tensor(), (DH * (1 + 1j)).H().full_tensor().to_dense())
     # gradients of the eigenvalues; eigenvector gradients refused
     Eg = E.detach().requires_grad_()
     Dg = DSparseTensor.partition(Eg, mesh)

@@ -158,7 +158,8 @@ def test_distributed_eigsh_options_gradients_errors(results):
     A = gallery.poisson2d(12)
     skew = 0.3j * ((A.col > A.row).to(torch.complex128) - (A.col < A.row).to(torch.complex128))
     H = SparseTensor(A.values.to(torch.complex128) + skew, A.row, A.col, A.shape).to_dense()
-    lam, V = res[0]["eig_complex"]
+    lam, V, HH = res[0]["eig_complex"]
+    _close(HH, ((1 + 1j) * H).mH, 0)  # H() of a complex DSparseTensor: the conjugate transpose
     _close(lam, torch.linalg.eigvalsh(H)[:3], 1e-8)
     _close(H @ V, V * lam.to(V.dtype), 1e-6)
     v = E.values.clone().requires_grad_()
@@ -251,6 +252,7 @@ def test_batch_shard_and_list(results):
     torch.randn(n, 3, generator=g, dtype=torch.float64)
     xb = torch.randn(5, n, generator=g, dtype=torch.float64)
     dense = A.to_dense()[None] * torch.arange(1, 6, dtype=torch.float64)[:, None, None]
+    assert all(r["batch_comm"] == {} for r in res)  # BatchShard: no collective in products/solves/eigsh
     y, x, full, s, mx, mn, mean, fro, ev = res[0]["batch"]
     _close(y, (dense @ xb[..., None])[..., 0])
     _close(x, torch.linalg.solve(dense, xb))
