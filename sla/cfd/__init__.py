@@ -6,9 +6,11 @@ This layer sits above :mod:`sla.assembly` (mixed spaces and flow forms:
 
 * :class:`VelocityBC`, :func:`dirichlet_data` -- velocity Dirichlet conditions on tagged
   boundaries, the pressure constant fixed by a pinned dof or a zero mean;
-* :class:`FlowLinearSolver` -- ``'direct'`` or ``'iterative'`` (FGMRES + block preconditioner);
-* :func:`solve_steady` -- Newton with a Picard start, differentiable through the implicit
-  function theorem;
+* :class:`FlowLinearSolver` -- ``'direct'`` (on the CPU: LU factors held across Newton steps as a
+  GMRES preconditioner, :class:`LaggedLU`) or ``'iterative'`` (FGMRES + block preconditioner:
+  LSC, PCD, pressure mass or augmented Lagrangian);
+* :func:`solve_steady` -- inexact Newton (Eisenstat--Walker forcing) with a Picard start,
+  differentiable through the implicit function theorem;
 * :func:`solve_unsteady` -- semi-implicit BDF2, the LU factors reused across steps;
 * :func:`boundary_force`, :func:`reaction_force`, :func:`point_pressure` -- forces on a body by
   the volume-integral form, pressures at points;
@@ -17,7 +19,7 @@ This layer sits above :mod:`sla.assembly` (mixed spaces and flow forms:
 
 from .boundary import PRESSURE_MODES, VelocityBC, dirichlet_data
 from .forces import boundary_force, point_pressure, reaction_force
-from .linear import LINEAR_PATHS, FlowLinearSolver
+from .linear import LINEAR_PATHS, FlowLinearSolver, LaggedLU
 from .steady import FlowResult, solve_steady
 from .unsteady import Step, UnsteadyResult, solve_unsteady
 
@@ -27,6 +29,7 @@ __all__ = [
     "VelocityBC",
     "dirichlet_data",
     "FlowLinearSolver",
+    "LaggedLU",
     "FlowResult",
     "solve_steady",
     "solve_unsteady",

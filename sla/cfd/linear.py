@@ -12,9 +12,13 @@
   velocity block by AMG (one V-cycle of the component-averaged scalar block, all components
   as columns), the Schur complement by the viscosity-scaled pressure mass (``schur='mass'``,
   Stokes), by the least-squares commutator (``schur='lsc'``, Navier--Stokes; the default when a
-  state is given) or by pressure convection--diffusion (``schur='pcd'``).  Measured on the cavity
+  state is given), by pressure convection--diffusion (``schur='pcd'``) or by the augmented
+  Lagrangian (``schur='al'``: grad-div on the velocity rows, Schur ``-(nu + gamma) Mp^{-1}``; flat in
+  Re and h with an exact velocity block).  Measured on the cavity
   (16^2 mesh): LSC 35-40 FGMRES iterations per Newton step at Re = 100, 55-95 at Re = 400; at
-  Re = 1000 the AMG velocity solve is the weak part (use ``velocity='lu'`` or the direct path).
+  Re = 1000 LSC and PCD grow with the mesh even with an exact velocity block, and AMG (Chebyshev
+  smoother) is not robust on the convection-dominated velocity block: use ``schur='al'`` with
+  ``velocity='lu'``, or the direct path.
 """
 
 from __future__ import annotations
