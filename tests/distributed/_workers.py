@@ -99,6 +99,8 @@ def api_worker(rank: int, world: int, init: str, out: str) -> None:
         r_dt = b_dt - D @ x_dt
         x_full = x_dt.full_tensor()
         res["seed"] = (type(x_dt).__name__, x_full, r_dt.full_tensor())
+        sent = {q: D.owned[i.cpu()] for q, i in D.plan.send.items()}  # global ids of the values sent
+        res["halo"] = (D.owned, D.plan.ghosts.cpu(), dict(D.plan.recv), sent)
         res["method_solve"] = (D.solve(b_dt, method="cg", rtol=1e-11).full_tensor(), D.num_partitions)
         # ---- products and every Krylov method, every partitioner
         X = torch.randn(n, 3, generator=g, dtype=torch.float64)

@@ -52,6 +52,24 @@ def test_seed_readme_code(results):
         assert r["method_solve"][1] == len(res)
 
 
+def test_halo_exchange_sends_only_the_boundary(results):
+    """D @ x receives exactly the off-rank columns of the rank's rows and each owner sends
+    exactly the values its neighbours need (each once)."""
+    _, res = results
+    A = gallery.poisson2d(12)
+    for rank, r in enumerate(res):
+        owned, ghosts, recv, sent = r["halo"]
+        mine = torch.isin(A.row, owned)
+        boundary = torch.unique(A.col[mine][~torch.isin(A.col[mine], owned)])
+        assert torch.equal(torch.sort(ghosts).values, boundary)
+        assert sum(recv.values()) == ghosts.numel()
+        for q, ids in sent.items():  # what rank q receives from this rank: its ghosts owned here
+            q_owned, q_ghosts = res[q]["halo"][0], res[q]["halo"][1]
+            want = q_ghosts[torch.isin(q_ghosts, owned)]
+            assert torch.equal(torch.sort(ids).values, torch.sort(want).values)
+            assert not torch.isin(ids, q_owned).any()
+
+
 def test_products_and_partitioners(results):
     _, res = results
     A = gallery.poisson2d(12)
