@@ -369,8 +369,9 @@ class LaggedLU:
 
 
 def _apply_factors(prep, v: torch.Tensor) -> torch.Tensor:
-    """The held factors applied to ``v`` ``[1, n, 1]``: the backend's triangular solves alone (no
-    refinement residual: as a preconditioner, GMRES checks the residual of the whole system)."""
-    if prep.backend.batched:
-        return prep.method.apply(prep.states, v)[0]
-    return prep.method.apply(prep.states[0], v[0])[0][None]
+    """The held factors applied to ``v`` ``[1, n, 1]``.  SciPy (SuperLU): the triangular solves alone,
+    no refinement residual (as a preconditioner, GMRES checks the residual of the whole system);
+    other backends (cuDSS, ...): their prepared solve."""
+    if prep.backend.name == "scipy" and not prep.backend.batched:
+        return prep.method.apply(prep.states[0], v[0])[0][None]
+    return prep.solve(v)

@@ -14,8 +14,17 @@ from sla.cfd.steady import _assemble, _StokesPart
 BCS = [VelocityBC("lid", (1.0, 0.0)), VelocityBC("walls", 0.0)]
 
 
-def _cavity(n):
-    m = unit_square(n)
+CUDA = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.gpu,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
+    ],
+)
+
+
+def _cavity(n, device="cpu"):
+    m = unit_square(n, device=device)
     m.tag_facets("lid", lambda x: (x[:, 1] - 1).abs() < 1e-9)
     m.tag_facets("walls", lambda x: (x[:, 1] - 1).abs() >= 1e-9)
     return TaylorHood(m)
@@ -27,10 +36,11 @@ def _system(V, nu, x):
     return apply_dirichlet(J, -R, dofs, 0.0)
 
 
-def test_lagged_lu_solves_later_systems_to_the_asked_tolerance():
-    V = _cavity(6)
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_lagged_lu_solves_later_systems_to_the_asked_tolerance(device):
+    V = _cavity(6, device)
     torch.manual_seed(0)
-    x0 = torch.rand(V.n, dtype=torch.float64)
+    x0 = torch.rand(V.n, dtype=torch.float64).to(device)
     lag = LaggedLU(refactor_after=30)
     for k, (nu, scale) in enumerate([(0.01, 1.0), (0.01, 1.2), (0.005, 1.5)]):
         A, b = _system(V, nu, scale * x0)
