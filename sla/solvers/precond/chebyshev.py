@@ -108,8 +108,14 @@ def lanczos_bound(
     if m > 1:
         off = torch.diag_embed(torch.stack(betas[:-1], -1), offset=1)
         T = T + off + off.mT
-    theta = torch.linalg.eigvalsh(T.cpu().double()).amax(-1).to(T.device)
-    return safety * theta
+    T = T.cpu().double()
+    bad = ~torch.isfinite(T).all(-1).all(-1)  # products that overflowed or met a NaN: no estimate
+    try:
+        theta = torch.linalg.eigvalsh(torch.where(bad[..., None, None], 0.0, T)).amax(-1)
+    except torch.linalg.LinAlgError:
+        theta = torch.full(bad.shape, float("nan"), dtype=T.dtype)
+    theta = torch.where(bad, float("nan"), theta)
+    return (safety * theta).to(diag.device)
 
 
 def ritz_estimate(
@@ -220,9 +226,10 @@ def chebyshev_iteration(
 class ChebyshevPreconditioner(Preconditioner):
     """Chebyshev polynomial preconditioner ``p(D^{-1} A) D^{-1}`` on ``[hi / ratio, hi]``.
 
-    ``hi`` is the Gershgorin bound of ``D^{-1} A`` (a true upper bound, so the
-    polynomial stays positive on the spectrum).  For Hermitian positive
-    definite A.
+    ``hi`` is :func:`spectral_bound`: the Lanczos estimate of ``rho(D^{-1} A)`` times
+    :data:`LANCZOS_SAFETY`, capped by the Gershgorin bound (the fallback where Lanczos does
+    not apply), so the interval reaches the top of the spectrum without Gershgorin's
+    overestimate.  For Hermitian positive definite A.
     """
 
     name = "chebyshev"
@@ -234,11 +241,15 @@ class ChebyshevPreconditioner(Preconditioner):
         if not ratio > 1:
             raise ValueError(f"ratio must be > 1, got {ratio!r}")
         self.dinv = diagonal_inverse(A, "chebyshev")
+        from ...structure import is_symmetric
+
         d = A.detach().diagonal().reshape(A.batch_size, -1)
-        self.hi = gershgorin_bound(A.pattern.row, flat_values(A), d).reshape(-1, 1, 1)
+        mv = matvec(A)
+        hermitian = is_symmetric(A, conjugate=True)
+        hi = spectral_bound(lambda x: mv(x.unsqueeze(-1)).squeeze(-1), A.pattern.row, flat_values(A), d, hermitian)
+        self.hi = hi.reshape(-1, 1, 1)
         self.lo = self.hi / ratio
         self.degree, self.ratio = degree, ratio
-        mv = matvec(A)
         self.residual = lambda b, x: b - mv(x)
 
     def __call__(self, r):

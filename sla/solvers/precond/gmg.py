@@ -22,6 +22,7 @@ import itertools
 
 import torch
 
+from ...pattern import csr_tensor
 from ...sparse import SparseTensor
 from .multigrid import Level, Mat, Multigrid, check_cycle
 
@@ -328,7 +329,7 @@ def _stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple) -> torch.Tensor:
     lin = torch.tensor([sum(k[a] * strides[a] for a in range(d)) for k in offs], device=dev, dtype=itype)
     cols = (torch.arange(n, device=dev, dtype=itype).unsqueeze(1) + lin)[valid]  # offsets sorted: columns sorted
     vals = S.reshape(len(offs), n).T[valid]
-    return torch.sparse_csr_tensor(crow.to(itype), cols, vals, (n, n), check_invariants=False)
+    return csr_tensor(crow.to(itype), cols, vals, (n, n))
 
 
 class GeometricMultigrid(Multigrid):

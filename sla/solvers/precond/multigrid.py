@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ...pattern import csr_tensor
 from ...products import csr_matmul, csr_residual
 from ...sparse import SparseTensor
 from .base import Preconditioner
@@ -24,7 +25,7 @@ def csr32(crow, col, values, shape) -> torch.Tensor:
     """Torch CSR with int32 indices when they fit (a faster SpMV than int64)."""
     if max(int(crow[-1]) if crow.numel() else 0, *shape) < 2**31 - 1:
         crow, col = crow.to(torch.int32), col.to(torch.int32)
-    return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+    return csr_tensor(crow, col, values, shape)
 
 
 def _index_dtype(nnz: int, shape) -> torch.dtype:
@@ -67,9 +68,7 @@ class Mat:
         return cls(C.crow_indices(), C.col_indices(), val, C.shape)
 
     def csr64(self, val=None) -> torch.Tensor:
-        return torch.sparse_csr_tensor(
-            self.crow, self.col, self.val if val is None else val, self.shape, check_invariants=False
-        )
+        return csr_tensor(self.crow, self.col, self.val if val is None else val, self.shape)
 
     def csr32(self) -> torch.Tensor:
         return csr32(self.crow, self.col, self.val, self.shape)
@@ -135,9 +134,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
     base = 0
     for r0, r1 in zip(bounds[:-1], bounds[1:]):
         s, e = int(R.crow[r0]), int(R.crow[r1])
-        Rb = torch.sparse_csr_tensor(
-            R.crow[r0 : r1 + 1] - s, R.col[s:e], R.val[s:e], (r1 - r0, R.shape[1]), check_invariants=False
-        )
+        Rb = csr_tensor(R.crow[r0 : r1 + 1] - s, R.col[s:e], R.val[s:e], (r1 - r0, R.shape[1]))
         Cb = (Rb @ Ac) @ Pc
         del Rb
         crows.append(Cb.crow_indices()[1:] + base)
