@@ -31,12 +31,12 @@ import importlib.util
 import itertools
 import logging
 import os
-import warnings
 
 import numpy as np
 import torch
 
 from ...config import NotPositiveDefiniteError, SingularMatrixError
+from ...pattern import csr_tensor
 from .._optional import installed
 from ..linear.registry import Backend, Method
 
@@ -161,12 +161,7 @@ class _Plan:
         self.owner = 0
         self.values = values.detach().to(dtype).reshape(batch, pattern.nnz).clone()
         crow, ccol = pattern.crow, pattern.ccol
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse invariant checks are disabled": the pattern is valid
-            a = [
-                torch.sparse_csr_tensor(crow, ccol, self.values[i], (n, n), check_invariants=False)
-                for i in range(batch)
-            ]
+        a = [csr_tensor(crow, ccol, self.values[i], (n, n)) for i in range(batch)]
         if batch == 1:
             a = a[0]
             b = torch.zeros(n, 1, dtype=dtype, device=values.device)
