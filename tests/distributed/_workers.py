@@ -300,6 +300,12 @@ def _eigsh_part(res: dict, mesh, rank: int) -> None:
             errors.append(None)
         except ValueError as exc:
             errors.append(str(exc))
+    indefinite = E.with_values(E.values - 4.0 * (E.row == E.col))
+    try:
+        DSparseTensor.partition(indefinite, mesh).eigsh(k=2, which="SM")
+        errors.append(None)
+    except ValueError as exc:
+        errors.append(str(exc))
     res["eig_errors"] = errors
 
 

@@ -185,7 +185,8 @@ def test_distributed_eigsh_options_gradients_errors(results):
     (lam * torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)).sum().backward()
     _close(res[0]["eig_grad"], v.grad, 1e-7)
     assert "eigenvectors" in res[0]["eig_vec_grad"] and "full_tensor" in res[0]["eig_vec_grad"]
-    k0, k49, which, sigma, method = res[0]["eig_errors"]
+    k0, k49, which, sigma, method, sm_indefinite = res[0]["eig_errors"]
+    assert "indefinite" in sm_indefinite and "method='gather'" in sm_indefinite
     assert "k must be a positive integer" in k0 and "3k <= n" in k49 and "which must be" in which
     assert "method='gather'" in sigma and "method must be" in method
 
