@@ -1,25 +1,31 @@
-"""AMG, GMG and the 'auto' policy on one GPU: the table of issue "lean GPU AMG".
+"""AMG, GMG and the 'auto' policy: the table of issue "lean GPU AMG" (GPU) and the comparison
+with pyamg (CPU).
 
-Smoothed aggregation + CG, rtol 1e-8, float64, b = ones.  Per matrix:
+Smoothed aggregation + CG, rtol 1e-8, float64, b = ones (elasticity: its load).  Per matrix:
 
 * ``first``  setup + solve on a freshly built matrix (a new pattern: nothing cached), in a
   process that has already run one small AMG solve (``warm-up`` reports that one);
 * ``later``  the same solve again (the hierarchy cached on the pattern);
-* ``iters``  CG iterations; ``pyamg``: pyamg's smoothed aggregation + CG on the same matrix
-  (CPU, same rtol; when pyamg is installed and ``--pyamg`` is given);
-* ``B/unknown``  peak GPU memory of the first solve above what was allocated before it, plus
-  the matrix (values and int32 CSR indices), divided by n (vectors and hierarchy included; the
-  assembly's mesh caches not).
+* ``iters``  CG iterations and ``ms/it`` (``later / iters``: the cost of one preconditioned
+  iteration); ``pyamg``: pyamg's ``smoothed_aggregation_solver(A, max_coarse=500)`` + CG on
+  the same matrix (CPU, same rtol, ``--pyamg``): iterations and ms per iteration of its solve;
+* ``B/unknown``  (CUDA) peak GPU memory of the first solve above what was allocated before it,
+  plus the matrix (values and int32 CSR indices), divided by n (vectors and hierarchy included;
+  the assembly's mesh caches not).
 
-Further rows: geometric multigrid on the 5-point matrix, what ``'auto'`` picks for the 3D P1
-Laplacian on ``unit_cube(100)`` (and its time), and 2D P2 elasticity (515K unknowns) with AMG
-and the rigid-body modes recorded by the assembly.
+Rows: AMG on the 5-point Laplacian, P1 triangles (``unit_square``), P1 tetrahedra
+(``unit_cube``), what ``'auto'`` picks for the tetrahedra, 2D P2 elasticity with the rigid-body
+modes recorded by the assembly, and geometric multigrid on the 5-point matrix.
 
-Usage (GPU machine)::
+Usage::
 
-    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py [--out DIR] [--pyamg] [--big] [--variants]
+    # the issue's table on one GPU (1M rows; --big adds the 16M AMG and GMG rows)
+    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --pyamg --big
+    # the CPU comparison with pyamg (250K / 160K / 69K / 130K, V- and W-cycles, 1 thread)
+    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --device cpu --pyamg --cycles V W
 
-``--big`` adds the 16M rows.  Writes a markdown table to stdout and ``DIR/bench_amg_gpu.md``.
+``--variants`` adds AMG rows with W-cycles, degree-3 smoothing and MIS(2) aggregation.
+Writes a markdown table to stdout and ``DIR/bench_amg_gpu.md`` (``--out DIR``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import argparse
 import os
 import time
 
+import numpy as np
 import torch
 
 import sla
@@ -36,16 +43,17 @@ from sla import gallery
 DEV = "cuda"
 
 
+def _sync():
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+
+
 def _p1_square(n):
     from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, laplace, unit_square
 
     basis = CellBasis(unit_square(n, dtype=torch.float64, device=DEV), ElementP1())
     A = assemble(laplace, basis)
     return apply_dirichlet(A, torch.ones(A.shape[0], dtype=A.dtype, device=DEV), boundary_dofs(basis))[0]
-
-
-def _p1_1m():
-    return _p1_square(1000)
 
 
 def _p1_cube(n):
@@ -57,22 +65,29 @@ def _p1_cube(n):
 
 
 def _elasticity(nx, ny):
-    """The elasticity problem's system (plane-stress P2 cantilever, clamped at x = 0)."""
+    """The elasticity problem's system (plane-stress P2 cantilever, clamped at x = 0) and its load
+    (with b = ones the clamped rows make CG stagnate near 2e-8)."""
     from sla.assembly.cantilever import cantilever_system
 
-    return cantilever_system(nx=nx, ny=ny, device=DEV)[0]
+    return cantilever_system(nx=nx, ny=ny, device=DEV)[:2]
 
 
-def _timed(A, **kw):
-    b = torch.ones(A.shape[0], dtype=A.dtype, device=A.device)
-    torch.cuda.synchronize()
+def _timed(A, b=None, **kw):
+    b = torch.ones(A.shape[0], dtype=A.dtype, device=A.device) if b is None else b
+    _sync()
     t0 = time.perf_counter()
     x, info = sla.solve(A, b, return_info=True, **kw)
-    torch.cuda.synchronize()
+    _sync()
     return time.perf_counter() - t0, info
 
 
-def _pyamg_iters(A):
+_PYAMG: dict = {}
+
+
+def _pyamg(A, key):
+    """(iterations, ms per iteration of the solve) of pyamg's smoothed aggregation + CG (once per matrix)."""
+    if key in _PYAMG:
+        return _PYAMG[key]
     try:
         import pyamg
     except ImportError:
@@ -80,81 +95,121 @@ def _pyamg_iters(A):
     S = A.to("cpu").to_scipy().tocsr()
     ml = pyamg.smoothed_aggregation_solver(S, max_coarse=500)
     res = []
-    import numpy as np
-
+    t0 = time.perf_counter()
     ml.solve(np.ones(S.shape[0]), tol=1e-8, accel="cg", residuals=res, maxiter=500)
-    return str(len(res) - 1)
+    t = time.perf_counter() - t0
+    its = len(res) - 1
+    _PYAMG[key] = f"{its} ({1e3 * t / max(its, 1):.1f} ms/it)"
+    return _PYAMG[key]
 
 
 def _row(name, make, pyamg_ref, **kw):
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
     A = make()
+    A, b = A if isinstance(A, tuple) else (A, None)
     n = A.shape[0]
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()  # the assembly's temporaries and mesh caches are not the solver's
-    base = torch.cuda.memory_allocated()
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()  # the assembly's temporaries and mesh caches are not the solver's
+    base = torch.cuda.memory_allocated() if DEV == "cuda" else 0
     matrix = sum(t.numel() * t.element_size() for t in (A.values, A.pattern.crow, A.pattern.ccol))
-    first, info = _timed(A, **kw)
-    peak = (torch.cuda.max_memory_allocated() - base + matrix) / n
-    later, info2 = _timed(A, **kw)
-    ref = _pyamg_iters(A) if pyamg_ref else "-"
+    first, info = _timed(A, b, **kw)
+    peak = f"{(torch.cuda.max_memory_allocated() - base + matrix) / n:,.0f}" if DEV == "cuda" else "-"
+    later, info2 = _timed(A, b, **kw)
+    ref = _pyamg(A, name.rsplit(",", 1)[0]) if pyamg_ref else "-"
     chose = f"{info.backend}/{info.method}" + (f"+{info.preconditioner}" if info.preconditioner else "")
+    per_it = 1e3 * later / max(info2.iterations, 1)
     line = (
-        f"| {name} | {n:,} | {chose} | {first:.3f} | {later:.3f} | {info.iterations} | {ref} | {peak:,.0f} | "
-        f"{info.residual:.1e} |"
+        f"| {name} | {n:,} | {chose} | {first:.3f} | {later:.3f} | {info2.iterations} | {per_it:.2f} | {ref} | "
+        f"{peak} | {info2.residual:.1e} |"
     )
     del A
     return line
 
 
+def _plan(args, amg):
+    """(name, builder, solve options, pyamg reference?) per row."""
+    if DEV == "cuda":
+        sizes = {"p5": 1000, "tri": 1000, "tet": 100, "el": (800, 80)}
+    else:
+        sizes = {"p5": 500, "tri": 400, "tet": 40, "el": (400, 40)}
+    k5, kt, kc, (ex, ey) = sizes["p5"], sizes["tri"], sizes["tet"], sizes["el"]
+    plan = []
+    for cyc in args.cycles:
+        o = dict(amg, options={"cycle": cyc})
+        plan += [
+            (f"5-point {k5}^2, AMG {cyc}", lambda: gallery.poisson2d(k5, device=DEV), o, args.pyamg),
+            (f"P1 triangles unit_square({kt}), AMG {cyc}", lambda: _p1_square(kt), o, args.pyamg),
+            (f"P1 tetrahedra unit_cube({kc}), AMG {cyc}", lambda: _p1_cube(kc), o, args.pyamg),
+            (
+                f"P2 elasticity {ex} x {ey}, AMG {cyc} + rigid-body modes",
+                lambda: _elasticity(ex, ey),
+                dict(o, on_failure="warn"),
+                False,
+            ),
+        ]
+    plan += [
+        (f"P1 tetrahedra unit_cube({kc}), auto", lambda: _p1_cube(kc), {}, False),
+        (f"5-point {k5}^2, GMG", lambda: gallery.poisson2d(k5, device=DEV), dict(amg, preconditioner="gmg"), False),
+    ]
+    if args.variants:  # the smoother and aggregation options
+        for opts in ({"degree": 3}, {"aggregation": "mis2"}):
+            for label, make in (
+                (f"5-point {k5}^2", lambda: gallery.poisson2d(k5, device=DEV)),
+                (f"P1 triangles unit_square({kt})", lambda: _p1_square(kt)),
+            ):
+                plan.append((f"{label}, AMG {opts}", make, dict(amg, options=opts), False))
+    if args.big:
+        big = 4000 if DEV == "cuda" else 2000
+        plan += [
+            (f"5-point {big}^2, AMG", lambda: gallery.poisson2d(big, device=DEV), amg, False),
+            (
+                f"5-point {big}^2, GMG",
+                lambda: gallery.poisson2d(big, device=DEV),
+                dict(amg, preconditioner="gmg"),
+                False,
+            ),
+        ]
+    return plan
+
+
 def main() -> None:
+    global DEV
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--pyamg", action="store_true")
-    ap.add_argument("--big", action="store_true")
-    ap.add_argument("--variants", action="store_true", help="AMG with W-cycles, degree-3 smoothing, mis2")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--pyamg", action="store_true", help="pyamg's iterations and time per iteration (CPU)")
+    ap.add_argument("--big", action="store_true", help="16M (CUDA) / 4M (CPU) AMG and GMG rows")
+    ap.add_argument("--cycles", nargs="+", default=["auto"], choices=["auto", "V", "W"])
+    ap.add_argument("--variants", action="store_true", help="AMG with degree-3 smoothing, mis2")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
     args = ap.parse_args()
-    lines = [f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}"]
+    DEV = args.device
+    if DEV == "cpu":
+        torch.set_num_threads(args.threads)
+        head = f"cpu, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+    else:
+        head = f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}"
+    lines = [head]
 
     def emit(s):
         print(s, flush=True)
         lines.append(s)
 
     amg = dict(backend="pytorch", method="cg", preconditioner="amg", rtol=1e-8)
-    A = gallery.poisson2d(256, device=DEV)
-    t_first, _ = _timed(A, **amg)
+    t_first, _ = _timed(gallery.poisson2d(256, device=DEV), **amg)
     t_again, _ = _timed(gallery.poisson2d(256, device=DEV), **amg)
     emit(f"warm-up: the process's first AMG solve (65K) {t_first:.3f} s, the same on a new matrix {t_again:.3f} s")
     emit("")
     emit(
-        "| matrix | unknowns | ran | first (s) | later (s) | iterations | pyamg iterations | peak B/unknown | residual |"
+        "| matrix | unknowns | ran | first (s) | later (s) | iterations | ms/iteration | pyamg iterations | "
+        "peak B/unknown | residual |"
     )
-    emit("|---|---|---|---|---|---|---|---|---|")
-    plan = [
-        ("5-point 1M, AMG", lambda: gallery.poisson2d(1000, device=DEV), amg, args.pyamg),
-        ("P1 triangles 1M (unit_square(1000)), AMG", lambda: _p1_square(1000), amg, args.pyamg),
-        ("P1 tetrahedra 1M (unit_cube(100)), AMG", lambda: _p1_cube(100), amg, False),
-        ("P1 tetrahedra 1M (unit_cube(100)), auto", lambda: _p1_cube(100), {}, False),
-        (
-            "P2 elasticity 515K (800 x 80), AMG + rigid-body modes",
-            lambda: _elasticity(800, 80),
-            dict(amg, on_failure="warn"),
-            False,
-        ),
-        ("5-point 1M, GMG", lambda: gallery.poisson2d(1000, device=DEV), dict(amg, preconditioner="gmg"), False),
-    ]
-    if args.variants:  # the cycle and smoother options, for the defaults on GPUs
-        for opts in ({"cycle": "W"}, {"degree": 3}, {"aggregation": "mis2"}):
-            for label, make in (("5-point 1M", lambda: gallery.poisson2d(1000, device=DEV)), ("P1 1M", _p1_1m)):
-                plan.append((f"{label}, AMG {opts}", make, dict(amg, options=opts), False))
-    if args.big:
-        plan += [
-            ("5-point 16M, AMG", lambda: gallery.poisson2d(4000, device=DEV), amg, False),
-            ("5-point 16M, GMG", lambda: gallery.poisson2d(4000, device=DEV), dict(amg, preconditioner="gmg"), False),
-        ]
-    for name, make, kw, ref in plan:
+    emit("|---|---|---|---|---|---|---|---|---|---|")
+    for name, make, kw, ref in _plan(args, amg):
         try:
             emit(_row(name, make, ref, **kw))
         except Exception as exc:  # one failing row must not lose the others

@@ -336,11 +336,11 @@ def test_errors_name_the_problem():
             make_preconditioner(A, name, cycle="F")
 
 
-def test_cycle_auto_is_w_for_amg_on_the_cpu():
+def test_cycle_auto_is_v():
     A = gallery.poisson2d(40)
-    assert make_preconditioner(A, "amg").cycle == "W"
+    assert make_preconditioner(A, "amg").cycle == "V"
     assert make_preconditioner(A, "gmg").cycle == "V"
-    assert "W-cycle" in make_preconditioner(A, "amg").describe()
+    assert "W-cycle" in make_preconditioner(A, "amg", cycle="W").describe()
 
 
 def test_standard_aggregation_matches_pyamg():

@@ -261,8 +261,10 @@ class SmoothedAggregation(Multigrid):
         and the preconditioner is its own adjoint.
     cycle : str
         ``'V'``, ``'W'`` (two coarse-grid corrections per level: fewer iterations, more
-        work per iteration) or ``'auto'`` (default): W on the CPU, V on GPUs (where the
-        coarse levels are launch-bound).
+        work per iteration) or ``'auto'`` (default): V.  With the Lanczos smoother bounds
+        and the cancelled couplings dropped, V needs 1.1-1.4x W's iterations at half its
+        cost per iteration (CPU, 1 thread: 5-point 250K 0.53 s vs 0.89 s, P1 triangles 160K
+        0.62 vs 0.70 s, P1 tetrahedra 69K 0.20 vs 0.24 s; GPUs: the coarse levels are launch-bound).
     near_nullspace : {'auto', 'constant'} or tensor ``[n, k]``
         The near-null-space candidates ``B`` (pyamg's ``B``).  ``'constant'``: the
         constant vector (scalar problems).  A tensor: its columns (e.g.
@@ -295,7 +297,7 @@ class SmoothedAggregation(Multigrid):
         near_nullspace: str | torch.Tensor = "auto",
         block_size: int | None = None,
     ):
-        cycle = check_cycle(cycle, auto="W" if A.device.type == "cpu" else "V")
+        cycle = check_cycle(cycle, auto="V")
         candidates = _candidates(A, near_nullspace, block_size)
         if theta is None:
             theta = 0.0 if candidates[0] is None else VECTOR_THETA.get(A.sparse_shape[0] // candidates[2], 0.0)
