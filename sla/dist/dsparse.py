@@ -10,6 +10,8 @@ Krylov solves reuse :mod:`sla.solvers.krylov` unchanged: the operator is the
 halo product and the inner product all-reduces the local sums.  Solves are
 differentiable in ``b`` and in the local values (the adjoint solve of
 :class:`sla.solvers.linear.adjoint.LinearSolve` runs distributed with ``A^H``).
+``D.eigsh(k=)`` is the single-process LOBPCG on row-sharded blocks
+(:mod:`sla.dist.eigsh`).
 
 >>> # every rank, after dist.init_process_group("gloo"):
 >>> # mesh = init_device_mesh("cpu", (dist.get_world_size(),))
