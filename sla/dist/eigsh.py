@@ -31,8 +31,10 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from ..checks import first_order_only
 from ..config import SolveInfo, SolverConfig, rtol_alias
 from ..solvers.linear.policy import SYMMETRY_RTOL
+from ..solvers.spectral.eigsh import _select
 from ..solvers.spectral.lobpcg import block_size, lobpcg
 
 __all__ = ["DistEigsh"]
@@ -51,6 +53,7 @@ class _EigvalAdjoint(torch.autograd.Function):
         return lam.clone(), V.clone()
 
     @staticmethod
+    @first_order_only("distributed eigsh")
     @torch.autograd.function.once_differentiable
     def backward(ctx, glam, gV):
         if gV is not None and bool((gV != 0).any()):
@@ -224,9 +227,7 @@ class DistEigsh:
             runs.append((-lam.flip(-1), V.flip(-1), st))
         lam = torch.cat([r[0] for r in runs], -1)[0]
         V = torch.cat([r[1] for r in runs], -1)[0]
-        key = {"LM": lam.abs(), "SM": -lam.abs(), "LA": lam, "SA": -lam}[which]
-        idx = torch.topk(key, k).indices
-        idx = idx[torch.argsort(lam[idx])]
+        idx = _select(lam[None], k, which, None)[0]  # the wanted k, ascending (as the single-process eigsh)
         lam, V = lam[idx], V[:, idx]
         with torch.no_grad():
             R = op(V[None])[0] - V * lam.to(V.dtype)
