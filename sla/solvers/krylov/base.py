@@ -74,8 +74,10 @@ class ReducedDot:
         return self.reduce(local_dot(u, v))
 
     def many(self, pairs) -> list[torch.Tensor]:
-        """``[dot(u, v) for u, v in pairs]`` in one reduction (the products share one shape)."""
-        return list(self.reduce(torch.stack([local_dot(u, v) for u, v in pairs])).unbind(0))
+        """``[dot(u, v) for u, v in pairs]`` in one reduction (any shapes, one dtype)."""
+        parts = [local_dot(u, v) for u, v in pairs]
+        flat = self.reduce(torch.cat([p.reshape(-1) for p in parts]))
+        return [t.reshape(p.shape) for t, p in zip(flat.split([p.numel() for p in parts]), parts)]
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import _Ctx, _div, _Stop, make_method
+from .base import _Ctx, _div, _real, _Stop, make_method
 
 __all__ = ["fgmres", "gmres"]
 
@@ -46,10 +46,19 @@ def _gmres_inner(ctx: _Ctx, x, r, rn, act, tol, box, flexible: bool, restart: in
         # classical Gram-Schmidt, twice (CGS2): two block reductions instead of j dots
         h = ctx.dot(V[: j + 1], w)[:, :, 0, :]  # [j+1, B, K]
         w = w - _combine(V[: j + 1], h)
-        h2 = ctx.dot(V[: j + 1], w)[:, :, 0, :]
-        w = w - _combine(V[: j + 1], h2)
+        if ctx.fused:
+            # distributed: the second pass and the norm share one all-reduce (two an iteration):
+            # ||w - V h2||^2 = ||w||^2 - ||h2||^2 for orthonormal V, and h2 is a rounding-level
+            # correction, so nothing cancels (Swirydowicz et al., NLAA 28 (2021) e2343)
+            h2, ww = ctx.dots((V[: j + 1], w), (w, w))
+            h2 = h2[:, :, 0, :]
+            hn = (_real(ww) - (h2.abs() ** 2).sum(0)[:, None, :]).clamp_min(0).sqrt()
+            w = w - _combine(V[: j + 1], h2)
+        else:
+            h2 = ctx.dot(V[: j + 1], w)[:, :, 0, :]
+            w = w - _combine(V[: j + 1], h2)
+            hn = ctx.norm(w)
         h = h + h2
-        hn = ctx.norm(w)
         V[j + 1] = w * _div(torch.ones_like(hn), hn).to(w.dtype)
         col = torch.cat([h, hn[:, 0, :].to(h.dtype).unsqueeze(0)], 0)  # [j+2, B, K]
         for i in range(j):  # previous rotations
