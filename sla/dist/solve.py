@@ -2,8 +2,8 @@
 
 Per Krylov iteration: one halo exchange (the product) plus the method's
 all-reduces (inner products asked together share one): CG 2, MINRES 2,
-BiCGStab 3 (and two products), GMRES/FGMRES 3 (classical Gram-Schmidt twice
-and the norm); nothing else; the
+BiCGStab 3 (and two products), GMRES/FGMRES 2 (classical Gram-Schmidt twice,
+the norm with the second pass); nothing else; the
 ``'schwarz'`` preconditioner adds its own two overlap exchanges and two small
 all-reduces.  Convergence is decided on all-reduced numbers, so every rank
 stops at the same iteration and reports the same :class:`~sla.config.SolveInfo`

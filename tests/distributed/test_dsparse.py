@@ -75,9 +75,9 @@ def test_rcb_partition_balanced_boxes():
 
 def test_reduced_dot_asks_cg_inner_products_together():
     """The distributed inner product in one process (the identity as the sum over holders):
-    same iterates as the local one, two reductions per CG iteration (bicgstab three)."""
+    same iterates as the local one, two reductions per CG / GMRES iteration (bicgstab three)."""
     from sla.products import spmm_nograd
-    from sla.solvers.krylov import ReducedDot, bicgstab, cg
+    from sla.solvers.krylov import ReducedDot, bicgstab, cg, gmres
 
     A = gallery.poisson2d(10)
     d = A.diagonal()
@@ -92,7 +92,7 @@ def test_reduced_dot_asks_cg_inner_products_together():
         calls.append(tuple(t.shape))
         return t
 
-    for method, per_it in ((cg, 2), (bicgstab, 3)):
+    for method, per_it in ((cg, 2), (bicgstab, 3), (gmres, 2)):
         ref = method(matvec, b, precond=lambda r: r / d[None, :, None], rtol=1e-10)
         got = method(matvec, b, precond=lambda r: r / d[None, :, None], dot=ReducedDot(reduce), rtol=1e-10)
         torch.testing.assert_close(got.x, ref.x, rtol=1e-12, atol=1e-12)
