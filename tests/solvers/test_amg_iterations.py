@@ -23,6 +23,17 @@ from sla.solvers.precond import make_preconditioner
 from sla.solvers.precond.amg import DROP_RTOL
 from sla.solvers.precond.chebyshev import LANCZOS_SAFETY, capped, gershgorin_bound, lanczos_bound, spectral_bound
 
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
+        ],
+    ),
+]
+
 
 def _p1_square(n):
     """P1 Laplacian on ``unit_square(n)`` (right triangles: many couplings cancel), Dirichlet rows."""
@@ -34,7 +45,7 @@ def _p1_square(n):
 
 
 def _sla_iterations(A, **options):
-    b = torch.ones(A.shape[0], dtype=A.dtype)
+    b = torch.ones(A.shape[0], dtype=A.dtype, device=A.device)
     _, info = sla.solve(
         A, b, backend="pytorch", method="cg", preconditioner="amg", options=options, rtol=1e-8, return_info=True
     )
@@ -51,23 +62,27 @@ def _pyamg_iterations(A):
 
 
 def _csr_to_scipy(C):
+    C = C.cpu()
     return sp.csr_matrix(
         (C.values().numpy(), C.col_indices().numpy().astype(np.int64), C.crow_indices().numpy().astype(np.int64)),
         shape=tuple(C.shape),
     )
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cycle", ["V", "W"])
-def test_amg_iterations_within_1_3x_of_pyamg_on_p1_triangles(cycle):
+def test_amg_iterations_within_1_3x_of_pyamg_on_p1_triangles(cycle, device):
     """40K P1 triangles: sla 17 (V) / 13 (W) CG iterations, pyamg 15 (measured); before the
-    cancelled couplings were dropped and Gershgorin gave way to Lanczos, V needed 1.6x pyamg's."""
+    cancelled couplings were dropped and Gershgorin gave way to Lanczos, V needed 1.6x pyamg's.
+    The same torch code runs on a GPU (the aggregation is pyamg's on the host either way)."""
     A = _p1_square(200)
     ref = _pyamg_iterations(A)
+    A = A.to(device)
     its = _sla_iterations(A, cycle=cycle)
     assert its <= 1.3 * ref, (its, ref)
     # the same hierarchy as pyamg's: level sizes of standard aggregation on the SciPy-product operators
     pyamg = pytest.importorskip("pyamg")
-    ml = pyamg.smoothed_aggregation_solver(A.to_scipy().tocsr(), max_coarse=500)
+    ml = pyamg.smoothed_aggregation_solver(A.cpu().to_scipy().tocsr(), max_coarse=500)
     M = make_preconditioner(A, "amg", cycle=cycle)
     assert [lv.n for lv in M.levels] == [lv.A.shape[0] for lv in ml.levels]
 
@@ -144,11 +159,12 @@ def test_spectral_bound_falls_back_to_gershgorin():
     assert rho * (1 - 1e-8) <= theta <= rho * (1 + 1e-10)
 
 
-def test_every_amg_level_bound_covers_its_spectrum():
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_amg_level_bound_covers_its_spectrum(device):
     """On the coarse levels Gershgorin overestimates rho(D^{-1} A) by 1.2-1.5x; the Lanczos bound
     is tighter and still above it (SciPy's eigsh of the symmetrically scaled level operator)."""
     for A in (_p1_square(80), gallery.poisson2d(90)):
-        M = make_preconditioner(A, "amg", max_coarse=20)
+        M = make_preconditioner(A.to(device), "amg", max_coarse=20)
         for lv in M.levels:
             S = _csr_to_scipy(lv.A)
             s = sp.diags(1 / np.sqrt(S.diagonal()))
