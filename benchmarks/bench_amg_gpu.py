@@ -164,8 +164,10 @@ def _plan(args, amg):
                 plan.append((f"{label}, AMG {opts}", make, dict(amg, options=opts), False))
     if args.big:
         big = 4000 if DEV == "cuda" else 2000
+        for cyc in args.cycles:  # the growth of the iterations from 1M to 16M, per cycle
+            o = dict(amg, options={"cycle": cyc})
+            plan.append((f"5-point {big}^2, AMG {cyc}", lambda: gallery.poisson2d(big, device=DEV), o, False))
         plan += [
-            (f"5-point {big}^2, AMG", lambda: gallery.poisson2d(big, device=DEV), amg, False),
             (
                 f"5-point {big}^2, GMG",
                 lambda: gallery.poisson2d(big, device=DEV),
