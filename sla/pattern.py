@@ -47,21 +47,23 @@ grid shape of a structured matrix, for geometric multigrid) and ``"dof_points"``
 _CHUNK = 1 << 20  # entries per pass of chunked structural scans (bounds their int64 temporaries)
 
 
-# torch warns that CSR support is "beta" on the first CSR construction of a process (we rely on
-# the stable subset); that first construction is made quiet locally, later ones never warn.
-_CSR_BETA = "Sparse CSR tensor support is in beta"
-_csr_warned = False
+# torch warns once per process that CSR support is "beta" (we rely on the stable subset), and on
+# CUDA (torch 2.11) that invariant checks are "implicitly disabled" (they are: the arrays are
+# trusted); the first construction on each device type is made quiet locally, later ones never warn.
+_CSR_QUIET = ("Sparse CSR tensor support is in beta", "Sparse invariant checks are implicitly disabled")
+_csr_quiet_devices: set = set()
 
 
 def csr_tensor(crow: torch.Tensor, ccol: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
-    """``torch.sparse_csr_tensor`` on trusted arrays, without torch's "beta" warning."""
-    global _csr_warned
-    if _csr_warned:
+    """``torch.sparse_csr_tensor`` on trusted arrays, without torch's one-time warnings."""
+    kind = values.device.type
+    if kind in _csr_quiet_devices:
         return torch.sparse_csr_tensor(crow, ccol, values, shape, check_invariants=False)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_CSR_BETA)
+        for message in _CSR_QUIET:
+            warnings.filterwarnings("ignore", message=message)
         out = torch.sparse_csr_tensor(crow, ccol, values, shape, check_invariants=False)
-    _csr_warned = True
+    _csr_quiet_devices.add(kind)
     return out
 
 

@@ -59,3 +59,23 @@ def test_solves_through_blocked_operators(small_blocks, precond):
     x_ref = torch.linalg.solve(A.to_dense(), b)
     torch.testing.assert_close(x, x_ref, rtol=1e-7, atol=1e-8)
     assert isinstance(A.pattern.csr(A.values), blocked.RowBlockedCSR)
+
+
+def test_csr_tensor_quiets_the_cuda_invariant_warning(monkeypatch):
+    """torch 2.11 on CUDA warns once that invariant checks are 'implicitly disabled' at the first
+    CSR built on the device: sla's one helper quiets it (emulated here on the CPU)."""
+    import warnings
+
+    real = torch.sparse_csr_tensor
+
+    def warns(*args, **kw):
+        warnings.warn("Sparse invariant checks are implicitly disabled. (emulated)", UserWarning, stacklevel=2)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(torch, "sparse_csr_tensor", warns)
+    monkeypatch.setattr(sla.pattern, "_csr_quiet_devices", set())
+    crow, col, val = torch.tensor([0, 1, 2]), torch.tensor([0, 1]), torch.ones(2, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        C = sla.pattern.csr_tensor(crow, col, val, (2, 2))
+    assert C.layout == torch.sparse_csr

@@ -213,7 +213,7 @@ def test_multigrid_csr_constructors_go_through_the_quiet_helper(first, monkeypat
         return real(*args, **kw)
 
     monkeypatch.setattr(torch, "sparse_csr_tensor", once)
-    monkeypatch.setattr(sla.pattern, "_csr_warned", False)
+    monkeypatch.setattr(sla.pattern, "_csr_quiet_devices", set())
     crow, col, val = torch.tensor([0, 1, 2]), torch.tensor([0, 1]), torch.ones(2, dtype=torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
