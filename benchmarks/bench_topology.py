@@ -187,7 +187,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     ap.add_argument("--precond", default="gmg", help="3D: preconditioner of CG (gmg, amg, jacobi, ...)")
     ap.add_argument("--cycle", default="W", choices=["V", "W"], help="3D gmg: multigrid cycle")
-    ap.add_argument("--max-coarse", type=int, default=500, help="3D gmg: dofs of the coarsest level at most")
+    ap.add_argument("--max-coarse", type=int, default=1500, help="3D gmg: dofs of the coarsest level at most")
     ap.add_argument("--rtol", type=float, default=1e-6, help="3D: CG relative tolerance")
     ap.add_argument("--variants", default="", help="3D: preconditioners to compare on the final design")
     ap.add_argument("--reference-iters", type=int, default=10, help="iterations of the 88-line reference (2D; 0: skip)")
