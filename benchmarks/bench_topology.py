@@ -4,7 +4,7 @@ One design iteration = filter, SIMP stiffness assembly, state solve, adjoint sol
 optimality-criteria update.  Modes:
 
 * CPU 2D (default): the half MBB beam on 200 x 100 quads (40,602 unknowns), 100 iterations
-  (``tol=0``: no early stop), sla's default solver (CHOLMOD, the factorisation reused by the
+  (``tol=1e-12``: no early stop), sla's default solver (CHOLMOD, the factorisation reused by the
   adjoint solve); the reference is a NumPy/SciPy port of the 88-line code (Andreassen et al.
   2011; its hand-derived sensitivities, CHOLMOD on the free dofs when scikit-sparse is
   installed, else SuperLU) run for the same iterations on the same machine

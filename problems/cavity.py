@@ -317,7 +317,7 @@ def run(cfg: DictConfig, solver: sla.SolverConfig, device: torch.device, dtype: 
         "velocity_unknowns": V.n_u,
         "unknowns": V.n,
         "linear": linear,
-        "method": "lu" if linear == "direct" else "fgmres + block(AMG, PCD)",
+        "method": "lu" if linear == "direct" else "fgmres + block(AMG, LSC)",
         "nonlinear_steps": sum(r.newton_steps for r in results),
         "linear_iterations": sum(sum(r.linear_iterations) for r in results),
         "final_residual": results[-1].history[-1],
