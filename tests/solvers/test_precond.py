@@ -5,6 +5,8 @@ symmetry and spectrum we can check), SciPy products for the Galerkin coarse oper
 and mesh-independence of multigrid-preconditioned CG.
 """
 
+import importlib.util
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -457,3 +459,20 @@ def test_amg_near_nullspace_is_validated():
         make_preconditioner(A, "amg", near_nullspace=torch.ones(63, 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="block_size"):
         make_preconditioner(A, "amg", near_nullspace=torch.ones(64, 1, dtype=torch.float64), block_size=5)
+
+
+def test_amg_says_which_aggregation_built_it(monkeypatch):
+    """'auto' aggregation depends on whether pyamg is installed: SolveInfo.notes names the one used."""
+    from sla.solvers.precond import amg
+
+    A = gallery.poisson2d(40)
+    b = torch.ones(A.shape[0], dtype=torch.float64)
+    _, info = A.solve(
+        b, backend="pytorch", method="cg", preconditioner="amg", options={"aggregation": "mis2"}, return_info=True
+    )
+    assert any(n.startswith("amg (") and n.endswith("mis2 aggregation") for n in info.notes)
+    monkeypatch.setattr(amg, "_has_pyamg", lambda: False)
+    assert make_preconditioner(gallery.poisson2d(41), "amg").describe().endswith("mis2 aggregation")
+    if importlib.util.find_spec("pyamg") is not None:
+        monkeypatch.undo()
+        assert make_preconditioner(gallery.poisson2d(42), "amg").describe().endswith("standard (pyamg) aggregation")

@@ -382,6 +382,12 @@ class SmoothedAggregation(Multigrid):
         self.hermitian = hermitian
         log.debug("%s", self.describe())
 
+    def describe(self) -> str:
+        """The cycle and levels, and which aggregation built them (``'auto'`` is pyamg's standard
+        aggregation where pyamg is installed, the parallel MIS(2) otherwise)."""
+        agg = self.options["aggregation"]
+        return f"{super().describe()}, {'standard (pyamg)' if agg == 'standard' else agg} aggregation"
+
     def adjoint(self) -> SmoothedAggregation:
         if self.hermitian:
             return self
