@@ -9,14 +9,12 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 import torch
+from devices import DEVICES
 
 import sla
 from sla import gallery
 from sla.io import FORMAT_VERSION, load_sparse, save_sparse
 from sla.mtx import load_mtx, save_mtx
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
 
 def _random(n=7, m=None, dtype=torch.float64, density=0.4, seed=0, batch=()):

@@ -3,19 +3,9 @@ precision, whichever is larger), on CPU and GPU; an explicit unreachable rtol st
 
 import pytest
 import torch
+from devices import DEVICES
 
 import sla
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
-        ],
-    ),
-]
 
 
 def _check(n, device, **kw):

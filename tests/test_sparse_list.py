@@ -8,12 +8,10 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+from devices import DEVICES
 
 import sla
 from sla import SparseTensorList, gallery
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
 
 def _members(dtype=torch.float64):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from devices import DEVICES
 
 from sla.assembly import (
     CellBasis,
@@ -19,17 +20,6 @@ from sla.assembly import (
     unit_cube,
     unit_square,
 )
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
-        ],
-    ),
-]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -16,23 +16,13 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 import zoo
+from devices import DEVICES
 
 import sla
 from sla import SparseTensor, gallery
 from sla.solvers.precond import make_preconditioner
 from sla.solvers.precond.amg import DROP_RTOL
 from sla.solvers.precond.chebyshev import LANCZOS_SAFETY, capped, gershgorin_bound, lanczos_bound, spectral_bound
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
-        ],
-    ),
-]
 
 
 def _p1_square(n):

@@ -3,12 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from devices import DEVICES
 
 import sla
 from sla.gallery import poisson2d
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
 
 def _random_sparse(n, density=0.3, dtype=torch.float64, seed=0, batch=()):

@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 import torch
+from devices import DEVICES
 
 import sla
 from sla.gallery import poisson2d
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
 
 def laplacian_eigenvalues(n):

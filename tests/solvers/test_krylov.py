@@ -11,21 +11,11 @@ import pytest
 import scipy.sparse.linalg as spla
 import torch
 import zoo
+from devices import DEVICES
 
 import sla
 from sla import ConvergenceError, ConvergenceWarning, SparseTensor, gallery
 from sla.solvers import krylov
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
-        ],
-    ),
-]
 
 
 def _tol(dtype):

@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 import scipy.optimize as so
 import torch
+from devices import DEVICES
 
 import sla
 from sla.gallery import poisson1d, poisson2d
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
 METHODS = [
     dict(method="newton", linear_solver="gmres"),

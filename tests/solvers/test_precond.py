@@ -11,21 +11,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from devices import DEVICES
 
 from sla import SingularMatrixError, SparseTensor, gallery
 from sla.solvers import krylov
 from sla.solvers.precond import aggregate, gmg, make_preconditioner
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)"),
-        ],
-    ),
-]
 
 
 def _dense_of(M, n, device):

@@ -3,11 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from devices import DEVICES
 
 import sla
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
 
 def rand_sparse(m, n, density, seed, batch=(), dtype=torch.float64, diag=0.0):
