@@ -36,7 +36,8 @@ import math
 import numpy as np
 import torch
 
-from ..solvers.precond.multigrid import Level, Multigrid, check_cycle, csr32
+from ..solvers.precond.chebyshev import capped, ritz_estimate
+from ..solvers.precond.multigrid import Level, Mat, Multigrid, check_cycle, csr32
 from ..sparse import SparseTensor
 from .elements import ElementVector, element_for
 from .mesh import Mesh
@@ -218,31 +219,6 @@ class _Level:
         return vals
 
 
-def _spectral_bound(A: torch.Tensor, d: torch.Tensor, steps: int) -> float:
-    """Upper end of the Chebyshev smoother's interval for ``D^-1 A``.
-
-    ``steps = 0``: the Gershgorin bound (row sums of ``|A|`` by one mat-vec).  Otherwise
-    ``1.1 x`` the largest Rayleigh quotient of ``steps`` power iterations (never above the
-    Gershgorin bound): for vector elasticity the Gershgorin bound can be twice the true
-    largest eigenvalue, which wastes most of a low-degree smoother.
-    """
-    n = d.shape[0]
-    absA = torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), A.values().abs(), A.shape, check_invariants=False)
-    gersh = (absA @ d.new_ones(n, 1)).squeeze(1).div_(d.abs()).amax()
-    if steps == 0:
-        return float(gersh)
-    g = torch.Generator(device=d.device).manual_seed(0)
-    x = torch.rand(n, 1, generator=g, device=d.device, dtype=d.dtype)
-    dinv = (1.0 / d).unsqueeze(1)
-    lam = d.new_zeros(())
-    for _ in range(steps):
-        y = A @ x
-        lam = (x * y).sum() / (x * x * d.unsqueeze(1)).sum()  # Rayleigh quotient of (A, D)
-        x = dinv * y
-        x = x / x.abs().amax()
-    return float(torch.minimum(1.1 * lam, gersh))
-
-
 class ElementMultigrid(Multigrid):
     """The multigrid cycle over a :class:`GridHierarchy`'s levels (CG preconditioner for SPD ``A``)."""
 
@@ -274,7 +250,8 @@ class GridHierarchy:
         (default W: in 3D its coarse work is a third of a fine smoothing, and on SIMP designs it
         needs about two thirds of the V-cycle's CG iterations; ``'auto'`` means W).
     bound_steps : int
-        Power iterations estimating ``rho`` of ``D^-1 A`` per level (0: the Gershgorin bound).
+        Lanczos steps estimating ``rho`` of ``D^-1 A`` per level for the Chebyshev smoother
+        (``1.1 rho``, capped by the Gershgorin bound; 0: the Gershgorin bound alone).
 
     Each coarsening halves every axis, so every cell count must stay even until the coarse
     grid is small enough: ``192 x 96 x 64`` coarsens five times, ``200 x 100 x 50`` only
@@ -418,7 +395,12 @@ class GridHierarchy:
             dpos, didx = pi.diag_index
             d = v.new_zeros(pi.shape[0]).index_add_(0, didx.long(), v[dpos.long()])
             csr = csr32(pi.crow, pi.ccol, v, pi.shape)
-            hi = _spectral_bound(csr, d, self.bound_steps)
+            # Chebyshev interval: Lanczos on D^-1 A (x1.1, capped by Gershgorin; Gershgorin alone for
+            # bound_steps=0) -- the bound every multigrid of sla uses
+            rho = ritz_estimate(
+                lambda x, C=csr: torch.mv(C, x), Mat(pi.crow, pi.ccol, v, pi.shape).row, v, d, True, self.bound_steps
+            )
+            hi = float(capped(*rho))
             P, R = (self.levels[i].P, self.levels[i].R) if i < len(self.levels) else (None, None)
             levels.append(Level(None, P=P, R=R, csr=csr, diag=d, hi=hi))
         return ElementMultigrid(A, [levels], degree=self.degree, ratio=self.ratio, cycle=self.cycle)
