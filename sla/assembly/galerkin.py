@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..solvers.precond.chebyshev import capped, ritz_estimate
-from ..solvers.precond.multigrid import Level, Mat, Multigrid, check_cycle, csr32
+from ..solvers.precond.multigrid import DENSE_MAX, Level, Mat, Multigrid, check_cycle, csr32
 from ..sparse import SparseTensor
 from .elements import ElementVector, element_for
 from .mesh import Mesh
@@ -49,7 +49,6 @@ _CORNERS = {  # local node -> offset bits (x, y[, z]) in sla.assembly.rectangle 
     "quad": [(0, 0), (1, 0), (1, 1), (0, 1)],
     "hexahedron": [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (1, 1, 1), (0, 1, 1)],
 }
-_DENSE_MAX = 8000  # the cycle inverts the coarsest level densely up to this size
 
 
 def _grid_cells(counts: tuple[int, ...], cell_type: str, device) -> torch.Tensor:
@@ -332,7 +331,7 @@ class GridHierarchy:
 
         while dofs(out[-1]) > max_coarse and len(out) < max_levels and all(n % 2 == 0 for n in out[-1]):
             out.append(tuple(n // 2 for n in out[-1]))
-        size, limit = dofs(out[-1]), min(max_coarse, _DENSE_MAX)
+        size, limit = dofs(out[-1]), min(max_coarse, DENSE_MAX)
         if size > limit and len(out) < max_levels:
             k = len(out) - 1
             need = next(j for j in range(k + 1, 60) if math.prod(n / 2**j + 1 for n in counts) * ncomp <= limit)
@@ -342,10 +341,10 @@ class GridHierarchy:
                 f"halving(s) {' x '.join(map(str, out[-1]))} has an odd count); the coarsest level must have at most "
                 f"{limit} dofs (max_coarse): use cell counts divisible by 2^{need} (e.g. {example})"
             )
-        if size > _DENSE_MAX:
+        if size > DENSE_MAX:
             raise ValueError(
                 f"max_levels={max_levels} stops the {' x '.join(map(str, counts))} grid at {size} dofs; the "
-                f"coarsest level must have at most {_DENSE_MAX} (raise max_levels)"
+                f"coarsest level must have at most {DENSE_MAX} (raise max_levels)"
             )
         return out
 

@@ -18,7 +18,7 @@ from ...sparse import SparseTensor
 from .base import Preconditioner
 from .chebyshev import LANCZOS_SAFETY, capped, chebyshev_iteration, gershgorin_bound, ritz_estimate
 
-__all__ = ["Level", "Mat", "Multigrid", "check_cycle", "csr32", "galerkin"]
+__all__ = ["DENSE_MAX", "Level", "Mat", "Multigrid", "check_cycle", "csr32", "galerkin"]
 
 
 def csr32(crow, col, values, shape) -> torch.Tensor:
@@ -214,6 +214,9 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     return inv.to(D.dtype)
 
 
+DENSE_MAX = 8000
+"""The cycle ends in a dense inverse of the coarsest level up to this size (Chebyshev sweeps beyond)."""
+
 _CYCLES = {"V": 1, "W": 2}
 
 
@@ -242,7 +245,7 @@ class Multigrid(Preconditioner):
         self.cycle = check_cycle(cycle)
         self.gamma = _CYCLES[self.cycle]
         self.hierarchies = hierarchies
-        self.coarse = [_dense_inverse(h[-1].A) if h[-1].n <= 8000 else None for h in hierarchies]
+        self.coarse = [_dense_inverse(h[-1].A) if h[-1].n <= DENSE_MAX else None for h in hierarchies]
         self.degree, self.ratio = degree, ratio
 
     @property
