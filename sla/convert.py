@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .pattern import Pattern
+from .pattern import Pattern, csr_tensor
 
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
     from .sparse import SparseTensor
@@ -102,11 +102,5 @@ def to_torch(self, layout: str = "coo") -> torch.Tensor:
         idx = torch.stack([self.row, self.col])
         return torch.sparse_coo_tensor(idx, self.values, self.pattern.shape, is_coalesced=True, check_invariants=False)
     if layout == "csr":
-        return torch.sparse_csr_tensor(
-            self.pattern.crow.long(),
-            self.pattern.ccol.long(),
-            self.values,
-            self.pattern.shape,
-            check_invariants=False,
-        )
+        return csr_tensor(self.pattern.crow.long(), self.pattern.ccol.long(), self.values, self.pattern.shape)
     raise ValueError(f"layout must be 'coo' or 'csr', got {layout!r}")
