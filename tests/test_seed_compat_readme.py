@@ -240,8 +240,20 @@ def test_cuda_blocks():
     torch.testing.assert_close(s["det"], torch.linalg.det(dense3()))
 
 
-@pytest.mark.skip(
-    reason="the README's distributed blocks are issue #15's: tests/distributed/test_api.py runs them (tests/distributed/_workers.py)"
-)
-def test_distributed_blocks():
-    run(DISTRIBUTED)
+def test_distributed_blocks(monkeypatch):
+    """The README's distributed preamble, in a one-process gloo world (its comment's CPU choice);
+    the multi-rank code that follows it runs in tests/distributed/test_api.py."""
+    import torch.distributed as dist
+
+    import sla
+
+    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533", "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(k, v)
+    try:
+        s = run(DISTRIBUTED.replace('backend="nccl"', 'backend="gloo"'))
+        assert dist.is_initialized() and dist.get_world_size() == 1
+        assert s["DSparseTensor"] is sla.DSparseTensor and s["solve"] is sla.solve
+        assert s["SolverConfig"] is sla.SolverConfig and callable(s["init_device_mesh"])
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

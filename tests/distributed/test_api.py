@@ -74,7 +74,7 @@ def test_products_and_partitioners(results):
     _, res = results
     A = gallery.poisson2d(12)
     g = torch.Generator().manual_seed(1)
-    torch.randn(A.shape[0], generator=g, dtype=torch.float64)
+    torch.randn(A.shape[0], generator=g, dtype=torch.float64)  # the worker's b comes first in the stream
     X = torch.randn(A.shape[0], 3, generator=g, dtype=torch.float64)
     for pm in ("metis", "contiguous", "rcb"):
         _close(res[0][f"matmul_{pm}"], A.to_dense() @ X, 1e-12)
