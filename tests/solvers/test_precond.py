@@ -324,7 +324,7 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="aggregation must be"):
         make_preconditioner(gallery.poisson2d(40), "amg", aggregation="greedy")
     for name in ("amg", "gmg"):
-        with pytest.raises(ValueError, match=r"cycle must be one of \['V', 'W', 'auto'\], got 'F'"):
+        with pytest.raises(ValueError, match=r"cycle must be one of \['K', 'V', 'W', 'auto'\], got 'F'"):
             make_preconditioner(A, name, cycle="F")
 
 

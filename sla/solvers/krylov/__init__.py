@@ -1,4 +1,4 @@
-"""Krylov methods (CG, BiCGStab, GMRES, FGMRES, MINRES) on any operator, preconditioner and
+"""Krylov methods (CG, flexible CG, BiCGStab, GMRES, FGMRES, MINRES) on any operator, preconditioner and
 inner product: one implementation for single-process, batched and distributed solves.
 
 The shared machinery (context, verified outer loop, :class:`KrylovResult`, :func:`local_dot`)
@@ -12,11 +12,11 @@ import torch
 
 from .base import KrylovResult, Op, ReducedDot, local_dot
 from .bicgstab import bicgstab
-from .cg import cg
+from .cg import cg, fcg
 from .gmres import fgmres, gmres
 from .minres import minres
 
-METHODS = {"cg": cg, "bicgstab": bicgstab, "gmres": gmres, "fgmres": fgmres, "minres": minres}
+METHODS = {"cg": cg, "fcg": fcg, "bicgstab": bicgstab, "gmres": gmres, "fgmres": fgmres, "minres": minres}
 
 
 def krylov_solve(method: str, matvec: Op, b: torch.Tensor, **kw: Any) -> KrylovResult:
@@ -32,6 +32,7 @@ __all__ = [
     "ReducedDot",
     "bicgstab",
     "cg",
+    "fcg",
     "fgmres",
     "gmres",
     "krylov_solve",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import _Ctx, _div, _real, _Stop, make_method
+from .cg import is_variable
 
 __all__ = ["fgmres", "gmres"]
 
@@ -29,6 +30,8 @@ def _givens(a, b):
 def _gmres_inner(ctx: _Ctx, x, r, rn, act, tol, box, flexible: bool, restart: int):
     # Saad Alg. 9.5 (right-preconditioned GMRES) / 9.6 (FGMRES); one restart cycle.
     m = max(1, min(restart, ctx.maxiter - ctx.used))
+    # a variable preconditioner (a K-cycle) must not be re-applied to the basis at the end: FGMRES
+    flexible = flexible or is_variable(ctx.M)
     B, n, K = r.shape
     V = r.new_zeros((m + 1, B, n, K))
     Z = r.new_zeros((m, B, n, K)) if flexible else None

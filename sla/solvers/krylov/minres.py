@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .base import SPD, _Ctx, _div, _real, make_method
+from .cg import is_variable
 
 __all__ = ["minres"]
 
@@ -13,6 +14,12 @@ __all__ = ["minres"]
 def _minres_inner(ctx: _Ctx, x, r, rn, act, tol, box):
     # Paige & Saunders (1975) with an SPD preconditioner, as in scipy's minres.
     # The estimate phibar is the M^{-1}-norm of the residual: scale the target.
+    if is_variable(ctx.M):
+        raise ValueError(
+            "minres needs a fixed (linear, Hermitian positive definite) preconditioner, but "
+            f"{ctx.M!r} is variable (a K-cycle multigrid): use method='cg' (flexible with it), "
+            "'fgmres', or a 'V'/'W' cycle"
+        )
     rdt = rn.dtype
     y = ctx.M(r)
     beta1 = _real(ctx.dot(r, y)).clamp_min(0).sqrt()

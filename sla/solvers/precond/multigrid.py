@@ -217,50 +217,138 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
 DENSE_MAX = 8000
 """The cycle ends in a dense inverse of the coarsest level up to this size (Chebyshev sweeps beyond)."""
 
-_CYCLES = {"V": 1, "W": 2}
+_CYCLES = {"V": 1, "W": 2, "K": 2}
+"""Coarse-grid visits per level: V once, W twice, K up to twice (two flexible Krylov steps)."""
+
+K_THRESHOLD = 0.25
+"""K-cycle: the second Krylov step on a coarse level is skipped when the first one already
+reduced the coarse residual to this fraction (Notay & Vassilevski 2008, ``t = 0.25``); only on
+the CPU, where looking at a norm costs no device synchronisation."""
 
 
 def check_cycle(cycle, auto: str = "V") -> str:
     """The cycle name, ``'auto'`` resolved to ``auto``; a clear error for anything else."""
     if cycle == "auto":
         return auto
-    if cycle not in _CYCLES:
-        raise ValueError(f"cycle must be one of {sorted(_CYCLES) + ['auto']}, got {cycle!r}")
+    if not isinstance(cycle, str) or cycle not in _CYCLES:
+        raise ValueError(
+            f"cycle must be one of {sorted(_CYCLES) + ['auto']}, got {cycle!r} "
+            "(V, W, or K: the Krylov-accelerated K-cycle; 'auto' picks by device)"
+        )
     return cycle
 
 
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``sum_i conj(u_i) v_i`` per column of ``[n, K]`` blocks, ``[1, K]``."""
+    return torch.linalg.vecdot(u, v, dim=0).unsqueeze(0)
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den``, 0 where ``den`` is 0 (a zero right-hand side on a coarse level)."""
+    ok = den != 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
 class Multigrid(Preconditioner):
-    """V(nu, nu) or W(nu, nu) cycle over ``hierarchies`` (one list of :class:`Level` per batch member).
+    """V(nu, nu), W(nu, nu) or K-cycle over ``hierarchies`` (one list of :class:`Level` per batch member).
 
     The pre- and post-smoothers are the same Chebyshev polynomial, so the
-    cycle is symmetric positive definite for SPD A (a valid CG preconditioner);
+    V- and W-cycles are symmetric positive definite for SPD A (valid CG preconditioners);
     a W-cycle repeats the coarse-grid correction (itself such a cycle) twice on
     every level, which keeps that symmetry.
+
+    The K-cycle (Notay & Vassilevski, NLAA 15 (2008) 473; Notay, ETNA 37 (2010) 123) solves
+    each coarse system that is not the coarsest with two steps of a Krylov method preconditioned
+    by the next level's cycle (flexible CG for Hermitian A, GCR otherwise), so the coarse
+    corrections stay accurate however many levels there are: the iterations hardly grow with
+    the grid.  It is not a fixed linear map (:attr:`variable` is true), so CG switches to the
+    flexible (Polak-Ribiere) beta and GMRES to FGMRES with it.
     """
 
     name = "multigrid"
 
-    def __init__(self, A: SparseTensor, hierarchies, degree: int = 2, ratio: float = 10.0, cycle: str = "V"):
+    def __init__(
+        self,
+        A: SparseTensor,
+        hierarchies,
+        degree: int = 2,
+        ratio: float = 10.0,
+        cycle: str = "V",
+        hermitian: bool | None = None,
+    ):
         super().__init__(A)
         self.cycle = check_cycle(cycle)
         self.gamma = _CYCLES[self.cycle]
         self.hierarchies = hierarchies
         self.coarse = [_dense_inverse(h[-1].A) if h[-1].n <= DENSE_MAX else None for h in hierarchies]
         self.degree, self.ratio = degree, ratio
+        if hermitian is not None or not hasattr(self, "hermitian"):
+            self.hermitian = hermitian
+
+    @property
+    def variable(self) -> bool:
+        """Whether the cycle is a variable (nonlinear) preconditioner: the K-cycle."""
+        return self.cycle == "K"
 
     @property
     def levels(self) -> list:
         return self.hierarchies[0]
+
+    def _is_hermitian(self) -> bool:
+        if self.hermitian is None:
+            from ...structure import is_symmetric
+
+            self.hermitian = bool(is_symmetric(self.A, conjugate=True))
+        return self.hermitian
 
     def _cycle(self, h, cinv, lvl: int, b: torch.Tensor) -> torch.Tensor:
         if lvl == len(h) - 1:
             return cinv @ b if cinv is not None else _chebyshev(h[lvl], b, None, 8, self.ratio)
         lv = h[lvl]
         x = _chebyshev(lv, b, None, self.degree, self.ratio)
-        # W: a second correction, unless the next level is solved exactly (it would add nothing)
-        for _ in range(self.gamma if lvl + 2 < len(h) or cinv is None else 1):
-            x = lv.correct(x, self._cycle(h, cinv, lvl + 1, lv.restrict(lv.residual(b, x))))
+        exact = lvl + 2 == len(h) and cinv is not None  # the next level is solved exactly
+        if self.cycle == "K" and not exact:
+            x = lv.correct(x, self._krylov(h, cinv, lvl + 1, lv.restrict(lv.residual(b, x))))
+        else:
+            # W: a second correction, unless the next level is solved exactly (it would add nothing)
+            for _ in range(1 if exact else self.gamma):
+                x = lv.correct(x, self._cycle(h, cinv, lvl + 1, lv.restrict(lv.residual(b, x))))
         return _chebyshev(lv, b, x, self.degree, self.ratio)
+
+    def _krylov(self, h, cinv, lvl: int, r: torch.Tensor) -> torch.Tensor:
+        """Two Krylov steps on level ``lvl``'s system ``A e = r`` preconditioned by its cycle (K-cycle).
+
+        Hermitian A: flexible CG (the A-norm of the error is minimised over ``span{v1, v2}``);
+        otherwise GCR (the residual norm).  The second step is skipped on the CPU when the first
+        reduced ``||r||`` to :data:`K_THRESHOLD` of its size.
+        """
+        lv = h[lvl]
+        v = self._cycle(h, cinv, lvl, r)
+        w = lv.mv(v)
+        herm = self._is_hermitian()
+        if herm:
+            rho1, a1 = _dot(v, w), _dot(v, r)
+        else:
+            rho1, a1 = _dot(w, w), _dot(w, r)
+        c1 = _ratio(a1, rho1)
+        r2 = r - c1 * w
+        if r.device.type == "cpu" and bool((_dot(r2, r2).real <= K_THRESHOLD**2 * _dot(r, r).real).all()):
+            return v.mul_(c1)
+        v2 = self._cycle(h, cinv, lvl, r2)
+        w2 = lv.mv(v2)
+        if herm:
+            # d2 = v2 - (g / rho1) v is A-orthogonal to v: (d2, A d2) = (v2, A v2) - |g|^2 / rho1
+            g = _dot(w, v2)
+            rho2 = _dot(v2, w2).real - _ratio(g.abs() ** 2, rho1.real)
+            a2 = _ratio(_dot(v2, r2), rho2)
+        else:
+            # GCR: A d2 = w2 - g w is orthogonal to w; r2 is already orthogonal to w
+            g = _ratio(_dot(w, w2), rho1)
+            w2 = w2 - g * w
+            a2 = _ratio(_dot(w2, r2), _dot(w2, w2))
+        # e = c1 v + a2 (v2 - g' v), g' = g / rho1 (Hermitian) or g (GCR)
+        gv = _ratio(g, rho1) if herm else g
+        return v.mul_(c1 - a2 * gv).add_(v2.mul_(a2))
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         if len(self.hierarchies) == 1:

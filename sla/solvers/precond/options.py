@@ -11,7 +11,7 @@ so an option cannot be misspelt or silently dropped.
 >>> AMG(cycle="F")
 Traceback (most recent call last):
 ...
-ValueError: AMG: cycle must be one of ['V', 'W', 'auto'], got 'F'
+ValueError: AMG: cycle must be one of ['K', 'V', 'W', 'auto'], got 'F'
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class AMG(PreconditionerSpec):
             raise ValueError(f"AMG: improve must be a non-negative integer, got {self.improve!r}")
         _choice(self, "aggregation", ("auto", "standard", "mis2"))
         _number(self, "coarse_theta", 0, strict=False, optional=True)
-        _choice(self, "cycle", ("V", "W", "auto"))
+        _choice(self, "cycle", ("V", "W", "K", "auto"))
         nns = self.near_nullspace
         if isinstance(nns, str):
             _choice(self, "near_nullspace", ("auto", "constant"))
@@ -171,7 +171,7 @@ class GMG(PreconditionerSpec):
             _positive_int(self, n)
         _number(self, "ratio", 1, strict=True)
         _choice(self, "transfers", ("auto", "csr", "stencil"))
-        _choice(self, "cycle", ("V", "W", "auto"))
+        _choice(self, "cycle", ("V", "W", "K", "auto"))
 
 
 def resolve(preconditioner: str | PreconditionerSpec | None, options: dict | None = None) -> tuple[str, dict]:
