@@ -1,0 +1,178 @@
+"""The K-cycle (Krylov-accelerated multigrid cycle) and flexible CG.
+
+Oracles: SciPy's sparse direct solve and dense ``torch.linalg.solve`` (solutions), the V-cycle on
+the same hierarchy (iterations: the K-cycle's reason to exist is that its iterations hardly grow
+with the grid where the V-cycle's do), and plain CG with a fixed preconditioner (flexible CG is
+the same iteration then).
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+from devices import DEVICES
+
+import sla
+from sla import SparseTensor, gallery
+from sla.solvers import krylov
+from sla.solvers.precond import make_preconditioner
+
+
+def _p1_square(n, device="cpu"):
+    """P1 Laplacian on ``unit_square(n)`` (right triangles), Dirichlet rows."""
+    from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, laplace, unit_square
+
+    basis = CellBasis(unit_square(n, dtype=torch.float64, device=device), ElementP1())
+    A = assemble(laplace, basis)
+    return apply_dirichlet(A, torch.ones(A.shape[0], dtype=A.dtype, device=device), boundary_dofs(basis))[0]
+
+
+def _solve(A, b, pc="amg", method="cg", **options):
+    return sla.solve(
+        A, b, backend="pytorch", method=method, preconditioner=pc, options=options, rtol=1e-8, return_info=True
+    )
+
+
+def _spsolve(A, b):
+    return spla.spsolve(A.to_scipy("csr").tocsc(), b.cpu().numpy())
+
+
+# --- flexible CG ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_fcg_is_cg_with_a_fixed_preconditioner(dtype):
+    # SPD / Hermitian PD matrix, Jacobi (fixed): the same iterations as CG and the dense solution
+    g = torch.Generator().manual_seed(3)
+    n = 60
+    X = torch.randn(n, n, dtype=dtype, generator=g)
+    A = X @ X.mH + n * torch.diag(torch.rand(n, generator=g, dtype=torch.float64) + 0.1).to(dtype)
+    b = torch.randn(1, n, 2, dtype=dtype, generator=g)
+    dinv = 1.0 / torch.diagonal(A).real.unsqueeze(-1)
+    ref = torch.linalg.solve(A, b[0])
+    plain = krylov.cg(lambda v: A @ v, b, precond=lambda r: dinv * r, rtol=1e-10)
+    flex = krylov.fcg(lambda v: A @ v, b, precond=lambda r: dinv * r, rtol=1e-10)
+    assert bool(flex.converged.all())
+    assert abs(int(flex.iterations.max()) - int(plain.iterations.max())) <= 1
+    torch.testing.assert_close(flex.x[0], ref, rtol=1e-8, atol=1e-8)
+
+
+def test_fcg_converges_with_a_variable_preconditioner():
+    # the preconditioner is a few CG steps at a loose tolerance (a nonlinear map of r): flexible CG
+    # converges to the dense solution; CG's own beta loses conjugacy and needs far more steps
+    A = gallery.poisson2d(24).to_dense()
+    b = torch.randn(1, A.shape[0], 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def inner(r):
+        return krylov.cg(lambda v: A @ v, r, rtol=0.3, maxiter=6).x
+
+    flex = krylov.fcg(lambda v: A @ v, b, precond=inner, rtol=1e-10, maxiter=200)
+    assert bool(flex.converged.all())
+    torch.testing.assert_close(flex.x[0], torch.linalg.solve(A, b[0]), rtol=1e-8, atol=1e-8)
+    plain = krylov.cg(lambda v: A @ v, b, precond=inner, rtol=1e-10, maxiter=200)
+    assert int(flex.iterations.max()) < int(plain.iterations.max()), (flex.iterations, plain.iterations)
+
+    class Variable:  # a preconditioner that says it is variable: cg takes the flexible beta itself
+        variable = True
+
+        def __call__(self, r):
+            return inner(r)
+
+    auto = krylov.cg(lambda v: A @ v, b, precond=Variable(), rtol=1e-10, maxiter=200)
+    assert torch.equal(auto.iterations, flex.iterations)
+
+
+# --- the K-cycle ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("matrix", ["5-point", "P1 triangles"])
+def test_kcycle_amg_cg_matches_spsolve(matrix, device):
+    A = gallery.poisson2d(96, device=device) if matrix == "5-point" else _p1_square(80, device)
+    b = torch.randn(A.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
+    x, info = _solve(A, b, cycle="K", max_coarse=50)
+    assert info.converged and info.residual <= 1e-8
+    assert any("K-cycle" in n for n in info.notes), info.notes
+    ref = _spsolve(A, b)
+    err = np.linalg.norm(x.cpu().numpy() - ref) / np.linalg.norm(ref)
+    assert err < 1e-6, err
+    _, v = _solve(A, b, cycle="V", max_coarse=50)
+    assert info.iterations <= v.iterations
+
+
+def test_kcycle_iterations_hardly_grow():
+    # P1 triangles, degree-1 smoothing, deep hierarchies (coarsest <= 10 rows): the V-cycle's
+    # iterations grow 17 -> 23 over 64^2 -> 256^2 cells, the K-cycle's stay within 1.3x
+    its = {"V": [], "K": []}
+    for n in (64, 128, 256):
+        A = _p1_square(n)
+        b = torch.ones(A.shape[0], dtype=torch.float64)
+        for c in its:
+            x, info = _solve(A, b, cycle=c, degree=1, max_coarse=10)
+            assert info.converged
+            its[c].append(info.iterations)
+    k = its["K"]
+    assert max(k) <= 1.3 * k[0], its
+    assert k[-1] < its["V"][-1], its
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kcycle_gmg_and_batched_multirhs(device):
+    # geometric multigrid: the same cycle code; a batch of three scaled matrices, four right-hand sides
+    A0 = gallery.poisson2d(48, device=device)
+    scale = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64, device=device).unsqueeze(-1)
+    A = SparseTensor._make(A0.values * scale, A0.pattern)
+    b = torch.randn(3, A0.shape[0], 4, dtype=torch.float64, device=device)
+    ref = torch.linalg.solve(A.to_dense(), b)
+    for pc in ("gmg", "amg"):
+        x, info = _solve(A, b, pc=pc, cycle="K", max_coarse=20)
+        assert info.converged and info.iterations <= 15, (pc, info.iterations)
+        torch.testing.assert_close(x, ref, rtol=1e-6, atol=1e-7)
+
+
+def _convection_diffusion(n, wind=20.0):
+    """Upwind 5-point convection-diffusion on an n x n grid (nonsymmetric, M-matrix)."""
+    h = 1.0 / (n + 1)
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(n, n)) / h**2
+    C = sp.diags([-1.0, 1.0], [-1, 0], shape=(n, n)) * (wind / h)
+    eye = sp.identity(n)
+    return SparseTensor.from_scipy((sp.kron(eye, T + C) + sp.kron(T, eye)).tocsr())
+
+
+def test_kcycle_nonsymmetric_runs_flexible_gmres():
+    # a non-Hermitian matrix: the coarse Krylov steps are GCR, and GMRES runs flexible with the
+    # variable preconditioner (right-preconditioned GMRES would re-apply it to the basis)
+    A = _convection_diffusion(48)
+    b = torch.randn(A.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ref = _spsolve(A, b)
+    for method in ("gmres", "fgmres"):
+        x, info = _solve(A, b, method=method, cycle="K", max_coarse=20)
+        assert info.converged, (method, info)
+        err = np.linalg.norm(x.numpy() - ref) / np.linalg.norm(ref)
+        assert err < 1e-6, (method, err)
+    M = make_preconditioner(A, "amg", cycle="K", max_coarse=20)
+    assert M.variable and M.hermitian is False
+    A2 = gallery.poisson2d(16)
+    with pytest.raises(ValueError, match="minres needs a fixed"):
+        _solve(A2, torch.ones(A2.shape[0], dtype=torch.float64), method="minres", cycle="K", max_coarse=20)
+
+
+def test_variable_only_for_k():
+    A = gallery.poisson2d(32)
+    for c, var in (("V", False), ("W", False), ("K", True)):
+        M = make_preconditioner(A, "amg", cycle=c, max_coarse=20)
+        assert M.variable is var and M.cycle == c
+        assert f"{c}-cycle" in M.describe()
+
+
+@pytest.mark.parametrize("bad", ["F", "k", "v-cycle", 2, None])
+def test_bad_cycle_is_a_clear_error(bad):
+    A = gallery.poisson2d(16)
+    for pc in ("amg", "gmg"):
+        with pytest.raises(ValueError, match=r"cycle must be one of \['K', 'V', 'W', 'auto'\], got"):
+            make_preconditioner(A, pc, cycle=bad)
+    with pytest.raises(ValueError, match="cycle must be one of"):
+        sla.precond.AMG(cycle=bad)
+    with pytest.raises(ValueError, match="cycle must be one of"):
+        _solve(A, torch.ones(A.shape[0], dtype=torch.float64), cycle=bad)
