@@ -18,15 +18,16 @@ coefficients, anisotropy, convection), as long as its stencil is compact.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 
-from ...pattern import csr_tensor
 from ...sparse import SparseTensor
+from .grid_stencil import diagonal_and_bound, galerkin_stencil, read_stencil, stencil_to_csr, strides
 from .multigrid import Level, Mat, Multigrid, check_cycle
 
 __all__ = ["GeometricMultigrid", "prolong", "restrict"]
+
+# the stencil helpers under their former names here (tests and scripts read them from this module)
+_stencil, _strides, _stencil_to_csr = read_stencil, strides, stencil_to_csr
 
 
 # --------------------------------------------------- transfers on grids
@@ -156,182 +157,6 @@ def transfer_matrix(dims: tuple, axes: tuple, transpose: bool, dtype, device) ->
     return Mat(t(M.indptr), t(M.indices), torch.from_numpy(M.data).to(device=device, dtype=dtype), M.shape)
 
 
-# ------------------------------------------------- Galerkin on stencils
-def _strides(dims: tuple) -> list:
-    strides = [1] * len(dims)
-    for a in range(len(dims) - 2, -1, -1):
-        strides[a] = strides[a + 1] * dims[a + 1]
-    return strides
-
-
-def _offset_codes(rows: torch.Tensor, cols: torch.Tensor, dims: tuple, lin_sorted, order, exact: bool):
-    """Index into the ``3^d`` compact offsets (``itertools.product((-1, 0, 1), repeat=d)``) of each entry."""
-    d = len(dims)
-    if not exact:  # one subtraction: the linear offset identifies the grid offset
-        diff = cols - rows
-        pos = torch.searchsorted(lin_sorted, diff).clamp_(max=len(lin_sorted) - 1)
-        if not bool((lin_sorted[pos] == diff).all()):
-            raise ValueError(
-                "gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); "
-                "this matrix couples points further apart: use preconditioner='amg'"
-            )
-        return order[pos]
-    strides = _strides(dims)
-    code = torch.zeros_like(rows)
-    for a in range(d):  # per-axis offsets (needed when an axis has fewer than 3 points)
-        if a < d - 1:
-            qr = torch.div(rows, strides[a], rounding_mode="floor")
-            qc = torch.div(cols, strides[a], rounding_mode="floor")
-            diff = qc - qr
-            rows, cols = rows - qr * strides[a], cols - qc * strides[a]
-        else:
-            diff = cols - rows
-        if bool((diff.abs() > 1).any()):
-            raise ValueError(
-                "gmg needs a compact stencil (neighbour offsets in {-1, 0, 1} per axis); this matrix couples "
-                f"points {int(diff.abs().max())} apart along axis {a}: use preconditioner='amg'"
-            )
-        code = code * 3 + (diff + 1)
-    return code
-
-
-def _stencil_chunk(device: torch.device) -> int:
-    """Entries per pass when the fine stencil is read from the CSR.  On GPUs each pass costs
-    kernel launches and a host synchronisation, so passes are large (4M entries: int64
-    temporaries of about 160 MB; 16M unknowns read in 40 ms -> 18 ms on an H200); on the CPU
-    1M-entry passes stay in cache and are faster."""
-    return 1 << 20 if device.type == "cpu" else 1 << 22
-
-
-def _stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
-    """(offsets, coefficient grids ``[|O|, *dims]``) of a matrix on the grid, read from its CSR.
-
-    Each entry is classified by its offset against the ``3^d`` compact-stencil offsets
-    in two chunked passes over whole rows (int8 codes in between), so the temporaries
-    stay a few bytes per entry and only the offsets present get a grid.  Couplings
-    that would wrap around a grid line show up on the boundary of their grid and are
-    rejected there, as are offsets outside the compact stencil.  ``exact`` forces the
-    per-axis classification (automatic when an axis is too short for linear offsets).
-    """
-    d = len(dims)
-    cand = list(itertools.product((-1, 0, 1), repeat=d))
-    strides = _strides(dims)
-    lin = torch.tensor([sum(e[a] * strides[a] for a in range(d)) for e in cand], device=val.device)
-    lin_sorted, order = torch.sort(lin)
-    if exact is None:  # an axis of length <= 2 makes linear offsets ambiguous
-        exact = bool((lin_sorted[1:] == lin_sorted[:-1]).any())
-    codes = torch.empty(p.nnz, dtype=torch.int8, device=val.device)
-    count = torch.zeros(len(cand), dtype=torch.int64, device=val.device)
-    for lo, hi, rows in p.row_chunks(_stencil_chunk(val.device)):
-        c = _offset_codes(rows, p.ccol[lo:hi].long(), dims, lin_sorted, order, exact)
-        count += torch.bincount(c, minlength=len(cand))
-        codes[lo:hi] = c
-    present = count > 0
-    lookup = torch.cumsum(present, 0) - 1
-    S = val.new_zeros(int(present.sum()), p.shape[0])
-    for lo, hi, rows in p.row_chunks(_stencil_chunk(val.device)):
-        S[lookup[codes[lo:hi].long()], rows] = val[lo:hi]
-    del codes
-    offs = [cand[k] for k in torch.nonzero(present).flatten().tolist()]
-    S = S.reshape(len(offs), *dims)
-    for k, e in enumerate(offs):  # wrapped couplings land where the true neighbour is off the grid
-        for a in range(d):
-            if e[a] != 0 and bool((S[k].narrow(a, dims[a] - 1 if e[a] > 0 else 0, 1) != 0).any()):
-                raise ValueError(
-                    "gmg needs a compact stencil on the recorded grid; this matrix couples points "
-                    f"across the edge of axis {a} (is pattern.cache['grid'] right?): use "
-                    "preconditioner='amg'"
-                )
-    return offs, S
-
-
-def _diagonal_and_bound(offs: list, S: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Diagonal of a stencil matrix and the Gershgorin bound of ``D^{-1} A`` (no CSR needed)."""
-    centre = (0,) * (S.dim() - 1)
-    if centre not in offs:
-        raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
-    diag = S[offs.index(centre)].reshape(-1).clone()  # not a view: S must be free to go
-    rowsum = torch.zeros_like(diag).real if diag.is_complex() else torch.zeros_like(diag)
-    for k in range(len(offs)):
-        rowsum += S[k].reshape(-1).abs()
-    return diag, float((rowsum / diag.abs()).amax())
-
-
-def _galerkin_stencil(offs, S, dims, axes):
-    """Coarse stencil ``{D: grid}`` of ``P^T A P`` (linear interpolation on ``axes``)."""
-    d = len(dims)
-    coarse = tuple(n // 2 if a in axes else n for a, n in enumerate(dims))
-    w = {-1: 0.5, 0: 1.0, 1: 0.5}
-    E = [(-1, 0, 1) if a in axes else (0,) for a in range(d)]
-    out: dict = {}
-    for k, o in enumerate(offs):
-        for e1 in itertools.product(*E):
-            # fine rows 2I+1+e1 on coarsened axes (I on the others); rows off the grid are zero
-            sl = tuple(slice(1 + e1[a], None, 2) if a in axes else slice(None) for a in range(d))
-            block = None
-            choices = []
-            for a in range(d):
-                if a in axes:
-                    choices.append(
-                        [(e2, (o[a] + e1[a] - e2) // 2) for e2 in (-1, 0, 1) if (o[a] + e1[a] - e2) % 2 == 0]
-                    )
-                else:
-                    choices.append([(0, o[a])])
-            for combo in itertools.product(*choices):
-                wt = 1.0
-                for a in range(d):
-                    if a in axes:
-                        wt *= w[e1[a]] * w[combo[a][0]]
-                D = tuple(c[1] for c in combo)
-                if block is None:
-                    block = S[(k,) + sl]
-                    pad = []
-                    for a in reversed(range(d)):
-                        extra = coarse[a] - block.shape[a]
-                        pad += [0, extra] if extra > 0 else [0, 0]
-                    block = block[tuple(slice(0, c) for c in coarse)]
-                    if any(pad):
-                        block = torch.nn.functional.pad(block, pad)
-                if D in out:
-                    out[D].add_(block, alpha=wt)
-                else:
-                    out[D] = block * wt
-    return out, coarse
-
-
-def _drop_outside(st: dict, dims: tuple) -> None:
-    """Zero (in place) the stencil entries that point off the grid: they belong to no coarse unknown."""
-    for D, g in st.items():
-        for a, Da in enumerate(D):
-            if Da > 0:
-                g.narrow(a, dims[a] - Da, Da).zero_()
-            elif Da < 0:
-                g.narrow(a, 0, -Da).zero_()
-
-
-def _stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple) -> torch.Tensor:
-    """Torch CSR (int32 indices, sorted rows and columns) of a stencil; entries off the grid dropped."""
-    d = len(dims)
-    n = S[0].numel()
-    dev = S.device
-    strides = _strides(dims)
-    itype = torch.int32 if n * len(offs) < 2**31 - 1 else torch.int64
-    valid = torch.ones(n, len(offs), dtype=torch.bool, device=dev)
-    for j, k in enumerate(offs):  # the entry (I, I + D) exists where I + D is on the grid
-        m = valid[:, j].view(dims)
-        for a, Da in enumerate(k):
-            if Da > 0:
-                m.narrow(a, dims[a] - Da, Da).fill_(False)
-            elif Da < 0:
-                m.narrow(a, 0, -Da).fill_(False)
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-    torch.cumsum(valid.sum(1), 0, out=crow[1:])
-    lin = torch.tensor([sum(k[a] * strides[a] for a in range(d)) for k in offs], device=dev, dtype=itype)
-    cols = (torch.arange(n, device=dev, dtype=itype).unsqueeze(1) + lin)[valid]  # offsets sorted: columns sorted
-    vals = S.reshape(len(offs), n).T[valid]
-    return csr_tensor(crow.to(itype), cols, vals, (n, n))
-
-
 class GeometricMultigrid(Multigrid):
     """Geometric multigrid V-cycle preconditioner for a matrix on a structured grid.
 
@@ -388,48 +213,48 @@ class GeometricMultigrid(Multigrid):
         if total != p.shape[0]:
             raise ValueError(f"grid {grid} has {total} points but A has {p.shape[0]} rows")
         vals = A._flat().detach()
-        hierarchies = []
+        plans = []  # per batch member: [(csr, diag, bound, transfers)] -- the host looks once at the end
         for bi in range(A.batch_size):
             # the fine operator is the pattern's own CSR (no copy); every level is read as a stencil
             csr = p.csr(vals[bi])
-            offs, S = _stencil(p, vals[bi], grid)
+            offs, S = read_stencil(p, vals[bi], grid)
             dims = grid
-            levels = []
-            while S[0].numel() > max_coarse and len(levels) < max_levels - 1:
+            plan = []
+            while S[0].numel() > max_coarse and len(plan) < max_levels - 1:
                 axes = tuple(a for a, n in enumerate(dims) if n >= 4)
                 if not axes:
                     break
-                diag, hi = _diagonal_and_bound(offs, S)
-                st, coarse = _galerkin_stencil(offs, S, dims, axes)
-                _drop_outside(st, coarse)
-                offs = sorted(st)
-                S = torch.stack([st.pop(k) for k in offs])
-                if transfers == "csr":
-                    key = ("gmg_transfers", dims, axes, vals.dtype)
-                    if key not in p.cache:  # structural: once per pattern
-                        p.cache[key] = (
-                            transfer_matrix(dims, axes, False, vals.dtype, vals.device).csr32(),
-                            transfer_matrix(dims, axes, True, vals.dtype, vals.device).csr32(),
-                        )
-                    P, R = p.cache[key]
-                    lv = Level(None, P=P, R=R, csr=csr, diag=diag, hi=hi)
-                else:
-                    lv = Level(
-                        None,
-                        prolong=_Transfer(prolong_add_, dims, axes),
-                        restrict=_Transfer(restrict, dims, axes),
-                        csr=csr,
-                        diag=diag,
-                        hi=hi,
-                    )
-                levels.append(lv)
-                csr, dims = _stencil_to_csr(offs, S, coarse), coarse
-            diag, hi = _diagonal_and_bound(offs, S)
-            levels.append(Level(None, csr=csr, diag=diag, hi=hi))
+                diag, hi = diagonal_and_bound(offs, S)
+                offs, S, coarse = galerkin_stencil(offs, S, dims, axes)
+                plan.append((csr, diag, hi, self._transfers(p, transfers, dims, axes, vals)))
+                csr, dims = stencil_to_csr(offs, S, coarse), coarse
+            diag, hi = diagonal_and_bound(offs, S)
+            plan.append((csr, diag, hi, {}))
             del S
-            hierarchies.append(levels)
+            plans.append(plan)
+        # one host look for every level's bound and zero-pivot check
+        looks = torch.stack([t for plan in plans for _, d, hi, _ in plan for t in (hi, (d == 0).any())]).tolist()
+        if any(looks[1::2]):
+            raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
+        his = iter(looks[0::2])
+        hierarchies = [[Level(None, csr=c, diag=d, hi=next(his), **t) for c, d, _, t in plan] for plan in plans]
         super().__init__(A, hierarchies, degree=degree, ratio=ratio, cycle=cycle)
         self.grid = grid
+
+    @staticmethod
+    def _transfers(p, transfers: str, dims: tuple, axes: tuple, vals: torch.Tensor) -> dict:
+        """The level's transfer operators: stored CSR ``P``, ``R`` (cached on the pattern, built once)
+        or strided grid operations."""
+        if transfers == "csr":
+            key = ("gmg_transfers", dims, axes, vals.dtype)
+            if key not in p.cache:  # structural: once per pattern
+                p.cache[key] = (
+                    transfer_matrix(dims, axes, False, vals.dtype, vals.device).csr32(),
+                    transfer_matrix(dims, axes, True, vals.dtype, vals.device).csr32(),
+                )
+            P, R = p.cache[key]
+            return {"P": P, "R": R}
+        return {"prolong": _Transfer(prolong_add_, dims, axes), "restrict": _Transfer(restrict, dims, axes)}
 
 
 class _Transfer:

@@ -1,0 +1,275 @@
+"""Matrices on structured grids as *stencil arrays*, the setup side of geometric multigrid.
+
+A matrix whose rows couple each grid point only to neighbours at offsets in ``{-1, 0, 1}^d``
+(unknowns numbered lexicographically, last axis fastest) is held as ``|O|`` coefficient grids
+``S [|O|, *dims]``, one per offset present.  Here: reading them from the CSR
+(:func:`read_stencil`), the diagonal and Gershgorin bound (:func:`diagonal_and_bound`), the
+Galerkin product ``P^T A P`` for (bi/tri)linear interpolation (:func:`galerkin_stencil`) and the
+CSR of a stencil (:func:`stencil_to_csr`).
+
+Written for launch-bound devices: every step is a few whole-array operations (one GEMM per
+axis for the Galerkin product, one scatter for the CSR) and the checks that need the host's
+look are gathered into one synchronisation per call; the error path may look more than once.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from ...pattern import csr_tensor
+
+__all__ = ["diagonal_and_bound", "galerkin_stencil", "read_stencil", "stencil_to_csr", "strides"]
+
+
+def strides(dims: tuple) -> list:
+    """Lexicographic strides of a grid (last axis fastest)."""
+    s = [1] * len(dims)
+    for a in range(len(dims) - 2, -1, -1):
+        s[a] = s[a + 1] * dims[a + 1]
+    return s
+
+
+def _compact_error(detail: str) -> ValueError:
+    return ValueError(
+        f"gmg needs a compact stencil (neighbour offsets in {{-1, 0, 1}} per axis); {detail}: use preconditioner='amg'"
+    )
+
+
+def _offset_codes(rows, cols, dims, lin_sorted, order, exact: bool, bad: list):
+    """Index into the ``3^d`` compact offsets of each entry; entries outside them set a flag in ``bad``
+    (a device tensor, looked at once by the caller)."""
+    if not exact:  # one subtraction: the linear offset identifies the grid offset
+        diff = cols - rows
+        pos = torch.searchsorted(lin_sorted, diff).clamp_(max=len(lin_sorted) - 1)
+        bad.append((lin_sorted[pos] != diff).any())
+        return order[pos]
+    st = strides(dims)
+    code = torch.zeros_like(rows)
+    for a in range(len(dims)):  # per-axis offsets (needed when an axis has fewer than 3 points)
+        if a < len(dims) - 1:
+            qr = torch.div(rows, st[a], rounding_mode="floor")
+            qc = torch.div(cols, st[a], rounding_mode="floor")
+            diff = qc - qr
+            rows, cols = rows - qr * st[a], cols - qc * st[a]
+        else:
+            diff = cols - rows
+        far = diff.abs() > 1
+        bad.append(far.any())
+        code = code * 3 + (diff.clamp(-1, 1) + 1)
+    return code
+
+
+def _chunk(device: torch.device) -> int:
+    """Entries per pass when the fine stencil is read from the CSR.  On GPUs each pass costs
+    kernel launches, so passes are large (4M entries: int64 temporaries of about 160 MB); on the
+    CPU 1M-entry passes stay in cache and are faster."""
+    return 1 << 20 if device.type == "cpu" else 1 << 22
+
+
+def _row_blocks(p, chunk: int):
+    """``(lo, hi, rows)`` blocks of whole rows with about ``chunk`` entries; their entry ranges
+    are read with one host look for all blocks (``Pattern.row_chunks`` looks twice per block)."""
+    M = p.shape[0]
+    step = max(1, (chunk * M) // max(p.nnz, 1))
+    starts = list(range(0, M, step)) + [M]
+    ends = p.crow[torch.tensor(starts, device=p.crow.device)].tolist()
+    for (r0, r1), (lo, hi) in zip(zip(starts[:-1], starts[1:]), zip(ends[:-1], ends[1:])):
+        if hi > lo:
+            counts = p.crow[r0 + 1 : r1 + 1] - p.crow[r0:r1]
+            yield (
+                lo,
+                hi,
+                torch.repeat_interleave(torch.arange(r0, r1, device=p.crow.device), counts, output_size=hi - lo),
+            )
+
+
+def read_stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
+    """(offsets, coefficient grids ``[|O|, *dims]``) of a matrix on the grid, read from its CSR.
+
+    Each entry is classified by its offset against the ``3^d`` compact-stencil offsets
+    in two chunked passes over whole rows (int8 codes in between), so the temporaries
+    stay a few bytes per entry and only the offsets present get a grid.  Couplings
+    that would wrap around a grid line show up on the boundary of their grid and are
+    rejected there, as are offsets outside the compact stencil.  ``exact`` forces the
+    per-axis classification (automatic when an axis is too short for linear offsets).
+    """
+    d, dev = len(dims), val.device
+    cand = list(itertools.product((-1, 0, 1), repeat=d))
+    st = strides(dims)
+    lin = [sum(e[a] * st[a] for a in range(d)) for e in cand]
+    if exact is None:  # an axis of length <= 2 makes linear offsets ambiguous
+        exact = len(set(lin)) < len(lin)
+    order_h = sorted(range(len(cand)), key=lambda k: lin[k])
+    lin_sorted = torch.tensor([lin[k] for k in order_h], device=dev)
+    order = torch.tensor(order_h, device=dev)
+    codes = torch.empty(p.nnz, dtype=torch.int8, device=dev)
+    present = torch.zeros(len(cand), dtype=torch.bool, device=dev)
+    bad: list = []
+    blocks = list(_row_blocks(p, _chunk(dev)))
+    for lo, hi, rows in blocks:
+        c = _offset_codes(rows, p.ccol[lo:hi].long(), dims, lin_sorted, order, exact, bad)
+        present.index_fill_(0, c, True)
+        codes[lo:hi] = c
+    flags = torch.cat([torch.stack(bad).view(-1) if bad else present.new_zeros(1), present]).tolist()
+    if any(flags[: len(flags) - len(cand)]):
+        raise _compact_error("this matrix couples points further apart")
+    keep = [k for k, f in enumerate(flags[len(flags) - len(cand) :]) if f]
+    lookup_h = [0] * len(cand)
+    for i, k in enumerate(keep):
+        lookup_h[k] = i
+    lookup = torch.tensor(lookup_h, device=dev)
+    S = val.new_zeros(len(keep), p.shape[0])
+    for lo, hi, rows in blocks:
+        S[lookup[codes[lo:hi].long()], rows] = val[lo:hi]
+    del codes, blocks
+    offs = [cand[k] for k in keep]
+    S = S.reshape(len(offs), *dims)
+    # wrapped couplings land where the true neighbour is off the grid (the grid's edge rows)
+    edge = [
+        S[k].narrow(a, dims[a] - 1 if e[a] > 0 else 0, 1).ne(0).any()
+        for k, e in enumerate(offs)
+        for a in range(d)
+        if e[a] != 0
+    ]
+    if edge and any(torch.stack(edge).tolist()):
+        raise ValueError(
+            "gmg needs a compact stencil on the recorded grid; this matrix couples points across the edge "
+            "of the grid (is pattern.cache['grid'] right?): use preconditioner='amg'"
+        )
+    return offs, S
+
+
+def valid_mask(offs: list, dims: tuple, device) -> torch.Tensor:
+    """``[|O|, *dims]`` bool: where entry ``(I, I + D)`` has its column ``I + D`` on the grid
+    (a broadcast of one 1-D mask per axis)."""
+    mask = None
+    for a, n in enumerate(dims):
+        D = torch.tensor([o[a] for o in offs], device=device).unsqueeze(1)
+        i = torch.arange(n, device=device) + D  # [|O|, n]
+        m = ((i >= 0) & (i < n)).view(len(offs), *[n if b == a else 1 for b in range(len(dims))])
+        mask = m if mask is None else mask & m
+    return mask
+
+
+def diagonal_and_bound(offs: list, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diagonal of a stencil matrix and the Gershgorin bound of ``D^{-1} A`` (a 0-d tensor: no
+    host look, and no CSR needed)."""
+    centre = (0,) * (S.dim() - 1)
+    if centre not in offs:
+        raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
+    diag = S[offs.index(centre)].reshape(-1).clone()  # not a view: S must be free to go
+    if S.device.type == "cpu":  # a strided reduction over the offsets is slow there
+        rowsum = S[0].reshape(-1).abs()
+        for k in range(1, len(offs)):
+            rowsum += S[k].reshape(-1).abs()
+    else:  # one kernel
+        rowsum = torch.linalg.vector_norm(S.reshape(len(offs), -1), ord=1, dim=0)
+    return diag, (rowsum / diag.abs()).amax()
+
+
+_W1 = {-1: 0.5, 0: 1.0, 1: 0.5}  # 1-D linear interpolation weights of fine rows 2I+1+e around coarse I
+
+
+def _axis_weights(offs: list, a: int) -> tuple[list, list]:
+    """One axis of the Galerkin product as a mixing matrix: coarse offsets and ``W [|O'|, 3 |O|]``.
+
+    Along axis ``a`` the coarse row ``I`` takes fine rows ``2I+1+e1`` (weight ``w(e1)``); an entry
+    at offset ``o`` of such a row reaches fine column ``2I+1+e1+o_a = 2J+1+e2`` with weight ``w(e2)``,
+    so coarse offset ``D_a = (o_a + e1 - e2) / 2``.  Column ``3 k + e1 + 1`` of ``W`` holds the
+    weights of (fine offset ``k``, fine row ``e1``).
+    """
+    terms: dict = {}
+    for k, o in enumerate(offs):
+        for e1 in (-1, 0, 1):
+            for e2 in (-1, 0, 1):
+                s = o[a] + e1 - e2
+                if s % 2 == 0:
+                    D = o[:a] + (s // 2,) + o[a + 1 :]
+                    terms[D, 3 * k + e1 + 1] = terms.get((D, 3 * k + e1 + 1), 0.0) + _W1[e1] * _W1[e2]
+    coarse = sorted({D for D, _ in terms})
+    index = {D: i for i, D in enumerate(coarse)}
+    W = [[0.0] * (3 * len(offs)) for _ in coarse]
+    for (D, c), v in terms.items():
+        W[index[D]][c] = v
+    return coarse, W
+
+
+def _axis_step(S: torch.Tensor, W: torch.Tensor, ax: int, m: int) -> torch.Tensor:
+    """``[|O'|, ...]`` stencil grids after coarsening grid axis ``ax`` of ``S`` ``[|O|, ...]`` to ``m``
+    rows: row ``I`` mixes fine rows ``2I``, ``2I+1``, ``2I+2`` (zero past the end of ``S``) by ``W``."""
+    d = ax + 1  # tensor dimension of the grid axis
+    L = S.shape[d]
+    shape = list(S.shape)
+    shape[d] = m
+    G = S.new_zeros(S.shape[0], 3, *shape[1:])
+    for e in range(3):
+        cnt = min(m, (L - e + 1) // 2)
+        if cnt > 0:
+            G[:, e].narrow(d, 0, cnt).copy_(S[(slice(None),) * d + (slice(e, e + 2 * cnt - 1, 2),)])
+    return torch.mm(W, G.view(3 * S.shape[0], -1)).view(W.shape[0], *shape[1:])
+
+
+GALERKIN_CHUNK = 1 << 22
+"""Gathered stencil entries per block (rows of the grid's first axis) of :func:`galerkin_stencil`."""
+
+
+def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple):
+    """Coarse ``(offsets, grids [|O_c|, *coarse], coarse dims)`` of ``P^T A P`` (linear interpolation
+    on ``axes``; coarse point ``I`` on fine point ``2I + 1``).
+
+    ``P`` is a Kronecker product of 1-D interpolations, so the product is taken one axis at a time,
+    each step a small dense mixing matrix applied to the stacked fine rows: one GEMM per axis and
+    block instead of one tensor operation per pair of offsets.  Blocks of the grid's first axis
+    bound the temporaries (the other axes' steps stay inside a block); entries that point off the
+    coarse grid belong to no coarse unknown and are zeroed.
+    """
+    coarse = tuple(n // 2 if a in axes else n for a, n in enumerate(dims))
+    steps, cur, widest = [], list(offs), len(offs)
+    for a in axes:
+        cur, W = _axis_weights(cur, a)
+        widest = max(widest, len(cur))
+        steps.append((a, torch.tensor(W, dtype=S.dtype, device=S.device)))
+    out = S.new_empty(len(cur), *coarse)
+    per_row = 3 * widest * max(1, S[0].numel() // dims[0]) * (2 if 0 in axes else 1)
+    rows = max(1, GALERKIN_CHUNK // per_row)
+    for i0 in range(0, coarse[0], rows):
+        i1 = min(i0 + rows, coarse[0])
+        if 0 in axes:  # coarse rows i0..i1 read fine rows 2 i0 .. 2 i1 (inclusive)
+            T = S.narrow(1, 2 * i0, min(2 * i1 + 1, dims[0]) - 2 * i0)
+        else:
+            T = S.narrow(1, i0, i1 - i0)
+        for a, W in steps:
+            T = _axis_step(T, W, a, i1 - i0 if a == 0 else coarse[a])
+        out[:, i0:i1] = T
+        del T
+    out.masked_fill_(~valid_mask(cur, coarse, S.device), 0)
+    return cur, out, coarse
+
+
+def stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple) -> torch.Tensor:
+    """Torch CSR (int32 indices, sorted rows and columns) of a stencil; entries off the grid dropped.
+
+    The number of entries is known on the host (a product per offset), so the entries are
+    placed by one scatter: no data-dependent shape, no host look."""
+    n, O, dev = S[0].numel(), len(offs), S.device
+    nnz = 0
+    for o in offs:
+        k = 1
+        for a, Da in enumerate(o):
+            k *= max(dims[a] - abs(Da), 0)
+        nnz += k
+    itype = torch.int32 if max(n * O, nnz) < 2**31 - 1 else torch.int64
+    valid = valid_mask(offs, dims, dev).reshape(O, n).T  # [n, O]: row-major order is CSR order
+    crow = torch.zeros(n + 1, dtype=itype, device=dev)
+    torch.cumsum(valid.sum(1, dtype=itype), 0, out=crow[1:])
+    dest = torch.cumsum(valid.reshape(-1), 0, dtype=itype).sub_(1)
+    dest.masked_fill_(~valid.reshape(-1), nnz)  # entries off the grid go to a spare slot
+    st = strides(dims)
+    lin = torch.tensor([sum(o[a] * st[a] for a in range(len(dims))) for o in offs], device=dev, dtype=itype)
+    cols = torch.empty(nnz + 1, dtype=itype, device=dev)
+    cols.scatter_(0, dest.long(), (torch.arange(n, device=dev, dtype=itype).unsqueeze(1) + lin).reshape(-1))
+    vals = S.new_empty(nnz + 1)
+    vals.scatter_(0, dest.long(), S.reshape(O, n).T.reshape(-1))  # offsets sorted: columns sorted
+    return csr_tensor(crow, cols[:nnz], vals[:nnz], (n, n))
