@@ -18,10 +18,16 @@ _CHUNK = 1 << 23  # elements per pass (one pass up to a 1M-unknown 2D matrix; ~9
 
 
 def all_finite(t: torch.Tensor) -> bool:
-    """Whether every entry of ``t`` is finite (one host synchronisation)."""
+    """Whether every entry of ``t`` is finite (one host synchronisation).
+
+    A finite sum proves every entry finite (a NaN or an infinity makes the sum non-finite) and
+    is a reduction, with no temporary of ``t``'s size; only a non-finite sum (such an entry, or an
+    overflow of finite ones) takes the exact scan in chunks."""
     if not (t.is_floating_point() or t.is_complex()):
         return True
     flat = t.detach().reshape(-1)
+    if bool(torch.isfinite(flat.sum())):
+        return True
     if flat.numel() <= _CHUNK:
         return bool(torch.isfinite(flat).all())
     bad = torch.zeros((), dtype=torch.bool, device=flat.device)
