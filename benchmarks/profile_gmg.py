@@ -71,8 +71,13 @@ _VIEWS = {
     "sym_numel",
     "sym_storage_offset",
     "is_same_size",
+    "empty",
+    "new_empty",
+    "empty_like",
+    "empty_strided",
+    "new_empty_strided",
 }
-"""Ops that only make a new view (no kernel on a GPU; host dispatch time only)."""
+"""Ops that make a view or an uninitialised allocation (no kernel on a GPU; host dispatch time only)."""
 
 
 def _bool_index(args) -> bool:

@@ -31,6 +31,9 @@ LANCZOS_SAFETY = 1.1
 interval that ends short of the spectrum amplifies the modes beyond it."""
 
 
+_GERSHGORIN_CHUNK = 1 << 20  # entries per block of the Gershgorin row sums
+
+
 def gershgorin_bound(row: torch.Tensor, values: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
     """Upper bound of ``|lambda(D^{-1} A)|``: the largest row sum of ``|D^{-1} A|``.
 
@@ -48,8 +51,13 @@ def gershgorin_bound(row: torch.Tensor, values: torch.Tensor, diag: torch.Tensor
     torch.Tensor
         The bound per batch member, ``[...]`` (real).
     """
-    v = values.abs()
-    sums = torch.zeros(diag.shape, dtype=v.dtype, device=v.device).index_add_(-1, row, v)
+    nnz = values.shape[-1]
+    sums = torch.zeros(
+        diag.shape, dtype=values.real.dtype if values.is_complex() else values.dtype, device=values.device
+    )
+    for lo in range(0, nnz, _GERSHGORIN_CHUNK):  # |a_ij| by blocks: no temporary of the matrix's size
+        hi = min(lo + _GERSHGORIN_CHUNK, nnz)
+        sums.index_add_(-1, row[lo:hi], values[..., lo:hi].abs())
     return (sums / diag.abs()).amax(-1)
 
 
@@ -202,6 +210,8 @@ def chebyshev_iteration(
         The new iterate.
     """
     theta, delta = (hi + lo) / 2, (hi - lo) / 2
+    if not isinstance(theta, torch.Tensor) and not isinstance(delta, torch.Tensor):
+        return _chebyshev_scalar(residual, dinv, b, x, float(theta), float(delta), degree)
     sigma = theta / delta
     rho = 1.0 / sigma
     if x is None:
@@ -214,11 +224,41 @@ def chebyshev_iteration(
     for _ in range(degree - 1):
         rho_new = 1.0 / (2 * sigma - rho)
         c = 2 * rho_new / delta
-        if isinstance(c, torch.Tensor):  # per-member interval
-            d.mul_(rho_new * rho).addcmul_(dinv * c, residual(b, x))
-        else:
-            d.mul_(rho_new * rho).addcmul_(dinv, residual(b, x), value=c)
+        d.mul_(rho_new * rho).addcmul_(dinv * c, residual(b, x))
         x.add_(d)
+        rho = rho_new
+    return x
+
+
+def _chebyshev_scalar(residual, dinv, b, x, theta: float, delta: float, degree: int) -> torch.Tensor:
+    """:func:`chebyshev_iteration` with one interval for all columns (the multigrid smoother): the
+    direction is kept with a pending scale factor, so a step is at most three vector passes besides
+    its residual and the last step two (degree 2 from zero: four passes and one residual)."""
+    sigma = theta / delta
+    rho = 1.0 / sigma
+    if x is None:  # x = D^-1 b / theta, and the direction d is x itself (scale 1)
+        x = torch.mul(dinv, b).mul_(1.0 / theta)
+        d, s = None, 1.0
+    else:  # x is the caller's own: updated in place; d = s * (D^-1 r)
+        d = residual(b, x).mul_(dinv)
+        s = 1.0 / theta
+        x.add_(d, alpha=s)
+    for k in range(degree - 1):
+        rho_new = 1.0 / (2 * sigma - rho)
+        c = 2 * rho_new / delta
+        a = rho_new * rho * s  # d_new = a d_stored + c D^-1 r
+        r = residual(b, x)
+        if k == degree - 2:  # the last step: x += d_new, no direction kept
+            if d is None:
+                x.mul_(1.0 + a)
+            else:
+                x.add_(d, alpha=a)
+            x.addcmul_(dinv, r, value=c)
+        else:
+            d = (x * a if d is None else d.mul_(a)).addcmul_(dinv, r, value=c)
+            x.add_(d)
+            s = 1.0
+        del r
         rho = rho_new
     return x
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ...sparse import SparseTensor
+from .graphed import GraphedApply, check_graph
 from .grid_stencil import diagonal_and_bound, galerkin_stencil, read_stencil, stencil_to_csr, strides
 from .multigrid import Level, Mat, Multigrid, check_cycle
 
@@ -31,27 +32,48 @@ _stencil, _strides, _stencil_to_csr = read_stencil, strides, stencil_to_csr
 
 
 # --------------------------------------------------- transfers on grids
+def _interp_add_(out: torch.Tensor, u: torch.Tensor, n: int, fresh: bool) -> None:
+    """``out`` (``n`` fine rows on dim 0) ``+= P u`` along dim 0, or ``=`` when ``fresh``: the odd rows take
+    ``u``, the even rows the mean of their two coarse neighbours (zero past the ends).  Three or four
+    strided passes, no temporaries."""
+    nc = u.shape[0]
+    odd, even = out[1::2][:nc], out[0::2]
+    if fresh:
+        odd.copy_(u)
+        torch.mul(u, 0.5, out=even[:nc])
+    else:
+        odd.add_(u)
+        even[:nc].add_(u, alpha=0.5)
+    even[1:nc].add_(u[: nc - 1], alpha=0.5)
+    if even.shape[0] > nc:  # odd n: the last fine point 2 nc sees only coarse nc - 1
+        if fresh:
+            torch.mul(u[nc - 1], 0.5, out=even[nc])
+        else:
+            even[nc].add_(u[nc - 1], alpha=0.5)
+
+
 def _prolong_axis(u: torch.Tensor, axis: int, n: int) -> torch.Tensor:
     """Linear interpolation along ``axis`` from ``n // 2`` coarse to ``n`` fine points."""
-    u = u.movedim(axis, 0)
-    out = u.new_zeros((n,) + u.shape[1:])
-    out[1::2] = u
-    up = torch.nn.functional.pad(u.movedim(0, -1), (1, 1)).movedim(-1, 0)  # [0, u, 0]
-    ne = (n + 1) // 2
-    out[0::2] = 0.5 * (up[:ne] + up[1 : ne + 1])
-    return out.movedim(0, axis)
+    shape = list(u.shape)
+    shape[axis] = n
+    out = u.new_empty(shape)
+    _interp_add_(out.movedim(axis, 0), u.movedim(axis, 0), n, fresh=True)
+    return out
 
 
 def _restrict_axis(f: torch.Tensor, axis: int) -> torch.Tensor:
-    """Transpose of :func:`_prolong_axis` (full weighting without the 1/2 scaling)."""
-    f = f.movedim(axis, 0)
-    nc = f.shape[0] // 2
-    fe = f[0::2]  # fine points 2I and 2I + 2 feed coarse I with weight 1/2 (2I + 2 may be off the grid)
-    out = f[1::2][:nc].clone()
-    out.add_(fe[:nc], alpha=0.5)
+    """Transpose of :func:`_prolong_axis` (full weighting without the 1/2 scaling); the result is
+    contiguous in ``f``'s axis order."""
+    nc = f.shape[axis] // 2
+    shape = list(f.shape)
+    shape[axis] = nc
+    out = f.new_empty(shape)
+    fv, ov = f.movedim(axis, 0), out.movedim(axis, 0)
+    fe = fv[0::2]  # fine points 2I and 2I + 2 feed coarse I with weight 1/2 (2I + 2 may be off the grid)
+    torch.add(fv[1::2][:nc], fe[:nc], alpha=0.5, out=ov)
     m = min(nc, fe.shape[0] - 1)
-    out[:m].add_(fe[1 : m + 1], alpha=0.5)
-    return out.movedim(0, axis)
+    ov[:m].add_(fe[1 : m + 1], alpha=0.5)
+    return out
 
 
 def prolong(xc: torch.Tensor, fine: tuple, axes: tuple) -> torch.Tensor:
@@ -76,14 +98,7 @@ def prolong_add_(x: torch.Tensor, xc: torch.Tensor, fine: tuple, axes: tuple) ->
     for a in axes[:-1]:
         u = _prolong_axis(u, a, fine[a])
     a = axes[-1]
-    n = fine[a]
-    xv = x.view(*fine, K).movedim(a, 0)
-    u = u.movedim(a, 0)
-    xv[1::2].add_(u)
-    up = torch.nn.functional.pad(u.movedim(0, -1), (1, 1)).movedim(-1, 0)  # [0, u, 0]
-    del u
-    ne = (n + 1) // 2
-    xv[0::2].add_(up[:ne] + up[1 : ne + 1], alpha=0.5)
+    _interp_add_(x.view(*fine, K).movedim(a, 0), u.movedim(a, 0), fine[a], fresh=False)
     return x
 
 
@@ -178,6 +193,10 @@ class GeometricMultigrid(Multigrid):
     transfers : str
         ``'stencil'`` (strided tensor operations, no storage), ``'csr'`` (stored
         sparse P and R: faster on the CPU) or ``'auto'`` (CSR on the CPU, stencil on GPUs).
+    graph : bool or str
+        Replay the cycle from a CUDA graph (:class:`~sla.solvers.precond.graphed.GraphedApply`:
+        captured on the second application, one launch per cycle from then on; eager where it
+        cannot be captured).  ``'auto'``: on CUDA devices; ``True`` needs one.
     """
 
     name = "gmg"
@@ -192,8 +211,10 @@ class GeometricMultigrid(Multigrid):
         ratio: float = 10.0,
         transfers: str = "auto",
         cycle: str = "auto",
+        graph: bool | str = "auto",
     ):
         cycle = check_cycle(cycle)
+        graph = check_graph(graph, A.device)
         if transfers not in ("auto", "csr", "stencil"):
             raise ValueError(f"transfers must be 'auto', 'csr' or 'stencil', got {transfers!r}")
         if transfers == "auto":
@@ -240,6 +261,12 @@ class GeometricMultigrid(Multigrid):
         hierarchies = [[Level(None, csr=c, diag=d, hi=next(his), **t) for c, d, _, t in plan] for plan in plans]
         super().__init__(A, hierarchies, degree=degree, ratio=ratio, cycle=cycle)
         self.grid = grid
+        self._graph = GraphedApply(lambda r: Multigrid.__call__(self, r)) if graph else None
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        if self._graph is not None:
+            return self._graph(r)
+        return super().__call__(r)
 
     @staticmethod
     def _transfers(p, transfers: str, dims: tuple, axes: tuple, vals: torch.Tensor) -> dict:
