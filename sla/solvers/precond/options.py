@@ -161,8 +161,11 @@ class GMG(PreconditionerSpec):
     ratio: float = 10.0
     transfers: str = "auto"
     cycle: str = "auto"
+    graph: bool | str = "auto"
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.graph, bool) or self.graph == "auto"):
+            raise ValueError(f"GMG: graph must be True, False or 'auto', got {self.graph!r}")
         if self.grid is not None:
             g = self.grid
             if not isinstance(g, tuple) or not g or not all(isinstance(k, int) and k >= 1 for k in g):
