@@ -1,0 +1,130 @@
+"""The geometric multigrid cycle: the lean Chebyshev smoother against the general one, the
+CUDA-graph replay against the eager cycle (GPU), and the options that choose them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from devices import DEVICES
+
+import sla
+from sla import gallery
+from sla.solvers.precond import make_preconditioner
+from sla.solvers.precond.chebyshev import chebyshev_iteration
+from sla.solvers.precond.graphed import GraphedApply, check_graph
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 5])
+@pytest.mark.parametrize("start", ["zero", "given"])
+def test_chebyshev_one_interval_equals_the_per_member_form(degree, start):
+    """The smoother's float-interval path (pending scale) is the same polynomial as the tensor-
+    interval path (Saad Alg. 12.1 as written), to rounding."""
+    A = gallery.poisson2d(12)
+    C = A.pattern.csr(A.values)
+
+    def residual(b, x):
+        return b - C @ x
+
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(144, 3, generator=g, dtype=torch.float64)
+    dinv = torch.full((144, 1), 0.25, dtype=torch.float64)
+    x0 = None if start == "zero" else torch.randn(144, 3, generator=g, dtype=torch.float64)
+    lo, hi = 0.2, 2.0
+    x1 = chebyshev_iteration(residual, dinv, b, None if x0 is None else x0.clone(), lo, hi, degree)
+
+    def t(v):
+        return torch.tensor(v, dtype=torch.float64)
+
+    x2 = chebyshev_iteration(residual, dinv, b, None if x0 is None else x0.clone(), t(lo), t(hi), degree)
+    torch.testing.assert_close(x1, x2, rtol=1e-13, atol=1e-13)
+    # the polynomial reduces the error of A x = b over the interval: a smoother, not a no-op
+    xs = torch.linalg.solve(A.to_dense(), b)
+    e0 = (xs if x0 is None else xs - x0).norm()
+    assert (xs - x1).norm() < e0
+
+
+def test_graph_option_is_checked():
+    with pytest.raises(ValueError, match="graph must be True, False or 'auto', got 'yes'"):
+        check_graph("yes", torch.device("cpu"))
+    with pytest.raises(ValueError, match="needs a CUDA matrix, got one on cpu"):
+        make_preconditioner(gallery.poisson2d(16), "gmg", graph=True)
+    M = make_preconditioner(gallery.poisson2d(16), "gmg")  # 'auto' on the CPU: eager
+    assert M._graph is None
+    calls = []
+    G = GraphedApply(lambda r: calls.append(1) or 2 * r)
+    torch.testing.assert_close(G(torch.ones(3)), 2 * torch.ones(3))  # CPU input: eager, every call
+    G(torch.ones(3))
+    assert len(calls) == 2 and not G.graphs
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cycle", ["V", "W"])
+def test_gmg_cg_converges_with_the_lean_cycle(device, cycle):
+    """GMG-CG on 2D and 3D Poisson reaches rtol 1e-8 with the true residual checked here."""
+    for A in (gallery.poisson2d(64, device=device), gallery.poisson3d(16, device=device)):
+        b = torch.ones(A.shape[0], dtype=A.dtype, device=device)
+        x, info = sla.solve(
+            A, b, backend="pytorch", method="cg", preconditioner="gmg", options={"cycle": cycle}, return_info=True
+        )
+        res = float(torch.linalg.vector_norm(b - A @ x) / torch.linalg.vector_norm(b))
+        assert res <= 1e-8 and info.iterations <= 12
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("shape", [(256, 256), (30, 33, 35)])
+@pytest.mark.parametrize("K", [1, 3])
+def test_graphed_cycle_equals_the_eager_cycle(shape, K):
+    """The replayed CUDA graph computes the eager cycle: the same kernels, so the same numbers
+    (1e-12), on new inputs after the capture too."""
+    A = gallery.poisson2d(*shape, device="cuda") if len(shape) == 2 else _poisson3d(shape)
+    Mg = make_preconditioner(A, "gmg", graph=True)
+    Me = make_preconditioner(A, "gmg", graph=False)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for _ in range(4):  # eager, capture + replay, replay, replay
+        r = torch.randn(1, A.shape[0], K, generator=g, dtype=A.dtype, device="cuda")
+        z, ze = Mg(r), Me(r)
+        torch.testing.assert_close(z, ze, rtol=1e-12, atol=1e-12 * float(ze.abs().max()))
+    assert Mg._graph.failed is None, Mg._graph.failed
+    assert len(Mg._graph.graphs) == 1
+    z2 = Mg(r)
+    assert z2.data_ptr() != z.data_ptr()  # each call returns its own tensor
+
+
+@pytest.mark.gpu
+@cuda
+def test_graphed_cg_solve_matches_eager():
+    A = gallery.poisson2d(512, device="cuda")
+    b = torch.ones(A.shape[0], dtype=A.dtype, device="cuda")
+    kw = dict(backend="pytorch", method="cg", rtol=1e-8, return_info=True)
+    xg, ig = sla.solve(A, b, preconditioner=sla.precond.GMG(graph=True), **kw)
+    xe, ie = sla.solve(A, b, preconditioner=sla.precond.GMG(graph=False), **kw)
+    assert ig.iterations == ie.iterations
+    torch.testing.assert_close(xg, xe, rtol=1e-10, atol=1e-12)
+    assert float(torch.linalg.vector_norm(b - A @ xg) / torch.linalg.vector_norm(b)) <= 1e-8
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_capture_that_fails_falls_back_to_eager():
+    """A function with a host synchronisation cannot be captured: the wrapper says why, runs it
+    eagerly from then on, and the device stays usable."""
+
+    def syncing(r):
+        return r * float(r.abs().max())
+
+    G = GraphedApply(syncing)
+    r = torch.arange(4.0, device="cuda")
+    for _ in range(3):
+        torch.testing.assert_close(G(r), r * 3.0)
+    assert G.failed is not None and not G.graphs
+    torch.testing.assert_close((r + 1).sum().cpu(), torch.tensor(10.0))
+
+
+def _poisson3d(shape):
+    from sla.gallery import stencil_operator
+
+    offs = [(0, 0, 0), (-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)]
+    return stencil_operator(shape, offs, [6.0] + [-1.0] * 6, device="cuda")
