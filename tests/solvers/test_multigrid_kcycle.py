@@ -164,6 +164,31 @@ def test_variable_only_for_k():
         M = make_preconditioner(A, "amg", cycle=c, max_coarse=20)
         assert M.variable is var and M.cycle == c
         assert f"{c}-cycle" in M.describe()
+        assert M.flexible() is M  # a named cycle is what runs
+
+
+def test_auto_cycle_is_k_only_under_flexible_krylov_methods_on_cpu():
+    # cycle='auto': AMG-CG / GMRES on the CPU run the K-cycle (fewer iterations: the V-cycle's
+    # count is the reference); MINRES and BiCGStab, which need a fixed preconditioner, the V-cycle
+    A = _p1_square(96)
+    b = torch.ones(A.shape[0], dtype=torch.float64)
+    ref = _spsolve(A, b)
+    its = {}
+    for method in ("cg", "gmres", "minres", "bicgstab"):
+        x, info = _solve(A, b, method=method, max_coarse=50)
+        assert info.converged, (method, info)
+        assert np.linalg.norm(x.numpy() - ref) / np.linalg.norm(ref) < 1e-6
+        cyc = "K" if method in ("cg", "gmres") else "V"
+        assert f"({cyc}-cycle" in info.notes[-1], (method, info.notes)
+        its[method] = info.iterations
+    _, v = _solve(A, b, method="cg", max_coarse=50, cycle="V")
+    assert its["cg"] < v.iterations, (its, v.iterations)
+    M = make_preconditioner(A, "amg", max_coarse=50)
+    K = M.flexible()
+    assert M.cycle == "V" and not M.variable and K.cycle == "K" and K.variable and K.levels is M.levels
+    assert M.flexible() is K  # made once
+    G = make_preconditioner(gallery.poisson2d(32), "gmg")
+    assert G.flexible() is G and G.cycle == "V"  # GMG: the V-cycle (the K-cycle not measured to win)
 
 
 @pytest.mark.parametrize("bad", ["F", "k", "v-cycle", 2, None])

@@ -342,7 +342,11 @@ _DOC = """{title} on a batched block ``b`` of shape ``[B, n, K]``.
     """
 
 
-def make_method(inner, name: str, title: str, spd: str = "", uses_restart: bool = False):
+def make_method(inner, name: str, title: str, spd: str = "", uses_restart: bool = False, flexible: bool = False):
+    """The public method around ``inner``; ``flexible``: it takes a variable preconditioner, so a
+    preconditioner with a ``flexible()`` form (a multigrid whose ``cycle='auto'`` picks the K-cycle
+    there, :meth:`sla.solvers.precond.multigrid.Multigrid.flexible`) is asked for it."""
+
     def method(
         matvec: Op,
         b: torch.Tensor,
@@ -359,6 +363,8 @@ def make_method(inner, name: str, title: str, spd: str = "", uses_restart: bool 
         timeout: float | None = None,
         stall: int | None = None,
     ) -> KrylovResult:
+        if flexible and hasattr(precond, "flexible"):
+            precond = precond.flexible()
         ctx = _Ctx(matvec, b, precond, dot, rtol, atol, maxiter, check_every, callback, timeout, stall)
         if not uses_restart:
             return _outer(inner, ctx, x0)

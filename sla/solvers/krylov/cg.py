@@ -81,10 +81,13 @@ def _fcg_inner(ctx: _Ctx, x, r, rn, act, tol, box):
     return _cg_inner(ctx, x, r, rn, act, tol, box, flexible=True)
 
 
-cg = make_method(_cg_inner, "cg", "Preconditioned conjugate gradients (Hermitian positive definite A)", SPD)
+cg = make_method(
+    _cg_inner, "cg", "Preconditioned conjugate gradients (Hermitian positive definite A)", SPD, flexible=True
+)
 fcg = make_method(
     _fcg_inner,
     "fcg",
     "Flexible conjugate gradients (Polak-Ribiere beta): the preconditioner may change between steps",
     SPD,
+    flexible=True,
 )

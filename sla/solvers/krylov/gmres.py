@@ -111,7 +111,17 @@ def _rgmres_inner(ctx, x, r, rn, act, tol, box, restart):
     return _gmres_inner(ctx, x, r, rn, act, tol, box, False, restart)
 
 
-gmres = make_method(_rgmres_inner, "gmres", "Right-preconditioned restarted GMRES(m) (general A)", uses_restart=True)
+gmres = make_method(
+    _rgmres_inner,
+    "gmres",
+    "Right-preconditioned restarted GMRES(m) (general A; flexible with a variable preconditioner)",
+    uses_restart=True,
+    flexible=True,
+)
 fgmres = make_method(
-    _fgmres_inner, "fgmres", "Flexible GMRES(m): the preconditioner may change between steps", uses_restart=True
+    _fgmres_inner,
+    "fgmres",
+    "Flexible GMRES(m): the preconditioner may change between steps",
+    uses_restart=True,
+    flexible=True,
 )

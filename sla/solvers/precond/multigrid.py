@@ -10,6 +10,8 @@ matrices carry one hierarchy per member, applied together.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ...pattern import csr_tensor
@@ -18,7 +20,7 @@ from ...sparse import SparseTensor
 from .base import Preconditioner
 from .chebyshev import LANCZOS_SAFETY, capped, chebyshev_iteration, gershgorin_bound, ritz_estimate
 
-__all__ = ["DENSE_MAX", "Level", "Mat", "Multigrid", "check_cycle", "csr32", "galerkin"]
+__all__ = ["AUTO_FLEXIBLE", "DENSE_MAX", "AutoCycle", "Level", "Mat", "Multigrid", "check_cycle", "csr32", "galerkin"]
 
 
 def csr32(crow, col, values, shape) -> torch.Tensor:
@@ -225,15 +227,41 @@ K_THRESHOLD = 0.25
 reduced the coarse residual to this fraction (Notay & Vassilevski 2008, ``t = 0.25``); only on
 the CPU, where looking at a norm costs no device synchronisation."""
 
+K_MIN_ROWS = {"cpu": 0, "cuda": 0}
+"""K-cycle: coarse levels with fewer rows than this (per device type) take one plain coarse
+correction (as in a V-cycle) instead of the two Krylov steps.  Every Krylov level doubles the
+visits of all levels below it, and on a GPU a visit of a small level costs its kernel launches
+(about 30), not its arithmetic."""
+
+
+AUTO_FLEXIBLE = {"amg": ("cpu",)}
+"""Where ``cycle='auto'`` runs the K-cycle: by preconditioner name, the device types on which a
+flexible Krylov method (CG, GMRES, FGMRES; see :meth:`Multigrid.flexible`) gets it.  Elsewhere,
+and inside other preconditioners or methods that need a fixed one (MINRES, BiCGStab, block
+preconditioners), ``'auto'`` is the fixed cycle its class names.  CPU, 1 thread, AMG-CG: the
+K-cycle needs fewer iterations that grow less with the grid at about the V-cycle's cost per
+iteration (5-point 4M: V 13 / 10.7 s, K 11 / 10.1 s; P1 triangles 160K: V 19, K 13; see
+benchmarks/README.md).  GPUs: V until measured there (the K-cycle's extra coarse visits are kernel
+launches)."""
+
+
+class AutoCycle(str):
+    """The cycle ``'auto'`` resolved to (a ``str`` equal to it), marked as chosen automatically so that
+    a :class:`Multigrid` may still run the K-cycle under a flexible Krylov method (:data:`AUTO_FLEXIBLE`)."""
+
+    __slots__ = ()
+
 
 def check_cycle(cycle, auto: str = "V") -> str:
-    """The cycle name, ``'auto'`` resolved to ``auto``; a clear error for anything else."""
+    """The cycle name; ``'auto'`` resolved to ``auto`` (an :class:`AutoCycle`); a clear error for anything else."""
+    if isinstance(cycle, AutoCycle):
+        return cycle
     if cycle == "auto":
-        return auto
+        return AutoCycle(auto)
     if not isinstance(cycle, str) or cycle not in _CYCLES:
         raise ValueError(
             f"cycle must be one of {sorted(_CYCLES) + ['auto']}, got {cycle!r} "
-            "(V, W, or K: the Krylov-accelerated K-cycle; 'auto' picks by device)"
+            "(V, W, or K: the Krylov-accelerated K-cycle; 'auto' picks by device and Krylov method)"
         )
     return cycle
 
@@ -277,8 +305,12 @@ class Multigrid(Preconditioner):
         hermitian: bool | None = None,
     ):
         super().__init__(A)
-        self.cycle = check_cycle(cycle)
+        cycle = check_cycle(cycle)
+        self.auto = isinstance(cycle, AutoCycle)  # chosen by 'auto': flexible() may run the K-cycle
+        self.cycle = str(cycle)
         self.gamma = _CYCLES[self.cycle]
+        self._flexible = None  # the K-cycle twin handed to flexible Krylov methods
+        self.ran = None  # the cycle the last flexible Krylov solve ran, when it is not self.cycle
         self.hierarchies = hierarchies
         self.coarse = [_dense_inverse(h[-1].A) if h[-1].n <= DENSE_MAX else None for h in hierarchies]
         self.degree, self.ratio = degree, ratio
@@ -289,6 +321,19 @@ class Multigrid(Preconditioner):
     def variable(self) -> bool:
         """Whether the cycle is a variable (nonlinear) preconditioner: the K-cycle."""
         return self.cycle == "K"
+
+    def flexible(self) -> Multigrid:
+        """The preconditioner a flexible Krylov method should run (:func:`sla.solvers.krylov.cg`, gmres
+        and fgmres ask for it): with ``cycle='auto'`` where :data:`AUTO_FLEXIBLE` says so, the K-cycle
+        on the same hierarchy (made once, sharing every level); else ``self``."""
+        if not self.auto or self.cycle == "K" or self.A.device.type not in AUTO_FLEXIBLE.get(self.name, ()):
+            return self
+        if self._flexible is None:
+            twin = copy.copy(self)
+            twin.cycle, twin.gamma, twin.auto, twin._flexible = "K", _CYCLES["K"], False, None
+            self._flexible = twin
+        self.ran = "K"
+        return self._flexible
 
     @property
     def levels(self) -> list:
@@ -307,11 +352,12 @@ class Multigrid(Preconditioner):
         lv = h[lvl]
         x = _chebyshev(lv, b, None, self.degree, self.ratio)
         exact = lvl + 2 == len(h) and cinv is not None  # the next level is solved exactly
-        if self.cycle == "K" and not exact:
+        if self.cycle == "K" and not exact and h[lvl + 1].n >= K_MIN_ROWS.get(b.device.type, 0):
             x = lv.correct(x, self._krylov(h, cinv, lvl + 1, lv.restrict(lv.residual(b, x))))
         else:
-            # W: a second correction, unless the next level is solved exactly (it would add nothing)
-            for _ in range(1 if exact else self.gamma):
+            # W: a second correction, unless the next level is solved exactly (it would add nothing);
+            # K below K_MIN_ROWS: one, as in a V-cycle
+            for _ in range(1 if exact or self.cycle == "K" else self.gamma):
                 x = lv.correct(x, self._cycle(h, cinv, lvl + 1, lv.restrict(lv.residual(b, x))))
         return _chebyshev(lv, b, x, self.degree, self.ratio)
 
@@ -351,6 +397,7 @@ class Multigrid(Preconditioner):
         return v.mul_(c1 - a2 * gv).add_(v2.mul_(a2))
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        self.ran = None  # this object's own cycle runs (not the K-cycle twin of flexible())
         if len(self.hierarchies) == 1:
             return self._cycle(self.hierarchies[0], self.coarse[0], 0, r[0]).unsqueeze(0)
         out = [self._cycle(h, c, 0, r[i]) for i, (h, c) in enumerate(zip(self.hierarchies, self.coarse))]
@@ -370,6 +417,9 @@ class Multigrid(Preconditioner):
     def describe(self) -> str:
         oc, _ = self.complexity()
         sizes = [lv.n for lv in self.levels]
-        return (
-            f"{self.name} ({self.cycle}-cycle): {len(self.levels)} levels, sizes {sizes}, operator complexity {oc:.2f}"
-        )
+        cyc = f"{self.cycle}-cycle"
+        if self.ran is not None and self.ran != self.cycle:
+            cyc = f"{self.ran}-cycle: cycle='auto' under a flexible Krylov method on {self.A.device.type}"
+        elif self.auto:
+            cyc += ", cycle='auto'"
+        return f"{self.name} ({cyc}): {len(self.levels)} levels, sizes {sizes}, operator complexity {oc:.2f}"
