@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--pyamg", action="store_true", help="pyamg's iterations and time per iteration (CPU)")
     ap.add_argument("--big", action="store_true", help="16M (CUDA) / 4M (CPU) AMG and GMG rows")
-    ap.add_argument("--cycles", nargs="+", default=["auto"], choices=["auto", "V", "W"])
+    ap.add_argument("--cycles", nargs="+", default=["auto"], choices=["auto", "V", "W", "K"])
     ap.add_argument("--variants", action="store_true", help="AMG with degree-3 smoothing, mis2")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
     args = ap.parse_args()
