@@ -141,7 +141,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
         del Rb
         crows.append(Cb.crow_indices()[1:] + base)
         base += Cb.values().numel()
-        cols.append(Cb.col_indices())
+        cols.append(Cb.col_indices().to(_index_dtype(Cb.values().numel(), (nr, P.shape[1]))))  # int32 per block
         vals.append(Cb.values().clone())
         del Cb
     crow = torch.cat([R.crow.new_zeros(1), *crows])
@@ -186,7 +186,7 @@ class Level:
     def nbytes(self) -> int:
         total = 0
         for M in (self.A, self.P, self.R):
-            if hasattr(M, "nbytes"):  # a RowBlockedCSR
+            if M is not None and not isinstance(M, torch.Tensor):  # a RowBlockedCSR (tensors have nbytes too)
                 total += M.nbytes()
             elif M is not None:
                 total += sum(t.numel() * t.element_size() for t in (M.crow_indices(), M.col_indices(), M.values()))
