@@ -9,18 +9,25 @@ on the 5-point matrices.  Per matrix and cycle:
 * ``levels``: the hierarchy's level count (the same for every cycle);
 * ``first``: setup + solve (the first solve of that matrix with that cycle; the aggregates are
   cached on the pattern, so only the first cycle of a matrix pays for aggregating);
-* ``later``: the same solve again (hierarchy cached): ``ms/it = later / iterations``;
+* ``later``: the same solve again (hierarchy cached), the fastest of ``--repeat`` runs (the
+  development machine is shared: the minimum is the least disturbed): ``ms/it = later / iterations``;
 * ``ops/cycle``: torch operator calls in one application of the preconditioner (counted with a
   dispatch mode): on a GPU each is about one kernel launch, which is what the small coarse levels
-  cost there;
+  cost there.  ``as run / GPU-like``: the K-cycle skips its second coarse Krylov step when the
+  first sufficed only on the CPU (``multigrid.K_SKIP_DEVICES``); the second count always runs it,
+  as on a GPU;
 * ``growth``: iterations over those of the smallest 5-point matrix with the same cycle.
 
 Usage::
 
     # CPU, 1 thread: 5-point 250K / 1M / 4M, P1 triangles 160K, P1 tetrahedra 69K
     PYTHONPATH=. python3 benchmarks/bench_multigrid_cycles.py --sizes 500 1000 2000
-    # one GPU: 5-point 1M / 16M (about two minutes)
-    PYTHONPATH=. python3 benchmarks/bench_multigrid_cycles.py --device cuda --sizes 1000 4000 --no-fem
+    # one GPU: 5-point 1M / 16M, V and K, and K with Krylov steps only on levels >= 20K rows
+    PYTHONPATH=. python3 benchmarks/bench_multigrid_cycles.py --device cuda --sizes 1000 4000 --no-fem \
+        --cycles V K K:20000
+
+A cycle ``K:N`` is the K-cycle with ``multigrid.K_MIN_ROWS[device] = N`` (coarse levels below N
+rows take one plain correction instead of two Krylov steps).
 
 Writes a markdown table to stdout and ``DIR/bench_multigrid_cycles.md`` (``--out DIR``).
 """
@@ -53,6 +60,15 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
+def _cycle(spec, dev):
+    """``'K:N'`` -> ``'K'`` with ``K_MIN_ROWS[dev] = N``; other names as given (``K`` with N = 0)."""
+    from sla.solvers.precond import multigrid
+
+    name, _, kmin = spec.partition(":")
+    multigrid.K_MIN_ROWS[dev] = int(kmin or 0)
+    return name
+
+
 def _solve(A, b, pc, cycle):
     _sync(A.device.type)
     t0 = time.perf_counter()
@@ -73,14 +89,22 @@ def _solve(A, b, pc, cycle):
 
 def _ops_per_cycle(A, pc, cycle):
     """Torch operator calls of one preconditioner application (the hierarchy already cached)."""
-    from sla.solvers.precond import make_preconditioner
+    from sla.solvers.precond import make_preconditioner, multigrid
 
-    M = make_preconditioner(A, pc, cycle=cycle)
+    M = make_preconditioner(A, pc, cycle=cycle).flexible()  # what CG runs ('auto': K on the CPU)
     r = torch.ones(1, A.shape[0], 1, dtype=A.dtype, device=A.device)
     M(r)  # warm
-    with _Count() as c:
-        M(r)
-    return c.n, len(M.levels)
+    counts = []
+    skip = multigrid.K_SKIP_DEVICES
+    for devices in (skip, ()):
+        multigrid.K_SKIP_DEVICES = devices
+        try:
+            with _Count() as c:
+                M(r)
+        finally:
+            multigrid.K_SKIP_DEVICES = skip
+        counts.append(c.n)
+    return f"{counts[0]} / {counts[1]}", len(M.levels)
 
 
 def _p1(kind, n, dev):
@@ -109,7 +133,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[500, 1000, 2000], help="5-point grid sides")
-    ap.add_argument("--cycles", nargs="+", default=["V", "W", "K"], choices=["V", "W", "K", "auto"])
+    ap.add_argument("--cycles", nargs="+", default=["V", "W", "K"], help="V, W, K, K:N (see above), auto")
+    ap.add_argument("--repeat", type=int, default=3, help="later solves per row (the fastest is reported)")
     ap.add_argument("--tri", type=int, default=400, help="unit_square(N) P1 triangles")
     ap.add_argument("--tet", type=int, default=40, help="unit_cube(N) P1 tetrahedra")
     ap.add_argument("--no-fem", action="store_true", help="only the 5-point rows")
@@ -132,7 +157,7 @@ def main() -> None:
     # warm-up: the process's first solve loads the kernels / libraries it touches
     A0 = gallery.poisson2d(64, device=dev)
     for c in args.cycles:
-        _solve(A0, torch.ones(A0.shape[0], dtype=A0.dtype, device=dev), "amg", c)
+        _solve(A0, torch.ones(A0.shape[0], dtype=A0.dtype, device=dev), "amg", _cycle(c, dev))
     emit(
         "| matrix | unknowns | pc | levels | cycle | iterations | growth | first (s) | later (s) | ms/it | ops/cycle | residual |"
     )
@@ -149,22 +174,26 @@ def main() -> None:
     for name, make, pc, growth in rows:
         A = make()
         b = torch.ones(A.shape[0], dtype=A.dtype, device=dev)
-        for c in args.cycles:
+        for spec in args.cycles:
+            c = _cycle(spec, dev)
             try:
                 first, _, _ = _solve(A, b, pc, c)
                 later, x, info = _solve(A, b, pc, c)
+                for _ in range(args.repeat - 1):
+                    t, x, info = _solve(A, b, pc, c)
+                    later = min(later, t)
                 ops, nlev = _ops_per_cycle(A, pc, c)
             except Exception as exc:  # one failing row must not lose the others
-                emit(f"| {name} | {A.shape[0]:,} | {pc} | | {c} | failed: {type(exc).__name__}: {str(exc)[:160]} |")
+                emit(f"| {name} | {A.shape[0]:,} | {pc} | | {spec} | failed: {type(exc).__name__}: {str(exc)[:160]} |")
                 continue
             res = float(torch.linalg.vector_norm(b - A @ x) / torch.linalg.vector_norm(b))
             its = info.iterations
             g = "-"
             if growth:
-                base.setdefault((pc, c), its)
-                g = f"{its / base[(pc, c)]:.2f}"
+                base.setdefault((pc, spec), its)
+                g = f"{its / base[(pc, spec)]:.2f}"
             emit(
-                f"| {name} | {A.shape[0]:,} | {pc} | {nlev} | {c} | {its} | {g} | {first:.3f} | {later:.3f} | "
+                f"| {name} | {A.shape[0]:,} | {pc} | {nlev} | {spec} | {its} | {g} | {first:.3f} | {later:.3f} | "
                 f"{1e3 * later / max(its, 1):.1f} | {ops} | {res:.1e} |"
             )
         del A, b

@@ -225,7 +225,12 @@ _CYCLES = {"V": 1, "W": 2, "K": 2}
 K_THRESHOLD = 0.25
 """K-cycle: the second Krylov step on a coarse level is skipped when the first one already
 reduced the coarse residual to this fraction (Notay & Vassilevski 2008, ``t = 0.25``); only on
-the CPU, where looking at a norm costs no device synchronisation."""
+the device types in :data:`K_SKIP_DEVICES`."""
+
+K_SKIP_DEVICES = ("cpu",)
+"""Device types where the K-cycle looks at the coarse residual norm (:data:`K_THRESHOLD`): on the
+CPU a look is free; on a GPU it would be a host synchronisation per coarse visit (and would break
+a CUDA graph capture), so both Krylov steps always run there."""
 
 K_MIN_ROWS = {"cpu": 0, "cuda": 0}
 """K-cycle: coarse levels with fewer rows than this (per device type) take one plain coarse
@@ -366,7 +371,7 @@ class Multigrid(Preconditioner):
 
         Hermitian A: flexible CG (the A-norm of the error is minimised over ``span{v1, v2}``);
         otherwise GCR (the residual norm).  The second step is skipped on the CPU when the first
-        reduced ``||r||`` to :data:`K_THRESHOLD` of its size.
+        reduced ``||r||`` to :data:`K_THRESHOLD` of its size (:data:`K_SKIP_DEVICES`).
         """
         lv = h[lvl]
         v = self._cycle(h, cinv, lvl, r)
@@ -378,7 +383,7 @@ class Multigrid(Preconditioner):
             rho1, a1 = _dot(w, w), _dot(w, r)
         c1 = _ratio(a1, rho1)
         r2 = r - c1 * w
-        if r.device.type == "cpu" and bool((_dot(r2, r2).real <= K_THRESHOLD**2 * _dot(r, r).real).all()):
+        if r.device.type in K_SKIP_DEVICES and bool((_dot(r2, r2).real <= K_THRESHOLD**2 * _dot(r, r).real).all()):
             return v.mul_(c1)
         v2 = self._cycle(h, cinv, lvl, r2)
         w2 = lv.mv(v2)
