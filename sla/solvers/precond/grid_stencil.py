@@ -68,21 +68,20 @@ def _chunk(device: torch.device) -> int:
     return 1 << 20 if device.type == "cpu" else 1 << 22
 
 
-def _row_blocks(p, chunk: int):
-    """``(lo, hi, rows)`` blocks of whole rows with about ``chunk`` entries; their entry ranges
+def _row_blocks(p, chunk: int) -> list:
+    """``[(r0, r1, lo, hi)]``: blocks of whole rows with about ``chunk`` entries; their entry ranges
     are read with one host look for all blocks (``Pattern.row_chunks`` looks twice per block)."""
     M = p.shape[0]
     step = max(1, (chunk * M) // max(p.nnz, 1))
     starts = list(range(0, M, step)) + [M]
     ends = p.crow[torch.tensor(starts, device=p.crow.device)].tolist()
-    for (r0, r1), (lo, hi) in zip(zip(starts[:-1], starts[1:]), zip(ends[:-1], ends[1:])):
-        if hi > lo:
-            counts = p.crow[r0 + 1 : r1 + 1] - p.crow[r0:r1]
-            yield (
-                lo,
-                hi,
-                torch.repeat_interleave(torch.arange(r0, r1, device=p.crow.device), counts, output_size=hi - lo),
-            )
+    return [(r0, r1, lo, hi) for r0, r1, lo, hi in zip(starts[:-1], starts[1:], ends[:-1], ends[1:]) if hi > lo]
+
+
+def _rows(p, r0: int, r1: int, lo: int, hi: int) -> torch.Tensor:
+    """The int64 row of entries ``lo:hi`` (rows ``r0:r1``)."""
+    counts = p.crow[r0 + 1 : r1 + 1] - p.crow[r0:r1]
+    return torch.repeat_interleave(torch.arange(r0, r1, device=p.crow.device), counts, output_size=hi - lo)
 
 
 def read_stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
@@ -107,9 +106,9 @@ def read_stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
     codes = torch.empty(p.nnz, dtype=torch.int8, device=dev)
     present = torch.zeros(len(cand), dtype=torch.bool, device=dev)
     bad: list = []
-    blocks = list(_row_blocks(p, _chunk(dev)))
-    for lo, hi, rows in blocks:
-        c = _offset_codes(rows, p.ccol[lo:hi].long(), dims, lin_sorted, order, exact, bad)
+    blocks = _row_blocks(p, _chunk(dev))
+    for r0, r1, lo, hi in blocks:  # the rows are made again in the second pass: kept, they would cost 8 B/entry
+        c = _offset_codes(_rows(p, r0, r1, lo, hi), p.ccol[lo:hi].long(), dims, lin_sorted, order, exact, bad)
         present.index_fill_(0, c, True)
         codes[lo:hi] = c
     flags = torch.cat([torch.stack(bad).view(-1) if bad else present.new_zeros(1), present]).tolist()
@@ -121,8 +120,8 @@ def read_stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
         lookup_h[k] = i
     lookup = torch.tensor(lookup_h, device=dev)
     S = val.new_zeros(len(keep), p.shape[0])
-    for lo, hi, rows in blocks:
-        S[lookup[codes[lo:hi].long()], rows] = val[lo:hi]
+    for r0, r1, lo, hi in blocks:
+        S[lookup[codes[lo:hi].long()], _rows(p, r0, r1, lo, hi)] = val[lo:hi]
     del codes, blocks
     offs = [cand[k] for k in keep]
     S = S.reshape(len(offs), *dims)
@@ -261,15 +260,18 @@ def stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple) -> torch.Tensor:
             k *= max(dims[a] - abs(Da), 0)
         nnz += k
     itype = torch.int32 if max(n * O, nnz) < 2**31 - 1 else torch.int64
-    valid = valid_mask(offs, dims, dev).reshape(O, n).T  # [n, O]: row-major order is CSR order
+    valid = valid_mask(offs, dims, dev).reshape(O, n)
     crow = torch.zeros(n + 1, dtype=itype, device=dev)
-    torch.cumsum(valid.sum(1, dtype=itype), 0, out=crow[1:])
-    dest = torch.cumsum(valid.reshape(-1), 0, dtype=itype).sub_(1)
-    dest.masked_fill_(~valid.reshape(-1), nnz)  # entries off the grid go to a spare slot
+    torch.cumsum(valid.sum(0, dtype=itype), 0, out=crow[1:])
+    # entry (I, offset k) goes to crow[I] + (valid offsets before k in row I); kept in the stencil's
+    # own [O, n] layout, so the values scatter straight from S (offsets sorted: columns sorted)
+    dest = torch.cumsum(valid, 0).sub_(1).add_(crow[:-1])
+    dest.masked_fill_(~valid, nnz)  # entries off the grid go to a spare slot
+    del valid
     st = strides(dims)
     lin = torch.tensor([sum(o[a] * st[a] for a in range(len(dims))) for o in offs], device=dev, dtype=itype)
     cols = torch.empty(nnz + 1, dtype=itype, device=dev)
-    cols.scatter_(0, dest.long(), (torch.arange(n, device=dev, dtype=itype).unsqueeze(1) + lin).reshape(-1))
+    cols.scatter_(0, dest.view(-1), (torch.arange(n, device=dev, dtype=itype) + lin.unsqueeze(1)).view(-1))
     vals = S.new_empty(nnz + 1)
-    vals.scatter_(0, dest.long(), S.reshape(O, n).T.reshape(-1))  # offsets sorted: columns sorted
+    vals.scatter_(0, dest.view(-1), S.reshape(-1))
     return csr_tensor(crow, cols[:nnz], vals[:nnz], (n, n))
