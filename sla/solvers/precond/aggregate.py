@@ -38,7 +38,7 @@ def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
     agg = np.empty(n, dtype=np.int32)  # aggregate of each node, -1 where none
     roots = np.empty(n, dtype=np.int32)
     nagg = int(amg_core.standard_aggregation(n, Ap, Aj, agg, roots))
-    return torch.from_numpy(agg).to(device=crow.device, dtype=torch.int64), nagg
+    return torch.from_numpy(agg).to(device=crow.device), nagg
 
 
 def _nbr_max(key: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
@@ -76,11 +76,15 @@ def mis2_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int, seed: int = 
 
 
 def aggregate(crow: torch.Tensor, col: torch.Tensor, n: int, method: str = "auto"):
-    """``(agg, nagg)`` by ``method``: 'standard' (pyamg), 'mis2' (torch), 'auto' (standard on CPU, else mis2)."""
+    """``(agg, nagg)`` by ``method``: 'standard' (pyamg), 'mis2' (torch), 'auto' (standard on CPU, else mis2).
+
+    ``agg`` is int32 below 2**31 nodes (it is cached on the pattern with the hierarchy's structure)."""
     if method == "auto":
         method = "standard" if col.device.type == "cpu" else "mis2"
     if method == "standard":
-        return standard_aggregation(crow, col, n)
-    if method == "mis2":
-        return mis2_aggregation(crow, col, n)
-    raise ValueError(f"aggregation must be 'auto', 'standard' or 'mis2', got {method!r}")
+        agg, nagg = standard_aggregation(crow, col, n)
+    elif method == "mis2":
+        agg, nagg = mis2_aggregation(crow, col, n)
+    else:
+        raise ValueError(f"aggregation must be 'auto', 'standard' or 'mis2', got {method!r}")
+    return agg.to(torch.int32 if n < 2**31 - 1 else torch.int64), nagg

@@ -55,15 +55,12 @@ def _level(C: Mat, hermitian: bool, **kw) -> Level:
     return Level(C, hi=C.bound(hermitian), **kw)
 
 
-def _nonzero(M: Mat) -> Mat:
-    """M without its stored zeros (the products of A's stored zeros)."""
-    return M.select(M.val != 0)
-
-
 def _drop_cancelled(Ac: Mat) -> Mat:
     """The coarse operator without the couplings its product cancelled (see :data:`DROP_RTOL`)."""
     d = Ac.diag().abs()
-    small = Ac.val.abs() <= DROP_RTOL * torch.sqrt(d[Ac.row] * d[Ac.col])
+    bound = d[Ac.row].mul_(d[Ac.col]).mul_(DROP_RTOL**2)  # |a_ij|^2 <= rtol^2 |a_ii a_jj|, in place
+    small = Ac.val.abs().square_() <= bound
+    del bound
     return Ac.select(~small | (Ac.row == Ac.col))
 
 
@@ -85,8 +82,8 @@ def _strength(C: Mat, theta: float):
     return scrow, C.col[keep]
 
 
-def _tentative(agg: torch.Tensor, nagg: int, dtype, cand: torch.Tensor | None = None) -> tuple[Mat, Mat]:
-    """T (n x nagg, one entry per aggregated row: the candidate vector, default 1) and T^T."""
+def _tentative(agg: torch.Tensor, nagg: int, dtype, cand: torch.Tensor | None = None) -> Mat:
+    """T (n x nagg, one entry per aggregated row: the candidate vector, default 1)."""
     n = agg.numel()
     dev = agg.device
     has = agg >= 0
@@ -94,21 +91,74 @@ def _tentative(agg: torch.Tensor, nagg: int, dtype, cand: torch.Tensor | None = 
     torch.cumsum(has.long(), 0, out=crow[1:])
     nodes = torch.nonzero(has).flatten()
     ones = torch.ones(nodes.numel(), dtype=dtype, device=dev) if cand is None else cand[nodes]
-    T = Mat(crow, agg[has], ones, (n, nagg), row=nodes)
-    order = torch.argsort(agg[has], stable=True)
-    tcrow = torch.zeros(nagg + 1, dtype=torch.int64, device=dev)
-    torch.cumsum(torch.bincount(agg[has], minlength=nagg), 0, out=tcrow[1:])
-    Tt = Mat(tcrow, nodes[order], ones[order].conj(), (nagg, n), row=agg[has][order])
-    return T, Tt
+    return Mat(crow, agg[has], ones, (n, nagg), row=nodes)
 
 
 def _transpose(C: Mat, val: torch.Tensor) -> Mat:
-    """The transpose of C's pattern carrying ``val`` (a sort of the entries by column)."""
+    """The transpose of C's pattern carrying ``val``: a stable sort of the entries by column (the rows of
+    a CSR matrix are ascending already), so the temporaries are the sort's, of ``nnz`` int64."""
     M, N = C.shape
-    order = torch.argsort(C.col.long() * M + C.row)  # int64: the linear index overflows int32
+    order = torch.sort(C.col, stable=True).indices
     tcrow = torch.zeros(N + 1, dtype=torch.int64, device=val.device)
     torch.cumsum(torch.bincount(C.col, minlength=N), 0, out=tcrow[1:])
     return Mat(tcrow, C.row[order], val[order], (N, M), row=C.col[order])
+
+
+PRODUCT_CHUNK = 1 << 18
+"""Products ``s_ik t_kj`` per row block of the smoothed prolongator (:func:`_smoothed`): bounds its
+temporaries (about 60 bytes per product) where a sparse-sparse product would hold ``S`` and its buffers."""
+
+
+def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
+    """``P = (I - w D^{-1} A) T`` by blocks of rows of A, without a sparse-sparse product.
+
+    ``T`` is thin (one entry per row for one candidate, up to ``k`` with ``k`` candidates): every
+    product ``s_ik t_kj`` of a block is formed, the products of one ``(i, j)`` are summed in the order
+    of ``k`` (as a row-by-row SpGEMM does) and exact zeros are dropped.  Neither the ``nnz(A)``-sized
+    ``S`` nor the product's buffers (cuSPARSE's SpGEMM) exist: a block holds about ``chunk``
+    (:data:`PRODUCT_CHUNK`) products.  Columns come out ascending within each row, indices int32.
+    """
+    n, nc = C.shape[0], T.shape[1]
+    dev = C.val.device
+    d = C.diag()
+    tcount = T.crow[1:] - T.crow[:-1]
+    kmax = max(int(tcount.max()), 1) if n else 1
+    step = max(1, (PRODUCT_CHUNK if chunk is None else int(chunk)) // kmax)  # entries of A per block
+    nnz = C.col.numel()
+    marks = torch.arange(step, max(nnz, step), step, device=dev)
+    cuts = torch.searchsorted(C.crow, marks.to(C.crow.dtype), right=True) - 1
+    bounds = sorted({0, n, *(int(c) for c in torch.unique(cuts).tolist() if 0 < int(c) < n)})
+    ends = C.crow[bounds].tolist()
+    counts, cols, vals = [], [], []
+    for r0, r1, lo, hi in zip(bounds[:-1], bounds[1:], ends[:-1], ends[1:]):
+        rows = torch.repeat_interleave(
+            torch.arange(r0, r1, device=dev), C.crow[r0 + 1 : r1 + 1] - C.crow[r0:r1], output_size=hi - lo
+        )
+        k = C.col[lo:hi].long()
+        s = torch.div(C.val[lo:hi], d[rows]).mul_(-w)
+        s = torch.where(rows == k, s + 1, s)  # the identity
+        c = tcount[k]
+        e = torch.repeat_interleave(torch.arange(hi - lo, device=dev), c, output_size=int(c.sum()))
+        first = (torch.cumsum(c, 0) - c)[e]  # position of the product within its entry's row of T
+        tp = T.crow[k][e] + (torch.arange(e.numel(), device=dev) - first)
+        del c, first
+        v = s[e] * T.val[tp]
+        key = (rows[e] - r0) * nc + T.col[tp].long()
+        del e, tp, s, rows, k
+        key, inv = torch.unique(key, sorted=True, return_inverse=True)
+        pv = v.new_zeros(key.numel()).index_add_(0, inv, v)
+        del v, inv
+        nz = pv != 0
+        key, pv = key[nz], pv[nz]
+        counts.append(torch.bincount(torch.div(key, nc, rounding_mode="floor"), minlength=r1 - r0))
+        cols.append((key % nc).to(torch.int32 if nc < 2**31 - 1 else torch.int64))
+        vals.append(pv)
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
+    if counts:
+        torch.cumsum(torch.cat(counts), 0, out=crow[1:])
+    col = torch.cat(cols) if cols else torch.zeros(0, dtype=torch.int32, device=dev)
+    val = torch.cat(vals) if vals else C.val.new_zeros(0)
+    return Mat(crow, col, val, (n, nc))
 
 
 def _improved_candidate(C: Mat, d: torch.Tensor, rho: float, sweeps: int) -> torch.Tensor | None:
@@ -124,17 +174,12 @@ def _improved_candidate(C: Mat, d: torch.Tensor, rho: float, sweeps: int) -> tor
     return x / x.abs().amax()
 
 
-def _coo_tentative(rows, cols, vals, shape) -> tuple[Mat, Mat]:
-    """T (COO sorted by row, columns ascending within a row) and T^H as setup matrices."""
+def _coo_tentative(rows, cols, vals, shape) -> Mat:
+    """T (COO sorted by row, columns ascending within a row) as a setup matrix."""
     n, nc = shape
-    dev = vals.device
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=vals.device)
     torch.cumsum(torch.bincount(rows, minlength=n), 0, out=crow[1:])
-    T = Mat(crow, cols, vals, shape, row=rows)
-    order = torch.argsort(cols, stable=True)
-    tcrow = torch.zeros(nc + 1, dtype=torch.int64, device=dev)
-    torch.cumsum(torch.bincount(cols, minlength=nc), 0, out=tcrow[1:])
-    return T, Mat(tcrow, rows[order], vals[order].conj(), (nc, n), row=cols[order])
+    return Mat(crow, cols, vals, shape, row=rows)
 
 
 def _improved(C: Mat, d: torch.Tensor, rho: float, sweeps: int, B: torch.Tensor) -> torch.Tensor:
@@ -152,30 +197,22 @@ def _sa_level(C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0,
     """Smoothed prolongator ``P = (I - w D^{-1} A) T``, ``R = P^H`` and ``A_c = R A P``.
 
     ``tentative`` is ``(agg, nagg)`` (one constant candidate) or, with candidates ``B``, a
-    function of the (improved) candidates returning ``(T, Tt, extra)``; ``extra`` is returned last."""
+    function of the (improved) candidates returning ``(T, extra)``; ``extra`` is returned last.
+    ``P`` comes from :func:`_smoothed` (row blocks, no sparse-sparse product) and ``R`` is its
+    conjugate transpose (a sort of ``P``'s entries): no matrix of ``A``'s size is made."""
     d = C.diag()
     rho = C.bound(hermitian, safety=1.0)  # the estimate itself, as pyamg's approximate_spectral_radius
-    w = omega / rho
-    on = torch.nonzero(C.row == C.col).flatten()  # the diagonal entries (no nnz-sized identity)
+    C._row = None  # nnz-sized; the diagonal and the bounds are kept, nothing below needs the rows
     extra = None
     if B is None:
         agg, nagg = tentative
-        T, Tt = _tentative(agg, nagg, C.val.dtype, _improved_candidate(C, d, rho, sweeps))
+        T = _tentative(agg, nagg, C.val.dtype, _improved_candidate(C, d, rho, sweeps))
     else:
-        T, Tt, extra = tentative(_improved(C, d, rho, sweeps, B))
-    S = torch.div(C.val, d[C.row]).mul_(-w)
-    S[on] += 1
-    P = _nonzero(Mat.from_torch(C.csr64(S) @ T.csr64()))
-    if hermitian:  # S^H = I - w A D^{-1} on A's own pattern: no transpose needed
-        del S
-        SH = torch.div(C.val, d[C.col].conj()).mul_(-w)
-        SH[on] += 1
-        SH = C.csr64(SH)
-    else:
-        SH = _transpose(C, S.conj()).csr64()
-        del S
-    R = _nonzero(Mat.from_torch(Tt.csr64() @ SH))
-    del SH, T, Tt  # nnz-sized: freed before the Galerkin product (the setup's peak)
+        T, extra = tentative(_improved(C, d, rho, sweeps, B))
+    P = _smoothed(C, T, omega / rho)
+    del T
+    R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
+    P._row = None  # the row array of P served the transpose only
     return P, R, _drop_cancelled(galerkin(R, C, P)), extra
 
 
@@ -218,8 +255,7 @@ def _fitted(agg, nagg: int):
 
     def build(B):
         rows, cols, vals, nc, Bc, cnode = fit_candidates(agg, nagg, B)
-        T, Tt = _coo_tentative(rows, cols, vals, (agg.numel(), nc))
-        return T, Tt, (Bc, cnode, nagg)
+        return _coo_tentative(rows, cols, vals, (agg.numel(), nc)), (Bc, cnode, nagg)
 
     return build
 
