@@ -10,6 +10,11 @@ that ops allocate internally (library workspaces).
 Usage::
 
     python benchmarks/memtrace.py --n 1024 [--spd] [--pc gmg] [--device cuda]
+    python benchmarks/memtrace.py --matrix tet --n 60 --pc amg --spd --device cpu
+
+``--matrix``: the 5-point Laplacian on an n x n grid (default), or the P1 Laplacian on
+``unit_square(n)`` (tri) or ``unit_cube(n)`` (tet), Dirichlet rows on the boundary.  After the
+traced phases one more solve runs untraced (its time: a later solve with the cached setup).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 
 import torch
@@ -36,7 +42,9 @@ class MemTrace(TorchDispatchMode):
         self.at_peak: tuple = ("", [])
 
     def reset_peak(self):
+        self._sweep()
         self.peak = self.cur
+        self.at_peak = ("start", [(nb, d) for _, nb, d in self.live.values()])
 
     def _sweep(self):
         for k in [k for k, (w, _, _) in self.live.items() if w.expired()]:
@@ -63,20 +71,68 @@ class MemTrace(TorchDispatchMode):
         return out
 
 
+def _matrix(kind: str, n: int, device: str):
+    """The system of ``--matrix`` (``b`` = ones): 5-point n^2, P1 ``unit_square(n)``, P1 ``unit_cube(n)``."""
+    if kind == "5pt":
+        from bench_iterative import _problem
+
+        return _problem(n, 2, device)
+    import bench_amg_gpu
+
+    bench_amg_gpu.DEV = device
+    A = bench_amg_gpu._p1_square(n) if kind == "tri" else bench_amg_gpu._p1_cube(n)
+    return A, torch.ones(A.shape[0], dtype=A.dtype, device=device)
+
+
+def _traced_copy(A, b):
+    """A copy of the assembled system made inside the trace, on a pattern of its own: the mesh caches
+    and the assembly's memos (int64 rows and columns apply_dirichlet keeps on its pattern) are the
+    assembly's memory, not the solver's."""
+    from sla import Pattern, SparseTensor
+
+    p = A.pattern
+    fresh = Pattern._from_csr_trusted(p.crow.clone(), p.ccol.clone(), p.shape)
+    return SparseTensor._make(A.values.clone(), fresh), b.clone()
+
+
+def _csr_bytes(M) -> int:
+    if M is None:
+        return 0
+    if not isinstance(M, torch.Tensor):  # a RowBlockedCSR
+        return M.nbytes()
+    return sum(t.numel() * t.element_size() for t in (M.crow_indices(), M.col_indices(), M.values()))
+
+
+def _hierarchy_bytes(M, A) -> tuple[int, int]:
+    """(bytes of the levels' operators below the finest, of transfers + diagonals + coarsest inverse)."""
+    ops = other = 0
+    for h in getattr(M, "hierarchies", []):
+        for i, lv in enumerate(h):
+            if i > 0 or lv.A.values().data_ptr() != A.values.data_ptr():
+                ops += _csr_bytes(lv.A)
+            other += _csr_bytes(getattr(lv, "P", None)) + _csr_bytes(getattr(lv, "R", None))
+            other += lv.dinv.numel() * lv.dinv.element_size()
+    for c in getattr(M, "coarse", []):
+        other += 0 if c is None else c.numel() * c.element_size()
+    return ops, other
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1024, help="grid side (n^2 unknowns, 2D Poisson)")
+    ap.add_argument("--n", type=int, default=1024, help="grid side: n^2 (5pt), (n+1)^2 (tri), (n+1)^3 (tet) unknowns")
+    ap.add_argument("--matrix", default="5pt", choices=["5pt", "tri", "tet"], help="5-point Laplacian or P1 Laplacian")
     ap.add_argument("--pc", default="gmg")
     ap.add_argument("--spd", action="store_true", help="declare matrix_type='spd' (no detection)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--transfers", default=None, help="gmg transfers ('stencil' = the CUDA default)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
+    ap.add_argument("--min", type=float, default=1.0, help="list live tensors of at least this many B/unknown")
     args = ap.parse_args()
-    from bench_iterative import _problem
+    torch.set_num_threads(args.threads)
 
     from sla.config import SolverConfig
     from sla.solvers.linear.solve import prepare
 
-    N = args.n**2
     cuda = args.device == "cuda"
     opts = {"transfers": args.transfers} if args.transfers and args.pc == "gmg" else None
     kw = dict(
@@ -87,21 +143,34 @@ def main():
         matrix_type="spd" if args.spd else None,
         options=opts,
     )
+    N = 1
 
     def report(mt, label):
         line = f"== {label}: traced peak {mt.peak / N:.1f} B/unknown"
-        if cuda:
-            line += f", allocator peak {(torch.cuda.max_memory_allocated() - base) / N:.1f}"
+        if cuda:  # the allocator's view of the same phase: library workspaces and block rounding on top
+            alloc = (torch.cuda.max_memory_allocated() - base) / N
+            line += f", allocator peak {alloc:.1f} (excess {alloc - mt.peak / N:+.1f})"
+            line += f", reserved {(torch.cuda.max_memory_reserved() - base_reserved) / N:.1f}"
         print(line + f" (at {mt.at_peak[0]})")
         for nb, d in sorted(mt.at_peak[1], key=lambda v: -v[0]):
-            if nb >= N:
+            if nb >= args.min * N:
                 print(f"  {nb / N:6.1f}  {d}")
 
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated() if cuda else 0
+    base_reserved = torch.cuda.memory_reserved() if cuda else 0
+    built = None if args.matrix == "5pt" else _matrix(args.matrix, args.n, args.device)
     with MemTrace() as mt:
-        A, b = _problem(args.n, 2, args.device)
+        A, b = _matrix(args.matrix, args.n, args.device) if built is None else _traced_copy(*built)
+        del built
         A.pattern.crow  # noqa: B018
+        A.pattern.ccol  # noqa: B018
+        N = A.shape[0]
+        print(f"{args.matrix} n={args.n}: {N:,} unknowns, {A.nnz:,} entries ({A.nnz / N:.2f} per row), {args.device}")
         report(mt, f"matrix + b (now {mt.cur / N:.1f})")
+        prep = None
         for label, fn in [
             ("setup", lambda: prepare(A, SolverConfig.resolve(None, **kw))),
             ("solve", lambda: A.solve(b, return_info=True, **kw)),
@@ -111,8 +180,26 @@ def main():
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             out = fn()
+            if cuda:
+                torch.cuda.synchronize()
             report(mt, label)
-    print("iterations", out[1].iterations, "residual", out[1].residual)
+            if label == "setup":
+                prep, out = out, None
+                M = getattr(prep.states, "M", None)
+                ops, other = _hierarchy_bytes(M, A)
+                print(
+                    f"   after setup: live {mt.cur / N:.1f} B/unknown; hierarchy {(ops + other) / N:.1f} "
+                    f"(coarse operators {ops / N:.1f}, transfers + diagonals + coarsest inverse {other / N:.1f})"
+                )
+    info = out[1]
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    A.solve(b, **kw)
+    if cuda:
+        torch.cuda.synchronize()
+    later = time.perf_counter() - t0
+    print(f"iterations {info.iterations} residual {info.residual:.4e} later solve {later:.3f} s (untraced)")
 
 
 if __name__ == "__main__":
