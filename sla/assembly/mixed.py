@@ -190,9 +190,15 @@ class TaylorHood:
 
     def evaluate(self, x: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocity ``[k, dim]`` and pressure ``[k]`` of the state ``x`` at arbitrary ``points [k, dim]``
-        (differentiable w.r.t. ``x``)."""
+        (differentiable w.r.t. ``x`` and, with fixed ``points``, the mesh node coordinates)."""
         u, p = self.split(x)
         cell, X = locate(self.mesh, points)
+        P = self.mesh.points
+        if torch.is_grad_enabled() and P.requires_grad:  # the reference coordinates move with the nodes
+            C = self.mesh.cells[cell]
+            x0 = P[C[:, 0]]
+            T = (P[C[:, 1:]] - x0[:, None, :]).transpose(1, 2)  # [k, d, d]: columns x_i - x_0
+            X = torch.linalg.solve(T, (points.to(P.dtype) - x0)[..., None])[..., 0]
         phi2 = self.p2.phi(X)  # [k, n2]
         phi1 = self.pressure.phi(X)  # [k, 3]
         d2 = self.p2.dofs(self.mesh)[cell]

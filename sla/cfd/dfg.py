@@ -11,7 +11,8 @@ no-slip on ``walls`` and ``cylinder``, do-nothing at the ``outlet`` and the para
 The benchmark quantities: drag and lift coefficients ``c_D, c_L = 2 F_{x,y} / (U^2 D)`` from the
 force on the cylinder (:func:`~sla.cfd.forces.boundary_force`, volume-integral form), the
 pressure difference ``dp = p(0.15, 0.2) - p(0.25, 0.2)`` between the cylinder's front and back
-and, for ``2d2``, the Strouhal number ``St = D f / U`` of the lift's frequency ``f``.
+(:func:`body_axis_pressure`: where the body crosses the axis ``y = 0.2``, so a reshaped body keeps
+its front and back points) and, for ``2d2``, the Strouhal number ``St = D f / U`` of the lift's frequency ``f``.
 
 :data:`REFERENCE` holds the published values: for ``2d1`` the high-accuracy reference values of
 the FEATFLOW benchmark collection (inside the intervals of Schäfer & Turek 1996), for ``2d2``
@@ -28,7 +29,7 @@ import torch
 from ..assembly.gmsh_meshes import DFG
 from ..assembly.mixed import TaylorHood
 from .boundary import VelocityBC
-from .forces import boundary_force, point_pressure, reaction_force
+from .forces import boundary_force, reaction_force
 from .steady import FlowResult, solve_steady
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "inflow_profile",
     "dfg_bcs",
     "dfg_quantities",
+    "body_axis_pressure",
     "solve_2d1",
     "solve_2d2",
     "rotating_cylinder",
@@ -133,21 +135,52 @@ def dfg_quantities(
     check_dfg_mesh(space)
     F = boundary_force(space, x, nu, "cylinder", dudt=dudt) if force is None else force
     scale = 2.0 / (u_mean**2 * DFG.diameter)
-    p_front, p_back = (_body_point_pressure(space, x, pt) for pt in (DFG.front, DFG.back))
+    p_front, p_back = body_axis_pressure(space, x)
     return {"c_D": scale * F[0], "c_L": scale * F[1], "dp": p_front - p_back, "F": F}
 
 
-def _body_point_pressure(space: TaylorHood, x: torch.Tensor, point: tuple[float, float]) -> torch.Tensor:
-    """Pressure at a point of the cylinder: the nodal value of the cylinder vertex there (it moves
-    with the body when the node coordinates are perturbed), interpolated if no vertex is there."""
+def body_axis_pressure(space: TaylorHood, x: torch.Tensor, tag: str = "cylinder") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(p_front, p_back)``: the pressure at the leading and trailing points of the body ``tag``
+    on the benchmark's axis ``y = 0.2`` (the line through ``(0.15, 0.2)`` and ``(0.25, 0.2)``).
+
+    The points are where the body's boundary facets, at the mesh's current node coordinates, cross
+    the axis (the crossings of smallest and largest ``x``); the pressure there is the P1 pressure's
+    trace, linear along the crossed facet.  On the benchmark mesh they are the cylinder vertices
+    at ``(0.15, 0.2)`` and ``(0.25, 0.2)``; on a reshaped body (node coordinates moved: grown,
+    shifted, rotated) they stay on the body -- a fixed point ``(0.15, 0.2)`` may fall inside the
+    body or into the fluid -- and the result is differentiable in ``x`` and in the node
+    coordinates.  A body that does not cross the axis is a ``ValueError``.
+    """
     mesh = space.mesh
-    nodes = torch.unique(mesh.facet_sets["cylinder"])
-    pt = torch.tensor(point, dtype=mesh.points.dtype, device=mesh.points.device)
-    dist = (mesh.points.detach()[nodes] - pt).norm(dim=-1)
-    k = int(dist.argmin())
-    if float(dist[k]) <= 1e-2 * DFG.diameter:
-        return x[space.n_u + nodes[k]]
-    return point_pressure(space, x, pt[None])[0]
+    if tag not in mesh.facet_sets:
+        raise ValueError(f"boundary tag {tag!r} is not on the mesh; its facet sets are {sorted(mesh.facet_sets)}")
+    if not isinstance(x, torch.Tensor) or x.shape != (space.n,):
+        raise ValueError(f"x must be a flow state of shape [{space.n}], got {getattr(x, 'shape', type(x).__name__)}")
+    fac = mesh.facet_sets[tag]
+    if fac.shape[1] != 2:
+        raise ValueError(f"body_axis_pressure needs a 2D mesh (segment facets), got facets of {fac.shape[1]} nodes")
+    P = mesh.points
+    y0, tol = DFG.center[1], 1e-12 * DFG.diameter
+    ya, yb = P[fac[:, 0], 1], P[fac[:, 1], 1]
+    with torch.no_grad():
+        sa, sb = ya - y0, yb - y0
+        touch = (sa * sb <= 0) | (sa.abs() <= tol) | (sb.abs() <= tol)
+        cross = touch & ((sa - sb).abs() > tol)  # a facet along the axis counts through its neighbours
+        if not bool(cross.any()):
+            lo, hi = float(P[fac, 1].min()), float(P[fac, 1].max())
+            raise ValueError(
+                f"the body {tag!r} does not cross the axis y = {y0} of the DFG pressure points (its nodes span "
+                f"y in [{lo:.4g}, {hi:.4g}]): the pressure difference dp is undefined for this shape"
+            )
+    k = cross.nonzero().flatten()
+    t = (y0 - ya[k]) / (yb[k] - ya[k])  # position of the crossing on facet k: [0, 1]
+    xa, xb = P[fac[k, 0], 0], P[fac[k, 1], 0]
+    xc = (xa + t * (xb - xa)).detach()
+    pa, pb = x[space.n_u + fac[k, 0]], x[space.n_u + fac[k, 1]]
+    p = pa + t * (pb - pa)
+    # a crossing at a vertex is on both of its facets: same value, and the mean of the two one-sided
+    # derivatives (what central differences measure) as the gradient
+    return tuple(p[(xc - xe).abs() <= tol].mean() for xe in (xc.min(), xc.max()))
 
 
 def solve_2d1(
@@ -202,9 +235,8 @@ class SheddingHistory:
         self.t.append(step.t)
         self.c_D.append(float(scale * F[0]))
         self.c_L.append(float(scale * F[1]))
-        self.dp.append(
-            float(_body_point_pressure(space, step.x, DFG.front) - _body_point_pressure(space, step.x, DFG.back))
-        )
+        p_front, p_back = body_axis_pressure(space, step.x)
+        self.dp.append(float(p_front - p_back))
 
     def quantities(self, periods: int = 3) -> dict[str, float]:
         """Strouhal number, max ``c_D`` and max ``c_L`` over the last ``periods`` lift periods."""
