@@ -336,6 +336,8 @@ class Multigrid(Preconditioner):
         if self._flexible is None:
             twin = copy.copy(self)
             twin.cycle, twin.gamma, twin.auto, twin._flexible = "K", _CYCLES["K"], False, None
+            if getattr(twin, "_graph", None) is not None:  # a captured cycle replays this object's own
+                twin._graph = None
             self._flexible = twin
         self.ran = "K"
         return self._flexible
