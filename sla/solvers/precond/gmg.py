@@ -18,6 +18,8 @@ coefficients, anisotropy, convection), as long as its stencil is compact.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ...sparse import SparseTensor
@@ -194,9 +196,11 @@ class GeometricMultigrid(Multigrid):
         ``'stencil'`` (strided tensor operations, no storage), ``'csr'`` (stored
         sparse P and R: faster on the CPU) or ``'auto'`` (CSR on the CPU, stencil on GPUs).
     graph : bool or str
-        Replay the cycle from a CUDA graph (:class:`~sla.solvers.precond.graphed.GraphedApply`:
-        captured on the second application, one launch per cycle from then on; eager where it
-        cannot be captured).  ``'auto'``: on CUDA devices; ``True`` needs one.
+        Replay the cycle below the fine level from a CUDA graph
+        (:class:`~sla.solvers.precond.graphed.GraphedApply`: captured on the second application,
+        one launch for all coarse levels from then on; eager where it cannot be captured).  The fine
+        level's few large kernels stay eager, so the graph's private memory is that of the coarse
+        levels (a few bytes per fine unknown).  ``'auto'``: on CUDA devices; ``True`` needs one.
     """
 
     name = "gmg"
@@ -261,12 +265,34 @@ class GeometricMultigrid(Multigrid):
         hierarchies = [[Level(None, csr=c, diag=d, hi=next(his), **t) for c, d, _, t in plan] for plan in plans]
         super().__init__(A, hierarchies, degree=degree, ratio=ratio, cycle=cycle)
         self.grid = grid
-        self._graph = GraphedApply(lambda r: Multigrid.__call__(self, r)) if graph else None
+        # below the fine level, the cycle is replayed from a CUDA graph (one per hierarchy): the fine
+        # level's few large kernels stay eager, the coarse levels' many small ones become one launch
+        self._graph = None
+        if graph:
+            self._graph = {
+                id(h): GraphedApply(functools.partial(Multigrid._cycle, self, h, c, 1))
+                for h, c in zip(self.hierarchies, self.coarse)
+                if len(h) > 1
+            }
 
-    def __call__(self, r: torch.Tensor) -> torch.Tensor:
-        if self._graph is not None:
-            return self._graph(r)
-        return super().__call__(r)
+    def _cycle(self, h, cinv, lvl: int, b: torch.Tensor) -> torch.Tensor:
+        if lvl == 1 and self._graph is not None:
+            return self._graph[id(h)](b)
+        return super()._cycle(h, cinv, lvl, b)
+
+    def graph_status(self) -> list[str]:
+        """Per hierarchy: ``'eager'`` (no graph), ``'not captured yet'``, ``'captured'`` or why the capture failed."""
+        if self._graph is None:
+            return ["eager"] * len(self.hierarchies)
+        out = []
+        for h in self.hierarchies:
+            g = self._graph.get(id(h))
+            out.append(
+                "eager"
+                if g is None
+                else (f"failed: {g.failed}" if g.failed else ("captured" if g.graphs else "not captured yet"))
+            )
+        return out
 
     @staticmethod
     def _transfers(p, transfers: str, dims: tuple, axes: tuple, vals: torch.Tensor) -> dict:

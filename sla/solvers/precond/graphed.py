@@ -80,17 +80,27 @@ class GraphedApply:
         static_in = torch.empty_strided(r.shape, r.stride(), dtype=r.dtype, device=r.device)
         static_in.copy_(r)
         graph = torch.cuda.CUDAGraph()
+        # capture_begin/end on a side stream rather than torch.cuda.graph(), which would also run
+        # gc.collect() and empty the allocator's cache on every capture
+        stream = torch.cuda.Stream(device=r.device)
+        stream.wait_stream(torch.cuda.current_stream(r.device))
         try:
-            with torch.no_grad(), torch.cuda.graph(graph):
-                static_out = self.fn(static_in)
+            with torch.no_grad(), torch.cuda.stream(stream):
+                graph.capture_begin()
+                try:
+                    static_out = self.fn(static_in)
+                finally:
+                    graph.capture_end()
         except Exception as exc:  # an op that cannot be captured: eager from now on
             self.failed = f"{type(exc).__name__}: {exc}"
             log.warning("CUDA graph capture of the preconditioner failed, it runs eagerly: %s", self.failed)
             try:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(r.device)
             except Exception:  # the failed capture's own error, already reported
                 pass
             return None
+        finally:
+            torch.cuda.current_stream(r.device).wait_stream(stream)
         self.graphs[key] = (static_in, static_out, graph)
         return self.graphs[key]
 
