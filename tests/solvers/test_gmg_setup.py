@@ -50,7 +50,7 @@ def test_galerkin_one_axis_at_a_time_equals_dense_ptap(dims, chunk, monkeypatch)
     """Every coarse level of a nonsymmetric full-stencil matrix is P^T A P (1e-12), with the
     Galerkin blocks one grid row each (chunk=1) or as large as allowed."""
     if chunk is not None:
-        monkeypatch.setattr(grid_stencil, "GALERKIN_CHUNK", chunk)
+        monkeypatch.setattr(grid_stencil, "GALERKIN_CHUNK", {"cpu": chunk, "cuda": chunk})
     S = _random_stencil_matrix(dims)
     A = SparseTensor.from_scipy(S)
     A.pattern.cache["grid"] = dims

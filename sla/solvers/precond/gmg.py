@@ -250,9 +250,10 @@ class GeometricMultigrid(Multigrid):
                 if not axes:
                     break
                 diag, hi = diagonal_and_bound(offs, S)
-                offs, S, coarse = galerkin_stencil(offs, S, dims, axes)
+                offs, S, coarse, valid = galerkin_stencil(offs, S, dims, axes)
                 plan.append((csr, diag, hi, self._transfers(p, transfers, dims, axes, vals)))
-                csr, dims = stencil_to_csr(offs, S, coarse), coarse
+                csr, dims = stencil_to_csr(offs, S, coarse, valid), coarse
+                del valid
             diag, hi = diagonal_and_bound(offs, S)
             plan.append((csr, diag, hi, {}))
             del S

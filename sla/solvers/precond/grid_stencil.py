@@ -63,9 +63,9 @@ def _offset_codes(rows, cols, dims, lin_sorted, order, exact: bool, bad: list):
 
 def _chunk(device: torch.device) -> int:
     """Entries per pass when the fine stencil is read from the CSR.  On GPUs each pass costs
-    kernel launches, so passes are large (4M entries: int64 temporaries of about 160 MB); on the
-    CPU 1M-entry passes stay in cache and are faster."""
-    return 1 << 20 if device.type == "cpu" else 1 << 22
+    kernel launches, so passes are large (8M entries: int64 temporaries of about 16 bytes per
+    unknown at 16M); on the CPU 1M-entry passes stay in cache and are faster."""
+    return 1 << 20 if device.type == "cpu" else 1 << 23
 
 
 def _row_blocks(p, chunk: int) -> list:
@@ -210,13 +210,16 @@ def _axis_step(S: torch.Tensor, W: torch.Tensor, ax: int, m: int) -> torch.Tenso
     return torch.mm(W, G.view(3 * S.shape[0], -1)).view(W.shape[0], *shape[1:])
 
 
-GALERKIN_CHUNK = 1 << 22
-"""Gathered stencil entries per block (rows of the grid's first axis) of :func:`galerkin_stencil`."""
+GALERKIN_CHUNK = {"cpu": 1 << 22, "cuda": 1 << 25}
+"""Gathered stencil entries per block (rows of the grid's first axis) of :func:`galerkin_stencil`, per
+device type (others: the CUDA value).  On GPUs a block costs about ten launches, so blocks are large
+(32M entries: 16 bytes per unknown at 16M, 13 blocks); on the CPU smaller ones stay in cache."""
 
 
 def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple):
-    """Coarse ``(offsets, grids [|O_c|, *coarse], coarse dims)`` of ``P^T A P`` (linear interpolation
-    on ``axes``; coarse point ``I`` on fine point ``2I + 1``).
+    """Coarse ``(offsets, grids [|O_c|, *coarse], coarse dims, valid mask)`` of ``P^T A P`` (linear
+    interpolation on ``axes``; coarse point ``I`` on fine point ``2I + 1``; the mask of
+    :func:`valid_mask`, for :func:`stencil_to_csr`).
 
     ``P`` is a Kronecker product of 1-D interpolations, so the product is taken one axis at a time,
     each step a small dense mixing matrix applied to the stacked fine rows: one GEMM per axis and
@@ -232,7 +235,8 @@ def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple):
         steps.append((a, torch.tensor(W, dtype=S.dtype, device=S.device)))
     out = S.new_empty(len(cur), *coarse)
     per_row = 3 * widest * max(1, S[0].numel() // dims[0]) * (2 if 0 in axes else 1)
-    rows = max(1, GALERKIN_CHUNK // per_row)
+    chunk = GALERKIN_CHUNK if isinstance(GALERKIN_CHUNK, int) else GALERKIN_CHUNK.get(S.device.type, 1 << 25)
+    rows = max(1, chunk // per_row)
     for i0 in range(0, coarse[0], rows):
         i1 = min(i0 + rows, coarse[0])
         if 0 in axes:  # coarse rows i0..i1 read fine rows 2 i0 .. 2 i1 (inclusive)
@@ -243,15 +247,17 @@ def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple):
             T = _axis_step(T, W, a, i1 - i0 if a == 0 else coarse[a])
         out[:, i0:i1] = T
         del T
-    out.masked_fill_(~valid_mask(cur, coarse, S.device), 0)
-    return cur, out, coarse
+    valid = valid_mask(cur, coarse, S.device)
+    out.masked_fill_(~valid, 0)
+    return cur, out, coarse, valid
 
 
-def stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple) -> torch.Tensor:
+def stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Torch CSR (int32 indices, sorted rows and columns) of a stencil; entries off the grid dropped.
 
     The number of entries is known on the host (a product per offset), so the entries are
-    placed by one scatter: no data-dependent shape, no host look."""
+    placed by one scatter: no data-dependent shape, no host look.  ``valid``: the stencil's
+    :func:`valid_mask` when the caller has it."""
     n, O, dev = S[0].numel(), len(offs), S.device
     nnz = 0
     for o in offs:
@@ -260,7 +266,7 @@ def stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple) -> torch.Tensor:
             k *= max(dims[a] - abs(Da), 0)
         nnz += k
     itype = torch.int32 if max(n * O, nnz) < 2**31 - 1 else torch.int64
-    valid = valid_mask(offs, dims, dev).reshape(O, n)
+    valid = (valid_mask(offs, dims, dev) if valid is None else valid).reshape(O, n)
     crow = torch.zeros(n + 1, dtype=itype, device=dev)
     torch.cumsum(valid.sum(0, dtype=itype), 0, out=crow[1:])
     # entry (I, offset k) goes to crow[I] + (valid offsets before k in row I); kept in the stencil's
