@@ -20,6 +20,7 @@ traced phases one more solve runs untraced (its time: a later solve with the cac
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -125,6 +126,7 @@ def main():
     ap.add_argument("--spd", action="store_true", help="declare matrix_type='spd' (no detection)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--transfers", default=None, help="gmg transfers ('stencil' = the CUDA default)")
+    ap.add_argument("--cycle", default=None, help="multigrid cycle (V, W, K; default: the preconditioner's 'auto')")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
     ap.add_argument("--min", type=float, default=1.0, help="list live tensors of at least this many B/unknown")
     args = ap.parse_args()
@@ -134,7 +136,10 @@ def main():
     from sla.solvers.linear.solve import prepare
 
     cuda = args.device == "cuda"
-    opts = {"transfers": args.transfers} if args.transfers and args.pc == "gmg" else None
+    opts = {"transfers": args.transfers} if args.transfers and args.pc == "gmg" else {}
+    if args.cycle:
+        opts["cycle"] = args.cycle
+    opts = opts or None
     kw = dict(
         backend="pytorch",
         method="cg",
@@ -156,11 +161,7 @@ def main():
             if nb >= args.min * N:
                 print(f"  {nb / N:6.1f}  {d}")
 
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated() if cuda else 0
-    base_reserved = torch.cuda.memory_reserved() if cuda else 0
+    base = base_reserved = 0
     built = None if args.matrix == "5pt" else _matrix(args.matrix, args.n, args.device)
     with MemTrace() as mt:
         A, b = _matrix(args.matrix, args.n, args.device) if built is None else _traced_copy(*built)
@@ -168,6 +169,13 @@ def main():
         A.pattern.crow  # noqa: B018
         A.pattern.ccol  # noqa: B018
         N = A.shape[0]
+        if cuda:  # the allocator's zero: what is allocated now less the traced matrix and b (mesh caches out)
+            gc.collect()
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated() - mt.cur
+            base_reserved = torch.cuda.memory_reserved() - mt.cur
+            torch.cuda.reset_peak_memory_stats()
         print(f"{args.matrix} n={args.n}: {N:,} unknowns, {A.nnz:,} entries ({A.nnz / N:.2f} per row), {args.device}")
         report(mt, f"matrix + b (now {mt.cur / N:.1f})")
         prep = None

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from devices import DEVICES
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -82,11 +83,13 @@ def test_smoothed_prolongator_matches_scipy(dtype, k, chunk):
     assert abs(got - ref).max() <= 1e-14 * abs(ref).max()
 
 
-def test_restriction_is_the_conjugate_transpose_of_the_prolongator():
-    A = gallery.poisson2d(60)
+@pytest.mark.parametrize("device", DEVICES)
+def test_restriction_is_the_conjugate_transpose_of_the_prolongator(device):
+    A = gallery.poisson2d(60, device=device)
     M = SmoothedAggregation(A, aggregation="standard" if amg._has_pyamg() else "mis2")
+    assert len(M.levels) >= 3
     for lv in M.levels[:-1]:
-        P, R = _csr(lv.P), _csr(lv.R)
+        P, R = _csr(lv.P.cpu()), _csr(lv.R.cpu())
         assert R.shape == P.shape[::-1]
         assert abs(R - P.conj().T).max() == 0  # the same numbers, transposed
         assert lv.P.col_indices().dtype == torch.int32 and lv.R.col_indices().dtype == torch.int32
