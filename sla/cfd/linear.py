@@ -23,6 +23,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 import sla
@@ -114,6 +116,8 @@ class FlowLinearSolver:
         refactor_after: int | None = None,
         factors: LaggedLU | None = None,
         gamma: float = 1.0,
+        hierarchy: Sequence[TaylorHood] | None = None,
+        multigrid: dict | None = None,
     ) -> None:
         if kind not in LINEAR_PATHS:
             raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {kind!r}")
@@ -142,6 +146,15 @@ class FlowLinearSolver:
         pin = dofs[dofs >= space.n_u] - space.n_u
         self.pinned = pin if pin.numel() else None
         self._pops = None
+        self.multigrid = None
+        if hierarchy is not None:
+            from .multigrid import FlowHierarchy
+
+            hierarchy = list(hierarchy)
+            if not hierarchy or hierarchy[-1] is not space:
+                raise ValueError("hierarchy must be a list of TaylorHood spaces, coarsest first, ending with `space`")
+            self.multigrid = FlowHierarchy(hierarchy, dofs)
+        self.multigrid_options = dict(multigrid or {})
 
     def solve(
         self,
@@ -164,7 +177,11 @@ class FlowLinearSolver:
             self.last_iterations = its
             return dx, its
         rtol = self.rtol if rtol is None else rtol
-        if self.schur == "al":
+        if self.multigrid is not None:
+            from .multigrid import FlowMultigrid
+
+            op, M = (lambda v: _block_mv(A, v)), FlowMultigrid(self.multigrid, A, **self.multigrid_options)
+        elif self.schur == "al":
             op, b, M = self._augmented(A, b, nu)
         else:
             op, M = (lambda v: _block_mv(A, v)), self.preconditioner(A, state, nu)
