@@ -131,3 +131,17 @@ def test_per_cell_nu_shape_is_checked():
     V, _ = _space("tri")
     with pytest.raises(ValueError, match=r"nu must be a scalar or one value per cell \[50\], got shape \(7,\)"):
         flow_system(V, torch.full((7,), 0.1, dtype=torch.float64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+@pytest.mark.parametrize("kind", ["tri", "tet"])
+def test_kernel_on_cuda_matches_the_cpu_reference(kind):
+    """The whole-mesh (GPU) layout of the kernel against the quadrature reference on the CPU."""
+    V, g = _space(kind, seed=3)
+    x = torch.randn(V.n, generator=g, dtype=torch.float64)
+    ref_A, ref_R = _reference(V, 0.02, x, newton=True, sigma=1.5, viscous="symmetric")
+    Vc = TaylorHood(V.mesh.to("cuda"))
+    A, R = flow_system(Vc, 0.02, x.cuda(), newton=True, sigma=1.5, viscous="symmetric", residual=True)
+    assert A.values.is_cuda
+    assert _rel(A.values.cpu(), ref_A) < TOL and _rel(R.cpu(), ref_R) < TOL
