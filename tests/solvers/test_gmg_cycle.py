@@ -149,3 +149,75 @@ def test_coarse_levels_go_through_the_graph_wrapper(cycle):
     # V once; W twice; K once or twice (its second Krylov step is skipped on the CPU when the first
     # one already reduced the coarse residual enough)
     assert len(calls) in {"V": (1,), "W": (2,), "K": (1, 2)}[cycle]
+
+
+def _aniso3d(dims, scale=1.0):
+    import scipy.sparse as sp
+
+    L = [gallery.poisson1d(d).to_scipy("csr") for d in dims]
+    eye = [sp.identity(d, format="csr") for d in dims]
+    S = (
+        sp.kron(sp.kron(L[0], eye[1]), eye[2])
+        + 3.0 * sp.kron(sp.kron(eye[0], L[1]), eye[2])
+        + 0.2 * sp.kron(sp.kron(eye[0], eye[1]), L[2])
+    )
+    A = sla.SparseTensor.from_scipy((scale * S).tocsr())
+    A.pattern.cache["grid"] = dims
+    return A
+
+
+@pytest.mark.parametrize("make", [lambda: gallery.poisson2d(96, 80), lambda: _aniso3d((20, 18, 22))])
+def test_single_precision_coarse_levels_keep_the_iterations(make):
+    """Coarse levels in float32 (the fine level and CG in float64): the same CG iterations as the
+    all-double cycle to rtol 1e-10, the true residual checked in double."""
+    from sla.solvers import krylov
+
+    A = make()
+    C = A.pattern.csr(A.values)
+    b = torch.ones(1, A.shape[0], 1, dtype=A.dtype)
+    its = {}
+    for cd in (torch.float64, torch.float32):
+        M = make_preconditioner(A, "gmg", coarse_dtype=cd, transfers="stencil")
+        assert M.coarse_dtype == cd and M.levels[0].A.dtype == torch.float64
+        assert all(lv.A.dtype == cd and lv.dinv.dtype == cd for lv in M.levels[1:])
+        assert M.coarse[0].dtype == cd and M(b).dtype == torch.float64
+        res = krylov.cg(lambda v: (C @ v[0]).unsqueeze(0), b, precond=M, rtol=1e-10)
+        x = res.x[0]
+        assert float((b[0] - C @ x).norm() / b.norm()) <= 1e-10
+        its[cd] = int(res.iterations.max())
+    assert its[torch.float32] <= its[torch.float64] + 1
+
+
+def test_coarse_dtype_is_checked():
+    A = gallery.poisson2d(32)
+    assert make_preconditioner(A, "gmg").coarse_dtype == torch.float64  # 'auto' on the CPU: A's dtype
+    with pytest.raises(ValueError, match="coarse_dtype must be 'auto' or a floating dtype"):
+        make_preconditioner(A, "gmg", coarse_dtype=torch.int32)
+    with pytest.raises(ValueError, match="coarse_dtype must be 'auto' or a floating dtype"):
+        make_preconditioner(A, "gmg", coarse_dtype=torch.complex64)
+    with pytest.raises(ValueError, match="K-cycle runs its coarse levels in A's dtype"):
+        make_preconditioner(A, "gmg", coarse_dtype=torch.float32, cycle="K")
+    with pytest.raises(ValueError, match="do not fit its range"):
+        make_preconditioner(_aniso3d((8, 8, 8), scale=1e300), "gmg", coarse_dtype=torch.float32, max_coarse=10)
+
+
+@pytest.mark.gpu
+@cuda
+def test_coarse_dtype_auto_on_gpus():
+    """'auto': single-precision coarse levels from MIXED_MIN unknowns on a GPU, double below and
+    for the K-cycle; the graphed mixed-precision cycle equals the eager one."""
+    from sla.solvers.precond.gmg import MIXED_MIN
+
+    big = gallery.poisson2d(1024, device="cuda")
+    assert big.shape[0] >= MIXED_MIN
+    assert make_preconditioner(big, "gmg").coarse_dtype == torch.float32
+    assert make_preconditioner(big, "gmg", cycle="K").coarse_dtype == torch.float64
+    assert make_preconditioner(gallery.poisson2d(256, device="cuda"), "gmg").coarse_dtype == torch.float64
+    Mg = make_preconditioner(big, "gmg", graph=True)
+    Me = make_preconditioner(big, "gmg", graph=False)
+    g = torch.Generator(device="cuda").manual_seed(1)
+    for _ in range(3):
+        r = torch.randn(1, big.shape[0], 1, generator=g, dtype=big.dtype, device="cuda")
+        z, ze = Mg(r), Me(r)
+        torch.testing.assert_close(z, ze, rtol=1e-12, atol=1e-12 * float(ze.abs().max()))
+    assert Mg.graph_status() == ["captured"]

@@ -22,6 +22,7 @@ import functools
 
 import torch
 
+from ...pattern import csr_tensor
 from ...sparse import SparseTensor
 from .graphed import GraphedApply, check_graph
 from .grid_stencil import diagonal_and_bound, galerkin_stencil, read_stencil, stencil_to_csr, strides
@@ -201,6 +202,16 @@ class GeometricMultigrid(Multigrid):
         one launch for all coarse levels from then on; eager where it cannot be captured).  The fine
         level's few large kernels stay eager, so the graph's private memory is that of the coarse
         levels (a few bytes per fine unknown).  ``'auto'``: on CUDA devices; ``True`` needs one.
+    coarse_dtype : torch.dtype or str
+        The dtype of the coarse levels (operators, vectors, coarsest inverse) and of the
+        smoother's inverse diagonals; the fine operator and the cycle's fine vectors keep A's.
+        ``'auto'``: on GPUs from :data:`MIXED_MIN` unknowns, single precision for a
+        double-precision A (``float32`` / ``complex64``: half the coarse memory and traffic; the
+        coarse correction needs no more digits, and CG's iterations stay the same), A's own
+        dtype otherwise (the CPU, smaller systems, the K-cycle, whose coarse Krylov steps mix
+        levels).  In single precision the cycle is symmetric to rounding (~1e-7), not exactly.
+        Coarse operators are formed in A's precision, then rounded; one whose entries do not fit
+        single precision keeps A's dtype under ``'auto'``.
     """
 
     name = "gmg"
@@ -216,8 +227,10 @@ class GeometricMultigrid(Multigrid):
         transfers: str = "auto",
         cycle: str = "auto",
         graph: bool | str = "auto",
+        coarse_dtype: torch.dtype | str = "auto",
     ):
         cycle = check_cycle(cycle)
+        cd = _coarse_dtype(coarse_dtype, A, cycle)
         graph = check_graph(graph, A.device)
         if transfers not in ("auto", "csr", "stencil"):
             raise ValueError(f"transfers must be 'auto', 'csr' or 'stencil', got {transfers!r}")
@@ -258,28 +271,58 @@ class GeometricMultigrid(Multigrid):
             plan.append((csr, diag, hi, {}))
             del S
             plans.append(plan)
-        # one host look for every level's bound and zero-pivot check
-        looks = torch.stack([t for plan in plans for _, d, hi, _ in plan for t in (hi, (d == 0).any())]).tolist()
-        if any(looks[1::2]):
+        # one host look for every level's bound, zero-pivot check and range (does it fit in cd?)
+        finfo, cast = torch.finfo(cd), cd != A.dtype
+
+        def fits(c, d):  # reductions without an |values| temporary (the fine values are large)
+            if not cast:
+                return (d == 0).any(), d.new_ones((), dtype=torch.bool)
+            inf = float("inf")
+            big = torch.linalg.vector_norm(c.values(), inf) < finfo.max / 8
+            return (d == 0).any(), big & (torch.linalg.vector_norm(d, -inf) > finfo.tiny * 8)
+
+        looks = torch.stack([t for plan in plans for c, d, hi, _ in plan for t in (hi, *fits(c, d))]).tolist()
+        if any(looks[1::3]):
             raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
-        his = iter(looks[0::2])
-        hierarchies = [[Level(None, csr=c, diag=d, hi=next(his), **t) for c, d, _, t in plan] for plan in plans]
+        if cast and not all(looks[2::3]):
+            if coarse_dtype != "auto":
+                raise ValueError(
+                    f"coarse_dtype={coarse_dtype}: the coarse operators' entries do not fit its range "
+                    f"(use coarse_dtype='auto' or {A.dtype})"
+                )
+            cd = A.dtype
+        his = iter(looks[0::3])
+        hierarchies = [
+            [
+                Level(None, csr=c if k == 0 else _cast_csr(c, cd), diag=d.to(cd), hi=next(his), **t)
+                for k, (c, d, _, t) in enumerate(plan)
+            ]
+            for plan in plans
+        ]
+        del plans
         super().__init__(A, hierarchies, degree=degree, ratio=ratio, cycle=cycle)
         self.grid = grid
         # below the fine level, the cycle is replayed from a CUDA graph (one per hierarchy): the fine
         # level's few large kernels stay eager, the coarse levels' many small ones become one launch
+        self.coarse_dtype = cd
         self._graph = None
         if graph:
             self._graph = {
-                id(h): GraphedApply(functools.partial(Multigrid._cycle, self, h, c, 1))
+                id(h): GraphedApply(functools.partial(self._coarse, h, c))
                 for h, c in zip(self.hierarchies, self.coarse)
                 if len(h) > 1
             }
 
     def _cycle(self, h, cinv, lvl: int, b: torch.Tensor) -> torch.Tensor:
-        if lvl == 1 and self._graph is not None:
-            return self._graph[id(h)](b)
+        if lvl == 1:
+            return self._graph[id(h)](b) if self._graph is not None else self._coarse(h, cinv, b)
         return super()._cycle(h, cinv, lvl, b)
+
+    def _coarse(self, h, cinv, b: torch.Tensor) -> torch.Tensor:
+        """The cycle below the fine level, in :attr:`coarse_dtype` (what the CUDA graph captures)."""
+        if b.dtype == self.coarse_dtype:
+            return Multigrid._cycle(self, h, cinv, 1, b)
+        return Multigrid._cycle(self, h, cinv, 1, b.to(self.coarse_dtype)).to(b.dtype)
 
     def graph_status(self) -> list[str]:
         """Per hierarchy: ``'eager'`` (no graph), ``'not captured yet'``, ``'captured'`` or why the capture failed."""
@@ -309,6 +352,42 @@ class GeometricMultigrid(Multigrid):
             P, R = p.cache[key]
             return {"P": P, "R": R}
         return {"prolong": _Transfer(prolong_add_, dims, axes), "restrict": _Transfer(restrict, dims, axes)}
+
+
+_SINGLE = {torch.float64: torch.float32, torch.complex128: torch.complex64}
+
+
+MIXED_MIN = 1 << 20
+"""``coarse_dtype='auto'`` takes single precision on GPUs from this many unknowns (where memory
+and bandwidth are what a solve is short of; smaller systems keep the exact symmetric cycle)."""
+
+
+def _coarse_dtype(coarse_dtype, A: SparseTensor, cycle: str) -> torch.dtype:
+    """The coarse levels' dtype (see :class:`GeometricMultigrid`), checked."""
+    dtype = A.dtype
+    if isinstance(coarse_dtype, str) and coarse_dtype == "auto":
+        mixed = A.device.type == "cuda" and A.shape[-1] >= MIXED_MIN and cycle != "K"
+        return _SINGLE.get(dtype, dtype) if mixed else dtype
+    if (
+        not isinstance(coarse_dtype, torch.dtype)
+        or coarse_dtype.is_complex != dtype.is_complex
+        or not (coarse_dtype.is_floating_point or coarse_dtype.is_complex)
+    ):
+        kind = "a complex dtype" if dtype.is_complex else "a floating dtype"
+        raise ValueError(f"coarse_dtype must be 'auto' or {kind} (A is {dtype}), got {coarse_dtype!r}")
+    if cycle == "K" and coarse_dtype != dtype:
+        raise ValueError(
+            f"coarse_dtype={coarse_dtype}: the K-cycle runs its coarse levels in A's dtype ({dtype}); "
+            "use coarse_dtype='auto'"
+        )
+    return coarse_dtype
+
+
+def _cast_csr(C: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A level's CSR with its values in ``dtype`` (same index arrays)."""
+    if C.dtype == dtype:
+        return C
+    return csr_tensor(C.crow_indices(), C.col_indices(), C.values().to(dtype), tuple(C.shape))
 
 
 class _Transfer:
