@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+import torch
+
 from .base import Preconditioner
 
 __all__ = ["AMG", "GMG", "BlockJacobi", "Chebyshev", "Jacobi", "PreconditionerSpec", "resolve"]
@@ -162,10 +164,13 @@ class GMG(PreconditionerSpec):
     transfers: str = "auto"
     cycle: str = "auto"
     graph: bool | str = "auto"
+    coarse_dtype: Any = "auto"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.graph, bool) or self.graph == "auto"):
             raise ValueError(f"GMG: graph must be True, False or 'auto', got {self.graph!r}")
+        if not (self.coarse_dtype == "auto" or isinstance(self.coarse_dtype, torch.dtype)):
+            raise ValueError(f"GMG: coarse_dtype must be 'auto' or a torch dtype, got {self.coarse_dtype!r}")
         if self.grid is not None:
             g = self.grid
             if not isinstance(g, tuple) or not g or not all(isinstance(k, int) and k >= 1 for k in g):
