@@ -58,10 +58,14 @@ def _level(C: Mat, hermitian: bool, **kw) -> Level:
 def _drop_cancelled(Ac: Mat) -> Mat:
     """The coarse operator without the couplings its product cancelled (see :data:`DROP_RTOL`)."""
     d = Ac.diag().abs()
-    bound = d[Ac.row].mul_(d[Ac.col]).mul_(DROP_RTOL**2)  # |a_ij|^2 <= rtol^2 |a_ii a_jj|, in place
-    small = Ac.val.abs().square_() <= bound
-    del bound
-    return Ac.select(~small | (Ac.row == Ac.col))
+    nnz = Ac.col.numel()
+    keep = torch.empty(nnz, dtype=torch.bool, device=Ac.val.device)
+    for lo in range(0, nnz, PRODUCT_CHUNK):  # |a_ij|^2 > rtol^2 |a_ii a_jj| by blocks: small temporaries
+        hi = min(lo + PRODUCT_CHUNK, nnz)
+        r, c = Ac.row[lo:hi], Ac.col[lo:hi]
+        bound = d[r].mul_(d[c]).mul_(DROP_RTOL**2)
+        torch.logical_or(Ac.val[lo:hi].abs().square_() > bound, r == c, out=keep[lo:hi])
+    return Ac.select(keep)
 
 
 # ------------------------------------------------------ smoothed aggregation
@@ -213,7 +217,9 @@ def _sa_level(C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0,
     del T
     R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
     P._row = None  # the row array of P served the transpose only
-    return P, R, _drop_cancelled(galerkin(R, C, P)), extra
+    Ac = galerkin(R, C, P)
+    R._row = None  # the Galerkin product's work per row of R was its last use
+    return P, R, _drop_cancelled(Ac), extra
 
 
 def _candidates(A: SparseTensor, near_nullspace, block_size):
