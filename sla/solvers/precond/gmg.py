@@ -5,15 +5,19 @@ numbered lexicographically, last axis fastest (``sla.gallery.poisson2d/3d``
 and ``sla.assembly`` stencils record it).  Each level halves every axis longer
 than 3 (coarse point ``I`` sits on fine point ``2I + 1``); transfers are
 (bi/tri)linear interpolation and its transpose, applied as strided tensor
-operations on the grid (no stored P or R).
+operations on the grid on GPUs (no stored P or R; stored CSR on the CPU, where it is faster).
 
 Coarse operators are Galerkin products ``A_c = P^T A P`` computed on *stencil
-arrays*: the fine matrix is read as ``|O|`` coefficient grids (one per
-neighbour offset, compact stencils with offsets in ``{-1, 0, 1}^d``), and the
-coarse stencil (at most ``3^d`` offsets) follows from strided slices of those
-grids -- no sparse-times-sparse product, so the setup needs only
-``O(|O| n)`` extra memory.  Any matrix on the grid works (variable
+arrays* (:mod:`sla.solvers.precond.grid_stencil`): the fine matrix is read as ``|O|``
+coefficient grids (one per neighbour offset, compact stencils with offsets in
+``{-1, 0, 1}^d``), and the coarse stencil (at most ``3^d`` offsets) follows one axis
+at a time from strided slices of those grids -- no sparse-times-sparse product, so the
+setup needs only ``O(|O| n)`` extra memory.  Any matrix on the grid works (variable
 coefficients, anisotropy, convection), as long as its stencil is compact.
+
+On GPUs the cycle below the fine level is replayed from a CUDA graph and, from
+:data:`MIXED_MIN` unknowns, runs in single precision (options ``graph`` and
+``coarse_dtype``): the fine level's few large kernels are what remains to launch.
 """
 
 from __future__ import annotations

@@ -73,7 +73,8 @@ class GraphedApply:
                 return self.fn(r)
         static_in, static_out, graph = entry
         static_in.copy_(r)
-        graph.replay()
+        with torch.cuda.device(r.device):
+            graph.replay()
         return static_out.clone()
 
     def _capture(self, r: torch.Tensor, key):
@@ -85,7 +86,7 @@ class GraphedApply:
         stream = torch.cuda.Stream(device=r.device)
         stream.wait_stream(torch.cuda.current_stream(r.device))
         try:
-            with torch.no_grad(), torch.cuda.stream(stream):
+            with torch.no_grad(), torch.cuda.device(r.device), torch.cuda.stream(stream):
                 graph.capture_begin()
                 try:
                     static_out = self.fn(static_in)
