@@ -221,3 +221,18 @@ def test_coarse_dtype_auto_on_gpus():
         z, ze = Mg(r), Me(r)
         torch.testing.assert_close(z, ze, rtol=1e-12, atol=1e-12 * float(ze.abs().max()))
     assert Mg.graph_status() == ["captured"]
+
+
+def test_a_constant_diagonal_is_kept_as_one_number():
+    """The 5-point Laplacian's diagonal is constant: one number instead of a vector, and the cycle
+    is the one with the full inverse diagonal."""
+    A = gallery.poisson2d(63)  # odd sides: every Galerkin level keeps a constant diagonal too
+    M = make_preconditioner(A, "gmg", max_coarse=10)
+    assert all(lv.dinv.numel() == 1 for lv in M.levels)
+    r = torch.randn(1, A.shape[0], 2, generator=torch.Generator().manual_seed(3), dtype=A.dtype)
+    z = M(r)
+    for lv in M.levels:
+        lv.dinv = lv.dinv.expand(lv.n, 1).clone()
+    torch.testing.assert_close(M(r), z, rtol=0, atol=0)
+    B = gallery.poisson2d(64)  # even sides: the coarse boundary rows differ
+    assert make_preconditioner(B, "gmg", max_coarse=10).levels[1].dinv.numel() == B.shape[0] // 4

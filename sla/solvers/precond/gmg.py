@@ -278,27 +278,39 @@ class GeometricMultigrid(Multigrid):
         # one host look for every level's bound, zero-pivot check and range (does it fit in cd?)
         finfo, cast = torch.finfo(cd), cd != A.dtype
 
-        def fits(c, d):  # reductions without an |values| temporary (the fine values are large)
+        def checks(c, d):  # (zero pivot, fits in cd, constant diagonal); no |values| temporary
+            lo, hi = torch.aminmax(d.real if d.is_complex() else d)
+            const = (lo == hi) & (d.imag.abs().amax() == 0 if d.is_complex() else True)
             if not cast:
-                return (d == 0).any(), d.new_ones((), dtype=torch.bool)
+                return (d == 0).any(), d.new_ones((), dtype=torch.bool), const
             inf = float("inf")
             big = torch.linalg.vector_norm(c.values(), inf) < finfo.max / 8
-            return (d == 0).any(), big & (torch.linalg.vector_norm(d, -inf) > finfo.tiny * 8)
+            return (d == 0).any(), big & (torch.linalg.vector_norm(d, -inf) > finfo.tiny * 8), const
 
-        looks = torch.stack([t for plan in plans for c, d, hi, _ in plan for t in (hi, *fits(c, d))]).tolist()
-        if any(looks[1::3]):
+        looks = torch.stack(
+            [torch.as_tensor(t) for plan in plans for c, d, hi, _ in plan for t in (hi, *checks(c, d))]
+        ).tolist()
+        if any(looks[1::4]):
             raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
-        if cast and not all(looks[2::3]):
+        if cast and not all(looks[2::4]):
             if coarse_dtype != "auto":
                 raise ValueError(
                     f"coarse_dtype={coarse_dtype}: the coarse operators' entries do not fit its range "
                     f"(use coarse_dtype='auto' or {A.dtype})"
                 )
             cd = A.dtype
-        his = iter(looks[0::3])
+        his, const = iter(looks[0::4]), iter(looks[3::4])
+        # a constant diagonal (a constant-coefficient operator) is kept as one number: 4-8 bytes
+        # per unknown less, and one vector less to read in every smoothing step
         hierarchies = [
             [
-                Level(None, csr=c if k == 0 else _cast_csr(c, cd), diag=d.to(cd), hi=next(his), **t)
+                Level(
+                    None,
+                    csr=c if k == 0 else _cast_csr(c, cd),
+                    diag=(d[:1] if next(const) else d).to(cd),
+                    hi=next(his),
+                    **t,
+                )
                 for k, (c, d, _, t) in enumerate(plan)
             ]
             for plan in plans
