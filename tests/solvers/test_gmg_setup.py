@@ -71,8 +71,13 @@ def test_galerkin_one_axis_at_a_time_equals_dense_ptap(dims, chunk, monkeypatch)
     assert len(M.levels) >= 2
 
 
-def test_stencil_to_csr_matches_scipy_and_sorts_columns():
-    dims = (5, 4)
+@pytest.mark.parametrize("dims", [(5, 4), (6, 7, 5)])
+@pytest.mark.parametrize("group", [1, 7, None])
+def test_stencil_to_csr_matches_scipy_and_sorts_columns(dims, group, monkeypatch):
+    """Exactly SciPy's CSR of the same matrix, whether the offsets are scattered one at a time, in
+    groups or all together (``CSR_GROUP``)."""
+    if group is not None:
+        monkeypatch.setattr(grid_stencil, "CSR_GROUP", group)
     S = _random_stencil_matrix(dims, seed=3)
     A = SparseTensor.from_scipy(S)
     offs, grids = grid_stencil.read_stencil(A.pattern, A.values, dims)

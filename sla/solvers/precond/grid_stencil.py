@@ -252,6 +252,10 @@ def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple):
     return cur, out, coarse, valid
 
 
+CSR_GROUP = 1 << 26
+"""Entries (offsets x rows) per scatter of :func:`stencil_to_csr`: bounds its int64 positions."""
+
+
 def stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Torch CSR (int32 indices, sorted rows and columns) of a stencil; entries off the grid dropped.
 
@@ -270,14 +274,24 @@ def stencil_to_csr(offs: list, S: torch.Tensor, dims: tuple, valid: torch.Tensor
     crow = torch.zeros(n + 1, dtype=itype, device=dev)
     torch.cumsum(valid.sum(0, dtype=itype), 0, out=crow[1:])
     # entry (I, offset k) goes to crow[I] + (valid offsets before k in row I); kept in the stencil's
-    # own [O, n] layout, so the values scatter straight from S (offsets sorted: columns sorted)
-    dest = torch.cumsum(valid, 0).sub_(1).add_(crow[:-1])
-    dest.masked_fill_(~valid, nnz)  # entries off the grid go to a spare slot
-    del valid
+    # own [O, n] layout, so the values scatter straight from S (offsets sorted: columns sorted).
+    # Offsets go in groups of at most CSR_GROUP entries (one group up to 16M unknowns), which
+    # bounds the int64 positions at the largest grids.
     st = strides(dims)
     lin = torch.tensor([sum(o[a] * st[a] for a in range(len(dims))) for o in offs], device=dev, dtype=itype)
     cols = torch.empty(nnz + 1, dtype=itype, device=dev)
-    cols.scatter_(0, dest.view(-1), (torch.arange(n, device=dev, dtype=itype) + lin.unsqueeze(1)).view(-1))
     vals = S.new_empty(nnz + 1)
-    vals.scatter_(0, dest.view(-1), S.reshape(-1))
+    S = S.reshape(O, n)
+    start = crow[:-1].clone()  # the next free position of every row
+    step = max(1, CSR_GROUP // max(n, 1))
+    for g0 in range(0, O, step):
+        g1 = min(O, g0 + step)
+        vg = valid[g0:g1]
+        dest = torch.cumsum(vg, 0).sub_(1).add_(start)
+        dest.masked_fill_(~vg, nnz)  # entries off the grid go to a spare slot
+        cols.scatter_(0, dest.view(-1), (torch.arange(n, device=dev, dtype=itype) + lin[g0:g1].unsqueeze(1)).view(-1))
+        vals.scatter_(0, dest.view(-1), S[g0:g1].reshape(-1))
+        del dest
+        if g1 < O:
+            start += vg.sum(0, dtype=itype)
     return csr_tensor(crow, cols[:nnz], vals[:nnz], (n, n))
