@@ -109,8 +109,10 @@ def _transpose(C: Mat, val: torch.Tensor) -> Mat:
 
 
 PRODUCT_CHUNK = 1 << 18
-"""Products ``s_ik t_kj`` per row block of the smoothed prolongator (:func:`_smoothed`): bounds its
-temporaries (about 60 bytes per product) where a sparse-sparse product would hold ``S`` and its buffers."""
+"""Products ``s_ik t_kj`` per row block of the smoothed prolongator (:func:`_smoothed`), at least: a
+block holds ``max(PRODUCT_CHUNK, n / 4)`` of them, so its temporaries (about 60 bytes per product)
+stay near 15 bytes per unknown at every size while the number of blocks (host synchronisations and
+kernel launches on a GPU) stays near ``nnz(A) / (n / 4)``."""
 
 
 def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
@@ -120,14 +122,15 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
     product ``s_ik t_kj`` of a block is formed, the products of one ``(i, j)`` are summed in the order
     of ``k`` (as a row-by-row SpGEMM does) and exact zeros are dropped.  Neither the ``nnz(A)``-sized
     ``S`` nor the product's buffers (cuSPARSE's SpGEMM) exist: a block holds about ``chunk``
-    (:data:`PRODUCT_CHUNK`) products.  Columns come out ascending within each row, indices int32.
+    products (default: see :data:`PRODUCT_CHUNK`).  Columns come out ascending within each row, indices int32.
     """
     n, nc = C.shape[0], T.shape[1]
     dev = C.val.device
     d = C.diag()
     tcount = T.crow[1:] - T.crow[:-1]
     kmax = max(int(tcount.max()), 1) if n else 1
-    step = max(1, (PRODUCT_CHUNK if chunk is None else int(chunk)) // kmax)  # entries of A per block
+    products = max(PRODUCT_CHUNK, n // 4) if chunk is None else int(chunk)
+    step = max(1, products // kmax)  # entries of A per block
     nnz = C.col.numel()
     marks = torch.arange(step, max(nnz, step), step, device=dev)
     cuts = torch.searchsorted(C.crow, marks.to(C.crow.dtype), right=True) - 1
