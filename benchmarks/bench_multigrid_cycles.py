@@ -24,12 +24,13 @@ Usage::
 
     # CPU, 1 thread: 5-point 250K / 1M / 4M, P1 triangles 160K, P1 tetrahedra 69K
     PYTHONPATH=. python3 benchmarks/bench_multigrid_cycles.py --sizes 500 1000 2000
-    # one GPU: 5-point 1M / 16M, V and K, and K with Krylov steps only on levels >= 20K rows
+    # one GPU: 5-point 1M / 16M, V, K (Krylov steps on levels >= K_MIN_ROWS['cuda'] = 100K rows)
+    # and K on every coarse level
     PYTHONPATH=. python3 benchmarks/bench_multigrid_cycles.py --device cuda --sizes 1000 4000 --no-fem \
-        --cycles V K K:20000
+        --cycles V K K:0
 
 A cycle ``K:N`` is the K-cycle with ``multigrid.K_MIN_ROWS[device] = N`` (coarse levels below N
-rows take one plain correction instead of two Krylov steps).
+rows take one plain correction instead of two Krylov steps); ``K`` uses the default.
 
 Writes a markdown table to stdout and ``DIR/bench_multigrid_cycles.md`` (``--out DIR``).
 """
@@ -62,12 +63,16 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
+_DEFAULT_K_MIN: dict = {}
+
+
 def _cycle(spec, dev):
-    """``'K:N'`` -> ``'K'`` with ``K_MIN_ROWS[dev] = N``; other names as given (``K`` with N = 0)."""
+    """``'K:N'`` -> ``'K'`` with ``K_MIN_ROWS[dev] = N``; other names as given (the default ``K_MIN_ROWS``)."""
     from sla.solvers.precond import multigrid
 
+    _DEFAULT_K_MIN.setdefault(dev, multigrid.K_MIN_ROWS.get(dev, 0))
     name, _, kmin = spec.partition(":")
-    multigrid.K_MIN_ROWS[dev] = int(kmin or 0)
+    multigrid.K_MIN_ROWS[dev] = int(kmin) if kmin else _DEFAULT_K_MIN[dev]
     return name
 
 

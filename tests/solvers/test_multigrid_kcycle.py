@@ -201,3 +201,23 @@ def test_bad_cycle_is_a_clear_error(bad):
         sla.precond.AMG(cycle=bad)
     with pytest.raises(ValueError, match="cycle must be one of"):
         _solve(A, torch.ones(A.shape[0], dtype=torch.float64), cycle=bad)
+
+
+def test_gpu_arithmetic_and_level_cutoff_on_cpu(monkeypatch):
+    # the GPU's K-cycle (both Krylov steps always: no host look) on the CPU, and K_MIN_ROWS: with
+    # the cutoff above every coarse level the K-cycle is the V-cycle, to rounding
+    from sla.solvers.precond import multigrid
+
+    A = _p1_square(96)
+    b = torch.ones(A.shape[0], dtype=torch.float64)
+    ref = _spsolve(A, b)
+    monkeypatch.setattr(multigrid, "K_SKIP_DEVICES", ())
+    x, info = _solve(A, b, cycle="K", max_coarse=50)
+    assert info.converged and np.linalg.norm(x.numpy() - ref) / np.linalg.norm(ref) < 1e-6
+    _, v = _solve(A, b, cycle="V", max_coarse=50)
+    assert info.iterations < v.iterations, (info.iterations, v.iterations)
+    monkeypatch.setitem(multigrid.K_MIN_ROWS, "cpu", A.shape[0])
+    K = make_preconditioner(A, "amg", cycle="K", max_coarse=50)
+    V = make_preconditioner(A, "amg", cycle="V", max_coarse=50)
+    r = torch.randn(1, A.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(K(r), V(r), rtol=1e-12, atol=1e-12)

@@ -232,11 +232,13 @@ K_SKIP_DEVICES = ("cpu",)
 CPU a look is free; on a GPU it would be a host synchronisation per coarse visit (and would break
 a CUDA graph capture), so both Krylov steps always run there."""
 
-K_MIN_ROWS = {"cpu": 0, "cuda": 0}
+K_MIN_ROWS = {"cpu": 0, "cuda": 100_000}
 """K-cycle: coarse levels with fewer rows than this (per device type) take one plain coarse
 correction (as in a V-cycle) instead of the two Krylov steps.  Every Krylov level doubles the
 visits of all levels below it, and on a GPU a visit of a small level costs its kernel launches
-(about 30), not its arithmetic."""
+(about 30), not its arithmetic.  5-point AMG-CG with both Krylov steps always (as on a GPU),
+iterations / torch ops per cycle: 1M: V 13 / 131, K 10 / 875, K on levels >= 100K rows 10 / 283;
+16M: V 24 / 163, K 11 / 1,835, K on levels >= 100K rows 11 / 651 (CPU runs of the same code)."""
 
 
 AUTO_FLEXIBLE = {"amg": ("cpu",)}
@@ -245,9 +247,9 @@ flexible Krylov method (CG, GMRES, FGMRES; see :meth:`Multigrid.flexible`) gets 
 and inside other preconditioners or methods that need a fixed one (MINRES, BiCGStab, block
 preconditioners), ``'auto'`` is the fixed cycle its class names.  CPU, 1 thread, AMG-CG: the
 K-cycle needs fewer iterations that grow less with the grid at about the V-cycle's cost per
-iteration (5-point 4M: V 13 / 10.7 s, K 11 / 10.1 s; P1 triangles 160K: V 19, K 13; see
-benchmarks/README.md).  GPUs: V until measured there (the K-cycle's extra coarse visits are kernel
-launches)."""
+iteration (5-point, CPU seconds of a solve: 1M V 13 iterations / 0.91 s, K 11 / 0.97 s; 16M V 24 /
+42.9 s, K 11 / 22.9 s; P1 triangles 160K V 19 / 0.26 s, K 13 / 0.25 s; benchmarks/README.md).
+GPUs: V until timed there (the K-cycle's extra coarse visits are kernel launches)."""
 
 
 class AutoCycle(str):
