@@ -1,5 +1,6 @@
 """Lid-driven cavity at Re = 1000 (steady Navier--Stokes, Taylor--Hood P2/P1): sla direct vs
-sla block-preconditioned FGMRES vs scikit-fem + SciPy on the same mesh, in one run.
+sla iterative (FGMRES + monolithic multigrid, or ``--block``: the block preconditioner) vs
+scikit-fem + SciPy on the same mesh, in one run.
 
 Each path solves the same discrete problem (same mesh, same elements, same lid/wall conditions,
 same continuation Re = 100 -> 400 -> 1000, Picard start then Newton, stop at a residual drop of
@@ -9,9 +10,12 @@ max deviation from Ghia et al. (1982) along the centrelines, and the max differe
 vertex velocities against the sla direct result (all three must agree).
 
     PYTHONPATH=. python3 benchmarks/bench_cavity.py --n 48 --repeat 3   # CPU, 1 thread, best of 3
-    PYTHONPATH=. python3 benchmarks/bench_cavity.py --device cuda --n 354 --paths sla-direct,sla-iterative
+    PYTHONPATH=. python3 benchmarks/bench_cavity.py --device cuda --n 360 --paths sla-direct,sla-iterative
 
-``--n`` is cells per side: velocity unknowns are ``2 (2n + 1)^2`` (n = 354: 1.0M).
+``--n`` is cells per side: velocity unknowns are ``2 (2n + 1)^2`` (n = 360: 1.04M).  The multigrid
+path needs ``n = coarsest * 2^L`` (``--coarsest``, default the smallest such mesh with >= 24 cells
+per side); its mesh is the same triangulation numbered by refinement, so the velocities are
+compared vertex by vertex in position order.
 """
 
 from __future__ import annotations
@@ -35,13 +39,13 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_sla(n: int, re: float, linear: str, device: str, options: dict | None = None):
+def run_sla(n: int, re: float, linear: str, device: str, options: dict | None = None, extra: dict | None = None):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     m0 = _rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
-    V, results = solve_cavity(n, re, linear, device=device, linear_options=options)
+    V, results = solve_cavity(n, re, linear, device=device, linear_options=options, **(extra or {}))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -49,10 +53,10 @@ def run_sla(n: int, re: float, linear: str, device: str, options: dict | None = 
     steps = sum(r.newton_steps for r in results)
     u, v = centrelines(V, results[-1].x)
     du, dv = ghia_deviation(re, u, v)
-    uv = V.split(results[-1].x)[0][: V.mesh.n_points].detach().cpu().numpy()
+    uv = _by_position(V.mesh.points, V.split(results[-1].x)[0][: V.mesh.n_points], n)
     its = sum(sum(r.linear_iterations) for r in results)
     return dict(
-        path=f"sla {linear}", unknowns=V.n, steps=steps, total=total, cpu=cpu, per_step=total / steps, mem=mem,
+        path=f"sla {linear}" + (" (multigrid)" if "multigrid" in results[-1].linear_method else ""), unknowns=V.n, steps=steps, total=total, cpu=cpu, per_step=total / steps, mem=mem,
         ghia=max(du, dv), uv=uv, lin_its=its,
     )  # fmt: skip
 
@@ -127,7 +131,7 @@ def run_skfem(n: int, re: float):
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     mem = _rss_mb() - m0
     nv = mesh.p.shape[1]
-    uv = np.stack([x[ub.nodal_dofs[0]], x[ub.nodal_dofs[1]]], 1)[:nv]
+    uv = _by_position(tm.points, torch.from_numpy(np.stack([x[ub.nodal_dofs[0]], x[ub.nodal_dofs[1]]], 1)[:nv]), n)
     return dict(path="scikit-fem + SciPy", unknowns=nu_dofs + np_dofs, steps=steps, total=total, cpu=cpu,
                 per_step=total / steps, mem=mem, ghia=float("nan"), uv=uv, lin_its=0)  # fmt: skip
 
@@ -139,8 +143,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--paths", default="sla-direct,sla-iterative,skfem")
-    ap.add_argument("--schur", default="auto", help="iterative path: auto (LSC), al, pcd, mass")
-    ap.add_argument("--velocity", default="amg", help="iterative path: velocity block preconditioner (amg, lu)")
+    ap.add_argument("--schur", default="auto", help="iterative path with --block: auto (LSC), al, pcd, mass")
+    ap.add_argument("--velocity", default="amg", help="iterative path with --block: velocity block preconditioner")
+    ap.add_argument(
+        "--block", action="store_true", help="iterative path: the block preconditioner instead of the multigrid"
+    )
+    ap.add_argument("--coarsest", type=int, default=None, help="iterative path: cells per side of the coarsest mesh")
     ap.add_argument(
         "--refactor-after", type=int, default=None, help="direct path: GMRES its before refactoring (0: LU per step)"
     )
@@ -166,12 +174,21 @@ def main() -> None:
         # still leaves the others' numbers
 
 
-def _sla_path(p: str, a) -> tuple[str, str, dict]:
-    """``(linear, device, FlowLinearSolver options)`` of path ``p`` (``sla-direct``/``sla-iterative``)."""
+def _by_position(points: torch.Tensor, uv: torch.Tensor, n: int) -> np.ndarray:
+    """Vertex velocities ordered by position (the multigrid path numbers the same mesh by refinement)."""
+    ij = torch.round(points.detach().cpu() * n).long()
+    order = torch.argsort(ij[:, 1] * (n + 1) + ij[:, 0])
+    return uv.detach().cpu()[order].numpy()
+
+
+def _sla_path(p: str, a) -> tuple[str, str, dict, dict]:
+    """``(linear, device, FlowLinearSolver options, solve_cavity options)`` of path ``p``."""
     linear = p.split("-")[1]
     if linear == "direct":
-        return linear, a.device, {} if a.refactor_after is None else {"refactor_after": a.refactor_after}
-    return linear, a.device, {"schur": a.schur, "velocity": a.velocity}
+        return linear, a.device, {} if a.refactor_after is None else {"refactor_after": a.refactor_after}, {}
+    if a.block:
+        return linear, a.device, {"schur": a.schur, "velocity": a.velocity}, {"multigrid": False}
+    return linear, a.device, {}, {"coarsest": a.coarsest}
 
 
 def _warm_imports() -> None:

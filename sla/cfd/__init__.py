@@ -9,6 +9,9 @@ This layer sits above :mod:`sla.assembly` (mixed spaces and flow forms:
 * :class:`FlowLinearSolver` -- ``'direct'`` (on the CPU: LU factors held across Newton steps as a
   GMRES preconditioner, :class:`LaggedLU`) or ``'iterative'`` (FGMRES + block preconditioner:
   LSC, PCD, pressure mass or augmented Lagrangian);
+* :mod:`sla.cfd.multigrid` -- monolithic geometric multigrid on nested meshes (exact Taylor--Hood
+  transfers, Galerkin levels, batched Vanka smoothing): the ``'iterative'`` path's preconditioner
+  when ``FlowLinearSolver`` gets a ``hierarchy`` (:func:`refined_spaces`);
 * :func:`solve_steady` -- inexact Newton (Eisenstat--Walker forcing) with a Picard start,
   differentiable through the implicit function theorem;
 * :func:`solve_unsteady` -- semi-implicit BDF2, the LU factors reused across steps;
@@ -20,6 +23,7 @@ This layer sits above :mod:`sla.assembly` (mixed spaces and flow forms:
 from .boundary import PRESSURE_MODES, VelocityBC, dirichlet_data
 from .forces import boundary_force, point_pressure, reaction_force
 from .linear import LINEAR_PATHS, FlowLinearSolver, LaggedLU
+from .multigrid import FlowHierarchy, FlowMultigrid, refined_spaces
 from .steady import FlowResult, solve_steady
 from .unsteady import Step, UnsteadyResult, solve_unsteady
 
@@ -30,6 +34,9 @@ __all__ = [
     "dirichlet_data",
     "FlowLinearSolver",
     "LaggedLU",
+    "FlowHierarchy",
+    "FlowMultigrid",
+    "refined_spaces",
     "FlowResult",
     "solve_steady",
     "solve_unsteady",

@@ -202,6 +202,22 @@ class FlowLinearSolver:
             )
         return res.x[0, :, 0], its
 
+    def describe(self) -> str:
+        """What this solver does, in words (the runner's summary, :class:`~sla.cfd.FlowResult`)."""
+        if self.kind == "direct":
+            lag = self.lagged.refactor_after
+            return "LU" + (
+                f" (factors held as a GMRES preconditioner, refactored after {lag} iterations)" if lag else ""
+            )
+        if self.multigrid is not None:
+            o = {"cycle": "W", "steps": 2, "omega": 0.6, **self.multigrid_options}
+            sizes = "/".join(str(V.n) for V in self.multigrid.spaces)
+            return (
+                f"FGMRES + monolithic multigrid ({o['cycle']}-cycle, {o['steps']} additive Vanka sweeps with "
+                f"omega={o['omega']}, levels of {sizes} unknowns, LU on the coarsest)"
+            )
+        return f"FGMRES + block preconditioner (schur={self.schur}, velocity={self.velocity})"
+
     def preconditioner(self, A: SparseTensor, state: torch.Tensor | None, nu: float) -> BlockTriangular:
         """The block-triangular preconditioner of the eliminated system ``A``."""
         V = self.space

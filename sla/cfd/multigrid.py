@@ -35,8 +35,8 @@ from ..assembly.mesh import Mesh
 from ..assembly.mixed import TaylorHood
 from ..config import SolverConfig
 from ..pattern import Pattern
+from ..products import spspmm, union
 from ..solvers.linear.solve import prepare
-from ..solvers.precond.multigrid import Mat, galerkin
 from ..sparse import SparseTensor
 
 __all__ = ["FlowMultigrid", "FlowHierarchy", "Vanka", "prolongation", "refined_spaces"]
@@ -234,14 +234,17 @@ class FlowHierarchy:
             cm = torch.cat([fm[: c.n_u], fm[f.n_u : f.n_u + c.n_p]])
             masks.insert(0, cm)
         self.masks = masks
+        self.eye = []  # per level: the unit diagonal of the constrained dofs (their rows/columns are empty)
         for lo in range(len(spaces) - 1):
             P = prolongation(spaces[lo], spaces[lo + 1])
             keep = ~masks[lo + 1][P.pattern.row] & ~masks[lo][P.pattern.col]
             p = P.pattern
             pk, vk = Pattern(p.row[keep], p.col[keep], p.shape), P.values[keep]
             pt, perm = pk.transpose()
-            self.P.append(Mat(pk.crow, pk.ccol, vk, pk.shape))
-            self.R.append(Mat(pt.crow, pt.ccol, vk[perm.long()], pt.shape))
+            self.P.append((pk, vk))
+            self.R.append((pt, vk[perm.long()]))
+            idx = masks[lo].nonzero().flatten()
+            self.eye.append(Pattern(idx, idx, (spaces[lo].n, spaces[lo].n)))
         self._vanka: dict = {}
 
     def vanka(self, level: int, pattern: Pattern) -> Vanka:
@@ -267,7 +270,8 @@ class FlowMultigrid:
         Damping of each sweep.
     cycle : ``'V'`` or ``'W'``
     coarse : SolverConfig, optional
-        The factorisation of the coarsest level (default LU).
+        The factorisation of the coarsest level (default: a dense LU up to :data:`DENSE_COARSE`
+        unknowns, else the sparse LU of :class:`~sla.cfd.linear.LaggedLU`).
     """
 
     def __init__(
@@ -275,8 +279,8 @@ class FlowMultigrid:
         hierarchy: FlowHierarchy,
         A: SparseTensor,
         steps: int = 2,
-        omega: float = 0.7,
-        cycle: str = "V",
+        omega: float = 0.6,
+        cycle: str = "W",
         coarse: SolverConfig | None = None,
     ) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -287,31 +291,29 @@ class FlowMultigrid:
             raise ValueError(f"cycle must be 'V' or 'W', got {cycle!r}")
         self.h, self.steps, self.omega, self.gamma = hierarchy, steps, float(omega), 1 if cycle == "V" else 2
         L = len(hierarchy.spaces)
+        # Galerkin products on cached index plans (the patterns repeat every Newton step: numeric work only)
         ops: list = [None] * L
-        fine = Mat.from_torch(A.detach().to_torch("csr"))
-        ops[L - 1] = fine
+        ops[L - 1] = (A.pattern, A.values.detach())
         for lo in range(L - 2, -1, -1):
-            C = galerkin(hierarchy.R[lo], ops[lo + 1], hierarchy.P[lo])
-            ops[lo] = _with_identity(C, hierarchy.masks[lo])
-        self.ops = [op.csr64() for op in ops]
+            (pp, vp), (pr, vr), (pa, va) = hierarchy.P[lo], hierarchy.R[lo], ops[lo + 1]
+            pap, vap = spspmm(pa, va[None], pp, vp[None])
+            pc, vc = spspmm(pr, vr[None], pap, vap)
+            pu, ic, ie = union(pc, hierarchy.eye[lo])
+            vals = vc.new_zeros(pu.nnz).index_add_(0, ic, vc[0]).index_add_(0, ie, vc.new_ones(ie.numel()))
+            ops[lo] = (pu, vals)
+        self.ops = [p.csr(v) for p, v in ops]
         self.smoothers = [None] * L
         for lv in range(1, L):
-            p = Pattern(ops[lv].row.long(), ops[lv].col.long(), ops[lv].shape)
-            vk = hierarchy.vanka(lv, p)
-            vk.update(ops[lv].val)
+            vk = hierarchy.vanka(lv, ops[lv][0])
+            vk.update(ops[lv][1])
             self.smoothers[lv] = vk
-        c = ops[0]
-        cfg = coarse or SolverConfig(method="lu")
-        self._coarse = prepare(
-            SparseTensor._make(c.val, Pattern(c.row, c.col, c.shape)), SolverConfig.resolve(cfg), kind="direct"
-        )
-        self.P = [m.csr64() for m in hierarchy.P]
-        self.R = [m.csr64() for m in hierarchy.R]
-        self.free = [~m for m in hierarchy.masks]
+        self._coarse = _CoarseSolve(SparseTensor._make(ops[0][1], ops[0][0]), coarse)
+        self.P = [p.csr(v) for p, v in hierarchy.P]
+        self.R = [p.csr(v) for p, v in hierarchy.R]
 
     def _solve(self, lv: int, b: torch.Tensor) -> torch.Tensor:
         if lv == 0:
-            return self._coarse.solve(b[None])[0]
+            return self._coarse(b)
         A, S, w = self.ops[lv], self.smoothers[lv], self.omega
         x = w * S(b)
         for _ in range(self.steps - 1):
@@ -328,17 +330,28 @@ class FlowMultigrid:
         return torch.stack([self._solve(len(self.ops) - 1, r[b]) for b in range(r.shape[0])])
 
 
-def _with_identity(C: Mat, mask: torch.Tensor) -> Mat:
-    """``C`` with unit diagonal entries added on the constrained rows (whose rows and columns are empty)."""
-    idx = mask.nonzero().flatten()
-    if idx.numel() == 0:
-        return C
-    rows = torch.cat([C.row.long(), idx])
-    cols = torch.cat([C.col.long(), idx])
-    vals = torch.cat([C.val, C.val.new_ones(idx.numel())])
-    n = C.shape[0]
-    order = torch.argsort(rows * n + cols)
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=vals.device)
-    torch.cumsum(torch.bincount(rows, minlength=n), 0, out=crow[1:])
-    return Mat(crow, cols, vals, C.shape, row=rows)
+DENSE_COARSE = 3000
+"""Coarsest levels up to this size are solved by a dense LU (torch), larger ones by a sparse LU."""
+
+
+class _CoarseSolve:
+    """The coarsest level's exact solve: dense LU when small, else a sparse LU (SuperLU with the
+    saddle-point ordering on the CPU, the default LU -- cuDSS when installed -- on CUDA)."""
+
+    def __init__(self, C: SparseTensor, config: SolverConfig | None) -> None:
+        from .linear import LaggedLU
+
+        n = C.sparse_shape[0]
+        self.dense = config is None and n <= DENSE_COARSE
+        if self.dense:
+            self.lu = torch.linalg.lu_factor(C.to_dense())
+        else:
+            cfg = config or LaggedLU().config_for(C.device)
+            self.prep = prepare(C, SolverConfig.resolve(cfg), kind="direct")
+
+    def __call__(self, b: torch.Tensor) -> torch.Tensor:
+        if self.dense:
+            return torch.linalg.lu_solve(*self.lu, b)
+        from .linear import _apply_factors
+
+        return _apply_factors(self.prep, b[None])[0]

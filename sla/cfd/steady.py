@@ -63,7 +63,8 @@ class FlowResult:
     ``steps`` list of ``'picard'``/``'newton'``; ``linear_iterations`` per step (0 for direct);
     ``times`` seconds per step (assembly + solve); ``assembly_s`` / ``solve_s`` totals;
     ``factorizations`` LU factorisations of the lagged direct path; ``forcing`` the relative
-    tolerance each linear solve was asked for (the Newton forcing terms).
+    tolerance each linear solve was asked for (the Newton forcing terms); ``linear_method`` the
+    linear solver in words (:meth:`FlowLinearSolver.describe`).
     """
 
     x: torch.Tensor
@@ -75,6 +76,7 @@ class FlowResult:
     solve_s: float = 0.0
     factorizations: int = 0
     forcing: list[float] = field(default_factory=list)
+    linear_method: str = ""
 
     @property
     def newton_steps(self) -> int:
@@ -182,7 +184,7 @@ def solve_steady(
         x[dofs] = gvals.detach()
         free = torch.ones(space.n, dtype=torch.bool, device=P.device)
         free[dofs] = False
-        out = FlowResult(x)
+        out = FlowResult(x, linear_method=lin.describe())
         r0 = None
         mode = "picard" if picard > 0 else "newton"
         n_picard = 0
