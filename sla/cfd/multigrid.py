@@ -187,17 +187,22 @@ class Vanka:
         return out
 
     def update(self, values: torch.Tensor) -> None:
-        """Patch inverses of the matrix with these CSR ``values`` (on the pattern given at construction)."""
-        pos = self.pos
-        found = pos >= 0
-        local = torch.where(found, values[pos.clamp(min=0).long()], values.new_zeros(()))
-        eye = torch.diag_embed(self.pad.to(values.dtype))  # padding rows/cols: identity
-        local = local + eye
-        inv, info = torch.linalg.inv_ex(local)
-        bad = info != 0
-        if bool(bad.any()):  # a singular patch (e.g. a pressure row with no free velocity): pseudo-inverse
-            inv[bad] = torch.linalg.pinv(local[bad])
-        self.inv = inv
+        """Patch inverses of the matrix with these CSR ``values`` (on the pattern given at construction),
+        built in chunks of patches (the dense patches of a 1M-unknown system take gigabytes)."""
+        npatch, S = self.q.shape
+        if self.inv is None or self.inv.dtype != values.dtype:
+            self.inv = values.new_empty(npatch, S, S)
+        per = max(1, PATCH_CHUNK // (S * S))
+        for lo in range(0, npatch, per):
+            pos = self.pos[lo : lo + per]
+            local = values[pos.clamp(min=0).long()]
+            local.masked_fill_(pos < 0, 0.0)
+            local.diagonal(dim1=-2, dim2=-1).add_(self.pad[lo : lo + per].to(values.dtype))  # padding: identity
+            inv, info = torch.linalg.inv_ex(local)
+            bad = info != 0
+            if bool(bad.any()):  # a singular patch (e.g. a pressure row with no free velocity): pseudo-inverse
+                inv[bad] = torch.linalg.pinv(local[bad])
+            self.inv[lo : lo + per] = inv
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         """``r [n, K]`` -> the patch-averaged correction ``[n, K]``."""
