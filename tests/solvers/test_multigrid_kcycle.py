@@ -221,3 +221,18 @@ def test_gpu_arithmetic_and_level_cutoff_on_cpu(monkeypatch):
     V = make_preconditioner(A, "amg", cycle="V", max_coarse=50)
     r = torch.randn(1, A.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(K(r), V(r), rtol=1e-12, atol=1e-12)
+
+
+def test_kcycle_complex_hermitian():
+    # a magnetic Laplacian (complex Hermitian positive definite): the coarse Krylov steps use the
+    # conjugated inner product; the solution against SciPy's
+    n, phase = 40, np.exp(0.3j)
+    T = sp.diags([-np.conj(phase) * np.ones(n - 1), 2.0 * np.ones(n), -phase * np.ones(n - 1)], [-1, 0, 1])
+    L = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(n, n))
+    S = (sp.kron(sp.identity(n), T) + sp.kron(L, sp.identity(n))).tocsr().astype(np.complex128)
+    A = SparseTensor.from_scipy(S)
+    b = torch.randn(n * n, dtype=torch.complex128, generator=torch.Generator().manual_seed(5))
+    x, info = _solve(A, b, cycle="K", max_coarse=20)
+    assert info.converged
+    ref = spla.spsolve(S.tocsc(), b.numpy())
+    assert np.linalg.norm(x.numpy() - ref) / np.linalg.norm(ref) < 1e-6
