@@ -115,6 +115,12 @@ def test_kcycle_iterations_hardly_grow():
     k = its["K"]
     assert max(k) <= 1.3 * k[0], its
     assert k[-1] < its["V"][-1], its
+    # the 5-point Laplacian with the defaults (coarsest <= 500 rows): 10, 10, 10
+    k5 = [
+        _solve(gallery.poisson2d(n), torch.ones(n * n, dtype=torch.float64), cycle="K")[1].iterations
+        for n in (64, 128, 256)
+    ]
+    assert max(k5) <= 1.3 * k5[0], k5
 
 
 @pytest.mark.parametrize("device", DEVICES)
