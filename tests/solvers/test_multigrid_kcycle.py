@@ -242,3 +242,24 @@ def test_kcycle_complex_hermitian():
     assert info.converged
     ref = spla.spsolve(S.tocsc(), b.numpy())
     assert np.linalg.norm(x.numpy() - ref) / np.linalg.norm(ref) < 1e-6
+
+
+def test_fcg_fused_reductions_match_local():
+    # the distributed form (one reduction for ||r||^2, (r, z) and (A p, z)) takes the same steps
+    A = gallery.poisson2d(20).to_dense()
+    b = torch.randn(1, A.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+
+    def inner(r):
+        return krylov.cg(lambda v: A @ v, r, rtol=0.3, maxiter=4).x
+
+    calls = []
+
+    def reduce(t):
+        calls.append(t.numel())
+        return t
+
+    local = krylov.fcg(lambda v: A @ v, b, precond=inner, rtol=1e-10)
+    fused = krylov.fcg(lambda v: A @ v, b, precond=inner, rtol=1e-10, dot=krylov.ReducedDot(reduce))
+    assert torch.equal(local.iterations, fused.iterations) and bool(fused.converged.all())
+    torch.testing.assert_close(fused.x, local.x, rtol=1e-9, atol=1e-10)
+    assert 6 in calls  # [(r, r), (r, z), (A p, z)] for two columns: one reduction of 3 x 2 sums
