@@ -36,6 +36,7 @@ from ..assembly.mixed import TaylorHood
 from ..config import SolverConfig
 from ..pattern import Pattern
 from ..products import spspmm, union
+from ..solvers._optional import installed
 from ..solvers.linear.solve import prepare
 from ..sparse import SparseTensor
 
@@ -186,11 +187,14 @@ class Vanka:
             out[lo : lo + per] = torch.where(ok, pos, -1).to(dt)
         return out
 
-    def update(self, values: torch.Tensor) -> None:
+    def update(self, values: torch.Tensor, dtype: torch.dtype | None = None) -> None:
         """Patch inverses of the matrix with these CSR ``values`` (on the pattern given at construction),
-        built in chunks of patches (the dense patches of a 1M-unknown system take gigabytes)."""
+        built in chunks of patches (the dense patches of a 1M-unknown system take gigabytes) and kept
+        in ``dtype`` (default: that of ``values``; float32 halves the smoother's memory traffic)."""
         npatch, S = self.q.shape
-        if self.inv is None or self.inv.dtype != values.dtype:
+        dtype = values.dtype if dtype is None else dtype
+        values = values.to(dtype)
+        if self.inv is None or self.inv.dtype != dtype:
             self.inv = values.new_empty(npatch, S, S)
         per = max(1, PATCH_CHUNK // (S * S))
         for lo in range(0, npatch, per):
@@ -207,10 +211,10 @@ class Vanka:
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         """``r [n, K]`` -> the patch-averaged correction ``[n, K]``."""
         K = r.shape[1]
-        rext = torch.cat([r, r.new_zeros(1, K)])
+        rext = torch.cat([r.to(self.inv.dtype), r.new_zeros(1, K, dtype=self.inv.dtype)])
         z = torch.bmm(self.inv, rext[self.qd])  # [n_p, S, K]
-        out = r.new_zeros(self.n + 1, K).index_add_(0, self.qd.reshape(-1), z.reshape(-1, K))
-        return out[: self.n] * self.winv[:, None]
+        out = z.new_zeros(self.n + 1, K).index_add_(0, self.qd.reshape(-1), z.reshape(-1, K))
+        return out[: self.n].to(r.dtype) * self.winv[:, None]
 
 
 class FlowHierarchy:
@@ -274,6 +278,10 @@ class FlowMultigrid:
     omega : float
         Damping of each sweep.
     cycle : ``'V'`` or ``'W'``
+    smoother_dtype : torch.dtype, optional
+        Precision of the Vanka patch inverses (default: float32 on CUDA -- half the memory traffic of
+        the smoother, which is most of a cycle; the outer FGMRES keeps the solve at the matrix's
+        precision -- and the matrix's dtype on the CPU).
     coarse : SolverConfig, optional
         The factorisation of the coarsest level (default: a dense LU up to :data:`DENSE_COARSE`
         unknowns, else the sparse LU of :class:`~sla.cfd.linear.LaggedLU`).
@@ -286,6 +294,7 @@ class FlowMultigrid:
         steps: int = 2,
         omega: float = 0.6,
         cycle: str = "W",
+        smoother_dtype: torch.dtype | None = None,
         coarse: SolverConfig | None = None,
     ) -> None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -308,9 +317,13 @@ class FlowMultigrid:
             ops[lo] = (pu, vals)
         self.ops = [p.csr(v) for p, v in ops]
         self.smoothers = [None] * L
+        if smoother_dtype is not None and smoother_dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"smoother_dtype must be torch.float32 or torch.float64, got {smoother_dtype!r}")
+        if smoother_dtype is None and A.device.type == "cuda" and A.dtype == torch.float64:
+            smoother_dtype = torch.float32
         for lv in range(1, L):
             vk = hierarchy.vanka(lv, ops[lv][0])
-            vk.update(ops[lv][1])
+            vk.update(ops[lv][1], smoother_dtype)
             self.smoothers[lv] = vk
         self._coarse = _CoarseSolve(SparseTensor._make(ops[0][1], ops[0][0]), coarse)
         self.P = [p.csr(v) for p, v in hierarchy.P]
@@ -323,7 +336,7 @@ class FlowMultigrid:
         x = w * S(b)
         for _ in range(self.steps - 1):
             x = x + w * S(b - A @ x)
-        for _ in range(self.gamma):
+        for _ in range(self.gamma if lv > 1 else 1):  # the coarsest solve is exact: once is enough
             rc = self.R[lv - 1] @ (b - A @ x)
             x = x + self.P[lv - 1] @ self._solve(lv - 1, rc)
         for _ in range(self.steps):
@@ -341,22 +354,29 @@ DENSE_COARSE = 3000
 
 class _CoarseSolve:
     """The coarsest level's exact solve: dense LU when small, else a sparse LU (SuperLU with the
-    saddle-point ordering on the CPU, the default LU -- cuDSS when installed -- on CUDA)."""
+    saddle-point ordering on the CPU, and on the host for CUDA tensors when cuDSS is missing; the
+    default LU -- cuDSS -- on CUDA)."""
 
     def __init__(self, C: SparseTensor, config: SolverConfig | None) -> None:
         from .linear import LaggedLU
 
         n = C.sparse_shape[0]
         self.dense = config is None and n <= DENSE_COARSE
+        # on CUDA without cuDSS: SuperLU on the host (a vector each way per solve) beats CuPy's host
+        # factorisation with a cuSPARSE triangular-solve analysis on every call
+        self.host = config is None and C.device.type == "cuda" and not installed("nvmath")
         if self.dense:
             self.lu = torch.linalg.lu_factor(C.to_dense())
-        else:
-            cfg = config or LaggedLU().config_for(C.device)
-            self.prep = prepare(C, SolverConfig.resolve(cfg), kind="direct")
+            return
+        C = C.cpu() if self.host else C
+        cfg = config or LaggedLU().config_for(C.device)
+        self.prep = prepare(C, SolverConfig.resolve(cfg), kind="direct")
 
     def __call__(self, b: torch.Tensor) -> torch.Tensor:
         if self.dense:
             return torch.linalg.lu_solve(*self.lu, b)
         from .linear import _apply_factors
 
+        if self.host:
+            return _apply_factors(self.prep, b.cpu()[None])[0].to(b.device)
         return _apply_factors(self.prep, b[None])[0]

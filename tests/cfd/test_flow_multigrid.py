@@ -98,7 +98,7 @@ def _vortex_system(V, re):
     return dofs, x, J, torch.where(free, -R, torch.zeros_like(R))
 
 
-def _flat_counts(levels):
+def _flat_counts(levels, **mg):
     """Newton system at Re = 200 about a unit vortex, W(2,2) cycles from the 8^2 mesh up; each
     increment equals the direct solve."""
     spaces = refined_spaces(_cavity_mesh(8), max(levels))
@@ -108,7 +108,7 @@ def _flat_counts(levels):
         dofs, x, J, rhs = _vortex_system(V, 200.0)
         ref, _ = FlowLinearSolver(V, "direct", dofs, refactor_after=0).solve(J, rhs)
         lin = FlowLinearSolver(
-            V, "iterative", dofs, rtol=1e-8, hierarchy=spaces[: lv + 1], multigrid={"cycle": "W", "omega": 0.6}
+            V, "iterative", dofs, rtol=1e-8, hierarchy=spaces[: lv + 1], multigrid={"cycle": "W", "omega": 0.6, **mg}
         )
         dx, k = lin.solve(J, rhs, state=x, nu=1 / 200)
         assert float((dx - ref).norm() / ref.norm()) < 1e-6
@@ -120,6 +120,14 @@ def test_multigrid_fgmres_counts_flat_and_match_the_direct_solution():
     """16^2, 32^2 (measured 24, 26 FGMRES iterations to rtol 1e-8)."""
     its = _flat_counts((1, 2))
     assert max(its) <= 30 and max(its) <= 1.2 * min(its), its
+
+
+def test_single_precision_smoother_keeps_the_counts_and_the_double_precision_answer():
+    """float32 patch inverses (the CUDA default): the FGMRES answer stays the direct one (checked inside)
+    at nearly the same count."""
+    its64 = _flat_counts((2,))
+    its32 = _flat_counts((2,), smoother_dtype=torch.float32)
+    assert its32[0] <= its64[0] + 2, (its32, its64)
 
 
 @pytest.mark.slow
@@ -152,7 +160,8 @@ def test_multigrid_bad_input():
     J = flow_system(V, 0.1)
     A, _ = apply_dirichlet(J, torch.zeros(V.n, dtype=torch.float64), dofs, 0.0)
     H = FlowHierarchy(spaces, dofs)
-    for kw, msg in (({"omega": 0.0}, "omega"), ({"steps": 0}, "steps"), ({"cycle": "F"}, "cycle")):
+    bad = [({"omega": 0.0}, "omega"), ({"steps": 0}, "steps"), ({"cycle": "F"}, "cycle")]
+    for kw, msg in bad + [({"smoother_dtype": torch.int32}, "smoother_dtype")]:
         with pytest.raises(ValueError, match=msg):
             FlowMultigrid(H, A, **kw)
 
