@@ -177,3 +177,20 @@ def test_multigrid_path_on_each_device_is_the_cpu_direct_flow(device):
     it = solve_steady(spaces[-1], 1 / 100, BCS, pressure="mean", linear="iterative", linear_options=opts)
     assert it.x.device.type == torch.device(device).type
     assert float((it.x.cpu() - ref).abs().max()) < 1e-8
+
+
+def test_cavity_hierarchy_picks_the_coarsest_mesh_and_names_bad_sizes():
+    from problems.cavity import MG_COARSEST_MIN, cavity_hierarchy
+
+    sizes = lambda spaces: [int(round(s.mesh.n_cells / 2) ** 0.5) for s in spaces]
+    assert MG_COARSEST_MIN == 24
+    assert sizes(cavity_hierarchy(96)) == [24, 48, 96]
+    assert sizes(cavity_hierarchy(100)) == [25, 50, 100]
+    assert cavity_hierarchy(47) is None and cavity_hierarchy(40) is None  # odd; 20 < 24
+    assert sizes(cavity_hierarchy(48, coarsest=12)) == [12, 24, 48]
+    fine = cavity_hierarchy(48)[-1].mesh
+    assert {"lid", "walls"} <= set(fine.facet_sets) and fine.facet_sets["lid"].shape[0] == 48
+    with pytest.raises(ValueError, match="power of two"):
+        cavity_hierarchy(48, coarsest=10)
+    with pytest.raises(ValueError, match="coarsest"):
+        cavity_hierarchy(48, coarsest=0)
