@@ -133,6 +133,8 @@ def _indices(space: TaylorHood, device) -> dict[str, torch.Tensor]:
     na, d, nk, E = space.ubasis.phi.shape[2], space.dim, space.pbasis.phi.shape[2], space.mesh.n_cells
     nl, nv = space.n_local, na * d
     idx = plan_index(plan, device).reshape(nl, nl, E).permute(2, 0, 1)  # [E, row, col]
+    if plan["pattern"].nnz < 2**31:  # int32 scatter indices: half the memory (and traffic) of the plan's
+        idx = idx.to(torch.int32)
     uu = idx[:, :nv, :nv].reshape(E, na, d, na, d).permute(0, 2, 4, 1, 3)  # [E, c, f, a, b]
     dofs = space.dofs().to(device)  # [E, n_local]
     out = {
