@@ -100,10 +100,9 @@ class _Reference:
 def _reference(space: TaylorHood) -> _Reference:
     P = space.mesh.points
     key = (P.dtype, str(P.device))
-    cache = space.__dict__.setdefault("_flow_reference", {})
-    ref = cache.get(key)
+    ref = space._kernel_cache.get(key)
     if ref is None:
-        ref = cache[key] = _Reference(space)
+        ref = space._kernel_cache[key] = _Reference(space)
     return ref
 
 

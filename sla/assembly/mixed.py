@@ -107,6 +107,7 @@ class TaylorHood:
         self.ubasis = CellBasis(mesh, self.p2, intorder)
         self.pbasis = CellBasis(mesh, self.pressure, intorder)
         self.name = f"TH-P2P1-{ct}"
+        self._kernel_cache: dict = {}  # reference-element integrals of the flow kernel, per dtype and device
 
     # -- the element protocol of scatter_plan ------------------------------------------------
     @property
