@@ -193,6 +193,14 @@ def test_auto_cycle_is_k_only_under_flexible_krylov_methods_on_cpu():
     K = M.flexible()
     assert M.cycle == "V" and not M.variable and K.cycle == "K" and K.variable and K.levels is M.levels
     assert M.flexible() is K  # made once
+    # a distributed solve (a reducing inner product) keeps the fixed cycle: a rank owning no rows
+    # holds no multigrid, and every rank must take the same CG steps
+    C = A.pattern.csr(A.values)
+    res = krylov.cg(
+        lambda v: (C @ v[0]).unsqueeze(0), b.reshape(1, -1, 1), precond=M, dot=krylov.ReducedDot(lambda t: t)
+    )
+    assert bool(res.converged.all()) and M.ran is None
+    assert int(res.iterations.max()) == v.iterations
     G = make_preconditioner(gallery.poisson2d(32), "gmg")
     assert G.flexible() is G and G.cycle == "V"  # GMG: the V-cycle (the K-cycle not measured to win)
 

@@ -363,7 +363,8 @@ def make_method(inner, name: str, title: str, spd: str = "", uses_restart: bool 
         timeout: float | None = None,
         stall: int | None = None,
     ) -> KrylovResult:
-        if flexible and hasattr(precond, "flexible"):
+        if flexible and hasattr(precond, "flexible") and not hasattr(dot, "many"):
+            # (not in a distributed solve: a rank owning no rows holds no multigrid to ask)
             precond = precond.flexible()
         ctx = _Ctx(matvec, b, precond, dot, rtol, atol, maxiter, check_every, callback, timeout, stall)
         if not uses_restart:

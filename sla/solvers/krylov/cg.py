@@ -13,6 +13,8 @@ variable (``precond.variable``); :func:`fcg` always uses it.
 
 from __future__ import annotations
 
+import torch
+
 from .base import SPD, _Ctx, _div, _real, make_method
 
 __all__ = ["cg", "fcg", "is_variable"]
@@ -32,7 +34,15 @@ def _cg_inner(ctx: _Ctx, x, r, rn, act, tol, box, flexible: bool | None = None):
     # iteration, (p, Ap) and [(r, r), (r, z)]; single-process keeps the order below (no M r
     # after the last iteration).
     if flexible is None:
+        flexible = getattr(ctx, "flexible_cg", None)
+    if flexible is None:
         flexible = is_variable(ctx.M)
+        if ctx.fused and hasattr(ctx.dot, "reduce"):
+            # distributed: every holder must take the same beta (and ask the same reductions), and
+            # one whose block is empty holds no multigrid: variable anywhere means flexible everywhere
+            flag = torch.tensor([float(flexible)], dtype=_real(ctx.b).dtype, device=ctx.b.device)
+            flexible = bool(ctx.dot.reduce(flag)[0] > 0)
+        ctx.flexible_cg = flexible
     z = ctx.M(r)
     p = z.clone()
     rz = ctx.dot(r, z)
