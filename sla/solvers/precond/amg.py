@@ -306,10 +306,15 @@ class SmoothedAggregation(Multigrid):
         and the preconditioner is its own adjoint.
     cycle : str
         ``'V'``, ``'W'`` (two coarse-grid corrections per level: fewer iterations, more
-        work per iteration) or ``'auto'`` (default): V.  With the Lanczos smoother bounds
-        and the cancelled couplings dropped, V needs 1.1-1.4x W's iterations at half its
-        cost per iteration (CPU, 1 thread: 5-point 250K 0.53 s vs 0.89 s, P1 triangles 160K
-        0.62 vs 0.70 s, P1 tetrahedra 69K 0.20 vs 0.24 s; GPUs: the coarse levels are launch-bound).
+        work per iteration), ``'K'`` (Krylov-accelerated coarse corrections: iterations that
+        hardly grow with the grid; a variable preconditioner, see
+        :class:`~sla.solvers.precond.multigrid.Multigrid`) or ``'auto'`` (default): V, and the
+        K-cycle when CG, GMRES or FGMRES runs it on the CPU
+        (:data:`~sla.solvers.precond.multigrid.AUTO_FLEXIBLE`; 5-point 16M: V 24 iterations,
+        K 11).  With the Lanczos smoother bounds and the cancelled couplings dropped, V needs
+        1.1-1.4x W's iterations at half its cost per iteration (CPU, 1 thread: 5-point 250K
+        0.53 s vs 0.89 s, P1 triangles 160K 0.62 vs 0.70 s, P1 tetrahedra 69K 0.20 vs 0.24 s;
+        GPUs: the coarse levels are launch-bound).
     near_nullspace : {'auto', 'constant'} or tensor ``[n, k]``
         The near-null-space candidates ``B`` (pyamg's ``B``).  ``'constant'``: the
         constant vector (scalar problems).  A tensor: its columns (e.g.
