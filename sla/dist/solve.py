@@ -17,9 +17,11 @@ import time
 import warnings
 
 import torch
+import torch.distributed as dist
 
 from ..config import SolveInfo, SolverConfig
 from ..solvers.krylov import ReducedDot, krylov_solve, local_dot
+from ..solvers.krylov.cg import is_variable
 from ..solvers.linear.adjoint import LinearSolve
 from ..solvers.precond import make_preconditioner
 from ..solvers.precond.options import resolve
@@ -121,7 +123,14 @@ class DistSolve:
                 M = make_preconditioner(self._owned_block(), opts.get("local", "amg"))
         else:
             M = make_preconditioner(self._owned_block(), name, **opts)  # block Jacobi with `name` inside
-        return M.adjoint() if (transpose and M is not None) else M
+        M = M.adjoint() if (transpose and M is not None) else M
+        if M is None:
+            return None
+        # every rank must run the same Krylov variant (their collectives differ): a variable preconditioner
+        # on any rank makes it variable on all, and no rank swaps in a per-rank flexible() form
+        flag = torch.tensor([1.0 if is_variable(M) else 0.0], dtype=torch.float64, device=self.device)
+        variable = bool(all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, timeout=self.timeout) > 0)
+        return _Agreed(M, variable)
 
     def _krylov(self, b: torch.Tensor, cfg: SolverConfig, transpose: bool = False):
         rtol, atol = cfg.tolerances(self.dtype)
@@ -194,6 +203,23 @@ class DistSolve:
         if is_dt:
             x = to_dtensor(x, self)
         return (x, info) if return_info else x
+
+
+class _Agreed:
+    """A block preconditioner as the distributed Krylov methods see it: ``variable`` agreed by all ranks
+    and no ``flexible()`` form (an ``'auto'`` multigrid's K-cycle twin is a per-rank choice); every
+    other attribute is the wrapped preconditioner's."""
+
+    def __init__(self, M, variable: bool) -> None:
+        self.M, self.variable = M, variable
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        return self.M(r)
+
+    def __getattr__(self, name: str):
+        if name in ("flexible", "M") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.M, name)
 
 
 class _NoRows:
