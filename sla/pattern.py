@@ -175,6 +175,18 @@ def _move_metadata(value: Any, device: torch.device) -> Any:
     return value
 
 
+def _equal_copy(entries: list, v: torch.Tensor) -> torch.Tensor | None:
+    """The stored copy among ``(key, copy, work)`` entries whose values equal ``v`` (newest first)."""
+    seen: set[int] = set()
+    for _, stored, _ in reversed(entries):
+        if id(stored) in seen:
+            continue
+        seen.add(id(stored))
+        if stored.shape == v.shape and stored.dtype == v.dtype and stored.device == v.device and torch.equal(stored, v):
+            return stored
+    return None
+
+
 class Pattern:
     """Coalesced, row-major sorted sparsity structure of an ``M x N`` matrix.
 
@@ -486,22 +498,21 @@ class Pattern:
         A hit needs values *equal* to a stored copy, at every size (exact, so in-place
         changes -- also through ``.data``, which bypasses version counters -- never reuse
         stale work, and a new tensor with the same values does reuse it).  The comparison
-        is one pass over the values; the copy is small next to the work it guards.
+        is one pass over the values per distinct stored copy; the work of every key cached on
+        the same values (structure checks, the solver setup) shares one copy.
         """
         v = values.detach()
-        for i, (k, stored, out) in enumerate(self._numeric):
-            if k != key:
-                continue
-            if (
-                stored.shape == v.shape
-                and stored.dtype == v.dtype
-                and stored.device == v.device
-                and torch.equal(stored, v)
-            ):
-                self._numeric.append(self._numeric.pop(i))
-                return out
+        copy = _equal_copy(self._numeric, v)
+        if copy is not None:
+            for i, (k, stored, out) in enumerate(self._numeric):
+                if k == key and stored is copy:
+                    self._numeric.append(self._numeric.pop(i))
+                    return out
+        before = len(self._numeric)
         out = build()
-        self._numeric.append((key, v.clone(), out))
+        if copy is None:  # work built inside build() on the same values may have stored a copy already
+            copy = _equal_copy(self._numeric[before:], v)
+        self._numeric.append((key, v.clone() if copy is None else copy, out))
         while len(self._numeric) > size:
             self._numeric.pop(0)
         return out

@@ -58,6 +58,22 @@ def test_numeric_cache_is_exact_above_four_million_values():
     assert p.numeric(v.clone(), "k", build) == 2  # equal values in a new tensor: a hit
 
 
+def test_numeric_cache_keeps_one_copy_per_distinct_values():
+    """Structure checks and the solver setup cached on the same values share one stored copy (each key
+    used to clone the values: up to three copies of the matrix), and stay exact per key."""
+    A = sla.gallery.poisson2d(20)
+    b = torch.ones(A.shape[0], dtype=torch.float64)
+    A.solve(b, backend="pytorch", method="cg", preconditioner="jacobi")
+    keys = [k for k, _, _ in A.pattern._numeric]
+    copies = {id(c) for _, c, _ in A.pattern._numeric}
+    assert len(keys) >= 2 and len(copies) == 1, keys
+    A2 = sla.SparseTensor._make(2 * A.values, A.pattern)  # other values on the same pattern: a copy of their own
+    A2.solve(b, backend="pytorch", method="cg", preconditioner="jacobi")
+    assert len({id(c) for _, c, _ in A.pattern._numeric}) == 2
+    x = A.solve(b, backend="pytorch", method="cg", preconditioner="jacobi")
+    assert float((A @ x - b).norm() / b.norm()) < 1e-7
+
+
 def test_direct_failure_message_names_the_real_cause():
     info = sla.SolveInfo(backend="scipy", method="lu", iterations=None, converged=False, residual=1e-3)
     with pytest.raises(sla.ConvergenceError) as e:
