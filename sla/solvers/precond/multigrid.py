@@ -247,8 +247,9 @@ flexible Krylov method (CG, GMRES, FGMRES; see :meth:`Multigrid.flexible`) gets 
 and inside other preconditioners or methods that need a fixed one (MINRES, BiCGStab, block
 preconditioners), ``'auto'`` is the fixed cycle its class names.  CPU, 1 thread, AMG-CG: the
 K-cycle needs fewer iterations that grow less with the grid at about the V-cycle's cost per
-iteration (5-point, CPU seconds of a solve: 1M V 13 iterations / 0.91 s, K 11 / 0.97 s; 16M V 24 /
-42.9 s, K 11 / 22.9 s; P1 triangles 160K V 19 / 0.26 s, K 13 / 0.25 s; benchmarks/README.md).
+iteration (5-point, CPU seconds of a solve: 1M V 13 iterations / 1.02 s, K 11 / 1.08 s; 4M V 13 /
+4.89 s, K 11 / 3.23 s; 16M V 24 / 42.9 s, K 11 / 22.9 s; P1 triangles 160K V 19 / 0.22 s, K 13 /
+0.17 s; benchmarks/README.md).
 GPUs: V until timed there (the K-cycle's extra coarse visits are kernel launches)."""
 
 
