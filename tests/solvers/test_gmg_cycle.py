@@ -250,7 +250,9 @@ def test_coarse_dtype_auto_on_gpus():
     for _ in range(3):
         r = torch.randn(1, big.shape[0], 1, generator=g, dtype=big.dtype, device="cuda")
         z, ze = Mg(r), Me(r)
-        torch.testing.assert_close(z, ze, rtol=1e-12, atol=1e-12 * float(ze.abs().max()))
+        # single-precision coarse levels: the two runs agree to float32 rounding of the coarse correction
+        # (atomic scatter-adds sum in a run-dependent order; measured on an H200: 3e-7 of max |z|)
+        torch.testing.assert_close(z, ze, rtol=0, atol=1e-5 * float(ze.abs().max()))
     assert Mg.graph_status() == ["captured"]
 
 
