@@ -269,3 +269,16 @@ def test_a_constant_diagonal_is_kept_as_one_number():
     torch.testing.assert_close(M(r), z, rtol=0, atol=0)
     B = gallery.poisson2d(64)  # even sides: the coarse boundary rows differ
     assert make_preconditioner(B, "gmg", max_coarse=10).levels[1].dinv.numel() == B.shape[0] // 4
+
+
+@pytest.mark.gpu
+@cuda
+def test_graph_auto_only_below_graph_max():
+    """'auto' captures the coarse cycle of smaller grids (launch-bound), not from GRAPH_MAX unknowns."""
+    from sla.solvers.precond.gmg import GRAPH_MAX
+
+    small, big = gallery.poisson2d(512, device="cuda"), gallery.poisson2d(2048, device="cuda")
+    assert small.shape[0] < GRAPH_MAX <= big.shape[0]
+    assert make_preconditioner(small, "gmg").graph_status() == ["not captured yet"]
+    assert make_preconditioner(big, "gmg").graph_status() == ["eager"]
+    assert make_preconditioner(big, "gmg", graph=True).graph_status() == ["not captured yet"]

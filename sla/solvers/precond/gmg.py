@@ -208,7 +208,8 @@ class GeometricMultigrid(Multigrid):
         (:class:`~sla.solvers.precond.graphed.GraphedApply`: captured on the second application,
         one launch for all coarse levels from then on; eager where it cannot be captured).  The fine
         level's few large kernels stay eager, so the graph's private memory is that of the coarse
-        levels (a few bytes per fine unknown).  ``'auto'``: on CUDA devices; ``True`` needs one.
+        levels (a few bytes per fine unknown).  ``'auto'``: on CUDA devices below :data:`GRAPH_MAX`
+        unknowns; ``True`` needs one.
     coarse_dtype : torch.dtype or str
         The dtype of the coarse levels (operators, vectors, coarsest inverse) and of the
         smoother's inverse diagonals; the fine operator and the cycle's fine vectors keep A's.
@@ -238,7 +239,7 @@ class GeometricMultigrid(Multigrid):
     ):
         cycle = check_cycle(cycle)
         cd = _coarse_dtype(coarse_dtype, A, cycle)
-        graph = check_graph(graph, A.device)
+        graph = check_graph(graph, A.device) and (graph is True or A.shape[-1] < GRAPH_MAX)
         if transfers not in ("auto", "csr", "stencil"):
             raise ValueError(f"transfers must be 'auto', 'csr' or 'stencil', got {transfers!r}")
         if transfers == "auto":
@@ -375,6 +376,12 @@ class GeometricMultigrid(Multigrid):
 
 _SINGLE = {torch.float64: torch.float32, torch.complex128: torch.complex64}
 
+
+GRAPH_MAX = 1 << 22
+"""``graph='auto'`` captures the coarse cycle below this many unknowns.  Measured on an H200 (5-point,
+``bench_gmg.py``): 1M, later solve 11 ms graphed against 28 ms eager (launch-bound coarse levels);
+16M, 72 against 73 ms (the coarse levels are no longer launch-bound) while the capture adds ~70 ms
+to the first solve (0.203 s against 0.135 s)."""
 
 MIXED_MIN = 1 << 20
 """``coarse_dtype='auto'`` takes single precision on GPUs from this many unknowns (where memory
