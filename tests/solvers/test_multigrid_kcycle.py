@@ -271,3 +271,17 @@ def test_fcg_fused_reductions_match_local():
     assert torch.equal(local.iterations, fused.iterations) and bool(fused.converged.all())
     torch.testing.assert_close(fused.x, local.x, rtol=1e-9, atol=1e-10)
     assert 6 in calls  # [(r, r), (r, z), (A p, z)] for two columns: one reduction of 3 x 2 sums
+
+
+def test_auto_k_cycle_starts_at_the_device_row_threshold(monkeypatch):
+    """AUTO_FLEXIBLE gives, per device, the fewest rows from which 'auto' runs the K-cycle (CUDA: 4M,
+    the measured crossover on an H200); below it the flexible methods keep the V-cycle."""
+    from sla.solvers.precond import multigrid
+
+    assert multigrid.AUTO_FLEXIBLE["amg"]["cuda"] == 4_000_000
+    A = gallery.poisson2d(40)
+    M = make_preconditioner(A, "amg")
+    monkeypatch.setitem(multigrid.AUTO_FLEXIBLE, "amg", {"cpu": A.shape[0] + 1})
+    assert M.flexible() is M and M.cycle == "V"
+    monkeypatch.setitem(multigrid.AUTO_FLEXIBLE, "amg", {"cpu": A.shape[0]})
+    assert M.flexible().cycle == "K"

@@ -309,7 +309,7 @@ class SmoothedAggregation(Multigrid):
         work per iteration), ``'K'`` (Krylov-accelerated coarse corrections: iterations that
         hardly grow with the grid; a variable preconditioner, see
         :class:`~sla.solvers.precond.multigrid.Multigrid`) or ``'auto'`` (default): V, and the
-        K-cycle when CG, GMRES or FGMRES runs it on the CPU
+        K-cycle when CG, GMRES or FGMRES runs it on the CPU, and on CUDA from 4M rows
         (:data:`~sla.solvers.precond.multigrid.AUTO_FLEXIBLE`; 5-point 16M: V 24 iterations,
         K 11).  With the Lanczos smoother bounds and the cancelled couplings dropped, V needs
         1.1-1.4x W's iterations at half its cost per iteration (CPU, 1 thread: 5-point 250K

@@ -241,16 +241,17 @@ iterations / torch ops per cycle: 1M: V 13 / 131, K 10 / 875, K on levels >= 100
 16M: V 24 / 163, K 11 / 1,835, K on levels >= 100K rows 11 / 651 (CPU runs of the same code)."""
 
 
-AUTO_FLEXIBLE = {"amg": ("cpu",)}
-"""Where ``cycle='auto'`` runs the K-cycle: by preconditioner name, the device types on which a
-flexible Krylov method (CG, GMRES, FGMRES; see :meth:`Multigrid.flexible`) gets it.  Elsewhere,
-and inside other preconditioners or methods that need a fixed one (MINRES, BiCGStab, block
-preconditioners), ``'auto'`` is the fixed cycle its class names.  CPU, 1 thread, AMG-CG: the
+AUTO_FLEXIBLE = {"amg": {"cpu": 0, "cuda": 4_000_000}}
+"""Where ``cycle='auto'`` runs the K-cycle: by preconditioner name and device type, the fewest rows
+from which a flexible Krylov method (CG, GMRES, FGMRES; see :meth:`Multigrid.flexible`) gets it.
+Elsewhere, and inside other preconditioners or methods that need a fixed one (MINRES, BiCGStab,
+block preconditioners), ``'auto'`` is the fixed cycle its class names.  CPU, 1 thread, AMG-CG: the
 K-cycle needs fewer iterations that grow less with the grid at about the V-cycle's cost per
 iteration (5-point, CPU seconds of a solve: 1M V 13 iterations / 1.02 s, K 11 / 1.08 s; 4M V 13 /
 4.89 s, K 11 / 3.23 s; 16M V 24 / 42.9 s, K 11 / 22.9 s; P1 triangles 160K V 19 / 0.22 s, K 13 /
-0.17 s; benchmarks/README.md).
-GPUs: V until timed there (the K-cycle's extra coarse visits are kernel launches)."""
+0.17 s; benchmarks/README.md).  H200 (``bench_multigrid_cycles.py --device cuda``, later solve):
+1M V 13 iterations / 20 ms, K 10 / 27 ms; 16M V 24 / 154 ms, K 11 / 118 ms -- the crossover,
+interpolated, lies near 5M rows (the K-cycle's extra coarse visits are kernel launches)."""
 
 
 class AutoCycle(str):
@@ -334,7 +335,8 @@ class Multigrid(Preconditioner):
         """The preconditioner a flexible Krylov method should run (:func:`sla.solvers.krylov.cg`, gmres
         and fgmres ask for it): with ``cycle='auto'`` where :data:`AUTO_FLEXIBLE` says so, the K-cycle
         on the same hierarchy (made once, sharing every level); else ``self``."""
-        if not self.auto or self.cycle == "K" or self.A.device.type not in AUTO_FLEXIBLE.get(self.name, ()):
+        least = AUTO_FLEXIBLE.get(self.name, {}).get(self.A.device.type)
+        if not self.auto or self.cycle == "K" or least is None or self.A.sparse_shape[0] < least:
             return self
         if self._flexible is None:
             twin = copy.copy(self)
