@@ -61,16 +61,12 @@ def run_sla(n: int, re: float, linear: str, device: str, options: dict | None = 
     )  # fmt: skip
 
 
-def run_skfem(n: int, re: float):
-    """The same problem with scikit-fem's assembly and SciPy's sparse LU (its Navier--Stokes example's forms)."""
-    import scipy.sparse as sp
-    import scipy.sparse.linalg as spl
-    from skfem import Basis, BilinearForm, ElementTriP1, ElementTriP2, ElementVector, MeshTri, asm, condense
+def skfem_setup(tm):
+    """scikit-fem's mesh, P2-vector / P1 bases and the Navier--Stokes forms of its example, on the
+    triangles of ``tm`` (a sla mesh): ``(mesh, ubasis, pbasis, (visc, divergence, oseen, newton))``."""
+    from skfem import Basis, BilinearForm, ElementTriP1, ElementTriP2, ElementVector, MeshTri
     from skfem.helpers import ddot, div, grad
 
-    m0 = _rss_mb()
-    t0, c0 = time.perf_counter(), time.process_time()
-    tm = cavity_mesh(n)
     mesh = MeshTri(tm.points.numpy().T.copy(), tm.cells.numpy().T.copy())
     ub = Basis(mesh, ElementVector(ElementTriP2()), intorder=4)
     pb = ub.with_element(ElementTriP1())
@@ -90,6 +86,20 @@ def run_skfem(n: int, re: float):
     @BilinearForm
     def newton(u, v, w):  # (u . grad) w . v
         return np.einsum("ij...,j...,i...->...", w["w"].grad, u.value, v.value)
+
+    return mesh, ub, pb, (visc, divergence, oseen, newton)
+
+
+def run_skfem(n: int, re: float):
+    """The same problem with scikit-fem's assembly and SciPy's sparse LU (its Navier--Stokes example's forms)."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spl
+    from skfem import asm, condense
+
+    m0 = _rss_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    tm = cavity_mesh(n)
+    mesh, ub, pb, (visc, divergence, oseen, newton) = skfem_setup(tm)
 
     K, B = asm(visc, ub), asm(divergence, ub, pb)
     nu_dofs, np_dofs = ub.N, pb.N

@@ -64,29 +64,10 @@ def run_sla(n: int, device: str, repeat: int) -> dict:
 
 def run_skfem(n: int, repeat: int) -> float:
     import scipy.sparse as sp
-    from skfem import Basis, BilinearForm, ElementTriP1, ElementTriP2, ElementVector, MeshTri, asm
-    from skfem.helpers import ddot, div, grad
+    from bench_cavity import skfem_setup
+    from skfem import asm
 
-    tm = cavity_mesh(n)
-    mesh = MeshTri(tm.points.numpy().T.copy(), tm.cells.numpy().T.copy())
-    ub = Basis(mesh, ElementVector(ElementTriP2()), intorder=4)
-    pb = ub.with_element(ElementTriP1())
-
-    @BilinearForm
-    def visc(u, v, w):
-        return ddot(grad(u), grad(v))
-
-    @BilinearForm
-    def divergence(u, q, w):
-        return -div(u) * q
-
-    @BilinearForm
-    def oseen(u, v, w):
-        return np.einsum("ij...,j...,i...->...", grad(u), w["w"].value, v.value)
-
-    @BilinearForm
-    def newton(u, v, w):
-        return np.einsum("ij...,j...,i...->...", w["w"].grad, u.value, v.value)
+    _, ub, pb, (visc, divergence, oseen, newton) = skfem_setup(cavity_mesh(n))
 
     K, B = asm(visc, ub), asm(divergence, ub, pb)
     comp = np.zeros(ub.N, dtype=int)  # the component of each dof (skfem numbers them its own way)
