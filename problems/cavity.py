@@ -272,7 +272,8 @@ def solve_cavity(
 
     ``linear='iterative'``: FGMRES preconditioned by the monolithic multigrid of :mod:`sla.cfd.multigrid`
     (Vanka-smoothed W-cycles on the nested meshes of :func:`cavity_hierarchy`) when ``multigrid`` and
-    ``n`` allow it, else by the block preconditioner of :class:`sla.cfd.FlowLinearSolver`."""
+    ``n`` allow it, else by the augmented-Lagrangian block preconditioner of
+    :class:`sla.cfd.FlowLinearSolver` (unless ``linear_options`` name another)."""
     re = check_re(re)
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n (cells per side) must be an int >= 2, got {n!r}")
@@ -282,6 +283,10 @@ def solve_cavity(
         kw["linear_options"] = {"hierarchy": spaces, **(kw.get("linear_options") or {})}
     else:
         V = TaylorHood(cavity_mesh(n, dtype, device))
+        if linear == "iterative" and not kw.get("linear_options"):
+            # no nested meshes: the augmented-Lagrangian block preconditioner, which converges at
+            # Re = 1000 (the least-squares commutator with AMG does not; benchmarks/README.md)
+            kw["linear_options"] = {"schur": "al", "velocity": "lu"}
     stages = [r for r in (100.0, 400.0) if r < re] + [re]
     x, results = None, []
     for r in stages:

@@ -194,3 +194,16 @@ def test_cavity_hierarchy_picks_the_coarsest_mesh_and_names_bad_sizes():
         cavity_hierarchy(48, coarsest=10)
     with pytest.raises(ValueError, match="coarsest"):
         cavity_hierarchy(48, coarsest=0)
+
+
+def test_cavity_iterative_without_nested_meshes_takes_the_augmented_lagrangian():
+    """n = 10 has no coarsest mesh of >= 24 cells: the runner's iterative path falls back to the
+    augmented-Lagrangian block preconditioner (robust at Re = 1000) and gives the direct flow."""
+    from problems.cavity import solve_cavity
+
+    V, it = solve_cavity(10, 100.0, "iterative")
+    _, d = solve_cavity(10, 100.0, "direct")
+    assert "schur=al" in it[-1].linear_method and "LU" in d[-1].linear_method
+    assert float((it[-1].x - d[-1].x).abs().max()) < 1e-8
+    V, mg = solve_cavity(48, 100.0, "iterative")
+    assert "multigrid" in mg[-1].linear_method and V.n == 21219
