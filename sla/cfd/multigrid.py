@@ -141,7 +141,6 @@ class Vanka:
         m, d = space.mesh, space.dim
         dev = m.points.device
         cells, nodes = m.cells, space.p2.dofs(m)
-        E, nv, n2 = cells.shape[0], cells.shape[1], nodes.shape[1]
         nn = space.n_u // d
         pair = torch.unique(
             (cells[:, :, None] * nn + nodes[:, None, :]).reshape(-1), sorted=True
@@ -169,7 +168,6 @@ class Vanka:
         self.winv = 1.0 / mult
         self.pos = self._positions(pattern)
         self.inv = None
-        del E, nv, n2
 
     def _positions(self, pattern: Pattern) -> torch.Tensor:
         """Index of every patch entry ``(q_a, q_b)`` in the CSR values (``-1``: not stored / padding)."""
@@ -303,7 +301,7 @@ class FlowMultigrid:
             raise ValueError(f"omega (the Vanka damping) must lie in (0, 1.5], got {omega!r}")
         if cycle not in ("V", "W"):
             raise ValueError(f"cycle must be 'V' or 'W', got {cycle!r}")
-        self.h, self.steps, self.omega, self.gamma = hierarchy, steps, float(omega), 1 if cycle == "V" else 2
+        self.steps, self.omega, self.gamma = steps, float(omega), 1 if cycle == "V" else 2
         L = len(hierarchy.spaces)
         # Galerkin products on cached index plans (the patterns repeat every Newton step: numeric work only)
         ops: list = [None] * L
