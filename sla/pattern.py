@@ -13,7 +13,8 @@ everything that depends only on structure:
   structural metadata (:data:`PORTABLE_KEYS`: grid shape, dof coordinates),
   the only part of it that :meth:`Pattern.to` carries to another device, and
 * a small ``numeric`` cache for work that depends on the values too
-  (factorisations), keyed on the values themselves (exact comparison).
+  (factorisations), keyed on the values themselves (an exact copy on the CPU, a
+  128-bit digest of them on other devices).
 
 Patterns are shared: every operation that keeps the structure (``A * 2``,
 ``A.to(float32)``, batched values) reuses the same object and thus its caches.
@@ -175,14 +176,86 @@ def _move_metadata(value: Any, device: torch.device) -> Any:
     return value
 
 
-def _equal_copy(entries: list, v: torch.Tensor) -> torch.Tensor | None:
-    """The stored copy among ``(key, copy, work)`` entries whose values equal ``v`` (newest first)."""
+_DIGEST_CHUNK = 1 << 23
+
+COPY_DEVICES = {"cpu"}
+"""Device types on which :meth:`Pattern.numeric` keeps an exact copy of the values it caches work
+on; on the others it keeps a 128-bit digest of them (:func:`_digest`)."""
+# odd 64-bit constants (splitmix64 / murmur3 finalisers), as signed int64
+_MIX = [
+    c - (1 << 64) if c >= 1 << 63 else c
+    for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
+]
+_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+
+
+def _digest(v: torch.Tensor) -> torch.Tensor:
+    """A 128-bit digest of the bit patterns of ``v`` and their positions: two int64 lanes, each the
+    wrapping sum of a mixed (value bits, index) per entry, computed by chunks on ``v``'s device.
+
+    A swap, a one-bit flip or any other edit changes each lane like a random 64-bit number would,
+    so two different arrays of the same shape share a digest with probability about 2**-128."""
+    flat = v.reshape(-1)
+    if flat.is_complex():
+        flat = torch.view_as_real(flat).reshape(-1)
+    bits = flat.view(_INT_VIEW[flat.element_size()])
+    out = torch.zeros(2, dtype=torch.int64, device=v.device)
+    m0, m1, m2, m3, m4 = _MIX
+    for lo in range(0, bits.numel(), _DIGEST_CHUNK):
+        x = bits[lo : lo + _DIGEST_CHUNK].to(torch.int64)
+        i = torch.arange(lo, lo + x.numel(), dtype=torch.int64, device=v.device).mul_(m0)
+        for lane, (a, b) in enumerate(((m1, m2), (m3, m4))):
+            y = i.add(x).mul_(a)
+            y.bitwise_xor_(y >> 31).mul_(b)
+            y.bitwise_xor_(y >> 29)
+            out[lane] += y.sum()
+            i.bitwise_xor_(x)  # the second lane mixes the bits in another way
+    return out
+
+
+class _Stored:
+    """What :meth:`Pattern.numeric` keeps of some values to recognise them: an exact copy on the CPU,
+    a 128-bit :func:`_digest` on other devices (whose memory is the scarce resource: a copy would be
+    8 bytes per stored entry, 40 bytes per unknown of a 5-point matrix)."""
+
+    __slots__ = ("copy", "digest", "dtype", "shape")
+
+    def __init__(self, v: torch.Tensor, digest: torch.Tensor | None = None):
+        self.shape, self.dtype = v.shape, v.dtype
+        self.copy = v.clone() if v.device.type in COPY_DEVICES else None
+        self.digest = None if self.copy is not None else (_digest(v) if digest is None else digest)
+
+    @property
+    def device(self) -> torch.device:
+        return (self.copy if self.copy is not None else self.digest).device
+
+
+class _Probe:
+    """The values looked up in the numeric cache, their digest computed at most once."""
+
+    def __init__(self, v: torch.Tensor):
+        self.v, self._digest = v, None
+
+    def digest(self) -> torch.Tensor:
+        if self._digest is None:
+            self._digest = _digest(self.v)
+        return self._digest
+
+    def matches(self, s: _Stored) -> bool:
+        v = self.v
+        if s.shape != v.shape or s.dtype != v.dtype or s.device != v.device:
+            return False
+        return torch.equal(s.copy, v) if s.copy is not None else torch.equal(s.digest, self.digest())
+
+
+def _equal_copy(entries: list, probe: _Probe) -> _Stored | None:
+    """The stored record among ``(key, stored, work)`` entries of values equal to the probe's (newest first)."""
     seen: set[int] = set()
     for _, stored, _ in reversed(entries):
         if id(stored) in seen:
             continue
         seen.add(id(stored))
-        if stored.shape == v.shape and stored.dtype == v.dtype and stored.device == v.device and torch.equal(stored, v):
+        if probe.matches(stored):
             return stored
     return None
 
@@ -495,24 +568,28 @@ class Pattern:
     def numeric(self, values: torch.Tensor, key: Hashable, build: Callable[[], Any], size: int = 4) -> Any:
         """Value-dependent work cached on (the values, key).
 
-        A hit needs values *equal* to a stored copy, at every size (exact, so in-place
-        changes -- also through ``.data``, which bypasses version counters -- never reuse
-        stale work, and a new tensor with the same values does reuse it).  The comparison
-        is one pass over the values per distinct stored copy; the work of every key cached on
-        the same values (structure checks, the solver setup) shares one copy.
+        A hit needs values equal to stored ones, at every size, so in-place changes -- also
+        through ``.data``, which bypasses version counters -- never reuse stale work, and a new
+        tensor with the same values does reuse it.  On the CPU the values are compared with an
+        exact copy; on other devices with a 128-bit digest of their bits and positions
+        (:func:`_digest`: no copy of the matrix in the device's memory, one pass over the values
+        per lookup).  The work of every key cached on the same values (structure checks, the
+        solver setup) shares one stored record.
         """
-        v = values.detach()
-        copy = _equal_copy(self._numeric, v)
-        if copy is not None:
-            for i, (k, stored, out) in enumerate(self._numeric):
-                if k == key and stored is copy:
+        probe = _Probe(values.detach())
+        stored = _equal_copy(self._numeric, probe)
+        if stored is not None:
+            for i, (k, s, out) in enumerate(self._numeric):
+                if k == key and s is stored:
                     self._numeric.append(self._numeric.pop(i))
                     return out
         before = len(self._numeric)
         out = build()
-        if copy is None:  # work built inside build() on the same values may have stored a copy already
-            copy = _equal_copy(self._numeric[before:], v)
-        self._numeric.append((key, v.clone() if copy is None else copy, out))
+        if stored is None:  # work built inside build() on the same values may have stored a record already
+            stored = _equal_copy(self._numeric[before:], probe)
+        if stored is None:
+            stored = _Stored(probe.v, probe._digest)
+        self._numeric.append((key, stored, out))
         while len(self._numeric) > size:
             self._numeric.pop(0)
         return out

@@ -87,3 +87,66 @@ def test_overflowing_solution_is_named():
     A = sla.SparseTensor(torch.tensor([1e-30, 1.0], dtype=torch.float32), [0, 1], [0, 1], (2, 2))
     with pytest.raises(sla.SingularMatrixError, match="overflowed"):
         A.solve(torch.tensor([1e10, 1.0], dtype=torch.float32), backend="scipy", method="lu")
+
+
+@pytest.fixture
+def digest_cache(monkeypatch):
+    """The numeric cache as on a GPU: a digest of the values instead of a copy."""
+    from sla import pattern
+
+    monkeypatch.setattr(pattern, "COPY_DEVICES", set())
+    return pattern
+
+
+def test_numeric_cache_digest_is_exact_across_chunks(digest_cache):
+    n = digest_cache._DIGEST_CHUNK + 3  # two chunks
+    A = sla.SparseTensor(torch.arange(1.0, n + 1, dtype=torch.float64), torch.arange(n), torch.arange(n), (n, n))
+    built = []
+
+    def build():
+        built.append(1)
+        return len(built)
+
+    p, v = A.pattern, A.values
+    assert p.numeric(v, "k", build) == 1
+    (_, stored, _) = p._numeric[-1]
+    assert stored.copy is None and stored.digest.numel() == 2  # no copy of the values is kept
+    assert p.numeric(v, "k", build) == 1
+    v.data[[0, n - 1]] = v.data[[n - 1, 0]]  # a swap across the chunks, through .data: no version bump
+    assert p.numeric(v, "k", build) == 2
+    v.data[5] = torch.nextafter(v.data[5], torch.tensor(1e300, dtype=torch.float64))  # one ulp
+    assert p.numeric(v, "k", build) == 3
+    assert p.numeric(v.clone(), "k", build) == 3  # equal values in a new tensor: a hit
+    assert p.numeric(v.to(torch.float32), "k", build) == 4  # another dtype: a miss
+
+
+def test_digest_tells_apart_what_a_sum_would_not():
+    from sla.pattern import _digest
+
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    seen = {tuple(_digest(x).tolist())}
+    for y in (
+        x.flip(0),
+        x[[1, 0, 2, 3]],
+        torch.tensor([1.0, 2.0, 3.0, -4.0]).double(),
+        torch.tensor([0.0, 3, 3, 4]).double(),
+    ):
+        d = tuple(_digest(y).tolist())
+        assert d not in seen
+        seen.add(d)
+    assert tuple(_digest(x.clone()).tolist()) in seen  # deterministic
+    z = torch.zeros(3, dtype=torch.complex128)
+    assert not torch.equal(_digest(z), _digest(torch.tensor([0, 1j, 0])))
+    assert not torch.equal(_digest(torch.zeros(4)), _digest(torch.tensor([0.0, -0.0, 0.0, 0.0])))  # bits, not values
+
+
+def test_solves_reuse_the_setup_under_the_digest(digest_cache):
+    A = sla.gallery.poisson2d(30)
+    b = torch.ones(A.shape[0], dtype=torch.float64)
+    x1, i1 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
+    x2, i2 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
+    assert i1.setup_time > 0 and i2.setup_time == 0  # the second solve found the hierarchy
+    assert all(s.copy is None for _, s, _ in A.pattern._numeric)
+    A.values.data.mul_(2)  # through .data: the cached hierarchy is stale and must not be reused
+    x3, i3 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
+    assert i3.setup_time > 0 and torch.allclose(x3, x1 / 2, rtol=1e-6)
