@@ -27,6 +27,8 @@ pattern are found again instead of being rebuilt.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import operator
 import os
 import warnings
@@ -176,7 +178,7 @@ def _move_metadata(value: Any, device: torch.device) -> Any:
     return value
 
 
-_DIGEST_CHUNK = 1 << 23
+_DIGEST_CHUNK = 1 << 18
 
 COPY_DEVICES = {"cpu"}
 """Device types on which :meth:`Pattern.numeric` keeps an exact copy of the values it caches work
@@ -191,26 +193,42 @@ _INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
 
 def _digest(v: torch.Tensor) -> torch.Tensor:
     """A 128-bit digest of the bit patterns of ``v`` and their positions: two int64 lanes, each the
-    wrapping sum of a mixed (value bits, index) per entry, computed by chunks on ``v``'s device.
+    wrapping sum of a mixed (value bits + index * constant) per entry, by chunks on ``v``'s device.
 
     A swap, a one-bit flip or any other edit changes each lane like a random 64-bit number would,
-    so two different arrays of the same shape share a digest with probability about 2**-128."""
+    so two different arrays of the same shape share a digest with probability about 2**-128.
+    The temporaries are three int64 arrays of a sixteenth of the entries (at least 256K)."""
     flat = v.reshape(-1)
     if flat.is_complex():
         flat = torch.view_as_real(flat).reshape(-1)
     bits = flat.view(_INT_VIEW[flat.element_size()])
     out = torch.zeros(2, dtype=torch.int64, device=v.device)
     m0, m1, m2, m3, m4 = _MIX
-    for lo in range(0, bits.numel(), _DIGEST_CHUNK):
-        x = bits[lo : lo + _DIGEST_CHUNK].to(torch.int64)
-        i = torch.arange(lo, lo + x.numel(), dtype=torch.int64, device=v.device).mul_(m0)
-        for lane, (a, b) in enumerate(((m1, m2), (m3, m4))):
-            y = i.add(x).mul_(a)
-            y.bitwise_xor_(y >> 31).mul_(b)
-            y.bitwise_xor_(y >> 29)
+    chunk = max(_DIGEST_CHUNK, -(-bits.numel() // 16))
+    for lo in range(0, bits.numel(), chunk):
+        x = bits[lo : lo + chunk]
+        i = torch.arange(lo, lo + x.numel(), dtype=torch.int64, device=v.device)
+        y = torch.empty_like(i)
+        for lane, (a, b, c, shift) in enumerate(((m0, m1, m2, 31), (m3, m4, m1, 29))):
+            torch.add(x, i, alpha=a, out=y).mul_(b)
+            y.bitwise_xor_(y >> shift).mul_(c)
             out[lane] += y.sum()
-            i.bitwise_xor_(x)  # the second lane mixes the bits in another way
     return out
+
+
+_SCOPE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("sla_numeric_scope", default=None)
+
+
+@contextlib.contextmanager
+def values_scope():
+    """Within it (one solve's type checks and setup lookups, where no user code runs in between),
+    :meth:`Pattern.numeric` digests an unchanged values tensor once instead of at every lookup."""
+    token = _SCOPE.set({}) if _SCOPE.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _SCOPE.reset(token)
 
 
 class _Stored:
@@ -220,10 +238,11 @@ class _Stored:
 
     __slots__ = ("copy", "digest", "dtype", "shape")
 
-    def __init__(self, v: torch.Tensor, digest: torch.Tensor | None = None):
+    def __init__(self, probe: _Probe):
+        v = probe.v
         self.shape, self.dtype = v.shape, v.dtype
         self.copy = v.clone() if v.device.type in COPY_DEVICES else None
-        self.digest = None if self.copy is not None else (_digest(v) if digest is None else digest)
+        self.digest = None if self.copy is not None else probe.digest()
 
     @property
     def device(self) -> torch.device:
@@ -238,7 +257,12 @@ class _Probe:
 
     def digest(self) -> torch.Tensor:
         if self._digest is None:
-            self._digest = _digest(self.v)
+            memo, v = _SCOPE.get(), self.v
+            key = (v.data_ptr(), v._version, v.storage_offset(), tuple(v.shape), v.stride(), v.dtype, str(v.device))
+            hit = None if memo is None else memo.get(key)
+            self._digest = _digest(v) if hit is None else hit[1]
+            if memo is not None and hit is None:
+                memo[key] = (v, self._digest)  # holding v: its storage cannot be reused within the scope
         return self._digest
 
     def matches(self, s: _Stored) -> bool:
@@ -588,7 +612,7 @@ class Pattern:
         if stored is None:  # work built inside build() on the same values may have stored a record already
             stored = _equal_copy(self._numeric[before:], probe)
         if stored is None:
-            stored = _Stored(probe.v, probe._digest)
+            stored = _Stored(probe)
         self._numeric.append((key, stored, out))
         while len(self._numeric) > size:
             self._numeric.pop(0)

@@ -150,3 +150,16 @@ def test_solves_reuse_the_setup_under_the_digest(digest_cache):
     A.values.data.mul_(2)  # through .data: the cached hierarchy is stale and must not be reused
     x3, i3 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
     assert i3.setup_time > 0 and torch.allclose(x3, x1 / 2, rtol=1e-6)
+
+
+def test_one_digest_per_solve(digest_cache, monkeypatch):
+    """The type checks and the setup lookup of one solve digest the values once; every solve again."""
+    calls = []
+    real = digest_cache._digest
+    monkeypatch.setattr(digest_cache, "_digest", lambda v: calls.append(1) or real(v))
+    A = sla.gallery.poisson2d(12)
+    b = torch.ones(A.shape[0], dtype=torch.float64)
+    A.solve(b, backend="pytorch", method="cg", preconditioner="jacobi")
+    first = len(calls)
+    A.solve(b, backend="pytorch", method="cg", preconditioner="jacobi")
+    assert first == 1 and len(calls) == 2

@@ -28,6 +28,7 @@ from ...config import (
     SolveInfo,
     SolverConfig,
 )
+from ...pattern import values_scope
 from ...products import spmm_nograd
 from ...sparse import SparseTensor, canonical_rhs
 from . import policy, registry
@@ -177,6 +178,11 @@ def _build(A, backend, method, mtype, cfg):
 
 def prepare(A: SparseTensor, cfg: SolverConfig, kind: str | None = None) -> Prepared:
     """Pick the solver for ``A`` and build (or fetch from the cache) its state."""
+    with values_scope():  # the type checks and the setup lookup recognise A's values once
+        return _prepare(A, cfg, kind)
+
+
+def _prepare(A: SparseTensor, cfg: SolverConfig, kind: str | None) -> Prepared:
     choice = policy.choose(A, cfg, kind)
     bname, mname, mtype, notes = choice.backend, choice.method, choice.matrix_type, choice.reasons
     backend = registry.get_backend(bname).require()
