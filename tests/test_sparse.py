@@ -297,7 +297,14 @@ def test_symmetry_by_search_agrees_with_the_transpose_permutation():
     M[0, 5] = 0.3  # structurally nonsymmetric
     Z = S.clone()
     Z[0, 9] = 1e-300  # stored (almost) zero facing a missing mirror: numerically symmetric
+    R = torch.rand(60, 60, generator=g, dtype=torch.float64) * (torch.rand(60, 60, generator=g) < 0.15)
+    R[7, :] = torch.rand(60, generator=g, dtype=torch.float64) + 0.5  # an arrow: rows of 1 to 60 entries
+    R = R + R.T
+    Ra = R.clone()
+    Ra[59, 7] += 1e-6  # the last entry of the longest row's mirror
     cases = {
+        "arrow": SparseTensor.from_dense(R),
+        "arrow, perturbed": SparseTensor.from_dense(Ra),
         "laplacian": L,
         "nonsymmetric": SparseTensor.from_dense(M),
         "stored zero": SparseTensor.from_dense(Z),
