@@ -178,7 +178,7 @@ def _move_metadata(value: Any, device: torch.device) -> Any:
     return value
 
 
-_DIGEST_CHUNK = 1 << 18
+_DIGEST_CHUNK = 1 << 21
 
 COPY_DEVICES = {"cpu"}
 """Device types on which :meth:`Pattern.numeric` keeps an exact copy of the values it caches work
@@ -197,14 +197,15 @@ def _digest(v: torch.Tensor) -> torch.Tensor:
 
     A swap, a one-bit flip or any other edit changes each lane like a random 64-bit number would,
     so two different arrays of the same shape share a digest with probability about 2**-128.
-    The temporaries are three int64 arrays of a sixteenth of the entries (at least 256K)."""
+    The temporaries are three int64 arrays of a quarter of the entries (at least 2M): few kernel
+    launches, which is what a digest of a few million values on a GPU costs."""
     flat = v.reshape(-1)
     if flat.is_complex():
         flat = torch.view_as_real(flat).reshape(-1)
     bits = flat.view(_INT_VIEW[flat.element_size()])
     out = torch.zeros(2, dtype=torch.int64, device=v.device)
     m0, m1, m2, m3, m4 = _MIX
-    chunk = max(_DIGEST_CHUNK, -(-bits.numel() // 16))
+    chunk = max(_DIGEST_CHUNK, -(-bits.numel() // 4))
     for lo in range(0, bits.numel(), chunk):
         x = bits[lo : lo + chunk]
         i = torch.arange(lo, lo + x.numel(), dtype=torch.int64, device=v.device)
@@ -601,6 +602,8 @@ class Pattern:
         solver setup) shares one stored record.
         """
         probe = _Probe(values.detach())
+        if probe.v.device.type not in COPY_DEVICES:
+            probe.digest()  # now, before build(): its temporaries never meet the work's
         stored = _equal_copy(self._numeric, probe)
         if stored is not None:
             for i, (k, s, out) in enumerate(self._numeric):
