@@ -163,3 +163,19 @@ def test_one_digest_per_solve(digest_cache, monkeypatch):
     first = len(calls)
     A.solve(b, backend="pytorch", method="cg", preconditioner="jacobi")
     assert first == 1 and len(calls) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_numeric_cache_on_a_gpu_keeps_a_digest_and_stays_exact():
+    A = sla.gallery.poisson2d(40, device="cuda")
+    b = torch.ones(A.shape[0], dtype=torch.float64, device="cuda")
+    x1, i1 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
+    _, i2 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
+    assert i1.setup_time > 0 and i2.setup_time == 0
+    assert all(s.copy is None and s.digest.is_cuda for _, s, _ in A.pattern._numeric)
+    A.values.data[[0, 1]] = A.values.data[[1, 0]]  # a swap through .data: a new setup, a right answer
+    A.values.data.mul_(3)
+    x3, i3 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
+    assert i3.setup_time > 0
+    assert float((A @ x3 - b).norm() / b.norm()) < 1e-7
