@@ -174,8 +174,7 @@ def test_numeric_cache_on_a_gpu_keeps_a_digest_and_stays_exact():
     _, i2 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
     assert i1.setup_time > 0 and i2.setup_time == 0
     assert all(s.copy is None and s.digest.is_cuda for _, s, _ in A.pattern._numeric)
-    A.values.data[[0, 1]] = A.values.data[[1, 0]]  # a swap through .data: a new setup, a right answer
-    A.values.data.mul_(3)
+    A.values.data.mul_(3)  # through .data (no version bump): a new setup, the right answer
     x3, i3 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
     assert i3.setup_time > 0
-    assert float((A @ x3 - b).norm() / b.norm()) < 1e-7
+    assert torch.allclose(x3, x1 / 3, rtol=1e-6)
