@@ -1,23 +1,54 @@
-"""Aggregation for smoothed-aggregation AMG: pyamg's serial algorithm or a parallel MIS(2) in torch.
+"""Aggregation for smoothed-aggregation AMG: pyamg's serial algorithm or a parallel one in torch.
 
-Both take the strength graph as CSR arrays (no self loops) and return aggregate
+All take the strength graph as CSR arrays (self loops allowed) and return aggregate
 ids ``agg[n]`` (``-1``: node left unaggregated) and the number of aggregates.
 
 * ``'standard'`` -- pyamg's ``standard_aggregation`` (Vanek, Mandel & Brezina
-  1996), serial, on the CPU; the graph makes one trip to the host.
-* ``'mis2'`` -- aggregates grown around a maximal distance-2 independent set,
-  computed with Luby-style rounds of neighbourhood maxima (Bell, Dalton & Olson,
-  *Exposing fine-grained parallelism in algebraic multigrid methods*, SISC 2012).
-  Pure torch: it runs on the graph's device with a handful of host syncs.
+  1996): a greedy distance-2 maximal independent set in the order of the node
+  numbering, each root with its neighbours, the rest joined to a neighbouring
+  aggregate.  Serial, on the CPU; the graph makes one trip to the host.
+* ``'mis2'`` -- the same construction around a distance-2 maximal independent set
+  computed in parallel: Luby-style rounds in which an undecided node whose priority
+  is the largest within distance 2 becomes a root and the nodes within distance 2 of
+  a root drop out (Bell, Dalton & Olson, *Exposing fine-grained parallelism in
+  algebraic multigrid methods*, SISC 2012; Kelley & Rajamanickam 2022).  The
+  priorities are a bijective integer hash of the node index computed on the device
+  (no host random numbers), so the aggregates are the same on every run and device.
+  A root takes its neighbours; every other node joins the *smallest* neighbouring
+  aggregate (ties to the highest id), which evens out the aggregate sizes.
+* ``'mis1'`` -- aggregates around a distance-1 maximal independent set (each node
+  joins a neighbouring root): what ``'mis2'`` smoothed aggregation uses on the coarse
+  levels of a scalar problem, whose Galerkin operators already couple aggregates two
+  apart, so that distance-2 aggregates there coarsen several times too fast.
+
+Cost of the parallel ones: every round is one (``mis1``) or two (``mis2``) passes of
+a max-reduction over the edges (``scatter_reduce``, int32 keys, in blocks of
+:data:`EDGE_CHUNK` edges) and one host synchronisation; the rounds grow like
+``log n`` (a handful to about fifteen), plus one or two passes to form the
+aggregates.  No per-node Python loop.
+
+The greedy sweep of ``'standard'`` packs roots tightly when the node numbering is
+a structured one (a lexicographic grid); for a numbering without structure it
+coarsens like the parallel rounds.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
 from ...config import BackendUnavailableError
 
-__all__ = ["aggregate", "mis2_aggregation", "standard_aggregation"]
+__all__ = ["EDGE_CHUNK", "aggregate", "mis_aggregation", "mis2_aggregation", "standard_aggregation"]
+
+log = logging.getLogger("sla")
+
+METHODS = ("auto", "standard", "mis2", "mis1")
+
+EDGE_CHUNK = 1 << 24
+"""Edges per block of a neighbourhood reduction: the temporaries of a pass (the int64
+row index and the gathered keys of a block) stay at a few hundred MB on any graph."""
 
 
 def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
@@ -41,50 +72,130 @@ def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
     return torch.from_numpy(agg).to(device=crow.device), nagg
 
 
-def _nbr_max(key: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """``max(key[i], max_{j in N(i)} key[j])`` for every node i."""
-    return key.clone().scatter_reduce_(0, row, key[col], reduce="amax")
+def _priorities(n: int, device) -> torch.Tensor:
+    """A bijection of ``[0, 2^k)`` (``2^k >= n``) applied to the node index: distinct
+    pseudo-random priorities, the same on every device (integer arithmetic only)."""
+    k = max(1, (n - 1).bit_length())
+    mask = (1 << k) - 1
+    s = max(1, k // 2)
+    x = torch.arange(n, device=device, dtype=torch.int64)
+    for c in (0x9E3779B1, 0x85EBCA77):  # odd multipliers: x -> c x mod 2^k is a bijection
+        x = ((x ^ (x >> s)) * c) & mask
+    x = x ^ (x >> s)
+    return x.to(torch.int32 if k <= 30 else torch.int64)
 
 
-def mis2_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int, seed: int = 0):
-    """Aggregates around a maximal distance-2 independent set (parallel, any device)."""
-    dev = col.device
-    row = torch.repeat_interleave(torch.arange(n, device=dev), crow[1:] - crow[:-1])
-    g = torch.Generator().manual_seed(seed)
-    prio = torch.randperm(n, generator=g).to(dev)
-    # 1. MIS(2): a node joins when its key is the largest within distance 2; nodes with
-    #    a root within distance 2 drop out.  Keys: root 2n + p > undecided n + p > out -1.
-    state = torch.zeros(n, dtype=torch.int8, device=dev)  # 0 undecided, 1 root, -1 out
+class _Graph:
+    """The CSR graph with the row of every edge (int32) for blockwise max-reductions."""
+
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, n: int):
+        dev = col.device
+        self.n = n
+        self.col = col
+        counts = (crow[1:] - crow[:-1]).long()
+        idx = torch.int32 if n < 2**31 - 1 else torch.int64
+        self.row = torch.repeat_interleave(torch.arange(n, device=dev, dtype=idx), counts, output_size=col.numel())
+        self.passes = 0
+
+    def nbr_max(self, key: torch.Tensor) -> torch.Tensor:
+        """``max(key[i], max_{j in N(i)} key[j])`` for every node i."""
+        self.passes += 1
+        out = key.clone()
+        nnz = self.col.numel()
+        for lo in range(0, nnz, EDGE_CHUNK):
+            hi = min(lo + EDGE_CHUNK, nnz)
+            out.scatter_reduce_(0, self.row[lo:hi].long(), key[self.col[lo:hi]], reduce="amax")
+        return out
+
+
+def _mis(g: _Graph, distance: int) -> tuple[torch.Tensor, int]:
+    """Roots (bool mask) of a distance-``distance`` maximal independent set, and the rounds.
+
+    Keys: undecided nodes their priority (``>= 0``), roots ``TOP``, nodes within
+    ``distance`` of a root ``-1``.  A round takes the largest key within ``distance``:
+    an undecided node that holds it becomes a root; one that sees ``TOP`` drops out.
+    The undecided node of largest priority is decided in every round, so it ends."""
+    key = _priorities(g.n, g.col.device)
+    top = torch.iinfo(key.dtype).max
+    rounds = 0
     while True:
-        und = state == 0
+        und = key >= 0
+        und &= key != top
         if not bool(und.any()):
             break
-        key = torch.where(state == 1, 2 * n + prio, torch.where(und, n + prio, torch.full_like(prio, -1)))
-        m2 = _nbr_max(_nbr_max(key, row, col), row, col)
-        state = torch.where(und & (m2 == key), torch.ones_like(state), state)
-        state = torch.where((state == 0) & (m2 >= 2 * n), torch.full_like(state, -1), state)
-    # 2. aggregates: roots number them; neighbours of a root join it (unique: roots are
-    #    3 apart); the rest join a neighbour's aggregate (MIS(2) leaves none further away).
-    roots = state == 1
-    nagg = int(roots.sum())
-    agg = torch.full((n,), -1, dtype=torch.int64, device=dev)
-    agg[roots] = torch.arange(nagg, device=dev)
-    for _ in range(2):
-        cand = _nbr_max(agg, row, col)
-        agg = torch.where(agg < 0, cand, agg)
+        rounds += 1
+        m = key
+        for _ in range(distance):
+            m = g.nbr_max(m)
+        key = torch.where(und & (m == key), top, torch.where(und & (m == top), -1, key))
+    return key == top, rounds
+
+
+def _numbered(roots: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``agg``: ``0..nagg-1`` on the roots in index order, ``-1`` elsewhere (int32)."""
+    ids = torch.cumsum(roots, 0, dtype=torch.int32) - 1
+    nagg = int(ids[-1]) + 1 if roots.numel() else 0
+    return torch.where(roots, ids, -1), nagg
+
+
+def _join_smallest(g: _Graph, agg: torch.Tensor, nagg: int) -> torch.Tensor:
+    """Every unaggregated node with an aggregated neighbour joins the smallest neighbouring
+    aggregate (ties: the highest id); sizes are those before any of them joins."""
+    a = agg.long()
+    has = a >= 0
+    size = torch.bincount(a[has], minlength=nagg)
+    b = max(1, (nagg - 1).bit_length())
+    # an aggregated node offers (n - size of its aggregate) in the high bits and the id in the low
+    # bits; an unaggregated one offers nothing (-1): the largest offer is the smallest aggregate
+    ac = a.clamp(min=0)
+    offer = torch.where(has, ((g.n - size[ac]) << b) | ac, -1)
+    best = g.nbr_max(offer)
+    pick = torch.where(best >= 0, best & ((1 << b) - 1), -1)
+    return torch.where(has, a, pick).to(agg.dtype)
+
+
+def mis_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int, distance: int = 2):
+    """``(agg, nagg, rounds)``: aggregates around a distance-``distance`` maximal independent set.
+
+    Parallel (any device).  ``distance=2``: every root with its neighbours, every other node
+    joined to the smallest neighbouring aggregate (pyamg's standard aggregation with the greedy
+    sweep replaced by parallel rounds).  ``distance=1``: every non-root node joins a
+    neighbouring root (the highest id).  A node without neighbours is an aggregate of its own.
+    ``rounds`` counts the independent-set rounds (each one host synchronisation).
+    """
+    if distance not in (1, 2):
+        raise ValueError(f"distance must be 1 or 2, got {distance!r}")
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int32, device=col.device), 0, 0
+    g = _Graph(crow, col, n)
+    roots, rounds = _mis(g, distance)
+    agg, nagg = _numbered(roots)
+    agg = torch.where(agg >= 0, agg, g.nbr_max(agg))  # neighbours of a root (unique for distance 2)
+    if distance == 2 and bool((agg < 0).any()):
+        agg = _join_smallest(g, agg, nagg)  # within distance 2 of a root: next to an aggregated node
+    log.debug(
+        "aggregation mis%d: %d nodes, %d aggregates, %d rounds, %d edge passes", distance, n, nagg, rounds, g.passes
+    )
+    return agg, nagg, rounds
+
+
+def mis2_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
+    """Aggregates around a maximal distance-2 independent set (parallel, any device): ``(agg, nagg)``."""
+    agg, nagg, _ = mis_aggregation(crow, col, n, 2)
     return agg, nagg
 
 
 def aggregate(crow: torch.Tensor, col: torch.Tensor, n: int, method: str = "auto"):
-    """``(agg, nagg)`` by ``method``: 'standard' (pyamg), 'mis2' (torch), 'auto' (standard on CPU, else mis2).
+    """``(agg, nagg)`` by ``method``: 'standard' (pyamg), 'mis2' or 'mis1' (torch, parallel),
+    'auto' (standard on the CPU, else mis2).
 
     ``agg`` is int32 below 2**31 nodes (it is cached on the pattern with the hierarchy's structure)."""
+    if method not in METHODS:
+        raise ValueError(f"aggregation must be 'auto', 'standard' or 'mis2' (or 'mis1'), got {method!r}")
     if method == "auto":
         method = "standard" if col.device.type == "cpu" else "mis2"
     if method == "standard":
         agg, nagg = standard_aggregation(crow, col, n)
-    elif method == "mis2":
-        agg, nagg = mis2_aggregation(crow, col, n)
     else:
-        raise ValueError(f"aggregation must be 'auto', 'standard' or 'mis2', got {method!r}")
+        agg, nagg, _ = mis_aggregation(crow, col, n, 2 if method == "mis2" else 1)
     return agg.to(torch.int32 if n < 2**31 - 1 else torch.int64), nagg

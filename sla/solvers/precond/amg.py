@@ -6,9 +6,10 @@ Smoothed aggregation (Vanek, Mandel & Brezina 1996; pyamg's
 
 1. strength graph: the off-diagonal pattern (``theta=0``, the default) or the
    entries with ``|a_ij| >= theta sqrt(|a_ii a_jj|)``;
-2. aggregates: pyamg's ``standard_aggregation`` on the CPU or a parallel MIS(2)
-   aggregation in torch (:mod:`sla.solvers.precond.aggregate`); structural, so cached on
-   the pattern when ``theta == 0``;
+2. aggregates: pyamg's ``standard_aggregation`` on the CPU or the parallel aggregation in
+   torch (``'mis2'``: distance-2 independent-set aggregates on the finest level and on every
+   level of a vector problem, distance-1 ones on the coarse levels of a scalar problem; see
+   :mod:`sla.solvers.precond.aggregate`); structural, so cached on the pattern when ``theta == 0``;
 3. tentative prolongator ``T`` (one 1 per row, constant near-null space);
 4. smoothed prolongator ``P = (I - w D^{-1} A) T`` with ``w = 4 / (3 rho)``,
    ``rho`` the Lanczos estimate of ``rho(D^{-1} A)`` (Hermitian A; the Gershgorin bound
@@ -291,13 +292,16 @@ class SmoothedAggregation(Multigrid):
     omega : float
         Prolongator smoothing weight times ``rho(D^{-1}A)``; 4/3 is standard.
     aggregation : str
-        ``'standard'`` (pyamg, serial on the CPU), ``'mis2'`` (parallel, in torch on A's
-        device) or ``'auto'`` (standard when pyamg is installed, else mis2).  mis2
-        coarsens faster and needs more iterations.
+        ``'standard'`` (pyamg's greedy sweep, serial on the CPU), ``'mis2'`` (parallel, in
+        torch on A's device: distance-2 maximal-independent-set aggregates on the finest
+        level and on every level of a vector problem; on the coarse levels of a scalar
+        problem distance-1 ones, since their Galerkin operators couple aggregates two apart
+        and distance-2 aggregates there coarsen too fast) or ``'auto'`` (standard when pyamg
+        is installed, else mis2).  The same iterations as standard where the node numbering
+        has no structure; fewer aggregates and more iterations on a lexicographically
+        numbered grid, where the greedy sweep packs its roots tightly.  Deterministic.
     coarse_theta : float, optional
-        Strength threshold on levels below the finest (default 0.1 for mis2, whose
-        distance-2 aggregates grow too large on the denser Galerkin operators
-        otherwise; ``theta`` for standard).
+        Strength threshold on levels below the finest (default ``theta``).
     improve : int
         Damped-Jacobi sweeps that improve the constant near-null-space candidate
         before building the tentative prolongator (pyamg's ``improve_candidates``).
@@ -361,10 +365,16 @@ class SmoothedAggregation(Multigrid):
             from ...structure import is_symmetric
 
             hermitian = is_symmetric(A, conjugate=True)
+        if aggregation not in ("auto", "standard", "mis2"):
+            raise ValueError(f"aggregation must be 'auto', 'standard' or 'mis2', got {aggregation!r}")
         if aggregation == "auto":
             aggregation = "standard" if _has_pyamg() else "mis2"
         if coarse_theta is None:
-            coarse_theta = 0.1 if aggregation == "mis2" else theta
+            coarse_theta = theta
+        if not coarse_theta >= 0:
+            raise ValueError(f"coarse_theta must be >= 0, got {coarse_theta!r}")
+        # scalar coarse levels of the parallel aggregation: distance-1 aggregates (see above)
+        coarse_aggregation = "mis1" if aggregation == "mis2" else aggregation
         # aggregates that depend on the structure alone (theta = 0) are cached on the pattern
         key = ("amg_aggregates", aggregation, max_coarse, max_levels, coarse_theta)
         cached = p.cache.get(key) if theta == 0 else None
@@ -393,10 +403,11 @@ class SmoothedAggregation(Multigrid):
                 elif bi > 0 and lvl < len(aggs) and th == 0:
                     agg, nagg = aggs[lvl]
                 else:
-                    agg, nagg = aggregate(*_strength(C, th), n, aggregation)
+                    method = aggregation if lvl == 0 else coarse_aggregation
+                    agg, nagg = aggregate(*_strength(C, th), n, method)
                     if nagg > 0.8 * n and th > 0:  # the threshold isolated too many nodes: use every coupling
                         th = 0.0
-                        agg, nagg = aggregate(*_strength(C, th), n, aggregation)
+                        agg, nagg = aggregate(*_strength(C, th), n, method)
                 if nagg == 0 or nagg > 0.8 * n:  # coarsening stalled: make this the coarsest level
                     break
                 if bi == 0:
@@ -434,7 +445,7 @@ class SmoothedAggregation(Multigrid):
 
     def describe(self) -> str:
         """The cycle and levels, and which aggregation built them (``'auto'`` is pyamg's standard
-        aggregation where pyamg is installed, the parallel MIS(2) otherwise)."""
+        aggregation where pyamg is installed, the parallel ``'mis2'`` otherwise)."""
         agg = self.options["aggregation"]
         return f"{super().describe()}, {'standard (pyamg)' if agg == 'standard' else agg} aggregation"
 
