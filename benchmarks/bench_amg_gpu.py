@@ -25,13 +25,27 @@ Usage::
     PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --device cpu --pyamg --cycles V W
 
 ``--variants`` adds AMG rows with W-cycles, degree-3 smoothing and MIS(2) aggregation.
+
+``--aggregations`` prints instead the comparison of the aggregations (pyamg's serial
+``standard`` and the parallel ``mis2``) on the same matrices: CG iterations per cycle,
+operator complexity, level sizes, the parallel rounds (independent-set rounds and edge passes
+over all levels), setup and solve times.  ``--aggregation-timing N`` times the aggregation of
+the finest level alone on the 5-point ``N^2`` graph (standard: the trip to the host included)::
+
+    # the CPU comparison of the aggregations (V and the CPU's 'auto', the K-cycle)
+    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --device cpu --aggregations --cycles V auto
+    # on one GPU: the aggregation alone at 16M unknowns, and the comparison at 1M
+    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --aggregations --cycles V auto --aggregation-timing 4000
+
 Writes a markdown table to stdout and ``DIR/bench_amg_gpu.md`` (``--out DIR``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import time
 
 import numpy as np
@@ -178,6 +192,110 @@ def _plan(args, amg):
     return plan
 
 
+class _Rounds(logging.Handler):
+    """Sums the rounds and edge passes the parallel aggregation logs (one record per level)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.rounds = self.passes = 0
+
+    def emit(self, record):
+        m = re.search(r"(\d+) rounds, (\d+) edge passes", record.getMessage())
+        if m:
+            self.rounds += int(m.group(1))
+            self.passes += int(m.group(2))
+
+
+def _counting():
+    log = logging.getLogger("sla")
+    h = _Rounds()
+    log.addHandler(h)
+    level = log.level
+    log.setLevel(logging.DEBUG)
+    return h, lambda: (log.removeHandler(h), log.setLevel(level))
+
+
+def _aggregation_rows(args, emit):
+    """Standard vs parallel aggregation on the same matrices: iterations, complexity, rounds, times."""
+    from sla.solvers.precond import make_preconditioner
+
+    plan = _plan(argparse.Namespace(cycles=["V"], variants=False, big=False, pyamg=False), {})
+    mats = [(name.rsplit(",", 1)[0], make) for name, make, _, _ in plan if name.endswith("AMG V")]
+    mats += [(name.split(",")[0], make) for name, make, _, _ in plan if "elasticity" in name]
+    emit(
+        "| matrix | unknowns | aggregation | cycle | iterations | operator complexity | level sizes | "
+        "rounds (edge passes) | setup (s) | solve (s) |"
+    )
+    emit("|---|---|---|---|---|---|---|---|---|---|")
+    for label, make in dict(mats).items():
+        for aggregation in ("standard", "mis2"):
+            for cyc in args.cycles:
+                A = make()  # a fresh pattern: no cached aggregates
+                A, b = A if isinstance(A, tuple) else (A, torch.ones(A.shape[0], dtype=A.dtype, device=DEV))
+                h, done = _counting()
+                try:
+                    _sync()
+                    t0 = time.perf_counter()
+                    M = make_preconditioner(A, "amg", aggregation=aggregation, cycle=cyc)
+                    _sync()
+                    t1 = time.perf_counter()
+                finally:
+                    done()
+                _, info = sla.solve(
+                    A,
+                    b,
+                    backend="pytorch",
+                    method="cg",
+                    preconditioner=M,
+                    rtol=1e-8,
+                    return_info=True,
+                    on_failure="warn",
+                )
+                _sync()
+                t2 = time.perf_counter()
+                rounds = f"{h.rounds} ({h.passes})" if aggregation == "mis2" else "-"
+                emit(
+                    f"| {label} | {A.shape[0]:,} | {aggregation} | {cyc} | {info.iterations} | "
+                    f"{M.complexity()[0]:.3f} | {[lv.n for lv in M.levels]} | {rounds} | {t1 - t0:.2f} | {t2 - t1:.2f} |"
+                )
+
+
+def _aggregation_timing(args, emit):
+    """The finest level's aggregation alone on the 5-point N^2 graph, per method (best of 3)."""
+    from sla.solvers.precond.aggregate import aggregate, mis_aggregation
+
+    methods = ["mis2"] + (["standard"] if _has_pyamg() else [])
+    g = gallery.poisson2d(64, device=DEV).pattern
+    for m in methods:  # warm-up: kernels, the pyamg import
+        aggregate(g.crow, g.ccol, g.shape[0], m)
+    emit("")
+    emit("| graph | nodes | aggregation | aggregates | rounds | time (ms) |")
+    emit("|---|---|---|---|---|---|")
+    for N in args.aggregation_timing:
+        p = gallery.poisson2d(N, device=DEV).pattern
+        n = p.shape[0]
+        for m in methods:
+            best = float("inf")
+            for _ in range(3):
+                _sync()
+                t0 = time.perf_counter()
+                if m == "mis2":
+                    _, nagg, rounds = mis_aggregation(p.crow, p.ccol, n, 2)
+                else:
+                    _, nagg = aggregate(p.crow, p.ccol, n, m)
+                    rounds = "-"
+                _sync()
+                best = min(best, time.perf_counter() - t0)
+            emit(f"| 5-point {N}^2 | {n:,} | {m} | {nagg:,} | {rounds} | {1e3 * best:.1f} |")
+        del p
+
+
+def _has_pyamg() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyamg") is not None
+
+
 def main() -> None:
     global DEV
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,6 +306,10 @@ def main() -> None:
     ap.add_argument("--cycles", nargs="+", default=["auto"], choices=["auto", "V", "W", "K"])
     ap.add_argument("--variants", action="store_true", help="AMG with degree-3 smoothing, mis2")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
+    ap.add_argument("--aggregations", action="store_true", help="standard vs parallel aggregation (only this table)")
+    ap.add_argument(
+        "--aggregation-timing", nargs="*", type=int, default=[], metavar="N", help="time aggregating 5-point N^2"
+    )
     args = ap.parse_args()
     DEV = args.device
     if DEV == "cpu":
@@ -201,6 +323,14 @@ def main() -> None:
         print(s, flush=True)
         lines.append(s)
 
+    if args.aggregations or args.aggregation_timing:
+        if args.aggregations:
+            _aggregation_rows(args, emit)
+        if args.aggregation_timing:
+            _aggregation_timing(args, emit)
+        with open(os.path.join(args.out, "bench_amg_gpu.md"), "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        return
     amg = dict(backend="pytorch", method="cg", preconditioner="amg", rtol=1e-8)
     t_first, _ = _timed(gallery.poisson2d(256, device=DEV), **amg)
     t_again, _ = _timed(gallery.poisson2d(256, device=DEV), **amg)
