@@ -583,11 +583,33 @@ class Pattern:
         """``(pos, idx)``: entries ``pos`` of the pattern sit on diagonal ``idx`` (index dtype)."""
 
         def build():
-            pos = [torch.nonzero(rows == self.ccol[lo:hi]).flatten() + lo for lo, hi, rows in self.row_chunks()]
-            pos = torch.cat(pos) if pos else torch.zeros(0, dtype=torch.int64, device=self.device)
-            return pos.to(self.index_dtype), self.ccol[pos]
+            k = min(self.shape)
+            i = torch.arange(k, device=self.device)
+            pos = self.find(i, i)
+            has = pos >= 0
+            return pos[has].to(self.index_dtype), i[has].to(self.index_dtype)
 
         return self.memo("diag", build)
+
+    def find(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        """Positions of the entries ``(row[k], col[k])`` in the pattern, ``-1`` where none is stored.
+
+        A binary search inside each row (columns are sorted within a row): ``log2`` of the longest
+        row steps over arrays of ``row``'s size, with no temporary of the pattern's size."""
+        row, col = row.long(), col.to(self.ccol.dtype)
+        if self.nnz == 0 or row.numel() == 0:
+            return torch.full(row.shape, -1, dtype=torch.int64, device=self.device)
+        steps = self.memo("row_bits", lambda: int(torch.diff(self.crow).max()).bit_length())
+        a, end = self.crow[row].long(), self.crow[row + 1].long()
+        b = end.clone()
+        last = self.nnz - 1
+        for _ in range(steps):  # a: the first position in the row whose column is >= col
+            mid = (a + b) // 2
+            right = (a < b) & (self.ccol[mid.clamp_(max=last)] < col)
+            a = torch.where(right, mid + 1, a)
+            b = torch.where(right, b, mid)
+        found = (a < end) & (self.ccol[a.clamp(max=last)] == col)
+        return torch.where(found, a, -1)
 
     # -------------------------------------------------------- numeric cache
     def numeric(self, values: torch.Tensor, key: Hashable, build: Callable[[], Any], size: int = 4) -> Any:

@@ -73,29 +73,16 @@ def is_symmetric(A: SparseTensor, conjugate: bool = False, rtol: float | None = 
 
 def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
     """Symmetry without the transpose permutation: the mirror ``(j, i)`` of each entry ``(i, j)`` is
-    found by a binary search inside row ``j`` (columns are sorted within a row), a chunk of entries
-    at a time.  Used on GPUs, where the permutation (kept on the pattern) and its sort would cost
-    ~5x the matrix's index storage; the temporaries here are a few int64 arrays of a chunk
-    (a 32nd of the entries, at least 1M)."""
-    nnz = p.nnz
-    crow, ccol = p.crow.long(), p.ccol
-    steps = int(torch.diff(crow).max()).bit_length()  # halvings of the longest row down to nothing
-    chunk = max(_CHUNK, -(-nnz // 32))
+    found by :meth:`~sla.Pattern.find` (a binary search inside row ``j``), a chunk of entries at a
+    time.  Used on GPUs, where the permutation (kept on the pattern) and its sort would cost ~5x
+    the matrix's index storage; the temporaries here are a few int64 arrays of a chunk (a 32nd of
+    the entries, at least 1M)."""
+    chunk = max(_CHUNK, -(-p.nnz // 32))
     ok = torch.ones((), dtype=torch.bool, device=v.device)
-    for lo in range(0, nnz, chunk):
-        hi = min(lo + chunk, nnz)
-        r = p.rows(lo, hi)
-        c = ccol[lo:hi].long()
-        a, end = crow[c], crow[c + 1]
-        b = end.clone()
-        for _ in range(steps):  # first position in row c whose column is >= r
-            mid = (a + b) // 2
-            right = (a < b) & (ccol[mid.clamp_(max=nnz - 1)] < r)
-            a = torch.where(right, mid + 1, a)
-            b = torch.where(right, b, mid)
-        a.clamp_(max=nnz - 1)
-        found = (a < end) & (ccol[a] == r)
-        vt = torch.where(found, v[..., a], 0)  # a missing mirror is a zero (stored zeros may face it)
+    for lo in range(0, p.nnz, chunk):
+        hi = min(lo + chunk, p.nnz)
+        pos = p.find(p.ccol[lo:hi], p.rows(lo, hi))
+        vt = torch.where(pos >= 0, v[..., pos.clamp(min=0)], 0)  # a missing mirror is a zero (stored zeros may face it)
         vt = vt.conj() if conjugate else vt
         ok &= ((v[..., lo:hi] - vt).abs() <= tol).all()
     return bool(ok)  # one host synchronisation

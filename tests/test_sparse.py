@@ -395,3 +395,22 @@ def test_all_finite_scans_in_chunks(monkeypatch):
             assert not checks.all_finite(u), (bad, pos)
     assert not checks.all_finite(torch.complex(t, t).index_fill(0, torch.tensor([30]), complex(0, float("nan"))))
     assert checks.all_finite(torch.arange(5))
+
+
+def test_pattern_find_against_a_dense_table():
+    import scipy.sparse as sp
+
+    S = sp.random(50, 70, density=0.2, random_state=0, format="csr")
+    S[7, :] = 1.0  # one full row: the longest search
+    S.sort_indices()
+    p = SparseTensor.from_scipy(S).pattern
+    table = torch.full((50, 70), -1, dtype=torch.int64)
+    table[p.rows(), p.ccol.long()] = torch.arange(p.nnz)
+    g = torch.Generator().manual_seed(0)
+    r, c = torch.randint(0, 50, (3000,), generator=g), torch.randint(0, 70, (3000,), generator=g)
+    assert torch.equal(p.find(r, c), table[r, c])
+    pos, idx = p.diag_index
+    on = (p.rows() == p.ccol.long()).nonzero().flatten()
+    assert torch.equal(pos.long(), on) and torch.equal(idx.long(), p.ccol[on].long())
+    empty = SparseTensor(torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), (3, 3))
+    assert torch.equal(empty.pattern.find(torch.tensor([0, 2]), torch.tensor([0, 1])), torch.tensor([-1, -1]))
