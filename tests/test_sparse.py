@@ -400,8 +400,9 @@ def test_all_finite_scans_in_chunks(monkeypatch):
 def test_pattern_find_against_a_dense_table():
     import scipy.sparse as sp
 
-    S = sp.random(50, 70, density=0.2, random_state=0, format="csr")
+    S = sp.random(50, 70, density=0.2, random_state=0, format="lil")
     S[7, :] = 1.0  # one full row: the longest search
+    S = S.tocsr()
     S.sort_indices()
     p = SparseTensor.from_scipy(S).pattern
     table = torch.full((50, 70), -1, dtype=torch.int64)
