@@ -102,6 +102,13 @@ def test_priorities_are_a_bijection():
         k = max(1, (n - 1).bit_length())
         assert p.min() >= 0 and p.max() < 2**k
         assert torch.unique(p).numel() == n  # distinct: the rounds cannot tie
+    # with degrees: distinct, and every node of higher degree before every node of lower degree
+    deg = torch.randint(0, 80, (5000,), generator=torch.Generator().manual_seed(0))
+    p = _priorities(5000, "cpu", deg).long()
+    assert torch.unique(p).numel() == 5000
+    capped = deg.clamp(max=63)
+    order = torch.argsort(p, descending=True)
+    assert bool((capped[order][:-1] >= capped[order][1:]).all())
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -192,6 +199,24 @@ def test_iterations_against_standard_aggregation():
     its_p, oc_p = _iterations(T, "mis2")
     assert its_p <= its_s + 1, (its_p, its_s)
     assert oc_p <= 1.1 * oc_s, (oc_p, oc_s)
+
+
+def test_elasticity_against_standard_aggregation():
+    """P2 elasticity with its rigid-body modes (the aggregation of the node graph, distance 2 on
+    every level): measured standard 28 / mis2 28 CG iterations, operator complexity 1.12 / 1.20
+    (degree-first priorities: hash priorities alone made 1.38 at 130K unknowns)."""
+    pytest.importorskip("pyamg", reason="the reference aggregation is pyamg's (pip install pyamg)")
+    from sla.assembly.cantilever import cantilever_system
+
+    A, b = cantilever_system(nx=200, ny=20, device="cpu")[:2]
+    out = {}
+    for aggregation in ("standard", "mis2"):
+        M = make_preconditioner(A, "amg", aggregation=aggregation, cycle="V")
+        _, info = sla.solve(A, b, backend="pytorch", method="cg", preconditioner=M, rtol=1e-8, return_info=True)
+        out[aggregation] = info.iterations, M.complexity()[0]
+    (its_s, oc_s), (its_p, oc_p) = out["standard"], out["mis2"]
+    assert its_p <= 1.15 * its_s, out
+    assert oc_p <= 1.1 * oc_s, out
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -12,8 +12,10 @@ ids ``agg[n]`` (``-1``: node left unaggregated) and the number of aggregates.
   is the largest within distance 2 becomes a root and the nodes within distance 2 of
   a root drop out (Bell, Dalton & Olson, *Exposing fine-grained parallelism in
   algebraic multigrid methods*, SISC 2012; Kelley & Rajamanickam 2022).  The
-  priorities are a bijective integer hash of the node index computed on the device
-  (no host random numbers), so the aggregates are the same on every run and device.
+  priorities are the node degree, then a bijective integer hash of the node index,
+  computed on the device (no host random numbers), so the aggregates are the same on
+  every run and device; nodes of higher degree first make larger aggregates where the
+  degree varies (the node graph of P2 elements), as the greedy sweep does.
   A root takes its neighbours; every other node joins the *smallest* neighbouring
   aggregate (ties to the highest id), which evens out the aggregate sizes.
 * ``'mis1'`` -- aggregates around a distance-1 maximal independent set (each node
@@ -72,9 +74,12 @@ def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
     return torch.from_numpy(agg).to(device=crow.device), nagg
 
 
-def _priorities(n: int, device) -> torch.Tensor:
-    """A bijection of ``[0, 2^k)`` (``2^k >= n``) applied to the node index: distinct
-    pseudo-random priorities, the same on every device (integer arithmetic only)."""
+def _priorities(n: int, device, degree: torch.Tensor | None = None) -> torch.Tensor:
+    """Distinct priorities: a bijection of ``[0, 2^k)`` (``2^k >= n``) applied to the node index,
+    pseudo-random and the same on every device (integer arithmetic only); with ``degree``, the
+    degree (capped) in the high bits, so that a node of higher degree comes first.
+
+    int32 up to ``2^24`` nodes (6 bits of degree, capped at 63), int64 beyond (20 bits)."""
     k = max(1, (n - 1).bit_length())
     mask = (1 << k) - 1
     s = max(1, k // 2)
@@ -82,7 +87,10 @@ def _priorities(n: int, device) -> torch.Tensor:
     for c in (0x9E3779B1, 0x85EBCA77):  # odd multipliers: x -> c x mod 2^k is a bijection
         x = ((x ^ (x >> s)) * c) & mask
     x = x ^ (x >> s)
-    return x.to(torch.int32 if k <= 30 else torch.int64)
+    small = k <= 24
+    if degree is not None:
+        x |= degree.to(torch.int64).clamp(0, (1 << (6 if small else 20)) - 1) << k
+    return x.to(torch.int32 if small else torch.int64)
 
 
 class _Graph:
@@ -91,6 +99,7 @@ class _Graph:
     def __init__(self, crow: torch.Tensor, col: torch.Tensor, n: int):
         dev = col.device
         self.n = n
+        self.crow = crow
         self.col = col
         counts = (crow[1:] - crow[:-1]).long()
         idx = torch.int32 if n < 2**31 - 1 else torch.int64
@@ -114,8 +123,12 @@ def _mis(g: _Graph, distance: int) -> tuple[torch.Tensor, int]:
     Keys: undecided nodes their priority (``>= 0``), roots ``TOP``, nodes within
     ``distance`` of a root ``-1``.  A round takes the largest key within ``distance``:
     an undecided node that holds it becomes a root; one that sees ``TOP`` drops out.
-    The undecided node of largest priority is decided in every round, so it ends."""
-    key = _priorities(g.n, g.col.device)
+    The undecided node of largest priority is decided in every round, so it ends.
+
+    Distance 2: nodes of higher degree first (larger aggregates where the degree varies, as the
+    greedy sweep makes them); distance 1: the hash alone (degree first coarsens the coarse
+    levels faster there)."""
+    key = _priorities(g.n, g.col.device, g.crow[1:] - g.crow[:-1] if distance == 2 else None)
     top = torch.iinfo(key.dtype).max
     rounds = 0
     while True:
