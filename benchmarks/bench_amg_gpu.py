@@ -34,8 +34,8 @@ the finest level alone on the 5-point ``N^2`` graph (standard: the trip to the h
 
     # the CPU comparison of the aggregations (V and the CPU's 'auto', the K-cycle)
     PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --device cpu --aggregations --cycles V auto
-    # on one GPU: the aggregation alone at 16M unknowns, and the comparison at 1M
-    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --aggregations --cycles V auto --aggregation-timing 4000
+    # on one GPU: the comparison at 1M (--big: and 16M), and the aggregation alone at 1M and 16M
+    PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --aggregations --big --cycles V auto --aggregation-timing 1000 4000
 
 Writes a markdown table to stdout and ``DIR/bench_amg_gpu.md`` (``--out DIR``).
 """
@@ -222,6 +222,9 @@ def _aggregation_rows(args, emit):
     plan = _plan(argparse.Namespace(cycles=["V"], variants=False, big=False, pyamg=False), {})
     mats = [(name.rsplit(",", 1)[0], make) for name, make, _, _ in plan if name.endswith("AMG V")]
     mats += [(name.split(",")[0], make) for name, make, _, _ in plan if "elasticity" in name]
+    if args.big:  # the growth of the iterations with the grid: 16M (CUDA) / 4M (CPU)
+        big = 4000 if DEV == "cuda" else 2000
+        mats.append((f"5-point {big}^2", lambda: gallery.poisson2d(big, device=DEV)))
     emit(
         "| matrix | unknowns | aggregation | cycle | iterations | operator complexity | level sizes | "
         "rounds (edge passes) | setup (s) | solve (s) |"
