@@ -48,9 +48,9 @@ log = logging.getLogger("sla")
 
 METHODS = ("auto", "standard", "mis2", "mis1")
 
-EDGE_CHUNK = 1 << 24
-"""Edges per block of a neighbourhood reduction: the temporaries of a pass (the int64
-row index and the gathered keys of a block) stay at a few hundred MB on any graph."""
+EDGE_CHUNK = 1 << 25
+"""Edges per block of a neighbourhood reduction: a pass's temporary (the gathered keys of a
+block, int32 or int64) stays at 128-256 MB on any graph."""
 
 
 def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
@@ -94,16 +94,17 @@ def _priorities(n: int, device, degree: torch.Tensor | None = None) -> torch.Ten
 
 
 class _Graph:
-    """The CSR graph with the row of every edge (int32) for blockwise max-reductions."""
+    """The CSR graph with the row of every edge for blockwise max-reductions (int64: the index
+    type of ``scatter_reduce``; 8 bytes per edge while the aggregation runs, before the level's
+    Galerkin product, whose temporaries set the setup's peak memory)."""
 
     def __init__(self, crow: torch.Tensor, col: torch.Tensor, n: int):
         dev = col.device
         self.n = n
         self.crow = crow
         self.col = col
-        counts = (crow[1:] - crow[:-1]).long()
-        idx = torch.int32 if n < 2**31 - 1 else torch.int64
-        self.row = torch.repeat_interleave(torch.arange(n, device=dev, dtype=idx), counts, output_size=col.numel())
+        counts = crow[1:] - crow[:-1]
+        self.row = torch.repeat_interleave(torch.arange(n, device=dev), counts.long(), output_size=col.numel())
         self.passes = 0
 
     def nbr_max(self, key: torch.Tensor) -> torch.Tensor:
@@ -113,7 +114,7 @@ class _Graph:
         nnz = self.col.numel()
         for lo in range(0, nnz, EDGE_CHUNK):
             hi = min(lo + EDGE_CHUNK, nnz)
-            out.scatter_reduce_(0, self.row[lo:hi].long(), key[self.col[lo:hi]], reduce="amax")
+            out.scatter_reduce_(0, self.row[lo:hi], key[self.col[lo:hi]], reduce="amax")
         return out
 
 
