@@ -225,6 +225,8 @@ def _aggregation_rows(args, emit):
     if args.big:  # the growth of the iterations with the grid: 16M (CUDA) / 4M (CPU)
         big = 4000 if DEV == "cuda" else 2000
         mats.append((f"5-point {big}^2", lambda: gallery.poisson2d(big, device=DEV)))
+    for aggregation in ("standard", "mis2"):  # warm-up: kernels, the pyamg import
+        make_preconditioner(gallery.poisson2d(64, device=DEV), "amg", aggregation=aggregation)
     emit(
         "| matrix | unknowns | aggregation | cycle | iterations | operator complexity | level sizes | "
         "rounds (edge passes) | setup (s) | solve (s) |"
