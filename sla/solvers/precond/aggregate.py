@@ -41,6 +41,7 @@ import logging
 import torch
 
 from ...config import BackendUnavailableError
+from .._optional import extension
 
 __all__ = ["EDGE_CHUNK", "aggregate", "mis_aggregation", "mis2_aggregation", "standard_aggregation"]
 
@@ -53,24 +54,38 @@ EDGE_CHUNK = 1 << 25
 block, int32 or int64) stays at 128-256 MB on any graph."""
 
 
+def _host_int32(t: torch.Tensor):
+    """``t`` as an int32 NumPy array on the host; from a GPU through pinned memory (a faster copy)."""
+    t = t.detach()
+    if t.device.type == "cpu":
+        return t.to(torch.int32).numpy()
+    host = torch.empty(t.shape, dtype=torch.int32, pin_memory=True)
+    host.copy_(t.to(torch.int32))
+    return host.numpy()
+
+
 def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
     """pyamg's standard aggregation (CPU), called at its C++ core on the CSR arrays.
 
     The same kernel as ``pyamg.aggregation.standard_aggregation`` without its wrapper,
-    which builds a SciPy matrix and the aggregation operator around it.
+    which builds a SciPy matrix and the aggregation operator around it; the kernel's compiled
+    module is loaded on its own (:func:`~sla.solvers._optional.extension`: ``import pyamg``
+    would import SciPy's sparse module and every pyamg solver first).
     """
-    try:
-        import numpy as np
-        from pyamg import amg_core
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "AMG aggregation 'standard' needs pyamg: pip install pyamg (or aggregation='mis2', which runs in torch)"
-        ) from exc
-    Ap = crow.detach().cpu().numpy().astype(np.int32, copy=False)
-    Aj = col.detach().cpu().numpy().astype(np.int32, copy=False)
+    import numpy as np
+
+    core = extension("pyamg.amg_core.smoothed_aggregation")
+    if core is None:
+        try:
+            from pyamg import amg_core as core
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "AMG aggregation 'standard' needs pyamg: pip install pyamg (or aggregation='mis2', which runs in torch)"
+            ) from exc
+    Ap, Aj = _host_int32(crow), _host_int32(col)
     agg = np.empty(n, dtype=np.int32)  # aggregate of each node, -1 where none
     roots = np.empty(n, dtype=np.int32)
-    nagg = int(amg_core.standard_aggregation(n, Ap, Aj, agg, roots))
+    nagg = int(core.standard_aggregation(n, Ap, Aj, agg, roots))
     return torch.from_numpy(agg).to(device=crow.device), nagg
 
 
