@@ -462,7 +462,8 @@ def test_amg_says_which_aggregation_built_it(monkeypatch):
     )
     assert any(n.startswith("amg (") and n.endswith("mis2 aggregation") for n in info.notes)
     monkeypatch.setattr(amg, "_has_pyamg", lambda: False)
-    assert make_preconditioner(gallery.poisson2d(41), "amg").describe().endswith("mis2 aggregation")
+    why = "mis2 aggregation (aggregation='auto': pyamg is not installed)"
+    assert make_preconditioner(gallery.poisson2d(41), "amg").describe().endswith(why)
     if importlib.util.find_spec("pyamg") is not None:
         monkeypatch.undo()
         assert make_preconditioner(gallery.poisson2d(42), "amg").describe().endswith("standard (pyamg) aggregation")
