@@ -229,18 +229,3 @@ def test_mis2_hierarchy_on_the_device(device):
     Md = make_preconditioner(A.to(device), "amg", aggregation="mis2", cycle="V")
     assert Md.levels[1].n == M.levels[1].n and len(Md.levels) == len(M.levels)
     assert abs(_iterations(A.to(device), "mis2")[0] - _iterations(A, "mis2")[0]) <= 1
-
-
-def test_auto_takes_the_parallel_aggregation_from_a_size_and_says_why(monkeypatch):
-    from sla import gallery
-    from sla.solvers.precond import amg
-
-    A = gallery.poisson2d(30)  # 900 rows
-    monkeypatch.setattr(amg, "AUTO_PARALLEL", {"cpu": 1000})
-    M = amg.SmoothedAggregation(A)
-    assert M.options["aggregation"] == ("standard" if amg._has_pyamg() else "mis2")
-    monkeypatch.setattr(amg, "AUTO_PARALLEL", {"cpu": 900})
-    M = amg.SmoothedAggregation(A)
-    assert M.options["aggregation"] == "mis2"
-    assert M.describe().endswith("mis2 aggregation (aggregation='auto': parallel from 900 rows on cpu)")
-    assert "aggregation='auto'" not in amg.SmoothedAggregation(A, aggregation="mis2").describe()

@@ -35,14 +35,8 @@ from .aggregate import aggregate
 from .multigrid import Level, Mat, Multigrid, check_cycle, galerkin
 from .nullspace import amalgamate, fit_candidates, rigid_body_modes
 
-__all__ = ["AUTO_PARALLEL", "DROP_RTOL", "VECTOR_THETA", "SmoothedAggregation"]
+__all__ = ["DROP_RTOL", "VECTOR_THETA", "SmoothedAggregation"]
 
-AUTO_PARALLEL = {"cuda": 4_000_000}
-"""Where ``aggregation='auto'`` takes the parallel ``'mis2'``: by device type, the fewest rows of
-the fine level from which it does (elsewhere: ``'standard'`` where pyamg is installed).  Standard
-aggregation runs on the host: the graph goes there and back, and pyamg's serial sweep over 16M
-nodes takes about 0.3 s; below a few million rows that costs less than mis2's extra iterations
-on lexicographically numbered grids (see ``benchmarks/README.md``, "Solver policy and a lean AMG")."""
 
 # strength threshold with several candidates, by dofs per node: 2D P2 elasticity (130K) coarsens too
 # fast on every coupling (53 CG iterations; 34 at 0.08); 3D P1 elasticity (15K) does best at 0
@@ -304,7 +298,8 @@ class SmoothedAggregation(Multigrid):
         level and on every level of a vector problem; on the coarse levels of a scalar
         problem distance-1 ones, since their Galerkin operators couple aggregates two apart
         and distance-2 aggregates there coarsen too fast) or ``'auto'`` (standard when pyamg
-        is installed, and on CUDA below :data:`AUTO_PARALLEL` rows; mis2 otherwise).  The same
+        is installed, on CUDA too: its round trip to the host costs a little more setup than
+        mis2 at 16M rows and saves iterations in every solve; mis2 otherwise).  The same
         iterations as standard where the node numbering
         has no structure; fewer aggregates and more iterations on a lexicographically
         numbered grid, where the greedy sweep packs its roots tightly.  Deterministic.
@@ -377,9 +372,7 @@ class SmoothedAggregation(Multigrid):
             raise ValueError(f"aggregation must be 'auto', 'standard' or 'mis2', got {aggregation!r}")
         self.auto_aggregation = aggregation == "auto"
         if aggregation == "auto":
-            least = AUTO_PARALLEL.get(A.device.type)
-            parallel = least is not None and A.sparse_shape[0] >= least
-            aggregation = "standard" if _has_pyamg() and not parallel else "mis2"
+            aggregation = "standard" if _has_pyamg() else "mis2"
         if coarse_theta is None:
             coarse_theta = theta
         if not coarse_theta >= 0:
@@ -457,13 +450,7 @@ class SmoothedAggregation(Multigrid):
     def describe(self) -> str:
         """The cycle and levels, and which aggregation built them (and why, when ``'auto'`` chose)."""
         agg = self.options["aggregation"]
-        why = ""
-        if getattr(self, "auto_aggregation", False):
-            least = AUTO_PARALLEL.get(self.A.device.type)
-            if agg == "mis2" and least is not None and self.A.sparse_shape[0] >= least:
-                why = f" (aggregation='auto': parallel from {least:,} rows on {self.A.device.type})"
-            elif agg == "mis2":
-                why = " (aggregation='auto': pyamg is not installed)"
+        why = " (aggregation='auto': pyamg is not installed)" if self.auto_aggregation and agg == "mis2" else ""
         return f"{super().describe()}, {'standard (pyamg)' if agg == 'standard' else agg} aggregation{why}"
 
     def adjoint(self) -> SmoothedAggregation:
