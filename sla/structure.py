@@ -77,11 +77,9 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
     time.  Used on GPUs, where the permutation (kept on the pattern) and its sort would cost ~5x
     the matrix's index storage; the temporaries here are a few int64 arrays of a chunk (a 32nd of
     the entries, at least 1M)."""
-    chunk = max(_CHUNK, -(-p.nnz // 32))
     ok = torch.ones((), dtype=torch.bool, device=v.device)
-    for lo in range(0, p.nnz, chunk):
-        hi = min(lo + chunk, p.nnz)
-        pos = p.find(p.ccol[lo:hi], p.rows(lo, hi))
+    for lo, hi, rows in p.row_chunks(max(_CHUNK, -(-p.nnz // 32))):
+        pos = p.find(p.ccol[lo:hi], rows)
         vt = torch.where(pos >= 0, v[..., pos.clamp(min=0)], 0)  # a missing mirror is a zero (stored zeros may face it)
         vt = vt.conj() if conjugate else vt
         ok &= ((v[..., lo:hi] - vt).abs() <= tol).all()

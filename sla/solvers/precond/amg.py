@@ -62,8 +62,9 @@ def _drop_cancelled(Ac: Mat) -> Mat:
     d = Ac.diag().abs()
     nnz = Ac.col.numel()
     keep = torch.empty(nnz, dtype=torch.bool, device=Ac.val.device)
-    for lo in range(0, nnz, PRODUCT_CHUNK):  # |a_ij|^2 > rtol^2 |a_ii a_jj| by blocks: small temporaries
-        hi = min(lo + PRODUCT_CHUNK, nnz)
+    step = max(PRODUCT_CHUNK, -(-nnz // 8))  # |a_ij|^2 > rtol^2 |a_ii a_jj| by blocks: small temporaries
+    for lo in range(0, nnz, step):
+        hi = min(lo + step, nnz)
         r, c = Ac.row[lo:hi], Ac.col[lo:hi]
         bound = d[r].mul_(d[c]).mul_(DROP_RTOL**2)
         torch.logical_or(Ac.val[lo:hi].abs().square_() > bound, r == c, out=keep[lo:hi])
@@ -112,9 +113,9 @@ def _transpose(C: Mat, val: torch.Tensor) -> Mat:
 
 PRODUCT_CHUNK = 1 << 18
 """Products ``s_ik t_kj`` per row block of the smoothed prolongator (:func:`_smoothed`), at least: a
-block holds ``max(PRODUCT_CHUNK, n / 4)`` of them, so its temporaries (about 60 bytes per product)
-stay near 15 bytes per unknown at every size while the number of blocks (host synchronisations and
-kernel launches on a GPU) stays near ``nnz(A) / (n / 4)``."""
+block holds ``max(PRODUCT_CHUNK, n)`` of them, so its temporaries (about 60 bytes per product) stay
+near 60 bytes per unknown, below the setup's peak (the Galerkin product's), while the number of
+blocks (host synchronisations and kernel launches on a GPU) stays near ``nnz(A) / n``."""
 
 
 def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
@@ -131,7 +132,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
     d = C.diag()
     tcount = T.crow[1:] - T.crow[:-1]
     kmax = max(int(tcount.max()), 1) if n else 1
-    products = max(PRODUCT_CHUNK, n // 4) if chunk is None else int(chunk)
+    products = max(PRODUCT_CHUNK, n) if chunk is None else int(chunk)
     step = max(1, products // kmax)  # entries of A per block
     nnz = C.col.numel()
     marks = torch.arange(step, max(nnz, step), step, device=dev)

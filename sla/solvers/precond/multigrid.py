@@ -105,13 +105,13 @@ class Mat:
         return float(capped(*self._rho, safety))
 
 
-GALERKIN_CHUNK = 1 << 22
+GALERKIN_CHUNK = 1 << 25
 """Products ``r_ik a_kj`` (an upper bound of the entries of ``R_rows A``) per row block of the
 Galerkin product at most: bounds its intermediate instead of forming the whole ``A P``.  A block
 holds ``min(GALERKIN_CHUNK, max(GALERKIN_MIN, n))`` products for an ``n``-row fine operator
-(cuSPARSE's SpGEMM buffers grow with them).  H200, 5-point AMG first solve: 1M unknowns, blocks of
-4M products 343 bytes/unknown, of 1M 268 (0.181 s vs 0.175 s); 16M, blocks of 4M 246 bytes/unknown
-in 1.10 s, of 256K 199 in 2.09 s."""
+(cuSPARSE's SpGEMM buffers grow with them, and every block costs host synchronisations).  H200,
+5-point AMG first solve (``matrix_type='spd'``): 1M unknowns, blocks of 4M products 343 bytes/unknown,
+of 1M 268; 16M, blocks of 4M 0.50 s, of 16M 0.45-0.48 s, of 32M 0.45 s, all at 216-242 bytes/unknown."""
 
 GALERKIN_MIN = 1 << 20
 
