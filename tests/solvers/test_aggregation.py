@@ -229,3 +229,14 @@ def test_mis2_hierarchy_on_the_device(device):
     Md = make_preconditioner(A.to(device), "amg", aggregation="mis2", cycle="V")
     assert Md.levels[1].n == M.levels[1].n and len(Md.levels) == len(M.levels)
     assert abs(_iterations(A.to(device), "mis2")[0] - _iterations(A, "mis2")[0]) <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_host_copy_through_the_pinned_stage(monkeypatch):
+    from sla.solvers.precond import aggregate
+
+    monkeypatch.setattr(aggregate, "HOST_STAGE", 1000)  # several pieces and a short last one
+    t = torch.arange(3 * 1000 + 17, device="cuda", dtype=torch.int64) * 7 - 5
+    out = aggregate._host_int32(t)
+    assert out.dtype.name == "int32" and out.tolist() == (t.cpu().to(torch.int32)).tolist()
