@@ -112,8 +112,9 @@ def _transpose(C: Mat, val: torch.Tensor) -> Mat:
 
 
 PRODUCT_CHUNK = 1 << 18
-"""Products ``s_ik t_kj`` per row block of the smoothed prolongator (:func:`_smoothed`), at least: a
-block holds ``max(PRODUCT_CHUNK, n)`` of them, so its temporaries (about 60 bytes per product) stay
+PRODUCT_ROWS = 1.0
+"""Products ``s_ik t_kj`` per row block of the smoothed prolongator (:func:`_smoothed`): a block
+holds ``max(PRODUCT_CHUNK, PRODUCT_ROWS * n)`` of them, so its temporaries (about 60 bytes per product) stay
 near 60 bytes per unknown, below the setup's peak (the Galerkin product's), while the number of
 blocks (host synchronisations and kernel launches on a GPU) stays near ``nnz(A) / n``."""
 
@@ -132,7 +133,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
     d = C.diag()
     tcount = T.crow[1:] - T.crow[:-1]
     kmax = max(int(tcount.max()), 1) if n else 1
-    products = max(PRODUCT_CHUNK, n) if chunk is None else int(chunk)
+    products = max(PRODUCT_CHUNK, int(PRODUCT_ROWS * n)) if chunk is None else int(chunk)
     step = max(1, products // kmax)  # entries of A per block
     nnz = C.col.numel()
     marks = torch.arange(step, max(nnz, step), step, device=dev)

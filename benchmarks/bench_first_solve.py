@@ -1,0 +1,253 @@
+"""First solves on a GPU: the process's first AMG solve, and 16M-unknown first solves after it.
+
+Issue "lean GPU AMG": the first AMG solve of a process within 0.2 s of a later one, a 16M AMG
+first solve <= 0.6 s and a 16M GMG first solve <= 0.12 s on one H200.  Three measurements:
+
+* ``process``  a fresh Python process per case (``cold``: CUDA initialised only; ``spmv``: one
+  sparse product run before) solves a 65K 5-point system with AMG-CG, then the same on a new
+  matrix, then again: the gap of the first to the second is what the process pays once;
+* ``firsts``  in a fresh process, the first call of each kernel family the AMG setup and solve
+  touch, timed one by one (CUDA loads a kernel's module on its first launch);
+* ``sizes``  after a small AMG and GMG solve, new ``--n``^2 matrices (default 4000: 16M unknowns),
+  each solved twice with AMG-CG and GMG-CG (eager), the matrix type detected or declared
+  (``matrix_type='spd'``).  The first matrix of its size in the process also grows the device and
+  pinned-host memory caches; the later new matrices do not.  Also the numeric cache's digest of
+  the values (one per solve) at that size and at 1000^2;
+* ``blocks`` (only with ``--only blocks``)  the AMG first solve (``matrix_type='spd'``) and its
+  peak memory against the setup's block sizes: Galerkin products per row block
+  (``GALERKIN_CHUNK``) and prolongator products per fine row (``PRODUCT_ROWS``), at 1000^2 and
+  ``--n``^2, each after one solve of its size.
+
+Usage (on a GPU)::
+
+    PYTHONPATH=. python3 benchmarks/bench_first_solve.py                 # all three
+    PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only sizes --n 2000 --repeat 3
+    PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only blocks
+
+Writes markdown tables to stdout and ``DIR/bench_first_solve.md`` (``--out DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _sync():
+    torch.cuda.synchronize()
+
+
+def _poisson(n: int):
+    sys.path.insert(0, _HERE)
+    from bench_iterative import _poisson2d_sorted
+
+    return _poisson2d_sorted(n, "cuda")
+
+
+def _solve(A, pc, spd: bool):
+    import sla
+
+    b = torch.ones(A.shape[0], dtype=torch.float64, device="cuda")
+    kw = {"matrix_type": "spd"} if spd else {}
+    _sync()
+    t0 = time.perf_counter()
+    _, info = sla.solve(A, b, backend="pytorch", method="cg", preconditioner=pc, rtol=1e-8, return_info=True, **kw)
+    _sync()
+    return time.perf_counter() - t0, info
+
+
+def process_case(case: str) -> str:
+    """One row of the ``process`` table (run in a fresh process by :func:`process_rows`)."""
+    torch.zeros(1, device="cuda")
+    _sync()
+    A = _poisson(256)
+    if case == "spmv":
+        (A @ torch.ones(A.shape[0], dtype=torch.float64, device="cuda")).sum().item()
+    first, info = _solve(A, "amg", False)
+    new, _ = _solve(_poisson(256), "amg", False)
+    again, _ = _solve(A, "amg", False)
+    return (
+        f"| {case} | {first:.3f} | {new:.3f} | {again:.3f} | {first - new:.3f} | "
+        f"{'yes' if 'pyamg' in sys.modules else 'no'} | {info.notes[-1]} |"
+    )
+
+
+def process_rows() -> list[str]:
+    rows = [
+        "| process | first AMG solve (s) | same on a new matrix (s) | again (s) | gap (s) | pyamg imported | ran |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(_HERE), os.environ.get("PYTHONPATH", "")]))
+    for case in ("cold", "spmv"):
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--process-case", case],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        rows.append(out.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def firsts_rows() -> list[str]:
+    """In this (fresh) process: each kernel family's first call, then its second."""
+    rows = ["| first call | first (ms) | second (ms) |", "|---|---|---|"]
+
+    def timed(f):
+        _sync()
+        t0 = time.perf_counter()
+        f()
+        _sync()
+        return 1e3 * (time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    torch.zeros(1, device="cuda")
+    _sync()
+    rows.append(f"| CUDA context | {1e3 * (time.perf_counter() - t0):.1f} | - |")
+    n = 65536
+    i = torch.arange(n, device="cuda")
+    crow = torch.arange(n + 1, device="cuda", dtype=torch.int32)
+    A = torch.sparse_csr_tensor(crow, i.to(torch.int32), torch.ones(n, dtype=torch.float64, device="cuda"), (n, n))
+    x = torch.ones(n, dtype=torch.float64, device="cuda")
+    cases = {
+        "CSR SpMV (cuSPARSE)": lambda: torch.mv(A, x),
+        "CSR @ CSR (cuSPARSE SpGEMM)": lambda: A @ A,
+        "vector norm": lambda: torch.linalg.vector_norm(x),
+        "unique with inverse": lambda: torch.unique(i % 100, return_inverse=True),
+        "stable sort": lambda: torch.sort(i.flip(0), stable=True),
+        "repeat_interleave": lambda: torch.repeat_interleave(i[:10], i[:10]),
+        "host eigvalsh 15x15": lambda: torch.linalg.eigvalsh(torch.eye(15, dtype=torch.float64)),
+        "host inverse 300x300": lambda: torch.linalg.inv(2 * torch.eye(300, dtype=torch.float64)),
+    }
+    for name, f in cases.items():
+        rows.append(f"| {name} | {timed(f):.1f} | {timed(f):.1f} |")
+    return rows
+
+
+def sizes_rows(n: int, repeat: int) -> list[str]:
+    import sla
+    from sla import gallery
+
+    _solve(_poisson(256), "amg", False)
+    _solve(gallery.poisson2d(256, device="cuda"), sla.precond.GMG(graph=False), False)
+    rows = [
+        f"| solve ({n}^2 = {n * n:,} unknowns) | matrix | type | first (s) | setup (s) | later (s) | iterations |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, build, pc in (
+        ("AMG-CG", lambda: _poisson(n), lambda: "amg"),
+        ("GMG-CG eager", lambda: gallery.poisson2d(n, device="cuda"), lambda: sla.precond.GMG(graph=False)),
+    ):
+        for k in range(repeat):
+            for spd in (False, True):
+                A = build()
+                A.pattern.crow  # noqa: B018
+                _sync()
+                first, info = _solve(A, pc(), spd)
+                later, _ = _solve(A, pc(), spd)
+                which = "first of its size" if k == 0 and not spd else "new"
+                rows.append(
+                    f"| {name} | {which} | {'declared' if spd else 'detected'} | {first:.3f} | "
+                    f"{info.setup_time:.3f} | {later:.3f} | {info.iterations} |"
+                )
+                del A
+    from sla.pattern import _digest
+
+    rows += ["", "| digest of the values of | values | time (ms) |", "|---|---|---|"]
+    for m in (1000, n):
+        v = _poisson(m).values
+        _digest(v)
+        _sync()
+        t0 = time.perf_counter()
+        for _ in range(5):
+            _digest(v)
+        _sync()
+        rows.append(f"| 5-point {m}^2 | {v.numel():,} | {1e3 * (time.perf_counter() - t0) / 5:.2f} |")
+    return rows
+
+
+def blocks_rows(n: int) -> list[str]:
+    from sla.solvers.precond import amg, multigrid
+
+    rows = [
+        "| Galerkin products per block | prolongator products per row | unknowns | first (s) | setup (s) | peak B/unknown |",
+        "|---|---|---|---|---|---|",
+    ]
+    saved = multigrid.GALERKIN_CHUNK, amg.PRODUCT_ROWS
+    try:
+        for m in (1000, n):
+            _solve(_poisson(m), "amg", True)  # the memory caches hold a solve of this size
+            for gc, pr in ((1 << 22, 0.25), (1 << 24, 0.25), (1 << 24, 0.5), (1 << 25, 1.0)):
+                multigrid.GALERKIN_CHUNK, amg.PRODUCT_ROWS = gc, pr
+                torch.cuda.empty_cache()
+                A = _poisson(m)
+                _sync()
+                matrix = sum(t.numel() * t.element_size() for t in (A.values, A.pattern.crow, A.pattern.ccol))
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                first, info = _solve(A, "amg", True)
+                peak = (torch.cuda.max_memory_allocated() - base + matrix) / A.shape[0]
+                rows.append(f"| {gc >> 20}M | {pr:g} | {m * m:,} | {first:.3f} | {info.setup_time:.3f} | {peak:.0f} |")
+                del A
+    finally:
+        multigrid.GALERKIN_CHUNK, amg.PRODUCT_ROWS = saved
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=["process", "firsts", "sizes", "blocks"], default=None)
+    ap.add_argument("--n", type=int, default=4000, help="grid side of the 'sizes' matrices (n^2 unknowns)")
+    ap.add_argument("--repeat", type=int, default=2, help="new matrices per solver in 'sizes'")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--process-case", choices=["cold", "spmv"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_first_solve.py measures GPU first solves: no CUDA device here")
+    if args.process_case:
+        print(process_case(args.process_case))
+        return
+    if args.only == "firsts":
+        tables = [firsts_rows()]
+    elif args.only == "blocks":
+        tables = [blocks_rows(args.n)]
+    else:
+        tables = []
+        if args.only in (None, "process"):
+            tables.append(process_rows())
+        if args.only is None:
+            out = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--only", "firsts", "--out", args.out],
+                env=dict(
+                    os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(_HERE), os.environ.get("PYTHONPATH", "")])
+                ),
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            )
+            tables.append([line for line in out.stdout.splitlines() if line.startswith("|")])
+        if args.only in (None, "sizes"):
+            tables.append(sizes_rows(args.n, args.repeat))
+    card = f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}"
+    text = "\n\n".join([card, *("\n".join(t) for t in tables)]) + "\n"
+    print(text)
+    if args.only != "firsts":
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "bench_first_solve.md")
+        with open(path + ".tmp", "w") as fh:
+            fh.write(text)
+        os.replace(path + ".tmp", path)
+
+
+if __name__ == "__main__":
+    main()
