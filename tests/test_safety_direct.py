@@ -40,8 +40,8 @@ def test_rcond_can_be_skipped():
     assert info.rcond is None
 
 
-def test_numeric_cache_is_exact_above_four_million_values():
-    n = (1 << 22) + 3
+def _diagonal_and_counter(n: int):
+    """A diagonal matrix of n distinct values, and a build() returning how often it ran."""
     A = sla.SparseTensor(torch.arange(1.0, n + 1, dtype=torch.float64), torch.arange(n), torch.arange(n), (n, n))
     built = []
 
@@ -49,7 +49,11 @@ def test_numeric_cache_is_exact_above_four_million_values():
         built.append(1)
         return len(built)
 
-    p, v = A.pattern, A.values
+    return A.pattern, A.values, build
+
+
+def test_numeric_cache_is_exact_above_four_million_values():
+    p, v, build = _diagonal_and_counter((1 << 22) + 3)
     assert p.numeric(v, "k", build) == 1
     assert p.numeric(v, "k", build) == 1  # a hit
     # swap two entries through .data: same sum, same sum of squares, no version bump
@@ -100,14 +104,7 @@ def digest_cache(monkeypatch):
 
 def test_numeric_cache_digest_is_exact_across_chunks(digest_cache):
     n = digest_cache._DIGEST_CHUNK + 3  # two chunks
-    A = sla.SparseTensor(torch.arange(1.0, n + 1, dtype=torch.float64), torch.arange(n), torch.arange(n), (n, n))
-    built = []
-
-    def build():
-        built.append(1)
-        return len(built)
-
-    p, v = A.pattern, A.values
+    p, v, build = _diagonal_and_counter(n)
     assert p.numeric(v, "k", build) == 1
     (_, stored, _) = p._numeric[-1]
     assert stored.copy is None and stored.digest.numel() == 2  # no copy of the values is kept
