@@ -1,13 +1,14 @@
 """Cheap, honest structure detection: symmetry, Hermitian-ness, definiteness.
 
 * Symmetry compares the values with their image under the pattern's cached
-  transpose permutation (O(nnz), no dense work).
+  transpose permutation on the CPU, and with the mirror entries found by
+  :meth:`~sla.Pattern.find` on GPUs (O(nnz), no dense work).
 * Definiteness is exact: a Hermitian matrix with a positive diagonal is
   positive definite when it is irreducibly diagonally dominant (the 5-point
   Laplacian is); otherwise a Cholesky-type factorisation decides.  A
   Gershgorin-only test would wrongly reject the plain Laplacian.
 
-Results are cached on the pattern's numeric cache (per values version).
+Results are cached on the pattern's numeric cache (keyed on the values themselves).
 """
 
 from __future__ import annotations
