@@ -160,7 +160,7 @@ def sizes_rows(n: int, repeat: int) -> list[str]:
                     f"{info.setup_time:.3f} | {later:.3f} | {info.iterations} |"
                 )
                 del A
-    from sla.pattern import _digest
+    from sla.numeric_cache import _digest
 
     rows += ["", "| digest of the values of | values | time (ms) |", "|---|---|---|"]
     for m in (1000, n):

@@ -27,8 +27,6 @@ pattern are found again instead of being rebuilt.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import operator
 import os
 import warnings
@@ -38,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .numeric_cache import Probe, Stored, equal_record
 
 __all__ = ["Pattern", "csr_tensor", "interned_patterns"]
 
@@ -176,114 +176,6 @@ def _move_metadata(value: Any, device: torch.device) -> Any:
     if isinstance(value, (tuple, list)):
         return type(value)(_move_metadata(v, device) for v in value)
     return value
-
-
-_DIGEST_CHUNK = 1 << 20
-
-COPY_DEVICES = {"cpu"}
-"""Device types on which :meth:`Pattern.numeric` keeps an exact copy of the values it caches work
-on; on the others it keeps a 128-bit digest of them (:func:`_digest`)."""
-# odd 64-bit constants (splitmix64 / murmur3 finalisers), as signed int64
-_MIX = [
-    c - (1 << 64) if c >= 1 << 63 else c
-    for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
-]
-_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
-
-
-def _digest(v: torch.Tensor) -> torch.Tensor:
-    """A 128-bit digest of the bit patterns of ``v`` and their positions: two int64 lanes, each the
-    wrapping sum of a mixed (value bits + index * constant) per entry, by chunks on ``v``'s device.
-
-    A swap, a one-bit flip or any other edit changes each lane like a random 64-bit number would,
-    so two different arrays of the same shape share a digest with probability about 2**-128.
-    The temporaries are three int64 arrays of a sixteenth of the entries (at least 1M): a few
-    hundred kernel launches at most, 1.5 bytes per value (on P1 tetrahedra, with the hierarchy of
-    an earlier solve alive, a quarter made the solve's peak)."""
-    flat = v.reshape(-1)
-    if flat.is_complex():
-        flat = torch.view_as_real(flat).reshape(-1)
-    bits = flat.view(_INT_VIEW[flat.element_size()])
-    out = torch.zeros(2, dtype=torch.int64, device=v.device)
-    m0, m1, m2, m3, m4 = _MIX
-    chunk = max(_DIGEST_CHUNK, -(-bits.numel() // 16))
-    for lo in range(0, bits.numel(), chunk):
-        x = bits[lo : lo + chunk]
-        i = torch.arange(lo, lo + x.numel(), dtype=torch.int64, device=v.device)
-        y = torch.empty_like(i)
-        for lane, (a, b, c, shift) in enumerate(((m0, m1, m2, 31), (m3, m4, m1, 29))):
-            torch.add(x, i, alpha=a, out=y).mul_(b)
-            y.bitwise_xor_(y >> shift).mul_(c)
-            out[lane] += y.sum()
-    return out
-
-
-_SCOPE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("sla_numeric_scope", default=None)
-
-
-@contextlib.contextmanager
-def values_scope():
-    """Within it (one solve's type checks and setup lookups, where no user code runs in between),
-    :meth:`Pattern.numeric` digests an unchanged values tensor once instead of at every lookup."""
-    token = _SCOPE.set({}) if _SCOPE.get() is None else None
-    try:
-        yield
-    finally:
-        if token is not None:
-            _SCOPE.reset(token)
-
-
-class _Stored:
-    """What :meth:`Pattern.numeric` keeps of some values to recognise them: an exact copy on the CPU,
-    a 128-bit :func:`_digest` on other devices (whose memory is the scarce resource: a copy would be
-    8 bytes per stored entry, 40 bytes per unknown of a 5-point matrix)."""
-
-    __slots__ = ("copy", "digest", "dtype", "shape")
-
-    def __init__(self, probe: _Probe):
-        v = probe.v
-        self.shape, self.dtype = v.shape, v.dtype
-        self.copy = v.clone() if v.device.type in COPY_DEVICES else None
-        self.digest = None if self.copy is not None else probe.digest()
-
-    @property
-    def device(self) -> torch.device:
-        return (self.copy if self.copy is not None else self.digest).device
-
-
-class _Probe:
-    """The values looked up in the numeric cache, their digest computed at most once."""
-
-    def __init__(self, v: torch.Tensor):
-        self.v, self._digest = v, None
-
-    def digest(self) -> torch.Tensor:
-        if self._digest is None:
-            memo, v = _SCOPE.get(), self.v
-            key = (v.data_ptr(), v._version, v.storage_offset(), tuple(v.shape), v.stride(), v.dtype, str(v.device))
-            hit = None if memo is None else memo.get(key)
-            self._digest = _digest(v) if hit is None else hit[1]
-            if memo is not None and hit is None:
-                memo[key] = (v, self._digest)  # holding v: its storage cannot be reused within the scope
-        return self._digest
-
-    def matches(self, s: _Stored) -> bool:
-        v = self.v
-        if s.shape != v.shape or s.dtype != v.dtype or s.device != v.device:
-            return False
-        return torch.equal(s.copy, v) if s.copy is not None else torch.equal(s.digest, self.digest())
-
-
-def _equal_copy(entries: list, probe: _Probe) -> _Stored | None:
-    """The stored record among ``(key, stored, work)`` entries of values equal to the probe's (newest first)."""
-    seen: set[int] = set()
-    for _, stored, _ in reversed(entries):
-        if id(stored) in seen:
-            continue
-        seen.add(id(stored))
-        if probe.matches(stored):
-            return stored
-    return None
 
 
 class Pattern:
@@ -619,15 +511,13 @@ class Pattern:
         A hit needs values equal to stored ones, at every size, so in-place changes -- also
         through ``.data``, which bypasses version counters -- never reuse stale work, and a new
         tensor with the same values does reuse it.  On the CPU the values are compared with an
-        exact copy; on other devices with a 128-bit digest of their bits and positions
-        (:func:`_digest`: no copy of the matrix in the device's memory, one pass over the values
-        per lookup).  The work of every key cached on the same values (structure checks, the
-        solver setup) shares one stored record.
+        exact copy; on other devices with a 128-bit digest of their bits and positions, one per
+        solve (:mod:`sla.numeric_cache`: no copy of the matrix in the device's memory).  The work
+        of every key cached on the same values (structure checks, the solver setup) shares one
+        stored record.
         """
-        probe = _Probe(values.detach())
-        if probe.v.device.type not in COPY_DEVICES:
-            probe.digest()  # now, before build(): its temporaries never meet the work's
-        stored = _equal_copy(self._numeric, probe)
+        probe = Probe(values.detach())  # on a GPU its digest is taken now, before build()
+        stored = equal_record(self._numeric, probe)
         if stored is not None:
             for i, (k, s, out) in enumerate(self._numeric):
                 if k == key and s is stored:
@@ -636,9 +526,9 @@ class Pattern:
         before = len(self._numeric)
         out = build()
         if stored is None:  # work built inside build() on the same values may have stored a record already
-            stored = _equal_copy(self._numeric[before:], probe)
+            stored = equal_record(self._numeric[before:], probe)
         if stored is None:
-            stored = _Stored(probe)
+            stored = Stored(probe)
         self._numeric.append((key, stored, out))
         while len(self._numeric) > size:
             self._numeric.pop(0)

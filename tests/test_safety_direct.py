@@ -96,10 +96,10 @@ def test_overflowing_solution_is_named():
 @pytest.fixture
 def digest_cache(monkeypatch):
     """The numeric cache as on a GPU: a digest of the values instead of a copy."""
-    from sla import pattern
+    from sla import numeric_cache
 
-    monkeypatch.setattr(pattern, "COPY_DEVICES", set())
-    return pattern
+    monkeypatch.setattr(numeric_cache, "COPY_DEVICES", set())
+    return numeric_cache
 
 
 def test_numeric_cache_digest_is_exact_across_chunks(digest_cache):
@@ -118,7 +118,7 @@ def test_numeric_cache_digest_is_exact_across_chunks(digest_cache):
 
 
 def test_digest_tells_apart_what_a_sum_would_not():
-    from sla.pattern import _digest
+    from sla.numeric_cache import _digest
 
     x = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
     seen = {tuple(_digest(x).tolist())}

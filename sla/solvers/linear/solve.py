@@ -28,7 +28,7 @@ from ...config import (
     SolveInfo,
     SolverConfig,
 )
-from ...pattern import values_scope
+from ...numeric_cache import values_scope
 from ...products import spmm_nograd
 from ...sparse import SparseTensor, canonical_rhs
 from . import policy, registry
