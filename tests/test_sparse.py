@@ -325,6 +325,72 @@ def test_symmetry_by_search_agrees_with_the_transpose_permutation():
     assert not cases["complex hermitian"].is_symmetric()
 
 
+def test_dominance_certificate_against_eigenvalues_and_stored_zeros():
+    # the certificate (weak dominance, a strict row reached through non-zero couplings) against
+    # dense eigenvalues; both reaches (GPU: sparse products, CPU: SciPy's components) agree
+    from sla.structure import _reach_by_products, _reaches_all, is_dominant_definite
+
+    L = gallery.poisson2d(6).to_dense()
+    dirichlet = L.clone()
+    dirichlet[:, 0] = 0
+    dirichlet[0, :] = 0
+    dirichlet[0, 0] = 1.0  # L with row/column 0 replaced by the identity: still dominant, still SPD
+    block = torch.zeros(5, 5, dtype=torch.float64)
+    block[:2, :2] = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])  # a singular weakly dominant block...
+    block[2:, 2:] = gallery.poisson2d(1).to_dense()[0, 0] * torch.eye(3, dtype=torch.float64)
+    tied = SparseTensor.from_dense(block)
+    r, c = tied.pattern.rows(), tied.pattern.ccol.long()
+    # ... tied to the strict rows by stored zeros only: not a coupling, not certified
+    r, c = torch.cat([r, torch.tensor([1, 2])]), torch.cat([c, torch.tensor([2, 1])])
+    tied = SparseTensor(torch.cat([tied.values, torch.zeros(2, dtype=torch.float64)]), r, c, (5, 5))
+    chain = torch.diag(torch.full((300,), 2.0, dtype=torch.float64))
+    chain += torch.diag(torch.full((299,), -1.0, dtype=torch.float64), 1) + torch.diag(
+        torch.full((299,), -1.0, dtype=torch.float64), -1
+    )
+    chain[0, 0] = chain[-1, -1] = 1.0  # a path graph's Laplacian: singular; every row weak
+    grounded = chain.clone()
+    grounded[150, 150] += 1.0  # one strict row in the middle: 150 graph steps to reach the ends
+    cases = {
+        "laplacian": SparseTensor.from_dense(L),
+        "dirichlet row": SparseTensor.from_dense(dirichlet),
+        "tied by stored zeros": tied,
+        "chain": SparseTensor.from_dense(chain),
+        "grounded chain": SparseTensor.from_dense(grounded),
+    }
+    for name, A in cases.items():
+        pd = bool(torch.linalg.eigvalsh(A.to_dense()).min() > 1e-12)
+        assert is_dominant_definite(A) == pd, name
+        v = A.values.detach().abs()
+        d = A.diagonal().abs()
+        off = v.new_zeros(A.shape[0]).index_add(0, A.pattern.rows(), v) - d
+        strict = d > off + 1e-12
+        assert _reach_by_products(A.pattern, A.values, strict) == _reaches_all(A.pattern, A.values, strict), name
+    grounded = cases["grounded chain"]
+    strict = torch.zeros(300, dtype=torch.bool)
+    strict[150] = True
+    assert _reach_by_products(grounded.pattern, grounded.values, strict, steps=64) is None  # not settled: SciPy decides
+    assert _reach_by_products(grounded.pattern, grounded.values, strict, steps=160)
+    assert not is_dominant_definite(cases["tied by stored zeros"]) and is_dominant_definite(cases["dirichlet row"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_dominance_certificate_on_a_gpu_matches_the_cpu_without_scipy():
+    # the reach by sparse products on the device, against SciPy's components on the CPU
+    code = """
+import sys, torch, sla
+from sla import structure
+A = sla.gallery.poisson3d(30, device="cuda")
+ok = structure.is_dominant_definite(A)
+print(ok, "scipy" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
+    A = gallery.poisson3d(20)
+    for M in (A, A.with_values(A.values * torch.where(A.pattern.rows() == A.pattern.ccol.long(), 0.5, 1.0))):
+        assert sla.structure.is_dominant_definite(M.to("cuda")) == sla.structure.is_dominant_definite(M)
+
+
 def test_gallery_is_reachable_from_the_package():
     # a fresh interpreter: in this one another test may already have imported sla.gallery
     code = "import sla; print(sla.gallery.poisson2d(3).to_dense().diagonal().tolist())"
