@@ -163,3 +163,97 @@ def test_setup_makes_no_matrix_of_the_fine_size_and_stays_lean(monkeypatch):
     # measured 139.0 B/unknown of peak for 107.5 kept: the temporaries are those of the coarse operator
     # (the Galerkin blocks, R's row array, the selection of the uncancelled couplings); S alone was 40
     assert pk.peak / n < kept / n + 40, (pk.peak / n, kept / n)
+
+
+def _p1_tets(n: int, device: str = "cpu"):
+    from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, laplace, unit_cube
+
+    basis = CellBasis(unit_cube(n, dtype=torch.float64, device=device), ElementP1("tetra"))
+    A = assemble(laplace, basis)
+    return apply_dirichlet(A, torch.ones(A.shape[0], dtype=A.dtype, device=device), boundary_dofs(basis))[0]
+
+
+def _mixed_cases(device):
+    from sla.assembly.cantilever import cantilever_system
+
+    A, f = cantilever_system(nx=40, ny=8)[:2]
+    return {  # (A, b, rtol): the clamped cantilever's CG attains ~3e-10 in double precision alone
+        "5-point": (gallery.poisson2d(120, device=device), None, 1e-10),
+        "P1 tetrahedra": (_p1_tets(16, device), None, 1e-10),
+        "elasticity, rigid-body modes": (A.to(device), f.to(device), 1e-8),
+    }
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_single_precision_coarse_levels_keep_the_iterations_and_the_accuracy(device):
+    """coarse_dtype=float32: transfers, coarse operators, inverse diagonals and the coarsest inverse in
+    single precision, the fine operator and CG in double: the same CG iterations (+1) to the same
+    rtol (checked on the true residual), and the fine transfers' values take half the memory."""
+    import sla
+
+    for name, (A, b, rtol) in _mixed_cases(device).items():
+        b = torch.ones(A.shape[0], dtype=A.dtype, device=device) if b is None else b
+        its, nbytes = {}, {}
+        for cd in (torch.float64, torch.float32):
+            M = SmoothedAggregation(A, coarse_dtype=cd, cycle="V")
+            x, info = sla.solve(A, b, backend="pytorch", method="cg", preconditioner=M, rtol=rtol, return_info=True)
+            assert float((b - A @ x).norm() / b.norm()) <= rtol, (name, cd)
+            its[cd] = info.iterations
+            fine = M.levels[0]
+            assert fine.A.values().dtype == torch.float64  # the fine operator is A's own
+            assert all(lv.dinv.dtype == cd for lv in M.levels)
+            assert all(lv.A.values().dtype == cd for lv in M.levels[1:]) and M.coarse[0].dtype == cd
+            nbytes[cd] = sum(T.values().numel() * T.values().element_size() for T in (fine.P, fine.R))
+        assert its[torch.float32] <= its[torch.float64] + 1, (name, its)
+        assert nbytes[torch.float32] * 2 == nbytes[torch.float64], name
+    assert "coarse levels and transfers in torch.float32" in M.describe()
+
+
+def test_single_precision_coarse_levels_of_a_complex_matrix():
+    import sla
+
+    S = _random_spd(300, np.complex128, seed=4)
+    A = sla.SparseTensor.from_scipy(S)
+    b = torch.ones(300, dtype=torch.complex128)
+    M = SmoothedAggregation(A, coarse_dtype=torch.complex64, max_coarse=20, cycle="V")
+    assert M.levels[1].A.values().dtype == torch.complex64 and len(M.levels) >= 2
+    x = sla.solve(A, b, backend="pytorch", method="cg", preconditioner=M, rtol=1e-10)
+    assert np.abs(S @ x.numpy() - b.numpy()).max() <= 1e-9 * np.abs(b.numpy()).max() * np.abs(S).max() * 300
+
+
+def test_coarse_dtype_is_checked_and_keeps_the_k_cycle_exact():
+    A = gallery.poisson2d(64)
+    assert SmoothedAggregation(A).coarse_dtype == torch.float64  # 'auto' on the CPU: A's dtype
+    for bad in (torch.int32, torch.complex64, "single"):
+        with pytest.raises(ValueError, match="coarse_dtype must be 'auto' or a floating dtype"):
+            SmoothedAggregation(A, coarse_dtype=bad)
+    with pytest.raises(ValueError, match="K-cycle runs its coarse levels in A's dtype"):
+        SmoothedAggregation(A, coarse_dtype=torch.float32, cycle="K")
+    big = A.with_values(A.values * 1e300)  # coarse entries beyond float32's range
+    with pytest.raises(ValueError, match="do not fit its range"):
+        SmoothedAggregation(big, coarse_dtype=torch.float32)
+    tiny = A.with_values(A.values * 1e-300)  # inverse diagonals beyond it
+    with pytest.raises(ValueError, match="do not fit its range"):
+        SmoothedAggregation(tiny, coarse_dtype=torch.float32)
+    # cycle='auto' under CG would take the K-cycle on the CPU; with single-precision coarse levels it keeps V
+    M = SmoothedAggregation(A, coarse_dtype=torch.float32)
+    assert M.flexible() is M and SmoothedAggregation(A).flexible().cycle == "K"
+    with pytest.raises(ValueError, match="coarse_dtype must be 'auto' or a torch dtype"):
+        from sla.precond import AMG
+
+        AMG(coarse_dtype="float32")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_coarse_dtype_auto_on_gpus_follows_the_cycle(monkeypatch):
+    """'auto' on a GPU: single precision from MIXED_MIN unknowns under the V-cycle; A's dtype below, for
+    the K-cycle, and where cycle='auto' would become the K-cycle (AUTO_FLEXIBLE)."""
+    big = gallery.poisson2d(1024, device="cuda")
+    assert big.shape[0] >= multigrid.MIXED_MIN
+    assert SmoothedAggregation(big).coarse_dtype == torch.float32
+    assert SmoothedAggregation(big, cycle="K").coarse_dtype == torch.float64
+    assert SmoothedAggregation(gallery.poisson2d(256, device="cuda")).coarse_dtype == torch.float64
+    monkeypatch.setitem(multigrid.AUTO_FLEXIBLE["amg"], "cuda", 1 << 18)
+    M = SmoothedAggregation(big)
+    assert M.coarse_dtype == torch.float64 and M.flexible().cycle == "K"

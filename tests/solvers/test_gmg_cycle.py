@@ -237,7 +237,7 @@ def test_coarse_dtype_is_checked():
 def test_coarse_dtype_auto_on_gpus():
     """'auto': single-precision coarse levels from MIXED_MIN unknowns on a GPU, double below and
     for the K-cycle; the graphed mixed-precision cycle equals the eager one."""
-    from sla.solvers.precond.gmg import MIXED_MIN
+    from sla.solvers.precond.multigrid import MIXED_MIN
 
     big = gallery.poisson2d(1024, device="cuda")
     assert big.shape[0] >= MIXED_MIN

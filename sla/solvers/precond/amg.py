@@ -32,7 +32,7 @@ from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .._optional import installed
 from .aggregate import aggregate
-from .multigrid import Level, Mat, Multigrid, check_cycle, galerkin
+from .multigrid import Level, Mat, Multigrid, check_cycle, coarse_dtype_for, galerkin
 from .nullspace import amalgamate, fit_candidates, rigid_body_modes
 
 __all__ = ["DROP_RTOL", "VECTOR_THETA", "SmoothedAggregation"]
@@ -69,6 +69,26 @@ def _drop_cancelled(Ac: Mat) -> Mat:
         bound = d[r].mul_(d[c]).mul_(DROP_RTOL**2)
         torch.logical_or(Ac.val[lo:hi].abs().square_() > bound, r == c, out=keep[lo:hi])
     return Ac.select(keep)
+
+
+def _fits(hierarchies, dtype: torch.dtype) -> bool:
+    """Whether every coarse operator, transfer and inverse diagonal fits ``dtype``'s range (one host look)."""
+    big, tiny = torch.finfo(dtype).max / 8, torch.finfo(dtype).tiny * 8
+
+    def absmax(v):  # no |v| temporary for real values
+        if v.is_complex():
+            return v.abs().amax()
+        lo, hi = torch.aminmax(v)
+        return torch.maximum(-lo, hi)
+
+    looks = []
+    for levels in hierarchies:
+        for k, lv in enumerate(levels):
+            mats = [lv.P, lv.R] if k == 0 else [lv.A, lv.P, lv.R]
+            looks += [absmax(M.values()) < big for M in mats if M is not None and M.values().numel()]
+            d = lv.dinv.abs()  # an inverse diagonal that would overflow or underflow
+            looks.append((d.amax() < big) & (d.amin() > tiny))
+    return bool(torch.stack(looks).all())
 
 
 # ------------------------------------------------------ smoothed aggregation
@@ -305,6 +325,15 @@ class SmoothedAggregation(Multigrid):
         iterations as standard where the node numbering
         has no structure; fewer aggregates and more iterations on a lexicographically
         numbered grid, where the greedy sweep packs its roots tightly.  Deterministic.
+    coarse_dtype : torch.dtype or str
+        The dtype of the levels below the fine one (operators, vectors, coarsest inverse), of the
+        transfers ``P`` and ``R`` and of the smoother's inverse diagonals; the fine operator and
+        the cycle's fine vectors keep A's.  ``'auto'`` (default): single precision for a
+        double-precision A on GPUs from :data:`~sla.solvers.precond.multigrid.MIXED_MIN`
+        unknowns (the transfers and coarse levels take half the memory and traffic; the coarse
+        correction needs no more digits), unless the cycle is or may become the K-cycle (its
+        coarse Krylov steps mix levels); A's dtype otherwise.  The hierarchy is built in A's
+        precision, then rounded; one whose entries do not fit keeps A's dtype under ``'auto'``.
     coarse_theta : float, optional
         Strength threshold on levels below the finest (default ``theta``).
     improve : int
@@ -355,8 +384,10 @@ class SmoothedAggregation(Multigrid):
         cycle: str = "auto",
         near_nullspace: str | torch.Tensor = "auto",
         block_size: int | None = None,
+        coarse_dtype: torch.dtype | str = "auto",
     ):
         cycle = check_cycle(cycle, auto="V")
+        cd = coarse_dtype_for(coarse_dtype, A, cycle, self.name)
         candidates = _candidates(A, near_nullspace, block_size)
         if theta is None:
             theta = 0.0 if candidates[0] is None else VECTOR_THETA.get(A.sparse_shape[0] // candidates[2], 0.0)
@@ -430,6 +461,17 @@ class SmoothedAggregation(Multigrid):
             hierarchies.append(levels)
         if theta == 0 and cached is None:
             p.cache[key] = aggs
+        if cd != A.dtype and not _fits(hierarchies, cd):
+            if coarse_dtype != "auto":
+                raise ValueError(
+                    f"coarse_dtype={coarse_dtype}: the coarse operators' or transfers' entries do not fit its "
+                    f"range (use coarse_dtype='auto' or {A.dtype})"
+                )
+            cd = A.dtype
+        for levels in hierarchies:
+            for k, lv in enumerate(levels):
+                lv.cast(cd, fine=k == 0)
+        self.coarse_dtype = cd
         super().__init__(A, hierarchies, degree=degree, ratio=ratio, cycle=cycle)
         self.options = {
             "theta": theta,
@@ -444,6 +486,7 @@ class SmoothedAggregation(Multigrid):
             "cycle": cycle,
             "near_nullspace": near_nullspace,
             "block_size": block_size,
+            "coarse_dtype": coarse_dtype,
         }
         self.candidates = 1 if candidates[0] is None else candidates[0].shape[1]
         self.hermitian = hermitian
@@ -453,7 +496,8 @@ class SmoothedAggregation(Multigrid):
         """The cycle and levels, and which aggregation built them (and why, when ``'auto'`` chose)."""
         agg = self.options["aggregation"]
         why = " (aggregation='auto': pyamg is not installed)" if self.auto_aggregation and agg == "mis2" else ""
-        return f"{super().describe()}, {'standard (pyamg)' if agg == 'standard' else agg} aggregation{why}"
+        mixed = f", coarse levels and transfers in {self.coarse_dtype}" if self.coarse_dtype != self.A.dtype else ""
+        return f"{super().describe()}, {'standard (pyamg)' if agg == 'standard' else agg} aggregation{why}{mixed}"
 
     def adjoint(self) -> SmoothedAggregation:
         if self.hermitian:

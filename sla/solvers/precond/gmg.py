@@ -16,7 +16,7 @@ setup needs only ``O(|O| n)`` extra memory.  Any matrix on the grid works (varia
 coefficients, anisotropy, convection), as long as its stencil is compact.
 
 On GPUs the cycle below the fine level is replayed from a CUDA graph and, from
-:data:`MIXED_MIN` unknowns, runs in single precision (options ``graph`` and
+:data:`~sla.solvers.precond.multigrid.MIXED_MIN` unknowns, runs in single precision (options ``graph`` and
 ``coarse_dtype``): the fine level's few large kernels are what remains to launch.
 """
 
@@ -26,11 +26,10 @@ import functools
 
 import torch
 
-from ...pattern import csr_tensor
 from ...sparse import SparseTensor
 from .graphed import GraphedApply, check_graph
 from .grid_stencil import diagonal_and_bound, galerkin_stencil, read_stencil, stencil_to_csr, strides
-from .multigrid import Level, Mat, Multigrid, check_cycle
+from .multigrid import Level, Mat, Multigrid, cast_csr, check_cycle, coarse_dtype_for
 
 __all__ = ["GeometricMultigrid", "prolong", "restrict"]
 
@@ -213,7 +212,7 @@ class GeometricMultigrid(Multigrid):
     coarse_dtype : torch.dtype or str
         The dtype of the coarse levels (operators, vectors, coarsest inverse) and of the
         smoother's inverse diagonals; the fine operator and the cycle's fine vectors keep A's.
-        ``'auto'``: on GPUs from :data:`MIXED_MIN` unknowns, single precision for a
+        ``'auto'``: on GPUs from :data:`~sla.solvers.precond.multigrid.MIXED_MIN` unknowns, single precision for a
         double-precision A (``float32`` / ``complex64``: half the coarse memory and traffic; the
         coarse correction needs no more digits, and CG's iterations stay the same), A's own
         dtype otherwise (the CPU, smaller systems, the K-cycle, whose coarse Krylov steps mix
@@ -238,7 +237,7 @@ class GeometricMultigrid(Multigrid):
         coarse_dtype: torch.dtype | str = "auto",
     ):
         cycle = check_cycle(cycle)
-        cd = _coarse_dtype(coarse_dtype, A, cycle)
+        cd = coarse_dtype_for(coarse_dtype, A, cycle, self.name)
         graph = check_graph(graph, A.device) and (graph is True or A.shape[-1] < GRAPH_MAX)
         if transfers not in ("auto", "csr", "stencil"):
             raise ValueError(f"transfers must be 'auto', 'csr' or 'stencil', got {transfers!r}")
@@ -310,7 +309,7 @@ class GeometricMultigrid(Multigrid):
             [
                 Level(
                     None,
-                    csr=c if k == 0 else _cast_csr(c, cd),
+                    csr=c if k == 0 else cast_csr(c, cd),
                     diag=(d[:1] if next(const) else d).to(cd),
                     hi=next(his),
                     **t,
@@ -374,46 +373,11 @@ class GeometricMultigrid(Multigrid):
         return {"prolong": _Transfer(prolong_add_, dims, axes), "restrict": _Transfer(restrict, dims, axes)}
 
 
-_SINGLE = {torch.float64: torch.float32, torch.complex128: torch.complex64}
-
-
 GRAPH_MAX = 1 << 22
 """``graph='auto'`` captures the coarse cycle below this many unknowns.  Measured on an H200 (5-point,
 ``bench_gmg.py``): 1M, later solve 11 ms graphed against 28 ms eager (launch-bound coarse levels);
 16M, 72 against 73 ms (the coarse levels are no longer launch-bound) while the capture adds ~70 ms
 to the first solve (0.203 s against 0.135 s)."""
-
-MIXED_MIN = 1 << 20
-"""``coarse_dtype='auto'`` takes single precision on GPUs from this many unknowns (where memory
-and bandwidth are what a solve is short of; smaller systems keep the exact symmetric cycle)."""
-
-
-def _coarse_dtype(coarse_dtype, A: SparseTensor, cycle: str) -> torch.dtype:
-    """The coarse levels' dtype (see :class:`GeometricMultigrid`), checked."""
-    dtype = A.dtype
-    if isinstance(coarse_dtype, str) and coarse_dtype == "auto":
-        mixed = A.device.type == "cuda" and A.shape[-1] >= MIXED_MIN and cycle != "K"
-        return _SINGLE.get(dtype, dtype) if mixed else dtype
-    if (
-        not isinstance(coarse_dtype, torch.dtype)
-        or coarse_dtype.is_complex != dtype.is_complex
-        or not (coarse_dtype.is_floating_point or coarse_dtype.is_complex)
-    ):
-        kind = "a complex dtype" if dtype.is_complex else "a floating dtype"
-        raise ValueError(f"coarse_dtype must be 'auto' or {kind} (A is {dtype}), got {coarse_dtype!r}")
-    if cycle == "K" and coarse_dtype != dtype:
-        raise ValueError(
-            f"coarse_dtype={coarse_dtype}: the K-cycle runs its coarse levels in A's dtype ({dtype}); "
-            "use coarse_dtype='auto'"
-        )
-    return coarse_dtype
-
-
-def _cast_csr(C: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A level's CSR with its values in ``dtype`` (same index arrays)."""
-    if C.dtype == dtype:
-        return C
-    return csr_tensor(C.crow_indices(), C.col_indices(), C.values().to(dtype), tuple(C.shape))
 
 
 class _Transfer:

@@ -20,7 +20,20 @@ from ...sparse import SparseTensor
 from .base import Preconditioner
 from .chebyshev import LANCZOS_SAFETY, capped, chebyshev_iteration, gershgorin_bound, ritz_estimate
 
-__all__ = ["AUTO_FLEXIBLE", "DENSE_MAX", "AutoCycle", "Level", "Mat", "Multigrid", "check_cycle", "csr32", "galerkin"]
+__all__ = [
+    "AUTO_FLEXIBLE",
+    "DENSE_MAX",
+    "MIXED_MIN",
+    "AutoCycle",
+    "Level",
+    "Mat",
+    "Multigrid",
+    "cast_csr",
+    "check_cycle",
+    "coarse_dtype_for",
+    "csr32",
+    "galerkin",
+]
 
 
 def csr32(crow, col, values, shape) -> torch.Tensor:
@@ -154,6 +167,50 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
     return Mat(crow, torch.cat(cols), torch.cat(vals), (nr, P.shape[1]))
 
 
+MIXED_MIN = 1 << 20
+"""``coarse_dtype='auto'`` takes single precision on GPUs from this many unknowns (where memory
+and bandwidth are what a solve is short of; smaller systems keep the exact symmetric cycle)."""
+
+_SINGLE = {torch.float64: torch.float32, torch.complex128: torch.complex64}
+
+
+def coarse_dtype_for(coarse_dtype, A: SparseTensor, cycle: str, name: str) -> torch.dtype:
+    """The dtype of a multigrid's coarse levels, transfers and inverse diagonals, checked.
+
+    ``'auto'``: single precision for a double-precision A on GPUs from :data:`MIXED_MIN` unknowns,
+    unless the cycle is (or, for ``cycle='auto'`` under a flexible Krylov method, may become; see
+    :data:`AUTO_FLEXIBLE`) the K-cycle, whose coarse Krylov steps mix levels; A's dtype otherwise.
+    ``name``: the preconditioner's (for :data:`AUTO_FLEXIBLE`).
+    """
+    dtype = A.dtype
+    n = A.shape[-1]
+    if isinstance(coarse_dtype, str) and coarse_dtype == "auto":
+        least = AUTO_FLEXIBLE.get(name, {}).get(A.device.type)
+        krylov = cycle == "K" or (isinstance(cycle, AutoCycle) and least is not None and n >= least)
+        mixed = A.device.type == "cuda" and n >= MIXED_MIN and not krylov
+        return _SINGLE.get(dtype, dtype) if mixed else dtype
+    if (
+        not isinstance(coarse_dtype, torch.dtype)
+        or coarse_dtype.is_complex != dtype.is_complex
+        or not (coarse_dtype.is_floating_point or coarse_dtype.is_complex)
+    ):
+        kind = "a complex dtype" if dtype.is_complex else "a floating dtype"
+        raise ValueError(f"coarse_dtype must be 'auto' or {kind} (A is {dtype}), got {coarse_dtype!r}")
+    if cycle == "K" and coarse_dtype != dtype:
+        raise ValueError(
+            f"coarse_dtype={coarse_dtype}: the K-cycle runs its coarse levels in A's dtype ({dtype}); "
+            "use coarse_dtype='auto'"
+        )
+    return coarse_dtype
+
+
+def cast_csr(C: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A torch CSR matrix with its values in ``dtype`` (the same index arrays)."""
+    if C is None or C.dtype == dtype:
+        return C
+    return csr_tensor(C.crow_indices(), C.col_indices(), C.values().to(dtype), tuple(C.shape))
+
+
 class Level:
     """One level: operator ``A`` (int32 CSR), ``dinv``, Chebyshev bound ``hi``, transfers to the next level."""
 
@@ -181,13 +238,27 @@ class Level:
         return csr_residual(b, self.A, x)
 
     def correct(self, x, xc):
-        """``x + P xc`` (in place into ``x`` where the transfer allows: x is the cycle's own)."""
+        """``x + P xc`` (in place into ``x`` where the transfer allows: x is the cycle's own).  A
+        single-precision ``P`` (coarse levels in another dtype) adds its product into ``x``'s dtype."""
         if self._prolong is not None:
             return self._prolong(x, xc)
+        if self.P.dtype != x.dtype:
+            return x.add_(csr_matmul(self.P, xc))
         return torch.addmm(x, self.P, xc)
 
     def restrict(self, r):
-        return self._restrict(r) if self._restrict is not None else csr_matmul(self.R, r)
+        """``R r``, in ``R``'s dtype (the coarse levels')."""
+        if self._restrict is not None:
+            return self._restrict(r)
+        return csr_matmul(self.R, r if r.dtype == self.R.dtype else r.to(self.R.dtype))
+
+    def cast(self, dtype: torch.dtype, fine: bool) -> None:
+        """Stored transfers and the inverse diagonal in ``dtype``, and the operator too unless ``fine``
+        (the fine level keeps A's own, the Krylov method's operator)."""
+        if not fine:
+            self.A = cast_csr(self.A, dtype)
+        self.P, self.R = cast_csr(self.P, dtype), cast_csr(self.R, dtype)
+        self.dinv = self.dinv.to(dtype)
 
     def nbytes(self) -> int:
         total = 0
@@ -343,6 +414,8 @@ class Multigrid(Preconditioner):
         on the same hierarchy (made once, sharing every level); else ``self``."""
         least = AUTO_FLEXIBLE.get(self.name, {}).get(self.A.device.type)
         if not self.auto or self.cycle == "K" or least is None or self.A.sparse_shape[0] < least:
+            return self
+        if getattr(self, "coarse_dtype", self.A.dtype) != self.A.dtype:  # the K-cycle's steps mix levels
             return self
         if self._flexible is None:
             twin = copy.copy(self)

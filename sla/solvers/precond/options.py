@@ -109,8 +109,11 @@ class AMG(PreconditionerSpec):
     cycle: str = "auto"
     near_nullspace: Any = field(default="auto", compare=False)
     block_size: int | None = None
+    coarse_dtype: Any = "auto"
 
     def __post_init__(self) -> None:
+        if not (self.coarse_dtype == "auto" or isinstance(self.coarse_dtype, torch.dtype)):
+            raise ValueError(f"AMG: coarse_dtype must be 'auto' or a torch dtype, got {self.coarse_dtype!r}")
         _number(self, "theta", 0, strict=False, optional=True)
         for n in ("max_coarse", "max_levels", "degree"):
             _positive_int(self, n)
