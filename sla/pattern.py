@@ -474,12 +474,22 @@ class Pattern:
     @property
     def diag_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(pos, idx)``: entries ``pos`` of the pattern sit on diagonal ``idx`` (index dtype)."""
+        pos, idx = self.diag_entries()
+        if idx is None:
+            idx = torch.arange(pos.numel(), dtype=self.index_dtype, device=self.device)
+        return pos, idx
+
+    def diag_entries(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:attr:`diag_index` as kept on the pattern: ``idx`` is ``None`` when every diagonal entry is
+        stored (it would be ``arange``: 4 bytes per row not kept)."""
 
         def build():
             k = min(self.shape)
             i = torch.arange(k, device=self.device)
             pos = self.find(i, i)
             has = pos >= 0
+            if bool(has.all()):
+                return pos.to(self.index_dtype), None
             return pos[has].to(self.index_dtype), i[has].to(self.index_dtype)
 
         return self.memo("diag", build)

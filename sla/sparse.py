@@ -470,7 +470,9 @@ class SparseTensor:
 
     def diagonal(self) -> torch.Tensor:
         """Main diagonal ``[*batch, min(M, N)]`` (zeros where nothing is stored)."""
-        pos, idx = self.pattern.diag_index
+        pos, idx = self.pattern.diag_entries()
+        if idx is None:  # every diagonal entry stored
+            return self.values[..., pos]
         n = min(self.pattern.shape)
         return self.values.new_zeros(*self.batch_shape, n).index_add(-1, idx, self.values[..., pos])
 

@@ -161,21 +161,25 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
     bounds = sorted({0, n, *(int(c) for c in torch.unique(cuts).tolist() if 0 < int(c) < n)})
     ends = C.crow[bounds].tolist()
     counts, cols, vals = [], [], []
+    # index work in int32 where every index fits (A's and T's entries, a block's products): half the
+    # bytes of the block's temporaries, which set the setup's peak memory
+    idt = torch.int32 if max(nnz, T.col.numel(), products) < 2**31 - 1 else torch.int64
     for r0, r1, lo, hi in zip(bounds[:-1], bounds[1:], ends[:-1], ends[1:]):
-        rows = torch.repeat_interleave(
-            torch.arange(r0, r1, device=dev), C.crow[r0 + 1 : r1 + 1] - C.crow[r0:r1], output_size=hi - lo
-        )
-        k = C.col[lo:hi].long()
+        counts_a = (C.crow[r0 + 1 : r1 + 1] - C.crow[r0:r1]).to(idt)
+        rows = torch.repeat_interleave(torch.arange(r0, r1, device=dev, dtype=idt), counts_a, output_size=hi - lo)
+        k = C.col[lo:hi].to(idt)  # a view when C's columns are int32
         s = torch.div(C.val[lo:hi], d[rows]).mul_(-w)
         s = torch.where(rows == k, s + 1, s)  # the identity
-        c = tcount[k]
-        e = torch.repeat_interleave(torch.arange(hi - lo, device=dev), c, output_size=int(c.sum()))
-        first = (torch.cumsum(c, 0) - c)[e]  # position of the product within its entry's row of T
-        tp = T.crow[k][e] + (torch.arange(e.numel(), device=dev) - first)
-        del c, first
+        c = tcount[k].to(idt)
+        e = torch.repeat_interleave(torch.arange(hi - lo, device=dev, dtype=idt), c, output_size=int(c.sum()))
+        first = (torch.cumsum(c, 0, dtype=idt) - c)[e]  # position of the product within its entry's row of T
+        tp = T.crow[k].to(idt)[e] + (torch.arange(e.numel(), device=dev, dtype=idt) - first)
+        del c, first, counts_a
         v = s[e] * T.val[tp]
-        key = (rows[e] - r0) * nc + T.col[tp].long()
-        del e, tp, s, rows, k
+        key = T.col[tp].long()
+        del tp, s
+        key += (rows[e] - r0).long().mul_(nc)
+        del e, rows, k
         key, inv = torch.unique(key, sorted=True, return_inverse=True)
         pv = v.new_zeros(key.numel()).index_add_(0, inv, v)
         del v, inv

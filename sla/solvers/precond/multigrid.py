@@ -167,7 +167,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
     return Mat(crow, torch.cat(cols), torch.cat(vals), (nr, P.shape[1]))
 
 
-MIXED_MIN = 1 << 20
+MIXED_MIN = 1_000_000
 """``coarse_dtype='auto'`` takes single precision on GPUs from this many unknowns (where memory
 and bandwidth are what a solve is short of; smaller systems keep the exact symmetric cycle)."""
 
