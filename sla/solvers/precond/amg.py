@@ -57,18 +57,26 @@ def _level(C: Mat, hermitian: bool, **kw) -> Level:
     return Level(C, hi=C.bound(hermitian), **kw)
 
 
-def _drop_cancelled(Ac: Mat) -> Mat:
-    """The coarse operator without the couplings its product cancelled (see :data:`DROP_RTOL`)."""
-    d = Ac.diag().abs()
-    nnz = Ac.col.numel()
-    keep = torch.empty(nnz, dtype=torch.bool, device=Ac.val.device)
-    step = max(PRODUCT_CHUNK, -(-nnz // 8))  # |a_ij|^2 > rtol^2 |a_ii a_jj| by blocks: small temporaries
+def _couplings(C: Mat, tol: float, strict: bool) -> torch.Tensor:
+    """The mask of C's diagonal and of its entries with ``|a_ij|^2 > tol^2 |a_ii a_jj|`` (``>=`` unless
+    ``strict``), by blocks of entries: the temporaries stay small (whole-array ones were four of C's
+    values, the setup's peak memory on a vector problem)."""
+    d = C.diag().abs()
+    nnz = C.col.numel()
+    keep = torch.empty(nnz, dtype=torch.bool, device=C.val.device)
+    step = max(PRODUCT_CHUNK, -(-nnz // 8))
     for lo in range(0, nnz, step):
         hi = min(lo + step, nnz)
-        r, c = Ac.row[lo:hi], Ac.col[lo:hi]
-        bound = d[r].mul_(d[c]).mul_(DROP_RTOL**2)
-        torch.logical_or(Ac.val[lo:hi].abs().square_() > bound, r == c, out=keep[lo:hi])
-    return Ac.select(keep)
+        r, c = C.row[lo:hi], C.col[lo:hi]
+        bound = d[r].mul_(d[c]).mul_(tol**2)
+        a2 = C.val[lo:hi].abs().square_()
+        torch.logical_or(a2 > bound if strict else a2 >= bound, r == c, out=keep[lo:hi])
+    return keep
+
+
+def _drop_cancelled(Ac: Mat) -> Mat:
+    """The coarse operator without the couplings its product cancelled (see :data:`DROP_RTOL`)."""
+    return Ac.select(_couplings(Ac, DROP_RTOL, strict=True))
 
 
 def _fits(hierarchies, dtype: torch.dtype) -> bool:
@@ -101,8 +109,7 @@ def _strength(C: Mat, theta: float):
     ``|a_ij|^2 >= theta^2 |a_ii a_jj|``.  Self loops are harmless to both aggregations."""
     if theta == 0:
         return C.crow, C.col
-    d = C.diag().abs()
-    keep = (C.row == C.col) | (C.val.abs() ** 2 >= theta**2 * d[C.row] * d[C.col])
+    keep = _couplings(C, theta, strict=False)
     n = C.shape[0]
     scrow = torch.zeros(n + 1, dtype=torch.int64, device=C.val.device)
     torch.cumsum(torch.bincount(C.row[keep], minlength=n), 0, out=scrow[1:])
@@ -248,8 +255,7 @@ def _sa_level(C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0,
     del T
     R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
     P._row = None  # the row array of P served the transpose only
-    Ac = galerkin(R, C, P)
-    R._row = None  # the Galerkin product's work per row of R was its last use
+    Ac = galerkin(R, C, P)  # drops R's row array after planning its blocks
     return P, R, _drop_cancelled(Ac), extra
 
 

@@ -130,7 +130,8 @@ GALERKIN_MIN = 1 << 20
 
 
 def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
-    """``R A P`` with torch sparse products (MKL / cuSPARSE), by blocks of rows of ``R``.
+    """``R A P`` with torch sparse products (MKL / cuSPARSE), by blocks of rows of ``R`` (whose
+    row array, :attr:`Mat.row`, is dropped once the blocks are planned).
 
     Each block computes ``(R_rows A) P``; the blocks hold at most ``chunk`` (default: see
     :data:`GALERKIN_CHUNK`) products ``r_ik a_kj``, so the intermediate stays bounded
@@ -144,6 +145,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
     per_row = torch.zeros(nr + 1, dtype=torch.int64, device=R.val.device)
     torch.cumsum(R.val.new_zeros(nr, dtype=torch.int64).index_add_(0, R.row, work), 0, out=per_row[1:])
     del work
+    R._row = None  # its last use: the blocks below need R's CSR arrays only (R's nnz-sized rows freed)
     total = int(per_row[-1])
     if total <= chunk:
         return Mat.from_torch(R.csr64() @ (Ac @ Pc))

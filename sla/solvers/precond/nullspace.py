@@ -70,11 +70,19 @@ def rigid_body_modes(points: torch.Tensor, ncomp: int | None = None, dtype: torc
 def amalgamate(crow: torch.Tensor, col: torch.Tensor, node: torch.Tensor, nnodes: int):
     """The node graph (CSR arrays, no self loops) of a dof graph whose dof ``i`` sits on node ``node[i]``."""
     n = crow.numel() - 1
-    row = torch.repeat_interleave(torch.arange(n, device=col.device), crow[1:] - crow[:-1])
-    r, c = node[row], node[col.long()]
+    idt = torch.int32 if max(n, nnodes, col.numel()) < 2**31 - 1 else torch.int64  # the index work's dtype
+    node = node.to(idt)
+    counts = (crow[1:] - crow[:-1]).to(idt)
+    row = torch.repeat_interleave(torch.arange(n, device=col.device, dtype=idt), counts, output_size=col.numel())
+    r = node[row]
+    del row, counts
+    c = node[col]
     off = r != c
-    key = torch.unique(r[off] * nnodes + c[off])
-    r, c = key // nnodes, key % nnodes
+    key = r[off].long().mul_(nnodes).add_(c[off])  # node pairs (i, j) as i * nnodes + j
+    del r, c, off
+    key = torch.unique(key)
+    r = torch.div(key, nnodes, rounding_mode="floor")
+    c = key.sub_(r * nnodes).to(idt)
     ncrow = torch.zeros(nnodes + 1, dtype=torch.int64, device=col.device)
     torch.cumsum(torch.bincount(r, minlength=nnodes), 0, out=ncrow[1:])
     return ncrow, c
