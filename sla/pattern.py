@@ -393,9 +393,9 @@ class Pattern:
         pos = torch.arange(lo, hi, device=self.device)
         return torch.searchsorted(self.crow, pos, right=True) - 1
 
-    def row_chunks(self, chunk: int = _CHUNK):
+    def row_chunks(self, chunk: int = _CHUNK, dtype: torch.dtype = torch.int64):
         """Yield ``(lo, hi, rows)``: blocks of whole rows holding about ``chunk`` entries,
-        ``rows`` the int64 row of entries ``lo:hi`` (scans that keep temporaries small)."""
+        ``rows`` the row (in ``dtype``) of entries ``lo:hi`` (scans that keep temporaries small)."""
         M = self.shape[0]
         if self.nnz == 0:
             return
@@ -406,7 +406,8 @@ class Pattern:
         for r0, r1, lo, hi in zip(starts[:-1], starts[1:], ends[:-1], ends[1:]):
             if hi > lo:
                 counts = crow[r0 + 1 : r1 + 1] - crow[r0:r1]
-                rows = torch.repeat_interleave(torch.arange(r0, r1, device=self.device), counts, output_size=hi - lo)
+                rows = torch.arange(r0, r1, device=self.device, dtype=dtype)
+                rows = torch.repeat_interleave(rows, counts.to(dtype), output_size=hi - lo)
                 yield lo, hi, rows
 
     @property
@@ -494,25 +495,28 @@ class Pattern:
 
         return self.memo("diag", build)
 
-    def find(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        """Positions of the entries ``(row[k], col[k])`` in the pattern, ``-1`` where none is stored.
+    def find(self, row: torch.Tensor, col: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """Positions (in ``dtype``) of the entries ``(row[k], col[k])`` in the pattern, ``-1`` where
+        none is stored.
 
         A binary search inside each row (columns are sorted within a row): ``log2`` of the longest
-        row steps over arrays of ``row``'s size, with no temporary of the pattern's size."""
-        row, col = row.long(), col.to(self.ccol.dtype)
+        row steps over arrays of ``row``'s size, with no temporary of the pattern's size; in int32
+        below 2^30 entries (half the memory traffic of int64)."""
+        col = col.to(self.ccol.dtype)
         if self.nnz == 0 or row.numel() == 0:
-            return torch.full(row.shape, -1, dtype=torch.int64, device=self.device)
+            return torch.full(row.shape, -1, dtype=dtype, device=self.device)
         steps = self.memo("row_bits", lambda: int(torch.diff(self.crow).max()).bit_length())
-        a, end = self.crow[row].long(), self.crow[row + 1].long()
+        work = torch.int32 if self.nnz < 2**30 else torch.int64  # a + b stays in range
+        a, end = self.crow[row].to(work), self.crow[row + 1].to(work)
         b = end.clone()
         last = self.nnz - 1
         for _ in range(steps):  # a: the first position in the row whose column is >= col
-            mid = (a + b) // 2
+            mid = (a + b) >> 1
             right = (a < b) & (self.ccol[mid.clamp_(max=last)] < col)
             a = torch.where(right, mid + 1, a)
             b = torch.where(right, b, mid)
         found = (a < end) & (self.ccol[a.clamp(max=last)] == col)
-        return torch.where(found, a, -1)
+        return torch.where(found, a, -1).to(dtype)
 
     # -------------------------------------------------------- numeric cache
     def numeric(self, values: torch.Tensor, key: Hashable, build: Callable[[], Any], size: int = 4) -> Any:

@@ -76,11 +76,11 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
     """Symmetry without the transpose permutation: the mirror ``(j, i)`` of each entry ``(i, j)`` is
     found by :meth:`~sla.Pattern.find` (a binary search inside row ``j``), a chunk of entries at a
     time.  Used on GPUs, where the permutation (kept on the pattern) and its sort would cost ~5x
-    the matrix's index storage; the temporaries here are a few int64 arrays of a chunk (a 32nd of
-    the entries, at least 1M)."""
+    the matrix's index storage; the temporaries here are a few index arrays (int32 below 2^30
+    entries) of a chunk (a 32nd of the entries, at least 1M)."""
     ok = torch.ones((), dtype=torch.bool, device=v.device)
-    for lo, hi, rows in p.row_chunks(max(_CHUNK, -(-p.nnz // 32))):
-        pos = p.find(p.ccol[lo:hi], rows)
+    for lo, hi, rows in p.row_chunks(max(_CHUNK, -(-p.nnz // 32)), dtype=p.index_dtype):
+        pos = p.find(p.ccol[lo:hi], rows, dtype=p.index_dtype)
         vt = torch.where(pos >= 0, v[..., pos.clamp(min=0)], 0)  # a missing mirror is a zero (stored zeros may face it)
         vt = vt.conj() if conjugate else vt
         ok &= ((v[..., lo:hi] - vt).abs() <= tol).all()
@@ -105,7 +105,7 @@ def _irreducibly_dominant(A) -> bool:
     v = A.values.detach().reshape(B, A.nnz)
     d = A.diagonal().detach().abs().reshape(B, -1)
     offsum = torch.zeros_like(d)
-    for lo, hi, rows in p.row_chunks(_CHUNK):
+    for lo, hi, rows in p.row_chunks(_CHUNK, dtype=p.index_dtype):
         a = v[:, lo:hi].abs()
         offsum.index_add_(1, rows, a.masked_fill_(rows == p.ccol[lo:hi], 0))
     tol = _default_rtol(A.dtype) * d

@@ -476,6 +476,7 @@ def test_pattern_find_against_a_dense_table():
     g = torch.Generator().manual_seed(0)
     r, c = torch.randint(0, 50, (3000,), generator=g), torch.randint(0, 70, (3000,), generator=g)
     assert torch.equal(p.find(r, c), table[r, c])
+    assert torch.equal(p.find(r.int(), c, dtype=torch.int32), table[r, c].int())  # int32 work and result
     pos, idx = p.diag_index
     on = (p.rows() == p.ccol.long()).nonzero().flatten()
     assert torch.equal(pos.long(), on) and torch.equal(idx.long(), p.ccol[on].long())
