@@ -77,9 +77,9 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
     found by :meth:`~sla.Pattern.find` (a binary search inside row ``j``), a chunk of entries at a
     time.  Used on GPUs, where the permutation (kept on the pattern) and its sort would cost ~5x
     the matrix's index storage; the temporaries here are a few index arrays (int32 below 2^30
-    entries) of a chunk (a 32nd of the entries, at least 1M)."""
+    entries) of a chunk (a 16th of the entries, at least 1M: the bytes of a 32nd in int64)."""
     ok = torch.ones((), dtype=torch.bool, device=v.device)
-    for lo, hi, rows in p.row_chunks(max(_CHUNK, -(-p.nnz // 32)), dtype=p.index_dtype):
+    for lo, hi, rows in p.row_chunks(max(_CHUNK, -(-p.nnz // 16)), dtype=p.index_dtype):
         pos = p.find(p.ccol[lo:hi], rows, dtype=p.index_dtype)
         vt = torch.where(pos >= 0, v[..., pos.clamp(min=0)], 0)  # a missing mirror is a zero (stored zeros may face it)
         vt = vt.conj() if conjugate else vt
