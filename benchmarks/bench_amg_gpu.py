@@ -43,6 +43,7 @@ Writes a markdown table to stdout and ``DIR/bench_amg_gpu.md`` (``--out DIR``).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import re
@@ -118,12 +119,14 @@ def _pyamg(A, key):
 
 
 def _row(name, make, pyamg_ref, **kw):
+    gc.collect()  # the previous row's matrix and hierarchy (reference cycles) go before the baseline
     if DEV == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
     A = make()
     A, b = A if isinstance(A, tuple) else (A, None)
     n = A.shape[0]
+    gc.collect()
     if DEV == "cuda":
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
