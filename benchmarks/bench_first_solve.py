@@ -6,13 +6,14 @@ first solve <= 0.6 s and a 16M GMG first solve <= 0.12 s on one H200.  Three mea
 * ``process``  a fresh Python process per case (``cold``: CUDA initialised only; ``spmv``: one
   sparse product run before) solves a 65K 5-point system with AMG-CG, then the same on a new
   matrix, then again: the gap of the first to the second is what the process pays once;
+  ``cold, jacobi``: the same with Jacobi-CG, which has no setup (what a solve alone pays);
 * ``firsts``  in a fresh process, the first call of each kernel family the AMG setup and solve
   touch, timed one by one (CUDA loads a kernel's module on its first launch);
 * ``sizes``  after a small AMG and GMG solve, new ``--n``^2 matrices (default 4000: 16M unknowns),
   each solved twice with AMG-CG and GMG-CG (eager), the matrix type detected or declared
   (``matrix_type='spd'``).  The first matrix of its size in the process also grows the device and
-  pinned-host memory caches; the later new matrices do not.  Also the numeric cache's digest of
-  the values (one per solve) at that size and at 1000^2;
+  pinned-host memory caches; the later new matrices do not.  Also the type detection of a new
+  matrix and the numeric cache's digest of the values (one per solve) at that size and at 1000^2;
 * ``blocks`` (only with ``--only blocks``)  the AMG first solve (``matrix_type='spd'``) and its
   peak memory against the setup's block sizes: Galerkin products per row block
   (``GALERKIN_CHUNK``) and prolongator products per fine row (``PRODUCT_ROWS``), at 1000^2 and
@@ -70,22 +71,23 @@ def process_case(case: str) -> str:
     A = _poisson(256)
     if case == "spmv":
         (A @ torch.ones(A.shape[0], dtype=torch.float64, device="cuda")).sum().item()
-    first, info = _solve(A, "amg", False)
-    new, _ = _solve(_poisson(256), "amg", False)
-    again, _ = _solve(A, "amg", False)
+    pc = "jacobi" if case == "cold, jacobi" else "amg"
+    first, info = _solve(A, pc, False)
+    new, _ = _solve(_poisson(256), pc, False)
+    again, _ = _solve(A, pc, False)
     return (
         f"| {case} | {first:.3f} | {new:.3f} | {again:.3f} | {first - new:.3f} | "
-        f"{'yes' if 'pyamg' in sys.modules else 'no'} | {info.notes[-1]} |"
+        f"{'yes' if 'pyamg' in sys.modules else 'no'} | {info.notes[-1] if pc == 'amg' else 'cg + jacobi'} |"
     )
 
 
 def process_rows() -> list[str]:
     rows = [
-        "| process | first AMG solve (s) | same on a new matrix (s) | again (s) | gap (s) | pyamg imported | ran |",
+        "| process | first solve (s) | same on a new matrix (s) | again (s) | gap (s) | pyamg imported | ran |",
         "|---|---|---|---|---|---|---|",
     ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(_HERE), os.environ.get("PYTHONPATH", "")]))
-    for case in ("cold", "spmv"):
+    for case in ("cold", "spmv", "cold, jacobi"):
         out = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--process-case", case],
             env=env,
@@ -160,6 +162,18 @@ def sizes_rows(n: int, repeat: int) -> list[str]:
                     f"{info.setup_time:.3f} | {later:.3f} | {info.iterations} |"
                 )
                 del A
+    from sla import structure
+
+    rows += ["", "| type detection of a new matrix (`guess_matrix_type`) | entries | time (ms) |", "|---|---|---|"]
+    structure.guess_matrix_type(_poisson(256))
+    for m in (1000, n):
+        A = _poisson(m)
+        _sync()
+        t0 = time.perf_counter()
+        mtype = structure.guess_matrix_type(A)
+        _sync()
+        rows.append(f"| 5-point {m}^2 ({mtype}) | {A.nnz:,} | {1e3 * (time.perf_counter() - t0):.1f} |")
+        del A
     from sla.numeric_cache import _digest
 
     rows += ["", "| digest of the values of | values | time (ms) |", "|---|---|---|"]
@@ -209,7 +223,7 @@ def main():
     ap.add_argument("--n", type=int, default=4000, help="grid side of the 'sizes' matrices (n^2 unknowns)")
     ap.add_argument("--repeat", type=int, default=2, help="new matrices per solver in 'sizes'")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--process-case", choices=["cold", "spmv"], help=argparse.SUPPRESS)
+    ap.add_argument("--process-case", choices=["cold", "spmv", "cold, jacobi"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_first_solve.py measures GPU first solves: no CUDA device here")
