@@ -24,7 +24,9 @@ Usage::
     # the CPU comparison with pyamg (250K / 160K / 69K / 130K, V- and W-cycles, 1 thread)
     PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --device cpu --pyamg --cycles V W
 
-``--variants`` adds AMG rows with W-cycles, degree-3 smoothing and MIS(2) aggregation.
+``--variants`` adds AMG rows with degree-3 smoothing, MIS(2) aggregation and double-precision
+coarse levels (``coarse_dtype=torch.float64``: the single-precision default on GPUs from 1M
+unknowns against it, in the same run; with ``--big`` at 16M too).
 
 ``--aggregations`` prints instead the comparison of the aggregations (pyamg's serial
 ``standard`` and the parallel ``mis2``) on the same matrices: CG iterations per cycle,
@@ -172,11 +174,12 @@ def _plan(args, amg):
         (f"P1 tetrahedra unit_cube({kc}), auto", lambda: _p1_cube(kc), {}, False),
         (f"5-point {k5}^2, GMG", lambda: gallery.poisson2d(k5, device=DEV), dict(amg, preconditioner="gmg"), False),
     ]
-    if args.variants:  # the smoother and aggregation options
-        for opts in ({"degree": 3}, {"aggregation": "mis2"}):
+    if args.variants:  # the smoother and aggregation options, and double-precision coarse levels
+        for opts in ({"degree": 3}, {"aggregation": "mis2"}, {"coarse_dtype": torch.float64}):
             for label, make in (
                 (f"5-point {k5}^2", lambda: gallery.poisson2d(k5, device=DEV)),
                 (f"P1 triangles unit_square({kt})", lambda: _p1_square(kt)),
+                (f"P1 tetrahedra unit_cube({kc})", lambda: _p1_cube(kc)),
             ):
                 plan.append((f"{label}, AMG {opts}", make, dict(amg, options=opts), False))
     if args.big:
@@ -184,6 +187,16 @@ def _plan(args, amg):
         for cyc in args.cycles:  # the growth of the iterations from 1M to 16M, per cycle
             o = dict(amg, options={"cycle": cyc})
             plan.append((f"5-point {big}^2, AMG {cyc}", lambda: gallery.poisson2d(big, device=DEV), o, False))
+            if args.variants:  # the single-precision coarse levels against double ones, same run
+                o64 = dict(amg, options={"cycle": cyc, "coarse_dtype": torch.float64})
+                plan.append(
+                    (
+                        f"5-point {big}^2, AMG {cyc}, coarse float64",
+                        lambda: gallery.poisson2d(big, device=DEV),
+                        o64,
+                        False,
+                    )
+                )
         plan += [
             (
                 f"5-point {big}^2, GMG",

@@ -341,8 +341,8 @@ class SmoothedAggregation(Multigrid):
         the cycle's fine vectors keep A's.  ``'auto'`` (default): single precision for a
         double-precision A on GPUs from :data:`~sla.solvers.precond.multigrid.MIXED_MIN`
         unknowns (the transfers and coarse levels take half the memory and traffic; the coarse
-        correction needs no more digits), unless the cycle is or may become the K-cycle (its
-        coarse Krylov steps mix levels); A's dtype otherwise.  The hierarchy is built in A's
+        correction needs no more digits), with every cycle (the K-cycle's coarse Krylov steps run
+        in the coarse levels' dtype); A's dtype otherwise.  The hierarchy is built in A's
         precision, then rounded; one whose entries do not fit keeps A's dtype under ``'auto'``.
     coarse_theta : float, optional
         Strength threshold on levels below the finest (default ``theta``).
@@ -397,7 +397,7 @@ class SmoothedAggregation(Multigrid):
         coarse_dtype: torch.dtype | str = "auto",
     ):
         cycle = check_cycle(cycle, auto="V")
-        cd = coarse_dtype_for(coarse_dtype, A, cycle, self.name)
+        cd = coarse_dtype_for(coarse_dtype, A)
         candidates = _candidates(A, near_nullspace, block_size)
         if theta is None:
             theta = 0.0 if candidates[0] is None else VECTOR_THETA.get(A.sparse_shape[0] // candidates[2], 0.0)

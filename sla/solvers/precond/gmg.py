@@ -212,11 +212,12 @@ class GeometricMultigrid(Multigrid):
     coarse_dtype : torch.dtype or str
         The dtype of the coarse levels (operators, vectors, coarsest inverse) and of the
         smoother's inverse diagonals; the fine operator and the cycle's fine vectors keep A's.
-        ``'auto'``: on GPUs from :data:`~sla.solvers.precond.multigrid.MIXED_MIN` unknowns, single precision for a
-        double-precision A (``float32`` / ``complex64``: half the coarse memory and traffic; the
-        coarse correction needs no more digits, and CG's iterations stay the same), A's own
-        dtype otherwise (the CPU, smaller systems, the K-cycle, whose coarse Krylov steps mix
-        levels).  In single precision the cycle is symmetric to rounding (~1e-7), not exactly.
+        ``'auto'``: on GPUs from :data:`~sla.solvers.precond.multigrid.MIXED_MIN` unknowns,
+        single precision for a double-precision A (``float32`` / ``complex64``: half the coarse
+        memory and traffic; the coarse correction needs no more digits, and CG's iterations stay
+        the same), with every cycle (the K-cycle's coarse Krylov steps run in the coarse levels'
+        dtype); A's own dtype otherwise (the CPU, smaller systems).  In single precision the
+        cycle is symmetric to rounding (~1e-7), not exactly.
         Coarse operators are formed in A's precision, then rounded; one whose entries do not fit
         single precision keeps A's dtype under ``'auto'``.
     """
@@ -237,7 +238,7 @@ class GeometricMultigrid(Multigrid):
         coarse_dtype: torch.dtype | str = "auto",
     ):
         cycle = check_cycle(cycle)
-        cd = coarse_dtype_for(coarse_dtype, A, cycle, self.name)
+        cd = coarse_dtype_for(coarse_dtype, A)
         graph = check_graph(graph, A.device) and (graph is True or A.shape[-1] < GRAPH_MAX)
         if transfers not in ("auto", "csr", "stencil"):
             raise ValueError(f"transfers must be 'auto', 'csr' or 'stencil', got {transfers!r}")

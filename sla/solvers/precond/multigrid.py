@@ -176,20 +176,16 @@ and bandwidth are what a solve is short of; smaller systems keep the exact symme
 _SINGLE = {torch.float64: torch.float32, torch.complex128: torch.complex64}
 
 
-def coarse_dtype_for(coarse_dtype, A: SparseTensor, cycle: str, name: str) -> torch.dtype:
+def coarse_dtype_for(coarse_dtype, A: SparseTensor) -> torch.dtype:
     """The dtype of a multigrid's coarse levels, transfers and inverse diagonals, checked.
 
-    ``'auto'``: single precision for a double-precision A on GPUs from :data:`MIXED_MIN` unknowns,
-    unless the cycle is (or, for ``cycle='auto'`` under a flexible Krylov method, may become; see
-    :data:`AUTO_FLEXIBLE`) the K-cycle, whose coarse Krylov steps mix levels; A's dtype otherwise.
-    ``name``: the preconditioner's (for :data:`AUTO_FLEXIBLE`).
+    ``'auto'``: single precision for a double-precision A on GPUs from :data:`MIXED_MIN` unknowns
+    (every cycle: the K-cycle's coarse Krylov steps run within the coarse levels, in their dtype);
+    A's dtype otherwise.
     """
     dtype = A.dtype
-    n = A.shape[-1]
     if isinstance(coarse_dtype, str) and coarse_dtype == "auto":
-        least = AUTO_FLEXIBLE.get(name, {}).get(A.device.type)
-        krylov = cycle == "K" or (isinstance(cycle, AutoCycle) and least is not None and n >= least)
-        mixed = A.device.type == "cuda" and n >= MIXED_MIN and not krylov
+        mixed = A.device.type == "cuda" and A.shape[-1] >= MIXED_MIN
         return _SINGLE.get(dtype, dtype) if mixed else dtype
     if (
         not isinstance(coarse_dtype, torch.dtype)
@@ -198,11 +194,6 @@ def coarse_dtype_for(coarse_dtype, A: SparseTensor, cycle: str, name: str) -> to
     ):
         kind = "a complex dtype" if dtype.is_complex else "a floating dtype"
         raise ValueError(f"coarse_dtype must be 'auto' or {kind} (A is {dtype}), got {coarse_dtype!r}")
-    if cycle == "K" and coarse_dtype != dtype:
-        raise ValueError(
-            f"coarse_dtype={coarse_dtype}: the K-cycle runs its coarse levels in A's dtype ({dtype}); "
-            "use coarse_dtype='auto'"
-        )
     return coarse_dtype
 
 
@@ -416,8 +407,6 @@ class Multigrid(Preconditioner):
         on the same hierarchy (made once, sharing every level); else ``self``."""
         least = AUTO_FLEXIBLE.get(self.name, {}).get(self.A.device.type)
         if not self.auto or self.cycle == "K" or least is None or self.A.sparse_shape[0] < least:
-            return self
-        if getattr(self, "coarse_dtype", self.A.dtype) != self.A.dtype:  # the K-cycle's steps mix levels
             return self
         if self._flexible is None:
             twin = copy.copy(self)
