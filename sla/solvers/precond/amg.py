@@ -57,17 +57,21 @@ def _level(C: Mat, hermitian: bool, **kw) -> Level:
     return Level(C, hi=C.bound(hermitian), **kw)
 
 
+def _blocks(nnz: int):
+    """``(lo, hi)``: eight blocks of entries (at least :data:`PRODUCT_CHUNK` each) for scans over A's entries."""
+    step = max(PRODUCT_CHUNK, -(-nnz // 8))
+    for lo in range(0, nnz, step):
+        yield lo, min(lo + step, nnz)
+
+
 def _couplings(C: Mat, tol: float, strict: bool) -> torch.Tensor:
     """The mask of C's diagonal and of its entries with ``|a_ij|^2 > tol^2 |a_ii a_jj|`` (``>=`` unless
     ``strict``), by blocks of entries: the temporaries stay small (whole-array ones were four of C's
     values, the setup's peak memory on a vector problem)."""
     d = C.diag().abs()
-    nnz = C.col.numel()
-    keep = torch.empty(nnz, dtype=torch.bool, device=C.val.device)
-    step = max(PRODUCT_CHUNK, -(-nnz // 8))
-    for lo in range(0, nnz, step):
-        hi = min(lo + step, nnz)
-        r, c = C.row[lo:hi], C.col[lo:hi]
+    keep = torch.empty(C.col.numel(), dtype=torch.bool, device=C.val.device)
+    for lo, hi in _blocks(C.col.numel()):
+        r, c = C.rows(lo, hi), C.col[lo:hi]
         bound = d[r].mul_(d[c]).mul_(tol**2)
         a2 = C.val[lo:hi].abs().square_()
         torch.logical_or(a2 > bound if strict else a2 >= bound, r == c, out=keep[lo:hi])
@@ -111,8 +115,11 @@ def _strength(C: Mat, theta: float):
         return C.crow, C.col
     keep = _couplings(C, theta, strict=False)
     n = C.shape[0]
+    counts = torch.zeros(n, dtype=torch.int64, device=C.val.device)
+    for lo, hi in _blocks(C.col.numel()):  # kept entries per row (no row array of A's size)
+        counts += torch.bincount(C.rows(lo, hi)[keep[lo:hi]], minlength=n)
     scrow = torch.zeros(n + 1, dtype=torch.int64, device=C.val.device)
-    torch.cumsum(torch.bincount(C.row[keep], minlength=n), 0, out=scrow[1:])
+    torch.cumsum(counts, 0, out=scrow[1:])
     return scrow, C.col[keep]
 
 

@@ -34,13 +34,14 @@ interval that ends short of the spectrum amplifies the modes beyond it."""
 _GERSHGORIN_CHUNK = 1 << 20  # entries per block of the Gershgorin row sums
 
 
-def gershgorin_bound(row: torch.Tensor, values: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+def gershgorin_bound(row, values: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
     """Upper bound of ``|lambda(D^{-1} A)|``: the largest row sum of ``|D^{-1} A|``.
 
     Parameters
     ----------
-    row : torch.Tensor
-        Row index of every stored entry, ``[nnz]``.
+    row : torch.Tensor or callable
+        Row index of every stored entry, ``[nnz]``, or ``row(lo, hi)`` giving those of entries
+        ``lo:hi`` (the sums run in blocks of entries either way).
     values : torch.Tensor
         The entries, ``[..., nnz]`` (leading axes: batch members).
     diag : torch.Tensor
@@ -57,7 +58,7 @@ def gershgorin_bound(row: torch.Tensor, values: torch.Tensor, diag: torch.Tensor
     )
     for lo in range(0, nnz, _GERSHGORIN_CHUNK):  # |a_ij| by blocks: no temporary of the matrix's size
         hi = min(lo + _GERSHGORIN_CHUNK, nnz)
-        sums.index_add_(-1, row[lo:hi], values[..., lo:hi].abs())
+        sums.index_add_(-1, row(lo, hi) if callable(row) else row[lo:hi], values[..., lo:hi].abs())
     return (sums / diag.abs()).amax(-1)
 
 

@@ -74,6 +74,18 @@ class Mat:
             self._row = torch.repeat_interleave(rows, counts, output_size=self.col.numel())
         return self._row
 
+    def rows(self, lo: int, hi: int) -> torch.Tensor:
+        """The row of entries ``lo:hi`` (a slice of :attr:`row` when that is built; else made for
+        these entries alone, so a scan in blocks never builds the nnz-sized array)."""
+        if self._row is not None:
+            return self._row[lo:hi]
+        ends = torch.tensor([lo, hi - 1], dtype=self.crow.dtype, device=self.crow.device)
+        r0, r1 = (torch.searchsorted(self.crow, ends, right=True) - 1).tolist()  # rows of the first and last entry
+        crow = self.crow[r0 : r1 + 2]
+        counts = crow[1:].clamp(max=hi) - crow[:-1].clamp(min=lo)
+        rows = torch.arange(r0, r1 + 1, device=self.val.device, dtype=self.col.dtype)
+        return torch.repeat_interleave(rows, counts.to(self.col.dtype), output_size=hi - lo)
+
     @classmethod
     def from_torch(cls, C: torch.Tensor) -> Mat:
         # values() of a torch sparse tensor is a view whose base is the whole tensor (its int64
@@ -98,15 +110,22 @@ class Mat:
         return Mat(crow, self.col[keep], self.val[keep], self.shape, row=row)
 
     def diag(self) -> torch.Tensor:
-        """The diagonal (computed once: the level setup and the smoother both need it)."""
+        """The diagonal (computed once: the level setup and the smoother both need it), by blocks of
+        entries (:meth:`rows`: no row array of the matrix's size)."""
         if self._diag is None:
-            on = self.row == self.col
-            self._diag = self.val.new_zeros(self.shape[0]).index_add_(0, self.row[on], self.val[on])
+            d = self.val.new_zeros(self.shape[0])
+            nnz = self.col.numel()
+            for lo in range(0, nnz, DIAG_CHUNK):
+                hi = min(lo + DIAG_CHUNK, nnz)
+                r = self.rows(lo, hi)
+                on = r == self.col[lo:hi]
+                d.index_add_(0, r[on], self.val[lo:hi][on])
+            self._diag = d
         return self._diag
 
     def gershgorin(self, d: torch.Tensor) -> float:
         """Upper bound of the spectral radius of ``D^{-1} A`` (largest row sum of ``|D^{-1} A|``)."""
-        return float(gershgorin_bound(self.row, self.val, d))
+        return float(gershgorin_bound(self.rows, self.val, d))
 
     def bound(self, hermitian: bool, safety: float = LANCZOS_SAFETY) -> float:
         """``rho(D^{-1} A)`` estimated by Lanczos (Hermitian A, positive diagonal) times ``safety``,
@@ -114,9 +133,12 @@ class Mat:
         The Lanczos run is made once per matrix."""
         if self._rho is None:
             A = self.csr64()
-            self._rho = ritz_estimate(lambda x: torch.mv(A, x), self.row, self.val, self.diag(), hermitian)
+            self._rho = ritz_estimate(lambda x: torch.mv(A, x), self.rows, self.val, self.diag(), hermitian)
         return float(capped(*self._rho, safety))
 
+
+DIAG_CHUNK = 1 << 22
+"""Entries per block of :meth:`Mat.diag` (its temporaries: a block's rows and mask)."""
 
 GALERKIN_CHUNK = 1 << 25
 """Products ``r_ik a_kj`` (an upper bound of the entries of ``R_rows A``) per row block of the
