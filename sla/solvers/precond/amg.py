@@ -137,12 +137,15 @@ def _tentative(agg: torch.Tensor, nagg: int, dtype, cand: torch.Tensor | None = 
 
 def _transpose(C: Mat, val: torch.Tensor) -> Mat:
     """The transpose of C's pattern carrying ``val``: a stable sort of the entries by column (the rows of
-    a CSR matrix are ascending already), so the temporaries are the sort's, of ``nnz`` int64."""
+    a CSR matrix are ascending already).  The order is kept in C's index dtype and C's row array is
+    dropped once gathered, so beside the sort's own temporaries only the result's arrays are made."""
     M, N = C.shape
-    order = torch.sort(C.col, stable=True).indices
+    order = torch.sort(C.col, stable=True).indices.to(C.col.dtype)
     tcrow = torch.zeros(N + 1, dtype=torch.int64, device=val.device)
     torch.cumsum(torch.bincount(C.col, minlength=N), 0, out=tcrow[1:])
-    return Mat(tcrow, C.row[order], val[order], (N, M), row=C.col[order])
+    tcol = C.row[order]
+    C._row = None  # (built for this gather only)
+    return Mat(tcrow, tcol, val[order], (N, M))
 
 
 PRODUCT_CHUNK = 1 << 18
@@ -261,8 +264,7 @@ def _sa_level(C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0,
     P = _smoothed(C, T, omega / rho)
     del T
     R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
-    P._row = None  # the row array of P served the transpose only
-    Ac = galerkin(R, C, P)  # drops R's row array after planning its blocks
+    Ac = galerkin(R, C, P)
     return P, R, _drop_cancelled(Ac), extra
 
 

@@ -152,8 +152,7 @@ GALERKIN_MIN = 1 << 20
 
 
 def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
-    """``R A P`` with torch sparse products (MKL / cuSPARSE), by blocks of rows of ``R`` (whose
-    row array, :attr:`Mat.row`, is dropped once the blocks are planned).
+    """``R A P`` with torch sparse products (MKL / cuSPARSE), by blocks of rows of ``R``.
 
     Each block computes ``(R_rows A) P``; the blocks hold at most ``chunk`` (default: see
     :data:`GALERKIN_CHUNK`) products ``r_ik a_kj``, so the intermediate stays bounded
@@ -163,11 +162,12 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
     chunk = min(GALERKIN_CHUNK, max(GALERKIN_MIN, A.shape[0])) if chunk is None else int(chunk)
     Ac, Pc = A.csr64(), P.csr64()
     nr = R.shape[0]
-    work = (A.crow[1:] - A.crow[:-1]).long()[R.col]  # products of every entry of R
-    per_row = torch.zeros(nr + 1, dtype=torch.int64, device=R.val.device)
-    torch.cumsum(R.val.new_zeros(nr, dtype=torch.int64).index_add_(0, R.row, work), 0, out=per_row[1:])
-    del work
-    R._row = None  # its last use: the blocks below need R's CSR arrays only (R's nnz-sized rows freed)
+    # the products up to each row of R: the running sum of every entry's products, read at R's row
+    # starts (no row array of R)
+    work = (A.crow[1:] - A.crow[:-1]).long()[R.col].cumsum_(0)
+    start = R.crow.long() - 1  # the last entry before each row start (-1: none)
+    per_row = torch.where(start >= 0, work[start.clamp_(min=0)], 0) if work.numel() else torch.zeros_like(start)
+    del work, start
     total = int(per_row[-1])
     if total <= chunk:
         return Mat.from_torch(R.csr64() @ (Ac @ Pc))
