@@ -39,7 +39,7 @@ import torch
 
 from .numeric_cache import Probe, Stored, equal_record
 
-__all__ = ["Pattern", "csr_tensor", "interned_patterns"]
+__all__ = ["Pattern", "csr_tensor", "interned_patterns", "row_chunks"]
 
 _INT32_MAX = 2**31 - 1
 PORTABLE_KEYS = ("grid", "dof_points")
@@ -176,6 +176,23 @@ def _move_metadata(value: Any, device: torch.device) -> Any:
     if isinstance(value, (tuple, list)):
         return type(value)(_move_metadata(v, device) for v in value)
     return value
+
+
+def row_chunks(crow: torch.Tensor, nnz: int, chunk: int = _CHUNK, dtype: torch.dtype = torch.int64):
+    """Yield ``(lo, hi, rows)`` for the CSR row pointer ``crow`` of ``nnz`` entries: blocks of whole
+    rows holding about ``chunk`` entries, ``rows`` the row (in ``dtype``) of entries ``lo:hi`` --
+    for scans that need every entry's row without a row array of the matrix's size."""
+    M = crow.numel() - 1
+    if nnz == 0:
+        return
+    step = max(1, (chunk * M) // nnz)
+    starts = [*range(0, M, step), M]
+    ends = crow[starts].tolist()  # one host look for every block's bounds
+    for r0, r1, lo, hi in zip(starts[:-1], starts[1:], ends[:-1], ends[1:]):
+        if hi > lo:
+            counts = crow[r0 + 1 : r1 + 1] - crow[r0:r1]
+            rows = torch.arange(r0, r1, device=crow.device, dtype=dtype)
+            yield lo, hi, torch.repeat_interleave(rows, counts.to(dtype), output_size=hi - lo)
 
 
 class Pattern:
@@ -396,19 +413,7 @@ class Pattern:
     def row_chunks(self, chunk: int = _CHUNK, dtype: torch.dtype = torch.int64):
         """Yield ``(lo, hi, rows)``: blocks of whole rows holding about ``chunk`` entries,
         ``rows`` the row (in ``dtype``) of entries ``lo:hi`` (scans that keep temporaries small)."""
-        M = self.shape[0]
-        if self.nnz == 0:
-            return
-        step = max(1, (chunk * M) // self.nnz)
-        crow = self.crow
-        starts = [*range(0, M, step), M]
-        ends = crow[starts].tolist()  # one host look for every block's bounds
-        for r0, r1, lo, hi in zip(starts[:-1], starts[1:], ends[:-1], ends[1:]):
-            if hi > lo:
-                counts = crow[r0 + 1 : r1 + 1] - crow[r0:r1]
-                rows = torch.arange(r0, r1, device=self.device, dtype=dtype)
-                rows = torch.repeat_interleave(rows, counts.to(dtype), output_size=hi - lo)
-                yield lo, hi, rows
+        return row_chunks(self.crow, self.nnz, chunk, dtype)
 
     @property
     def row(self) -> torch.Tensor:

@@ -41,17 +41,22 @@ import logging
 import torch
 
 from ...config import BackendUnavailableError
+from ...pattern import row_chunks
 from .._optional import extension
 
-__all__ = ["EDGE_CHUNK", "aggregate", "mis_aggregation", "mis2_aggregation", "standard_aggregation"]
+__all__ = ["EDGE_CHUNK", "EDGE_MIN", "aggregate", "mis_aggregation", "mis2_aggregation", "standard_aggregation"]
 
 log = logging.getLogger("sla")
 
 METHODS = ("auto", "standard", "mis2", "mis1")
 
 EDGE_CHUNK = 1 << 25
-"""Edges per block of a neighbourhood reduction: a pass's temporary (the gathered keys of a
-block, int32 or int64) stays at 128-256 MB on any graph."""
+"""Edges per block of a neighbourhood reduction at most; a block holds ``max(EDGE_MIN, n)`` edges
+below it, so a pass's temporaries (a block's rows, int64, and its gathered keys) stay near 16 bytes
+per node (they were 16 bytes per edge up to this cap, beside a row array of 8 bytes per edge: 230
+bytes per unknown of a P1 tetrahedral mesh)."""
+
+EDGE_MIN = 1 << 20
 
 
 def _host_int32(t: torch.Tensor):
@@ -111,27 +116,22 @@ def _priorities(n: int, device, degree: torch.Tensor | None = None) -> torch.Ten
 
 
 class _Graph:
-    """The CSR graph with the row of every edge for blockwise max-reductions (int64: the index
-    type of ``scatter_reduce``; 8 bytes per edge while the aggregation runs, before the level's
-    Galerkin product, whose temporaries set the setup's peak memory)."""
+    """The CSR graph for blockwise max-reductions over the edges: blocks of whole rows whose rows
+    are made per pass (int64: the index type of ``scatter_reduce``), no row array of every edge."""
 
     def __init__(self, crow: torch.Tensor, col: torch.Tensor, n: int):
-        dev = col.device
         self.n = n
         self.crow = crow
         self.col = col
-        counts = crow[1:] - crow[:-1]
-        self.row = torch.repeat_interleave(torch.arange(n, device=dev), counts.long(), output_size=col.numel())
+        self.chunk = min(EDGE_CHUNK, max(EDGE_MIN, n))
         self.passes = 0
 
     def nbr_max(self, key: torch.Tensor) -> torch.Tensor:
         """``max(key[i], max_{j in N(i)} key[j])`` for every node i."""
         self.passes += 1
         out = key.clone()
-        nnz = self.col.numel()
-        for lo in range(0, nnz, EDGE_CHUNK):
-            hi = min(lo + EDGE_CHUNK, nnz)
-            out.scatter_reduce_(0, self.row[lo:hi], key[self.col[lo:hi]], reduce="amax")
+        for lo, hi, rows in row_chunks(self.crow, self.col.numel(), self.chunk):
+            out.scatter_reduce_(0, rows, key[self.col[lo:hi]], reduce="amax")
         return out
 
 
