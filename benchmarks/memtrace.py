@@ -128,6 +128,7 @@ def main():
     ap.add_argument("--transfers", default=None, help="gmg transfers ('stencil' = the CUDA default)")
     ap.add_argument("--cycle", default=None, help="multigrid cycle (V, W, K; default: the preconditioner's 'auto')")
     ap.add_argument("--coarse-dtype", default=None, choices=["float32", "float64"], help="multigrid coarse_dtype")
+    ap.add_argument("--aggregation", default=None, choices=["standard", "mis2"], help="AMG aggregation")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
     ap.add_argument("--min", type=float, default=1.0, help="list live tensors of at least this many B/unknown")
     args = ap.parse_args()
@@ -142,6 +143,8 @@ def main():
         opts["cycle"] = args.cycle
     if args.coarse_dtype:
         opts["coarse_dtype"] = getattr(torch, args.coarse_dtype)
+    if args.aggregation:
+        opts["aggregation"] = args.aggregation
     opts = opts or None
     kw = dict(
         backend="pytorch",
