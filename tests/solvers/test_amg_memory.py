@@ -288,3 +288,29 @@ def test_coarse_dtype_auto_on_gpus(monkeypatch):
         assert float((b - big @ x).norm() / b.norm()) <= 1e-10
         its[cd] = info.iterations
     assert its[torch.float32] <= its[torch.float64] + 1, its
+
+
+def test_rows_of_a_block_of_entries_match_the_row_array():
+    """Mat.rows(lo, hi): the rows of entries lo:hi made on demand (empty rows, blocks that start or
+    end inside a row) equal the slices of the row array, and the scans built on it (the diagonal,
+    the Gershgorin bound) equal SciPy's."""
+    rng = np.random.default_rng(5)
+    S = sp.random(200, 200, density=0.05, random_state=rng, format="lil")
+    S.setdiag(rng.random(200) + 1.0)
+    S[10:20, :] = 0  # empty rows, diagonal included: they are dropped below
+    S = S.tocsr()
+    S.eliminate_zeros()
+    S.sort_indices()
+    M = Mat(torch.from_numpy(S.indptr).int(), torch.from_numpy(S.indices).int(), torch.from_numpy(S.data), S.shape)
+    full = torch.from_numpy(np.repeat(np.arange(200), np.diff(S.indptr))).int()
+    nnz = S.nnz
+    for lo, hi in [(0, nnz), (0, 1), (nnz - 1, nnz), (3, 97), (101, 102), (57, nnz - 5)]:
+        assert torch.equal(M.rows(lo, hi), full[lo:hi]), (lo, hi)
+    assert M._row is None  # no row array was built
+    d = S.diagonal()
+    torch.testing.assert_close(M.diag(), torch.from_numpy(d))
+    on = d != 0
+    expected = (np.abs(S).sum(1).A1[on] / np.abs(d[on])).max()
+    bound = chebyshev.gershgorin_bound(M.rows, M.val, torch.from_numpy(np.where(on, d, 1.0)))
+    assert abs(float(bound) - expected) <= 1e-12 * expected
+    assert M._row is None
