@@ -16,7 +16,21 @@ import torch
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
     from .sparse import SparseTensor
 
-__all__ = ["reduce_sum", "reduce_mean", "normalize_dims", "sum_method", "mean_method"]
+__all__ = ["abs_max", "reduce_sum", "reduce_mean", "normalize_dims", "sum_method", "mean_method"]
+
+_ABS_CHUNK = 1 << 20
+
+
+def abs_max(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
+    """``v.abs().amax(dim, keepdim)`` without a ``|v|`` temporary of ``v``'s size (the size of a
+    matrix's values, which set the peak of a GPU solve's type checks): real values by their minimum
+    and maximum, complex ones a chunk of ``dim`` at a time."""
+    if not v.is_complex():
+        lo, hi = torch.aminmax(v, dim=dim, keepdim=keepdim)
+        return torch.maximum(hi, lo.neg_())
+    parts = [c.abs().amax(dim, keepdim=True) for c in torch.split(v, _ABS_CHUNK, dim)]
+    out = torch.cat(parts, dim).amax(dim, keepdim=True)
+    return out if keepdim else out.squeeze(dim)
 
 
 def normalize_dims(A: SparseTensor, dim: int | Sequence[int] | None) -> tuple[int, ...] | None:

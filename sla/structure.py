@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .reductions import abs_max
+
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
     from .sparse import SparseTensor
 
@@ -53,7 +55,7 @@ def is_symmetric(A: SparseTensor, conjugate: bool = False, rtol: float | None = 
     def build():
         if A.nnz == 0:
             return True
-        scale = v.abs().amax(-1, keepdim=True)
+        scale = abs_max(v, -1, keepdim=True)
         p = A.pattern
         if p.device.type != "cpu" and "transpose" not in p._memo:
             return _symmetric_by_search(p, v, conjugate, rtol * scale)
@@ -249,7 +251,7 @@ def symmetric_members(A: SparseTensor, conjugate: bool = False, rtol: float | No
     v = A.values.detach().reshape(A.batch_size, A.nnz)
     if A.nnz == 0:
         return torch.ones(A.batch_shape, dtype=torch.bool)
-    scale = v.abs().amax(-1, keepdim=True)
+    scale = abs_max(v, -1, keepdim=True)
     if A.pattern.is_structurally_symmetric:
         vt = v[:, A.pattern.transpose()[1]]
         diff = (v - (vt.conj() if conjugate else vt)).abs()

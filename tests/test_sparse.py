@@ -241,6 +241,19 @@ def test_reductions_and_norms(batch):
         A.sum(5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex128])
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_abs_max_equals_the_abs_temporary_it_avoids(monkeypatch, dtype, keepdim):
+    from sla import reductions
+
+    monkeypatch.setattr(reductions, "_ABS_CHUNK", 7)  # several chunks of a complex row
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(3, 40, generator=g, dtype=dtype)
+    v[1, 5] = -50  # the largest magnitude is a negative entry
+    for dim in (-1, 0):
+        assert torch.equal(reductions.abs_max(v, dim, keepdim), v.abs().amax(dim, keepdim=keepdim))
+
+
 def test_norm_gradient():
     A = random_sparse(4, 4)
     v = A.values.clone().requires_grad_()
