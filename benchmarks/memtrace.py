@@ -36,16 +36,29 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 class MemTrace(TorchDispatchMode):
     """Live tensor bytes after every op; the live set at the peak."""
 
-    def __init__(self):
+    def __init__(self, cuda: bool = False):
         super().__init__()
         self.live: dict = {}  # data_ptr -> (weakref, nbytes, description)
         self.cur = self.peak = 0
         self.at_peak: tuple = ("", [])
+        self.cuda = cuda
+        self.alloc_max = 0  # the allocator's peak so far (CUDA), and the op that raised it last
+        self.alloc_at = ("", 0)
 
     def reset_peak(self):
         self._sweep()
         self.peak = self.cur
         self.at_peak = ("start", [(nb, d) for _, nb, d in self.live.values()])
+        self.alloc_max, self.alloc_at = 0, ("start", self.cur)
+
+    @staticmethod
+    def _where() -> str:
+        where = [
+            f"{f.filename.split('/')[-1]}:{f.lineno}"
+            for f in traceback.extract_stack()[:-2]
+            if "/sla/" in f.filename or "bench" in f.filename
+        ]
+        return " < ".join(reversed(where[-3:]))
 
     def _sweep(self):
         for k in [k for k, (w, _, _) in self.live.items() if w.expired()]:
@@ -58,17 +71,16 @@ class MemTrace(TorchDispatchMode):
             if isinstance(t, torch.Tensor) and t.layout == torch.strided:
                 s = t.untyped_storage()
                 if s.data_ptr() and s.data_ptr() not in self.live:
-                    where = [
-                        f"{f.filename.split('/')[-1]}:{f.lineno}"
-                        for f in traceback.extract_stack()[:-1]
-                        if "/sla/" in f.filename or "bench" in f.filename
-                    ]
-                    desc = f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)} {' < '.join(reversed(where[-3:]))}"
+                    desc = f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)} {self._where()}"
                     self.live[s.data_ptr()] = (StorageWeakRef(s), s.nbytes(), desc)
                     self.cur += s.nbytes()
         if self.cur > self.peak:
             self.peak = self.cur
             self.at_peak = (str(func), [(nb, d) for _, nb, d in self.live.values()])
+        if self.cuda:  # where the allocator's peak was reached: an op's own workspace shows here only
+            m = torch.cuda.max_memory_allocated()
+            if m > self.alloc_max:
+                self.alloc_max, self.alloc_at = m, (f"{func} {self._where()}", self.cur)
         return out
 
 
@@ -112,6 +124,7 @@ def _hierarchy_bytes(M, A) -> tuple[int, int]:
             if i > 0 or lv.A.values().data_ptr() != A.values.data_ptr():
                 ops += _csr_bytes(lv.A)
             other += _csr_bytes(getattr(lv, "P", None)) + _csr_bytes(getattr(lv, "R", None))
+            other += lv.T.nbytes() if getattr(lv, "T", None) is not None else 0
             other += lv.dinv.numel() * lv.dinv.element_size()
     for c in getattr(M, "coarse", []):
         other += 0 if c is None else c.numel() * c.element_size()
@@ -129,10 +142,20 @@ def main():
     ap.add_argument("--cycle", default=None, help="multigrid cycle (V, W, K; default: the preconditioner's 'auto')")
     ap.add_argument("--coarse-dtype", default=None, choices=["float32", "float64"], help="multigrid coarse_dtype")
     ap.add_argument("--aggregation", default=None, choices=["standard", "mis2"], help="AMG aggregation")
+    ap.add_argument("--prolongation", default=None, choices=["stored", "implicit"], help="AMG's finest prolongator")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
     ap.add_argument("--min", type=float, default=1.0, help="list live tensors of at least this many B/unknown")
+    ap.add_argument(
+        "--digest",
+        action="store_true",
+        help="on the CPU, recognise cached values by a digest as on GPUs (no values copy): the GPU's memory, traced here",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.digest:
+        import sla.numeric_cache
+
+        sla.numeric_cache.COPY_DEVICES = set()
 
     from sla.config import SolverConfig
     from sla.solvers.linear.solve import prepare
@@ -145,6 +168,8 @@ def main():
         opts["coarse_dtype"] = getattr(torch, args.coarse_dtype)
     if args.aggregation:
         opts["aggregation"] = args.aggregation
+    if args.prolongation:
+        opts["prolongation"] = args.prolongation
     opts = opts or None
     kw = dict(
         backend="pytorch",
@@ -163,13 +188,23 @@ def main():
             line += f", allocator peak {alloc:.1f} (excess {alloc - mt.peak / N:+.1f})"
             line += f", reserved {(torch.cuda.max_memory_reserved() - base_reserved) / N:.1f}"
         print(line + f" (at {mt.at_peak[0]})")
+        if cuda:
+            print(f"   allocator peak reached at {mt.alloc_at[0]} (traced live then {mt.alloc_at[1] / N:.1f})")
+        small: dict = {}  # tensors below --min, summed by where they were made (row blocks of one loop)
         for nb, d in sorted(mt.at_peak[1], key=lambda v: -v[0]):
             if nb >= args.min * N:
                 print(f"  {nb / N:6.1f}  {d}")
+            else:
+                dtype, _, rest = d.partition(" (")
+                key = f"{dtype} {rest.partition(') ')[2]}"
+                small[key] = (small.get(key, (0, 0))[0] + nb, small.get(key, (0, 0))[1] + 1)
+        for key, (nb, count) in sorted(small.items(), key=lambda kv: -kv[1][0]):
+            if nb >= args.min * N:
+                print(f"  {nb / N:6.1f}  {key} ({count} smaller tensors)")
 
     base = base_reserved = 0
     built = None if args.matrix == "5pt" else _matrix(args.matrix, args.n, args.device)
-    with MemTrace() as mt:
+    with MemTrace(cuda) as mt:
         A, b = _matrix(args.matrix, args.n, args.device) if built is None else _traced_copy(*built)
         del built
         A.pattern.crow  # noqa: B018
