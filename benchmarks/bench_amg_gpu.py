@@ -24,9 +24,10 @@ Usage::
     # the CPU comparison with pyamg (250K / 160K / 69K / 130K, V- and W-cycles, 1 thread)
     PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --device cpu --pyamg --cycles V W
 
-``--variants`` adds AMG rows with degree-3 smoothing, MIS(2) aggregation and double-precision
+``--variants`` adds AMG rows with degree-3 smoothing, MIS(2) aggregation, double-precision
 coarse levels (``coarse_dtype=torch.float64``: the single-precision default on GPUs from 1M
-unknowns against it, in the same run; with ``--big`` at 16M too).
+unknowns against it, in the same run; with ``--big`` at 16M too) and a stored finest
+prolongator (``prolongation='stored'``: the implicit default on GPUs from 1M unknowns against it).
 
 ``--aggregations`` prints instead the comparison of the aggregations (pyamg's serial
 ``standard`` and the parallel ``mis2``) on the same matrices: CG iterations per cycle,
@@ -175,7 +176,12 @@ def _plan(args, amg):
         (f"5-point {k5}^2, GMG", lambda: gallery.poisson2d(k5, device=DEV), dict(amg, preconditioner="gmg"), False),
     ]
     if args.variants:  # the smoother and aggregation options, and double-precision coarse levels
-        for opts in ({"degree": 3}, {"aggregation": "mis2"}, {"coarse_dtype": torch.float64}):
+        for opts in (
+            {"degree": 3},
+            {"aggregation": "mis2"},
+            {"coarse_dtype": torch.float64},
+            {"prolongation": "stored"},
+        ):
             for label, make in (
                 (f"5-point {k5}^2", lambda: gallery.poisson2d(k5, device=DEV)),
                 (f"P1 triangles unit_square({kt})", lambda: _p1_square(kt)),
@@ -196,6 +202,10 @@ def _plan(args, amg):
                         o64,
                         False,
                     )
+                )
+                stored = dict(amg, options={"cycle": cyc, "prolongation": "stored"})
+                plan.append(
+                    (f"5-point {big}^2, AMG {cyc}, stored P", lambda: gallery.poisson2d(big, device=DEV), stored, False)
                 )
         plan += [
             (

@@ -314,3 +314,161 @@ def test_rows_of_a_block_of_entries_match_the_row_array():
     bound = chebyshev.gershgorin_bound(M.rows, M.val, torch.from_numpy(np.where(on, d, 1.0)))
     assert abs(float(bound) - expected) <= 1e-12 * expected
     assert M._row is None
+
+
+def _isolated_row(A):
+    """A with row and column 7 decoupled (only its diagonal): an unaggregated node, a row of T without entries."""
+    import sla
+
+    S = A.to_scipy().tolil()
+    S[7, :] = 0
+    S[:, 7] = 0
+    S[7, 7] = 4.0
+    return sla.SparseTensor.from_scipy(S.tocsr())
+
+
+def _problems():
+    import sla
+    from sla.assembly.cantilever import cantilever_system
+
+    yield "5-point", gallery.poisson2d(40), {}
+    yield "5-point, an isolated row", _isolated_row(gallery.poisson2d(40)), {}
+    yield "5-point, improved candidate", gallery.poisson2d(40), {"improve": 2}
+    yield "P1 tetrahedra", sla.SparseTensor.from_scipy(_p1_cube_scipy(8)), {}
+    yield "elasticity, rigid-body modes", cantilever_system(nx=24, ny=6)[0], {}
+
+
+def _p1_cube_scipy(n: int) -> sp.csr_matrix:
+    """P1 Laplacian on the unit cube (scikit-fem), Dirichlet rows kept as identity rows."""
+    import skfem
+    from skfem.helpers import dot, grad
+
+    m = skfem.MeshTet.init_tensor(*(np.linspace(0, 1, n + 1),) * 3)
+    basis = skfem.Basis(m, skfem.ElementTetP1())
+    K = skfem.BilinearForm(lambda u, v, w: dot(grad(u), grad(v))).assemble(basis).tolil()
+    for i in basis.get_dofs().all():
+        K[i, :] = 0
+        K[:, i] = 0
+        K[i, i] = 1.0
+    return K.tocsr()
+
+
+@pytest.mark.parametrize("name, A, opts", list(_problems()), ids=lambda v: v if isinstance(v, str) else "")
+def test_implicit_prolongation_applies_the_stored_prolongator(name, A, opts):
+    """prolongation='implicit' applies P = (I - w D^-1 A) T without storing it: its correction x + P xc
+    equals the stored P's (made by the row-block product, itself checked against SciPy above), with a
+    gather for one candidate (isolated rows gather zero, an improved candidate carries its values) and
+    T's product for several; the same CG iterations; the fine level keeps R and T only."""
+    import sla
+
+    stored = SmoothedAggregation(A, prolongation="stored", **opts)
+    implicit = SmoothedAggregation(A, prolongation="implicit", **opts)
+    fs, fi = stored.levels[0], implicit.levels[0]
+    assert fi.P is None and fi.T is not None and fs.T is None
+    assert all(lv.P is not None for lv in implicit.levels[1:-1])  # coarse levels keep theirs
+    assert torch.equal(fi.R.values(), fs.R.values()) and torch.equal(fi.R.col_indices(), fs.R.col_indices())
+    if name.endswith("isolated row"):
+        assert int(fi.T.idx[7]) == fs.R.shape[0]  # T's empty row gathers the appended zero
+    if "rigid-body" in name:
+        assert fi.T.csr is not None
+    g = torch.Generator().manual_seed(0)
+    xc = torch.randn(fs.R.shape[0], 2, generator=g, dtype=A.dtype)
+    x = torch.randn(A.shape[0], 2, generator=g, dtype=A.dtype)
+    want = fs.correct(x.clone(), xc)
+    got = fi.correct(x.clone(), xc)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-13 * float(want.abs().max()))
+    p_bytes = sum(t.numel() * t.element_size() for t in (fs.P.crow_indices(), fs.P.col_indices(), fs.P.values()))
+    assert fi.nbytes() == fs.nbytes() - p_bytes + fi.T.nbytes()  # P's arrays replaced by T's
+    assert fi.T.nbytes() < p_bytes / 2
+    b = torch.ones(A.shape[0], dtype=A.dtype)
+    its = {}
+    for M in (stored, implicit):
+        x, info = sla.solve(A, b, backend="pytorch", method="cg", preconditioner=M, rtol=1e-8, return_info=True)
+        assert float((b - A @ x).norm() / b.norm()) <= 1e-8
+        its[M is implicit] = info.iterations
+    assert its[True] == its[False], (name, its)
+    assert "not stored" in implicit.describe() and "not stored" not in stored.describe()
+
+
+def test_implicit_prolongation_with_single_precision_transfers():
+    """Single-precision coarse levels (the GPU default from 1M rows): T's values and R in float32,
+    the correction in the fine vectors' float64; CG iterations within one of the stored P's."""
+    import sla
+
+    A = sla.SparseTensor.from_scipy(_p1_cube_scipy(10))
+    b = torch.ones(A.shape[0], dtype=A.dtype)
+    its = {}
+    for pro in ("stored", "implicit"):
+        M = SmoothedAggregation(A, coarse_dtype=torch.float32, prolongation=pro, improve=1, cycle="V")
+        fine = M.levels[0]
+        assert fine.R.values().dtype == torch.float32 and fine.dinv.dtype == torch.float32
+        if pro == "implicit":
+            assert fine.T.val.dtype == torch.float32
+        x, info = sla.solve(A, b, backend="pytorch", method="cg", preconditioner=M, rtol=1e-10, return_info=True)
+        assert float((b - A @ x).norm() / b.norm()) <= 1e-10
+        its[pro] = info.iterations
+    assert its["implicit"] <= its["stored"] + 1, its
+
+
+def test_prolongation_is_checked_and_auto_stores_it_on_the_cpu():
+    from sla.precond import AMG
+    from sla.solvers.precond.amg import prolongation_for
+
+    A = gallery.poisson2d(32)
+    assert prolongation_for("auto", A) == "stored"
+    assert SmoothedAggregation(A).levels[0].P is not None
+    for bad in ("lazy", None, 1):
+        with pytest.raises(ValueError, match="prolongation must be one of"):
+            SmoothedAggregation(A, prolongation=bad)
+        with pytest.raises(ValueError, match="prolongation must be one of"):
+            AMG(prolongation=bad)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+def test_prolongation_auto_on_gpus():
+    """'auto' on a GPU: implicit from MIXED_MIN unknowns (stored below); the solve reaches its
+    tolerance with the same iterations as the stored prolongator."""
+    import sla
+
+    big = gallery.poisson2d(1024, device="cuda")
+    M = SmoothedAggregation(big)
+    assert M.levels[0].P is None and M.levels[0].T is not None
+    assert SmoothedAggregation(gallery.poisson2d(256, device="cuda")).levels[0].P is not None
+    b = torch.ones(big.shape[0], dtype=big.dtype, device="cuda")
+    its = {}
+    for pro in ("stored", "implicit"):
+        pc = SmoothedAggregation(big, prolongation=pro)
+        x, info = sla.solve(big, b, backend="pytorch", method="cg", preconditioner=pc, rtol=1e-10, return_info=True)
+        assert float((b - big @ x).norm() / b.norm()) <= 1e-10
+        its[pro] = info.iterations
+    assert its["implicit"] <= its["stored"] + 1, its
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("chunk", [1, 1 << 18])
+def test_transpose_by_blocks_matches_scipy(monkeypatch, dtype, chunk):
+    """R = P^T by a counting sort a block of entries at a time (eight blocks, or one): SciPy's
+    transpose, every column's entries in row order (CSR columns ascending), empty rows and columns."""
+    monkeypatch.setattr(amg, "PRODUCT_CHUNK", chunk)
+    rng = np.random.default_rng(7)
+    S = sp.random(300, 40, density=0.08, random_state=rng, format="lil", dtype=np.float64)
+    S[50:60, :] = 0
+    S[:, 5] = 0
+    S = S.tocsr().astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        S = S + 1j * S
+    S.sort_indices()
+    P = Mat(
+        torch.from_numpy(S.indptr.astype(np.int64)),
+        torch.from_numpy(S.indices.astype(np.int64)),
+        torch.from_numpy(S.data),
+        S.shape,
+    )
+    R = amg._transpose(P, P.val)
+    want = S.T.tocsr()
+    want.sort_indices()
+    got = _scipy(R)
+    assert got.shape == want.shape
+    assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.data, want.data)

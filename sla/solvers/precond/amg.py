@@ -29,13 +29,24 @@ import logging
 import torch
 
 from ...products import csr_matmul
+from ...reductions import abs_max
 from ...sparse import SparseTensor
 from .._optional import installed
 from .aggregate import aggregate
-from .multigrid import Level, Mat, Multigrid, check_cycle, coarse_dtype_for, galerkin
+from .multigrid import (
+    MIXED_MIN,
+    Level,
+    Mat,
+    Multigrid,
+    cast_csr,
+    check_cycle,
+    coarse_dtype_for,
+    entry_blocks,
+    galerkin,
+)
 from .nullspace import amalgamate, fit_candidates, rigid_body_modes
 
-__all__ = ["DROP_RTOL", "VECTOR_THETA", "SmoothedAggregation"]
+__all__ = ["DROP_RTOL", "VECTOR_THETA", "SmoothedAggregation", "Tentative", "prolongation_for"]
 
 
 # strength threshold with several candidates, by dofs per node: 2D P2 elasticity (130K) coarsens too
@@ -57,11 +68,16 @@ def _level(C: Mat, hermitian: bool, **kw) -> Level:
     return Level(C, hi=C.bound(hermitian), **kw)
 
 
+def _transfer_level(C: Mat, hermitian: bool, P, R, csr) -> Level:
+    """The level of C with its transfers: ``P`` a matrix, or ``(T, w)`` for an implicit one (:func:`_sa_level`)."""
+    if isinstance(P, tuple):
+        return _level(C, hermitian, R=R, csr=csr, smoothed=P)
+    return _level(C, hermitian, P=P, R=R, csr=csr)
+
+
 def _blocks(nnz: int):
     """``(lo, hi)``: eight blocks of entries (at least :data:`PRODUCT_CHUNK` each) for scans over A's entries."""
-    step = max(PRODUCT_CHUNK, -(-nnz // 8))
-    for lo in range(0, nnz, step):
-        yield lo, min(lo + step, nnz)
+    return entry_blocks(nnz, PRODUCT_CHUNK)
 
 
 def _couplings(C: Mat, tol: float, strict: bool) -> torch.Tensor:
@@ -83,23 +99,23 @@ def _drop_cancelled(Ac: Mat) -> Mat:
     return Ac.select(_couplings(Ac, DROP_RTOL, strict=True))
 
 
+def _diagonal_fits(d: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Whether every ``|d_i|`` and ``1 / |d_i|`` is inside ``dtype``'s range with a margin (a 0-dim bool)."""
+    big, tiny = torch.finfo(dtype).max / 8, torch.finfo(dtype).tiny * 8
+    a = d.abs()
+    lo, hi = torch.aminmax(a)
+    return (hi < big) & (lo > tiny) & (lo > 1 / big) & (hi < 1 / tiny)
+
+
 def _fits(hierarchies, dtype: torch.dtype) -> bool:
     """Whether every coarse operator, transfer and inverse diagonal fits ``dtype``'s range (one host look)."""
-    big, tiny = torch.finfo(dtype).max / 8, torch.finfo(dtype).tiny * 8
-
-    def absmax(v):  # no |v| temporary for real values
-        if v.is_complex():
-            return v.abs().amax()
-        lo, hi = torch.aminmax(v)
-        return torch.maximum(-lo, hi)
-
+    big = torch.finfo(dtype).max / 8
     looks = []
     for levels in hierarchies:
         for k, lv in enumerate(levels):
             mats = [lv.P, lv.R] if k == 0 else [lv.A, lv.P, lv.R]
-            looks += [absmax(M.values()) < big for M in mats if M is not None and M.values().numel()]
-            d = lv.dinv.abs()  # an inverse diagonal that would overflow or underflow
-            looks.append((d.amax() < big) & (d.amin() > tiny))
+            looks += [abs_max(M.values()) < big for M in mats if M is not None and M.values().numel()]
+            looks.append(_diagonal_fits(lv.dinv, dtype))  # an inverse diagonal that would overflow or underflow
     return bool(torch.stack(looks).all())
 
 
@@ -124,28 +140,49 @@ def _strength(C: Mat, theta: float):
 
 
 def _tentative(agg: torch.Tensor, nagg: int, dtype, cand: torch.Tensor | None = None) -> Mat:
-    """T (n x nagg, one entry per aggregated row: the candidate vector, default 1)."""
+    """T (n x nagg, one entry per aggregated row: the candidate vector, default 1).  Lean: int32 row
+    starts, no row array, and the ones of the constant candidate a broadcast view (no storage)."""
     n = agg.numel()
     dev = agg.device
     has = agg >= 0
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-    torch.cumsum(has.long(), 0, out=crow[1:])
-    nodes = torch.nonzero(has).flatten()
-    ones = torch.ones(nodes.numel(), dtype=dtype, device=dev) if cand is None else cand[nodes]
-    return Mat(crow, agg[has], ones, (n, nagg), row=nodes)
+    idt = torch.int32 if n < 2**31 - 1 else torch.int64
+    crow = torch.zeros(n + 1, dtype=idt, device=dev)
+    torch.cumsum(has, 0, dtype=idt, out=crow[1:])
+    nodes = None if bool(has.all()) else torch.nonzero(has).flatten()
+    del has
+    col = agg if nodes is None else agg[nodes]
+    if cand is None:
+        val = torch.ones(1, dtype=dtype, device=dev).expand(col.numel())
+    else:
+        val = cand if nodes is None else cand[nodes]
+    return Mat(crow, col, val, (n, nagg))
 
 
 def _transpose(C: Mat, val: torch.Tensor) -> Mat:
-    """The transpose of C's pattern carrying ``val``: a stable sort of the entries by column (the rows of
-    a CSR matrix are ascending already).  The order is kept in C's index dtype and C's row array is
-    dropped once gathered, so beside the sort's own temporaries only the result's arrays are made."""
+    """The transpose of C's pattern carrying ``val``: a counting sort of the entries by column, a
+    block of C's entries at a time (a stable sort of the block; its entries go after those of the
+    earlier blocks in their columns, so a column's entries keep C's row order).  Beside the result's
+    arrays only a block's temporaries are made: a sort of all the entries at once took about five
+    times the result's index bytes (its indices, keys and workspace), the setup's peak on a GPU."""
     M, N = C.shape
-    order = torch.sort(C.col, stable=True).indices.to(C.col.dtype)
-    tcrow = torch.zeros(N + 1, dtype=torch.int64, device=val.device)
+    dev = val.device
+    nnz = C.col.numel()
+    tcrow = torch.zeros(N + 1, dtype=torch.int64, device=dev)
     torch.cumsum(torch.bincount(C.col, minlength=N), 0, out=tcrow[1:])
-    tcol = C.row[order]
-    C._row = None  # (built for this gather only)
-    return Mat(tcrow, tcol, val[order], (N, M))
+    tcol = torch.empty(nnz, dtype=C.col.dtype, device=dev)
+    tval = torch.empty(nnz, dtype=val.dtype, device=dev)
+    fill = tcrow[:-1].clone()  # the next free position of every column
+    for lo, hi in _blocks(nnz):
+        key, idx = torch.sort(C.col[lo:hi], stable=True)
+        rank = torch.arange(hi - lo, device=dev, dtype=torch.int32)
+        rank -= torch.searchsorted(key, key, out_int32=True)  # position within its column in the block
+        dest = fill[key] + rank
+        del rank
+        tcol[dest] = C.rows(lo, hi)[idx]
+        tval[dest] = val[lo:hi][idx]
+        del dest, idx
+        fill += torch.bincount(key, minlength=N)
+    return Mat(tcrow, tcol, tval, (N, M))
 
 
 PRODUCT_CHUNK = 1 << 18
@@ -156,7 +193,7 @@ near 60 bytes per unknown, below the setup's peak (the Galerkin product's), whil
 blocks (host synchronisations and kernel launches on a GPU) stays near ``nnz(A) / n``."""
 
 
-def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
+def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.dtype | None = None) -> Mat:
     """``P = (I - w D^{-1} A) T`` by blocks of rows of A, without a sparse-sparse product.
 
     ``T`` is thin (one entry per row for one candidate, up to ``k`` with ``k`` candidates): every
@@ -164,52 +201,71 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None) -> Mat:
     of ``k`` (as a row-by-row SpGEMM does) and exact zeros are dropped.  Neither the ``nnz(A)``-sized
     ``S`` nor the product's buffers (cuSPARSE's SpGEMM) exist: a block holds about ``chunk``
     products (default: see :data:`PRODUCT_CHUNK`).  Columns come out ascending within each row, indices int32.
+
+    The products are summed in A's precision; each block's values are stored in ``dtype`` (default
+    A's): with single-precision coarse levels the blocks and their concatenation, which set the
+    setup's peak memory, take two thirds of the bytes.
     """
     n, nc = C.shape[0], T.shape[1]
     dev = C.val.device
+    dtype = C.val.dtype if dtype is None else dtype
     d = C.diag()
+    nnz = C.col.numel()
     tcount = T.crow[1:] - T.crow[:-1]
     kmax = max(int(tcount.max()), 1) if n else 1
+    full = kmax == 1 and T.col.numel() == n  # one entry in every row of T: the products are A's entries
+    if full:
+        del tcount
     products = max(PRODUCT_CHUNK, int(PRODUCT_ROWS * n)) if chunk is None else int(chunk)
     step = max(1, products // kmax)  # entries of A per block
-    nnz = C.col.numel()
     marks = torch.arange(step, max(nnz, step), step, device=dev)
     cuts = torch.searchsorted(C.crow, marks.to(C.crow.dtype), right=True) - 1
     bounds = sorted({0, n, *(int(c) for c in torch.unique(cuts).tolist() if 0 < int(c) < n)})
     ends = C.crow[bounds].tolist()
-    counts, cols, vals = [], [], []
     # index work in int32 where every index fits (A's and T's entries, a block's products): half the
     # bytes of the block's temporaries, which set the setup's peak memory
     idt = torch.int32 if max(nnz, T.col.numel(), products) < 2**31 - 1 else torch.int64
+    cdt = torch.int32 if nc < 2**31 - 1 else torch.int64
+    # P's row starts, written block by block (P has at most nnz(A) * kmax entries)
+    crow = torch.zeros(n + 1, dtype=torch.int32 if nnz * kmax < 2**31 - 1 else torch.int64, device=dev)
+    cols, vals = [], []
     for r0, r1, lo, hi in zip(bounds[:-1], bounds[1:], ends[:-1], ends[1:]):
         counts_a = (C.crow[r0 + 1 : r1 + 1] - C.crow[r0:r1]).to(idt)
         rows = torch.repeat_interleave(torch.arange(r0, r1, device=dev, dtype=idt), counts_a, output_size=hi - lo)
+        del counts_a
         k = C.col[lo:hi].to(idt)  # a view when C's columns are int32
         s = torch.div(C.val[lo:hi], d[rows]).mul_(-w)
         s = torch.where(rows == k, s + 1, s)  # the identity
-        c = tcount[k].to(idt)
-        e = torch.repeat_interleave(torch.arange(hi - lo, device=dev, dtype=idt), c, output_size=int(c.sum()))
-        first = (torch.cumsum(c, 0, dtype=idt) - c)[e]  # position of the product within its entry's row of T
-        tp = T.crow[k].to(idt)[e] + (torch.arange(e.numel(), device=dev, dtype=idt) - first)
-        del c, first, counts_a
-        v = s[e] * T.val[tp]
+        if full:  # T's entry of row k is entry k
+            e, tp = None, k
+        elif kmax == 1:  # the entries of A whose column has an entry in T
+            e = torch.nonzero(tcount[k]).flatten().to(idt)
+            tp = T.crow[k[e]].to(idt)
+        else:
+            c = tcount[k].to(idt)
+            e = torch.repeat_interleave(torch.arange(hi - lo, device=dev, dtype=idt), c, output_size=int(c.sum()))
+            first = (torch.cumsum(c, 0, dtype=idt) - c)[e]  # position of the product within its entry's row of T
+            tp = T.crow[k].to(idt)[e] + (torch.arange(e.numel(), device=dev, dtype=idt) - first)
+            del c, first
+        v = (s if e is None else s[e]) * T.val[tp]
         key = T.col[tp].long()
-        del tp, s
-        key += (rows[e] - r0).long().mul_(nc)
-        del e, rows, k
+        del tp, s, k
+        key += (rows if e is None else rows[e]).sub_(r0).long().mul_(nc)
+        del e, rows
         key, inv = torch.unique(key, sorted=True, return_inverse=True)
         pv = v.new_zeros(key.numel()).index_add_(0, inv, v)
         del v, inv
         nz = pv != 0
         key, pv = key[nz], pv[nz]
-        counts.append(torch.bincount(torch.div(key, nc, rounding_mode="floor"), minlength=r1 - r0))
-        cols.append((key % nc).to(torch.int32 if nc < 2**31 - 1 else torch.int64))
-        vals.append(pv)
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-    if counts:
-        torch.cumsum(torch.cat(counts), 0, out=crow[1:])
-    col = torch.cat(cols) if cols else torch.zeros(0, dtype=torch.int32, device=dev)
-    val = torch.cat(vals) if vals else C.val.new_zeros(0)
+        counts = torch.bincount(torch.div(key, nc, rounding_mode="floor"), minlength=r1 - r0)
+        torch.cumsum(counts, 0, out=counts)
+        crow[r0 + 1 : r1 + 1] = counts.add_(crow[r0])
+        cols.append((key % nc).to(cdt))
+        vals.append(pv.to(dtype))
+        del key, pv, counts
+    col = torch.cat(cols) if cols else torch.zeros(0, dtype=cdt, device=dev)
+    del cols
+    val = torch.cat(vals) if vals else C.val.new_zeros(0, dtype=dtype)
     return Mat(crow, col, val, (n, nc))
 
 
@@ -245,13 +301,74 @@ def _improved(C: Mat, d: torch.Tensor, rho: float, sweeps: int, B: torch.Tensor)
     return B / B.abs().amax(0)
 
 
-def _sa_level(C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0, B=None):
+class Tentative:
+    """``T xc`` for a prolongator applied and not stored (:class:`~sla.solvers.precond.multigrid.Level`'s
+    ``smoothed``): a gather by aggregate where T has at most one entry per row (one candidate: the
+    column of every row, its values only when they are not the constant 1), else T's CSR product."""
+
+    def __init__(self, T: Mat):
+        n, nc = T.shape
+        self.csr = self.idx = self.val = None
+        counts = T.crow[1:] - T.crow[:-1]
+        if n and int(counts.max()) > 1:
+            self.csr = T.csr32()
+            return
+        has = counts > 0
+        if T.col.numel() == n:  # every row aggregated: the column array is the aggregates themselves
+            self.idx = T.col
+        else:  # rows without an entry gather the zero appended to xc
+            self.idx = torch.full((n,), nc, dtype=T.col.dtype, device=T.col.device).masked_scatter_(has, T.col)
+        if T.val.stride() != (0,):  # (the constant candidate is a broadcast 1: see _tentative)
+            self.val = T.val if T.col.numel() == n else T.val.new_zeros(n).masked_scatter_(has, T.val)
+            self.val = self.val.unsqueeze(-1)
+
+    def __call__(self, xc: torch.Tensor) -> torch.Tensor:
+        if self.csr is not None:
+            return csr_matmul(self.csr, xc)
+        u = torch.cat([xc, xc.new_zeros(1, xc.shape[1])])[self.idx]
+        return u if self.val is None else u.mul_(self.val)
+
+    def cast(self, dtype: torch.dtype) -> None:
+        self.csr = cast_csr(self.csr, dtype)
+        self.val = None if self.val is None else self.val.to(dtype)
+
+    def nbytes(self) -> int:
+        if self.csr is not None:
+            return sum(
+                t.numel() * t.element_size()
+                for t in (self.csr.crow_indices(), self.csr.col_indices(), self.csr.values())
+            )
+        return sum(t.numel() * t.element_size() for t in (self.idx, self.val) if t is not None)
+
+
+PROLONGATIONS = ("auto", "stored", "implicit")
+
+
+def prolongation_for(prolongation: str, A: SparseTensor) -> str:
+    """The finest level's prolongator, checked: ``'stored'`` (a CSR matrix) or ``'implicit'``
+    (``(I - w D^{-1} A) T`` applied: one product with A per cycle instead of P's storage).
+    ``'auto'``: implicit on GPUs from :data:`~sla.solvers.precond.multigrid.MIXED_MIN` unknowns
+    (where memory is what a solve is short of), stored otherwise."""
+    if not isinstance(prolongation, str) or prolongation not in PROLONGATIONS:
+        raise ValueError(f"prolongation must be one of {PROLONGATIONS}, got {prolongation!r}")
+    if prolongation == "auto":
+        return "implicit" if A.device.type == "cuda" and A.shape[-1] >= MIXED_MIN else "stored"
+    return prolongation
+
+
+def _sa_level(
+    C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0, B=None, dtype=None, implicit: bool = False
+):
     """Smoothed prolongator ``P = (I - w D^{-1} A) T``, ``R = P^H`` and ``A_c = R A P``.
 
     ``tentative`` is ``(agg, nagg)`` (one constant candidate) or, with candidates ``B``, a
     function of the (improved) candidates returning ``(T, extra)``; ``extra`` is returned last.
     ``P`` comes from :func:`_smoothed` (row blocks, no sparse-sparse product) and ``R`` is its
-    conjugate transpose (a sort of ``P``'s entries): no matrix of ``A``'s size is made."""
+    conjugate transpose (a sort of ``P``'s entries): no matrix of ``A``'s size is made.
+    ``P`` and ``R`` are stored in ``dtype`` (default C's: see :func:`_smoothed`); ``A_c`` is the
+    Galerkin product of the stored transfers, in C's precision.  With ``implicit`` the first
+    value returned is ``(T, w)`` (a :class:`Tentative` and the weight: ``P = (I - w D^{-1} A) T``)
+    instead of ``P``, which is dropped once ``A_c`` is made."""
     d = C.diag()
     rho = C.bound(hermitian, safety=1.0)  # the estimate itself, as pyamg's approximate_spectral_radius
     C._row = None  # nnz-sized; the diagonal and the bounds are kept, nothing below needs the rows
@@ -261,10 +378,23 @@ def _sa_level(C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0,
         T = _tentative(agg, nagg, C.val.dtype, _improved_candidate(C, d, rho, sweeps))
     else:
         T, extra = tentative(_improved(C, d, rho, sweeps, B))
-    P = _smoothed(C, T, omega / rho)
-    del T
+    w = omega / rho
+    P = _smoothed(C, T, w, dtype=dtype)
+    T = Tentative(T) if implicit else None  # (its gather form: no row starts kept)
     R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
-    Ac = galerkin(R, C, P)
+    low = P.val.dtype
+    if low != C.val.dtype:
+        # the level keeps its inverse diagonal in the transfers' dtype: the diagonal need not be held
+        # in C's through the product (unless it does not fit, which :func:`_fits` then reports), and
+        # the product reads P in C's precision: one copy of P at a time
+        if bool(_diagonal_fits(d, low)):
+            C._diag = d.to(low)
+        del d
+        P.val = P.val.to(C.val.dtype)
+    Ac = galerkin(R, C, P, consume=implicit)
+    if implicit:
+        return (T, w), R, _drop_cancelled(Ac), extra
+    P.val = P.val.to(low)
     return P, R, _drop_cancelled(Ac), extra
 
 
@@ -383,6 +513,13 @@ class SmoothedAggregation(Multigrid):
     block_size : int, optional
         Dofs per node for a tensor ``near_nullspace`` (default: the recorded ``ncomp``,
         else 1).
+    prolongation : str
+        The finest level's prolongator: ``'stored'`` (a CSR matrix), ``'implicit'`` (``P = (I - w
+        D^{-1} A) T`` applied as the tentative ``T`` -- a gather by aggregate for one candidate --
+        then one product with the fine ``A``: P's storage, a fifth to two fifths of A's, is saved for
+        one fine SpMV per cycle) or ``'auto'`` (default: implicit on GPUs from
+        :data:`~sla.solvers.precond.multigrid.MIXED_MIN` unknowns, stored otherwise).  ``R`` is
+        stored either way; the coarse levels' prolongators are stored.
     """
 
     name = "amg"
@@ -404,9 +541,11 @@ class SmoothedAggregation(Multigrid):
         near_nullspace: str | torch.Tensor = "auto",
         block_size: int | None = None,
         coarse_dtype: torch.dtype | str = "auto",
+        prolongation: str = "auto",
     ):
         cycle = check_cycle(cycle, auto="V")
         cd = coarse_dtype_for(coarse_dtype, A)
+        implicit = prolongation_for(prolongation, A) == "implicit"
         candidates = _candidates(A, near_nullspace, block_size)
         if theta is None:
             theta = 0.0 if candidates[0] is None else VECTOR_THETA.get(A.sparse_shape[0] // candidates[2], 0.0)
@@ -449,8 +588,10 @@ class SmoothedAggregation(Multigrid):
                     agg, nagg = _node_aggregate(C, th, node, nnodes, aggregation)
                     if nagg == 0 or nagg > 0.8 * nnodes:
                         break
-                    P, R, Ac, (B, node, nnodes) = _sa_level(C, _fitted(agg, nagg), omega, hermitian, improve, B=B)
-                    levels.append(_level(C, hermitian, P=P, R=R, csr=fine_csr if lvl == 0 else None))
+                    P, R, Ac, (B, node, nnodes) = _sa_level(
+                        C, _fitted(agg, nagg), omega, hermitian, improve, B=B, dtype=cd, implicit=implicit and lvl == 0
+                    )
+                    levels.append(_transfer_level(C, hermitian, P, R, fine_csr if lvl == 0 else None))
                     C = Ac
                     lvl += 1
                     continue
@@ -468,8 +609,10 @@ class SmoothedAggregation(Multigrid):
                     break
                 if bi == 0:
                     aggs.append((agg, nagg) if th == 0 else None)
-                P, R, Ac, _ = _sa_level(C, (agg, nagg), omega, hermitian, improve)
-                levels.append(_level(C, hermitian, P=P, R=R, csr=fine_csr if lvl == 0 else None))
+                P, R, Ac, _ = _sa_level(
+                    C, (agg, nagg), omega, hermitian, improve, dtype=cd, implicit=implicit and lvl == 0
+                )
+                levels.append(_transfer_level(C, hermitian, P, R, fine_csr if lvl == 0 else None))
                 C = Ac
                 lvl += 1
             if C.shape[0] > 5000:
@@ -506,6 +649,7 @@ class SmoothedAggregation(Multigrid):
             "near_nullspace": near_nullspace,
             "block_size": block_size,
             "coarse_dtype": coarse_dtype,
+            "prolongation": prolongation,
         }
         self.candidates = 1 if candidates[0] is None else candidates[0].shape[1]
         self.hermitian = hermitian
@@ -516,7 +660,9 @@ class SmoothedAggregation(Multigrid):
         agg = self.options["aggregation"]
         why = " (aggregation='auto': pyamg is not installed)" if self.auto_aggregation and agg == "mis2" else ""
         mixed = f", coarse levels and transfers in {self.coarse_dtype}" if self.coarse_dtype != self.A.dtype else ""
-        return f"{super().describe()}, {'standard (pyamg)' if agg == 'standard' else agg} aggregation{why}{mixed}"
+        implicit = any(h[0].T is not None for h in self.hierarchies)
+        lean = ", the finest prolongator applied as (I - w D^-1 A) T (not stored)" if implicit else ""
+        return f"{super().describe()}, {'standard (pyamg)' if agg == 'standard' else agg} aggregation{why}{mixed}{lean}"
 
     def adjoint(self) -> SmoothedAggregation:
         if self.hermitian:

@@ -32,6 +32,7 @@ __all__ = [
     "check_cycle",
     "coarse_dtype_for",
     "csr32",
+    "entry_blocks",
     "galerkin",
 ]
 
@@ -137,6 +138,14 @@ class Mat:
         return float(capped(*self._rho, safety))
 
 
+def entry_blocks(nnz: int, minimum: int = 1 << 18):
+    """``(lo, hi)``: eight blocks of a matrix's entries (at least ``minimum`` each), for scans whose
+    temporaries should stay an eighth of an entry-sized array."""
+    step = max(minimum, -(-nnz // 8))
+    for lo in range(0, nnz, step):
+        yield lo, min(lo + step, nnz)
+
+
 DIAG_CHUNK = 1 << 22
 """Entries per block of :meth:`Mat.diag` (its temporaries: a block's rows and mask)."""
 
@@ -151,26 +160,33 @@ of 1M 268; 16M, blocks of 4M 0.50 s, of 16M 0.45-0.48 s, of 32M 0.45 s, all at 2
 GALERKIN_MIN = 1 << 20
 
 
-def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
+def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = False) -> Mat:
     """``R A P`` with torch sparse products (MKL / cuSPARSE), by blocks of rows of ``R``.
 
     Each block computes ``(R_rows A) P``; the blocks hold at most ``chunk`` (default: see
     :data:`GALERKIN_CHUNK`) products ``r_ik a_kj``, so the intermediate stays bounded
     where ``A P`` would take about as much as ``A`` itself.  The entries are those of
-    ``R (A P)`` up to rounding (the sums run in another order).
+    ``R (A P)`` up to rounding (the sums run in another order).  With ``consume`` the caller
+    gives ``P`` up: its arrays are let go (set to ``None``) and freed before the blocks are joined.
     """
     chunk = min(GALERKIN_CHUNK, max(GALERKIN_MIN, A.shape[0])) if chunk is None else int(chunk)
-    Ac, Pc = A.csr64(), P.csr64()
+    # transfers stored in another precision (single-precision coarse levels) join A's products in A's
+    Ac, Pc = A.csr64(), P.csr64(P.val.to(A.val.dtype))
+    if consume:
+        P.crow = P.col = P.val = None
     nr = R.shape[0]
-    # the products up to each row of R: the running sum of every entry's products, read at R's row
-    # starts (no row array of R)
-    work = (A.crow[1:] - A.crow[:-1]).long()[R.col].cumsum_(0)
-    start = R.crow.long() - 1  # the last entry before each row start (-1: none)
-    per_row = torch.where(start >= 0, work[start.clamp_(min=0)], 0) if work.numel() else torch.zeros_like(start)
-    del work, start
+    # the products before each row of R: the products of every row, summed over blocks of R's entries
+    # (no array of R's size), then their running sum
+    work = A.crow[1:] - A.crow[:-1]
+    rowsum = torch.zeros(nr, dtype=torch.int64, device=A.val.device)
+    for lo, hi in entry_blocks(R.col.numel()):
+        rowsum.index_add_(0, R.rows(lo, hi), work[R.col[lo:hi]].long())
+    per_row = torch.zeros(nr + 1, dtype=torch.int64, device=A.val.device)
+    torch.cumsum(rowsum, 0, out=per_row[1:])
+    del work, rowsum
     total = int(per_row[-1])
     if total <= chunk:
-        return Mat.from_torch(R.csr64() @ (Ac @ Pc))
+        return Mat.from_torch(R.csr64(R.val.to(A.val.dtype)) @ (Ac @ Pc))
     # row boundaries where the running work crosses a multiple of chunk (at least one row per block)
     marks = torch.arange(chunk, total, chunk, device=per_row.device)
     cuts = torch.unique(torch.searchsorted(per_row, marks, right=True).clamp_(1, nr - 1) - 1)
@@ -179,7 +195,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
     base = 0
     for r0, r1 in zip(bounds[:-1], bounds[1:]):
         s, e = int(R.crow[r0]), int(R.crow[r1])
-        Rb = csr_tensor(R.crow[r0 : r1 + 1] - s, R.col[s:e], R.val[s:e], (r1 - r0, R.shape[1]))
+        Rb = csr_tensor(R.crow[r0 : r1 + 1] - s, R.col[s:e], R.val[s:e].to(A.val.dtype), (r1 - r0, R.shape[1]))
         Cb = (Rb @ Ac) @ Pc
         del Rb
         crows.append(Cb.crow_indices()[1:] + base)
@@ -187,6 +203,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None) -> Mat:
         cols.append(Cb.col_indices().to(_index_dtype(Cb.values().numel(), (nr, P.shape[1]))))  # int32 per block
         vals.append(Cb.values().clone())
         del Cb
+    del Ac, Pc  # (P's copy in A's precision, and P itself when consumed: gone before the blocks are joined)
     crow = torch.cat([R.crow.new_zeros(1), *crows])
     return Mat(crow, torch.cat(cols), torch.cat(vals), (nr, P.shape[1]))
 
@@ -229,8 +246,14 @@ def cast_csr(C: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class Level:
     """One level: operator ``A`` (int32 CSR), ``dinv``, Chebyshev bound ``hi``, transfers to the next level."""
 
-    def __init__(self, A: Mat | None, P=None, R=None, prolong=None, restrict=None, csr=None, diag=None, hi=None):
-        """``A`` (setup form) may be ``None`` when ``csr``, ``diag`` and ``hi`` are given."""
+    def __init__(
+        self, A: Mat | None, P=None, R=None, prolong=None, restrict=None, csr=None, diag=None, hi=None, smoothed=None
+    ):
+        """``A`` (setup form) may be ``None`` when ``csr``, ``diag`` and ``hi`` are given.
+
+        ``smoothed = (T, w)`` stands for ``P = (I - w D^{-1} A) T``, applied and not stored: ``T(xc)``
+        gives ``T xc`` (``T`` also has ``cast(dtype)`` and ``nbytes()``), and a correction costs one
+        product with this level's operator instead of P's storage."""
         d = A.diag() if diag is None else diag
         if bool((d == 0).any()):
             raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
@@ -240,6 +263,7 @@ class Level:
         self.P = P.csr32() if isinstance(P, Mat) else P
         self.R = R.csr32() if isinstance(R, Mat) else R
         self._prolong, self._restrict = prolong, restrict
+        self.T, self.w = smoothed if smoothed is not None else (None, 0.0)
 
     @property
     def n(self) -> int:
@@ -257,6 +281,10 @@ class Level:
         single-precision ``P`` (coarse levels in another dtype) adds its product into ``x``'s dtype."""
         if self._prolong is not None:
             return self._prolong(x, xc)
+        if self.T is not None:  # x + T xc - w D^{-1} A (T xc), in x's precision
+            u = self.T(xc).to(x.dtype)
+            x.add_(u)
+            return x.addcmul_(self.dinv, csr_matmul(self.A, u), value=-self.w)
         if self.P.dtype != x.dtype:
             return x.add_(csr_matmul(self.P, xc))
         return torch.addmm(x, self.P, xc)
@@ -273,10 +301,12 @@ class Level:
         if not fine:
             self.A = cast_csr(self.A, dtype)
         self.P, self.R = cast_csr(self.P, dtype), cast_csr(self.R, dtype)
+        if self.T is not None:
+            self.T.cast(dtype)
         self.dinv = self.dinv.to(dtype)
 
     def nbytes(self) -> int:
-        total = 0
+        total = 0 if self.T is None else self.T.nbytes()
         for M in (self.A, self.P, self.R):
             if M is not None and not isinstance(M, torch.Tensor):  # a RowBlockedCSR (tensors have nbytes too)
                 total += M.nbytes()

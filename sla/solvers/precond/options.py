@@ -110,10 +110,12 @@ class AMG(PreconditionerSpec):
     near_nullspace: Any = field(default="auto", compare=False)
     block_size: int | None = None
     coarse_dtype: Any = "auto"
+    prolongation: str = "auto"
 
     def __post_init__(self) -> None:
         if not (self.coarse_dtype == "auto" or isinstance(self.coarse_dtype, torch.dtype)):
             raise ValueError(f"AMG: coarse_dtype must be 'auto' or a torch dtype, got {self.coarse_dtype!r}")
+        _choice(self, "prolongation", ("auto", "stored", "implicit"))
         _number(self, "theta", 0, strict=False, optional=True)
         for n in ("max_coarse", "max_levels", "degree"):
             _positive_int(self, n)
