@@ -152,12 +152,20 @@ DIAG_CHUNK = 1 << 22
 GALERKIN_CHUNK = 1 << 25
 """Products ``r_ik a_kj`` (an upper bound of the entries of ``R_rows A``) per row block of the
 Galerkin product at most: bounds its intermediate instead of forming the whole ``A P``.  A block
-holds ``min(GALERKIN_CHUNK, max(GALERKIN_MIN, n))`` products for an ``n``-row fine operator
-(cuSPARSE's SpGEMM buffers grow with them, and every block costs host synchronisations).  H200,
-5-point AMG first solve (``matrix_type='spd'``): 1M unknowns, blocks of 4M products 343 bytes/unknown,
-of 1M 268; 16M, blocks of 4M 0.50 s, of 16M 0.45-0.48 s, of 32M 0.45 s, all at 216-242 bytes/unknown."""
+holds ``min(GALERKIN_CHUNK, max(GALERKIN_MIN, GALERKIN_ROWS * n))`` products for an ``n``-row fine
+operator (cuSPARSE's SpGEMM buffers grow with them, and every block costs host synchronisations).
+H200, 5-point AMG first solve (``matrix_type='spd'``): 1M unknowns, blocks of 4M products 343
+bytes/unknown, of 1M 268; 16M, blocks of 4M 0.50 s, of 16M 0.45-0.48 s, of 32M 0.45 s, all at
+216-242 bytes/unknown (earlier setup code)."""
 
-GALERKIN_MIN = 1 << 20
+GALERKIN_MIN = 1 << 19
+
+GALERKIN_ROWS = 0.5
+"""Blocks of ``n / 2`` products: the SpGEMM's workspace, which sets the setup's peak once the rest is
+lean, about 18 bytes/unknown instead of 36.  H200, setup on new values (aggregates cached), one
+process, blocks of ``n`` against ``n / 2``: P1 tetrahedra 1M 0.184-0.189 s / 0.215-0.216 s, peak
+above A 118.8 / 100.2 bytes/unknown (the first solve's peak 315 -> 297 in all); 5-point 16M
+0.312-0.334 s / 0.342-0.380 s, 117.4 / 98.4."""
 
 
 def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = False) -> Mat:
@@ -169,7 +177,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = F
     ``R (A P)`` up to rounding (the sums run in another order).  With ``consume`` the caller
     gives ``P`` up: its arrays are let go (set to ``None``) and freed before the blocks are joined.
     """
-    chunk = min(GALERKIN_CHUNK, max(GALERKIN_MIN, A.shape[0])) if chunk is None else int(chunk)
+    chunk = min(GALERKIN_CHUNK, max(GALERKIN_MIN, int(GALERKIN_ROWS * A.shape[0]))) if chunk is None else int(chunk)
     # transfers stored in another precision (single-precision coarse levels) join A's products in A's
     Ac, Pc = A.csr64(), P.csr64(P.val.to(A.val.dtype))
     if consume:
