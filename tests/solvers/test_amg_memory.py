@@ -21,6 +21,17 @@ def _scipy(M: Mat) -> sp.csr_matrix:
     return sp.csr_matrix((M.val.numpy(), M.col.long().numpy(), M.crow.long().numpy()), shape=M.shape)
 
 
+def _mat(S: sp.csr_matrix) -> Mat:
+    """The setup form of a SciPy CSR matrix (int64 arrays, as given)."""
+    S.sort_indices()
+    return Mat(
+        torch.from_numpy(S.indptr.astype(np.int64)),
+        torch.from_numpy(S.indices.astype(np.int64)),
+        torch.from_numpy(S.data),
+        S.shape,
+    )
+
+
 def _csr(M: torch.Tensor) -> sp.csr_matrix:
     return sp.csr_matrix(
         (M.values().numpy(), M.col_indices().long().numpy(), M.crow_indices().long().numpy()), shape=M.shape
@@ -42,13 +53,7 @@ def _random_spd(n: int, dtype, seed: int = 0) -> sp.csr_matrix:
 def test_smoothed_prolongator_matches_scipy(dtype, k, chunk):
     n, nagg = 60, 11
     A = _random_spd(n, dtype)
-    A.sort_indices()
-    C = Mat(
-        torch.from_numpy(A.indptr.astype(np.int64)),
-        torch.from_numpy(A.indices.astype(np.int64)),
-        torch.from_numpy(A.data.astype(dtype)),
-        A.shape,
-    )
+    C = _mat(A)
     rng = np.random.default_rng(1)
     # T: row i has up to k entries in the columns of its aggregate (some rows none: unaggregated)
     rows, cols, vals = [], [], []
@@ -61,13 +66,7 @@ def test_smoothed_prolongator_matches_scipy(dtype, k, chunk):
             cols.append((a * k + j) % (nagg * k))
             vals.append(rng.standard_normal() + (1j * rng.standard_normal() if np.dtype(dtype).kind == "c" else 0))
     T_sp = sp.csr_matrix((np.array(vals, dtype=dtype), (rows, cols)), shape=(n, nagg * k))
-    T_sp.sort_indices()
-    T = Mat(
-        torch.from_numpy(T_sp.indptr.astype(np.int64)),
-        torch.from_numpy(T_sp.indices.astype(np.int64)),
-        torch.from_numpy(T_sp.data),
-        T_sp.shape,
-    )
+    T = _mat(T_sp)
     w = 0.37
     P = _smoothed(C, T, w, chunk=chunk)
     d = A.diagonal()
@@ -458,13 +457,7 @@ def test_transpose_by_blocks_matches_scipy(monkeypatch, dtype, chunk):
     S = S.tocsr().astype(dtype)
     if np.dtype(dtype).kind == "c":
         S = S + 1j * S
-    S.sort_indices()
-    P = Mat(
-        torch.from_numpy(S.indptr.astype(np.int64)),
-        torch.from_numpy(S.indices.astype(np.int64)),
-        torch.from_numpy(S.data),
-        S.shape,
-    )
+    P = _mat(S)
     R = amg._transpose(P, P.val)
     want = S.T.tocsr()
     want.sort_indices()
