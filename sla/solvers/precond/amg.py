@@ -481,8 +481,10 @@ class SmoothedAggregation(Multigrid):
         double-precision A on GPUs from :data:`~sla.solvers.precond.multigrid.MIXED_MIN`
         unknowns (the transfers and coarse levels take half the memory and traffic; the coarse
         correction needs no more digits), with every cycle (the K-cycle's coarse Krylov steps run
-        in the coarse levels' dtype); A's dtype otherwise.  The hierarchy is built in A's
-        precision, then rounded; one whose entries do not fit keeps A's dtype under ``'auto'``.
+        in the coarse levels' dtype); A's dtype otherwise.  The products are formed in A's
+        precision: each prolongator is rounded as it is made and the coarse operator is the
+        Galerkin product of the rounded transfers (then rounded itself); a hierarchy whose entries
+        do not fit keeps A's dtype under ``'auto'``.
     coarse_theta : float, optional
         Strength threshold on levels below the finest (default ``theta``).
     improve : int
