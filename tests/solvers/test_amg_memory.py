@@ -12,9 +12,10 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sla import gallery
-from sla.solvers.precond import amg, chebyshev, multigrid
-from sla.solvers.precond.amg import SmoothedAggregation, _smoothed
+from sla.solvers.precond import amg, chebyshev, multigrid, transfers
+from sla.solvers.precond.amg import SmoothedAggregation
 from sla.solvers.precond.multigrid import Mat
+from sla.solvers.precond.transfers import _smoothed
 
 
 def _scipy(M: Mat) -> sp.csr_matrix:
@@ -141,7 +142,7 @@ def test_setup_makes_no_matrix_of_the_fine_size_and_stays_lean(monkeypatch):
     (the setup's peak: 278.5 B/unknown with the matrix on the 5-point 1M, 40 of them S); now the
     largest float array the setup makes is a transfer operator's values, and the setup's peak above
     the matrix stays below what the hierarchy keeps plus small row-block temporaries."""
-    monkeypatch.setattr(amg, "PRODUCT_CHUNK", 1 << 12)
+    monkeypatch.setattr(transfers, "PRODUCT_CHUNK", 1 << 12)
     monkeypatch.setattr(multigrid, "GALERKIN_CHUNK", 1 << 14)
     monkeypatch.setattr(chebyshev, "_GERSHGORIN_CHUNK", 1 << 12)
     A = gallery.poisson2d(150)
@@ -171,7 +172,7 @@ def test_vector_setup_makes_no_float_array_of_the_fine_size(monkeypatch):
     index work in int32."""
     from sla.assembly.cantilever import cantilever_system
 
-    monkeypatch.setattr(amg, "PRODUCT_CHUNK", 1 << 12)
+    monkeypatch.setattr(transfers, "PRODUCT_CHUNK", 1 << 12)
     monkeypatch.setattr(multigrid, "GALERKIN_CHUNK", 1 << 14)
     monkeypatch.setattr(chebyshev, "_GERSHGORIN_CHUNK", 1 << 12)
     A = cantilever_system(nx=60, ny=8)[0]
@@ -411,7 +412,7 @@ def test_implicit_prolongation_with_single_precision_transfers():
 
 def test_prolongation_is_checked_and_auto_stores_it_on_the_cpu():
     from sla.precond import AMG
-    from sla.solvers.precond.amg import prolongation_for
+    from sla.solvers.precond.transfers import prolongation_for
 
     A = gallery.poisson2d(32)
     assert prolongation_for("auto", A) == "stored"
@@ -449,7 +450,7 @@ def test_prolongation_auto_on_gpus():
 def test_transpose_by_blocks_matches_scipy(monkeypatch, dtype, chunk):
     """R = P^T by a counting sort a block of entries at a time (eight blocks, or one): SciPy's
     transpose, every column's entries in row order (CSR columns ascending), empty rows and columns."""
-    monkeypatch.setattr(amg, "PRODUCT_CHUNK", chunk)
+    monkeypatch.setattr(transfers, "PRODUCT_CHUNK", chunk)
     rng = np.random.default_rng(7)
     S = sp.random(300, 40, density=0.08, random_state=rng, format="lil", dtype=np.float64)
     S[50:60, :] = 0
@@ -458,7 +459,7 @@ def test_transpose_by_blocks_matches_scipy(monkeypatch, dtype, chunk):
     if np.dtype(dtype).kind == "c":
         S = S + 1j * S
     P = _mat(S)
-    R = amg._transpose(P, P.val)
+    R = transfers._transpose(P, P.val)
     want = S.T.tocsr()
     want.sort_indices()
     got = _scipy(R)
