@@ -62,9 +62,11 @@ EDGE_MIN = 1 << 20
 
 def _host_int32(t: torch.Tensor):
     """``t`` as an int32 NumPy array on the host; from a GPU through :mod:`sla.staging`'s pinned
-    stage (H200, 16M-row AMG setup, the graph's 80M int32 columns: a whole pinned buffer cost
-    404 ms the first time in a process -- the first 16M setup took 0.99 s against 0.51 s for the
-    next -- and 6 ms once torch's host cache held it; the stage 60 ms, then 14 ms)."""
+    stage, not one pinned buffer of ``t``'s size: locking that buffer's pages made the first AMG
+    setup of a size slow, and torch's host cache then kept it locked for the process.  H200, AMG-CG
+    of a new 16M 5-point matrix (``bench_staging.py --setup``, three processes each): the first
+    solve of its size 0.88 / 0.89 / 1.26 s against 0.90 / 1.00 / 1.18 s, later new patterns about
+    0.07 s slower (0.55-1.14 against 0.52-0.75 s, alternated in one process)."""
     return to_host(t.detach().to(torch.int32)).numpy()
 
 
