@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from devices import DEVICES
 
 import sla
 from sla import SparseTensor, gallery
@@ -299,7 +300,8 @@ def test_large_non_dominant_spd_uses_sparse_factorisation():
     assert B.is_symmetric() and not B.is_positive_definite()
 
 
-def test_symmetry_by_search_agrees_with_the_transpose_permutation():
+@pytest.mark.parametrize("device", DEVICES)
+def test_symmetry_by_search_agrees_with_the_transpose_permutation(device):
     # the GPU path (no permutation kept on the pattern) against the CPU one, on a zoo
     from sla.structure import _symmetric_by_search
 
@@ -315,6 +317,13 @@ def test_symmetry_by_search_agrees_with_the_transpose_permutation():
     R = R + R.T
     Ra = R.clone()
     Ra[59, 7] += 1e-6  # the last entry of the longest row's mirror
+    Ml = S.clone()
+    Ml[5, 0] = 0.3  # a lower entry that is nobody's mirror
+    Zl = S.clone()
+    Zl[9, 0] = 1e-300  # the same, numerically zero
+    H = torch.complex(S, torch.triu(S, 1) - torch.tril(S, -1))
+    Hd = H.clone()
+    Hd[3, 3] += 0.5j  # a diagonal entry that is not real
     cases = {
         "arrow": SparseTensor.from_dense(R),
         "arrow, perturbed": SparseTensor.from_dense(Ra),
@@ -323,17 +332,27 @@ def test_symmetry_by_search_agrees_with_the_transpose_permutation():
         "stored zero": SparseTensor.from_dense(Z),
         "perturbed": L.with_values(L.values + 1e-3 * torch.rand(L.nnz, generator=g, dtype=torch.float64)),
         "batched": L.with_values(torch.stack([L.values, 2 * L.values])),
-        "complex hermitian": SparseTensor.from_dense(torch.complex(S, torch.triu(S, 1) - torch.tril(S, -1))),
+        "lower, unmatched": SparseTensor.from_dense(Ml),
+        "lower zero, unmatched": SparseTensor.from_dense(Zl),
+        "batched, one member perturbed": L.with_values(
+            torch.stack([L.values, L.values.flip(0) * (1 + torch.arange(L.nnz) % 2)])
+        ),
+        "complex hermitian": SparseTensor.from_dense(H),
+        "complex, diagonal not real": SparseTensor.from_dense(Hd),
     }
     for name, A in cases.items():
+        Ad = A.to(device)
         for conj in (False, True):
             if conj and not A.is_complex:
                 continue
-            v = A.values.detach()
+            v = Ad.values.detach()
             tol = 100 * torch.finfo(A.dtype).eps * v.abs().amax(-1, keepdim=True)
-            expected = sla.structure.is_symmetric(A, conjugate=conj)  # every batch member at once
-            assert _symmetric_by_search(A.pattern, v, conj, tol) == expected, name
+            expected = sla.structure.is_symmetric(A, conjugate=conj)  # on the CPU, every batch member at once
+            assert _symmetric_by_search(Ad.pattern, v, conj, tol) == expected, name
     assert not cases["nonsymmetric"].is_symmetric() and cases["stored zero"].is_symmetric()
+    assert not cases["lower, unmatched"].is_symmetric() and cases["lower zero, unmatched"].is_symmetric()
+    assert cases["batched, one member perturbed"].is_symmetric().tolist() == [True, False]
+    assert not cases["complex, diagonal not real"].is_hermitian()
     assert cases["complex hermitian"].is_hermitian()
     assert not cases["complex hermitian"].is_symmetric()
 
