@@ -3,7 +3,7 @@
 A copy between device memory and ordinary (pageable) host memory runs at a fraction of the
 bus's speed, and a page-locked buffer of the whole array is fast only once it exists: locking
 fresh host pages costs more than the copy.  H200 host, 320 MB of int32 to the host
-(``benchmarks/bench_staging.py``, after the process's first copy): pageable 205-280 ms every
+(``benchmarks/bench_staging.py``, after the process's first copy): pageable 212-280 ms every
 time; a whole pinned buffer 208 ms the first time at that size, 6 ms once torch's host cache
 holds it (and it stays locked for the process); this stage 49-60 ms the first time (the stage's
 own allocation), then 21 ms.  So the array goes through two pinned buffers of
