@@ -135,6 +135,72 @@ def firsts_rows() -> list[str]:
     return rows
 
 
+# (what it computes, PyTorch's spelling, the spelling sla's solvers use): each timed on its first call
+# in a fresh process that has already run BASE, the families every solve loads
+VOCABULARY = [
+    ("2-norm", "torch.linalg.vector_norm(x)", "(x.conj() * x).real.sum().sqrt()"),
+    ("1 / x", "1 / x", "torch.div(x.new_ones(()), x)"),
+    ("1 / sqrt(x)", "x.rsqrt()", "torch.div(x.new_ones(()), x.sqrt())"),
+    ("x^2 in place", "y.square_()", "y.mul_(y)"),
+    ("a or b", "torch.logical_or(a, c)", "torch.where(a, a, c)"),
+    ("max of all", "x.max()", "x.amax()"),
+    ("x + P y, one column", "torch.addmm(x[:, None], A, x[:, None])", "x.addmv_(A, x)"),
+    ("coarsest inverse times b, float64", "D @ e", "(D * e.mT).sum(-1, keepdim=True)"),
+    ("the same in float32", "D.float() @ e.float()", "(D.float() * e.float().mT).sum(-1, keepdim=True)"),
+]
+BASE = ["x * y", "x + y", "x - y", "x / y", "x.sum()", "x.amax()", "x.sqrt()", "torch.where(a, x, y)", "x > y",
+        "x == y", "x.abs()", "torch.mv(A, x)", "x.addcmul_(y, y)"]  # fmt: skip
+
+
+def _vocabulary_globals() -> dict:
+    n = 1 << 16
+    x = torch.rand(n, dtype=torch.float64, device="cuda") + 1
+    i = torch.arange(n, device="cuda", dtype=torch.int32)
+    A = torch.sparse_csr_tensor(torch.arange(n + 1, device="cuda", dtype=torch.int32), i, x.clone(), (n, n))
+    D = torch.rand(278, 278, dtype=torch.float64, device="cuda")
+    g = {"torch": torch, "x": x, "y": x.clone(), "a": x > 1.5, "c": x < 1.2, "A": A, "D": D, "e": D[:, :1].clone()}
+    return g
+
+
+def vocabulary_case(code: str) -> str:
+    """In this fresh process: BASE, then ``code`` twice; prints the two times (ms)."""
+    g = _vocabulary_globals()
+
+    def timed(c):
+        _sync()
+        t0 = time.perf_counter()
+        eval(c, g)
+        _sync()
+        return 1e3 * (time.perf_counter() - t0)
+
+    for c in BASE:
+        timed(c)
+    return f"{timed(code):.1f} {timed(code):.2f}"
+
+
+def vocabulary_rows() -> list[str]:
+    rows = [
+        "| computes | PyTorch's spelling | first call (ms) | sla's spelling | first call (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(_HERE), os.environ.get("PYTHONPATH", "")]))
+
+    def first(code):
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--vocabulary-case", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        return out.stdout.split()[-2]
+
+    for what, torch_way, sla_way in VOCABULARY:
+        rows.append(f"| {what} | `{torch_way}` | {first(torch_way)} | `{sla_way}` | {first(sla_way)} |")
+    return rows
+
+
 def sizes_rows(n: int, repeat: int) -> list[str]:
     import sla
     from sla import gallery
@@ -166,14 +232,16 @@ def sizes_rows(n: int, repeat: int) -> list[str]:
 
     rows += ["", "| type detection of a new matrix (`guess_matrix_type`) | entries | time (ms) |", "|---|---|---|"]
     structure.guess_matrix_type(_poisson(256))
+    structure.guess_matrix_type(gallery.poisson2d(256, device="cuda"))
     for m in (1000, n):
-        A = _poisson(m)
-        _sync()
-        t0 = time.perf_counter()
-        mtype = structure.guess_matrix_type(A)
-        _sync()
-        rows.append(f"| 5-point {m}^2 ({mtype}) | {A.nnz:,} | {1e3 * (time.perf_counter() - t0):.1f} |")
-        del A
+        for how, build in (("mirror search", _poisson), ("on its grid", lambda m: gallery.poisson2d(m, device="cuda"))):
+            A = build(m)
+            _sync()
+            t0 = time.perf_counter()
+            mtype = structure.guess_matrix_type(A)
+            _sync()
+            rows.append(f"| 5-point {m}^2, {how} ({mtype}) | {A.nnz:,} | {1e3 * (time.perf_counter() - t0):.1f} |")
+            del A
     from sla.numeric_cache import _digest
 
     rows += ["", "| digest of the values of | values | time (ms) |", "|---|---|---|"]
@@ -219,21 +287,27 @@ def blocks_rows(n: int) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["process", "firsts", "sizes", "blocks"], default=None)
+    ap.add_argument("--only", choices=["process", "firsts", "sizes", "blocks", "vocabulary"], default=None)
     ap.add_argument("--n", type=int, default=4000, help="grid side of the 'sizes' matrices (n^2 unknowns)")
     ap.add_argument("--repeat", type=int, default=2, help="new matrices per solver in 'sizes'")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--process-case", choices=["cold", "spmv", "cold, jacobi"], help=argparse.SUPPRESS)
+    ap.add_argument("--vocabulary-case", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_first_solve.py measures GPU first solves: no CUDA device here")
     if args.process_case:
         print(process_case(args.process_case))
         return
+    if args.vocabulary_case:
+        print(vocabulary_case(args.vocabulary_case))
+        return
     if args.only == "firsts":
         tables = [firsts_rows()]
     elif args.only == "blocks":
         tables = [blocks_rows(args.n)]
+    elif args.only == "vocabulary":
+        tables = [vocabulary_rows()]
     else:
         tables = []
         if args.only in (None, "process"):

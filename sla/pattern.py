@@ -510,7 +510,7 @@ class Pattern:
         col = col.to(self.ccol.dtype)
         if self.nnz == 0 or row.numel() == 0:
             return torch.full(row.shape, -1, dtype=dtype, device=self.device)
-        steps = self.memo("row_bits", lambda: int(torch.diff(self.crow).max()).bit_length())
+        steps = self.memo("row_bits", lambda: int(torch.diff(self.crow).amax()).bit_length())
         work = torch.int32 if self.nnz < 2**30 else torch.int64  # a + b stays in range
         a, end = self.crow[row].to(work), self.crow[row + 1].to(work)
         b = end.clone()

@@ -14,7 +14,16 @@ import torch
 from .blocked import RowBlockedCSR
 from .pattern import Pattern
 
-__all__ = ["spmm", "spmm_nograd", "spspmm", "union", "intersection", "csr_matmul", "csr_residual"]
+__all__ = [
+    "spmm",
+    "spmm_nograd",
+    "spspmm",
+    "union",
+    "intersection",
+    "csr_matmul",
+    "csr_residual",
+    "csr_add_matmul_",
+]
 
 
 def csr_matmul(C: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -34,14 +43,29 @@ def csr_residual(b: torch.Tensor, C: torch.Tensor, x: torch.Tensor) -> torch.Ten
     """``b - C x`` (``[n, K]``) with a single new allocation.
 
     On the CPU one column takes an SpMV then an in-place subtraction, faster there than
-    the fused ``addmm``; everything else (GPUs, several columns) takes the fused ``addmm``.
+    the fused product; on GPUs one column takes the fused SpMV (``addmv``), several the fused
+    SpMM (``addmm``).
     """
     if isinstance(C, RowBlockedCSR):
         return C.residual(b, x)
-    if x.shape[-1] == 1 and x.device.type == "cpu":
-        y = torch.mv(C, x[:, 0])
-        return torch.sub(b[:, 0], y, out=y).unsqueeze(1)
+    if x.shape[-1] == 1:
+        if x.device.type == "cpu":
+            y = torch.mv(C, x[:, 0])
+            return torch.sub(b[:, 0], y, out=y).unsqueeze(1)
+        return torch.addmv(b[:, 0], C, x[:, 0], alpha=-1).unsqueeze(1)
     return torch.addmm(b, C, x, alpha=-1)
+
+
+def csr_add_matmul_(x: torch.Tensor, C: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x += C @ y`` into ``x`` (``[n, K]``), returned.
+
+    One column on a GPU is one fused SpMV (``addmv``); on the CPU an SpMV then an addition (faster
+    there).  Single columns never take ``addmm``'s SpMM: on a GPU it is a kernel family apart from
+    the SpMV, which a process would load on first use (see :mod:`sla.kernels`)."""
+    if y.shape[-1] == 1 and x.device.type != "cpu" and not isinstance(C, RowBlockedCSR):
+        x[:, 0].addmv_(C, y[:, 0])
+        return x
+    return x.add_(csr_matmul(C, y))
 
 
 def spmm_nograd(pattern: Pattern, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

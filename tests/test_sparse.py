@@ -357,6 +357,72 @@ def test_symmetry_by_search_agrees_with_the_transpose_permutation(device):
     assert not cases["complex hermitian"].is_symmetric()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_symmetry_on_a_grid_agrees_with_the_transpose_permutation(device):
+    # the GPU path for matrices that record their grid, against the CPU's permutation, on a zoo
+    import itertools
+
+    from sla.structure import _symmetric_on_grid
+
+    g = torch.Generator().manual_seed(5)
+
+    def coefficients(A, complex_=False, hermitian=True):  # a(i, j) = r(i, j) + r(j, i) (conj for Hermitian)
+        n = A.shape[0]
+        R = torch.rand(n, n, generator=g, dtype=torch.float64)
+        if complex_:
+            R = torch.complex(R, torch.rand(n, n, generator=g, dtype=torch.float64))
+        r, c = A.pattern.row, A.pattern.col
+        mirror = R[c, r].conj() if (complex_ and hermitian) else R[c, r]
+        return A.with_values(R[r, c] + mirror)
+
+    def perturbed(A, k, by):
+        v = A.values.clone()
+        v[k] += by
+        return A.with_values(v)
+
+    five = gallery.poisson2d(6, 5)
+    box = list(itertools.product((-1, 0, 1), repeat=3))
+    w27 = {e: float(1 + sum(abs(a) for a in e)) for e in box}  # w(e) = w(-e): symmetric
+    cube = gallery.stencil_operator((4, 3, 5), box, [w27[e] for e in box])
+    nine = gallery.stencil_operator((5, 2), list(itertools.product((-1, 0, 1), repeat=2)), [1.0] * 9)  # an axis of 2
+    lower = gallery.stencil_operator((4, 4), [(0, 0), (-1, 0), (0, -1)], [4.0, -1.0, -1.0])
+    Hc = coefficients(five, complex_=True)
+    cases = {
+        "5-point, variable": coefficients(five),
+        "5-point, one entry off": perturbed(coefficients(five), 7, 1e-6),
+        "27-point": cube,
+        "27-point, variable": coefficients(cube),
+        "27-point, one entry off": perturbed(coefficients(cube), 100, 1e-3),
+        "9-point on an axis of 2": coefficients(nine),
+        "9-point on an axis of 2, off": perturbed(coefficients(nine), 3, 1e-3),
+        "lower offsets only": lower,
+        "lower offsets only, zero": lower.with_values(torch.where(lower.pattern.row == lower.pattern.col, 4.0, 0.0)),
+        "complex hermitian": Hc,
+        "complex, diagonal not real": perturbed(Hc, int(torch.nonzero(five.pattern.row == five.pattern.col)[4]), 0.5j),
+        "complex symmetric": coefficients(five, complex_=True, hermitian=False),
+    }
+    for name, A in cases.items():
+        Ad = A.to(device)
+        assert Ad.pattern.cache.get("grid") is not None, name
+        for conj in (False, True) if A.is_complex else (False,):
+            v = Ad.values.detach()
+            tol = 100 * torch.finfo(A.dtype).eps * v.abs().amax(-1, keepdim=True)
+            expected = sla.structure.is_symmetric(A, conjugate=conj)
+            assert _symmetric_on_grid(Ad.pattern, v, conj, tol) == expected, (name, conj)
+    assert cases["27-point, variable"].is_symmetric() and not cases["27-point, one entry off"].is_symmetric()
+    assert not cases["lower offsets only"].is_symmetric() and cases["lower offsets only, zero"].is_symmetric()
+    assert cases["complex hermitian"].is_hermitian() and not cases["complex, diagonal not real"].is_hermitian()
+    # not a compact stencil on the recorded grid: the search decides (None here)
+    tri = gallery.stencil_operator((12,), [(-1,), (0,), (1,)], [-1.0, 2.0, -1.0]).to(device)
+    tri.pattern.cache["grid"] = (3, 4)  # couples the end of a grid line to the next line's start
+    far = gallery.stencil_operator((12,), [(-2,), (0,), (2,)], [-1.0, 2.0, -1.0]).to(device)
+    batched = five.with_values(torch.stack([five.values, 2 * five.values])).to(device)
+    for A in (tri, far, batched):
+        tol = 1e-12 * A.values.abs().amax(-1, keepdim=True)
+        assert _symmetric_on_grid(A.pattern, A.values, False, tol) is None
+        assert bool(sla.structure.is_symmetric(A)) if A is not batched else A.is_symmetric().all()
+
+
 def test_dominance_certificate_against_eigenvalues_and_stored_zeros():
     # the certificate (weak dominance, a strict row reached through non-zero couplings) against
     # dense eigenvalues; both reaches (GPU: sparse products, CPU: SciPy's components) agree

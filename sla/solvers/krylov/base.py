@@ -106,7 +106,7 @@ class KrylovResult:
 
     def stats(self) -> dict:
         out = {
-            "iterations": int(self.iterations.max()) if self.iterations.numel() else 0,
+            "iterations": int(self.iterations.amax()) if self.iterations.numel() else 0,
             "converged": bool(self.converged.all()),
             "history": self.history,
         }
@@ -287,7 +287,7 @@ def _outer(method_inner, ctx: _Ctx, x0: torch.Tensor | None) -> KrylovResult:
             break
         if prev is not None and bool((rn[act] > 0.5 * prev[act]).all()):
             # a retry gained nothing: the attainable accuracy of this precision is reached
-            worst = float((rn / ctx.bnorm)[act].max())
+            worst = float((rn / ctx.bnorm)[act].amax())
             reason = (
                 f"stagnated: the attainable accuracy was reached (relative residual {worst:.3e}; "
                 f"a restart from the true residual gained nothing)"

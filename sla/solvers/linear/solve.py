@@ -28,6 +28,7 @@ from ...config import (
     SolveInfo,
     SolverConfig,
 )
+from ...kernels import norm2
 from ...numeric_cache import values_scope
 from ...products import spmm_nograd
 from ...sparse import SparseTensor, canonical_rhs
@@ -132,8 +133,8 @@ class Prepared:
         low = x.dtype
         limit = torch.finfo(low).eps ** 0.5
         with torch.no_grad():
-            bn = torch.linalg.vector_norm(b, dim=1).clamp_min(torch.finfo(b.real.dtype).tiny)
-            rel = lambda r: float((torch.linalg.vector_norm(r, dim=1) / bn.to(r.real.dtype)).max())  # noqa: E731
+            bn = norm2(b, dim=1).clamp_min(torch.finfo(b.real.dtype).tiny)
+            rel = lambda r: float((norm2(r, dim=1) / bn.to(r.real.dtype)).amax())  # noqa: E731
             r = b - self._product(x, transpose, self.values)
             worst, done = rel(r), 0
             if worst > limit:
@@ -279,16 +280,16 @@ def _rounding_floor(A: SparseTensor, x3: torch.Tensor, b3: torch.Tensor) -> floa
     solution to the working precision can leave -- no solver in this precision gets below it."""
     with torch.no_grad():
         ax = spmm_nograd(A.pattern, A._flat().detach().abs(), x3.detach().abs())
-        bn = torch.linalg.vector_norm(b3.detach(), dim=1).clamp_min(torch.finfo(ax.dtype).tiny)
-        ratio = torch.linalg.vector_norm(ax, dim=1) / bn
-        return float(ratio.max()) * torch.finfo(A.dtype).eps if ratio.numel() else 0.0
+        bn = norm2(b3.detach(), dim=1).clamp_min(torch.finfo(ax.dtype).tiny)
+        ratio = norm2(ax, dim=1) / bn
+        return float(ratio.amax()) * torch.finfo(A.dtype).eps if ratio.numel() else 0.0
 
 
 def _relative_residual(A: SparseTensor, x3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         r = b3 - spmm_nograd(A.pattern, A._flat().detach(), x3.detach())
-        rn = torch.linalg.vector_norm(r, dim=1)
-        bn = torch.linalg.vector_norm(b3.detach(), dim=1)
+        rn = norm2(r, dim=1)
+        bn = norm2(b3.detach(), dim=1)
         return torch.where(bn > 0, rn / bn.clamp_min(torch.finfo(bn.dtype).tiny), rn)
 
 
@@ -309,7 +310,7 @@ def _run(A: SparseTensor, b, prep: Prepared, return_info: bool, b_checked: bool 
     solve_time = time.perf_counter() - t0
     stats = prep.stats
     res = _relative_residual(A, x3, b3)
-    worst = float(res.max()) if res.numel() else 0.0
+    worst = float(res.amax()) if res.numel() else 0.0
     direct = prep.method.kind == "direct"
     if worst != worst or worst == float("inf"):
         _non_finite(A, x3, prep, stats)
@@ -323,7 +324,7 @@ def _run(A: SparseTensor, b, prep: Prepared, return_info: bool, b_checked: bool 
         if not converged:
             reason = f"the residual of a backward-stable direct solve should be near eps, but is > {limit:.1e}"
     else:
-        bn = torch.linalg.vector_norm(b3.detach(), dim=1).max()
+        bn = norm2(b3.detach(), dim=1).amax()
         tol = max(rtol, atol / float(bn) if float(bn) > 0 else 0.0)
         converged = bool(stats.get("converged", True)) and worst <= 10 * tol
         eps = torch.finfo(A.dtype).eps

@@ -28,6 +28,7 @@ import logging
 
 import torch
 
+from ...kernels import reciprocal
 from ...products import csr_matmul
 from ...reductions import abs_max
 from ...sparse import SparseTensor
@@ -75,8 +76,10 @@ def _couplings(C: Mat, tol: float, strict: bool) -> torch.Tensor:
     for lo, hi in _blocks(C.col.numel()):
         r, c = C.rows(lo, hi), C.col[lo:hi]
         bound = d[r].mul_(d[c]).mul_(tol**2)
-        a2 = C.val[lo:hi].abs().square_()
-        torch.logical_or(a2 > bound if strict else a2 >= bound, r == c, out=keep[lo:hi])
+        a2 = C.val[lo:hi].abs()
+        a2.mul_(a2)  # not square_ (pow) or logical_or: kernel families of their own (see docs/architecture.md)
+        diagonal = r == c
+        torch.where(diagonal, diagonal, a2 > bound if strict else a2 >= bound, out=keep[lo:hi])
     return keep
 
 
@@ -131,7 +134,7 @@ def _improved_candidate(C: Mat, d: torch.Tensor, rho: float, sweeps: int) -> tor
         return None
     A = C.csr64()
     x = torch.ones(C.shape[0], 1, dtype=C.val.dtype, device=C.val.device)
-    dinv = (1.0 / d).unsqueeze(-1) * (4.0 / (3.0 * rho))
+    dinv = reciprocal(d).unsqueeze(-1) * (4.0 / (3.0 * rho))
     for _ in range(sweeps):
         x = x - dinv * csr_matmul(A, x)
     x = x[:, 0]
@@ -143,7 +146,7 @@ def _improved(C: Mat, d: torch.Tensor, rho: float, sweeps: int, B: torch.Tensor)
     if sweeps <= 0:
         return B
     A = C.csr64()
-    dinv = (1.0 / d).unsqueeze(-1) * (4.0 / (3.0 * rho))
+    dinv = reciprocal(d).unsqueeze(-1) * (4.0 / (3.0 * rho))
     for _ in range(sweeps):
         B = B - dinv * csr_matmul(A, B)
     return B / B.abs().amax(0)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from ...kernels import norm2, reciprocal
 from ...sparse import SparseTensor
 from .base import Preconditioner, flat_values, matvec
 from .jacobi import diagonal_inverse
@@ -71,13 +72,6 @@ def _start(shape, device, dtype) -> torch.Tensor:
     return v.expand(shape).clone()
 
 
-def _norm(v: torch.Tensor) -> torch.Tensor:
-    """``||v||_2`` over the last axis, as the Krylov methods take it (a product and a sum): on a GPU
-    ``torch.linalg.vector_norm`` is a kernel family of its own, which a process loads on first use
-    (tens of milliseconds of its first solve)."""
-    return (v.conj() * v).real.sum(-1).sqrt()
-
-
 def lanczos_bound(
     mv: Callable[[torch.Tensor], torch.Tensor],
     diag: torch.Tensor,
@@ -103,9 +97,9 @@ def lanczos_bound(
     torch.Tensor
         ``[...]`` (real), NaN where the iteration broke down numerically.
     """
-    s = diag.real.rsqrt().to(diag.dtype)
+    s = reciprocal(diag.real.sqrt()).to(diag.dtype)
     v = _start(diag.shape, diag.device, diag.dtype)
-    v = v / _norm(v).unsqueeze(-1)
+    v = v / norm2(v).unsqueeze(-1)
     v_old = torch.zeros_like(v)
     beta = torch.zeros(diag.shape[:-1], dtype=diag.real.dtype, device=diag.device)
     alphas, betas = [], []
@@ -114,7 +108,7 @@ def lanczos_bound(
         w = s * mv(s * v)
         alpha = (v.conj() * w).sum(-1).real
         w = w - alpha.unsqueeze(-1) * v - beta.unsqueeze(-1) * v_old
-        beta = _norm(w)
+        beta = norm2(w)
         alphas.append(alpha)
         # a breakdown (an invariant subspace: the Ritz values are exact) continues with zeros
         v_old, v = v, torch.where(beta.unsqueeze(-1) > tiny, w / beta.clamp_min(tiny).unsqueeze(-1), 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...config import SingularMatrixError
+from ...kernels import reciprocal
 from ...sparse import SparseTensor
 from .base import Preconditioner, flat_values
 
@@ -17,7 +18,7 @@ def diagonal_inverse(A: SparseTensor, name: str = "jacobi") -> torch.Tensor:
     if bool((d == 0).any()):
         i = int(torch.nonzero((d == 0).any(0))[0])
         raise SingularMatrixError(f"preconditioner {name!r} needs a non-zero diagonal, but A[{i}, {i}] = 0")
-    return (1.0 / d).unsqueeze(-1)
+    return reciprocal(d).unsqueeze(-1)
 
 
 class JacobiPreconditioner(Preconditioner):

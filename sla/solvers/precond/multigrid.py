@@ -14,8 +14,9 @@ import copy
 
 import torch
 
+from ...kernels import reciprocal
 from ...pattern import csr_tensor
-from ...products import csr_matmul, csr_residual
+from ...products import csr_add_matmul_, csr_matmul, csr_residual
 from ...sparse import SparseTensor
 from .base import Preconditioner
 from .chebyshev import LANCZOS_SAFETY, capped, chebyshev_iteration, gershgorin_bound, ritz_estimate
@@ -266,7 +267,7 @@ class Level:
         if bool((d == 0).any()):
             raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
         self.A = A.csr32() if csr is None else csr
-        self.dinv = (1.0 / d).unsqueeze(-1)
+        self.dinv = reciprocal(d).unsqueeze(-1)
         self.hi = A.gershgorin(d) if hi is None else hi
         self.P = P.csr32() if isinstance(P, Mat) else P
         self.R = R.csr32() if isinstance(R, Mat) else R
@@ -295,7 +296,7 @@ class Level:
             return x.addcmul_(self.dinv, csr_matmul(self.A, u), value=-self.w)
         if self.P.dtype != x.dtype:
             return x.add_(csr_matmul(self.P, xc))
-        return torch.addmm(x, self.P, xc)
+        return csr_add_matmul_(x, self.P, xc)
 
     def restrict(self, r):
         """``R r``, in ``R``'s dtype (the coarse levels')."""
@@ -344,6 +345,16 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     if int(info) != 0 or not bool(torch.isfinite(inv).all()):
         inv = torch.linalg.pinv(Dw, hermitian=bool(torch.allclose(Dw, Dw.mH)))
     return inv.to(D.dtype)
+
+
+
+def _apply_inverse(cinv: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``cinv @ b`` for the coarsest level.  One column on a GPU is a product and a row sum (a few
+    hundred rows): the solve's own kernel families, where ``@`` would start the dense BLAS library
+    (cuBLAS, and its single-precision kernels again under float32 coarse levels) on first use."""
+    if b.shape[-1] == 1 and b.device.type != "cpu":
+        return (cinv * b.mT).sum(-1, keepdim=True)
+    return cinv @ b
 
 
 DENSE_MAX = 8000
@@ -490,7 +501,7 @@ class Multigrid(Preconditioner):
 
     def _cycle(self, h, cinv, lvl: int, b: torch.Tensor) -> torch.Tensor:
         if lvl == len(h) - 1:
-            return cinv @ b if cinv is not None else _chebyshev(h[lvl], b, None, 8, self.ratio)
+            return _apply_inverse(cinv, b) if cinv is not None else _chebyshev(h[lvl], b, None, 8, self.ratio)
         lv = h[lvl]
         x = _chebyshev(lv, b, None, self.degree, self.ratio)
         exact = lvl + 2 == len(h) and cinv is not None  # the next level is solved exactly
@@ -527,7 +538,7 @@ class Multigrid(Preconditioner):
         if herm:
             # d2 = v2 - (g / rho1) v is A-orthogonal to v: (d2, A d2) = (v2, A v2) - |g|^2 / rho1
             g = _dot(w, v2)
-            rho2 = _dot(v2, w2).real - _ratio(g.abs() ** 2, rho1.real)
+            rho2 = _dot(v2, w2).real - _ratio((g.conj() * g).real, rho1.real)
             a2 = _ratio(_dot(v2, r2), rho2)
         else:
             # GCR: A d2 = w2 - g w is orthogonal to w; r2 is already orthogonal to w

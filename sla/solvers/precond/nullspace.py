@@ -131,7 +131,7 @@ def fit_candidates(agg: torch.Tensor, nagg: int, B: torch.Tensor):
     counts = torch.bincount(a, minlength=nagg)
     start = torch.cumsum(counts, 0) - counts
     pos = torch.arange(a.numel(), device=dev) - start[a]
-    m = int(counts.max()) if a.numel() else 0
+    m = int(counts.amax()) if a.numel() else 0
     work = torch.complex128 if B.is_complex() else torch.float64
     Bp = torch.zeros(nagg, m, k, dtype=work, device=dev)
     Bp[a, pos] = B[dofs].to(work)

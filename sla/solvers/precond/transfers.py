@@ -92,7 +92,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
     d = C.diag()
     nnz = C.col.numel()
     tcount = T.crow[1:] - T.crow[:-1]
-    kmax = max(int(tcount.max()), 1) if n else 1
+    kmax = max(int(tcount.amax()), 1) if n else 1
     full = kmax == 1 and T.col.numel() == n  # one entry in every row of T: the products are A's entries
     if full:
         del tcount
@@ -166,7 +166,7 @@ class Tentative:
         n, nc = T.shape
         self.csr = self.idx = self.val = None
         counts = T.crow[1:] - T.crow[:-1]
-        if n and int(counts.max()) > 1:
+        if n and int(counts.amax()) > 1:
             self.csr = T.csr32()
             return
         has = counts > 0

@@ -1,0 +1,25 @@
+"""Spellings that reuse the kernel families a GPU solve loads anyway.
+
+On CUDA, PyTorch loads an operator's kernels on the operator family's first call in a process,
+10-50 ms a family on an H200 (``benchmarks/bench_first_solve.py --only vocabulary``), so the first
+solve of a process pays once for every family it touches.  The solvers therefore keep to a small
+vocabulary (products, sums, quotients, comparisons, ``where``, ``amax``, the sparse products) and
+spell the rest with it.  This module holds the spellings where PyTorch's own is a family apart.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["norm2", "reciprocal"]
+
+
+def norm2(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
+    """``torch.linalg.vector_norm(v, dim=dim, keepdim=keepdim)`` (2-norm) as a product, a sum and a
+    square root.  Like it, the squares are not rescaled (entries beyond ~1e154 overflow in double)."""
+    return (v.conj() * v).real.sum(dim, keepdim=keepdim).sqrt()
+
+
+def reciprocal(t: torch.Tensor) -> torch.Tensor:
+    """``1 / t`` as a quotient (PyTorch spells ``1 / t`` as ``t.reciprocal()`` times one)."""
+    return torch.div(t.new_ones(()), t)

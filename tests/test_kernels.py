@@ -1,0 +1,75 @@
+"""The kernel-vocabulary spellings (sla.kernels, and the products that avoid other families) give
+what PyTorch's own spellings give, on every device and dtype."""
+
+import pytest
+import torch
+from devices import DEVICES
+
+from sla.kernels import norm2, reciprocal
+from sla.products import csr_add_matmul_, csr_residual
+from sla.solvers.precond.multigrid import _apply_inverse
+
+DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
+
+
+def _rand(shape, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g, dtype=torch.complex128 if dtype.is_complex else torch.float64)
+    return x.to(dtype).to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_norm2_is_the_vector_norm(device, dtype):
+    x = _rand((3, 50, 2), dtype, device)
+    for dim in (0, 1, -1):
+        for keepdim in (False, True):
+            want = torch.linalg.vector_norm(x, dim=dim, keepdim=keepdim)
+            got = norm2(x, dim, keepdim)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            torch.testing.assert_close(got, want)
+    # like torch's, no rescaling: squares beyond the range overflow (documented, not hidden)
+    big = torch.full((4,), 1e200, dtype=torch.float64, device=device)
+    assert torch.isinf(norm2(big)) and torch.isinf(torch.linalg.vector_norm(big))
+    assert float(norm2(torch.zeros(0, device=device))) == 0.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reciprocal(device, dtype):
+    d = _rand((7,), dtype, device) + 3
+    torch.testing.assert_close(reciprocal(d), 1 / d)
+    z = torch.tensor([0.0, -0.0, 2.0], device=device)
+    assert reciprocal(z).tolist() == [float("inf"), float("-inf"), 0.5]
+
+
+def _csr(n, dtype, device):
+    A = _rand((n, n), dtype, device, seed=1) * (torch.rand(n, n, generator=torch.Generator().manual_seed(2)) < 0.2).to(
+        device
+    )
+    return A, A.to_sparse_csr()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128])
+@pytest.mark.parametrize("k", [1, 3])
+def test_products_match_dense(device, dtype, k):
+    D, C = _csr(40, dtype, device)
+    y, b = _rand((40, k), dtype, device, 3), _rand((40, k), dtype, device, 4)
+    x = _rand((40, k), dtype, device, 5)
+    want = x + D @ y
+    out = csr_add_matmul_(x, C, y)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(x, want)  # in place
+    b0 = b.clone()
+    torch.testing.assert_close(csr_residual(b, C, y), b0 - D @ y)
+    assert torch.equal(b, b0)  # the residual leaves b alone
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64])
+@pytest.mark.parametrize("k", [1, 2])
+def test_coarse_inverse_application(device, dtype, k):
+    cinv = _rand((30, 30), dtype, device, 6)
+    b = _rand((30, k), dtype, device, 7)
+    torch.testing.assert_close(_apply_inverse(cinv, b), cinv @ b)
