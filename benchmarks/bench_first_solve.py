@@ -14,6 +14,9 @@ first solve <= 0.6 s and a 16M GMG first solve <= 0.12 s on one H200.  Three mea
   (``matrix_type='spd'``).  The first matrix of its size in the process also grows the device and
   pinned-host memory caches; the later new matrices do not.  Also the type detection of a new
   matrix and the numeric cache's digest of the values (one per solve) at that size and at 1000^2;
+* ``vocabulary`` (only with ``--only vocabulary``)  PyTorch's spelling of an operation against the
+  one sla's solvers use (:mod:`sla.kernels`), each on its first call in a fresh process that has
+  already run the kernel families every solve loads (``BASE``);
 * ``blocks`` (only with ``--only blocks``)  the AMG first solve (``matrix_type='spd'``) and its
   peak memory against the setup's block sizes: Galerkin products per row block
   (``GALERKIN_CHUNK``) and prolongator products per fine row (``PRODUCT_ROWS``), at 1000^2 and
@@ -24,6 +27,7 @@ Usage (on a GPU)::
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py                 # all three
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only sizes --n 2000 --repeat 3
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only blocks
+    PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only vocabulary
 
 Writes markdown tables to stdout and ``DIR/bench_first_solve.md`` (``--out DIR``).
 """
@@ -140,16 +144,17 @@ def firsts_rows() -> list[str]:
 VOCABULARY = [
     ("2-norm", "torch.linalg.vector_norm(x)", "(x.conj() * x).real.sum().sqrt()"),
     ("1 / x", "1 / x", "torch.div(x.new_ones(()), x)"),
-    ("1 / sqrt(x)", "x.rsqrt()", "torch.div(x.new_ones(()), x.sqrt())"),
     ("x^2 in place", "y.square_()", "y.mul_(y)"),
     ("a or b", "torch.logical_or(a, c)", "torch.where(a, a, c)"),
-    ("max of all", "x.max()", "x.amax()"),
-    ("x + P y, one column", "torch.addmm(x[:, None], A, x[:, None])", "x.addmv_(A, x)"),
+    ("min(x, y)", "torch.minimum(x, y)", "torch.where(x < y, x, y)"),
+    ("max(x, -y)", "torch.maximum(x, y.neg())", "torch.where(x + y >= 0, x, y.mul(-1))"),
+    ("sums at an index", "torch.zeros_like(x).index_add_(0, k, x)", "torch.zeros_like(x).scatter_add_(0, k, x)"),
+    ("k mod 2^32", "k % 4294967296", "k & 4294967295"),
     ("coarsest inverse times b, float64", "D @ e", "(D * e.mT).sum(-1, keepdim=True)"),
     ("the same in float32", "D.float() @ e.float()", "(D.float() * e.float().mT).sum(-1, keepdim=True)"),
 ]
 BASE = ["x * y", "x + y", "x - y", "x / y", "x.sum()", "x.amax()", "x.sqrt()", "torch.where(a, x, y)", "x > y",
-        "x == y", "x.abs()", "torch.mv(A, x)", "x.addcmul_(y, y)"]  # fmt: skip
+        "x == y", "x.abs()", "torch.mv(A, x)", "x.addcmul_(y, y)", "x[k]", "torch.gather(x, 0, k)", "k & 7"]  # fmt: skip
 
 
 def _vocabulary_globals() -> dict:
@@ -158,7 +163,18 @@ def _vocabulary_globals() -> dict:
     i = torch.arange(n, device="cuda", dtype=torch.int32)
     A = torch.sparse_csr_tensor(torch.arange(n + 1, device="cuda", dtype=torch.int32), i, x.clone(), (n, n))
     D = torch.rand(278, 278, dtype=torch.float64, device="cuda")
-    g = {"torch": torch, "x": x, "y": x.clone(), "a": x > 1.5, "c": x < 1.2, "A": A, "D": D, "e": D[:, :1].clone()}
+    k = torch.randint(0, n, (n,), device="cuda")
+    g = {
+        "torch": torch,
+        "x": x,
+        "y": x.clone(),
+        "a": x > 1.5,
+        "c": x < 1.2,
+        "A": A,
+        "D": D,
+        "e": D[:, :1].clone(),
+        "k": k,
+    }
     return g
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["norm2", "reciprocal"]
+__all__ = ["add_at_", "norm2", "reciprocal"]
 
 
 def norm2(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
@@ -23,3 +23,12 @@ def norm2(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor
 def reciprocal(t: torch.Tensor) -> torch.Tensor:
     """``1 / t`` as a quotient (PyTorch spells ``1 / t`` as ``t.reciprocal()`` times one)."""
     return torch.div(t.new_ones(()), t)
+
+
+def add_at_(out: torch.Tensor, dim: int, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``out.index_add_(dim, index, src)`` (a 1-D ``index`` along ``dim``) as a ``scatter_add_``:
+    the scatter-gather family, which PyTorch's own indexing loads anyway, where ``index_add_``
+    would load the indexing kernels' largest family (~40 ms)."""
+    shape = [1] * src.dim()
+    shape[dim] = -1
+    return out.scatter_add_(dim, index.long().view(shape).expand_as(src), src)

@@ -27,7 +27,7 @@ def abs_max(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tens
     and maximum, complex ones a chunk of ``dim`` at a time."""
     if not v.is_complex():
         lo, hi = torch.aminmax(v, dim=dim, keepdim=keepdim)
-        return torch.maximum(hi, lo.neg_())
+        return torch.where(hi + lo >= 0, hi, lo.mul_(-1))  # max(hi, -lo): no maximum or neg kernels
     parts = [c.abs().amax(dim, keepdim=True) for c in torch.split(v, _ABS_CHUNK, dim)]
     out = torch.cat(parts, dim).amax(dim, keepdim=True)
     return out if keepdim else out.squeeze(dim)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from devices import DEVICES
 
-from sla.kernels import norm2, reciprocal
+from sla.kernels import add_at_, norm2, reciprocal
+from sla.reductions import abs_max
 from sla.products import csr_add_matmul_, csr_residual
 from sla.solvers.precond.multigrid import _apply_inverse
 
@@ -73,3 +74,27 @@ def test_coarse_inverse_application(device, dtype, k):
     cinv = _rand((30, 30), dtype, device, 6)
     b = _rand((30, k), dtype, device, 7)
     torch.testing.assert_close(_apply_inverse(cinv, b), cinv @ b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128, torch.int64])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_add_at_is_index_add(device, dtype, index_dtype):
+    g = torch.Generator().manual_seed(8)
+    src = (torch.randn(3, 40, generator=g) * 10).to(dtype).to(device)
+    idx = torch.randint(0, 7, (40,), generator=g).to(index_dtype).to(device)
+    out = torch.ones(3, 7, dtype=dtype, device=device)
+    want = out.clone().index_add_(-1, idx.long(), src)
+    got = add_at_(out, -1, idx, src)
+    assert got is out  # in place, like index_add_
+    torch.testing.assert_close(got, want)
+    o1 = torch.zeros(7, dtype=dtype, device=device)
+    torch.testing.assert_close(add_at_(o1, 0, idx, src[1]), torch.zeros_like(o1).index_add_(0, idx.long(), src[1]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_abs_max_without_maximum(device):
+    v = torch.tensor([[1.0, -3.0, 2.0], [-1.0, 0.5, 4.0], [0.0, 0.0, 0.0], [float("inf"), -float("inf"), 0.0]], device=device)
+    assert abs_max(v, -1).tolist() == [3.0, 4.0, 0.0, float("inf")]
+    assert torch.isnan(abs_max(torch.tensor([1.0, float("nan")], device=device), -1))
+    assert abs_max(v, 0, keepdim=True).tolist() == [[float("inf"), float("inf"), 4.0]]

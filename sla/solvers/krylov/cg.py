@@ -78,7 +78,7 @@ def _cg_inner(ctx: _Ctx, x, r, rn, act, tol, box, flexible: bool | None = None):
             # Polak-Ribiere: (r_new - r_old, z_new) / (r_old, z_old) = -alpha (A p, z_new) / (r_old, z_old),
             # i.e. p_new is A-conjugate to p: beta = -(A p, z_new) / (p, A p)
             del Ap
-            beta = _div(-alpha * zAp, rz)
+            beta = _div((alpha * zAp).mul_(-1), rz)
         else:
             beta = _div(rz_new, rz)
         p.mul_(beta).add_(z)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from ...kernels import norm2, reciprocal
+from ...kernels import add_at_, norm2
 from ...sparse import SparseTensor
 from .base import Preconditioner, flat_values, matvec
 from .jacobi import diagonal_inverse
@@ -59,7 +59,7 @@ def gershgorin_bound(row, values: torch.Tensor, diag: torch.Tensor) -> torch.Ten
     )
     for lo in range(0, nnz, _GERSHGORIN_CHUNK):  # |a_ij| by blocks: no temporary of the matrix's size
         hi = min(lo + _GERSHGORIN_CHUNK, nnz)
-        sums.index_add_(-1, row(lo, hi) if callable(row) else row[lo:hi], values[..., lo:hi].abs())
+        add_at_(sums, -1, row(lo, hi) if callable(row) else row[lo:hi], values[..., lo:hi].abs())
     return (sums / diag.abs()).amax(-1)
 
 
@@ -67,7 +67,7 @@ def _start(shape, device, dtype) -> torch.Tensor:
     """A deterministic start vector with no structure (an integer hash of the index), made on ``device``."""
     n = shape[-1]
     i = torch.arange(n, device=device, dtype=torch.int64)
-    h = (i * 2654435761 + 12345) % 4294967296  # Knuth's multiplicative hash
+    h = (i * 2654435761 + 12345) & 4294967295  # Knuth's multiplicative hash, mod 2^32 (no remainder kernels)
     v = (h.to(torch.float64) / 4294967296.0 + 0.5).to(dtype)  # in [0.5, 1.5): every entry weighted
     return v.expand(shape).clone()
 
@@ -97,7 +97,7 @@ def lanczos_bound(
     torch.Tensor
         ``[...]`` (real), NaN where the iteration broke down numerically.
     """
-    s = reciprocal(diag.real.sqrt()).to(diag.dtype)
+    s = diag.real.rsqrt().to(diag.dtype)
     v = _start(diag.shape, diag.device, diag.dtype)
     v = v / norm2(v).unsqueeze(-1)
     v_old = torch.zeros_like(v)
@@ -155,7 +155,8 @@ def capped(theta: torch.Tensor | None, gershgorin: torch.Tensor, safety: float =
     if theta is None:
         return gershgorin
     ok = torch.isfinite(theta) & (theta > 0)
-    return torch.where(ok, torch.minimum(safety * theta.to(gershgorin.dtype), gershgorin), gershgorin)
+    st = safety * theta.to(gershgorin.dtype)
+    return torch.where(ok & (st < gershgorin), st, gershgorin)  # a minimum, in the solve's kernel families
 
 
 def spectral_bound(

@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from ...kernels import reciprocal
+from ...kernels import add_at_, reciprocal
 from ...pattern import csr_tensor
 from ...products import csr_add_matmul_, csr_matmul, csr_residual
 from ...sparse import SparseTensor
@@ -121,7 +121,7 @@ class Mat:
                 hi = min(lo + DIAG_CHUNK, nnz)
                 r = self.rows(lo, hi)
                 on = r == self.col[lo:hi]
-                d.index_add_(0, r[on], self.val[lo:hi][on])
+                add_at_(d, 0, r[on], self.val[lo:hi][on])
             self._diag = d
         return self._diag
 
@@ -189,7 +189,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = F
     work = A.crow[1:] - A.crow[:-1]
     rowsum = torch.zeros(nr, dtype=torch.int64, device=A.val.device)
     for lo, hi in entry_blocks(R.col.numel()):
-        rowsum.index_add_(0, R.rows(lo, hi), work[R.col[lo:hi]].long())
+        add_at_(rowsum, 0, R.rows(lo, hi), work[R.col[lo:hi]].long())
     per_row = torch.zeros(nr + 1, dtype=torch.int64, device=A.val.device)
     torch.cumsum(rowsum, 0, out=per_row[1:])
     del work, rowsum
@@ -345,7 +345,6 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     if int(info) != 0 or not bool(torch.isfinite(inv).all()):
         inv = torch.linalg.pinv(Dw, hermitian=bool(torch.allclose(Dw, Dw.mH)))
     return inv.to(D.dtype)
-
 
 
 def _apply_inverse(cinv: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

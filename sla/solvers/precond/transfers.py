@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels import add_at_
 from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .multigrid import MIXED_MIN, Mat, cast_csr, entry_blocks
@@ -133,14 +134,16 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
         key += (rows if e is None else rows[e]).sub_(r0).long().mul_(nc)
         del e, rows
         key, inv = torch.unique(key, sorted=True, return_inverse=True)
-        pv = v.new_zeros(key.numel()).index_add_(0, inv, v)
+        pv = add_at_(v.new_zeros(key.numel()), 0, inv, v)
         del v, inv
         nz = pv != 0
         key, pv = key[nz], pv[nz]
-        counts = torch.bincount(torch.div(key, nc, rounding_mode="floor"), minlength=r1 - r0)
+        q = torch.div(key, nc, rounding_mode="floor")
+        counts = torch.bincount(q, minlength=r1 - r0)
         torch.cumsum(counts, 0, out=counts)
         crow[r0 + 1 : r1 + 1] = counts.add_(crow[r0])
-        cols.append((key % nc).to(cdt))
+        cols.append(key.sub_(q.mul_(nc)).to(cdt))  # key mod nc
+        del q
         vals.append(pv.to(dtype))
         del key, pv, counts
     col = torch.cat(cols) if cols else torch.zeros(0, dtype=cdt, device=dev)
