@@ -1,7 +1,7 @@
 """First solves on a GPU: the process's first AMG solve, and 16M-unknown first solves after it.
 
 Issue "lean GPU AMG": the first AMG solve of a process within 0.2 s of a later one, a 16M AMG
-first solve <= 0.6 s and a 16M GMG first solve <= 0.12 s on one H200.  Three measurements:
+first solve <= 0.6 s and a 16M GMG first solve <= 0.12 s on one H200.  The measurements:
 
 * ``process``  a fresh Python process per case (``cold``: CUDA initialised only; ``spmv``: one
   sparse product run before) solves a 65K 5-point system with AMG-CG, then the same on a new
