@@ -1,9 +1,8 @@
 """Cheap, honest structure detection: symmetry, Hermitian-ness, definiteness.
 
 * Symmetry compares the values with their image under the pattern's cached
-  transpose permutation on the CPU; on GPUs, a matrix on a structured grid by
-  its stencil arrays, others with the mirror entries found by
-  :meth:`~sla.Pattern.find` (O(nnz), no dense work).
+  transpose permutation on the CPU, and with the mirror entries found by
+  :meth:`~sla.Pattern.find` on GPUs (O(nnz), no dense work).
 * Definiteness is exact: a Hermitian matrix with a positive diagonal is
   positive definite when it is irreducibly diagonally dominant (the 5-point
   Laplacian is); otherwise a Cholesky-type factorisation decides.  A
@@ -14,14 +13,12 @@ Results are cached on the pattern's numeric cache (keyed on the values themselve
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .reductions import abs_max
-from .stencil import read_stencil, strides
 
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
     from .sparse import SparseTensor
@@ -61,8 +58,7 @@ def is_symmetric(A: SparseTensor, conjugate: bool = False, rtol: float | None = 
         scale = abs_max(v, -1, keepdim=True)
         p = A.pattern
         if p.device.type != "cpu" and "transpose" not in p._memo:
-            on_grid = _symmetric_on_grid(p, v, conjugate, rtol * scale)
-            return _symmetric_by_search(p, v, conjugate, rtol * scale) if on_grid is None else on_grid
+            return _symmetric_by_search(p, v, conjugate, rtol * scale)
         if p.is_structurally_symmetric:
             _, perm = p.transpose()
             vt = v[..., perm]
@@ -91,41 +87,6 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
         vt = vt.conj() if conjugate else vt
         ok &= ((v[..., lo:hi] - vt).abs() <= tol).all()
     return bool(ok)  # one host synchronisation
-
-
-def _symmetric_on_grid(p, v, conjugate: bool, tol: torch.Tensor) -> bool | None:
-    """Symmetry of a matrix on a structured grid (``pattern.cache['grid']``, as :mod:`sla.gallery`
-    and the stencil assembly record it) from its stencil arrays: the coupling of point ``x`` at
-    offset ``e`` faces that of ``x + e`` at ``-e``, so each pair of offsets is one shifted comparison
-    of two grids.  Two reads of the entries and no search (on GPUs several times faster than
-    :func:`_symmetric_by_search`, ``benchmarks/bench_first_solve.py``); ``None`` (search instead) for
-    batched values and for matrices that are not a compact stencil on their grid."""
-    grid = p.cache.get("grid")
-    n = p.shape[0]
-    if grid is None or v.dim() != 1 or math.prod(int(g) for g in grid) != n:
-        return None
-    dims = tuple(int(g) for g in grid)
-    try:
-        offs, S = read_stencil(p, v, dims)
-    except ValueError:  # not a compact stencil on this grid
-        return None
-    S = S.reshape(len(offs), n)
-    st = strides(dims)
-    lin = [sum(e[a] * st[a] for a in range(len(dims))) for e in offs]
-    at = {e: k for k, e in enumerate(offs)}
-    ok = torch.ones((), dtype=torch.bool, device=v.device)
-    for k, e in enumerate(offs):
-        mirror = at.get(tuple(-a for a in e))
-        if lin[k] == 0:  # the diagonal faces itself: real when Hermitian
-            if conjugate:
-                ok &= (S[k].imag.abs() <= tol / 2).all()
-        elif lin[k] > 0:  # S[k][x] = a(x, x + L) against a(x + L, x) = S[mirror][x + L]
-            L = lin[k]
-            theirs = S[mirror, L:] if mirror is not None else torch.zeros_like(S[k, L:])
-            ok &= ((S[k, : n - L] - (theirs.conj() if conjugate else theirs)).abs() <= tol).all()
-        elif mirror is None:  # a lower offset whose upper mirror is absent: its entries face zeros
-            ok &= (S[k].abs() <= tol).all()
-    return bool(ok)  # one host synchronisation (read_stencil has its own)
 
 
 def _positive_diagonal(A) -> bool:

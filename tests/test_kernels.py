@@ -6,8 +6,8 @@ import torch
 from devices import DEVICES
 
 from sla.kernels import add_at_, norm2, reciprocal
-from sla.reductions import abs_max
 from sla.products import csr_add_matmul_, csr_residual
+from sla.reductions import abs_max
 from sla.solvers.precond.multigrid import _apply_inverse
 
 DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
@@ -94,7 +94,9 @@ def test_add_at_is_index_add(device, dtype, index_dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_abs_max_without_maximum(device):
-    v = torch.tensor([[1.0, -3.0, 2.0], [-1.0, 0.5, 4.0], [0.0, 0.0, 0.0], [float("inf"), -float("inf"), 0.0]], device=device)
+    v = torch.tensor(
+        [[1.0, -3.0, 2.0], [-1.0, 0.5, 4.0], [0.0, 0.0, 0.0], [float("inf"), -float("inf"), 0.0]], device=device
+    )
     assert abs_max(v, -1).tolist() == [3.0, 4.0, 0.0, float("inf")]
     assert torch.isnan(abs_max(torch.tensor([1.0, float("nan")], device=device), -1))
     assert abs_max(v, 0, keepdim=True).tolist() == [[float("inf"), float("inf"), 4.0]]
