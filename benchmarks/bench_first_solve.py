@@ -90,18 +90,23 @@ def process_rows() -> list[str]:
         "| process | first solve (s) | same on a new matrix (s) | again (s) | gap (s) | pyamg imported | ran |",
         "|---|---|---|---|---|---|---|",
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(_HERE), os.environ.get("PYTHONPATH", "")]))
     for case in ("cold", "spmv", "cold, jacobi"):
-        out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--process-case", case],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=600,
-        )
-        rows.append(out.stdout.strip().splitlines()[-1])
+        rows.append(_fresh("--process-case", case).strip().splitlines()[-1])
     return rows
+
+
+def _fresh(*args: str) -> str:
+    """The standard output of this script run with ``args`` in a fresh Python process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(_HERE), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    return out.stdout
 
 
 def firsts_rows() -> list[str]:
@@ -199,18 +204,9 @@ def vocabulary_rows() -> list[str]:
         "| computes | PyTorch's spelling | first call (ms) | sla's spelling | first call (ms) |",
         "|---|---|---|---|---|",
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(_HERE), os.environ.get("PYTHONPATH", "")]))
 
     def first(code):
-        out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--vocabulary-case", code],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=600,
-        )
-        return out.stdout.split()[-2]
+        return _fresh("--vocabulary-case", code).split()[-2]
 
     for what, torch_way, sla_way in VOCABULARY:
         rows.append(f"| {what} | `{torch_way}` | {first(torch_way)} | `{sla_way}` | {first(sla_way)} |")
