@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["add_at_", "norm2", "reciprocal"]
+__all__ = ["add_at_", "count_", "norm2", "reciprocal"]
+
+_COUNT_CHUNK = 1 << 22  # indices per pass of count_ (their int64 copy: 32 MB)
 
 
 def norm2(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
@@ -32,3 +34,14 @@ def add_at_(out: torch.Tensor, dim: int, index: torch.Tensor, src: torch.Tensor)
     shape = [1] * src.dim()
     shape[dim] = -1
     return out.scatter_add_(dim, index.long().view(shape).expand_as(src), src)
+
+
+def count_(out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``out += torch.bincount(index, minlength=out.numel())`` (``out`` int64; ``index`` 1-D, its
+    values in ``[0, out.numel())``) as a ``scatter_add_`` of ones, where ``bincount`` would load a
+    family of its own (~16 ms).  By passes of 4M indices: their int64 copy is the only temporary."""
+    one = out.new_ones(())
+    for lo in range(0, index.numel(), _COUNT_CHUNK):
+        part = index[lo : lo + _COUNT_CHUNK].long()
+        out.scatter_add_(0, part, one.expand(part.numel()))
+    return out

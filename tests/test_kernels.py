@@ -5,7 +5,8 @@ import pytest
 import torch
 from devices import DEVICES
 
-from sla.kernels import add_at_, norm2, reciprocal
+from sla import kernels
+from sla.kernels import add_at_, count_, norm2, reciprocal
 from sla.products import csr_add_matmul_, csr_residual
 from sla.reductions import abs_max
 from sla.solvers.precond.multigrid import _apply_inverse
@@ -90,6 +91,20 @@ def test_add_at_is_index_add(device, dtype, index_dtype):
     torch.testing.assert_close(got, want)
     o1 = torch.zeros(7, dtype=dtype, device=device)
     torch.testing.assert_close(add_at_(o1, 0, idx, src[1]), torch.zeros_like(o1).index_add_(0, idx.long(), src[1]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_count_is_bincount(device, index_dtype, monkeypatch):
+    g = torch.Generator().manual_seed(9)
+    idx = torch.randint(0, 11, (1000,), generator=g).to(index_dtype).to(device)
+    out = torch.arange(13, dtype=torch.int64, device=device)  # accumulates, bins past the last index stay
+    want = out + torch.bincount(idx.long(), minlength=13)
+    assert count_(out, idx) is out
+    assert torch.equal(out, want)
+    monkeypatch.setattr(kernels, "_COUNT_CHUNK", 64)  # by passes: the same counts
+    assert torch.equal(count_(torch.zeros(13, dtype=torch.int64, device=device), idx), want - torch.arange(13, device=device))
+    assert count_(torch.zeros(3, dtype=torch.int64, device=device), idx[:0]).tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("device", DEVICES)

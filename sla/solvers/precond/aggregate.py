@@ -41,6 +41,7 @@ import logging
 import torch
 
 from ...config import BackendUnavailableError
+from ...kernels import count_
 from ...pattern import row_chunks
 from ...staging import to_device, to_host
 from .._optional import extension
@@ -173,7 +174,7 @@ def _join_smallest(g: _Graph, agg: torch.Tensor, nagg: int) -> torch.Tensor:
     aggregate (ties: the highest id); sizes are those before any of them joins."""
     a = agg.long()
     has = a >= 0
-    size = torch.bincount(a[has], minlength=nagg)
+    size = count_(a.new_zeros(nagg), a[has])
     b = max(1, (nagg - 1).bit_length())
     # an aggregated node offers (n - size of its aggregate) in the high bits and the id in the low
     # bits; an unaggregated one offers nothing (-1): the largest offer is the smallest aggregate

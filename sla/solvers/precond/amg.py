@@ -28,7 +28,7 @@ import logging
 
 import torch
 
-from ...kernels import reciprocal
+from ...kernels import count_, reciprocal
 from ...products import csr_matmul
 from ...reductions import abs_max
 from ...sparse import SparseTensor
@@ -122,7 +122,7 @@ def _strength(C: Mat, theta: float):
     n = C.shape[0]
     counts = torch.zeros(n, dtype=torch.int64, device=C.val.device)
     for lo, hi in _blocks(C.col.numel()):  # kept entries per row (no row array of A's size)
-        counts += torch.bincount(C.rows(lo, hi)[keep[lo:hi]], minlength=n)
+        count_(counts, C.rows(lo, hi)[keep[lo:hi]])
     scrow = torch.zeros(n + 1, dtype=torch.int64, device=C.val.device)
     torch.cumsum(counts, 0, out=scrow[1:])
     return scrow, C.col[keep]

@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from ...kernels import add_at_, reciprocal
+from ...kernels import add_at_, count_, reciprocal
 from ...pattern import csr_tensor
 from ...products import csr_add_matmul_, csr_matmul, csr_residual
 from ...sparse import SparseTensor
@@ -108,7 +108,7 @@ class Mat:
             return self
         row = self.row[keep]
         crow = torch.zeros(self.shape[0] + 1, dtype=torch.int64, device=self.val.device)
-        torch.cumsum(torch.bincount(row, minlength=self.shape[0]), 0, out=crow[1:])
+        torch.cumsum(count_(crow.new_zeros(self.shape[0]), row), 0, out=crow[1:])
         return Mat(crow, self.col[keep], self.val[keep], self.shape, row=row)
 
     def diag(self) -> torch.Tensor:
@@ -334,12 +334,13 @@ _HOST_INVERSE_MAX = 2000  # coarsest levels up to this size are inverted on the 
 
 def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     """The coarsest level's dense inverse (float64 work).  Small ones are inverted on the CPU and
-    moved: a GPU inverse would initialise the dense solver library (about a second, once per
-    process) for a matrix of a few hundred rows."""
+    moved, and densified there too: a GPU inverse would initialise the dense solver library (about
+    a second, once per process) and a GPU ``to_dense`` load its kernel family (~60 ms on an H200) for a
+    matrix of a few hundred rows."""
+    if C.device.type != "cpu" and C.shape[0] <= _HOST_INVERSE_MAX:
+        return _dense_inverse(C.cpu()).to(C.device)
     D = C.to_dense()
     work = torch.complex128 if D.is_complex() else torch.float64
-    if D.is_cuda and D.shape[0] <= _HOST_INVERSE_MAX:
-        return _dense_inverse(C.cpu()).to(D.device)
     Dw = D.to(work)
     inv, info = torch.linalg.inv_ex(Dw)
     if int(info) != 0 or not bool(torch.isfinite(inv).all()):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ...kernels import add_at_
+from ...kernels import add_at_, count_
 from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .multigrid import MIXED_MIN, Mat, cast_csr, entry_blocks
@@ -49,7 +49,7 @@ def _transpose(C: Mat, val: torch.Tensor) -> Mat:
     dev = val.device
     nnz = C.col.numel()
     tcrow = torch.zeros(N + 1, dtype=torch.int64, device=dev)
-    torch.cumsum(torch.bincount(C.col, minlength=N), 0, out=tcrow[1:])
+    torch.cumsum(count_(tcrow.new_zeros(N), C.col), 0, out=tcrow[1:])
     tcol = torch.empty(nnz, dtype=C.col.dtype, device=dev)
     tval = torch.empty(nnz, dtype=val.dtype, device=dev)
     fill = tcrow[:-1].clone()  # the next free position of every column
@@ -62,7 +62,7 @@ def _transpose(C: Mat, val: torch.Tensor) -> Mat:
         tcol[dest] = C.rows(lo, hi)[idx]
         tval[dest] = val[lo:hi][idx]
         del dest, idx
-        fill += torch.bincount(key, minlength=N)
+        count_(fill, key)
     return Mat(tcrow, tcol, tval, (N, M))
 
 
@@ -138,14 +138,16 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
         del v, inv
         nz = pv != 0
         key, pv = key[nz], pv[nz]
-        q = torch.div(key, nc, rounding_mode="floor")
-        counts = torch.bincount(q, minlength=r1 - r0)
-        torch.cumsum(counts, 0, out=counts)
-        crow[r0 + 1 : r1 + 1] = counts.add_(crow[r0])
+        # the keys are sorted: each row's first product by a search, its row by repeating (a floor
+        # division and a bincount would each load a kernel family of their own on a GPU)
+        starts = torch.searchsorted(key, torch.arange(1, r1 - r0 + 1, device=dev, dtype=key.dtype).mul_(nc))
+        crow[r0 + 1 : r1 + 1] = starts + crow[r0]
+        counts = torch.diff(starts, prepend=starts.new_zeros(1))
+        q = torch.repeat_interleave(torch.arange(r1 - r0, device=dev, dtype=key.dtype), counts, output_size=key.numel())
         cols.append(key.sub_(q.mul_(nc)).to(cdt))  # key mod nc
-        del q
+        del q, starts, counts
         vals.append(pv.to(dtype))
-        del key, pv, counts
+        del key, pv
     col = torch.cat(cols) if cols else torch.zeros(0, dtype=cdt, device=dev)
     del cols
     val = torch.cat(vals) if vals else C.val.new_zeros(0, dtype=dtype)
@@ -156,7 +158,7 @@ def _coo_tentative(rows, cols, vals, shape) -> Mat:
     """T (COO sorted by row, columns ascending within a row) as a setup matrix."""
     n, nc = shape
     crow = torch.zeros(n + 1, dtype=torch.int64, device=vals.device)
-    torch.cumsum(torch.bincount(rows, minlength=n), 0, out=crow[1:])
+    torch.cumsum(count_(crow.new_zeros(n), rows), 0, out=crow[1:])
     return Mat(crow, cols, vals, shape, row=rows)
 
 
