@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["add_at_", "count_", "norm2", "reciprocal"]
+__all__ = ["add_at_", "count_", "norm2", "reciprocal", "unique_inverse"]
 
 _COUNT_CHUNK = 1 << 22  # indices per pass of count_ (their int64 copy: 32 MB)
 
@@ -45,3 +45,18 @@ def count_(out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         part = index[lo : lo + _COUNT_CHUNK].long()
         out.scatter_add_(0, part, one.expand(part.numel()))
     return out
+
+
+def unique_inverse(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(key, sorted=True, return_inverse=True)`` for a 1-D ``key``, by a sort, a
+    comparison of neighbours and a running count: ``unique`` would load a kernel family of its own
+    on a GPU.  The temporaries are those of ``unique`` itself (the sorted keys, their order, the
+    running count)."""
+    s, order = torch.sort(key)
+    new = torch.empty(s.shape, dtype=torch.bool, device=s.device)
+    new[:1] = True
+    torch.ne(s[1:], s[:-1], out=new[1:])
+    ids = torch.cumsum(new, 0)  # 1 + the rank of each sorted key among the distinct ones
+    inv = torch.empty_like(ids).scatter_(0, order, ids)
+    del ids, order
+    return s[new], inv.sub_(1)

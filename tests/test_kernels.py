@@ -6,7 +6,7 @@ import torch
 from devices import DEVICES
 
 from sla import kernels
-from sla.kernels import add_at_, count_, norm2, reciprocal
+from sla.kernels import add_at_, count_, norm2, reciprocal, unique_inverse
 from sla.products import csr_add_matmul_, csr_residual
 from sla.reductions import abs_max
 from sla.solvers.precond.multigrid import _apply_inverse
@@ -108,6 +108,18 @@ def test_count_is_bincount(device, index_dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float64])
+def test_unique_inverse_is_unique(device, dtype):
+    g = torch.Generator().manual_seed(10)
+    for key in (torch.randint(-5, 40, (500,), generator=g), torch.tensor([7]), torch.zeros(0, dtype=torch.int64)):
+        key = key.to(dtype).to(device)
+        want, want_inv = torch.unique(key, sorted=True, return_inverse=True)
+        got, inv = unique_inverse(key)
+        assert torch.equal(got, want) and torch.equal(inv, want_inv)
+        assert torch.equal(got[inv], key)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_abs_max_without_maximum(device):
     v = torch.tensor(
         [[1.0, -3.0, 2.0], [-1.0, 0.5, 4.0], [0.0, 0.0, 0.0], [float("inf"), -float("inf"), 0.0]], device=device
@@ -115,3 +127,5 @@ def test_abs_max_without_maximum(device):
     assert abs_max(v, -1).tolist() == [3.0, 4.0, 0.0, float("inf")]
     assert torch.isnan(abs_max(torch.tensor([1.0, float("nan")], device=device), -1))
     assert abs_max(v, 0, keepdim=True).tolist() == [[float("inf"), float("inf"), 4.0]]
+    big = torch.randn(3, (1 << 20) + 5, generator=torch.Generator().manual_seed(11), dtype=torch.float64).to(device)
+    torch.testing.assert_close(abs_max(big, -1), big.abs().amax(-1), rtol=0, atol=0)  # by chunks

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from ...kernels import add_at_, norm2
+from ...kernels import add_at_, norm2, reciprocal
 from ...sparse import SparseTensor
 from .base import Preconditioner, flat_values, matvec
 from .jacobi import diagonal_inverse
@@ -97,7 +97,7 @@ def lanczos_bound(
     torch.Tensor
         ``[...]`` (real), NaN where the iteration broke down numerically.
     """
-    s = diag.real.rsqrt().to(diag.dtype)
+    s = reciprocal(diag.real.sqrt()).to(diag.dtype)  # sqrt and a quotient: no rsqrt family
     v = _start(diag.shape, diag.device, diag.dtype)
     v = v / norm2(v).unsqueeze(-1)
     v_old = torch.zeros_like(v)

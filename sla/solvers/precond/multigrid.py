@@ -198,8 +198,8 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = F
         return Mat.from_torch(R.csr64(R.val.to(A.val.dtype)) @ (Ac @ Pc))
     # row boundaries where the running work crosses a multiple of chunk (at least one row per block)
     marks = torch.arange(chunk, total, chunk, device=per_row.device)
-    cuts = torch.unique(torch.searchsorted(per_row, marks, right=True).clamp_(1, nr - 1) - 1)
-    bounds = [0, *(int(c) for c in cuts.tolist() if 0 < int(c) < nr), nr]
+    cuts = torch.searchsorted(per_row, marks, right=True).clamp_(1, nr - 1) - 1
+    bounds = [0, *sorted({c for c in cuts.tolist() if 0 < c < nr}), nr]
     crows, cols, vals = [], [], []
     base = 0
     for r0, r1 in zip(bounds[:-1], bounds[1:]):

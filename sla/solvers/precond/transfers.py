@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ...kernels import add_at_, count_
+from ...kernels import add_at_, count_, unique_inverse
 from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .multigrid import MIXED_MIN, Mat, cast_csr, entry_blocks
@@ -101,7 +101,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
     step = max(1, products // kmax)  # entries of A per block
     marks = torch.arange(step, max(nnz, step), step, device=dev)
     cuts = torch.searchsorted(C.crow, marks.to(C.crow.dtype), right=True) - 1
-    bounds = sorted({0, n, *(int(c) for c in torch.unique(cuts).tolist() if 0 < int(c) < n)})
+    bounds = sorted({0, n, *(c for c in cuts.tolist() if 0 < c < n)})
     ends = C.crow[bounds].tolist()
     # index work in int32 where every index fits (A's and T's entries, a block's products): half the
     # bytes of the block's temporaries, which set the setup's peak memory
@@ -133,7 +133,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
         del tp, s, k
         key += (rows if e is None else rows[e]).sub_(r0).long().mul_(nc)
         del e, rows
-        key, inv = torch.unique(key, sorted=True, return_inverse=True)
+        key, inv = unique_inverse(key)
         pv = add_at_(v.new_zeros(key.numel()), 0, inv, v)
         del v, inv
         nz = pv != 0
