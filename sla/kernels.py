@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["add_at_", "count_", "norm2", "reciprocal", "unique_inverse"]
+__all__ = ["add_at_", "all_", "any_", "count_", "norm2", "reciprocal", "unique_inverse"]
 
 _COUNT_CHUNK = 1 << 22  # indices per pass of count_ (their int64 copy: 32 MB)
 
@@ -20,6 +20,17 @@ def norm2(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor
     """``torch.linalg.vector_norm(v, dim=dim, keepdim=keepdim)`` (2-norm) as a product, a sum and a
     square root.  Like it, the squares are not rescaled (entries beyond ~1e154 overflow in double)."""
     return (v.conj() * v).real.sum(dim, keepdim=keepdim).sqrt()
+
+
+def any_(mask: torch.Tensor) -> torch.Tensor:
+    """``mask.any()`` (a 0-dim bool tensor; no host look) as a count: the sum family, where
+    ``any`` and ``all`` would load one of their own on a GPU (~10 ms)."""
+    return mask.sum() > 0
+
+
+def all_(mask: torch.Tensor) -> torch.Tensor:
+    """``mask.all()`` (a 0-dim bool tensor; no host look) as a count (see :func:`any_`)."""
+    return mask.sum() == mask.numel()
 
 
 def reciprocal(t: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .kernels import all_
 from .numeric_cache import Probe, Stored, equal_record
 
 __all__ = ["Pattern", "csr_tensor", "interned_patterns", "row_chunks"]
@@ -494,7 +495,7 @@ class Pattern:
             i = torch.arange(k, device=self.device)
             pos = self.find(i, i)
             has = pos >= 0
-            if bool(has.all()):
+            if bool(all_(has)):
                 return pos.to(self.index_dtype), None
             return pos[has].to(self.index_dtype), i[has].to(self.index_dtype)
 

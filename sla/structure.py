@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .kernels import all_
 from .reductions import abs_max
 
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
@@ -80,13 +81,13 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
     time.  Used on GPUs, where the permutation (kept on the pattern) and its sort would cost ~5x
     the matrix's index storage; the temporaries here are a few index arrays (int32 below 2^30
     entries) of a chunk (a 16th of the entries, at least 1M: the bytes of a 32nd in int64)."""
-    ok = torch.ones((), dtype=torch.bool, device=v.device)
+    good = torch.zeros((), dtype=torch.int64, device=v.device)  # entries at their mirror (a count: no all/any kernels; NaN is not)
     for lo, hi, rows in p.row_chunks(max(_CHUNK, -(-p.nnz // 16)), dtype=p.index_dtype):
         pos = p.find(p.ccol[lo:hi], rows, dtype=p.index_dtype)
         vt = torch.where(pos >= 0, v[..., pos.clamp(min=0)], 0)  # a missing mirror is a zero (stored zeros may face it)
         vt = vt.conj() if conjugate else vt
-        ok &= ((v[..., lo:hi] - vt).abs() <= tol).all()
-    return bool(ok)  # one host synchronisation
+        good += ((v[..., lo:hi] - vt).abs() <= tol).sum()
+    return int(good) == v.numel()  # one host synchronisation
 
 
 def _positive_diagonal(A) -> bool:
@@ -95,7 +96,7 @@ def _positive_diagonal(A) -> bool:
         if bool((d.imag.abs() > _default_rtol(A.dtype) * d.abs().clamp_min(1e-300)).any()):
             return False
         d = d.real
-    return bool((d > 0).all())
+    return bool(all_(d > 0))
 
 
 def _irreducibly_dominant(A) -> bool:

@@ -6,7 +6,7 @@ import torch
 from devices import DEVICES
 
 from sla import kernels
-from sla.kernels import add_at_, count_, norm2, reciprocal, unique_inverse
+from sla.kernels import add_at_, all_, any_, count_, norm2, reciprocal, unique_inverse
 from sla.products import csr_add_matmul_, csr_residual
 from sla.reductions import abs_max
 from sla.solvers.precond.multigrid import _apply_inverse
@@ -117,6 +117,14 @@ def test_unique_inverse_is_unique(device, dtype):
         got, inv = unique_inverse(key)
         assert torch.equal(got, want) and torch.equal(inv, want_inv)
         assert torch.equal(got[inv], key)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_any_all_are_torchs(device):
+    x = torch.tensor([0.0, 1.0, float("nan"), -2.0], device=device)
+    for mask in (x > 0, x == x, x != x, x > 5, x[:0] > 0, (x > -3).reshape(2, 2)):
+        assert any_(mask).dtype == torch.bool and any_(mask).shape == ()
+        assert bool(any_(mask)) == bool(mask.any()) and bool(all_(mask)) == bool(mask.all())
 
 
 @pytest.mark.parametrize("device", DEVICES)

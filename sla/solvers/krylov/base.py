@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ...kernels import all_, any_
+
 __all__ = ["DEFAULT_MAXITER", "KrylovResult", "Op", "ReducedDot", "local_dot", "make_method"]
 
 Op = Callable[[torch.Tensor], torch.Tensor]
@@ -107,7 +109,7 @@ class KrylovResult:
     def stats(self) -> dict:
         out = {
             "iterations": int(self.iterations.amax()) if self.iterations.numel() else 0,
-            "converged": bool(self.converged.all()),
+            "converged": bool(all_(self.converged)),
             "history": self.history,
         }
         if self.reason is not None and not out["converged"]:
@@ -204,7 +206,7 @@ class _Ctx:
             if not self.check(it):
                 return False
             self.looks += 1
-            return not bool(act.any())
+            return not bool(any_(act))
         k = self.used  # iterations so far, across restarts of the method
         if k < self._next:
             return False
@@ -274,9 +276,9 @@ def _outer(method_inner, ctx: _Ctx, x0: torch.Tensor | None) -> KrylovResult:
         act = rn > ctx.tol
         if not ctx.history:
             ctx.history.append((rn / ctx.bnorm).amax())
-        if not bool(act.any()):
+        if not bool(any_(act)):
             break
-        if not bool(torch.isfinite(rn).all()):
+        if not all(map(math.isfinite, rn.reshape(-1).tolist())):
             reason = "breakdown: the iterate is not finite (the matrix may be singular or the solution overflow)"
             break
         if ctx.reason is not None:

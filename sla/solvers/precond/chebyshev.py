@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from ...kernels import add_at_, norm2, reciprocal
+from ...kernels import add_at_, all_, any_, norm2, reciprocal
 from ...sparse import SparseTensor
 from .base import Preconditioner, flat_values, matvec
 from .jacobi import diagonal_inverse
@@ -144,7 +144,7 @@ def ritz_estimate(
     says whether A is Hermitian.
     """
     g = gershgorin_bound(row, values, diag)
-    if not hermitian or steps < 1 or (diag.is_complex() and bool(diag.imag.any())) or not bool((diag.real > 0).all()):
+    if not hermitian or steps < 1 or (diag.is_complex() and bool(any_(diag.imag != 0))) or not bool(all_(diag.real > 0)):
         return None, g
     return lanczos_bound(mv, diag, steps, safety=1.0), g
 

@@ -26,6 +26,8 @@ import functools
 
 import torch
 
+from ...kernels import all_, any_, reciprocal
+from ...reductions import abs_max
 from ...sparse import SparseTensor
 from .graphed import GraphedApply, check_graph
 from .grid_stencil import diagonal_and_bound, galerkin_stencil, read_stencil, stencil_to_csr, strides
@@ -283,13 +285,13 @@ class GeometricMultigrid(Multigrid):
         finfo, cast = torch.finfo(cd), cd != A.dtype
 
         def checks(c, d):  # (zero pivot, fits in cd, constant diagonal); no |values| temporary
-            lo, hi = torch.aminmax(d.real if d.is_complex() else d)
-            const = (lo == hi) & (d.imag.abs().amax() == 0 if d.is_complex() else True)
+            # spelled with the kernels every solve loads (comparisons, sums, amax): aminmax, any and
+            # vector_norm would each load a family of their own on a GPU
+            const = all_(d == d[:1]) & (d.imag.abs().amax() == 0 if d.is_complex() else True)
             if not cast:
-                return (d == 0).any(), d.new_ones((), dtype=torch.bool), const
-            inf = float("inf")
-            big = torch.linalg.vector_norm(c.values(), inf) < finfo.max / 8
-            return (d == 0).any(), big & (torch.linalg.vector_norm(d, -inf) > finfo.tiny * 8), const
+                return any_(d == 0), d.new_ones((), dtype=torch.bool), const
+            big = abs_max(c.values()) < finfo.max / 8
+            return any_(d == 0), big & (reciprocal(d.abs()).amax() < 1 / (finfo.tiny * 8)), const
 
         looks = torch.stack(
             [torch.as_tensor(t) for plan in plans for c, d, hi, _ in plan for t in (hi, *checks(c, d))]

@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from ...kernels import add_at_, count_, reciprocal
+from ...kernels import add_at_, all_, any_, count_, reciprocal
 from ...pattern import csr_tensor
 from ...products import csr_add_matmul_, csr_matmul, csr_residual
 from ...sparse import SparseTensor
@@ -104,7 +104,7 @@ class Mat:
 
     def select(self, keep: torch.Tensor) -> Mat:
         """The entries where ``keep`` is true (a boolean mask over the stored entries)."""
-        if bool(keep.all()):
+        if bool(all_(keep)):
             return self
         row = self.row[keep]
         crow = torch.zeros(self.shape[0] + 1, dtype=torch.int64, device=self.val.device)
@@ -264,7 +264,7 @@ class Level:
         gives ``T xc`` (``T`` also has ``cast(dtype)`` and ``nbytes()``), and a correction costs one
         product with this level's operator instead of P's storage."""
         d = A.diag() if diag is None else diag
-        if bool((d == 0).any()):
+        if bool(any_(d == 0)):
             raise ValueError("multigrid needs a non-zero diagonal on every level (a zero pivot appeared)")
         self.A = A.csr32() if csr is None else csr
         self.dinv = reciprocal(d).unsqueeze(-1)

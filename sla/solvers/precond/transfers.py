@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ...kernels import add_at_, count_, unique_inverse
+from ...kernels import add_at_, all_, count_, unique_inverse
 from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .multigrid import MIXED_MIN, Mat, cast_csr, entry_blocks
@@ -29,7 +29,7 @@ def _tentative(agg: torch.Tensor, nagg: int, dtype, cand: torch.Tensor | None = 
     idt = torch.int32 if n < 2**31 - 1 else torch.int64
     crow = torch.zeros(n + 1, dtype=idt, device=dev)
     torch.cumsum(has, 0, dtype=idt, out=crow[1:])
-    nodes = None if bool(has.all()) else torch.nonzero(has).flatten()
+    nodes = None if bool(all_(has)) else torch.nonzero(has).flatten()
     del has
     col = agg if nodes is None else agg[nodes]
     if cand is None:
