@@ -63,10 +63,11 @@ def is_symmetric(A: SparseTensor, conjugate: bool = False, rtol: float | None = 
         if p.is_structurally_symmetric:
             _, perm = p.transpose()
             vt = v[..., perm]
-            vt = vt.conj() if conjugate else vt
+            if conjugate:
+                vt.conj_physical_()
             if torch.equal(v, vt):  # exact symmetry: the common case, one pass
                 return True
-            diff = (v - vt).abs()
+            diff = vt.sub_(v).abs_() if not vt.is_complex() else vt.sub_(v).abs()  # one temporary, not three
         else:
             At = A.detach().H() if conjugate else A.detach().T()
             diff = (A.detach() - At).values.abs()

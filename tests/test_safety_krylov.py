@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sla
+from devices import DEVICES
 from sla.solvers import krylov
 from sla.solvers.krylov.base import DEFAULT_MAXITER, _Ctx
 
@@ -122,6 +123,20 @@ def test_spd_claimed_for_a_nonsymmetric_matrix_is_named():
     b = torch.ones(n, dtype=torch.float64)
     with pytest.raises((sla.ConvergenceError, sla.SingularMatrixError), match="not symmetric"):
         A.solve(b, backend="pytorch", method="cg", matrix_type="spd", preconditioner="none", maxiter=500)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_spd_claimed_for_nonsymmetric_values_on_a_symmetric_pattern_is_named(device):
+    # the diagnosis compares each entry with its mirror (on GPUs without a copy of A^H)
+    n = 200
+    i = torch.arange(n)
+    rows = torch.cat([i, i[1:], i[:-1]])
+    cols = torch.cat([i, i[:-1], i[1:]])
+    vals = torch.cat([torch.full((n,), 2.0), torch.full((n - 1,), -1.9), torch.full((n - 1,), -0.1)]).double()
+    A = sla.SparseTensor(vals, rows, cols, (n, n)).to(device)
+    b = torch.ones(n, dtype=torch.float64, device=device)
+    with pytest.raises(sla.ConvergenceError, match="A is not symmetric but matrix_type='spd'"):
+        A.solve(b, backend="pytorch", method="cg", matrix_type="spd", maxiter=60)
 
 
 def test_scipy_bicgstab_breakdown_falls_back_and_differentiates():
