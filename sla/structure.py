@@ -82,7 +82,8 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
     time.  Used on GPUs, where the permutation (kept on the pattern) and its sort would cost ~5x
     the matrix's index storage; the temporaries here are a few index arrays (int32 below 2^30
     entries) of a chunk (a 16th of the entries, at least 1M: the bytes of a 32nd in int64)."""
-    good = torch.zeros((), dtype=torch.int64, device=v.device)  # entries at their mirror (a count: no all/any kernels; NaN is not)
+    # entries at their mirror, a count (no any/all kernels on a GPU); a NaN is at no mirror
+    good = torch.zeros((), dtype=torch.int64, device=v.device)
     for lo, hi, rows in p.row_chunks(max(_CHUNK, -(-p.nnz // 16)), dtype=p.index_dtype):
         pos = p.find(p.ccol[lo:hi], rows, dtype=p.index_dtype)
         vt = torch.where(pos >= 0, v[..., pos.clamp(min=0)], 0)  # a missing mirror is a zero (stored zeros may face it)

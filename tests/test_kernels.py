@@ -103,7 +103,9 @@ def test_count_is_bincount(device, index_dtype, monkeypatch):
     assert count_(out, idx) is out
     assert torch.equal(out, want)
     monkeypatch.setattr(kernels, "_COUNT_CHUNK", 64)  # by passes: the same counts
-    assert torch.equal(count_(torch.zeros(13, dtype=torch.int64, device=device), idx), want - torch.arange(13, device=device))
+    assert torch.equal(
+        count_(torch.zeros(13, dtype=torch.int64, device=device), idx), want - torch.arange(13, device=device)
+    )
     assert count_(torch.zeros(3, dtype=torch.int64, device=device), idx[:0]).tolist() == [0, 0, 0]
 
 

@@ -5,9 +5,9 @@ import time
 
 import pytest
 import torch
+from devices import DEVICES
 
 import sla
-from devices import DEVICES
 from sla.solvers import krylov
 from sla.solvers.krylov.base import DEFAULT_MAXITER, _Ctx
 

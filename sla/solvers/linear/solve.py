@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ... import structure
 from ...checks import all_finite
 from ...config import (
     IllConditionedWarning,
@@ -31,7 +32,6 @@ from ...config import (
 from ...kernels import norm2
 from ...numeric_cache import values_scope
 from ...products import spmm_nograd
-from ... import structure
 from ...sparse import SparseTensor, canonical_rhs
 from . import policy, registry
 from .adjoint import LinearSolve

@@ -144,7 +144,8 @@ def ritz_estimate(
     says whether A is Hermitian.
     """
     g = gershgorin_bound(row, values, diag)
-    if not hermitian or steps < 1 or (diag.is_complex() and bool(any_(diag.imag != 0))) or not bool(all_(diag.real > 0)):
+    off = diag.is_complex() and bool(any_(diag.imag != 0))
+    if not hermitian or steps < 1 or off or not bool(all_(diag.real > 0)):
         return None, g
     return lanczos_bound(mv, diag, steps, safety=1.0), g
 
