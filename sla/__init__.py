@@ -54,6 +54,7 @@ from .solvers import (
     spsolve_coo,
     spsolve_csr,
     svd,
+    warmup,
 )
 from .sparse import SparseTensor
 from .sparse_list import SparseTensorList
@@ -79,6 +80,7 @@ __all__ = [
     # linear solves
     "solve",
     "explain_solve",
+    "warmup",
     "spsolve",
     "spsolve_coo",
     "spsolve_csr",

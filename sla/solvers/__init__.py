@@ -24,6 +24,7 @@ from .linear.registry import (
     show_backends,
 )
 from .linear.solve import LUFactorization, solve, spsolve, spsolve_coo
+from .linear.warmup import warmup
 from .nonlinear.solve import nonlinear_solve, sparse_nonlinear_solve
 from .spectral.det import det, slogdet
 from .spectral.eigs import eigs
@@ -46,6 +47,7 @@ register_linalg(
 
 __all__ = [
     "solve",
+    "warmup",
     "explain_solve",
     "spsolve",
     "spsolve_coo",
