@@ -233,7 +233,8 @@ def _prepare(A: SparseTensor, cfg: SolverConfig, kind: str | None) -> Prepared:
 def _asymmetric(A: SparseTensor) -> bool:
     """Whether ``A`` differs from ``A^H`` by more than rounding (``1e3 eps max|A|``), by
     :func:`sla.structure.is_symmetric`: on GPUs a search for each entry's mirror, with no copy of
-    ``A^H`` (which made a failed solve's diagnosis the peak of its memory: 3.5 times the values)."""
+    ``A^H``, which made a failed solve's diagnosis the peak of its memory (P2 elasticity, 515K unknowns, H200:
+    1,826 bytes per unknown against 705 now)."""
     return not structure.is_symmetric(A, conjugate=True, rtol=1e3 * torch.finfo(A.dtype).eps)
 
 

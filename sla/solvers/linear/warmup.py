@@ -21,7 +21,7 @@ def warmup(
     solves there do not pay the process's one-off costs.
 
     On a GPU, CUDA loads each kernel family on its first call in a process and cuSPARSE starts on
-    its first product: the first AMG-CG solve of a process costs about 0.2-0.3 s more than a later
+    its first product: the first AMG-CG solve of a process costs about 0.2-0.4 s more than a later
     one on an H200 (``benchmarks/bench_first_solve.py``).  Call this at startup, or while other
     work (loading data, meshing) keeps the program busy; solves on matrices of any size then start
     warm.  The single-precision coarse levels of AMG and GMG (from 1M unknowns on GPUs) have kernels
