@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from gridref import coarse_points, hat_interpolation
 
 from sla import SparseTensor, gallery
 from sla.solvers.precond import grid_stencil, make_preconditioner
 from sla.solvers.precond.gmg import GeometricMultigrid
-
-
-def _interp(n: int) -> np.ndarray:
-    """1-D linear interpolation, coarse I on fine 2I+1 (the oracle, independent of sla)."""
-    P = np.zeros((n, n // 2))
-    for i in range(n // 2):
-        P[2 * i + 1, i] = 1.0
-        P[2 * i, i] = 0.5
-        if 2 * i + 2 < n:
-            P[2 * i + 2, i] = 0.5
-    return P
 
 
 def _random_stencil_matrix(dims, seed=0, full=True) -> sp.csr_matrix:
@@ -57,11 +47,13 @@ def test_galerkin_one_axis_at_a_time_equals_dense_ptap(dims, chunk, monkeypatch)
     M = GeometricMultigrid(A, max_coarse=1)
     ref = S.toarray()
     level = tuple(dims)
+    xs = [list(range(n)) for n in dims]  # each level's points on the fine axes
     for lv in M.levels[1:]:
         axes = [a for a, n in enumerate(level) if n >= 4]
         P = np.ones((1, 1))
         for a, n in enumerate(level):
-            P = np.kron(P, _interp(n) if a in axes else np.eye(n))
+            P = np.kron(P, hat_interpolation(xs[a], -1, dims[a]) if a in axes else np.eye(n))
+            xs[a] = coarse_points(xs[a]) if a in axes else xs[a]
         ref = P.T @ ref @ P
         level = tuple(n // 2 if a in axes else n for a, n in enumerate(level))
         got = lv.A.to_dense().numpy()

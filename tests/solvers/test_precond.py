@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from devices import DEVICES
+from gridref import coarse_points, hat_interpolation
 
 from sla import SingularMatrixError, SparseTensor, gallery
 from sla.solvers import krylov
@@ -122,17 +123,36 @@ def test_gmg_transfers_and_galerkin(dims):
     else:
         A = _poisson3d_aniso(dims)
         S = A.to_scipy("csr")
-    M = make_preconditioner(A, "gmg", max_coarse=1)
+    M = make_preconditioner(A, "gmg", max_coarse=1)  # CPU: stored CSR transfers
     ref = torch.as_tensor(S.toarray())
     level_dims = tuple(dims)
+    xs = [list(range(d)) for d in dims]  # each level's points on the fine grid's axes (zero at -1 and d)
     for lv in range(1, len(M.levels)):  # every level is the Galerkin product of the one above
         axes = tuple(a for a, d in enumerate(level_dims) if d >= 4)
         coarse = tuple(d // 2 if a in axes else d for a, d in enumerate(level_dims))
-        Pl = gmg.prolong(torch.eye(int(np.prod(coarse)), dtype=torch.float64), level_dims, axes)
+        Pl = torch.ones(1, 1, dtype=torch.float64)  # the oracle: linear interpolation from the geometry
+        for a in range(len(dims)):
+            p1 = hat_interpolation(xs[a], -1, dims[a]) if a in axes else np.eye(level_dims[a])
+            Pl = torch.kron(Pl, torch.as_tensor(p1))
+            xs[a] = coarse_points(xs[a]) if a in axes else xs[a]
+        eye = torch.eye(int(np.prod(coarse)), dtype=torch.float64)
+        torch.testing.assert_close(gmg.prolong(eye, level_dims, axes, M.ends[lv - 1]), Pl)
+        torch.testing.assert_close(M.levels[lv - 1].P.to_dense(), Pl)
         ref = Pl.T @ ref @ Pl
         torch.testing.assert_close(M.levels[lv].A.to_dense(), ref, rtol=1e-12, atol=1e-12)
         level_dims = coarse
     assert len(M.levels) >= (3 if len(dims) == 2 else 2)
+
+
+@pytest.mark.parametrize("n", [1000, 999, 250])
+def test_gmg_iterations_do_not_depend_on_the_grid_being_a_power_of_two(n):
+    """Levels with an odd number of points after even ones (1000: 1000, 500, 250, 125, 62, ...) take
+    the geometric weight at their last point: CG takes 8 iterations, as on 1024^2 (10 with 1/2 there)."""
+    A = gallery.poisson2d(n)
+    b = torch.ones(n * n, dtype=torch.float64)
+    x, info = A.solve(b, backend="pytorch", method="cg", preconditioner="gmg", rtol=1e-8, return_info=True)
+    assert info.iterations <= 8, info.iterations
+    assert float(torch.linalg.vector_norm(b - A @ x) / torch.linalg.vector_norm(b)) <= 1e-8
 
 
 def _poisson3d_aniso(dims):

@@ -171,13 +171,16 @@ def diagonal_and_bound(offs: list, S: torch.Tensor) -> tuple[torch.Tensor, torch
 _W1 = {-1: 0.5, 0: 1.0, 1: 0.5}  # 1-D linear interpolation weights of fine rows 2I+1+e around coarse I
 
 
-def _axis_weights(offs: list, a: int) -> tuple[list, list]:
+def _axis_weights(offs: list, a: int, end: float | None = None) -> tuple[list, list]:
     """One axis of the Galerkin product as a mixing matrix: coarse offsets and ``W [|O'|, 3 |O|]``.
 
     Along axis ``a`` the coarse row ``I`` takes fine rows ``2I+1+e1`` (weight ``w(e1)``); an entry
     at offset ``o`` of such a row reaches fine column ``2I+1+e1+o_a = 2J+1+e2`` with weight ``w(e2)``,
     so coarse offset ``D_a = (o_a + e1 - e2) / 2``.  Column ``3 k + e1 + 1`` of ``W`` holds the
-    weights of (fine offset ``k``, fine row ``e1``).
+    weights of (fine offset ``k``, fine row ``e1``).  ``end``: ``W`` of the last coarse row of an odd
+    axis, whose fine point ``2I + 2`` (the axis's last) has weight ``end`` instead of 1/2, as a row
+    (``e1 = +1``) and as a column of the same coarse point (``e2 = +1``, ``D_a = 0``); see
+    :func:`~sla.solvers.precond.gmg.end_weights`.
     """
     terms: dict = {}
     for k, o in enumerate(offs):
@@ -186,7 +189,9 @@ def _axis_weights(offs: list, a: int) -> tuple[list, list]:
                 s = o[a] + e1 - e2
                 if s % 2 == 0:
                     D = o[:a] + (s // 2,) + o[a + 1 :]
-                    terms[D, 3 * k + e1 + 1] = terms.get((D, 3 * k + e1 + 1), 0.0) + _W1[e1] * _W1[e2]
+                    w1 = end if end is not None and e1 == 1 else _W1[e1]
+                    w2 = end if end is not None and e2 == 1 and s == 0 else _W1[e2]
+                    terms[D, 3 * k + e1 + 1] = terms.get((D, 3 * k + e1 + 1), 0.0) + w1 * w2
     coarse = sorted({D for D, _ in terms})
     index = {D: i for i, D in enumerate(coarse)}
     W = [[0.0] * (3 * len(offs)) for _ in coarse]
@@ -195,9 +200,10 @@ def _axis_weights(offs: list, a: int) -> tuple[list, list]:
     return coarse, W
 
 
-def _axis_step(S: torch.Tensor, W: torch.Tensor, ax: int, m: int) -> torch.Tensor:
+def _axis_step(S: torch.Tensor, W: torch.Tensor, ax: int, m: int, W_end: torch.Tensor | None = None) -> torch.Tensor:
     """``[|O'|, ...]`` stencil grids after coarsening grid axis ``ax`` of ``S`` ``[|O|, ...]`` to ``m``
-    rows: row ``I`` mixes fine rows ``2I``, ``2I+1``, ``2I+2`` (zero past the end of ``S``) by ``W``."""
+    rows: row ``I`` mixes fine rows ``2I``, ``2I+1``, ``2I+2`` (zero past the end of ``S``) by ``W``, the
+    last row by ``W_end`` when given."""
     d = ax + 1  # tensor dimension of the grid axis
     L = S.shape[d]
     shape = list(S.shape)
@@ -207,7 +213,12 @@ def _axis_step(S: torch.Tensor, W: torch.Tensor, ax: int, m: int) -> torch.Tenso
         cnt = min(m, (L - e + 1) // 2)
         if cnt > 0:
             G[:, e].narrow(d, 0, cnt).copy_(S[(slice(None),) * d + (slice(e, e + 2 * cnt - 1, 2),)])
-    return torch.mm(W, G.view(3 * S.shape[0], -1)).view(W.shape[0], *shape[1:])
+    out = torch.mm(W, G.view(3 * S.shape[0], -1)).view(W.shape[0], *shape[1:])
+    if W_end is not None:  # one hyperplane of the grid
+        last = G.narrow(d + 1, m - 1, 1)
+        shape[d] = 1
+        out.narrow(d, m - 1, 1).copy_(torch.mm(W_end, last.reshape(3 * S.shape[0], -1)).view(W.shape[0], *shape[1:]))
+    return out
 
 
 GALERKIN_CHUNK = {"cpu": 1 << 22, "cuda": 1 << 25}
@@ -216,9 +227,10 @@ device type (others: the CUDA value).  On GPUs a block costs about ten launches,
 (32M entries: 16 bytes per unknown at 16M, 13 blocks); on the CPU smaller ones stay in cache."""
 
 
-def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple):
+def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple, ends: tuple | None = None):
     """Coarse ``(offsets, grids [|O_c|, *coarse], coarse dims, valid mask)`` of ``P^T A P`` (linear
-    interpolation on ``axes``; coarse point ``I`` on fine point ``2I + 1``; the mask of
+    interpolation on ``axes``; coarse point ``I`` on fine point ``2I + 1``; the last point of an odd
+    axis ``a`` interpolated with weight ``ends[a]``, 1/2 when ``ends`` is ``None``; the mask of
     :func:`valid_mask`, for :func:`stencil_to_csr`).
 
     ``P`` is a Kronecker product of 1-D interpolations, so the product is taken one axis at a time,
@@ -230,9 +242,12 @@ def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple):
     coarse = tuple(n // 2 if a in axes else n for a, n in enumerate(dims))
     steps, cur, widest = [], list(offs), len(offs)
     for a in axes:
+        end = 0.5 if ends is None else ends[a]
+        W_end = _axis_weights(cur, a, end)[1] if dims[a] % 2 and end != 0.5 else None  # same offsets
         cur, W = _axis_weights(cur, a)
         widest = max(widest, len(cur))
-        steps.append((a, torch.tensor(W, dtype=S.dtype, device=S.device)))
+        W_end = None if W_end is None else torch.tensor(W_end, dtype=S.dtype, device=S.device)
+        steps.append((a, torch.tensor(W, dtype=S.dtype, device=S.device), W_end))
     out = S.new_empty(len(cur), *coarse)
     per_row = 3 * widest * max(1, S[0].numel() // dims[0]) * (2 if 0 in axes else 1)
     chunk = GALERKIN_CHUNK if isinstance(GALERKIN_CHUNK, int) else GALERKIN_CHUNK.get(S.device.type, 1 << 25)
@@ -243,8 +258,8 @@ def galerkin_stencil(offs: list, S: torch.Tensor, dims: tuple, axes: tuple):
             T = S.narrow(1, 2 * i0, min(2 * i1 + 1, dims[0]) - 2 * i0)
         else:
             T = S.narrow(1, i0, i1 - i0)
-        for a, W in steps:
-            T = _axis_step(T, W, a, i1 - i0 if a == 0 else coarse[a])
+        for a, W, W_end in steps:  # the last row of axis 0 is in the last block
+            T = _axis_step(T, W, a, i1 - i0 if a == 0 else coarse[a], W_end if a or i1 == coarse[0] else None)
         out[:, i0:i1] = T
         del T
     valid = valid_mask(cur, coarse, S.device)
