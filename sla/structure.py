@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .grid import read_stencil, stencil_symmetric
 from .kernels import all_
 from .reductions import abs_max
 
@@ -59,6 +60,11 @@ def is_symmetric(A: SparseTensor, conjugate: bool = False, rtol: float | None = 
         scale = abs_max(v, -1, keepdim=True)
         p = A.pattern
         if p.device.type != "cpu" and "transpose" not in p._memo:
+            grid = p.cache.get("grid")
+            if grid is not None and p.nnz >= _STENCIL_MIN:
+                found = _symmetric_by_stencil(p, v, tuple(grid), conjugate, rtol * scale)
+                if found is not None:
+                    return found
             return _symmetric_by_search(p, v, conjugate, rtol * scale)
         if p.is_structurally_symmetric:
             _, perm = p.transpose()
@@ -90,6 +96,29 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
         vt = vt.conj() if conjugate else vt
         good += ((v[..., lo:hi] - vt).abs() <= tol).sum()
     return int(good) == v.numel()  # one host synchronisation
+
+
+_STENCIL_MIN = 1 << 22
+"""GPU matrices on a recorded grid with this many entries or more are checked on their stencil arrays
+(:func:`_symmetric_by_stencil`).  H200, 5-point: 16M unknowns 13.4 ms against the search's 20.5-23;
+1M 1.5-1.8 against 3.8-4.1.  Below, the search costs a few ms and the stencil's kernels would be
+loaded, on a process's first solve, by solvers that never need them (AMG)."""
+
+
+def _symmetric_by_stencil(p, v, grid: tuple, conjugate: bool, tol: torch.Tensor) -> bool | None:
+    """Symmetry of a matrix on the grid ``grid`` from its stencil arrays (:func:`sla.grid.read_stencil`,
+    then shifted comparisons): no search, one values-sized temporary at a time.  ``None`` when the
+    matrix is no compact stencil on that grid (the caller searches instead)."""
+    flat, tol = v.reshape(-1, p.nnz), tol.reshape(-1, 1)
+    good = torch.ones((), dtype=torch.bool, device=v.device)
+    for b in range(flat.shape[0]):
+        try:
+            offs, S = read_stencil(p, flat[b], grid)
+        except ValueError:  # couplings further apart, or across the grid's edge
+            return None
+        good = good & stencil_symmetric(offs, S, tol[b if tol.shape[0] > 1 else 0], conjugate)
+        del S
+    return bool(good)
 
 
 def _positive_diagonal(A) -> bool:

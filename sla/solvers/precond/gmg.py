@@ -4,8 +4,9 @@ Needs the grid: ``A.pattern.cache["grid"] = (nx, ny[, nz])`` with unknowns
 numbered lexicographically, last axis fastest (``sla.gallery.poisson2d/3d``
 and ``sla.assembly`` stencils record it).  Each level halves every axis longer
 than 3 (coarse point ``I`` sits on fine point ``2I + 1``); transfers are
-(bi/tri)linear interpolation and its transpose, applied as strided tensor
-operations on the grid on GPUs (no stored P or R; stored CSR on the CPU, where it is faster).
+(bi/tri)linear interpolation and its transpose (from the points' true distances to the
+boundary: :func:`end_weights`), applied as strided tensor operations on the grid on GPUs
+(no stored P or R; stored CSR on the CPU, where it is faster).
 
 Coarse operators are Galerkin products ``A_c = P^T A P`` computed on *stencil
 arrays* (:mod:`sla.solvers.precond.grid_stencil`): the fine matrix is read as ``|O|``
