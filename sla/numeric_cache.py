@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Hashable
+from typing import Any
 
 import torch
 
-__all__ = ["COPY_DEVICES", "Probe", "Stored", "equal_record", "values_scope"]
+__all__ = ["COPY_DEVICES", "Probe", "Stored", "equal_record", "hand_over", "take_over", "values_scope"]
 
 _DIGEST_CHUNK = 1 << 20
 
@@ -58,16 +60,44 @@ def _digest(v: torch.Tensor) -> torch.Tensor:
 _SCOPE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("sla_numeric_scope", default=None)
 
 
+_KEEP = "keep"  # the scope's own entry (its other keys are tuples)
+
+
+def _values_key(v: torch.Tensor) -> tuple:
+    return (v.data_ptr(), v._version, v.storage_offset(), tuple(v.shape), v.stride(), v.dtype, str(v.device))
+
+
 @contextlib.contextmanager
-def values_scope():
+def values_scope(keep: tuple = ()):
     """Within it (one solve's type checks and setup lookups, where no user code runs in between),
-    :meth:`Pattern.numeric` digests an unchanged values tensor once instead of at every lookup."""
-    token = _SCOPE.set({}) if _SCOPE.get() is None else None
+    :meth:`Pattern.numeric` digests an unchanged values tensor once instead of at every lookup.
+
+    ``keep``: names of work the type checks may hand to the setup (:func:`hand_over`), asked for by
+    a solve whose setup reads it (geometric multigrid: ``'stencil'``).  What is not taken is dropped
+    when the outermost scope ends."""
+    token = _SCOPE.set({_KEEP: frozenset(keep)}) if _SCOPE.get() is None else None
     try:
         yield
     finally:
         if token is not None:
             _SCOPE.reset(token)
+
+
+def hand_over(name: str, v: torch.Tensor, extra: Hashable, work: Any) -> bool:
+    """Leave ``work`` made from the values ``v`` (and ``extra``) for :func:`take_over` when the current
+    scope asked for ``name``; whether it was left."""
+    memo = _SCOPE.get()
+    if memo is None or name not in memo[_KEEP]:
+        return False
+    memo[(name, extra, *_values_key(v))] = (v, work)  # holding v: its storage cannot be reused meanwhile
+    return True
+
+
+def take_over(name: str, v: torch.Tensor, extra: Hashable) -> Any:
+    """What :func:`hand_over` left for these values (removed from the scope), else ``None``."""
+    memo = _SCOPE.get()
+    got = None if memo is None else memo.pop((name, extra, *_values_key(v)), None)
+    return None if got is None else got[1]
 
 
 class Stored:
@@ -99,7 +129,7 @@ class Probe:
     def digest(self) -> torch.Tensor:
         if self._digest is None:
             memo, v = _SCOPE.get(), self.v
-            key = (v.data_ptr(), v._version, v.storage_offset(), tuple(v.shape), v.stride(), v.dtype, str(v.device))
+            key = _values_key(v)
             hit = None if memo is None else memo.get(key)
             self._digest = _digest(v) if hit is None else hit[1]
             if memo is not None and hit is None:

@@ -20,6 +20,7 @@ import torch
 
 from .grid import read_stencil, stencil_symmetric
 from .kernels import all_
+from .numeric_cache import hand_over
 from .reductions import abs_max
 
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
@@ -107,8 +108,9 @@ loaded, on a process's first solve, by solvers that never need them (AMG)."""
 
 def _symmetric_by_stencil(p, v, grid: tuple, conjugate: bool, tol: torch.Tensor) -> bool | None:
     """Symmetry of a matrix on the grid ``grid`` from its stencil arrays (:func:`sla.grid.read_stencil`,
-    then shifted comparisons): no search, one values-sized temporary at a time.  ``None`` when the
-    matrix is no compact stencil on that grid (the caller searches instead)."""
+    then shifted comparisons): no search, one values-sized temporary at a time (handed to the solve's
+    GMG setup when it asked: :func:`sla.numeric_cache.hand_over`).  ``None`` when the matrix is no
+    compact stencil on that grid (the caller searches instead)."""
     flat, tol = v.reshape(-1, p.nnz), tol.reshape(-1, 1)
     good = torch.ones((), dtype=torch.bool, device=v.device)
     for b in range(flat.shape[0]):
@@ -117,6 +119,7 @@ def _symmetric_by_stencil(p, v, grid: tuple, conjugate: bool, tol: torch.Tensor)
         except ValueError:  # couplings further apart, or across the grid's edge
             return None
         good = good & stencil_symmetric(offs, S, tol[b if tol.shape[0] > 1 else 0], conjugate)
+        hand_over("stencil", flat[b], grid, (offs, S))  # to a GMG setup in the same solve, if it asked
         del S
     return bool(good)
 

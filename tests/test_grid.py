@@ -114,3 +114,56 @@ def test_is_symmetric_on_the_gpu_reads_the_stencil(case, monkeypatch):
     assert calls
     batch = SparseTensor._make(torch.stack([G.values, G.values.conj()]), G.pattern)
     assert structure.is_symmetric(batch, conjugate=True) == _dense_symmetric(M, True)
+
+
+def test_hand_over_lives_only_in_a_scope_that_asked_for_it():
+    from sla.numeric_cache import hand_over, take_over, values_scope
+
+    v = torch.arange(6.0)
+    assert not hand_over("stencil", v, (2, 3), "work")  # no scope
+    with values_scope():
+        assert not hand_over("stencil", v, (2, 3), "work")  # not asked for
+    with values_scope(keep=("stencil",)):
+        assert hand_over("stencil", v, (2, 3), "work")
+        assert take_over("stencil", v, (3, 2)) is None  # another grid
+        assert take_over("stencil", v.clone(), (2, 3)) is None  # other values
+        assert take_over("stencil", v, (2, 3)) == "work"
+        assert take_over("stencil", v, (2, 3)) is None  # taken once
+        hand_over("stencil", v, (2, 3), "work")
+        v.add_(1)  # changed in place: what was read from the old values is not handed on
+        assert take_over("stencil", v, (2, 3)) is None
+    with values_scope(keep=("stencil",)):
+        pass
+    assert take_over("stencil", v, (2, 3)) is None
+
+
+@cuda
+@pytest.mark.gpu
+def test_gmg_takes_the_stencil_its_type_check_read(monkeypatch):
+    """A GMG solve whose matrix type is detected reads the stencil arrays once: the type check's are
+    handed to the setup.  Same iterations and solution as with the type declared."""
+    import sla
+    from sla import gallery
+    from sla.solvers.precond import gmg
+
+    monkeypatch.setattr(structure, "_STENCIL_MIN", 0)
+    reads = {"check": 0, "setup": 0}
+
+    def counted(where, fn):
+        def f(*a, **k):
+            reads[where] += 1
+            return fn(*a, **k)
+
+        return f
+
+    monkeypatch.setattr(structure, "read_stencil", counted("check", structure.read_stencil))
+    monkeypatch.setattr(gmg, "read_stencil", counted("setup", gmg.read_stencil))
+    A = gallery.poisson2d(60, device="cuda")
+    b = torch.ones(A.shape[0], dtype=torch.float64, device="cuda")
+    opts = dict(backend="pytorch", method="cg", preconditioner=sla.precond.GMG(), rtol=1e-10, return_info=True)
+    x, info = sla.solve(A, b, **opts)
+    assert reads == {"check": 1, "setup": 0}
+    y, ref = sla.solve(gallery.poisson2d(60, device="cuda"), b, matrix_type="spd", **opts)
+    assert reads == {"check": 1, "setup": 1}
+    assert info.iterations == ref.iterations
+    torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)

@@ -180,7 +180,11 @@ def _build(A, backend, method, mtype, cfg):
 
 def prepare(A: SparseTensor, cfg: SolverConfig, kind: str | None = None) -> Prepared:
     """Pick the solver for ``A`` and build (or fetch from the cache) its state."""
-    with values_scope():  # the type checks and the setup lookup recognise A's values once
+    # the type checks and the setup lookup recognise A's values once; a GMG setup takes the stencil
+    # arrays a type check read (no second reading of a large grid matrix)
+    pc = cfg.preconditioner
+    gmg = not callable(pc) and (pc if isinstance(pc, str) else getattr(pc, "name", None)) == "gmg"  # not one built
+    with values_scope(keep=("stencil",) if gmg else ()):
         return _prepare(A, cfg, kind)
 
 

@@ -28,6 +28,7 @@ import functools
 import torch
 
 from ...kernels import all_, any_, reciprocal
+from ...numeric_cache import take_over
 from ...reductions import abs_max
 from ...sparse import SparseTensor
 from .graphed import GraphedApply, check_graph
@@ -307,7 +308,9 @@ class GeometricMultigrid(Multigrid):
         for bi in range(A.batch_size):
             # the fine operator is the pattern's own CSR (no copy); every level is read as a stencil
             csr = p.csr(vals[bi])
-            offs, S = read_stencil(p, vals[bi], grid)
+            got = take_over("stencil", vals[bi], grid)  # read by this solve's type check, if it did
+            offs, S = got if got is not None else read_stencil(p, vals[bi], grid)
+            del got
             dims, gaps = grid, (1.0,) * len(grid)
             plan = []
             while S[0].numel() > max_coarse and len(plan) < max_levels - 1:
