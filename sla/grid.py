@@ -57,11 +57,12 @@ def _offset_codes(rows, cols, dims, lin_sorted, order, exact: bool, bad: list):
     return code
 
 
-def _chunk(device: torch.device) -> int:
-    """Entries per pass when the fine stencil is read from the CSR.  On GPUs each pass costs
-    kernel launches, so passes are large (8M entries: int64 temporaries of about 16 bytes per
-    unknown at 16M); on the CPU 1M-entry passes stay in cache and are faster."""
-    return 1 << 20 if device.type == "cpu" else 1 << 23
+def _chunk(device: torch.device, nnz: int) -> int:
+    """Entries per pass when the stencil is read from the CSR.  On GPUs each pass costs kernel
+    launches, so passes are large: a sixteenth of the entries, from 1M to 8M (the int64 temporaries
+    are about 40 bytes an entry: 16M unknowns 12 bytes per unknown; 1M, 40 -- one pass there was 210
+    and set the peak of a type check); on the CPU 1M-entry passes stay in cache and are faster."""
+    return 1 << 20 if device.type == "cpu" else min(max(nnz // 16, 1 << 20), 1 << 23)
 
 
 def _row_blocks(p, chunk: int) -> list:
@@ -102,7 +103,7 @@ def read_stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):
     codes = torch.empty(p.nnz, dtype=torch.int8, device=dev)
     present = torch.zeros(len(cand), dtype=torch.bool, device=dev)
     bad: list = []
-    blocks = _row_blocks(p, _chunk(dev))
+    blocks = _row_blocks(p, _chunk(dev, p.nnz))
     for r0, r1, lo, hi in blocks:  # the rows are made again in the second pass: kept, they would cost 8 B/entry
         c = _offset_codes(_rows(p, r0, r1, lo, hi), p.ccol[lo:hi].long(), dims, lin_sorted, order, exact, bad)
         present.index_fill_(0, c, True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["COPY_DEVICES", "Probe", "Stored", "equal_record", "hand_over", "take_over", "values_scope"]
+__all__ = ["COPY_DEVICES", "Probe", "Stored", "equal_record", "hand_over", "scope_wants", "take_over", "values_scope"]
 
 _DIGEST_CHUNK = 1 << 20
 
@@ -83,11 +83,17 @@ def values_scope(keep: tuple = ()):
             _SCOPE.reset(token)
 
 
+def scope_wants(name: str) -> bool:
+    """Whether the current scope asked for ``name`` (see :func:`values_scope`)."""
+    memo = _SCOPE.get()
+    return memo is not None and name in memo[_KEEP]
+
+
 def hand_over(name: str, v: torch.Tensor, extra: Hashable, work: Any) -> bool:
     """Leave ``work`` made from the values ``v`` (and ``extra``) for :func:`take_over` when the current
     scope asked for ``name``; whether it was left."""
     memo = _SCOPE.get()
-    if memo is None or name not in memo[_KEEP]:
+    if not scope_wants(name):
         return False
     memo[(name, extra, *_values_key(v))] = (v, work)  # holding v: its storage cannot be reused meanwhile
     return True

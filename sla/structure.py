@@ -20,7 +20,7 @@ import torch
 
 from .grid import read_stencil, stencil_symmetric
 from .kernels import all_
-from .numeric_cache import hand_over
+from .numeric_cache import hand_over, scope_wants
 from .reductions import abs_max
 
 if TYPE_CHECKING:  # annotations only: sparse.py imports this module
@@ -62,7 +62,7 @@ def is_symmetric(A: SparseTensor, conjugate: bool = False, rtol: float | None = 
         p = A.pattern
         if p.device.type != "cpu" and "transpose" not in p._memo:
             grid = p.cache.get("grid")
-            if grid is not None and p.nnz >= _STENCIL_MIN:
+            if grid is not None and (p.nnz >= _STENCIL_MIN or scope_wants("stencil")):
                 found = _symmetric_by_stencil(p, v, tuple(grid), conjugate, rtol * scale)
                 if found is not None:
                     return found
@@ -99,11 +99,12 @@ def _symmetric_by_search(p, v, conjugate: bool, tol: torch.Tensor) -> bool:
     return int(good) == v.numel()  # one host synchronisation
 
 
-_STENCIL_MIN = 1 << 22
-"""GPU matrices on a recorded grid with this many entries or more are checked on their stencil arrays
-(:func:`_symmetric_by_stencil`).  H200, 5-point: 16M unknowns 13.4 ms against the search's 20.5-23;
-1M 1.5-1.8 against 3.8-4.1.  Below, the search costs a few ms and the stencil's kernels would be
-loaded, on a process's first solve, by solvers that never need them (AMG)."""
+_STENCIL_MIN = 1 << 26
+"""GPU matrices on a recorded grid are checked on their stencil arrays (:func:`_symmetric_by_stencil`)
+when the solve builds geometric multigrid (which takes the arrays over: no second reading) or from
+this many entries (13M unknowns of a 5-point matrix).  H200, 5-point 16M: 22.3 ms against the
+search's 27.6-28.1 (type detection in all); 1M: 4.5 against 7.9-9.1, but there the stencil's kernels
+(~30 ms on a process's first use) would be loaded by solvers that never need them (AMG)."""
 
 
 def _symmetric_by_stencil(p, v, grid: tuple, conjugate: bool, tol: torch.Tensor) -> bool | None:

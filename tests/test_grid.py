@@ -117,9 +117,15 @@ def test_is_symmetric_on_the_gpu_reads_the_stencil(case, monkeypatch):
 
 
 def test_hand_over_lives_only_in_a_scope_that_asked_for_it():
-    from sla.numeric_cache import hand_over, take_over, values_scope
+    from sla.numeric_cache import hand_over, scope_wants, take_over, values_scope
 
     v = torch.arange(6.0)
+    assert not scope_wants("stencil")
+    with values_scope(keep=("stencil",)):
+        assert scope_wants("stencil")
+        with values_scope():  # an inner scope is the outer one
+            assert scope_wants("stencil")
+    assert not scope_wants("stencil")
     assert not hand_over("stencil", v, (2, 3), "work")  # no scope
     with values_scope():
         assert not hand_over("stencil", v, (2, 3), "work")  # not asked for
@@ -140,13 +146,12 @@ def test_hand_over_lives_only_in_a_scope_that_asked_for_it():
 @cuda
 @pytest.mark.gpu
 def test_gmg_takes_the_stencil_its_type_check_read(monkeypatch):
-    """A GMG solve whose matrix type is detected reads the stencil arrays once: the type check's are
-    handed to the setup.  Same iterations and solution as with the type declared."""
+    """A GMG solve whose matrix type is detected reads the stencil arrays once (whatever its size): the
+    type check's are handed to the setup.  Same iterations and solution as with the type declared."""
     import sla
     from sla import gallery
     from sla.solvers.precond import gmg
 
-    monkeypatch.setattr(structure, "_STENCIL_MIN", 0)
     reads = {"check": 0, "setup": 0}
 
     def counted(where, fn):
