@@ -109,8 +109,8 @@ search's 27.6-28.1 (type detection in all); 1M: 4.5 against 7.9-9.1, but there t
 
 def _symmetric_by_stencil(p, v, grid: tuple, conjugate: bool, tol: torch.Tensor) -> bool | None:
     """Symmetry of a matrix on the grid ``grid`` from its stencil arrays (:func:`sla.grid.read_stencil`,
-    then shifted comparisons): no search, one values-sized temporary at a time (handed to the solve's
-    GMG setup when it asked: :func:`sla.numeric_cache.hand_over`).  ``None`` when the matrix is no
+    then shifted comparisons): no search, one values-sized temporary at a time (an unbatched matrix's is
+    handed to the solve's GMG setup when it asked: :func:`sla.numeric_cache.hand_over`).  ``None`` when the matrix is no
     compact stencil on that grid (the caller searches instead)."""
     flat, tol = v.reshape(-1, p.nnz), tol.reshape(-1, 1)
     good = torch.ones((), dtype=torch.bool, device=v.device)
@@ -120,7 +120,8 @@ def _symmetric_by_stencil(p, v, grid: tuple, conjugate: bool, tol: torch.Tensor)
         except ValueError:  # couplings further apart, or across the grid's edge
             return None
         good = good & stencil_symmetric(offs, S, tol[b if tol.shape[0] > 1 else 0], conjugate)
-        hand_over("stencil", flat[b], grid, (offs, S))  # to a GMG setup in the same solve, if it asked
+        if flat.shape[0] == 1:  # to a GMG setup in the same solve, if it asked (a batch's would add up)
+            hand_over("stencil", flat[b], grid, (offs, S))
         del S
     return bool(good)
 
