@@ -14,6 +14,9 @@ first solve <= 0.6 s and a 16M GMG first solve <= 0.12 s on one H200.  The measu
   (``matrix_type='spd'``).  The first matrix of its size in the process also grows the device and
   pinned-host memory caches; the later new matrices do not.  Also the type detection of a new
   matrix and the numeric cache's digest of the values (one per solve) at that size and at 1000^2;
+* ``trace`` (only with ``--only trace``, ``--pc amg`` or another preconditioner)  in a fresh process
+  after one SpMV, the first solve and one on a new matrix with every ATen call synchronised and
+  timed: each (operator, dtypes) whose first call exceeds its median by over 1 ms;
 * ``vocabulary`` (only with ``--only vocabulary``)  PyTorch's spelling of an operation against the
   one sla's solvers use (:mod:`sla.kernels`), each on its first call in a fresh process that has
   already run the kernel families every solve loads (``BASE``);
@@ -28,6 +31,7 @@ Usage (on a GPU)::
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only sizes --n 2000 --repeat 3
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only blocks
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only vocabulary
+    PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only trace --pc jacobi
 
 Writes markdown tables to stdout and ``DIR/bench_first_solve.md`` (``--out DIR``).
 """
@@ -39,6 +43,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 
 import torch
 
@@ -217,6 +222,56 @@ def vocabulary_rows() -> list[str]:
     return rows
 
 
+def trace_rows(pc: str) -> list[str]:
+    """In this (fresh) process, after one SpMV: every ATen call of the first ``pc``-CG solve and of
+    one on a new matrix, each synchronised and timed; the first call of each (operator, dtypes)
+    against its median over both solves, where the excess is over 1 ms (CUDA loads a kernel's
+    module on its first launch: what only a warm-up would remove)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls: dict = {}
+    where: dict = {}
+
+    class Timed(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            leaves = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+            key = f"{func.__name__}({','.join(sorted({str(a.dtype).removeprefix('torch.') for a in leaves}))})"
+            _sync()
+            t0 = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            _sync()
+            calls.setdefault(key, []).append(1e3 * (time.perf_counter() - t0))
+            if key not in where:
+                frames = [f for f in traceback.extract_stack() if f"{os.sep}sla{os.sep}" in f.filename]
+                where[key] = " < ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in frames[::-1][:3])
+            return out
+
+    torch.zeros(1, device="cuda")
+    A = _poisson(256)
+    (A @ torch.ones(A.shape[0], dtype=torch.float64, device="cuda")).sum().item()
+    B = _poisson(256)
+    _sync()
+    with Timed():
+        first, _ = _solve(A, pc, False)
+        new, _ = _solve(B, pc, False)
+    excess = []
+    for key, ts in calls.items():
+        rest = sorted(ts[1:]) or [0.0]
+        extra = ts[0] - rest[len(rest) // 2]
+        if extra > 1.0:
+            excess.append((extra, key, len(ts)))
+    excess.sort(reverse=True)
+    rows = [
+        f"traced {pc}-CG (65K 5-point): first solve {first:.3f} s, new matrix {new:.3f} s; "
+        f"first calls' excess over 1 ms: {sum(e for e, _, _ in excess):.0f} ms in all",
+        "",
+        "| operator (dtypes) | first call's excess (ms) | calls | first called from |",
+        "|---|---|---|---|",
+    ]
+    rows += [f"| `{key}` | {extra:.1f} | {n} | {where[key]} |" for extra, key, n in excess]
+    return rows
+
+
 def sizes_rows(n: int, repeat: int) -> list[str]:
     import sla
     from sla import gallery
@@ -301,12 +356,13 @@ def blocks_rows(n: int) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["process", "firsts", "sizes", "blocks", "vocabulary"], default=None)
+    ap.add_argument("--only", choices=["process", "firsts", "sizes", "blocks", "vocabulary", "trace"], default=None)
     ap.add_argument("--n", type=int, default=4000, help="grid side of the 'sizes' matrices (n^2 unknowns)")
     ap.add_argument("--repeat", type=int, default=2, help="new matrices per solver in 'sizes'")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--process-case", choices=["cold", "spmv", "warmup", "cold, jacobi"], help=argparse.SUPPRESS)
     ap.add_argument("--vocabulary-case", help=argparse.SUPPRESS)
+    ap.add_argument("--pc", default="amg", help="the preconditioner 'trace' traces")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_first_solve.py measures GPU first solves: no CUDA device here")
@@ -322,6 +378,8 @@ def main():
         tables = [blocks_rows(args.n)]
     elif args.only == "vocabulary":
         tables = [vocabulary_rows()]
+    elif args.only == "trace":
+        tables = [trace_rows(args.pc)]
     else:
         tables = []
         if args.only in (None, "process"):
