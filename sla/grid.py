@@ -14,7 +14,7 @@ import itertools
 
 import torch
 
-from .kernels import all_, any_
+from .kernels import all_, any_, repeat_rows
 
 __all__ = ["read_stencil", "stencil_symmetric", "strides", "valid_mask"]
 
@@ -78,7 +78,7 @@ def _row_blocks(p, chunk: int) -> list:
 def _rows(p, r0: int, r1: int, lo: int, hi: int) -> torch.Tensor:
     """The int64 row of entries ``lo:hi`` (rows ``r0:r1``)."""
     counts = p.crow[r0 + 1 : r1 + 1] - p.crow[r0:r1]
-    return torch.repeat_interleave(torch.arange(r0, r1, device=p.crow.device), counts, output_size=hi - lo)
+    return repeat_rows(counts, r0, hi - lo, torch.int64)
 
 
 def read_stencil(p, val: torch.Tensor, dims: tuple, exact: bool | None = None):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["add_at_", "all_", "any_", "count_", "norm2", "reciprocal", "unique_inverse"]
+__all__ = ["add_at_", "all_", "any_", "count_", "norm2", "reciprocal", "repeat_rows", "unique_inverse"]
 
 _COUNT_CHUNK = 1 << 22  # indices per pass of count_ (their int64 copy: 32 MB)
 
@@ -71,3 +71,12 @@ def unique_inverse(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     inv = torch.empty_like(ids).scatter_(0, order, ids)
     del ids, order
     return s[new], inv.sub_(1)
+
+
+def repeat_rows(counts: torch.Tensor, start: int = 0, output_size: int | None = None, dtype=None) -> torch.Tensor:
+    """``torch.repeat_interleave(torch.arange(start, start + len(counts)), counts)`` (the row of every
+    entry, ``counts`` entries per row; in ``dtype``, default ``counts``'), as the repeats-only form
+    plus an offset: PyTorch computes the former as the latter and an ``index_select``, a kernel
+    family of its own on a GPU (~20-30 ms on its first call)."""
+    out = torch.repeat_interleave(counts if dtype is None else counts.to(dtype), output_size=output_size)
+    return out.add_(start) if start else out

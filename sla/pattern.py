@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .kernels import all_
+from .kernels import all_, repeat_rows
 from .numeric_cache import Probe, Stored, equal_record
 
 __all__ = ["Pattern", "csr_tensor", "interned_patterns", "row_chunks"]
@@ -192,8 +192,7 @@ def row_chunks(crow: torch.Tensor, nnz: int, chunk: int = _CHUNK, dtype: torch.d
     for r0, r1, lo, hi in zip(starts[:-1], starts[1:], ends[:-1], ends[1:]):
         if hi > lo:
             counts = crow[r0 + 1 : r1 + 1] - crow[r0:r1]
-            rows = torch.arange(r0, r1, device=crow.device, dtype=dtype)
-            yield lo, hi, torch.repeat_interleave(rows, counts.to(dtype), output_size=hi - lo)
+            yield lo, hi, repeat_rows(counts, r0, hi - lo, dtype)
 
 
 class Pattern:
@@ -325,7 +324,7 @@ class Pattern:
         counts = crow[1:] - crow[:-1]
         if counts.numel() and bool((counts < 0).any()):
             raise ValueError("crow_indices must be non-decreasing")
-        row = torch.repeat_interleave(torch.arange(len(counts), device=crow.device), counts)
+        row = repeat_rows(counts, dtype=torch.int64)
         p, inv = cls._from_coo(row, ccol, shape)  # row is a temporary: nothing to intern
         if inv is not None:
             raise ValueError("CSR column indices must be sorted and unique within each row")
@@ -407,7 +406,7 @@ class Pattern:
         hi = self.nnz if hi is None else hi
         if lo == 0 and hi == self.nnz:
             counts = self.crow[1:] - self.crow[:-1]
-            return torch.repeat_interleave(torch.arange(self.shape[0], device=self.device), counts, output_size=hi)
+            return repeat_rows(counts, 0, hi, torch.int64)
         pos = torch.arange(lo, hi, device=self.device)
         return torch.searchsorted(self.crow, pos, right=True) - 1
 

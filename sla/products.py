@@ -12,6 +12,7 @@ import weakref
 import torch
 
 from .blocked import RowBlockedCSR
+from .kernels import repeat_rows
 from .pattern import Pattern
 
 __all__ = [
@@ -168,7 +169,7 @@ def spspmm(pa: Pattern, va: torch.Tensor, pb: Pattern, vb: torch.Tensor) -> tupl
         start = crow[pa.col]
         counts = crow[pa.col + 1] - start
         total = int(counts.sum())
-        ia = torch.repeat_interleave(torch.arange(pa.nnz, device=pa.device), counts)
+        ia = repeat_rows(counts, 0, total)
         offs = torch.cumsum(counts, 0) - counts
         ib = start[ia] + torch.arange(total, device=pa.device) - offs[ia]
         N = pb.shape[1]

@@ -6,7 +6,7 @@ import torch
 from devices import DEVICES
 
 from sla import kernels
-from sla.kernels import add_at_, all_, any_, count_, norm2, reciprocal, unique_inverse
+from sla.kernels import add_at_, all_, any_, count_, norm2, reciprocal, repeat_rows, unique_inverse
 from sla.products import csr_add_matmul_, csr_residual
 from sla.reductions import abs_max
 from sla.solvers.precond.multigrid import _apply_inverse
@@ -139,3 +139,16 @@ def test_abs_max_without_maximum(device):
     assert abs_max(v, 0, keepdim=True).tolist() == [[float("inf"), float("inf"), 4.0]]
     big = torch.randn(3, (1 << 20) + 5, generator=torch.Generator().manual_seed(11), dtype=torch.float64).to(device)
     torch.testing.assert_close(abs_max(big, -1), big.abs().amax(-1), rtol=0, atol=0)  # by chunks
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_repeat_rows_is_repeat_interleave_of_a_range(device, dtype):
+    counts = torch.tensor([2, 0, 3, 1, 0, 0, 4], device=device)
+    for start in (0, 5):
+        want = torch.repeat_interleave(torch.arange(start, start + 7, device=device, dtype=dtype), counts.to(dtype))
+        for size in (None, 10):
+            got = repeat_rows(counts, start, size, dtype)
+            assert got.dtype == dtype and torch.equal(got, want)
+    assert torch.equal(repeat_rows(counts.int()), torch.repeat_interleave(torch.arange(7, device=device).int(), counts))
+    assert repeat_rows(torch.zeros(0, dtype=dtype, device=device), 3).numel() == 0

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels import repeat_rows
+
 __all__ = ["amalgamate", "fit_candidates", "rigid_body_modes"]
 
 
@@ -73,7 +75,7 @@ def amalgamate(crow: torch.Tensor, col: torch.Tensor, node: torch.Tensor, nnodes
     idt = torch.int32 if max(n, nnodes, col.numel()) < 2**31 - 1 else torch.int64  # the index work's dtype
     node = node.to(idt)
     counts = (crow[1:] - crow[:-1]).to(idt)
-    row = torch.repeat_interleave(torch.arange(n, device=col.device, dtype=idt), counts, output_size=col.numel())
+    row = repeat_rows(counts, 0, col.numel(), idt)
     r = node[row]
     del row, counts
     c = node[col]

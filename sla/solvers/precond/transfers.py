@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ...kernels import add_at_, all_, count_, unique_inverse
+from ...kernels import add_at_, all_, count_, repeat_rows, unique_inverse
 from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .multigrid import MIXED_MIN, Mat, cast_csr, entry_blocks
@@ -112,7 +112,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
     cols, vals = [], []
     for r0, r1, lo, hi in zip(bounds[:-1], bounds[1:], ends[:-1], ends[1:]):
         counts_a = (C.crow[r0 + 1 : r1 + 1] - C.crow[r0:r1]).to(idt)
-        rows = torch.repeat_interleave(torch.arange(r0, r1, device=dev, dtype=idt), counts_a, output_size=hi - lo)
+        rows = repeat_rows(counts_a, r0, hi - lo, idt)
         del counts_a
         k = C.col[lo:hi].to(idt)  # a view when C's columns are int32
         s = torch.div(C.val[lo:hi], d[rows]).mul_(-w)
@@ -124,7 +124,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
             tp = T.crow[k[e]].to(idt)
         else:
             c = tcount[k].to(idt)
-            e = torch.repeat_interleave(torch.arange(hi - lo, device=dev, dtype=idt), c, output_size=int(c.sum()))
+            e = repeat_rows(c, 0, int(c.sum()), idt)
             first = (torch.cumsum(c, 0, dtype=idt) - c)[e]  # position of the product within its entry's row of T
             tp = T.crow[k].to(idt)[e] + (torch.arange(e.numel(), device=dev, dtype=idt) - first)
             del c, first
@@ -142,8 +142,9 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
         # division and a bincount would each load a kernel family of their own on a GPU)
         starts = torch.searchsorted(key, torch.arange(1, r1 - r0 + 1, device=dev, dtype=key.dtype).mul_(nc))
         crow[r0 + 1 : r1 + 1] = starts + crow[r0]
-        counts = torch.diff(starts, prepend=starts.new_zeros(1))
-        q = torch.repeat_interleave(torch.arange(r1 - r0, device=dev, dtype=key.dtype), counts, output_size=key.numel())
+        counts = starts.clone()
+        counts[1:] -= starts[:-1]  # (diff with a prepended zero would concatenate: a kernel of its own)
+        q = repeat_rows(counts, 0, key.numel(), key.dtype)
         cols.append(key.sub_(q.mul_(nc)).to(cdt))  # key mod nc
         del q, starts, counts
         vals.append(pv.to(dtype))
