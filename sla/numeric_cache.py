@@ -1,9 +1,10 @@
 """What :meth:`sla.Pattern.numeric` keeps of the values it caches work on, and how it compares them.
 
-On the CPU an exact copy; on other devices (whose memory is the scarce resource) a 128-bit
-digest of the values' bits and positions (:func:`_digest`), taken at most once per solve
-(:func:`values_scope`).  Either way a hit needs values equal to the stored ones, so in-place edits
--- also through ``.data``, which bypasses version counters -- never reuse stale work.
+On the CPU, and of at most :data:`COPY_MAX` values anywhere, an exact copy; of more values on
+other devices (whose memory is the scarce resource) a 128-bit digest of the values' bits and
+positions (:func:`_digest`), taken at most once per solve (:func:`values_scope`).  Either way a
+hit needs values equal to the stored ones, so in-place edits -- also through ``.data``, which
+bypasses version counters -- never reuse stale work.
 """
 
 from __future__ import annotations
@@ -15,13 +16,35 @@ from typing import Any
 
 import torch
 
-__all__ = ["COPY_DEVICES", "Probe", "Stored", "equal_record", "hand_over", "scope_wants", "take_over", "values_scope"]
+from .kernels import any_
+
+__all__ = [
+    "COPY_DEVICES",
+    "COPY_MAX",
+    "Probe",
+    "Stored",
+    "equal_record",
+    "hand_over",
+    "scope_wants",
+    "take_over",
+    "values_scope",
+]
 
 _DIGEST_CHUNK = 1 << 20
 
 COPY_DEVICES = {"cpu"}
 """Device types on which :meth:`Pattern.numeric` keeps an exact copy of the values it caches work
-on; on the others it keeps a 128-bit digest of them (:func:`_digest`)."""
+on; on the others it keeps a 128-bit digest of them (:func:`_digest`) beyond :data:`COPY_MAX`."""
+COPY_MAX = 1 << 20
+"""Values of at most this many entries are kept as an exact copy on every device (8 MB in double
+precision): comparing with it is one pass, and the digest's integer kernels, each loaded on its
+first call in a process (~35 ms on an H200), are not needed by a program of small solves."""
+
+
+def _keeps_copy(v: torch.Tensor) -> bool:
+    return v.device.type in COPY_DEVICES or v.numel() <= COPY_MAX
+
+
 # odd 64-bit constants (splitmix64 / murmur3 finalisers), as signed int64
 _MIX = [
     c - (1 << 64) if c >= 1 << 63 else c
@@ -107,16 +130,17 @@ def take_over(name: str, v: torch.Tensor, extra: Hashable) -> Any:
 
 
 class Stored:
-    """What :meth:`Pattern.numeric` keeps of some values to recognise them: an exact copy on the CPU,
-    a 128-bit :func:`_digest` on other devices (whose memory is the scarce resource: a copy would be
-    8 bytes per stored entry, 40 bytes per unknown of a 5-point matrix)."""
+    """What :meth:`Pattern.numeric` keeps of some values to recognise them: an exact copy on the CPU
+    and of at most :data:`COPY_MAX` values, else a 128-bit :func:`_digest` (on other devices, whose
+    memory is the scarce resource: a copy would be 8 bytes per stored entry, 40 bytes per unknown
+    of a 5-point matrix)."""
 
     __slots__ = ("copy", "digest", "dtype", "shape")
 
     def __init__(self, probe: Probe):
         v = probe.v
         self.shape, self.dtype = v.shape, v.dtype
-        self.copy = v.clone() if v.device.type in COPY_DEVICES else None
+        self.copy = v.clone() if _keeps_copy(v) else None
         self.digest = None if self.copy is not None else probe.digest()
 
     @property
@@ -129,7 +153,7 @@ class Probe:
 
     def __init__(self, v: torch.Tensor):
         self.v, self._digest = v, None
-        if v.device.type not in COPY_DEVICES:
+        if not _keeps_copy(v):
             self.digest()  # now: its temporaries never meet those of the work built after a miss
 
     def digest(self) -> torch.Tensor:
@@ -146,7 +170,11 @@ class Probe:
         v = self.v
         if s.shape != v.shape or s.dtype != v.dtype or s.device != v.device:
             return False
-        return torch.equal(s.copy, v) if s.copy is not None else torch.equal(s.digest, self.digest())
+        if s.copy is None:
+            return torch.equal(s.digest, self.digest())
+        if v.device.type == "cpu":
+            return torch.equal(s.copy, v)
+        return not bool(any_(s.copy != v))  # a count: no all() family (torch.equal's) on a GPU
 
 
 def equal_record(entries: list, probe: Probe) -> Stored | None:

@@ -95,10 +95,11 @@ def test_overflowing_solution_is_named():
 
 @pytest.fixture
 def digest_cache(monkeypatch):
-    """The numeric cache as on a GPU: a digest of the values instead of a copy."""
+    """The numeric cache as on a GPU beyond COPY_MAX values: a digest of the values instead of a copy."""
     from sla import numeric_cache
 
     monkeypatch.setattr(numeric_cache, "COPY_DEVICES", set())
+    monkeypatch.setattr(numeric_cache, "COPY_MAX", 0)
     return numeric_cache
 
 
@@ -164,14 +165,25 @@ def test_one_digest_per_solve(digest_cache, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
-def test_numeric_cache_on_a_gpu_keeps_a_digest_and_stays_exact():
+@pytest.mark.parametrize("kept", ["copy", "digest"])
+def test_numeric_cache_on_a_gpu_stays_exact(kept, monkeypatch):
+    """Up to COPY_MAX values the GPU keeps an exact copy (compared by a count of differences), beyond
+    it a digest (here forced by COPY_MAX = 0); either way an edit through .data is never missed."""
+    from sla import numeric_cache
+
+    if kept == "digest":
+        monkeypatch.setattr(numeric_cache, "COPY_MAX", 0)
     A = sla.gallery.poisson2d(40, device="cuda")
     b = torch.ones(A.shape[0], dtype=torch.float64, device="cuda")
     x1, i1 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
     _, i2 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
     assert i1.setup_time > 0 and i2.setup_time == 0
-    assert all(s.copy is None and s.digest.is_cuda for _, s, _ in A.pattern._numeric)
+    for _, s, _ in A.pattern._numeric:
+        assert (s.digest is None and s.copy.is_cuda) if kept == "copy" else (s.copy is None and s.digest.is_cuda)
     A.values.data.mul_(3)  # through .data (no version bump): a new setup, the right answer
     x3, i3 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
     assert i3.setup_time > 0
     assert torch.allclose(x3, x1 / 3, rtol=1e-6)
+    A.values.data[7] = torch.nextafter(A.values.data[7], torch.tensor(1e300, device="cuda", dtype=torch.float64))
+    _, i4 = A.solve(b, backend="pytorch", method="cg", preconditioner="amg", return_info=True)
+    assert i4.setup_time > 0  # one ulp of one entry
