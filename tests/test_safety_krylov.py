@@ -85,6 +85,20 @@ def test_history_and_callback(method):
     assert [r for _, r in seen] == pytest.approx(h[1 : len(seen) + 1])
 
 
+def test_long_history_is_complete():
+    """The history buffer grows past its first 64 entries without losing or reordering any."""
+    A = sla.gallery.poisson2d(40)
+    b = torch.arange(1600, dtype=A.dtype).sin()
+    seen = []
+    _, info = A.solve(
+        b, backend="pytorch", method="cg", preconditioner="none", rtol=1e-10, return_info=True,
+        callback=lambda k, r: seen.append(r),
+    )  # fmt: skip
+    h = info.history
+    assert info.converged and len(seen) > 64 and len(h) == len(seen) + 1
+    assert h[1:] == pytest.approx(seen, rel=1e-15)
+
+
 def test_timeout_stops_with_a_clear_error():
     A = sla.gallery.poisson2d(60)
     b = torch.ones(3600, dtype=A.dtype)

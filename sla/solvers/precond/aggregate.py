@@ -41,7 +41,7 @@ import logging
 import torch
 
 from ...config import BackendUnavailableError
-from ...kernels import count_
+from ...kernels import any_, count_
 from ...pattern import row_chunks
 from ...staging import to_device, to_host
 from .._optional import extension
@@ -152,7 +152,7 @@ def _mis(g: _Graph, distance: int) -> tuple[torch.Tensor, int]:
     while True:
         und = key >= 0
         und &= key != top
-        if not bool(und.any()):
+        if not bool(any_(und)):
             break
         rounds += 1
         m = key
@@ -202,7 +202,7 @@ def mis_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int, distance: int
     roots, rounds = _mis(g, distance)
     agg, nagg = _numbered(roots)
     agg = torch.where(agg >= 0, agg, g.nbr_max(agg))  # neighbours of a root (unique for distance 2)
-    if distance == 2 and bool((agg < 0).any()):
+    if distance == 2 and bool(any_(agg < 0)):
         agg = _join_smallest(g, agg, nagg)  # within distance 2 of a root: next to an aggregated node
     log.debug(
         "aggregation mis%d: %d nodes, %d aggregates, %d rounds, %d edge passes", distance, n, nagg, rounds, g.passes

@@ -105,7 +105,10 @@ def _fits(hierarchies, dtype: torch.dtype) -> bool:
             mats = [lv.P, lv.R] if k == 0 else [lv.A, lv.P, lv.R]
             looks += [abs_max(M.values()) < big for M in mats if M is not None and M.values().numel()]
             looks.append(_diagonal_fits(lv.dinv, dtype))  # an inverse diagonal that would overflow or underflow
-    return bool(torch.stack(looks).all())
+    ok = looks[0] if looks else torch.tensor(True)
+    for look in looks[1:]:
+        ok = ok & look  # no stack (a copy kernel of its own) and no all() (a reduction family of its own)
+    return bool(ok)
 
 
 # ------------------------------------------------------ smoothed aggregation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...config import SingularMatrixError
-from ...kernels import reciprocal
+from ...kernels import any_, reciprocal
 from ...sparse import SparseTensor
 from .base import Preconditioner, flat_values
 
@@ -15,7 +15,7 @@ __all__ = ["BlockJacobiPreconditioner", "JacobiPreconditioner", "diagonal_invers
 def diagonal_inverse(A: SparseTensor, name: str = "jacobi") -> torch.Tensor:
     """``1 / diag(A)`` as ``[B, n, 1]``; raises if a diagonal entry is zero."""
     d = A.detach().diagonal().reshape(A.batch_size, -1)
-    if bool((d == 0).any()):
+    if bool(any_(d == 0)):
         i = int(torch.nonzero((d == 0).any(0))[0])
         raise SingularMatrixError(f"preconditioner {name!r} needs a non-zero diagonal, but A[{i}, {i}] = 0")
     return reciprocal(d).unsqueeze(-1)

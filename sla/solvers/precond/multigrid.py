@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 
-from ...kernels import add_at_, all_, any_, count_, reciprocal
+from ...kernels import add_at_, all_, any_, count_, reciprocal, repeat_rows
 from ...pattern import csr_tensor
 from ...products import csr_add_matmul_, csr_matmul, csr_residual
 from ...sparse import SparseTensor
@@ -72,8 +73,7 @@ class Mat:
         """Row index of every entry (built on first use, in the dtype of ``col``)."""
         if self._row is None:
             counts = self.crow[1:] - self.crow[:-1]
-            rows = torch.arange(self.shape[0], device=self.val.device, dtype=self.col.dtype)
-            self._row = torch.repeat_interleave(rows, counts, output_size=self.col.numel())
+            self._row = repeat_rows(counts, 0, self.col.numel(), self.col.dtype)
         return self._row
 
     def rows(self, lo: int, hi: int) -> torch.Tensor:
@@ -85,8 +85,7 @@ class Mat:
         r0, r1 = (torch.searchsorted(self.crow, ends, right=True) - 1).tolist()  # rows of the first and last entry
         crow = self.crow[r0 : r1 + 2]
         counts = crow[1:].clamp(max=hi) - crow[:-1].clamp(min=lo)
-        rows = torch.arange(r0, r1 + 1, device=self.val.device, dtype=self.col.dtype)
-        return torch.repeat_interleave(rows, counts.to(self.col.dtype), output_size=hi - lo)
+        return repeat_rows(counts, r0, hi - lo, self.col.dtype)
 
     @classmethod
     def from_torch(cls, C: torch.Tensor) -> Mat:
@@ -339,13 +338,24 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     matrix of a few hundred rows."""
     if C.device.type != "cpu" and C.shape[0] <= _HOST_INVERSE_MAX:
         return _dense_inverse(C.cpu()).to(C.device)
-    D = C.to_dense()
-    work = torch.complex128 if D.is_complex() else torch.float64
-    Dw = D.to(work)
-    inv, info = torch.linalg.inv_ex(Dw)
-    if int(info) != 0 or not bool(torch.isfinite(inv).all()):
+    work = torch.complex128 if C.is_complex() else torch.float64
+    if C.device.type == "cpu":  # with NumPy: no first calls of torch's to_dense and LAPACK (~25 ms)
+        crow, col = C.crow_indices().numpy(), C.col_indices().numpy()
+        Dn = np.zeros(tuple(C.shape), dtype=np.complex128 if C.is_complex() else np.float64)
+        Dn[np.repeat(np.arange(C.shape[0]), np.diff(crow)), col] = C.values().detach().to(work).numpy()
+        Dw = torch.from_numpy(Dn)
+        try:
+            inv = np.linalg.inv(Dn)
+            inv = torch.from_numpy(inv) if np.isfinite(inv).all() else None
+        except np.linalg.LinAlgError:
+            inv = None
+    else:
+        Dw = C.detach().to_dense().to(work)
+        inv, info = torch.linalg.inv_ex(Dw)
+        inv = inv if int(info) == 0 and bool(torch.isfinite(inv).all()) else None
+    if inv is None:
         inv = torch.linalg.pinv(Dw, hermitian=bool(torch.allclose(Dw, Dw.mH)))
-    return inv.to(D.dtype)
+    return inv.to(C.dtype)
 
 
 def _apply_inverse(cinv: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
