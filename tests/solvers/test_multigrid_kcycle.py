@@ -285,3 +285,31 @@ def test_auto_k_cycle_starts_at_the_device_row_threshold(monkeypatch):
     assert M.flexible() is M and M.cycle == "V"
     monkeypatch.setitem(multigrid.AUTO_FLEXIBLE, "amg", {"cpu": A.shape[0]})
     assert M.flexible().cycle == "K"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex128])
+def test_coarsest_inverse_against_numpy_and_its_singular_fallback(dtype):
+    """The coarsest level's dense inverse (NumPy on the host) equals the dense inverse; a singular
+    one (a Neumann Laplacian: constants in its null space) falls back to the pseudo-inverse."""
+    from sla.pattern import csr_tensor
+    from sla.solvers.precond.multigrid import _dense_inverse
+
+    n = 12
+    main = torch.full((n,), 2.0, dtype=torch.float64)
+    D = (
+        torch.diag(main)
+        - torch.diag(torch.ones(n - 1, dtype=torch.float64), 1)
+        - torch.diag(torch.ones(n - 1, dtype=torch.float64), -1)
+    )
+    for dense, singular in ((D, False), (D - torch.diag(torch.tensor([1.0] + [0.0] * (n - 2) + [1.0])), True)):
+        dense = (dense * (1 + 1j) if dtype.is_complex else dense).to(dtype)
+        C = dense.to_sparse_csr()
+        C = csr_tensor(C.crow_indices(), C.col_indices(), C.values(), (n, n))
+        inv = _dense_inverse(C)
+        assert inv.dtype == dtype and inv.shape == (n, n)
+        ref = np.linalg.pinv(dense.numpy().astype(np.complex128 if dtype.is_complex else np.float64))
+        tol = 1e-5 if dtype == torch.float32 else 1e-10
+        assert np.allclose(inv.numpy(), ref, rtol=tol, atol=tol), singular
+        if singular:  # the pseudo-inverse: A A+ A = A
+            a = dense.double() if not dtype.is_complex else dense.to(torch.complex128)
+            torch.testing.assert_close(a @ inv.to(a.dtype) @ a, a, rtol=1e-4, atol=1e-4)

@@ -335,7 +335,9 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     """The coarsest level's dense inverse (float64 work).  Small ones are inverted on the CPU and
     moved, and densified there too: a GPU inverse would initialise the dense solver library (about
     a second, once per process) and a GPU ``to_dense`` load its kernel family (~60 ms on an H200) for a
-    matrix of a few hundred rows."""
+    matrix of a few hundred rows.  On the CPU NumPy densifies and inverts (torch's ``to_dense`` and
+    LAPACK each cost 7-25 ms on their first call in a process); a singular or non-finite inverse
+    falls back to the pseudo-inverse."""
     if C.device.type != "cpu" and C.shape[0] <= _HOST_INVERSE_MAX:
         return _dense_inverse(C.cpu()).to(C.device)
     work = torch.complex128 if C.is_complex() else torch.float64
