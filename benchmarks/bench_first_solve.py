@@ -31,6 +31,7 @@ Usage (on a GPU)::
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only sizes --n 2000 --repeat 3
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only blocks
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only vocabulary
+    PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only process --device cpu   # the CPU's own first calls
     PYTHONPATH=. python3 benchmarks/bench_first_solve.py --only trace --pc jacobi
 
 Writes markdown tables to stdout and ``DIR/bench_first_solve.md`` (``--out DIR``).
@@ -48,23 +49,25 @@ import traceback
 import torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+DEVICE = "cuda"  # --device: 'process' and 'trace' also run on the CPU
 
 
 def _sync():
-    torch.cuda.synchronize()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def _poisson(n: int):
     sys.path.insert(0, _HERE)
     from bench_iterative import _poisson2d_sorted
 
-    return _poisson2d_sorted(n, "cuda")
+    return _poisson2d_sorted(n, DEVICE)
 
 
 def _solve(A, pc, spd: bool):
     import sla
 
-    b = torch.ones(A.shape[0], dtype=torch.float64, device="cuda")
+    b = torch.ones(A.shape[0], dtype=torch.float64, device=A.device)
     kw = {"matrix_type": "spd"} if spd else {}
     _sync()
     t0 = time.perf_counter()
@@ -75,15 +78,15 @@ def _solve(A, pc, spd: bool):
 
 def process_case(case: str) -> str:
     """One row of the ``process`` table (run in a fresh process by :func:`process_rows`)."""
-    torch.zeros(1, device="cuda")
+    torch.zeros(1, device=DEVICE)
     _sync()
     A = _poisson(256)
     if case == "spmv":
-        (A @ torch.ones(A.shape[0], dtype=torch.float64, device="cuda")).sum().item()
+        (A @ torch.ones(A.shape[0], dtype=torch.float64, device=DEVICE)).sum().item()
     if case == "warmup":
         import sla
 
-        print(f"sla.warmup: {sla.warmup('cuda'):.3f} s", file=sys.stderr)
+        print(f"sla.warmup: {sla.warmup(DEVICE):.3f} s", file=sys.stderr)
     pc = "jacobi" if case == "cold, jacobi" else "amg"
     first, info = _solve(A, pc, False)
     new, _ = _solve(_poisson(256), pc, False)
@@ -108,7 +111,7 @@ def _fresh(*args: str) -> str:
     """The standard output of this script run with ``args`` in a fresh Python process."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(_HERE), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), *args],
+        [sys.executable, os.path.abspath(__file__), "--device", DEVICE, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -246,9 +249,9 @@ def trace_rows(pc: str) -> list[str]:
                 where[key] = " < ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in frames[::-1][:3])
             return out
 
-    torch.zeros(1, device="cuda")
+    torch.zeros(1, device=DEVICE)
     A = _poisson(256)
-    (A @ torch.ones(A.shape[0], dtype=torch.float64, device="cuda")).sum().item()
+    (A @ torch.ones(A.shape[0], dtype=torch.float64, device=DEVICE)).sum().item()
     B = _poisson(256)
     _sync()
     with Timed():
@@ -363,9 +366,14 @@ def main():
     ap.add_argument("--process-case", choices=["cold", "spmv", "warmup", "cold, jacobi"], help=argparse.SUPPRESS)
     ap.add_argument("--vocabulary-case", help=argparse.SUPPRESS)
     ap.add_argument("--pc", default="amg", help="the preconditioner 'trace' traces")
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="'cpu': only 'process' and 'trace'")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_first_solve.py measures GPU first solves: no CUDA device here")
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cpu" and not (args.process_case or args.only in ("process", "trace")):
+        raise SystemExit("--device cpu measures only --only process and --only trace")
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_first_solve.py measures GPU first solves: no CUDA device here (--device cpu)")
     if args.process_case:
         print(process_case(args.process_case))
         return
@@ -398,7 +406,8 @@ def main():
             tables.append([line for line in out.stdout.splitlines() if line.startswith("|")])
         if args.only in (None, "sizes"):
             tables.append(sizes_rows(args.n, args.repeat))
-    card = f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}"
+    where = torch.cuda.get_device_name() if DEVICE == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    card = f"card: {where}, torch {torch.__version__}"
     text = "\n\n".join([card, *("\n".join(t) for t in tables)]) + "\n"
     print(text)
     if args.only != "firsts":

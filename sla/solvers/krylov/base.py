@@ -127,31 +127,6 @@ def _real(t: torch.Tensor) -> torch.Tensor:
     return t.real if t.is_complex() else t
 
 
-class _History:
-    """The worst relative residual estimates of a solve, kept in a device buffer that doubles as it
-    fills: read with one copy at the end, with no ``stack`` (a copy kernel of its own on a GPU)."""
-
-    def __init__(self):
-        self._buf: torch.Tensor | None = None
-        self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
-
-    def append(self, value: torch.Tensor) -> None:
-        if self._buf is None:
-            self._buf = value.new_empty(64)
-        elif self._n == self._buf.numel():
-            buf = value.new_empty(2 * self._n)
-            buf[: self._n] = self._buf
-            self._buf = buf
-        self._buf[self._n] = value.detach()
-        self._n += 1
-
-    def tolist(self) -> list[float]:
-        return self._buf[: self._n].tolist() if self._n else []
-
-
 class _Stop(Exception):
     """Raised inside a method by :meth:`_Ctx.watch`: stop the solve (``_Ctx.reason`` says why)."""
 
@@ -181,7 +156,7 @@ class _Ctx:
         self.deadline = None if timeout is None else time.monotonic() + float(timeout)
         self.timeout = timeout
         self.reason: str | None = None
-        self.history = _History()
+        self.history: list = []
         self._best = math.inf
         self._best_at = 0
         self._floor = 10 * torch.finfo(b.real.dtype if b.is_complex() else b.dtype).eps
@@ -328,7 +303,7 @@ def _outer(method_inner, ctx: _Ctx, x0: torch.Tensor | None) -> KrylovResult:
             x = box[0]
         prev = rn if ctx.claimed else None  # only a claimed convergence is a retry (not a GMRES restart)
         factor *= 0.5  # a retry means the estimate was optimistic: aim lower
-    hist = ctx.history.tolist()
+    hist = [float(h) for h in torch.stack(ctx.history).tolist()] if ctx.history else []
     return KrylovResult(x, ctx.iters, ~act, rn, ctx.used, ctx.looks, hist, reason)
 
 

@@ -115,7 +115,8 @@ def lanczos_bound(
         # a breakdown (an invariant subspace: the Ritz values are exact) continues with zeros
         v_old, v = v, torch.where(beta.unsqueeze(-1) > tiny, w / beta.clamp_min(tiny).unsqueeze(-1), 0)
     # the tridiagonal T on the host, with NumPy's LAPACK: one copy, and no first call of torch's
-    # (~20 ms in a process) for a matrix of 15 rows
+    # (~20 ms in a process) for a matrix of 15 rows (later CPU solves measured no slower; NumPy's
+    # inverse of the coarsest level made them slower: its OpenBLAS threads spin beside torch's)
     ab = np.moveaxis(ab.detach().cpu().double().numpy(), 1, -1)
     T = np.zeros((*ab.shape[1:], m))
     k = np.arange(m)

@@ -335,27 +335,21 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     """The coarsest level's dense inverse (float64 work).  Small ones are inverted on the CPU and
     moved, and densified there too: a GPU inverse would initialise the dense solver library (about
     a second, once per process) and a GPU ``to_dense`` load its kernel family (~60 ms on an H200) for a
-    matrix of a few hundred rows.  On the CPU NumPy densifies and inverts (torch's ``to_dense`` and
-    LAPACK each cost 7-25 ms on their first call in a process); a singular or non-finite inverse
-    falls back to the pseudo-inverse."""
+    matrix of a few hundred rows.  On the CPU NumPy densifies (torch's ``to_dense`` costs 7-18 ms on
+    its first call in a process); a singular or non-finite inverse falls back to the pseudo-inverse."""
     if C.device.type != "cpu" and C.shape[0] <= _HOST_INVERSE_MAX:
         return _dense_inverse(C.cpu()).to(C.device)
     work = torch.complex128 if C.is_complex() else torch.float64
-    if C.device.type == "cpu":  # with NumPy: no first calls of torch's to_dense and LAPACK (~25 ms)
+    if C.device.type == "cpu":  # densified with NumPy: no first call of torch's to_dense (7-18 ms)
         crow, col = C.crow_indices().numpy(), C.col_indices().numpy()
         Dn = np.zeros(tuple(C.shape), dtype=np.complex128 if C.is_complex() else np.float64)
         Dn[np.repeat(np.arange(C.shape[0]), np.diff(crow)), col] = C.values().detach().to(work).numpy()
         Dw = torch.from_numpy(Dn)
-        try:
-            inv = np.linalg.inv(Dn)
-            inv = torch.from_numpy(inv) if np.isfinite(inv).all() else None
-        except np.linalg.LinAlgError:
-            inv = None
     else:
         Dw = C.detach().to_dense().to(work)
-        inv, info = torch.linalg.inv_ex(Dw)
-        inv = inv if int(info) == 0 and bool(torch.isfinite(inv).all()) else None
-    if inv is None:
+    # torch's LAPACK, in torch's threads (NumPy's OpenBLAS would start threads that spin beside them)
+    inv, info = torch.linalg.inv_ex(Dw)
+    if int(info) != 0 or not bool(torch.isfinite(inv).all()):
         inv = torch.linalg.pinv(Dw, hermitian=bool(torch.allclose(Dw, Dw.mH)))
     return inv.to(C.dtype)
 
