@@ -5,7 +5,7 @@
    the fine matrix per cycle instead of P's storage). Both preconditioners are built on the same
    matrix and their solves alternated; the median of ``--repeats`` (the first dropped).
 2. ``--galerkin``: the AMG setup on new values of a cached pattern (aggregates reused) against the
-   Galerkin product's block size (``multigrid.GALERKIN_ROWS``: products per block as a fraction of
+   Galerkin product's block size (``spgemm.GALERKIN_ROWS``: products per block as a fraction of
    the rows), its time and (CUDA) its allocator peak above the matrix, alternated.
 
 Matrices: 5-point 1000^2, P1 triangles ``unit_square(1000)``, P1 tetrahedra ``unit_cube(100)``
@@ -31,7 +31,7 @@ import bench_amg_gpu
 
 import sla
 from sla import gallery
-from sla.solvers.precond import multigrid
+from sla.solvers.precond import spgemm
 from sla.solvers.precond.amg import SmoothedAggregation
 
 
@@ -82,7 +82,7 @@ def prolongation(dev: str, big: bool, repeats: int) -> None:
 def galerkin(dev: str, big: bool, fractions: list[float], repeats: int) -> None:
     print("| matrix | GALERKIN_ROWS | setup (s) | setup peak above A (B/unknown) |")
     print("|---|---|---|---|")
-    saved = multigrid.GALERKIN_ROWS, multigrid.GALERKIN_MIN
+    saved = spgemm.GALERKIN_ROWS, spgemm.GALERKIN_MIN
     try:
         for label, make in _matrices(dev, big):
             A = make()
@@ -91,7 +91,7 @@ def galerkin(dev: str, big: bool, fractions: list[float], repeats: int) -> None:
             peaks = {}
             for rep in range(repeats):
                 for f in fractions:
-                    multigrid.GALERKIN_ROWS, multigrid.GALERKIN_MIN = f, int(f * (1 << 20))
+                    spgemm.GALERKIN_ROWS, spgemm.GALERKIN_MIN = f, int(f * (1 << 20))
                     A2 = A.with_values(A.values * (1.5 + rep))
                     gc.collect()
                     _sync(dev)
@@ -112,7 +112,7 @@ def galerkin(dev: str, big: bool, fractions: list[float], repeats: int) -> None:
                 print(f"| {label} | {f} | {ts} | {peak} |", flush=True)
             del A
     finally:
-        multigrid.GALERKIN_ROWS, multigrid.GALERKIN_MIN = saved
+        spgemm.GALERKIN_ROWS, spgemm.GALERKIN_MIN = saved
 
 
 def main() -> None:

@@ -330,18 +330,18 @@ def sizes_rows(n: int, repeat: int) -> list[str]:
 
 
 def blocks_rows(n: int) -> list[str]:
-    from sla.solvers.precond import multigrid, transfers
+    from sla.solvers.precond import spgemm, transfers
 
     rows = [
         "| Galerkin products per block | prolongator products per row | unknowns | first (s) | setup (s) | peak B/unknown |",
         "|---|---|---|---|---|---|",
     ]
-    saved = multigrid.GALERKIN_CHUNK, transfers.PRODUCT_ROWS
+    saved = spgemm.GALERKIN_CHUNK, transfers.PRODUCT_ROWS
     try:
         for m in (1000, n):
             _solve(_poisson(m), "amg", True)  # the memory caches hold a solve of this size
             for gc, pr in ((1 << 22, 0.25), (1 << 24, 0.25), (1 << 24, 0.5), (1 << 25, 1.0)):
-                multigrid.GALERKIN_CHUNK, transfers.PRODUCT_ROWS = gc, pr
+                spgemm.GALERKIN_CHUNK, transfers.PRODUCT_ROWS = gc, pr
                 torch.cuda.empty_cache()
                 A = _poisson(m)
                 _sync()
@@ -353,7 +353,7 @@ def blocks_rows(n: int) -> list[str]:
                 rows.append(f"| {gc >> 20}M | {pr:g} | {m * m:,} | {first:.3f} | {info.setup_time:.3f} | {peak:.0f} |")
                 del A
     finally:
-        multigrid.GALERKIN_CHUNK, transfers.PRODUCT_ROWS = saved
+        spgemm.GALERKIN_CHUNK, transfers.PRODUCT_ROWS = saved
     return rows
 
 

@@ -12,7 +12,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sla import gallery
-from sla.solvers.precond import amg, chebyshev, multigrid, transfers
+from sla.solvers.precond import amg, chebyshev, multigrid, spgemm, transfers
 from sla.solvers.precond.amg import SmoothedAggregation
 from sla.solvers.precond.multigrid import Mat
 from sla.solvers.precond.transfers import _smoothed
@@ -143,7 +143,7 @@ def test_setup_makes_no_matrix_of_the_fine_size_and_stays_lean(monkeypatch):
     largest float array the setup makes is a transfer operator's values, and the setup's peak above
     the matrix stays below what the hierarchy keeps plus small row-block temporaries."""
     monkeypatch.setattr(transfers, "PRODUCT_CHUNK", 1 << 12)
-    monkeypatch.setattr(multigrid, "GALERKIN_CHUNK", 1 << 14)
+    monkeypatch.setattr(spgemm, "GALERKIN_CHUNK", 1 << 14)
     monkeypatch.setattr(chebyshev, "_GERSHGORIN_CHUNK", 1 << 12)
     A = gallery.poisson2d(150)
     p = A.pattern
@@ -173,7 +173,7 @@ def test_vector_setup_makes_no_float_array_of_the_fine_size(monkeypatch):
     from sla.assembly.cantilever import cantilever_system
 
     monkeypatch.setattr(transfers, "PRODUCT_CHUNK", 1 << 12)
-    monkeypatch.setattr(multigrid, "GALERKIN_CHUNK", 1 << 14)
+    monkeypatch.setattr(spgemm, "GALERKIN_CHUNK", 1 << 14)
     monkeypatch.setattr(chebyshev, "_GERSHGORIN_CHUNK", 1 << 12)
     A = cantilever_system(nx=60, ny=8)[0]
     p = A.pattern

@@ -34,8 +34,9 @@ from ...reductions import abs_max
 from ...sparse import SparseTensor
 from .._optional import installed
 from .aggregate import aggregate
-from .multigrid import Level, Mat, Multigrid, check_cycle, coarse_dtype_for, galerkin
+from .multigrid import Level, Mat, Multigrid, check_cycle, coarse_dtype_for
 from .nullspace import amalgamate, fit_candidates, rigid_body_modes
+from .spgemm import galerkin
 from .transfers import Tentative, _blocks, _coo_tentative, _smoothed, _tentative, _transpose, prolongation_for
 
 __all__ = ["DROP_RTOL", "VECTOR_THETA", "SmoothedAggregation"]

@@ -35,7 +35,6 @@ __all__ = [
     "coarse_dtype_for",
     "csr32",
     "entry_blocks",
-    "galerkin",
 ]
 
 
@@ -148,73 +147,6 @@ def entry_blocks(nnz: int, minimum: int = 1 << 18):
 
 DIAG_CHUNK = 1 << 22
 """Entries per block of :meth:`Mat.diag` (its temporaries: a block's rows and mask)."""
-
-GALERKIN_CHUNK = 1 << 25
-"""Products ``r_ik a_kj`` (an upper bound of the entries of ``R_rows A``) per row block of the
-Galerkin product at most: bounds its intermediate instead of forming the whole ``A P``.  A block
-holds ``min(GALERKIN_CHUNK, max(GALERKIN_MIN, GALERKIN_ROWS * n))`` products for an ``n``-row fine
-operator (cuSPARSE's SpGEMM buffers grow with them, and every block costs host synchronisations).
-H200, 5-point AMG first solve (``matrix_type='spd'``): 1M unknowns, blocks of 4M products 343
-bytes/unknown, of 1M 268; 16M, blocks of 4M 0.50 s, of 16M 0.45-0.48 s, of 32M 0.45 s, all at
-216-242 bytes/unknown (earlier setup code)."""
-
-GALERKIN_MIN = 1 << 19
-
-GALERKIN_ROWS = 0.5
-"""Blocks of ``n / 2`` products: the SpGEMM's workspace, which sets the setup's peak once the rest is
-lean, about 18 bytes/unknown instead of 36.  H200, setup on new values (aggregates cached), one
-process, blocks of ``n`` against ``n / 2``: P1 tetrahedra 1M 0.184-0.189 s / 0.215-0.216 s, peak
-above A 118.8 / 100.2 bytes/unknown (the first solve's peak 315 -> 297 in all); 5-point 16M
-0.312-0.334 s / 0.342-0.380 s, 117.4 / 98.4."""
-
-
-def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = False) -> Mat:
-    """``R A P`` with torch sparse products (MKL / cuSPARSE), by blocks of rows of ``R``.
-
-    Each block computes ``(R_rows A) P``; the blocks hold at most ``chunk`` (default: see
-    :data:`GALERKIN_CHUNK`) products ``r_ik a_kj``, so the intermediate stays bounded
-    where ``A P`` would take about as much as ``A`` itself.  The entries are those of
-    ``R (A P)`` up to rounding (the sums run in another order).  With ``consume`` the caller
-    gives ``P`` up: its arrays are let go (set to ``None``) and freed before the blocks are joined.
-    """
-    chunk = min(GALERKIN_CHUNK, max(GALERKIN_MIN, int(GALERKIN_ROWS * A.shape[0]))) if chunk is None else int(chunk)
-    # transfers stored in another precision (single-precision coarse levels) join A's products in A's
-    Ac, Pc = A.csr64(), P.csr64(P.val.to(A.val.dtype))
-    if consume:
-        P.crow = P.col = P.val = None
-    nr = R.shape[0]
-    # the products before each row of R: the products of every row, summed over blocks of R's entries
-    # (no array of R's size), then their running sum
-    work = A.crow[1:] - A.crow[:-1]
-    rowsum = torch.zeros(nr, dtype=torch.int64, device=A.val.device)
-    for lo, hi in entry_blocks(R.col.numel()):
-        add_at_(rowsum, 0, R.rows(lo, hi), work[R.col[lo:hi]].long())
-    per_row = torch.zeros(nr + 1, dtype=torch.int64, device=A.val.device)
-    torch.cumsum(rowsum, 0, out=per_row[1:])
-    del work, rowsum
-    total = int(per_row[-1])
-    if total <= chunk:
-        return Mat.from_torch(R.csr64(R.val.to(A.val.dtype)) @ (Ac @ Pc))
-    # row boundaries where the running work crosses a multiple of chunk (at least one row per block)
-    marks = torch.arange(chunk, total, chunk, device=per_row.device)
-    cuts = torch.searchsorted(per_row, marks, right=True).clamp_(1, nr - 1) - 1
-    bounds = [0, *sorted({c for c in cuts.tolist() if 0 < c < nr}), nr]
-    crows, cols, vals = [], [], []
-    base = 0
-    for r0, r1 in zip(bounds[:-1], bounds[1:]):
-        s, e = int(R.crow[r0]), int(R.crow[r1])
-        Rb = csr_tensor(R.crow[r0 : r1 + 1] - s, R.col[s:e], R.val[s:e].to(A.val.dtype), (r1 - r0, R.shape[1]))
-        Cb = (Rb @ Ac) @ Pc
-        del Rb
-        crows.append(Cb.crow_indices()[1:] + base)
-        base += Cb.values().numel()
-        cols.append(Cb.col_indices().to(_index_dtype(Cb.values().numel(), (nr, P.shape[1]))))  # int32 per block
-        vals.append(Cb.values().clone())
-        del Cb
-    del Ac, Pc  # (P's copy in A's precision, and P itself when consumed: gone before the blocks are joined)
-    crow = torch.cat([R.crow.new_zeros(1), *crows])
-    return Mat(crow, torch.cat(cols), torch.cat(vals), (nr, P.shape[1]))
-
 
 MIXED_MIN = 1_000_000
 """``coarse_dtype='auto'`` takes single precision on GPUs from this many unknowns (where memory

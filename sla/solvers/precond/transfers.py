@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from ...kernels import add_at_, all_, count_, repeat_rows, unique_inverse
+from ...kernels import all_, count_, repeat_rows
 from ...products import csr_matmul
 from ...sparse import SparseTensor
 from .multigrid import MIXED_MIN, Mat, cast_csr, entry_blocks
+from .spgemm import Right, block_product
 
 __all__ = ["PROLONGATIONS", "PRODUCT_CHUNK", "PRODUCT_ROWS", "Tentative", "prolongation_for"]
 
@@ -92,13 +93,9 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
     dtype = C.val.dtype if dtype is None else dtype
     d = C.diag()
     nnz = C.col.numel()
-    tcount = T.crow[1:] - T.crow[:-1]
-    kmax = max(int(tcount.amax()), 1) if n else 1
-    full = kmax == 1 and T.col.numel() == n  # one entry in every row of T: the products are A's entries
-    if full:
-        del tcount
+    right = Right(T)
     products = max(PRODUCT_CHUNK, int(PRODUCT_ROWS * n)) if chunk is None else int(chunk)
-    step = max(1, products // kmax)  # entries of A per block
+    step = max(1, products // right.kmax)  # entries of A per block
     marks = torch.arange(step, max(nnz, step), step, device=dev)
     cuts = torch.searchsorted(C.crow, marks.to(C.crow.dtype), right=True) - 1
     bounds = sorted({0, n, *(c for c in cuts.tolist() if 0 < c < n)})
@@ -108,7 +105,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
     idt = torch.int32 if max(nnz, T.col.numel(), products) < 2**31 - 1 else torch.int64
     cdt = torch.int32 if nc < 2**31 - 1 else torch.int64
     # P's row starts, written block by block (P has at most nnz(A) * kmax entries)
-    crow = torch.zeros(n + 1, dtype=torch.int32 if nnz * kmax < 2**31 - 1 else torch.int64, device=dev)
+    crow = torch.zeros(n + 1, dtype=torch.int32 if nnz * right.kmax < 2**31 - 1 else torch.int64, device=dev)
     cols, vals = [], []
     for r0, r1, lo, hi in zip(bounds[:-1], bounds[1:], ends[:-1], ends[1:]):
         counts_a = (C.crow[r0 + 1 : r1 + 1] - C.crow[r0:r1]).to(idt)
@@ -117,38 +114,12 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
         k = C.col[lo:hi].to(idt)  # a view when C's columns are int32
         s = torch.div(C.val[lo:hi], d[rows]).mul_(-w)
         s = torch.where(rows == k, s + 1, s)  # the identity
-        if full:  # T's entry of row k is entry k
-            e, tp = None, k
-        elif kmax == 1:  # the entries of A whose column has an entry in T
-            e = torch.nonzero(tcount[k]).flatten().to(idt)
-            tp = T.crow[k[e]].to(idt)
-        else:
-            c = tcount[k].to(idt)
-            e = repeat_rows(c, 0, int(c.sum()), idt)
-            first = (torch.cumsum(c, 0, dtype=idt) - c)[e]  # position of the product within its entry's row of T
-            tp = T.crow[k].to(idt)[e] + (torch.arange(e.numel(), device=dev, dtype=idt) - first)
-            del c, first
-        v = (s if e is None else s[e]) * T.val[tp]
-        key = T.col[tp].long()
-        del tp, s, k
-        key += (rows if e is None else rows[e]).sub_(r0).long().mul_(nc)
-        del e, rows
-        key, inv = unique_inverse(key)
-        pv = add_at_(v.new_zeros(key.numel()), 0, inv, v)
-        del v, inv
-        nz = pv != 0
-        key, pv = key[nz], pv[nz]
-        # the keys are sorted: each row's first product by a search, its row by repeating (a floor
-        # division and a bincount would each load a kernel family of their own on a GPU)
-        starts = torch.searchsorted(key, torch.arange(1, r1 - r0 + 1, device=dev, dtype=key.dtype).mul_(nc))
+        starts, col, pv = block_product(rows.sub_(r0), k, s, right, r1 - r0, idt)
+        del rows, k, s
         crow[r0 + 1 : r1 + 1] = starts + crow[r0]
-        counts = starts.clone()
-        counts[1:] -= starts[:-1]  # (diff with a prepended zero would concatenate: a kernel of its own)
-        q = repeat_rows(counts, 0, key.numel(), key.dtype)
-        cols.append(key.sub_(q.mul_(nc)).to(cdt))  # key mod nc
-        del q, starts, counts
+        cols.append(col.to(cdt))
         vals.append(pv.to(dtype))
-        del key, pv
+        del starts, col, pv
     col = torch.cat(cols) if cols else torch.zeros(0, dtype=cdt, device=dev)
     del cols
     val = torch.cat(vals) if vals else C.val.new_zeros(0, dtype=dtype)
