@@ -506,22 +506,25 @@ class Pattern:
 
         A binary search inside each row (columns are sorted within a row): ``log2`` of the longest
         row steps over arrays of ``row``'s size, with no temporary of the pattern's size; in int32
-        below 2^30 entries (half the memory traffic of int64)."""
+        below 2^30 entries (half the memory traffic of int64).  Spelled with sums, comparisons,
+        gathers and ``where`` (no shift, clamp or logical and: kernel families of their own on a GPU,
+        see :mod:`sla.kernels`)."""
         col = col.to(self.ccol.dtype)
         if self.nnz == 0 or row.numel() == 0:
             return torch.full(row.shape, -1, dtype=dtype, device=self.device)
         steps = self.memo("row_bits", lambda: int(torch.diff(self.crow).amax()).bit_length())
-        work = torch.int32 if self.nnz < 2**30 else torch.int64  # a + b stays in range
-        a, end = self.crow[row].to(work), self.crow[row + 1].to(work)
-        b = end.clone()
-        last = self.nnz - 1
-        for _ in range(steps):  # a: the first position in the row whose column is >= col
-            mid = (a + b) >> 1
-            right = (a < b) & (self.ccol[mid.clamp_(max=last)] < col)
-            a = torch.where(right, mid + 1, a)
-            b = torch.where(right, b, mid)
-        found = (a < end) & (self.ccol[a.clamp(max=last)] == col)
-        return torch.where(found, a, -1).to(dtype)
+        work = torch.int32 if self.nnz < 2**30 else torch.int64  # pos + step stays in range
+        pos, end = self.crow[row].to(work), self.crow[row + 1].to(work)
+        # pos: the first position in the row whose column is >= col, by steps of 2^(steps-1), ..., 1
+        # (every column before pos is < col; the steps add up to at least the longest row)
+        for k in reversed(range(steps)):
+            cand = pos + (1 << k)
+            inside = cand <= end
+            below = self.ccol[torch.where(inside, cand - 1, 0)] < col
+            pos = torch.where(torch.where(inside, below, inside), cand, pos)
+        inside = pos < end
+        found = torch.where(inside, self.ccol[torch.where(inside, pos, 0)] == col, inside)
+        return torch.where(found, pos, -1).to(dtype)
 
     # -------------------------------------------------------- numeric cache
     def numeric(self, values: torch.Tensor, key: Hashable, build: Callable[[], Any], size: int = 4) -> Any:

@@ -4,10 +4,10 @@ and compress, a block of rows at a time: :func:`matmul` and the Galerkin product
 Every product ``a_ik b_kj`` of a block is formed, the products of one ``(i, j)`` are found by a sort
 of their keys ``i * ncols + j`` and summed, and exact zeros are dropped.  The kernels are the ones
 the setup runs anyway (gathers, products, a sort, a scatter-add, searches): no sparse library is
-called on GPUs, where cuSPARSE's SpGEMM loaded kernels of its own on its first call in a process
-(83-110 ms on an H200).  On the CPU the Galerkin product stays torch's (MKL), which is faster there
-(``benchmarks/bench_galerkin.py`` compares the two).  The smoothed prolongator's product
-(:func:`~.transfers._smoothed`) is a :func:`block_product` on every device.
+called.  The smoothed prolongator's product (:func:`~.transfers._smoothed`) is a
+:func:`block_product` on every device; the Galerkin product is :func:`matmul`'s where it is small
+and on a GPU (no first call of cuSPARSE's SpGEMM), torch's elsewhere (see :data:`ESC_MAX`;
+``benchmarks/bench_galerkin.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from __future__ import annotations
 import torch
 
 from ...kernels import add_at_, repeat_rows, unique_inverse
+from ...pattern import csr_tensor
 from .multigrid import Mat, entry_blocks
 
 __all__ = [
     "ESC_DEVICES",
+    "ESC_MAX",
     "GALERKIN_CHUNK",
     "GALERKIN_MIN",
     "GALERKIN_ROWS",
@@ -53,9 +55,9 @@ def block_product(rows: torch.Tensor, k: torch.Tensor, a: torch.Tensor, right: R
 
     ``rows`` (block-local, ascending), ``k`` and ``a`` are a block's entries of the left factor;
     ``idt`` is the dtype of the index work (int32 where the block's products fit).  The result is
-    CSR-like: ``starts[i]`` is where row ``i + 1`` begins (row 0 at 0), ``col`` int64 ascending within
-    a row, ``val`` in the dtype of ``a * B.val``; the products of one entry are summed in the order of
-    ``k`` and exact zeros dropped."""
+    CSR-like: ``starts[i]`` is where row ``i + 1`` begins (row 0 at 0), ``col`` ascending within a
+    row (int32 where ``nrows * ncols`` fits, else int64), ``val`` in the dtype of ``a * B.val``; the
+    products of one entry are summed in the order of ``k`` and exact zeros dropped."""
     B = right.B
     nc = B.shape[1]
     dev = a.device
@@ -71,7 +73,9 @@ def block_product(rows: torch.Tensor, k: torch.Tensor, a: torch.Tensor, right: R
         tp = B.crow[k].to(idt)[e] + (torch.arange(e.numel(), device=dev, dtype=idt) - first)
         del c, first
     v = (a if e is None else a[e]) * B.val[tp]
-    key = B.col[tp].long()
+    # the keys in int32 where they fit: half a sort's traffic, and the sort kernels the setup's
+    # transposes load anyway on a GPU
+    key = B.col[tp].to(torch.int32 if nrows * nc < 2**31 - 1 else torch.int64)
     del tp
     key.add_(rows if e is None else rows[e], alpha=nc)
     del e
@@ -145,29 +149,45 @@ def matmul(A: Mat, B: Mat | Right, chunk: int, dtype: torch.dtype | None = None)
 
 
 GALERKIN_CHUNK = 1 << 25
-"""Products per block of each of the Galerkin product's two products at most (:func:`galerkin`):
-bounds its temporaries (about 40 bytes a product) and the ``R_rows A`` intermediate.  A block holds
-``min(GALERKIN_CHUNK, max(GALERKIN_MIN, GALERKIN_ROWS * n))`` products for an ``n``-row fine
-operator: an eighth of a product per unknown keeps the temporaries near 5 bytes per unknown,
-while every block costs host synchronisations."""
+"""Products ``r_ik a_kj`` (an upper bound of the entries of ``R_rows A``) per row block of torch's
+Galerkin product at most: bounds its intermediate instead of forming the whole ``A P``.  A block
+holds ``min(GALERKIN_CHUNK, max(GALERKIN_MIN, GALERKIN_ROWS * n))`` products for an ``n``-row fine
+operator (cuSPARSE's SpGEMM buffers grow with them, and every block costs host synchronisations).
+H200, 5-point AMG first solve (``matrix_type='spd'``): 1M unknowns, blocks of 4M products 343
+bytes/unknown, of 1M 268; 16M, blocks of 4M 0.50 s, of 16M 0.45-0.48 s, of 32M 0.45 s, all at
+216-242 bytes/unknown (earlier setup code)."""
 
 GALERKIN_MIN = 1 << 19
 
 GALERKIN_ROWS = 0.5
-
+"""Blocks of ``n / 2`` products: the SpGEMM's workspace, which sets the setup's peak once the rest is
+lean, about 18 bytes/unknown instead of 36.  H200, setup on new values (aggregates cached), one
+process, blocks of ``n`` against ``n / 2``: P1 tetrahedra 1M 0.184-0.189 s / 0.215-0.216 s, peak
+above A 118.8 / 100.2 bytes/unknown (the first solve's peak 315 -> 297 in all); 5-point 16M
+0.312-0.334 s / 0.342-0.380 s, 117.4 / 98.4."""
 
 ESC_DEVICES = ("cuda",)
-"""Device types whose Galerkin products are :func:`matmul`'s; elsewhere torch's sparse product (MKL on
-the CPU), 6-18 times faster there than the expand-sort-compress in torch's CPU sort (2-core CPU,
-``bench_galerkin.py --device cpu --levels``: 5-point 1000^2's finest level 1.74 s against 0.32 s)."""
+"""Device types whose small Galerkin products (:data:`ESC_MAX`) are :func:`matmul`'s."""
+
+ESC_MAX = 1 << 20
+"""On :data:`ESC_DEVICES`, a Galerkin product whose ``R A`` has at most this many products ``r_ik
+a_kj`` is :func:`matmul`'s (each of its two products in blocks of this many: temporaries of about
+40 MB at most); larger ones are torch's (cuSPARSE's SpGEMM), which is faster there: H200,
+``bench_galerkin.py --levels``, each level alone, 5-point 65K's finest level 11.4 ms by blocks of
+512K products against 1.3 ms, 1M's 123 ms against 1.9 ms (whose buffers took 512 MB against 71).
+A small product costs a few milliseconds either way, but the first SpGEMM of a process loads
+cuSPARSE's product kernels: the Galerkin products of a 65K 5-point setup took 0.045-0.065 s in a
+process's first setup and 0.003-0.004 s in a later one with torch's, 0.019-0.020 and 0.014-0.018
+s with :func:`matmul`'s blocks of 512K products.  On the CPU torch's product (MKL) is 6-18 times
+faster than :func:`matmul` at every size (2-core CPU: 5-point 1000^2's finest level 1.74 s
+against 0.32 s): it takes them all."""
 
 
 def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = False) -> Mat:
-    """``R A P`` by blocks of rows of ``R``, each ``(R_rows A) P``, so that ``A P`` is never whole.
+    """``R A P``: small products on :data:`ESC_DEVICES` by :func:`matmul` (:data:`ESC_MAX`), others
+    by torch's sparse product in blocks of rows of ``R``, each ``(R_rows A) P`` of at most ``chunk``
+    products ``r_ik a_kj`` (default: see :data:`GALERKIN_CHUNK`), so that ``A P`` is never whole.
 
-    The blocks hold at most ``chunk`` products ``r_ik a_kj`` (default: see :data:`GALERKIN_CHUNK`).
-    On the device types of :data:`ESC_DEVICES` both products are :func:`matmul`'s (in blocks of
-    ``chunk`` products too: ``R_rows A`` is never whole either); elsewhere torch's sparse product.
     The entries are those of ``R (A P)`` up to rounding (the sums run in another order), in A's
     precision (transfers stored in another one join A's products in A's).  With ``consume`` the
     caller gives ``P`` up: its arrays are let go (set to ``None``) once the products are made."""
@@ -176,28 +196,31 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = F
     Rw = R if R.val.dtype == dt else Mat(R.crow, R.col, R.val.to(dt), R.shape)
     Pw = P if P.val.dtype == dt else Mat(P.crow, P.col, P.val.to(dt), P.shape)
     Aw = Right(A)
-    bounds = _cuts(_row_work(Rw, Aw), chunk)
-    if A.val.device.type in ESC_DEVICES:
-        Pw = Right(Pw)
-    else:
-        Aw, Pw = A.csr64(), Pw.csr64()
+    per_row = _row_work(Rw, Aw)
+    if A.val.device.type in ESC_DEVICES and int(per_row[-1]) <= ESC_MAX:
+        C = matmul(matmul(Rw, Aw, ESC_MAX), Pw, ESC_MAX)
+        del Aw, Pw, Rw
+        if consume:
+            P.crow = P.col = P.val = None
+        return C
+    bounds = _cuts(per_row, chunk)
+    del per_row
+    Ac, Pc = A.csr64(), Pw.csr64()
+    del Aw, Pw
     nr = R.shape[0]
     crows, cols, vals = [], [], []
     base = 0
     for r0, r1 in zip(bounds[:-1], bounds[1:]):
         s, e = int(Rw.crow[r0]), int(Rw.crow[r1])
-        Rb = Mat(Rw.crow[r0 : r1 + 1] - s, Rw.col[s:e], Rw.val[s:e], (r1 - r0, R.shape[1]))
-        if isinstance(Pw, Right):
-            Cb = matmul(matmul(Rb, Aw, chunk), Pw, chunk)
-        else:
-            Cb = Mat.from_torch((Rb.csr64() @ Aw) @ Pw)
+        Rb = csr_tensor(Rw.crow[r0 : r1 + 1] - s, Rw.col[s:e], Rw.val[s:e], (r1 - r0, R.shape[1]))
+        Cb = Mat.from_torch((Rb @ Ac) @ Pc)
         del Rb
         crows.append(Cb.crow[1:] + base)
         base += Cb.col.numel()
         cols.append(Cb.col)
         vals.append(Cb.val)
         del Cb
-    del Aw, Pw, Rw  # (P's copy in A's precision: gone before the blocks are joined)
+    del Ac, Pc, Rw  # (P's copy in A's precision: gone before the blocks are joined)
     if consume:
         P.crow = P.col = P.val = None
     crow = torch.cat([R.crow.new_zeros(1, dtype=torch.int64), *crows])
