@@ -7,6 +7,10 @@
 2. ``--galerkin``: the AMG setup on new values of a cached pattern (aggregates reused) against the
    Galerkin product's block size (``spgemm.GALERKIN_ROWS``: products per block as a fraction of
    the rows), its time and (CUDA) its allocator peak above the matrix, alternated.
+3. ``--blocks``: the same setup with the block sizes of every level's products (the Galerkin
+   product's, the smoothed prolongator's) sized by the finest operator's rows (what the setup does),
+   by each level's own rows (as before), and the Galerkin product's by the finest, the prolongator's
+   by the level's, alternated.
 
 Matrices: 5-point 1000^2, P1 triangles ``unit_square(1000)``, P1 tetrahedra ``unit_cube(100)``
 (``--big``: 5-point 4000^2 too); on the CPU a quarter of the sizes.  Usage::
@@ -115,17 +119,79 @@ def galerkin(dev: str, big: bool, fractions: list[float], repeats: int) -> None:
         spgemm.GALERKIN_ROWS, spgemm.GALERKIN_MIN = saved
 
 
+def _by_level(sa_level):
+    """``_sa_level`` with every block sized by the level's own rows (the setup before)."""
+
+    def run(*args, rows=None, **kw):
+        return sa_level(*args, **kw)
+
+    return run
+
+
+def _smoothed_by_level(smoothed):
+    """``_smoothed`` with its blocks sized by the level's own rows."""
+
+    def run(C, T, w, chunk=None, dtype=None):
+        return smoothed(C, T, w, dtype=dtype)
+
+    return run
+
+
+def blocks(dev: str, big: bool, repeats: int) -> None:
+    from sla.solvers.precond import amg
+
+    print("| matrix | blocks sized by | setup (s) | setup peak above A (B/unknown) |")
+    print("|---|---|---|---|")
+    real_level, real_smoothed = amg._sa_level, amg._smoothed
+    variants = {
+        "finest rows": (real_level, real_smoothed),
+        "each level's rows": (_by_level(real_level), real_smoothed),
+        "finest (Galerkin), level (prolongator)": (real_level, _smoothed_by_level(real_smoothed)),
+    }
+    try:
+        for label, make in _matrices(dev, big):
+            A = make()
+            SmoothedAggregation(A)  # the first of its size, and the aggregates cached on the pattern
+            rows = {v: [] for v in variants}
+            peaks = {}
+            for rep in range(repeats):
+                for v, (level, smoothed) in variants.items():
+                    amg._sa_level, amg._smoothed = level, smoothed
+                    A2 = A.with_values(A.values * (1.5 + rep))
+                    gc.collect()
+                    _sync(dev)
+                    if dev == "cuda":
+                        torch.cuda.empty_cache()
+                        base = torch.cuda.memory_allocated()
+                        torch.cuda.reset_peak_memory_stats()
+                    t = time.perf_counter()
+                    M = SmoothedAggregation(A2)
+                    _sync(dev)
+                    rows[v].append(time.perf_counter() - t)
+                    if dev == "cuda":
+                        peaks[v] = (torch.cuda.max_memory_allocated() - base) / A.shape[0]
+                    del M, A2
+            for v in variants:
+                peak = f"{peaks[v]:.1f}" if v in peaks else "-"
+                ts = ", ".join(f"{t:.3f}" for t in rows[v])
+                print(f"| {label} | {v} | {ts} | {peak} |", flush=True)
+            del A
+    finally:
+        amg._sa_level, amg._smoothed = real_level, real_smoothed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--prolongation", action="store_true", help="stored against implicit finest prolongator")
     ap.add_argument("--galerkin", action="store_true", help="setup against the Galerkin block size")
+    ap.add_argument("--blocks", action="store_true", help="block sizes by the finest rows against each level's")
     ap.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.5], help="GALERKIN_ROWS values")
     ap.add_argument("--big", action="store_true", help="the 16M 5-point matrix too (4M on the CPU)")
     ap.add_argument("--repeats", type=int, default=8)
     args = ap.parse_args()
-    if not (args.prolongation or args.galerkin):
-        ap.error("choose --prolongation and/or --galerkin")
+    if not (args.prolongation or args.galerkin or args.blocks):
+        ap.error("choose --prolongation, --galerkin and/or --blocks")
     bench_amg_gpu.DEV = args.device
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"# {name}, torch {torch.__version__}")
@@ -141,6 +207,8 @@ def main() -> None:
         prolongation(args.device, args.big, args.repeats)
     if args.galerkin:
         galerkin(args.device, args.big, args.fractions, max(1, args.repeats // 4))
+    if args.blocks:
+        blocks(args.device, args.big, max(1, args.repeats // 4))
 
 
 if __name__ == "__main__":

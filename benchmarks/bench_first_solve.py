@@ -76,7 +76,7 @@ def _solve(A, pc, spd: bool):
     return time.perf_counter() - t0, info
 
 
-def process_case(case: str, galerkin: str = "sla") -> str:
+def process_case(case: str) -> str:
     """One row of the ``process`` table (run in a fresh process by :func:`process_rows`)."""
     torch.zeros(1, device=DEVICE)
     _sync()
@@ -92,25 +92,20 @@ def process_case(case: str, galerkin: str = "sla") -> str:
     new, _ = _solve(_poisson(256), pc, False)
     again, _ = _solve(A, pc, False)
     return (
-        f"| {case} | {galerkin} | {first:.3f} | {new:.3f} | {again:.3f} | {first - new:.3f} | "
+        f"| {case} | {first:.3f} | {new:.3f} | {again:.3f} | {first - new:.3f} | "
         f"{'yes' if 'pyamg' in sys.modules else 'no'} | {info.notes[-1] if pc == 'amg' else 'cg + jacobi'} |"
     )
 
 
-def process_rows(processes: int = 1, galerkin: tuple = ("sla",)) -> list[str]:
-    """The ``process`` table: each case in ``processes`` fresh processes (the cases alternated), with
-    each of the Galerkin products in ``galerkin`` (``'torch'``: torch's product at every size, as
-    before ``spgemm.ESC_MAX``; an A/B of the same code on the same lending)."""
+def process_rows(processes: int = 1) -> list[str]:
+    """The ``process`` table: each case in ``processes`` fresh processes (the cases alternated)."""
     rows = [
-        "| process | Galerkin | first solve (s) | same on a new matrix (s) | again (s) | gap (s) | pyamg imported | ran |",
-        "|---|---|---|---|---|---|---|---|",
+        "| process | first solve (s) | same on a new matrix (s) | again (s) | gap (s) | pyamg imported | ran |",
+        "|---|---|---|---|---|---|---|",
     ]
-    cases = ("cold", "spmv", "warmup", "cold, jacobi") if galerkin == ("sla",) else ("spmv",)
     for _ in range(processes):
-        for case in cases:
-            for g in galerkin:
-                row = _fresh("--process-case", case, "--galerkin", g).strip().splitlines()[-1]
-                rows.append(row)
+        for case in ("cold", "spmv", "warmup", "cold, jacobi"):
+            rows.append(_fresh("--process-case", case).strip().splitlines()[-1])
     return rows
 
 
@@ -375,11 +370,6 @@ def main():
     ap.add_argument("--pc", default="amg", help="the preconditioner 'trace' traces")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="'cpu': only 'process' and 'trace'")
     ap.add_argument("--processes", type=int, default=1, help="fresh processes per case in 'process'")
-    ap.add_argument(
-        "--galerkin",
-        default="sla",
-        help="'process': the Galerkin products, 'sla', 'torch' (torch's product at every size) or 'sla,torch' (A/B)",
-    )
     args = ap.parse_args()
     global DEVICE
     DEVICE = args.device
@@ -388,11 +378,7 @@ def main():
     if DEVICE == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_first_solve.py measures GPU first solves: no CUDA device here (--device cpu)")
     if args.process_case:
-        if args.galerkin == "torch":
-            from sla.solvers.precond import spgemm
-
-            spgemm.ESC_DEVICES = ()
-        print(process_case(args.process_case, args.galerkin))
+        print(process_case(args.process_case))
         return
     if args.vocabulary_case:
         print(vocabulary_case(args.vocabulary_case))
@@ -408,7 +394,7 @@ def main():
     else:
         tables = []
         if args.only in (None, "process"):
-            tables.append(process_rows(args.processes, tuple(args.galerkin.split(","))))
+            tables.append(process_rows(args.processes))
         if args.only is None:
             out = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), "--only", "firsts", "--out", args.out],

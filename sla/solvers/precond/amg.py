@@ -36,8 +36,17 @@ from .._optional import installed
 from .aggregate import aggregate
 from .multigrid import Level, Mat, Multigrid, check_cycle, coarse_dtype_for
 from .nullspace import amalgamate, fit_candidates, rigid_body_modes
-from .spgemm import galerkin
-from .transfers import Tentative, _blocks, _coo_tentative, _smoothed, _tentative, _transpose, prolongation_for
+from .spgemm import galerkin, galerkin_chunk
+from .transfers import (
+    Tentative,
+    _blocks,
+    _coo_tentative,
+    _smoothed,
+    _tentative,
+    _transpose,
+    product_chunk,
+    prolongation_for,
+)
 
 __all__ = ["DROP_RTOL", "VECTOR_THETA", "SmoothedAggregation"]
 
@@ -157,7 +166,15 @@ def _improved(C: Mat, d: torch.Tensor, rho: float, sweeps: int, B: torch.Tensor)
 
 
 def _sa_level(
-    C: Mat, tentative, omega: float, hermitian: bool, sweeps: int = 0, B=None, dtype=None, implicit: bool = False
+    C: Mat,
+    tentative,
+    omega: float,
+    hermitian: bool,
+    sweeps: int = 0,
+    B=None,
+    dtype=None,
+    implicit: bool = False,
+    rows: int | None = None,
 ):
     """Smoothed prolongator ``P = (I - w D^{-1} A) T``, ``R = P^H`` and ``A_c = R A P``.
 
@@ -168,7 +185,8 @@ def _sa_level(
     ``P`` and ``R`` are stored in ``dtype`` (default C's: see :func:`_smoothed`); ``A_c`` is the
     Galerkin product of the stored transfers, in C's precision.  With ``implicit`` the first
     value returned is ``(T, w)`` (a :class:`Tentative` and the weight: ``P = (I - w D^{-1} A) T``)
-    instead of ``P``, which is dropped once ``A_c`` is made."""
+    instead of ``P``, which is dropped once ``A_c`` is made.  ``rows``: the finest operator's rows
+    (default C's), which size the blocks of both products (the problem's memory, not the level's)."""
     d = C.diag()
     rho = C.bound(hermitian, safety=1.0)  # the estimate itself, as pyamg's approximate_spectral_radius
     C._row = None  # nnz-sized; the diagonal and the bounds are kept, nothing below needs the rows
@@ -179,7 +197,8 @@ def _sa_level(
     else:
         T, extra = tentative(_improved(C, d, rho, sweeps, B))
     w = omega / rho
-    P = _smoothed(C, T, w, dtype=dtype)
+    rows = C.shape[0] if rows is None else rows
+    P = _smoothed(C, T, w, chunk=product_chunk(rows), dtype=dtype)
     T = Tentative(T) if implicit else None  # (its gather form: no row starts kept)
     R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
     low = P.val.dtype
@@ -191,7 +210,7 @@ def _sa_level(
             C._diag = d.to(low)
         del d
         P.val = P.val.to(C.val.dtype)
-    Ac = galerkin(R, C, P, consume=implicit)
+    Ac = galerkin(R, C, P, chunk=galerkin_chunk(rows), consume=implicit)
     if implicit:
         return (T, w), R, _drop_cancelled(Ac), extra
     P.val = P.val.to(low)
@@ -381,6 +400,7 @@ class SmoothedAggregation(Multigrid):
             C = Mat(p.crow, p.ccol, vals[bi], p.shape)  # the pattern's int32 arrays, no copy; rows int32
             fine_csr = p.csr(vals[bi])  # the pattern's own int32 arrays: no copy of the fine matrix
             B, node, nnodes = candidates
+            fine = C.shape[0]  # the blocks of every level's products are sized by it
             levels = []
             lvl = 0
             while C.shape[0] > max_coarse and lvl < max_levels - 1:
@@ -391,7 +411,15 @@ class SmoothedAggregation(Multigrid):
                     if nagg == 0 or nagg > 0.8 * nnodes:
                         break
                     P, R, Ac, (B, node, nnodes) = _sa_level(
-                        C, _fitted(agg, nagg), omega, hermitian, improve, B=B, dtype=cd, implicit=implicit and lvl == 0
+                        C,
+                        _fitted(agg, nagg),
+                        omega,
+                        hermitian,
+                        improve,
+                        B=B,
+                        dtype=cd,
+                        implicit=implicit and lvl == 0,
+                        rows=fine,
                     )
                     levels.append(_transfer_level(C, hermitian, P, R, fine_csr if lvl == 0 else None))
                     C = Ac
@@ -412,7 +440,7 @@ class SmoothedAggregation(Multigrid):
                 if bi == 0:
                     aggs.append((agg, nagg) if th == 0 else None)
                 P, R, Ac, _ = _sa_level(
-                    C, (agg, nagg), omega, hermitian, improve, dtype=cd, implicit=implicit and lvl == 0
+                    C, (agg, nagg), omega, hermitian, improve, dtype=cd, implicit=implicit and lvl == 0, rows=fine
                 )
                 levels.append(_transfer_level(C, hermitian, P, R, fine_csr if lvl == 0 else None))
                 C = Ac

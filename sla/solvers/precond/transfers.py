@@ -13,7 +13,7 @@ from ...sparse import SparseTensor
 from .multigrid import MIXED_MIN, Mat, cast_csr, entry_blocks
 from .spgemm import Right, block_product
 
-__all__ = ["PROLONGATIONS", "PRODUCT_CHUNK", "PRODUCT_ROWS", "Tentative", "prolongation_for"]
+__all__ = ["PROLONGATIONS", "PRODUCT_CHUNK", "PRODUCT_ROWS", "Tentative", "product_chunk", "prolongation_for"]
 
 
 def _blocks(nnz: int):
@@ -70,9 +70,15 @@ def _transpose(C: Mat, val: torch.Tensor) -> Mat:
 PRODUCT_CHUNK = 1 << 18
 PRODUCT_ROWS = 1.0
 """Products ``s_ik t_kj`` per row block of the smoothed prolongator (:func:`_smoothed`): a block
-holds ``max(PRODUCT_CHUNK, PRODUCT_ROWS * n)`` of them, so its temporaries (about 60 bytes per product) stay
-near 60 bytes per unknown, below the setup's peak (the Galerkin product's), while the number of
-blocks (host synchronisations and kernel launches on a GPU) stays near ``nnz(A) / n``."""
+holds ``max(PRODUCT_CHUNK, PRODUCT_ROWS * n)`` of them for a hierarchy whose finest operator has
+``n`` rows (:func:`product_chunk`), so its temporaries (about 60 bytes per product) stay near 60
+bytes per unknown, below the setup's peak (the Galerkin product's), while the number of blocks
+(host synchronisations and kernel launches on a GPU) stays near ``nnz(A) / n``."""
+
+
+def product_chunk(rows: int) -> int:
+    """Products per block of :func:`_smoothed` for a hierarchy whose finest operator has ``rows`` rows."""
+    return max(PRODUCT_CHUNK, int(PRODUCT_ROWS * rows))
 
 
 def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.dtype | None = None) -> Mat:
@@ -94,7 +100,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
     d = C.diag()
     nnz = C.col.numel()
     right = Right(T)
-    products = max(PRODUCT_CHUNK, int(PRODUCT_ROWS * n)) if chunk is None else int(chunk)
+    products = product_chunk(n) if chunk is None else int(chunk)
     step = max(1, products // right.kmax)  # entries of A per block
     marks = torch.arange(step, max(nnz, step), step, device=dev)
     cuts = torch.searchsorted(C.crow, marks.to(C.crow.dtype), right=True) - 1
