@@ -7,10 +7,9 @@
 2. ``--galerkin``: the AMG setup on new values of a cached pattern (aggregates reused) against the
    Galerkin product's block size (``spgemm.GALERKIN_ROWS``: products per block as a fraction of
    the rows), its time and (CUDA) its allocator peak above the matrix, alternated.
-3. ``--blocks``: the same setup with the block sizes of every level's products (the Galerkin
-   product's, the smoothed prolongator's) sized by the finest operator's rows (what the setup does),
-   by each level's own rows (as before), and the Galerkin product's by the finest, the prolongator's
-   by the level's, alternated.
+3. ``--blocks``: the same setup with the Galerkin product's blocks on every level sized by the
+   finest operator's rows (what the setup does), by each level's own rows (as before), and with the
+   smoothed prolongator's blocks sized by the finest rows too, alternated.
 
 Matrices: 5-point 1000^2, P1 triangles ``unit_square(1000)``, P1 tetrahedra ``unit_cube(100)``
 (``--big``: 5-point 4000^2 too); on the CPU a quarter of the sizes.  Usage::
@@ -128,11 +127,22 @@ def _by_level(sa_level):
     return run
 
 
-def _smoothed_by_level(smoothed):
-    """``_smoothed`` with its blocks sized by the level's own rows."""
+def _smoothed_by_finest(sa_level):
+    """``_sa_level`` with the smoothed prolongator's blocks sized by the finest rows too."""
+    from sla.solvers.precond import amg
+    from sla.solvers.precond.transfers import product_chunk
 
-    def run(C, T, w, chunk=None, dtype=None):
-        return smoothed(C, T, w, dtype=dtype)
+    def run(*args, rows=None, **kw):
+        real = amg._smoothed
+
+        def smoothed(C, T, w, chunk=None, dtype=None):
+            return real(C, T, w, chunk=product_chunk(C.shape[0] if rows is None else rows), dtype=dtype)
+
+        amg._smoothed = smoothed
+        try:
+            return sa_level(*args, rows=rows, **kw)
+        finally:
+            amg._smoothed = real
 
     return run
 
@@ -142,11 +152,11 @@ def blocks(dev: str, big: bool, repeats: int) -> None:
 
     print("| matrix | blocks sized by | setup (s) | setup peak above A (B/unknown) |")
     print("|---|---|---|---|")
-    real_level, real_smoothed = amg._sa_level, amg._smoothed
+    real = amg._sa_level
     variants = {
-        "finest rows": (real_level, real_smoothed),
-        "each level's rows": (_by_level(real_level), real_smoothed),
-        "finest (Galerkin), level (prolongator)": (real_level, _smoothed_by_level(real_smoothed)),
+        "finest rows": real,
+        "each level's rows": _by_level(real),
+        "finest rows, the prolongator's too": _smoothed_by_finest(real),
     }
     try:
         for label, make in _matrices(dev, big):
@@ -155,8 +165,8 @@ def blocks(dev: str, big: bool, repeats: int) -> None:
             rows = {v: [] for v in variants}
             peaks = {}
             for rep in range(repeats):
-                for v, (level, smoothed) in variants.items():
-                    amg._sa_level, amg._smoothed = level, smoothed
+                for v, level in variants.items():
+                    amg._sa_level = level
                     A2 = A.with_values(A.values * (1.5 + rep))
                     gc.collect()
                     _sync(dev)
@@ -177,7 +187,7 @@ def blocks(dev: str, big: bool, repeats: int) -> None:
                 print(f"| {label} | {v} | {ts} | {peak} |", flush=True)
             del A
     finally:
-        amg._sa_level, amg._smoothed = real_level, real_smoothed
+        amg._sa_level = real
 
 
 def main() -> None:

@@ -44,7 +44,6 @@ from .transfers import (
     _smoothed,
     _tentative,
     _transpose,
-    product_chunk,
     prolongation_for,
 )
 
@@ -186,7 +185,9 @@ def _sa_level(
     Galerkin product of the stored transfers, in C's precision.  With ``implicit`` the first
     value returned is ``(T, w)`` (a :class:`Tentative` and the weight: ``P = (I - w D^{-1} A) T``)
     instead of ``P``, which is dropped once ``A_c`` is made.  ``rows``: the finest operator's rows
-    (default C's), which size the blocks of both products (the problem's memory, not the level's)."""
+    (default C's), which size the Galerkin product's blocks (:func:`~.spgemm.galerkin_chunk`: the
+    problem's memory, not the level's); the prolongator's blocks follow C's rows (sized by the finest,
+    its temporaries on coarse levels came on top of the hierarchy already made, and set the peak)."""
     d = C.diag()
     rho = C.bound(hermitian, safety=1.0)  # the estimate itself, as pyamg's approximate_spectral_radius
     C._row = None  # nnz-sized; the diagonal and the bounds are kept, nothing below needs the rows
@@ -197,8 +198,7 @@ def _sa_level(
     else:
         T, extra = tentative(_improved(C, d, rho, sweeps, B))
     w = omega / rho
-    rows = C.shape[0] if rows is None else rows
-    P = _smoothed(C, T, w, chunk=product_chunk(rows), dtype=dtype)
+    P = _smoothed(C, T, w, dtype=dtype)
     T = Tentative(T) if implicit else None  # (its gather form: no row starts kept)
     R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
     low = P.val.dtype
@@ -210,7 +210,7 @@ def _sa_level(
             C._diag = d.to(low)
         del d
         P.val = P.val.to(C.val.dtype)
-    Ac = galerkin(R, C, P, chunk=galerkin_chunk(rows), consume=implicit)
+    Ac = galerkin(R, C, P, chunk=galerkin_chunk(C.shape[0] if rows is None else rows), consume=implicit)
     if implicit:
         return (T, w), R, _drop_cancelled(Ac), extra
     P.val = P.val.to(low)

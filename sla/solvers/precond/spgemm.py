@@ -2,9 +2,10 @@
 product ``R A P`` in row blocks of torch's sparse product (:func:`galerkin`), and the expand, sort and
 compress kernel of the smoothed prolongator's blocks (:func:`block_product`).
 
-Block sizes follow the finest operator's rows on every level (:func:`galerkin_chunk`): the memory a
-block may take is the problem's, and a coarse level's products, many per row, in blocks sized by
-its own rows took dozens of blocks, each a few host synchronisations.
+The Galerkin product's blocks follow the finest operator's rows on every level of a hierarchy
+(:func:`galerkin_chunk`): the memory a block may take is the problem's, and a coarse level's
+products, many per row, in blocks sized by its own rows took dozens of blocks, each a few host
+synchronisations and two SpGEMMs.
 """
 
 from __future__ import annotations
