@@ -82,38 +82,51 @@ def prolongation(dev: str, big: bool, repeats: int) -> None:
         del A, pcs
 
 
-def galerkin(dev: str, big: bool, fractions: list[float], repeats: int) -> None:
-    print("| matrix | GALERKIN_ROWS | setup (s) | setup peak above A (B/unknown) |")
+def _setups(dev: str, big: bool, repeats: int, column: str, variants: dict) -> None:
+    """The setup on new values of a cached pattern under each variant (``name: apply``, ``apply()``
+    setting the variant up), alternated: its seconds and (CUDA) its allocator peak above A."""
+    print(f"| matrix | {column} | setup (s) | setup peak above A (B/unknown) |")
     print("|---|---|---|---|")
+    for label, make in _matrices(dev, big):
+        A = make()
+        SmoothedAggregation(A)  # the first of its size, and the aggregates cached on the pattern
+        rows = {v: [] for v in variants}
+        peaks = {}
+        for rep in range(repeats):
+            for v, apply in variants.items():
+                apply()
+                A2 = A.with_values(A.values * (1.5 + rep))
+                gc.collect()
+                _sync(dev)
+                if dev == "cuda":
+                    torch.cuda.empty_cache()
+                    base = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                t = time.perf_counter()
+                M = SmoothedAggregation(A2)
+                _sync(dev)
+                rows[v].append(time.perf_counter() - t)
+                if dev == "cuda":
+                    peaks[v] = (torch.cuda.max_memory_allocated() - base) / A.shape[0]
+                del M, A2
+        for v in variants:
+            peak = f"{peaks[v]:.1f}" if v in peaks else "-"
+            ts = ", ".join(f"{t:.3f}" for t in rows[v])
+            print(f"| {label} | {v} | {ts} | {peak} |", flush=True)
+        del A
+
+
+def galerkin(dev: str, big: bool, fractions: list[float], repeats: int) -> None:
     saved = spgemm.GALERKIN_ROWS, spgemm.GALERKIN_MIN
+
+    def rows(f):
+        def apply():
+            spgemm.GALERKIN_ROWS, spgemm.GALERKIN_MIN = f, int(f * (1 << 20))
+
+        return apply
+
     try:
-        for label, make in _matrices(dev, big):
-            A = make()
-            SmoothedAggregation(A)  # the first of its size, and the aggregates cached on the pattern
-            rows = {f: [] for f in fractions}
-            peaks = {}
-            for rep in range(repeats):
-                for f in fractions:
-                    spgemm.GALERKIN_ROWS, spgemm.GALERKIN_MIN = f, int(f * (1 << 20))
-                    A2 = A.with_values(A.values * (1.5 + rep))
-                    gc.collect()
-                    _sync(dev)
-                    if dev == "cuda":
-                        torch.cuda.empty_cache()
-                        base = torch.cuda.memory_allocated()
-                        torch.cuda.reset_peak_memory_stats()
-                    t = time.perf_counter()
-                    M = SmoothedAggregation(A2)
-                    _sync(dev)
-                    rows[f].append(time.perf_counter() - t)
-                    if dev == "cuda":
-                        peaks[f] = (torch.cuda.max_memory_allocated() - base) / A.shape[0]
-                    del M, A2
-            for f in fractions:
-                peak = f"{peaks[f]:.1f}" if f in peaks else "-"
-                ts = ", ".join(f"{t:.3f}" for t in rows[f])
-                print(f"| {label} | {f} | {ts} | {peak} |", flush=True)
-            del A
+        _setups(dev, big, repeats, "GALERKIN_ROWS", {f: rows(f) for f in fractions})
     finally:
         spgemm.GALERKIN_ROWS, spgemm.GALERKIN_MIN = saved
 
@@ -150,42 +163,21 @@ def _smoothed_by_finest(sa_level):
 def blocks(dev: str, big: bool, repeats: int) -> None:
     from sla.solvers.precond import amg
 
-    print("| matrix | blocks sized by | setup (s) | setup peak above A (B/unknown) |")
-    print("|---|---|---|---|")
     real = amg._sa_level
+
+    def sa_level(f):
+        def apply():
+            amg._sa_level = f
+
+        return apply
+
     variants = {
-        "finest rows": real,
-        "each level's rows": _by_level(real),
-        "finest rows, the prolongator's too": _smoothed_by_finest(real),
+        "finest rows": sa_level(real),
+        "each level's rows": sa_level(_by_level(real)),
+        "finest rows, the prolongator's too": sa_level(_smoothed_by_finest(real)),
     }
     try:
-        for label, make in _matrices(dev, big):
-            A = make()
-            SmoothedAggregation(A)  # the first of its size, and the aggregates cached on the pattern
-            rows = {v: [] for v in variants}
-            peaks = {}
-            for rep in range(repeats):
-                for v, level in variants.items():
-                    amg._sa_level = level
-                    A2 = A.with_values(A.values * (1.5 + rep))
-                    gc.collect()
-                    _sync(dev)
-                    if dev == "cuda":
-                        torch.cuda.empty_cache()
-                        base = torch.cuda.memory_allocated()
-                        torch.cuda.reset_peak_memory_stats()
-                    t = time.perf_counter()
-                    M = SmoothedAggregation(A2)
-                    _sync(dev)
-                    rows[v].append(time.perf_counter() - t)
-                    if dev == "cuda":
-                        peaks[v] = (torch.cuda.max_memory_allocated() - base) / A.shape[0]
-                    del M, A2
-            for v in variants:
-                peak = f"{peaks[v]:.1f}" if v in peaks else "-"
-                ts = ", ".join(f"{t:.3f}" for t in rows[v])
-                print(f"| {label} | {v} | {ts} | {peak} |", flush=True)
-            del A
+        _setups(dev, big, repeats, "blocks sized by", variants)
     finally:
         amg._sa_level = real
 

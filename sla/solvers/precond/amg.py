@@ -186,8 +186,9 @@ def _sa_level(
     value returned is ``(T, w)`` (a :class:`Tentative` and the weight: ``P = (I - w D^{-1} A) T``)
     instead of ``P``, which is dropped once ``A_c`` is made.  ``rows``: the finest operator's rows
     (default C's), which size the Galerkin product's blocks (:func:`~.spgemm.galerkin_chunk`: the
-    problem's memory, not the level's); the prolongator's blocks follow C's rows (sized by the finest,
-    its temporaries on coarse levels came on top of the hierarchy already made, and set the peak)."""
+    problem's memory, not the level's); the prolongator's blocks follow C's rows: sized by the finest,
+    its temporaries on coarse levels came on top of the hierarchy already made (H200, 5-point 16M:
+    setup peak above A 112.9 against 99.5 B/unknown, for a setup 0.03-0.07 s shorter)."""
     d = C.diag()
     rho = C.bound(hermitian, safety=1.0)  # the estimate itself, as pyamg's approximate_spectral_radius
     C._row = None  # nnz-sized; the diagonal and the bounds are kept, nothing below needs the rows

@@ -106,7 +106,9 @@ above A 118.8 / 100.2 bytes/unknown (the first solve's peak 315 -> 297 in all); 
 
 def galerkin_chunk(rows: int) -> int:
     """Products per block of the Galerkin product of a hierarchy whose finest operator has ``rows``
-    rows (see :data:`GALERKIN_CHUNK`)."""
+    rows (see :data:`GALERKIN_CHUNK`), on every level.  H200, 5-point 16M, the setup on new values:
+    0.315-0.362 s against 0.426-0.508 with blocks sized by each level's rows, the same peak
+    (``bench_amg_tradeoffs.py --blocks --big``)."""
     return min(GALERKIN_CHUNK, max(GALERKIN_MIN, int(GALERKIN_ROWS * rows)))
 
 
