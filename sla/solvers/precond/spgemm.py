@@ -151,7 +151,7 @@ def galerkin(R: Mat, A: Mat, P: Mat, chunk: int | None = None, consume: bool = F
         Rb = csr_tensor(R.crow[r0 : r1 + 1] - s, R.col[s:e], R.val[s:e].to(dt), (r1 - r0, R.shape[1]))
         Cb = Mat.from_torch((Rb @ Ac) @ Pc)  # int32 indices per block
         del Rb
-        crows.append(Cb.crow[1:] + base)
+        crows.append(Cb.crow[1:].long() + base)  # (int64: the running count may pass int32's range)
         base += Cb.col.numel()
         cols.append(Cb.col)
         vals.append(Cb.val)

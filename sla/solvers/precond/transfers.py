@@ -70,14 +70,15 @@ def _transpose(C: Mat, val: torch.Tensor) -> Mat:
 PRODUCT_CHUNK = 1 << 18
 PRODUCT_ROWS = 1.0
 """Products ``s_ik t_kj`` per row block of the smoothed prolongator (:func:`_smoothed`): a block
-holds ``max(PRODUCT_CHUNK, PRODUCT_ROWS * n)`` of them for a hierarchy whose finest operator has
-``n`` rows (:func:`product_chunk`), so its temporaries (about 60 bytes per product) stay near 60
-bytes per unknown, below the setup's peak (the Galerkin product's), while the number of blocks
-(host synchronisations and kernel launches on a GPU) stays near ``nnz(A) / n``."""
+holds ``max(PRODUCT_CHUNK, PRODUCT_ROWS * n)`` of them for an ``n``-row operator, the level's own
+(:func:`product_chunk`), so its temporaries (about 60 bytes per product) stay near 60 bytes per
+unknown, below the setup's peak (the Galerkin product's), while the number of blocks (host
+synchronisations and kernel launches on a GPU) stays near ``nnz(A) / n``.  Sized by a hierarchy's
+finest rows instead, the coarse levels' blocks raised the setup's peak (see ``amg._sa_level``)."""
 
 
 def product_chunk(rows: int) -> int:
-    """Products per block of :func:`_smoothed` for a hierarchy whose finest operator has ``rows`` rows."""
+    """Products per block of :func:`_smoothed` for an operator of ``rows`` rows (see :data:`PRODUCT_ROWS`)."""
     return max(PRODUCT_CHUNK, int(PRODUCT_ROWS * rows))
 
 
