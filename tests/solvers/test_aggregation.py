@@ -96,6 +96,60 @@ def test_roots_are_a_maximal_independent_set(name, distance):
     assert nagg == len(R) and np.array_equal(np.sort(agg.numpy()[R]), np.arange(nagg))
 
 
+def _reference_roots(S: sp.csr_matrix, distance: int) -> np.ndarray:
+    """The rounds of :func:`_mis` over every row, in NumPy (``np.maximum.reduceat`` per row)."""
+    S = S.tocsr()
+    n = S.shape[0]
+    deg = np.diff(S.indptr)
+    key = _priorities(n, "cpu", torch.from_numpy(deg) if distance == 2 else None).long().numpy()
+    top = np.iinfo(np.int32 if n <= 2**24 else np.int64).max
+
+    def nbr_max(k):
+        out = k.copy()
+        rows = deg > 0
+        red = np.maximum.reduceat(k[S.indices], S.indptr[:-1][rows]) if S.nnz else k[:0]
+        out[rows] = np.maximum(out[rows], red)
+        return out
+
+    while True:
+        und = (key >= 0) & (key != top)
+        if not und.any():
+            return key == top
+        m = key
+        for _ in range(distance):
+            m = nbr_max(m)
+        key = np.where(und & (m == key), top, np.where(und & (m == top), -1, key))
+
+
+@pytest.mark.parametrize("distance", [1, 2])
+def test_restricted_rounds_give_the_rounds_over_every_row(distance):
+    """Once few nodes are undecided the rounds read the rows of those and their neighbours alone:
+    the roots are those of every round over every row (NumPy), while far fewer edges are read."""
+    import logging
+
+    rng = np.random.default_rng(3)
+    R = sp.random(3000, 3000, density=0.002, random_state=rng, format="csr")
+    graphs = {**_graphs(), "5-point 150^2": gallery.poisson2d(150).to_scipy().tocsr(), "random 3000": (R + R.T)}
+    for name, S in graphs.items():
+        roots, _ = _mis(_Graph(*_graph(S)), distance)
+        assert np.array_equal(roots.numpy(), _reference_roots(S, distance)), name
+    records = []
+    h = logging.Handler()
+    h.emit = records.append
+    log = logging.getLogger("sla")
+    old = log.level
+    log.addHandler(h)
+    log.setLevel(logging.DEBUG)
+    try:
+        _, _, rounds = mis_aggregation(*_graph(graphs["5-point 150^2"]), distance)
+    finally:
+        log.removeHandler(h)
+        log.setLevel(old)
+    msg = [r.getMessage() for r in records if "edge passes" in r.getMessage()][0]
+    read = float(msg.split("reading ")[1].split(" edges")[0])
+    assert rounds >= 5 and read < 0.6 * (distance * rounds + distance), (rounds, msg)
+
+
 def test_priorities_are_a_bijection():
     for n in (1, 2, 3, 1000, 1024, 1025, 65537):
         p = _priorities(n, "cpu").long()

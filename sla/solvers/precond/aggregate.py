@@ -27,7 +27,10 @@ Cost of the parallel ones: every round is one (``mis1``) or two (``mis2``) passe
 a max-reduction over the edges (``scatter_reduce``, int32 keys, in blocks of
 :data:`EDGE_CHUNK` edges) and one host synchronisation; the rounds grow like
 ``log n`` (a handful to about fifteen), plus one or two passes to form the
-aggregates.  No per-node Python loop.
+aggregates.  No per-node Python loop.  Once at most half the nodes a round last covered are
+undecided (:data:`RESTRICT`), the rounds read the rows of the undecided nodes and of their
+neighbours alone: the same roots, from about 8 edges read per edge of the graph instead of 28
+(5-point 1M, 13 rounds; H200, 5-point 16M: the finest level's aggregation 59 ms against 123).
 
 The greedy sweep of ``'standard'`` packs roots tightly when the node numbering is
 a structured one (a lexicographic grid); for a numbering without structure it
@@ -117,22 +120,82 @@ def _priorities(n: int, device, degree: torch.Tensor | None = None) -> torch.Ten
 
 class _Graph:
     """The CSR graph for blockwise max-reductions over the edges: blocks of whole rows whose rows
-    are made per pass (int64: the index type of ``scatter_reduce``), no row array of every edge."""
+    are made per pass (int64: the index type of ``scatter_reduce``), no row array of every edge.
 
-    def __init__(self, crow: torch.Tensor, col: torch.Tensor, n: int):
+    A :meth:`restricted` graph holds the rows of some ``nodes`` of a larger one by reference: their
+    row starts and, per row, the offset of its edges in the larger graph's arrays, whose columns a
+    pass gathers block by block (no copy of their edges); its passes count towards the larger
+    graph's ``stats``."""
+
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, n: int, nodes=None, offset=None, stats=None, chunk=None):
         self.n = n
         self.crow = crow
         self.col = col
-        self.chunk = min(EDGE_CHUNK, max(EDGE_MIN, n))
-        self.passes = 0
+        self.nodes = nodes
+        self.offset = offset
+        self.nnz = col.numel() if offset is None else int(crow[-1])
+        self.chunk = min(EDGE_CHUNK, max(EDGE_MIN, n)) if chunk is None else chunk
+        self.stats = {"passes": 0, "edges": 0} if stats is None else stats  # edges: those read
 
-    def nbr_max(self, key: torch.Tensor) -> torch.Tensor:
-        """``max(key[i], max_{j in N(i)} key[j])`` for every node i."""
-        self.passes += 1
-        out = key.clone()
-        for lo, hi, rows in row_chunks(self.crow, self.col.numel(), self.chunk):
-            out.scatter_reduce_(0, rows, key[self.col[lo:hi]], reduce="amax")
+    def blocks(self):
+        """``(rows, cols)`` of blocks of whole rows (rows int64, numbered within this graph)."""
+        for lo, hi, rows in row_chunks(self.crow, self.nnz, self.chunk):
+            if self.offset is None:
+                yield rows, self.col[lo:hi]
+            else:
+                yield rows, self.col[torch.arange(lo, hi, device=rows.device).add_(self.offset[rows])]
+
+    def nbr_max(self, key: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        """``max(own[i], max_{j in N(i)} key[j])`` for every row i (``own`` default ``key``)."""
+        self.stats["passes"] += 1
+        self.stats["edges"] += self.nnz
+        out = (key if own is None else own).clone()
+        for rows, cols in self.blocks():
+            out.scatter_reduce_(0, rows, key[cols], reduce="amax")
         return out
+
+    def restricted(self, nodes: torch.Tensor) -> _Graph:
+        """The rows of ``nodes`` (int64, distinct, ascending) alone."""
+        start = self.crow[nodes]
+        crow = torch.zeros(nodes.numel() + 1, dtype=torch.int64, device=nodes.device)
+        torch.cumsum(self.crow[nodes + 1] - start, 0, out=crow[1:])
+        # entry e of row r sits at e + (start[r] - crow[r]) in the larger graph's arrays; a pass also
+        # holds each edge's position (int64) and column: blocks of half as many edges
+        return _Graph(crow, self.col, nodes.numel(), nodes, start - crow[:-1], self.stats, self.chunk // 2)
+
+
+RESTRICT = 0.5
+"""The independent-set rounds run on the rows of the undecided nodes (and their neighbours') alone
+once at most this fraction of the nodes the rounds last covered is undecided: after the first few
+rounds most nodes are decided, and a pass over every edge would read mostly settled keys."""
+
+
+def _restrict(g: _Graph, und: torch.Tensor, distance: int) -> tuple[_Graph, _Graph | None]:
+    """``(U, V)``: the rows of the undecided nodes ``und`` and (distance 2) of those and their
+    neighbours, whose maxima are all a round reads."""
+    U = g.restricted(torch.nonzero(und).squeeze(-1))
+    if distance == 1:
+        return U, None
+    near = und.clone()
+    for _, cols in U.blocks():
+        near.scatter_(0, cols.long(), True)  # (a scatter: no indexing family of its own)
+    return U, g.restricted(torch.nonzero(near).squeeze(-1))
+
+
+def _round(g: _Graph, key: torch.Tensor, und: torch.Tensor, top: int, distance: int, sub) -> torch.Tensor:
+    """One round: an undecided node whose key is the largest within ``distance`` becomes a root
+    (``top``); one that sees a root within ``distance`` drops out (``-1``).  ``sub``: ``None`` (every
+    row) or the ``(U, V)`` of :func:`_restrict` for a superset of the undecided nodes."""
+    if sub is None:
+        m = key
+        for _ in range(distance):
+            m = g.nbr_max(m)
+        return torch.where(und & (m == key), top, torch.where(und & (m == top), -1, key))
+    U, V = sub
+    m = key if V is None else key.scatter(0, V.nodes, V.nbr_max(key, key[V.nodes]))
+    mu = U.nbr_max(m, m[U.nodes])
+    ku, uu = key[U.nodes], und[U.nodes]
+    return key.scatter(0, U.nodes, torch.where(uu & (mu == ku), top, torch.where(uu & (mu == top), -1, ku)))
 
 
 def _mis(g: _Graph, distance: int) -> tuple[torch.Tensor, int]:
@@ -142,6 +205,8 @@ def _mis(g: _Graph, distance: int) -> tuple[torch.Tensor, int]:
     ``distance`` of a root ``-1``.  A round takes the largest key within ``distance``:
     an undecided node that holds it becomes a root; one that sees ``TOP`` drops out.
     The undecided node of largest priority is decided in every round, so it ends.
+    Once few nodes are undecided (:data:`RESTRICT`) a round reads the rows of those and of their
+    neighbours alone, with the same result.
 
     Distance 2: nodes of higher degree first (larger aggregates where the degree varies, as the
     greedy sweep makes them); distance 1: the hash alone (degree first coarsens the coarse
@@ -149,16 +214,17 @@ def _mis(g: _Graph, distance: int) -> tuple[torch.Tensor, int]:
     key = _priorities(g.n, g.col.device, g.crow[1:] - g.crow[:-1] if distance == 2 else None)
     top = torch.iinfo(key.dtype).max
     rounds = 0
+    sub, covered = None, g.n  # the restricted rows (None: all), and the undecided nodes they were made for
     while True:
         und = key >= 0
         und &= key != top
-        if not bool(any_(und)):
+        left = int(und.sum())  # (one host look a round, as before)
+        if left == 0:
             break
         rounds += 1
-        m = key
-        for _ in range(distance):
-            m = g.nbr_max(m)
-        key = torch.where(und & (m == key), top, torch.where(und & (m == top), -1, key))
+        if left <= RESTRICT * covered:
+            sub, covered = _restrict(g, und, distance), left
+        key = _round(g, key, und, top, distance, sub)
     return key == top, rounds
 
 
@@ -205,7 +271,13 @@ def mis_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int, distance: int
     if distance == 2 and bool(any_(agg < 0)):
         agg = _join_smallest(g, agg, nagg)  # within distance 2 of a root: next to an aggregated node
     log.debug(
-        "aggregation mis%d: %d nodes, %d aggregates, %d rounds, %d edge passes", distance, n, nagg, rounds, g.passes
+        "aggregation mis%d: %d nodes, %d aggregates, %d rounds, %d edge passes reading %.1f edges per edge",
+        distance,
+        n,
+        nagg,
+        rounds,
+        g.stats["passes"],
+        g.stats["edges"] / max(1, col.numel()),
     )
     return agg, nagg, rounds
 

@@ -44,6 +44,7 @@ from .transfers import (
     _smoothed,
     _tentative,
     _transpose,
+    product_chunk,
     prolongation_for,
 )
 
@@ -199,7 +200,7 @@ def _sa_level(
     else:
         T, extra = tentative(_improved(C, d, rho, sweeps, B))
     w = omega / rho
-    P = _smoothed(C, T, w, dtype=dtype)
+    P = _smoothed(C, T, w, chunk=product_chunk(C.shape[0], C.shape[0] if rows is None else rows), dtype=dtype)
     T = Tentative(T) if implicit else None  # (its gather form: no row starts kept)
     R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
     low = P.val.dtype

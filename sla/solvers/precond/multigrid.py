@@ -76,11 +76,17 @@ class Mat:
         return self._row
 
     def rows(self, lo: int, hi: int) -> torch.Tensor:
-        """The row of entries ``lo:hi`` (a slice of :attr:`row` when that is built; else made for
-        these entries alone, so a scan in blocks never builds the nnz-sized array)."""
+        """The row of entries ``lo:hi``: a slice of :attr:`row` when that is built; else made for these
+        entries alone, so a scan in blocks never builds the nnz-sized array.  On a GPU by a search of
+        each entry's position in the row starts, which never waits on the device (H200, 5-point 16M:
+        the Gershgorin bound's 80 blocks 5.8 ms against 18-23 with a host look each); on the CPU,
+        where a host look is free and the search is 20 times slower, by repeating the block's rows."""
         if self._row is not None:
             return self._row[lo:hi]
-        ends = torch.tensor([lo, hi - 1], dtype=self.crow.dtype, device=self.crow.device)
+        if self.crow.device.type != "cpu":
+            e = torch.arange(lo, hi, dtype=self.crow.dtype, device=self.crow.device)
+            return torch.searchsorted(self.crow, e, right=True, out_int32=self.col.dtype == torch.int32).sub_(1)
+        ends = torch.tensor([lo, hi - 1], dtype=self.crow.dtype)
         r0, r1 = (torch.searchsorted(self.crow, ends, right=True) - 1).tolist()  # rows of the first and last entry
         crow = self.crow[r0 : r1 + 2]
         counts = crow[1:].clamp(max=hi) - crow[:-1].clamp(min=lo)

@@ -77,9 +77,15 @@ synchronisations and kernel launches on a GPU) stays near ``nnz(A) / n``.  Sized
 finest rows instead, the coarse levels' blocks raised the setup's peak (see ``amg._sa_level``)."""
 
 
-def product_chunk(rows: int) -> int:
-    """Products per block of :func:`_smoothed` for an operator of ``rows`` rows (see :data:`PRODUCT_ROWS`)."""
-    return max(PRODUCT_CHUNK, int(PRODUCT_ROWS * rows))
+PRODUCT_FINE = 0.125
+"""And at least this many products per row of the hierarchy's finest operator: a coarse level has
+many entries per row, so blocks of its own rows alone came to dozens."""
+
+
+def product_chunk(rows: int, fine: int = 0) -> int:
+    """Products per block of :func:`_smoothed` for an operator of ``rows`` rows in a hierarchy whose
+    finest has ``fine`` (see :data:`PRODUCT_ROWS` and :data:`PRODUCT_FINE`)."""
+    return max(PRODUCT_CHUNK, int(PRODUCT_ROWS * rows), int(PRODUCT_FINE * fine))
 
 
 def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.dtype | None = None) -> Mat:
