@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._optional import installed
 from ..assembly.generators import _TET_CHILDREN, _TRI_CHILDREN, refine
 from ..assembly.geometry import barycentric
 from ..assembly.mesh import Mesh
@@ -36,7 +37,6 @@ from ..assembly.mixed import TaylorHood
 from ..config import SolverConfig
 from ..pattern import Pattern
 from ..products import spspmm, union
-from ..solvers._optional import installed
 from ..solvers.linear.solve import prepare
 from ..sparse import SparseTensor
 

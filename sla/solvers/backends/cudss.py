@@ -35,9 +35,9 @@ import os
 import numpy as np
 import torch
 
+from ..._optional import installed
 from ...config import NotPositiveDefiniteError, SingularMatrixError
 from ...pattern import csr_tensor
-from .._optional import installed
 from ..linear.registry import Backend, Method
 
 _log = logging.getLogger("sla")

@@ -15,8 +15,8 @@ import functools
 
 import torch
 
+from ..._optional import installed
 from ...config import SingularMatrixError
-from .._optional import installed
 from ..linear.registry import Backend, Method
 from ._krylov_adapter import KrylovAdapter, krylov_method
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..._optional import installed
 from ...config import BackendUnavailableError, NotPositiveDefiniteError, SingularMatrixError
-from .._optional import installed
 from ..linear.registry import Backend, Method
 from ._krylov_adapter import KrylovAdapter, krylov_method
 

@@ -43,11 +43,11 @@ import logging
 
 import torch
 
+from ..._optional import extension
 from ...config import BackendUnavailableError
 from ...kernels import any_, count_
 from ...pattern import row_chunks
 from ...staging import to_device, to_host
-from .._optional import extension
 
 __all__ = ["EDGE_CHUNK", "EDGE_MIN", "aggregate", "mis_aggregation", "mis2_aggregation", "standard_aggregation"]
 
@@ -79,7 +79,7 @@ def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
 
     The same kernel as ``pyamg.aggregation.standard_aggregation`` without its wrapper,
     which builds a SciPy matrix and the aggregation operator around it; the kernel's compiled
-    module is loaded on its own (:func:`~sla.solvers._optional.extension`: ``import pyamg``
+    module is loaded on its own (:func:`~sla._optional.extension`: ``import pyamg``
     would import SciPy's sparse module and every pyamg solver first).
     """
     import numpy as np

@@ -28,11 +28,11 @@ import logging
 
 import torch
 
+from ..._optional import installed
 from ...kernels import count_, reciprocal
 from ...products import csr_matmul
 from ...reductions import abs_max
 from ...sparse import SparseTensor
-from .._optional import installed
 from .aggregate import aggregate
 from .multigrid import Level, Mat, Multigrid, check_cycle, coarse_dtype_for
 from .nullspace import amalgamate, fit_candidates, rigid_body_modes
