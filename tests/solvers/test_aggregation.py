@@ -96,6 +96,25 @@ def test_roots_are_a_maximal_independent_set(name, distance):
     assert nagg == len(R) and np.array_equal(np.sort(agg.numpy()[R]), np.arange(nagg))
 
 
+def _logged_aggregation(*args):
+    """``mis_aggregation(*args)`` and the debug message it logs (passes, edges read)."""
+    import logging
+
+    records = []
+    h = logging.Handler()
+    h.emit = records.append
+    log = logging.getLogger("sla")
+    old = log.level
+    log.addHandler(h)
+    log.setLevel(logging.DEBUG)
+    try:
+        out = mis_aggregation(*args)
+    finally:
+        log.removeHandler(h)
+        log.setLevel(old)
+    return out, [r.getMessage() for r in records if "edge passes" in r.getMessage()][0]
+
+
 def _reference_roots(S: sp.csr_matrix, distance: int) -> np.ndarray:
     """The rounds of :func:`_mis` over every row, in NumPy (``np.maximum.reduceat`` per row)."""
     S = S.tocsr()
@@ -125,27 +144,13 @@ def _reference_roots(S: sp.csr_matrix, distance: int) -> np.ndarray:
 def test_restricted_rounds_give_the_rounds_over_every_row(distance):
     """Once few nodes are undecided the rounds read the rows of those and their neighbours alone:
     the roots are those of every round over every row (NumPy), while far fewer edges are read."""
-    import logging
-
     rng = np.random.default_rng(3)
     R = sp.random(3000, 3000, density=0.002, random_state=rng, format="csr")
     graphs = {**_graphs(), "5-point 150^2": gallery.poisson2d(150).to_scipy().tocsr(), "random 3000": (R + R.T)}
     for name, S in graphs.items():
         roots, _ = _mis(_Graph(*_graph(S)), distance)
         assert np.array_equal(roots.numpy(), _reference_roots(S, distance)), name
-    records = []
-    h = logging.Handler()
-    h.emit = records.append
-    log = logging.getLogger("sla")
-    old = log.level
-    log.addHandler(h)
-    log.setLevel(logging.DEBUG)
-    try:
-        _, _, rounds = mis_aggregation(*_graph(graphs["5-point 150^2"]), distance)
-    finally:
-        log.removeHandler(h)
-        log.setLevel(old)
-    msg = [r.getMessage() for r in records if "edge passes" in r.getMessage()][0]
+    (_, _, rounds), msg = _logged_aggregation(*_graph(graphs["5-point 150^2"]), distance)
     read = float(msg.split("reading ")[1].split(" edges")[0])
     assert rounds >= 5 and read < 0.6 * (distance * rounds + distance), (rounds, msg)
 
@@ -180,26 +185,12 @@ def test_mis2_is_deterministic_and_device_independent(device):
 
 def test_rounds_stay_bounded():
     """Luby-style rounds grow like log n: a handful at 40K and 250K nodes, 2 passes a round (+2)."""
-    import logging
-
     for k in (200, 500):
         p = gallery.poisson2d(k).pattern
         _, nagg, rounds = mis_aggregation(p.crow, p.ccol, p.shape[0], 2)
         assert rounds <= 14, (k, rounds)
         assert 5 * nagg < p.shape[0] < 8 * nagg
-    records = []
-    h = logging.Handler()
-    h.emit = records.append
-    log = logging.getLogger("sla")
-    old = log.level
-    log.addHandler(h)
-    log.setLevel(logging.DEBUG)
-    try:
-        mis_aggregation(p.crow, p.ccol, p.shape[0], 2)
-    finally:
-        log.removeHandler(h)
-        log.setLevel(old)
-    msg = [r.getMessage() for r in records if "edge passes" in r.getMessage()][0]
+    _, msg = _logged_aggregation(p.crow, p.ccol, p.shape[0], 2)
     assert f"{rounds} rounds, {2 * rounds + 2} edge passes" in msg
 
 
