@@ -265,6 +265,31 @@ def test_coarse_dtype_is_checked():
         AMG(coarse_dtype="float32")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_diagonal_fits_against_its_range_by_min_and_max(device):
+    """``_diagonal_fits`` (``amax`` of ``|d|`` and of ``1 / |d|``) against the smallest and largest
+    ``|d_i|`` by NumPy: both and their inverses inside float32's range with a margin of 8."""
+    f = np.finfo(np.float32)
+    big, tiny = float(f.max) / 8, float(f.tiny) * 8
+    cases = {
+        "ordinary": [1.0, -4.0, 0.25],
+        "a zero": [1.0, 0.0, 2.0],
+        "a NaN": [1.0, float("nan")],
+        "tiny": [1.0, 1e-40],
+        "small enough": [1.0, tiny * 2],
+        "huge": [1.0, -1e39],
+        "large enough": [1.0, big / 2],
+        "complex": [1 + 1j, -2j],
+    }
+    for name, vals in cases.items():
+        a = np.abs(np.array(vals))
+        lo, hi = a.min(), a.max()
+        ref = bool(hi < big and lo > tiny and lo > 1 / big and hi < 1 / tiny)
+        d = torch.tensor(vals, device=device, dtype=torch.complex128 if name == "complex" else torch.float64)
+        assert bool(amg._diagonal_fits(d, torch.float32)) is ref, name
+    assert bool(amg._diagonal_fits(torch.tensor([1e-40], dtype=torch.float64), torch.float64))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
 def test_coarse_dtype_auto_on_gpus(monkeypatch):

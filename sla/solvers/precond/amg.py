@@ -99,11 +99,13 @@ def _drop_cancelled(Ac: Mat) -> Mat:
 
 
 def _diagonal_fits(d: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Whether every ``|d_i|`` and ``1 / |d_i|`` is inside ``dtype``'s range with a margin (a 0-dim bool)."""
+    """Whether every ``|d_i|`` and ``1 / |d_i|`` is inside ``dtype``'s range with a margin (a 0-dim bool).
+    Spelled with ``amax`` and a quotient, which every solve loads: ``aminmax`` would load a kernel
+    family of its own on a GPU (a zero or NaN entry fails either way)."""
     big, tiny = torch.finfo(dtype).max / 8, torch.finfo(dtype).tiny * 8
     a = d.abs()
-    lo, hi = torch.aminmax(a)
-    return (hi < big) & (lo > tiny) & (lo > 1 / big) & (hi < 1 / tiny)
+    hi, inv = a.amax(), reciprocal(a).amax()  # inv = 1 / min |d_i|
+    return (hi < big) & (hi < 1 / tiny) & (inv < 1 / tiny) & (inv < big)
 
 
 def _fits(hierarchies, dtype: torch.dtype) -> bool:
