@@ -152,3 +152,34 @@ def test_repeat_rows_is_repeat_interleave_of_a_range(device, dtype):
             assert got.dtype == dtype and torch.equal(got, want)
     assert torch.equal(repeat_rows(counts.int()), torch.repeat_interleave(torch.arange(7, device=device).int(), counts))
     assert repeat_rows(torch.zeros(0, dtype=dtype, device=device), 3).numel() == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_shift_right_is_the_shift(device):
+    """Exact for every int64 in ``[0, 2^53)``: the edges of the range, powers of two and their
+    neighbours, and random values, by every shift the MIS hash uses and beyond."""
+    g = torch.Generator().manual_seed(0)
+    edges = [0, 1, 2, 3, 2**52 - 1, 2**52, 2**52 + 1, 2**53 - 2, 2**53 - 1]
+    powers = [2**p + d for p in range(1, 53) for d in (-1, 0, 1)]
+    x = torch.tensor(edges + powers, dtype=torch.int64)
+    x = torch.cat([x, torch.randint(0, 2**53, (10000,), generator=g)]).to(device)
+    for s in (1, 2, 5, 12, 22, 31, 40, 52):
+        assert torch.equal(kernels.shift_right(x, s), x >> s), s
+
+
+def test_mis_priorities_are_the_shift_hash():
+    """The MIS priorities spelled with :func:`shift_right` and products are those of the shift and
+    or spelling (the aggregates, cached on patterns, stay the same)."""
+    from sla.solvers.precond.aggregate import _priorities
+
+    g = torch.Generator().manual_seed(1)
+    for n in (1, 2, 5, 1000, 4096, 4097, 300001):
+        k = max(1, (n - 1).bit_length())
+        mask, s = (1 << k) - 1, max(1, k // 2)
+        x = torch.arange(n, dtype=torch.int64)
+        for c in (0x9E3779B1, 0x85EBCA77):
+            x = ((x ^ (x >> s)) * c) & mask
+        x = x ^ (x >> s)
+        deg = torch.randint(0, 90, (n,), generator=g)
+        assert torch.equal(_priorities(n, "cpu").long(), x)
+        assert torch.equal(_priorities(n, "cpu", deg).long(), x | (deg.clamp(0, 63) << k))

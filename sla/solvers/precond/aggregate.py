@@ -45,7 +45,7 @@ import torch
 
 from ..._optional import extension
 from ...config import BackendUnavailableError
-from ...kernels import any_, count_
+from ...kernels import any_, count_, shift_right
 from ...pattern import row_chunks
 from ...staging import to_device, to_host
 
@@ -110,11 +110,11 @@ def _priorities(n: int, device, degree: torch.Tensor | None = None) -> torch.Ten
     s = max(1, k // 2)
     x = torch.arange(n, device=device, dtype=torch.int64)
     for c in (0x9E3779B1, 0x85EBCA77):  # odd multipliers: x -> c x mod 2^k is a bijection
-        x = ((x ^ (x >> s)) * c) & mask
-    x = x ^ (x >> s)
+        x = ((x ^ shift_right(x, s)) * c) & mask
+    x = x ^ shift_right(x, s)
     small = k <= 24
-    if degree is not None:
-        x |= degree.to(torch.int64).clamp(0, (1 << (6 if small else 20)) - 1) << k
+    if degree is not None:  # (in the bits above x's: a sum is an or, a product by 2^k a shift)
+        x += degree.to(torch.int64).clamp(0, (1 << (6 if small else 20)) - 1) * (1 << k)
     return x.to(torch.int32 if small else torch.int64)
 
 
@@ -245,7 +245,7 @@ def _join_smallest(g: _Graph, agg: torch.Tensor, nagg: int) -> torch.Tensor:
     # an aggregated node offers (n - size of its aggregate) in the high bits and the id in the low
     # bits; an unaggregated one offers nothing (-1): the largest offer is the smallest aggregate
     ac = a.clamp(min=0)
-    offer = torch.where(has, ((g.n - size[ac]) << b) | ac, -1)
+    offer = torch.where(has, (g.n - size[ac]) * (1 << b) + ac, -1)  # (ac < 2^b: the sum is an or)
     best = g.nbr_max(offer)
     pick = torch.where(best >= 0, best & ((1 << b) - 1), -1)
     return torch.where(has, a, pick).to(agg.dtype)
