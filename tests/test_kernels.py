@@ -183,3 +183,37 @@ def test_mis_priorities_are_the_shift_hash():
         deg = torch.randint(0, 90, (n,), generator=g)
         assert torch.equal(_priorities(n, "cpu").long(), x)
         assert torch.equal(_priorities(n, "cpu", deg).long(), x | (deg.clamp(0, 63) << k))
+
+
+def test_small_coarsest_inverse_runs_in_one_thread(monkeypatch):
+    """The coarsest level's dense inverse (a few hundred rows) runs in one thread, and the caller's
+    thread count comes back after it, also when the inverse raises; larger ones keep the threads."""
+    from sla import gallery
+    from sla.solvers.precond import multigrid
+
+    A = gallery.poisson2d(12)
+    C = torch.sparse_csr_tensor(A.pattern.crow, A.pattern.ccol, A.values, A.shape)
+    real = torch.linalg.inv_ex
+    calls = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # as on a host with 4 threads
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    inv = multigrid._dense_inverse(C)
+    torch.testing.assert_close(inv @ C.to_dense(), torch.eye(144, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert calls == [1, 4]  # one thread for the inverse, then the caller's count again
+
+    def broken(D):
+        raise RuntimeError("LAPACK failed")
+
+    calls.clear()
+    monkeypatch.setattr(torch.linalg, "inv_ex", broken)
+    with pytest.raises(RuntimeError, match="LAPACK failed"):
+        multigrid._dense_inverse(C)
+    assert calls == [1, 4]
+    monkeypatch.setattr(torch.linalg, "inv_ex", real)
+    calls.clear()
+    n = multigrid._ONE_THREAD_MAX + 1
+    eye = torch.sparse_csr_tensor(
+        torch.arange(n + 1), torch.arange(n), torch.full((n,), 2.0, dtype=torch.float64), (n, n)
+    )
+    torch.testing.assert_close(multigrid._dense_inverse(eye), torch.eye(n, dtype=torch.float64) / 2)
+    assert calls == []  # beyond _ONE_THREAD_MAX: the caller's threads

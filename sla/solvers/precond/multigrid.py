@@ -268,15 +268,33 @@ def _chebyshev(lv: Level, b, x, degree: int, ratio: float):
 
 _HOST_INVERSE_MAX = 2000  # coarsest levels up to this size are inverted on the CPU
 
+_ONE_THREAD_MAX = 512
+"""Coarsest levels up to this size are inverted in one thread: a 225-row inverse took 4-38 ms in
+torch's 16 threads (an H200's host, varying from solve to solve) for well under 1 ms of work."""
+
 
 def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     """The coarsest level's dense inverse (float64 work).  Small ones are inverted on the CPU and
     moved, and densified there too: a GPU inverse would initialise the dense solver library (about
     a second, once per process) and a GPU ``to_dense`` load its kernel family (~60 ms on an H200) for a
     matrix of a few hundred rows.  On the CPU NumPy densifies (torch's ``to_dense`` costs 7-18 ms on
-    its first call in a process); a singular or non-finite inverse falls back to the pseudo-inverse."""
+    its first call in a process); a singular or non-finite inverse falls back to the pseudo-inverse.
+    Up to :data:`_ONE_THREAD_MAX` rows the host's inverse runs in one thread (the caller's count
+    restored after it)."""
     if C.device.type != "cpu" and C.shape[0] <= _HOST_INVERSE_MAX:
         return _dense_inverse(C.cpu()).to(C.device)
+    threads = torch.get_num_threads()
+    if C.shape[0] > _ONE_THREAD_MAX or threads == 1:
+        return _invert(C)
+    torch.set_num_threads(1)
+    try:
+        return _invert(C)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _invert(C: torch.Tensor) -> torch.Tensor:
+    """The dense inverse of :func:`_dense_inverse` on C's device (on the CPU in the current threads)."""
     work = torch.complex128 if C.is_complex() else torch.float64
     if C.device.type == "cpu":  # densified with NumPy: no first call of torch's to_dense (7-18 ms)
         crow, col = C.crow_indices().numpy(), C.col_indices().numpy()
@@ -285,7 +303,7 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
         Dw = torch.from_numpy(Dn)
     else:
         Dw = C.detach().to_dense().to(work)
-    # torch's LAPACK, in torch's threads (NumPy's OpenBLAS would start threads that spin beside them)
+    # torch's LAPACK (NumPy's OpenBLAS would start threads that spin beside torch's)
     inv, info = torch.linalg.inv_ex(Dw)
     if int(info) != 0 or not bool(torch.isfinite(inv).all()):
         inv = torch.linalg.pinv(Dw, hermitian=bool(torch.allclose(Dw, Dw.mH)))
