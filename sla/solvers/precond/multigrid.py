@@ -269,7 +269,7 @@ def _chebyshev(lv: Level, b, x, degree: int, ratio: float):
 _HOST_INVERSE_MAX = 2000  # coarsest levels up to this size are inverted on the CPU
 
 _ONE_THREAD_MAX = 512
-"""Coarsest levels up to this size are inverted in one thread: a 225-row inverse took 4-38 ms in
+"""Coarsest levels up to this size are inverted in one thread: a 225-row inverse took 4-82 ms in
 torch's 16 threads (an H200's host, varying from solve to solve) for well under 1 ms of work."""
 
 
