@@ -167,6 +167,28 @@ def test_shift_right_is_the_shift(device):
         assert torch.equal(kernels.shift_right(x, s), x >> s), s
 
 
+def _shift_hash(n: int, deg: torch.Tensor | None) -> torch.Tensor:
+    """The MIS priorities in the shift and or spelling (int64)."""
+    k = max(1, (n - 1).bit_length())
+    mask, s = (1 << k) - 1, max(1, k // 2)
+    x = torch.arange(n, dtype=torch.int64)
+    for c in (0x9E3779B1, 0x85EBCA77):
+        x = ((x ^ (x >> s)) * c) & mask
+    x = x ^ (x >> s)
+    return x if deg is None else x | (deg.clamp(0, 63 if k <= 24 else 2**20 - 1) << k)
+
+
+@pytest.mark.slow
+def test_mis_priorities_beyond_two_to_the_24_nodes():
+    """The int64 priorities (more than 2^24 nodes: 20 bits of degree) are those of the shift spelling."""
+    from sla.solvers.precond.aggregate import _priorities
+
+    n = 2**24 + 5
+    deg = torch.randint(0, 2**21, (n,), generator=torch.Generator().manual_seed(2))
+    p = _priorities(n, "cpu", deg)
+    assert p.dtype == torch.int64 and torch.equal(p, _shift_hash(n, deg))
+
+
 def test_mis_priorities_are_the_shift_hash():
     """The MIS priorities spelled with :func:`shift_right` and products are those of the shift and
     or spelling (the aggregates, cached on patterns, stay the same)."""
@@ -174,15 +196,9 @@ def test_mis_priorities_are_the_shift_hash():
 
     g = torch.Generator().manual_seed(1)
     for n in (1, 2, 5, 1000, 4096, 4097, 300001):
-        k = max(1, (n - 1).bit_length())
-        mask, s = (1 << k) - 1, max(1, k // 2)
-        x = torch.arange(n, dtype=torch.int64)
-        for c in (0x9E3779B1, 0x85EBCA77):
-            x = ((x ^ (x >> s)) * c) & mask
-        x = x ^ (x >> s)
         deg = torch.randint(0, 90, (n,), generator=g)
-        assert torch.equal(_priorities(n, "cpu").long(), x)
-        assert torch.equal(_priorities(n, "cpu", deg).long(), x | (deg.clamp(0, 63) << k))
+        assert torch.equal(_priorities(n, "cpu").long(), _shift_hash(n, None))
+        assert torch.equal(_priorities(n, "cpu", deg).long(), _shift_hash(n, deg))
 
 
 def test_small_coarsest_inverse_runs_in_one_thread(monkeypatch):
