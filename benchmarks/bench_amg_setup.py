@@ -11,12 +11,14 @@
 Each row: the AMG-CG first solve of a new matrix (``matrix_type='spd'``, rtol 1e-8; the pattern new,
 so the aggregation runs), its setup, its allocator peak (CUDA; the matrix included) and iterations,
 three rounds.  Then the ``'mis2'`` aggregation of the finest graph alone, rounds restricted or not:
-time and edges read per edge of the graph.
+time and edges read per edge of the graph.  ``--phases``: instead, where one such first solve's setup
+spends its time, each of the setup's functions timed per call (every call synchronised).
 
 Usage::
 
     PYTHONPATH=. python3 benchmarks/bench_amg_setup.py               # CUDA: 5-point 1M, 16M, P1 tetrahedra 1M
     PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --device cpu  # a sixteenth of the sizes
+    PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --phases      # the 16M setup, function by function
 """
 
 from __future__ import annotations
@@ -149,14 +151,67 @@ def aggregation(dev: str, repeats: int) -> None:
         log.setLevel(old_level)
 
 
+def phases(dev: str) -> None:
+    """Per call, the time of each of the setup's functions (synchronised) in a first solve of a new
+    matrix (the second 5-point matrix of :func:`_matrices`), twice."""
+    import collections
+    import functools
+
+    from sla.solvers.precond import amg, chebyshev
+
+    calls = collections.defaultdict(list)
+    saved = []
+
+    def wrap(owner, name, label):
+        f = getattr(owner, name)
+        saved.append((owner, name, f))
+
+        @functools.wraps(f)
+        def timed(*a, **k):
+            _sync(dev)
+            t = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                _sync(dev)
+                calls[label].append(1e3 * (time.perf_counter() - t))
+
+        setattr(owner, name, timed)
+
+    for name in ("aggregate", "_smoothed", "_transpose", "galerkin", "_drop_cancelled", "_level"):
+        wrap(amg, name, name)
+    wrap(chebyshev, "gershgorin_bound", "gershgorin_bound")
+    wrap(chebyshev, "lanczos_bound", "lanczos_bound")
+    wrap(multigrid.Mat, "diag", "Mat.diag")
+    wrap(multigrid.Multigrid, "__init__", "Multigrid.__init__ (coarsest inverse)")
+    label, make = _matrices(dev)[1]
+    try:
+        _first_solve(make(), dev)
+        for _ in range(2):
+            calls.clear()
+            t, setup, _, its = _first_solve(make(), dev)
+            print(f"\n{label}: first solve {t:.3f} s, setup {setup:.3f} s, {its} iterations\n")
+            print("| function | total (ms) | per call, finest level first (ms) |")
+            print("|---|---|---|")
+            for k, v in sorted(calls.items(), key=lambda kv: -sum(kv[1])):
+                print(f"| {k} | {sum(v):.1f} | {' '.join(f'{x:.1f}' for x in v)} |")
+    finally:
+        for owner, name, f in saved:
+            setattr(owner, name, f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the first solves")
     ap.add_argument("--repeats", type=int, default=5, help="aggregations timed (the first dropped)")
+    ap.add_argument("--phases", action="store_true", help="the setup's functions, timed per call")
     args = ap.parse_args()
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}\n")
+    if args.phases:
+        phases(args.device)
+        return
     solves(args.device, args.rounds)
     aggregation(args.device, args.repeats)
 
