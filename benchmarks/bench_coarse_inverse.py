@@ -2,7 +2,8 @@
 
 A multigrid setup inverts its coarsest level (a few hundred rows) on the host, for a GPU solve too.
 In torch's threads (16 on an H200's host) that took 4-82 ms from setup to setup for well under 1 ms
-of work; ``multigrid._ONE_THREAD_MAX`` sets the size up to which it runs in one thread.  Alternated
+of work; ``multigrid._ONE_THREAD_MAX`` sets the size up to which it runs in one thread on hosts of more
+than ``_ONE_THREAD_FROM`` threads (here "one thread" forces it on any host).  Alternated
 in one process, the first call dropped:
 
 * ``inverse``: ``multigrid._dense_inverse`` of the coarsest level of a GMG hierarchy (5-point
@@ -33,7 +34,8 @@ def _sync(dev: str) -> None:
         torch.cuda.synchronize()
 
 
-WAYS = {"one thread": multigrid._ONE_THREAD_MAX, "torch's threads": 0}
+WAYS = {"one thread": (multigrid._ONE_THREAD_MAX, 1), "torch's threads": (0, multigrid._ONE_THREAD_FROM)}
+SAVED = multigrid._ONE_THREAD_MAX, multigrid._ONE_THREAD_FROM
 
 
 def _solve(A, dev: str):
@@ -74,13 +76,13 @@ def inverse(dev: str, n: int, repeats: int) -> None:
         times = {w: [] for w in WAYS}
         for _ in range(repeats + 1):
             for w, most in WAYS.items():
-                multigrid._ONE_THREAD_MAX = most
+                multigrid._ONE_THREAD_MAX, multigrid._ONE_THREAD_FROM = most
                 _sync(dev)
                 t = time.perf_counter()
                 multigrid._dense_inverse(C)
                 _sync(dev)
                 times[w].append(1e3 * (time.perf_counter() - t))
-        multigrid._ONE_THREAD_MAX = WAYS["one thread"]
+        multigrid._ONE_THREAD_MAX, multigrid._ONE_THREAD_FROM = SAVED
         cells = " | ".join(f"{statistics.median(ts[1:]):.2f} (max {max(ts[1:]):.1f})" for ts in times.values())
         print(f"| {label} | {C.shape[0]} | {cells} |", flush=True)
 
@@ -93,10 +95,10 @@ def solves(dev: str, n: int, rounds: int) -> None:
     try:
         for _ in range(rounds):
             for w, most in WAYS.items():
-                multigrid._ONE_THREAD_MAX = most
+                multigrid._ONE_THREAD_MAX, multigrid._ONE_THREAD_FROM = most
                 res[w].append(_solve(gallery.poisson2d(n, device=dev), dev))
     finally:
-        multigrid._ONE_THREAD_MAX = WAYS["one thread"]
+        multigrid._ONE_THREAD_MAX, multigrid._ONE_THREAD_FROM = SAVED
     for w, rs in res.items():
         first = ", ".join(f"{t:.3f}" for t, _ in rs)
         setup = ", ".join(f"{i.setup_time:.3f}" for _, i in rs)

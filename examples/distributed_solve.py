@@ -78,6 +78,9 @@ def main() -> None:
         )
         if lerr > 1e-8 or verr > 1e-6:
             raise SystemExit(f"distributed eigenpairs differ from the single-process ones: {lerr:.2e}, {verr:.2e}")
+    # every rank ends together: a rank that tore its process group down while rank 0 still computed
+    # the reference sometimes aborted at exit ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 

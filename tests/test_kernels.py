@@ -202,8 +202,9 @@ def test_mis_priorities_are_the_shift_hash():
 
 
 def test_small_coarsest_inverse_runs_in_one_thread(monkeypatch):
-    """The coarsest level's dense inverse (a few hundred rows) runs in one thread, and the caller's
-    thread count comes back after it, also when the inverse raises; larger ones keep the threads."""
+    """On a many-thread host the coarsest level's dense inverse (a few hundred rows) runs in one
+    thread, and the caller's thread count comes back after it, also when the inverse raises; larger
+    inverses and hosts of few threads keep the threads."""
     from sla import gallery
     from sla.solvers.precond import multigrid
 
@@ -211,11 +212,11 @@ def test_small_coarsest_inverse_runs_in_one_thread(monkeypatch):
     C = torch.sparse_csr_tensor(A.pattern.crow, A.pattern.ccol, A.values, A.shape)
     real = torch.linalg.inv_ex
     calls = []
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # as on a host with 4 threads
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)  # as on a host with 16 threads
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     inv = multigrid._dense_inverse(C)
     torch.testing.assert_close(inv @ C.to_dense(), torch.eye(144, dtype=torch.float64), atol=1e-12, rtol=0)
-    assert calls == [1, 4]  # one thread for the inverse, then the caller's count again
+    assert calls == [1, 16]  # one thread for the inverse, then the caller's count again
 
     def broken(D):
         raise RuntimeError("LAPACK failed")
@@ -224,7 +225,7 @@ def test_small_coarsest_inverse_runs_in_one_thread(monkeypatch):
     monkeypatch.setattr(torch.linalg, "inv_ex", broken)
     with pytest.raises(RuntimeError, match="LAPACK failed"):
         multigrid._dense_inverse(C)
-    assert calls == [1, 4]
+    assert calls == [1, 16]
     monkeypatch.setattr(torch.linalg, "inv_ex", real)
     calls.clear()
     n = multigrid._ONE_THREAD_MAX + 1
@@ -233,3 +234,6 @@ def test_small_coarsest_inverse_runs_in_one_thread(monkeypatch):
     )
     torch.testing.assert_close(multigrid._dense_inverse(eye), torch.eye(n, dtype=torch.float64) / 2)
     assert calls == []  # beyond _ONE_THREAD_MAX: the caller's threads
+    monkeypatch.setattr(torch, "get_num_threads", lambda: multigrid._ONE_THREAD_FROM)
+    multigrid._dense_inverse(C)
+    assert calls == []  # a host of few threads keeps them (two on two cores were faster than one)

@@ -90,6 +90,7 @@ def _execute_distributed(cfg: Any) -> dict:
         if out is not None:
             report.write_summary(os.path.join(summary["output"], "summary.json"), summary)
             log.info("wrote %s", summary["output"])
+    dist.barrier()  # every rank ends together (a rank torn down early could abort at exit)
     dist.destroy_process_group()
     return summary
 

@@ -269,8 +269,12 @@ def _chebyshev(lv: Level, b, x, degree: int, ratio: float):
 _HOST_INVERSE_MAX = 2000  # coarsest levels up to this size are inverted on the CPU
 
 _ONE_THREAD_MAX = 512
-"""Coarsest levels up to this size are inverted in one thread: a 225-row inverse took 4-82 ms in
-torch's 16 threads (an H200's host, varying from solve to solve) for well under 1 ms of work."""
+"""Coarsest levels up to this size are inverted in one thread on hosts where torch runs more than
+:data:`_ONE_THREAD_FROM` threads: a 225-row inverse took 4-82 ms in torch's 16 threads (an H200's
+host, varying from solve to solve) for well under 1 ms of work, where two threads on two cores
+were 1 ms faster than one (``bench_coarse_inverse.py``)."""
+
+_ONE_THREAD_FROM = 4
 
 
 def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
@@ -279,12 +283,12 @@ def _dense_inverse(C: torch.Tensor) -> torch.Tensor:
     a second, once per process) and a GPU ``to_dense`` load its kernel family (~60 ms on an H200) for a
     matrix of a few hundred rows.  On the CPU NumPy densifies (torch's ``to_dense`` costs 7-18 ms on
     its first call in a process); a singular or non-finite inverse falls back to the pseudo-inverse.
-    Up to :data:`_ONE_THREAD_MAX` rows the host's inverse runs in one thread (the caller's count
-    restored after it)."""
+    Up to :data:`_ONE_THREAD_MAX` rows, on a host of more than :data:`_ONE_THREAD_FROM` threads, the
+    inverse runs in one thread (the caller's count restored after it)."""
     if C.device.type != "cpu" and C.shape[0] <= _HOST_INVERSE_MAX:
         return _dense_inverse(C.cpu()).to(C.device)
     threads = torch.get_num_threads()
-    if C.shape[0] > _ONE_THREAD_MAX or threads == 1:
+    if C.shape[0] > _ONE_THREAD_MAX or threads <= _ONE_THREAD_FROM:
         return _invert(C)
     torch.set_num_threads(1)
     try:
