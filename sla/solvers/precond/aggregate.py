@@ -101,7 +101,8 @@ def standard_aggregation(crow: torch.Tensor, col: torch.Tensor, n: int):
 
 def _priorities(n: int, device, degree: torch.Tensor | None = None) -> torch.Tensor:
     """Distinct priorities: a bijection of ``[0, 2^k)`` (``2^k >= n``) applied to the node index,
-    pseudo-random and the same on every device (integer arithmetic only); with ``degree``, the
+    pseudo-random and the same on every device (exact: integer products and masks, shifts as
+    power-of-two scalings in double precision, :func:`~sla.kernels.shift_right`); with ``degree``, the
     degree (capped) in the high bits, so that a node of higher degree comes first.
 
     int32 up to ``2^24`` nodes (6 bits of degree, capped at 63), int64 beyond (20 bits)."""
