@@ -24,6 +24,11 @@ Usage::
     # the CPU comparison with pyamg (250K / 160K / 69K / 130K, V- and W-cycles, 1 thread)
     PYTHONPATH=. python3 benchmarks/bench_amg_gpu.py --device cpu --pyamg --cycles V W
 
+``--elasticity`` adds 2D P2 and 3D P1 elasticity rows at about 1M unknowns (1,008,450 and
+1,003,275), with the rigid-body modes the assembly records, on either device, at rtol 1e-7: the 2D
+cantilever's rounding floor in float64 is near 1e-8 there (a Cholesky solve with a step of iterative
+refinement reaches a relative residual of 9.9e-9; 1.1e-8 at 515K), where CG stagnates.
+
 ``--variants`` adds AMG rows with degree-3 smoothing, MIS(2) aggregation, double-precision
 coarse levels (``coarse_dtype=torch.float64``: the single-precision default on GPUs from 1M
 unknowns against it, in the same run; with ``--big`` at 16M too) and a stored finest
@@ -88,6 +93,14 @@ def _elasticity(nx, ny):
     from sla.assembly.cantilever import cantilever_system
 
     return cantilever_system(nx=nx, ny=ny, device=DEV)[:2]
+
+
+def _elasticity_3d(m):
+    """3D P1 elasticity of a clamped beam (``cantilever_system_3d``: ``8m x m x m`` cubes, six
+    tetrahedra each, E = 1000, nu = 0.3) and its load; AMG takes the six rigid-body modes."""
+    from sla.assembly.cantilever import cantilever_system_3d
+
+    return cantilever_system_3d(nx=8 * m, ny=m, nz=m, device=DEV)[:2]
 
 
 def _timed(A, b=None, **kw):
@@ -188,6 +201,23 @@ def _plan(args, amg):
                 (f"P1 tetrahedra unit_cube({kc})", lambda: _p1_cube(kc)),
             ):
                 plan.append((f"{label}, AMG {opts}", make, dict(amg, options=opts), False))
+    if args.elasticity:  # the vector problems at about 1M unknowns, on either device, rtol 1e-7
+        for cyc in args.cycles:
+            o = dict(amg, options={"cycle": cyc}, on_failure="warn", rtol=1e-7)
+            plan += [
+                (
+                    f"P2 elasticity 1120 x 112, AMG {cyc} + rigid-body modes, rtol 1e-7",
+                    lambda: _elasticity(1120, 112),
+                    o,
+                    False,
+                ),
+                (
+                    f"P1 elasticity 3D box 272 x 34 x 34, AMG {cyc} + rigid-body modes, rtol 1e-7",
+                    lambda: _elasticity_3d(34),
+                    o,
+                    False,
+                ),
+            ]
     if args.big:
         big = 4000 if DEV == "cuda" else 2000
         for cyc in args.cycles:  # the growth of the iterations from 1M to 16M, per cycle
@@ -335,6 +365,7 @@ def main() -> None:
     ap.add_argument("--pyamg", action="store_true", help="pyamg's iterations and time per iteration (CPU)")
     ap.add_argument("--big", action="store_true", help="16M (CUDA) / 4M (CPU) AMG and GMG rows")
     ap.add_argument("--cycles", nargs="+", default=["auto"], choices=["auto", "V", "W", "K"])
+    ap.add_argument("--elasticity", action="store_true", help="2D and 3D elasticity rows at 1M unknowns")
     ap.add_argument("--variants", action="store_true", help="AMG with degree-3 smoothing, mis2")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (default 1)")
     ap.add_argument("--aggregations", action="store_true", help="standard vs parallel aggregation (only this table)")

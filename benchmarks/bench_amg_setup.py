@@ -19,6 +19,7 @@ Usage::
     PYTHONPATH=. python3 benchmarks/bench_amg_setup.py               # CUDA: 5-point 1M, 16M, P1 tetrahedra 1M
     PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --device cpu  # a sixteenth of the sizes
     PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --phases      # the 16M setup, function by function
+    PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --phases --matrix elasticity-3d   # 3D elasticity 1M
 """
 
 from __future__ import annotations
@@ -151,9 +152,12 @@ def aggregation(dev: str, repeats: int) -> None:
         log.setLevel(old_level)
 
 
-def phases(dev: str) -> None:
+def phases(dev: str, matrix: str = "5-point", ungrouped: bool = False) -> None:
     """Per call, the time of each of the setup's functions (synchronised) in a first solve of a new
-    matrix (the second 5-point matrix of :func:`_matrices`), twice."""
+    matrix, twice: the second 5-point matrix of :func:`_matrices`, or with ``matrix='elasticity-3d'``
+    3D P1 elasticity with its six rigid-body modes (``bench_amg_gpu._elasticity_3d``: 1M unknowns on
+    CUDA, 133K on the CPU).  ``ungrouped``: the smoothed prolongator with one key per product, as
+    before its rows were summed by group (``spgemm.Right``'s ``grouped``)."""
     import collections
     import functools
 
@@ -180,11 +184,22 @@ def phases(dev: str) -> None:
 
     for name in ("aggregate", "_smoothed", "_transpose", "galerkin", "_drop_cancelled", "_level"):
         wrap(amg, name, name)
+    for name in ("amalgamate", "fit_candidates", "_candidates"):  # a vector problem's own steps
+        wrap(amg, name, name)
     wrap(chebyshev, "gershgorin_bound", "gershgorin_bound")
     wrap(chebyshev, "lanczos_bound", "lanczos_bound")
     wrap(multigrid.Mat, "diag", "Mat.diag")
     wrap(multigrid.Multigrid, "__init__", "Multigrid.__init__ (coarsest inverse)")
-    label, make = _matrices(dev)[1]
+    if ungrouped:
+        real_right = transfers.Right
+        saved.append((transfers, "Right", real_right))
+        transfers.Right = lambda B, grouped=False: real_right(B, False)
+    if matrix == "elasticity-3d":
+        bench_amg_gpu.DEV = dev
+        m = 34 if dev == "cuda" else 17
+        label, make = f"3D P1 elasticity box {8 * m} x {m} x {m}", lambda: bench_amg_gpu._elasticity_3d(m)[0]
+    else:
+        label, make = _matrices(dev)[1]
     try:
         _first_solve(make(), dev)
         for _ in range(2):
@@ -206,11 +221,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the first solves")
     ap.add_argument("--repeats", type=int, default=5, help="aggregations timed (the first dropped)")
     ap.add_argument("--phases", action="store_true", help="the setup's functions, timed per call")
+    ap.add_argument("--matrix", default="5-point", choices=["5-point", "elasticity-3d"], help="of --phases")
+    ap.add_argument("--ungrouped", action="store_true", help="--phases: one key per product in the prolongator")
     args = ap.parse_args()
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}\n")
     if args.phases:
-        phases(args.device)
+        phases(args.device, args.matrix, args.ungrouped)
         return
     solves(args.device, args.rounds)
     aggregation(args.device, args.repeats)

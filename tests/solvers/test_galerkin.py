@@ -63,12 +63,14 @@ def _to_scipy(M: Mat):
 
 
 @pytest.mark.parametrize("block", [1, 5, 40])
-@pytest.mark.parametrize("right", ["general", "one per row", "at most one per row"])
+@pytest.mark.parametrize("right", ["general", "one per row", "at most one per row", "grouped"])
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
 def test_block_product_against_scipy(block, right, dtype):
     """``spgemm.block_product`` (the smoothed prolongator's kernel), a block of ``block`` rows of A at a
     time, against SciPy's product: columns ascending in every row, exact zeros (a cancellation)
-    dropped, empty rows kept; every shape of B it special-cases."""
+    dropped, empty rows kept; every shape of B it special-cases.  ``grouped``: B's rows by groups of
+    consecutive columns (a tentative prolongator with several candidates, widths 3, 2 and 1), summed
+    under one key per group; a general B asked to be grouped keeps the general form."""
     import scipy.sparse as sp
 
     rng = np.random.default_rng(3)
@@ -81,18 +83,29 @@ def test_block_product_against_scipy(block, right, dtype):
     A = A.tocsr()
     A.eliminate_zeros()
     B = sp.random(30, 20, density=0.2, random_state=rng).tolil() if right == "general" else sp.lil_matrix((30, 20))
-    if right != "general":
+    if right == "grouped":  # columns 0-2, 3-4, 5-7, 8, 9-11, ...: a row takes one group (or none)
+        groups = [(0, 3), (3, 2), (5, 3), (8, 1), (9, 3), (12, 2), (14, 3), (17, 3)]
+        for i in range(30):
+            if i % 7 != 6:  # some rows empty
+                c, w = groups[int(rng.integers(len(groups)))]
+                B[i, c : c + w] = rng.standard_normal(w)
+        B[0, :], B[1, :] = 0, 0
+        B[0, 5:8], B[1, 5:8] = [2.0, 1.0, 3.0], [2.0, 1.0, 3.0]
+    elif right != "general":
         for i in range(30):
             if right == "one per row" or i % 3:
                 B[i, int(rng.integers(20))] = rng.standard_normal()
-    B[0, :], B[1, :] = 0, 0
-    B[0, 5], B[1, 5] = 2.0, 2.0
+    if right != "grouped":
+        B[0, :], B[1, :] = 0, 0
+        B[0, 5], B[1, 5] = 2.0, 2.0
     B = B.tocsr()
     ref = (A @ B).tocsr()
     ref.eliminate_zeros()
     assert ref[2, 5] == 0 or A[2, 5:].nnz  # (the cancellation happens)
-    Am, right_ = _scipy_mat(A), spgemm.Right(_scipy_mat(B))
-    assert (right_.count is None) == (right == "one per row") and (right_.kmax == 1) == (right != "general")
+    Am, right_ = _scipy_mat(A), spgemm.Right(_scipy_mat(B), grouped=right in ("general", "grouped"))
+    assert (right_.count is None) == (right == "one per row")
+    assert (right_.kmax == 1) == (right not in ("general", "grouped"))
+    assert (right_.first is not None) == (right == "grouped")
     crow, cols, vals = [0], [], []
     for r0 in range(0, 40, block):
         r1 = min(r0 + block, 40)
@@ -159,3 +172,45 @@ def test_rows_of_a_block_of_entries(device):
             r = M.rows(lo, hi)
             assert r.dtype == torch.int32 and r.device.type == device
             assert torch.equal(r.cpu().long(), ref[lo:hi]), (lo, hi)
+
+
+def test_rows_not_in_groups_keep_the_general_form():
+    """Groups that overlap, rows of one group of two widths, columns not consecutive: not grouped."""
+    for rows in (
+        [[0, 1, 2], [1, 2]],  # overlapping groups
+        [[0, 1, 2], [0, 1]],  # one group, two widths
+        [[0, 2], [3, 4]],  # a gap in the first row's columns
+    ):
+        crow = torch.tensor([0, *np.cumsum([len(r) for r in rows]).tolist()])
+        col = torch.tensor([c for r in rows for c in r], dtype=torch.int32)
+        B = Mat(crow, col, torch.ones(col.numel(), dtype=torch.float64), (len(rows), 5))
+        assert spgemm.Right(B, grouped=True).first is None, rows
+    crow, col = torch.tensor([0, 3, 5, 5]), torch.tensor([0, 1, 2, 3, 4], dtype=torch.int32)
+    assert spgemm.Right(Mat(crow, col, torch.ones(5, dtype=torch.float64), (3, 5)), grouped=True).first is not None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grouped_smoothed_prolongator_is_the_general_one(device, monkeypatch):
+    """3D elasticity's first smoothed prolongator (six candidates: rows by aggregate) made with one key
+    per group and with one per product: the same entries, the same values (to rounding on a GPU,
+    where the sums' order is the atomics'; bit for bit on the CPU)."""
+    from test_aggregation import _elasticity_3d
+
+    from sla.solvers.precond import amg, transfers
+
+    A, _ = _elasticity_3d(4, device)
+    made = []
+    real = transfers._smoothed
+    monkeypatch.setattr(amg, "_smoothed", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    SmoothedAggregation(A, aggregation="mis2")
+    real_right = spgemm.Right
+    monkeypatch.setattr(transfers, "Right", lambda B, grouped=False: real_right(B, False))
+    SmoothedAggregation(A, aggregation="mis2")
+    n = len(made) // 2
+    assert n >= 1
+    for P, Q in zip(made[:n], made[n:]):
+        assert torch.equal(P.crow.long(), Q.crow.long()) and torch.equal(P.col.long(), Q.col.long())
+        if device == "cpu":
+            assert torch.equal(P.val, Q.val)
+        else:
+            torch.testing.assert_close(P.val, Q.val, rtol=1e-13, atol=1e-13 * float(Q.val.abs().max()))

@@ -48,13 +48,19 @@ from .transfers import (
     prolongation_for,
 )
 
-__all__ = ["DROP_RTOL", "VECTOR_THETA", "SmoothedAggregation"]
+__all__ = ["DROP_RTOL", "VECTOR_COARSE_THETA", "VECTOR_THETA", "SmoothedAggregation"]
 
 
 # strength threshold with several candidates, by dofs per node: 2D P2 elasticity (130K) coarsens too
 # fast on every coupling (53 CG iterations; 34 at 0.08); 3D P1 elasticity (15K) does best at 0
 # (24 iterations, operator complexity 1.4; 16 at 0.08 but complexity 2.5 and twice the time)
 VECTOR_THETA = {2: 0.08}
+
+# strength threshold below the finest level with several candidates (at least this): the coarse
+# Galerkin operators of 3D P1 elasticity couple each node to dozens, and aggregates of every coupling
+# grow to ~70 nodes there (1M unknowns: levels 1.0M, 79K, 1,032, 24 and 51 V-cycle CG iterations; 25 at
+# 0.08, operator complexity 1.40 -> 1.45; 20-25 from 16K to 1M)
+VECTOR_COARSE_THETA = 0.08
 
 log = logging.getLogger("sla")
 
@@ -309,7 +315,8 @@ class SmoothedAggregation(Multigrid):
         Galerkin product of the rounded transfers (then rounded itself); a hierarchy whose entries
         do not fit keeps A's dtype under ``'auto'``.
     coarse_theta : float, optional
-        Strength threshold on levels below the finest (default ``theta``).
+        Strength threshold on levels below the finest (default ``theta``; with several candidates
+        at least :data:`VECTOR_COARSE_THETA`).
     improve : int
         Damped-Jacobi sweeps that improve the constant near-null-space candidate
         before building the tentative prolongator (pyamg's ``improve_candidates``).
@@ -390,7 +397,7 @@ class SmoothedAggregation(Multigrid):
         if aggregation == "auto":
             aggregation = "standard" if _has_pyamg() else "mis2"
         if coarse_theta is None:
-            coarse_theta = theta
+            coarse_theta = theta if candidates[0] is None else max(theta, VECTOR_COARSE_THETA)
         if not coarse_theta >= 0:
             raise ValueError(f"coarse_theta must be >= 0, got {coarse_theta!r}")
         # scalar coarse levels of the parallel aggregation: distance-1 aggregates (see above)

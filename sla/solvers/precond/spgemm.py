@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ...kernels import add_at_, repeat_rows, unique_inverse
+from ...kernels import add_at_, all_, repeat_rows, unique_inverse
 from ...pattern import csr_tensor
 from .multigrid import Mat, entry_blocks
 
@@ -29,17 +29,48 @@ __all__ = [
 
 class Right:
     """The right factor ``B`` of a product with what its blocks look up: the entries of every row
-    (``count``, ``None`` when every row has exactly one), the most of any row (``kmax``)."""
+    (``count``, ``None`` when every row has exactly one), the most of any row (``kmax``).
 
-    __slots__ = ("B", "count", "kmax")
+    With ``grouped``, where ``B``'s rows come in groups (a tentative prolongator with several
+    candidates: a row's entries are its aggregate's consecutive columns, the same for every row of the
+    aggregate), also each row's first column (``first``, -1 for an empty row), the group width of
+    every first column (``width``) and the values padded to ``kmax`` per row (``pad``): a product then
+    sums ``kmax``-wide rows under one key per group, ``kmax`` times fewer keys to sort.  A ``B`` whose
+    rows are not so grouped (one host look tells) keeps the general form."""
 
-    def __init__(self, B: Mat):
+    __slots__ = ("B", "count", "first", "kmax", "pad", "width")
+
+    def __init__(self, B: Mat, grouped: bool = False):
         n = B.shape[0]
         self.B = B
         count = B.crow[1:] - B.crow[:-1]
         self.kmax = max(int(count.amax()), 1) if n else 1
         full = self.kmax == 1 and B.col.numel() == n
         self.count = None if full else count
+        self.first = self.width = self.pad = None
+        if grouped and self.kmax > 1:
+            self._group(count)
+
+    def _group(self, count: torch.Tensor) -> None:
+        B, k = self.B, self.kmax
+        n, nc, nnz = B.shape[0], B.shape[1], B.col.numel()
+        row = repeat_rows(count, 0, nnz, torch.int64)
+        pos = torch.arange(nnz, device=B.col.device) - B.crow[:-1].long()[row]
+        first = torch.where(count > 0, B.col[B.crow[:-1].clamp(max=max(nnz - 1, 0)).long()].long(), -1)
+        width = torch.zeros(nc, dtype=count.dtype, device=count.device)
+        has = count > 0
+        width.scatter_(0, first[has], count[has])
+        # consecutive columns from the row's first, every row of a group as wide as the group, and
+        # no column in two groups
+        owner = torch.full((nc,), -1, dtype=torch.int64, device=count.device)
+        owner.scatter_(0, B.col.long(), first[row])
+        ok = all_(B.col.long() == first[row] + pos) & all_(width[first[has]] == count[has])
+        ok &= all_(owner[B.col.long()] == first[row])
+        if not bool(ok):
+            return
+        self.first, self.width = first, width
+        self.pad = B.val.new_zeros(n, k)
+        self.pad[row, pos] = B.val
 
 
 def block_product(rows: torch.Tensor, k: torch.Tensor, a: torch.Tensor, right: Right, nrows: int, idt: torch.dtype):
@@ -50,6 +81,8 @@ def block_product(rows: torch.Tensor, k: torch.Tensor, a: torch.Tensor, right: R
     CSR-like: ``starts[i]`` is where row ``i + 1`` begins (row 0 at 0), ``col`` ascending within a
     row (int32 where ``nrows * ncols`` fits, else int64), ``val`` in the dtype of ``a * B.val``; the
     products of one entry are summed in the order of ``k`` and exact zeros dropped."""
+    if right.first is not None:
+        return _grouped_product(rows, k, a, right, nrows)
     B = right.B
     nc = B.shape[1]
     dev = a.device
@@ -83,6 +116,38 @@ def block_product(rows: torch.Tensor, k: torch.Tensor, a: torch.Tensor, right: R
     counts[1:] -= starts[:-1]  # (diff with a prepended zero would concatenate: a kernel of its own)
     q = repeat_rows(counts, 0, key.numel(), key.dtype)
     return starts, key.sub_(q.mul_(nc)), pv  # key mod nc
+
+
+def _grouped_product(rows: torch.Tensor, k: torch.Tensor, a: torch.Tensor, right: Right, nrows: int):
+    """:func:`block_product` for a grouped ``B`` (see :class:`Right`): one key ``(row, group)`` per
+    entry of the block, its ``kmax``-wide products summed under it, then the groups' columns expanded
+    (``width`` of them from the group's first).  The products of one ``(i, j)`` are summed in the order
+    of ``k``, as in the general form; exact zeros are dropped."""
+    nc = right.B.shape[1]
+    kdt = torch.int32 if nrows * nc < 2**31 - 1 else torch.int64
+    first = right.first[k]
+    e = torch.nonzero(first >= 0).flatten()  # the entries whose row of B holds a group
+    key = first[e].to(kdt).add_(rows[e].to(kdt), alpha=nc)
+    v = a[e].unsqueeze(1) * right.pad[k[e]]  # [entries, kmax]
+    del first
+    key, inv = unique_inverse(key)
+    pv = add_at_(v.new_zeros(key.numel(), right.kmax), 0, inv, v)
+    del v, inv, e
+    # each key's row (the keys are sorted: a search and a repeat, as in the general form) and group
+    starts = torch.searchsorted(key, torch.arange(1, nrows + 1, device=key.device, dtype=kdt).mul_(nc))
+    counts = starts.clone()
+    counts[1:] -= starts[:-1]
+    q = repeat_rows(counts, 0, key.numel(), kdt)
+    group = key.sub_(q.mul(nc))  # the group's first column
+    w = right.width[group.long()].to(kdt)
+    g = repeat_rows(w, 0, int(w.sum()), torch.int64)  # the key of every entry
+    c = torch.arange(g.numel(), device=g.device) - (torch.cumsum(w, 0, dtype=torch.int64) - w)[g]
+    col, val, r = group[g].add_(c.to(kdt)), pv[g, c], q[g]
+    del g, c, pv, group, w
+    nz = val != 0
+    col, val, r = col[nz], val[nz], r[nz]
+    starts = torch.searchsorted(r, torch.arange(1, nrows + 1, device=r.device, dtype=kdt))
+    return starts, col, val
 
 
 GALERKIN_CHUNK = 1 << 25

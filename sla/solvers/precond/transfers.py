@@ -106,7 +106,7 @@ def _smoothed(C: Mat, T: Mat, w: float, chunk: int | None = None, dtype: torch.d
     dtype = C.val.dtype if dtype is None else dtype
     d = C.diag()
     nnz = C.col.numel()
-    right = Right(T)
+    right = Right(T, grouped=True)  # (a tentative prolongator's rows come by aggregate)
     products = product_chunk(n) if chunk is None else int(chunk)
     step = max(1, products // right.kmax)  # entries of A per block
     marks = torch.arange(step, max(nnz, step), step, device=dev)
