@@ -487,3 +487,32 @@ def test_amg_says_which_aggregation_built_it(monkeypatch):
     if importlib.util.find_spec("pyamg") is not None:
         monkeypatch.undo()
         assert make_preconditioner(gallery.poisson2d(42), "amg").describe().endswith("standard (pyamg) aggregation")
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "scattered"])
+def test_amalgamate_against_the_scipy_node_graph(layout):
+    """The node graph of a dof graph against SciPy's ``N^T |A| N`` pattern (``N`` the dof-to-node
+    incidence) without its diagonal: dofs interleaved by node (the assembly's order, where repeated
+    pairs are dropped before the sort) and scattered over the nodes."""
+    import scipy.sparse as sp
+
+    from sla.solvers.precond.nullspace import amalgamate
+
+    rng = np.random.default_rng(5)
+    n, nodes = 90, 30
+    A = sp.random(n, n, density=0.08, random_state=rng, format="csr") + sp.eye(n, format="csr")
+    A.sort_indices()
+    node = np.arange(n) // 3 if layout == "interleaved" else rng.permutation(np.arange(n) // 3)
+    N = sp.csr_matrix((np.ones(n), (np.arange(n), node)), shape=(n, nodes))
+    ref = (N.T @ abs(A) @ N).tolil()
+    ref.setdiag(0)
+    ref = ref.tocsr()
+    ref.eliminate_zeros()
+    ref.sort_indices()
+    crow, col = amalgamate(
+        torch.from_numpy(A.indptr.astype(np.int64)),
+        torch.from_numpy(A.indices.astype(np.int32)),
+        torch.from_numpy(node),
+        nodes,
+    )
+    assert crow.tolist() == ref.indptr.tolist() and col.tolist() == ref.indices.tolist()
