@@ -76,8 +76,8 @@ def _matrices(dev: str):
     ]
 
 
-def _first_solve(A, dev: str):
-    b = torch.ones(A.shape[0], dtype=A.dtype, device=dev)
+def _first_solve(A, dev: str, rtol: float = 1e-8, b=None):
+    b = torch.ones(A.shape[0], dtype=A.dtype, device=dev) if b is None else b
     matrix = sum(t.numel() * t.element_size() for t in (A.values, A.pattern.crow, A.pattern.ccol))
     if dev == "cuda":
         torch.cuda.empty_cache()
@@ -86,7 +86,7 @@ def _first_solve(A, dev: str):
     _sync(dev)
     t = time.perf_counter()
     _, info = sla.solve(
-        A, b, backend="pytorch", method="cg", preconditioner="amg", rtol=1e-8, matrix_type="spd", return_info=True
+        A, b, backend="pytorch", method="cg", preconditioner="amg", rtol=rtol, matrix_type="spd", return_info=True
     )
     _sync(dev)
     t = time.perf_counter() - t
@@ -215,6 +215,40 @@ def phases(dev: str, matrix: str = "5-point", ungrouped: bool = False) -> None:
             setattr(owner, name, f)
 
 
+def vector_blocks(dev: str, rounds: int, scales=(1, 3, 6, 12)) -> None:
+    """The Galerkin product's blocks of a vector problem (``galerkin_chunk`` of the finest rows times
+    ``scale``; the setup's own: times the candidates, 6 in 3D and 3 in 2D): AMG-CG
+    first solves of new 3D and 2D elasticity matrices (1M unknowns on CUDA, a sixteenth on the CPU),
+    the scales alternated: time, setup, peak (CUDA, the matrix included), iterations."""
+    from sla.assembly.cantilever import cantilever_system, cantilever_system_3d
+    from sla.solvers.precond import amg
+
+    m, (ex, ey) = (34, (1120, 112)) if dev == "cuda" else (14, (280, 28))
+    mats = [
+        (
+            f"3D P1 elasticity box {8 * m} x {m} x {m}",
+            6,
+            lambda: cantilever_system_3d(nx=8 * m, ny=m, nz=m, device=dev),
+        ),
+        (f"P2 elasticity {ex} x {ey}", 3, lambda: cantilever_system(nx=ex, ny=ey, device=dev)),
+    ]
+    real = amg.galerkin_chunk
+    print("| matrix | blocks x | first solve (s) | setup (s) | peak B/unknown | iterations |")
+    print("|---|---|---|---|---|---|")
+    try:
+        for label, k, make in mats:
+            for _ in range(rounds):
+                for scale in scales:  # (the setup multiplies what galerkin_chunk gives by k)
+                    amg.galerkin_chunk = lambda rows, scale=scale, k=k: max(1, scale * real(rows) // k)
+                    A, b = make()[:2]  # (the load: with b = ones the clamped rows make CG stagnate)
+                    t, setup, peak, its = _first_solve(A, dev, rtol=1e-7, b=b)
+                    peak = f"{peak:.0f}" if peak is not None else "-"
+                    print(f"| {label} | {scale} | {t:.3f} | {setup:.3f} | {peak} | {its} |", flush=True)
+                    del A, b
+    finally:
+        amg.galerkin_chunk = real
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -222,12 +256,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="aggregations timed (the first dropped)")
     ap.add_argument("--phases", action="store_true", help="the setup's functions, timed per call")
     ap.add_argument("--matrix", default="5-point", choices=["5-point", "elasticity-3d"], help="of --phases")
+    ap.add_argument("--vector-blocks", action="store_true", help="elasticity: the Galerkin blocks' size")
     ap.add_argument("--ungrouped", action="store_true", help="--phases: one key per product in the prolongator")
     args = ap.parse_args()
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}\n")
     if args.phases:
         phases(args.device, args.matrix, args.ungrouped)
+        return
+    if args.vector_blocks:
+        vector_blocks(args.device, args.rounds)
         return
     solves(args.device, args.rounds)
     aggregation(args.device, args.repeats)

@@ -3,6 +3,8 @@ of A's size), R = P^H by a transpose, int32 aggregates, and the peak memory of t
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -357,7 +359,11 @@ def _problems():
     from sla.assembly.cantilever import cantilever_system
 
     yield "5-point", gallery.poisson2d(40), {}
-    yield "5-point, an isolated row", _isolated_row(gallery.poisson2d(40)), {}
+    # pyamg's aggregation leaves the isolated node out of every aggregate (mis2 makes it one of its own)
+    if importlib.util.find_spec("pyamg") is None:
+        yield pytest.param("5-point, an isolated row", None, {}, marks=pytest.mark.skip(reason="needs pyamg"))
+    else:
+        yield "5-point, an isolated row", _isolated_row(gallery.poisson2d(40)), {"aggregation": "standard"}
     yield "5-point, improved candidate", gallery.poisson2d(40), {"improve": 2}
     try:
         import skfem  # noqa: F401
@@ -424,8 +430,11 @@ def test_implicit_prolongation_with_single_precision_transfers():
     """Single-precision coarse levels (the GPU default from 1M rows): T's values and R in float32,
     the correction in the fine vectors' float64; CG iterations within one of the stored P's."""
     import sla
+    from sla.assembly import CellBasis, ElementP1, apply_dirichlet, assemble, boundary_dofs, laplace, unit_cube
 
-    A = sla.SparseTensor.from_scipy(_p1_cube_scipy(10))
+    basis = CellBasis(unit_cube(10, dtype=torch.float64), ElementP1("tetra"))
+    K = assemble(laplace, basis)
+    A = apply_dirichlet(K, torch.zeros(K.shape[0], dtype=K.dtype), boundary_dofs(basis))[0]
     b = torch.ones(A.shape[0], dtype=A.dtype)
     its = {}
     for pro in ("stored", "implicit"):
