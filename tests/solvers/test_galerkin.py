@@ -219,8 +219,10 @@ def test_grouped_smoothed_prolongator_is_the_general_one(device, monkeypatch):
     assert n >= 1
     # on a GPU only the finest (its aggregates are structural; coarse ones read values summed by atomics)
     for P, Q in zip(made[:n], made[n:]) if device == "cpu" else [(made[0], made[n])]:
-        assert torch.equal(P.crow.long(), Q.crow.long()) and torch.equal(P.col.long(), Q.col.long())
         if device == "cpu":
+            assert torch.equal(P.crow.long(), Q.crow.long()) and torch.equal(P.col.long(), Q.col.long())
             assert torch.equal(P.val, Q.val)
-        else:
-            torch.testing.assert_close(P.val, Q.val, rtol=1e-13, atol=1e-13 * float(Q.val.abs().max()))
+        else:  # a sum that cancels is exactly zero (dropped) in one order, of rounding size in another
+            dense = [torch.sparse_csr_tensor(M.crow.long(), M.col.long(), M.val, M.shape).to_dense() for M in (P, Q)]
+            torch.testing.assert_close(dense[0], dense[1], rtol=0, atol=1e-13 * float(Q.val.abs().max()))
+            assert abs(P.col.numel() - Q.col.numel()) <= 0.01 * Q.col.numel()
