@@ -74,13 +74,13 @@ def cantilever_system_3d(
     device: str | torch.device = "cpu",
 ) -> tuple[SparseTensor, torch.Tensor, CellBasis]:
     """``(K, f, basis)``: vector P1 elasticity on ``[0, length] x [0, width] x [0, height]`` (``nx x
-    ny x nz`` cubes, six tetrahedra each), clamped at ``x = 0`` (symmetric elimination), traction
-    ``load`` per unit area downwards (``-z``) at ``x = length``.  The assembly records the dof points:
-    AMG takes the six rigid-body modes."""
+    ny x nz`` cubes, six tetrahedra each), clamped at ``x = 0`` (symmetric elimination), a uniform
+    traction downwards (``-z``) at ``x = length`` with resultant ``load``.  The assembly records the
+    dof points: AMG takes the six rigid-body modes."""
     lam, mu = lame(young, poisson)
     mesh = box(0.0, length, 0.0, width, 0.0, height, nx, ny, nz, "tet", dtype=dtype, device=device)
     basis = CellBasis(mesh, ElementVector(ElementP1("tetra")))
     K = assemble(elasticity, basis, lam=lam, mu=mu)
-    f = neumann(basis, [0.0, 0.0, -load], "xmax")
+    f = neumann(basis, [0.0, 0.0, -load / (width * height)], "xmax")
     K0, f0 = apply_dirichlet(K, f, boundary_dofs(basis, "xmin"))
     return K0, f0, basis

@@ -23,6 +23,10 @@ SMALL = {
     "poisson3d": (["problem.n=5"], "u"),
     "heat": (["problem.n=8", "problem.steps=3"], "u"),
     "elasticity": (["problem.nx=8", "problem.ny=2"], "displacement"),
+    "elasticity-3d": (
+        ["problem=elasticity", "problem.dim=3", "problem.nx=16", "problem.ny=2", "solver=amg"],
+        "displacement",
+    ),
     "inverse_conductivity": (["problem.n=6", "problem.steps=3"], "k"),
 }
 
