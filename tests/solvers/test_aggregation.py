@@ -331,6 +331,7 @@ def test_3d_elasticity_v_cycle_within_1_3x_of_pyamg():
     assert np.allclose(x.numpy(), ref, rtol=0, atol=1e-6 * np.abs(ref).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_3d_elasticity_iterations_stay_bounded_with_the_size(device):
     """V-cycle CG iterations of 3D P1 elasticity (mis2, the rigid-body modes) from 16K to 133K
