@@ -59,7 +59,7 @@ VECTOR_THETA = {2: 0.08}
 # strength threshold below the finest level with several candidates (at least this): the coarse
 # Galerkin operators of 3D P1 elasticity couple each node to dozens, and aggregates of every coupling
 # grow to ~70 nodes there (1M unknowns: levels 1.0M, 79K, 1,032, 24 and 51 V-cycle CG iterations; 25 at
-# 0.08, operator complexity 1.40 -> 1.45; 20-25 from 16K to 1M)
+# 0.08, operator complexity 1.40 -> 1.45; 21-25 from 16K to 1M)
 VECTOR_COARSE_THETA = 0.08
 
 log = logging.getLogger("sla")

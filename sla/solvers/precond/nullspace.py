@@ -80,9 +80,9 @@ def amalgamate(crow: torch.Tensor, col: torch.Tensor, node: torch.Tensor, nnodes
     del row, counts
     c = node[col]
     off = r != c
-    # an entry whose pair is its predecessor's is dropped before the sort: a row's columns ascend and
-    # a node's dofs are consecutive, so only one entry per (row, node) is left to sort (a third of them
-    # for 3D elasticity)
+    # an entry whose pair is its predecessor's is dropped before the sort: where a row's columns ascend
+    # and a node's dofs are consecutive (the assembly's numbering), one entry per (row, node) is left
+    # to sort, a third of them for 3D elasticity (the sort removes whatever repeats remain)
     off[1:] &= (c[1:] != c[:-1]) | (r[1:] != r[:-1])
     key = r[off].long().mul_(nnodes).add_(c[off])  # node pairs (i, j) as i * nnodes + j
     del r, c, off
