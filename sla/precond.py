@@ -10,6 +10,13 @@ BlockJacobi(block_size=2)
 Traceback (most recent call last):
 ...
 ValueError: Chebyshev: degree must be a positive integer, got 0
+
+A vector problem assembled elsewhere hands AMG its near-null space (an ``sla.assembly`` matrix
+records its dof points, and AMG takes the rigid-body modes by itself):
+
+>>> import torch
+>>> sla.precond.rigid_body_modes(torch.rand(10, 3)).shape  # 3 translations, 3 rotations
+torch.Size([30, 6])
 """
 
 from .solvers.precond import (
@@ -23,6 +30,7 @@ from .solvers.precond import (
     PreconditionerSpec,
     make_preconditioner,
 )
+from .solvers.precond.nullspace import rigid_body_modes
 
 __all__ = [
     "AMG",
@@ -34,4 +42,5 @@ __all__ = [
     "Preconditioner",
     "PreconditionerSpec",
     "make_preconditioner",
+    "rigid_body_modes",
 ]
