@@ -20,6 +20,7 @@ Usage::
     PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --device cpu  # a sixteenth of the sizes
     PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --phases      # the 16M setup, function by function
     PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --phases --matrix elasticity-3d   # 3D elasticity 1M
+    PYTHONPATH=. python3 benchmarks/bench_amg_setup.py --vector-blocks --which prolongator  # its blocks' size
 """
 
 from __future__ import annotations
@@ -215,11 +216,13 @@ def phases(dev: str, matrix: str = "5-point", ungrouped: bool = False) -> None:
             setattr(owner, name, f)
 
 
-def vector_blocks(dev: str, rounds: int, scales=(1, 3, 6, 12)) -> None:
+def vector_blocks(dev: str, rounds: int, scales=(1, 3, 6, 12), which: str = "galerkin") -> None:
     """The Galerkin product's blocks of a vector problem (``galerkin_chunk`` of the finest rows times
-    ``scale``; the setup's own: times the candidates, 6 in 3D and 3 in 2D): AMG-CG
-    first solves of new 3D and 2D elasticity matrices (1M unknowns on CUDA, a sixteenth on the CPU),
-    the scales alternated: time, setup, peak (CUDA, the matrix included), iterations."""
+    ``scale``; the setup's own: ``amg.VECTOR_BLOCKS`` times the candidates, 12 in 3D and 6 in 2D), or with ``which=
+    'prolongator'`` the smoothed prolongator's (``product_chunk`` times ``scale``; the setup's own: times
+    the candidates too): AMG-CG first solves of new 3D and 2D elasticity matrices (1M unknowns on
+    CUDA, a sixteenth on the CPU), the scales alternated: time, setup, peak (CUDA, the matrix
+    included), iterations."""
     from sla.assembly.cantilever import cantilever_system, cantilever_system_3d
     from sla.solvers.precond import amg
 
@@ -232,21 +235,25 @@ def vector_blocks(dev: str, rounds: int, scales=(1, 3, 6, 12)) -> None:
         ),
         (f"P2 elasticity {ex} x {ey}", 3, lambda: cantilever_system(nx=ex, ny=ey, device=dev)),
     ]
-    real = amg.galerkin_chunk
+    name = "galerkin_chunk" if which == "galerkin" else "product_chunk"
+    real = getattr(amg, name)
+    print(f"{which} blocks\n")
     print("| matrix | blocks x | first solve (s) | setup (s) | peak B/unknown | iterations |")
     print("|---|---|---|---|---|---|")
     try:
         for label, k, make in mats:
             for _ in range(rounds):
-                for scale in scales:  # (the setup multiplies what galerkin_chunk gives by k)
-                    amg.galerkin_chunk = lambda rows, scale=scale, k=k: max(1, scale * real(rows) // k)
+                # (the setup multiplies what galerkin_chunk gives by VECTOR_BLOCKS * k, product_chunk by k)
+                own = k * (amg.VECTOR_BLOCKS if which == "galerkin" else 1)
+                for scale in scales:
+                    setattr(amg, name, lambda *a, scale=scale, own=own: max(1, scale * real(*a) // own))
                     A, b = make()[:2]  # (the load: with b = ones the clamped rows make CG stagnate)
                     t, setup, peak, its = _first_solve(A, dev, rtol=1e-7, b=b)
                     peak = f"{peak:.0f}" if peak is not None else "-"
                     print(f"| {label} | {scale} | {t:.3f} | {setup:.3f} | {peak} | {its} |", flush=True)
                     del A, b
     finally:
-        amg.galerkin_chunk = real
+        setattr(amg, name, real)
 
 
 def main() -> None:
@@ -257,6 +264,10 @@ def main() -> None:
     ap.add_argument("--phases", action="store_true", help="the setup's functions, timed per call")
     ap.add_argument("--matrix", default="5-point", choices=["5-point", "elasticity-3d"], help="of --phases")
     ap.add_argument("--vector-blocks", action="store_true", help="elasticity: the Galerkin blocks' size")
+    ap.add_argument(
+        "--which", choices=["galerkin", "prolongator"], default="galerkin", help="of --vector-blocks: whose blocks"
+    )
+    ap.add_argument("--scales", nargs="+", type=int, default=[1, 3, 6, 12], help="of --vector-blocks")
     ap.add_argument("--ungrouped", action="store_true", help="--phases: one key per product in the prolongator")
     args = ap.parse_args()
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -265,7 +276,7 @@ def main() -> None:
         phases(args.device, args.matrix, args.ungrouped)
         return
     if args.vector_blocks:
-        vector_blocks(args.device, args.rounds)
+        vector_blocks(args.device, args.rounds, scales=args.scales, which=args.which)
         return
     solves(args.device, args.rounds)
     aggregation(args.device, args.repeats)

@@ -48,7 +48,7 @@ from .transfers import (
     prolongation_for,
 )
 
-__all__ = ["DROP_RTOL", "VECTOR_COARSE_THETA", "VECTOR_THETA", "SmoothedAggregation"]
+__all__ = ["DROP_RTOL", "VECTOR_BLOCKS", "VECTOR_COARSE_THETA", "VECTOR_THETA", "SmoothedAggregation"]
 
 
 # strength threshold with several candidates, by dofs per node: 2D P2 elasticity (130K) coarsens too
@@ -61,6 +61,13 @@ VECTOR_THETA = {2: 0.08}
 # grow to ~70 nodes there (1M unknowns: levels 1.0M, 79K, 1,032, 24 and 51 V-cycle CG iterations; 25 at
 # 0.08, operator complexity 1.40 -> 1.45; 21-25 from 16K to 1M)
 VECTOR_COARSE_THETA = 0.08
+
+VECTOR_BLOCKS = 2
+"""A vector problem's Galerkin blocks hold ``VECTOR_BLOCKS * k`` times a scalar problem's products for
+``k`` candidates: block by block the product is bound by cuSPARSE's fixed costs per call, and the
+blocks' workspace stays within the setup's peak.  H200, 1M unknowns, setup at ``k`` / ``2k`` times:
+3D elasticity 0.99-1.20 / 0.70-0.72 s, peak 1,546 B/unknown either way; 2D 0.40 / 0.27 s, peak 655 /
+707 (``bench_amg_setup.py --vector-blocks``)."""
 
 log = logging.getLogger("sla")
 
@@ -196,12 +203,14 @@ def _sa_level(
     value returned is ``(T, w)`` (a :class:`Tentative` and the weight: ``P = (I - w D^{-1} A) T``)
     instead of ``P``, which is dropped once ``A_c`` is made.  ``rows``: the finest operator's rows
     (default C's), which size the Galerkin product's blocks (:func:`~.spgemm.galerkin_chunk`: the
-    problem's memory, not the level's), ``width`` times larger for ``width`` candidates (a vector
-    problem's rows hold that many times a scalar one's entries: 3D elasticity at 1M unknowns on an
-    H200, setup 5.4-5.6 s in blocks of the scalar size, 1.8-1.9 s at six times, the same peak;
-    ``bench_amg_setup.py --vector-blocks``); the prolongator's blocks follow C's rows: sized by the finest,
-    its temporaries on coarse levels came on top of the hierarchy already made (H200, 5-point 16M:
-    setup peak above A 112.9 against 99.5 B/unknown, for a setup 0.03-0.07 s shorter)."""
+    problem's memory, not the level's), :data:`VECTOR_BLOCKS` ``* width`` times larger for ``width > 1``
+    candidates (a vector problem's rows hold many times a scalar one's entries: 3D elasticity at 1M
+    unknowns on an H200, setup 5.4-5.6 s in blocks of the scalar size, 1.8-1.9 s at six times; see
+    ``bench_amg_setup.py --vector-blocks``).  The prolongator's blocks follow C's rows: sized by the
+    finest, its temporaries on coarse levels came on top of the hierarchy already made (H200, 5-point
+    16M: setup peak above A 112.9 against 99.5 B/unknown, for a setup 0.03-0.07 s shorter).  They are
+    ``width`` times larger too: 3D elasticity 1M on an H200, setup 2.03-2.05 s at the scalar size,
+    1.19-1.26 s at six times, the same peak (``--vector-blocks --which prolongator``)."""
     d = C.diag()
     rho = C.bound(hermitian, safety=1.0)  # the estimate itself, as pyamg's approximate_spectral_radius
     C._row = None  # nnz-sized; the diagonal and the bounds are kept, nothing below needs the rows
@@ -212,7 +221,8 @@ def _sa_level(
     else:
         T, extra = tentative(_improved(C, d, rho, sweeps, B))
     w = omega / rho
-    P = _smoothed(C, T, w, chunk=product_chunk(C.shape[0], C.shape[0] if rows is None else rows), dtype=dtype)
+    chunk = width * product_chunk(C.shape[0], C.shape[0] if rows is None else rows)
+    P = _smoothed(C, T, w, chunk=chunk, dtype=dtype)
     T = Tentative(T) if implicit else None  # (its gather form: no row starts kept)
     R = _transpose(P, P.val.conj_physical() if P.val.is_complex() else P.val)
     low = P.val.dtype
@@ -224,7 +234,7 @@ def _sa_level(
             C._diag = d.to(low)
         del d
         P.val = P.val.to(C.val.dtype)
-    chunk = width * galerkin_chunk(C.shape[0] if rows is None else rows)
+    chunk = (VECTOR_BLOCKS * width if width > 1 else 1) * galerkin_chunk(C.shape[0] if rows is None else rows)
     Ac = galerkin(R, C, P, chunk=chunk, consume=implicit)
     if implicit:
         return (T, w), R, _drop_cancelled(Ac), extra
