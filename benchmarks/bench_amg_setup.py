@@ -218,7 +218,7 @@ def phases(dev: str, matrix: str = "5-point", ungrouped: bool = False) -> None:
 
 def vector_blocks(dev: str, rounds: int, scales=(1, 3, 6, 12), which: str = "galerkin") -> None:
     """The Galerkin product's blocks of a vector problem (``galerkin_chunk`` of the finest rows times
-    ``scale``; the setup's own: ``amg.VECTOR_BLOCKS`` times the candidates, 12 in 3D and 6 in 2D), or with ``which=
+    ``scale``; the setup's own: ``amg.VECTOR_BLOCKS`` times the candidates, 12 in 3D and 3 in 2D), or with ``which=
     'prolongator'`` the smoothed prolongator's (``product_chunk`` times ``scale``; the setup's own: times
     the candidates too): AMG-CG first solves of new 3D and 2D elasticity matrices (1M unknowns on
     CUDA, a sixteenth on the CPU), the scales alternated: time, setup, peak (CUDA, the matrix
@@ -244,7 +244,8 @@ def vector_blocks(dev: str, rounds: int, scales=(1, 3, 6, 12), which: str = "gal
         for label, k, make in mats:
             for _ in range(rounds):
                 # (the setup multiplies what galerkin_chunk gives by VECTOR_BLOCKS * k, product_chunk by k)
-                own = k * (amg.VECTOR_BLOCKS if which == "galerkin" else 1)
+                dofs = 3 if k == 6 else 2  # (dofs per node: 6 candidates in 3D, 3 in 2D)
+                own = k * (amg.VECTOR_BLOCKS.get(dofs, 1) if which == "galerkin" else 1)
                 for scale in scales:
                     setattr(amg, name, lambda *a, scale=scale, own=own: max(1, scale * real(*a) // own))
                     A, b = make()[:2]  # (the load: with b = ones the clamped rows make CG stagnate)

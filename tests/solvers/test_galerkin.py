@@ -156,8 +156,8 @@ def test_every_level_takes_galerkin_blocks_sized_by_the_finest_operator(monkeypa
         seen["smoothed"] == [max(100, r, 6400 // 8) for r in rows] == [transfers.product_chunk(r, 6400) for r in rows]
     )
     assert 6400 // 8 in seen["smoothed"]  # a coarse level whose blocks the finest rows size
-    # a vector problem's Galerkin blocks: VECTOR_BLOCKS times as many times larger as it has candidates
-    # (three in 2D)
+    # a vector problem's Galerkin blocks: as many times larger as it has candidates (three in 2D), and
+    # VECTOR_BLOCKS times that by dofs per node (twice in 3D)
     from sla.assembly.cantilever import cantilever_system
 
     seen["galerkin"].clear()
@@ -165,11 +165,20 @@ def test_every_level_takes_galerkin_blocks_sized_by_the_finest_operator(monkeypa
     K = cantilever_system(nx=24, ny=4)[0]
     M = SmoothedAggregation(K, cycle="V", max_coarse=20)
     assert M.candidates == 3 and len(M.levels) >= 3
-    want = amg.VECTOR_BLOCKS * 3 * spgemm.galerkin_chunk(K.shape[0])
+    want = 3 * spgemm.galerkin_chunk(K.shape[0])
     assert seen["galerkin"] == [want] * (len(M.levels) - 1), (seen["galerkin"], want)
     # and so are its prolongator's (3D elasticity 1M on an H200: setup 2.0 -> 1.2 s)
     rows = [lv.n for lv in M.levels[:-1]]
     assert seen["smoothed"] == [3 * transfers.product_chunk(r, K.shape[0]) for r in rows], seen["smoothed"]
+    from sla.assembly.cantilever import cantilever_system_3d
+
+    seen["galerkin"].clear()
+    monkeypatch.setattr(amg, "VECTOR_BLOCKS", {3: 5})  # (a factor of its own: the lookup is what is tested)
+    K = cantilever_system_3d(nx=8, ny=2, nz=2)[0]
+    M = SmoothedAggregation(K, cycle="V", max_coarse=20)
+    assert M.candidates == 6 and len(M.levels) >= 2
+    want = 5 * 6 * spgemm.galerkin_chunk(K.shape[0])
+    assert seen["galerkin"] == [want] * (len(M.levels) - 1), (seen["galerkin"], want)
 
 
 @pytest.mark.parametrize("device", DEVICES)

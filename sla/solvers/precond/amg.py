@@ -62,12 +62,12 @@ VECTOR_THETA = {2: 0.08}
 # 0.08, operator complexity 1.40 -> 1.45; 21-25 from 16K to 1M)
 VECTOR_COARSE_THETA = 0.08
 
-VECTOR_BLOCKS = 2
-"""A vector problem's Galerkin blocks hold ``VECTOR_BLOCKS * k`` times a scalar problem's products for
-``k`` candidates: block by block the product is bound by cuSPARSE's fixed costs per call, and the
-blocks' workspace stays within the setup's peak.  H200, 1M unknowns, setup at ``k`` / ``2k`` times:
-3D elasticity 0.99-1.20 / 0.70-0.72 s, peak 1,546 B/unknown either way; 2D 0.40 / 0.27 s, peak 655 /
-707 (``bench_amg_setup.py --vector-blocks``)."""
+VECTOR_BLOCKS = {3: 2}
+"""Galerkin blocks of a vector problem, by dofs per node: ``VECTOR_BLOCKS * k`` times a scalar problem's
+products for ``k`` candidates (``k`` alone where not listed).  Block by block the product is bound by
+cuSPARSE's fixed costs per call.  H200, 1M unknowns, setup at ``k`` / ``2k`` times: 3D elasticity
+1.07-1.08 / 0.76-0.78 s, peak 1,546 B/unknown either way; 2D 0.36-0.52 / 0.35-0.39 s, peak 655 / 707
+(no clear gain for more memory; ``bench_amg_setup.py --vector-blocks``)."""
 
 log = logging.getLogger("sla")
 
@@ -191,6 +191,7 @@ def _sa_level(
     implicit: bool = False,
     rows: int | None = None,
     width: int = 1,
+    blocks: int = 1,
 ):
     """Smoothed prolongator ``P = (I - w D^{-1} A) T``, ``R = P^H`` and ``A_c = R A P``.
 
@@ -203,10 +204,10 @@ def _sa_level(
     value returned is ``(T, w)`` (a :class:`Tentative` and the weight: ``P = (I - w D^{-1} A) T``)
     instead of ``P``, which is dropped once ``A_c`` is made.  ``rows``: the finest operator's rows
     (default C's), which size the Galerkin product's blocks (:func:`~.spgemm.galerkin_chunk`: the
-    problem's memory, not the level's), :data:`VECTOR_BLOCKS` ``* width`` times larger for ``width > 1``
-    candidates (a vector problem's rows hold many times a scalar one's entries: 3D elasticity at 1M
-    unknowns on an H200, setup 5.4-5.6 s in blocks of the scalar size, 1.8-1.9 s at six times; see
-    ``bench_amg_setup.py --vector-blocks``).  The prolongator's blocks follow C's rows: sized by the
+    problem's memory, not the level's), ``blocks * width`` times larger for ``width`` candidates (a
+    vector problem's rows hold many times a scalar one's entries: 3D elasticity at 1M unknowns on an
+    H200, setup 5.4-5.6 s in blocks of the scalar size, 1.8-1.9 s at six times; ``blocks``: see
+    :data:`VECTOR_BLOCKS`).  The prolongator's blocks follow C's rows: sized by the
     finest, its temporaries on coarse levels came on top of the hierarchy already made (H200, 5-point
     16M: setup peak above A 112.9 against 99.5 B/unknown, for a setup 0.03-0.07 s shorter).  They are
     ``width`` times larger too: 3D elasticity 1M on an H200, setup 2.03-2.05 s at the scalar size,
@@ -234,7 +235,7 @@ def _sa_level(
             C._diag = d.to(low)
         del d
         P.val = P.val.to(C.val.dtype)
-    chunk = (VECTOR_BLOCKS * width if width > 1 else 1) * galerkin_chunk(C.shape[0] if rows is None else rows)
+    chunk = blocks * width * galerkin_chunk(C.shape[0] if rows is None else rows)
     Ac = galerkin(R, C, P, chunk=chunk, consume=implicit)
     if implicit:
         return (T, w), R, _drop_cancelled(Ac), extra
@@ -447,6 +448,7 @@ class SmoothedAggregation(Multigrid):
                         implicit=implicit and lvl == 0,
                         rows=fine,
                         width=candidates[0].shape[1],
+                        blocks=VECTOR_BLOCKS.get(A.sparse_shape[0] // candidates[2], 1),
                     )
                     levels.append(_transfer_level(C, hermitian, P, R, fine_csr if lvl == 0 else None))
                     C = Ac
