@@ -63,7 +63,7 @@ VECTOR_THETA = {2: 0.08}
 VECTOR_COARSE_THETA = 0.08
 
 VECTOR_BLOCKS = {3: 2}
-"""Galerkin blocks of a vector problem, by dofs per node: ``VECTOR_BLOCKS * k`` times a scalar problem's
+"""Galerkin blocks of a vector problem, by dofs per node: ``VECTOR_BLOCKS[dofs] * k`` times a scalar problem's
 products for ``k`` candidates (``k`` alone where not listed).  Block by block the product is bound by
 cuSPARSE's fixed costs per call.  H200, 1M unknowns, setup at ``k`` / ``2k`` times: 3D elasticity
 1.07-1.08 / 0.76-0.78 s, peak 1,546 B/unknown either way; 2D 0.36-0.52 / 0.35-0.39 s, peak 655 / 707
